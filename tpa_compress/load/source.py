@@ -1,0 +1,98 @@
+"""`Checkpoint` and `WeightSource`: what every loader returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import ModelConfig, weight_shapes
+from ..errors import TPAError
+
+
+class WeightSource:
+    """Lazy, read-only mapping from canonical tensor names to tensors.
+
+    `get` materialises one tensor (dequantised / converted) in the requested dtype;
+    nothing is cached, so peak memory is what the caller keeps.
+    """
+
+    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str):
+        self._names = list(names)
+        self._getter = getter
+        self.path = path
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def get(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if name not in self._names:
+            raise TPAError(f"{self.path}: tensor {name!r} is missing")
+        try:
+            t = self._getter(name)
+        except TPAError:
+            raise
+        except Exception as e:  # truncated/corrupt data surfaces here
+            raise TPAError(f"{self.path}: cannot read tensor {name!r} ({type(e).__name__}: {e})") from e
+        return t.to(dtype)
+
+    @classmethod
+    def from_dict(cls, tensors: dict[str, torch.Tensor], path: str = "<memory>") -> "WeightSource":
+        return cls(list(tensors), tensors.__getitem__, path)
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    weights: WeightSource
+    tokenizer: Any = None  # TextTokenizer | None
+    path: str = ""
+    format: str = ""  # "gguf" | "hf" | "ckpt"
+    extra: dict = field(default_factory=dict)  # e.g. the `tpa` section of a converted model
+
+    def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        return {n: self.weights.get(n, dtype) for n in self.weights.names()}
+
+
+def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str,
+                 skip: set[str] = frozenset()) -> None:
+    """Reject a file whose tensors do not fit its config (before any forward pass)."""
+    for name, want in weight_shapes(cfg).items():
+        if name in skip:
+            continue
+        if name not in shapes:
+            raise TPAError(f"{path}: tensor {name!r} is missing for a {cfg.family} model")
+        if tuple(shapes[name]) != tuple(want):
+            raise TPAError(
+                f"{path}: tensor {name!r} has shape {tuple(shapes[name])}, config implies {tuple(want)}"
+            )
+
+
+def load_model(path: str | Path | None = None, variant: str | None = None) -> Checkpoint:
+    """Open a model from a path in any supported format (None: the embedded default)."""
+    if path is None or str(path) == "default":
+        from .default import default_model_path
+        path = default_model_path()
+    p = Path(path)
+    if not p.exists():
+        raise TPAError(f"{p}: no such file or directory")
+    if p.is_dir():
+        from .hf import load_hf_folder
+        return load_hf_folder(p)
+    suffix = p.suffix.lower()
+    if suffix == ".gguf":
+        from .gguf import load_gguf
+        return load_gguf(p)
+    if suffix in (".ckpt", ".pt", ".pth"):
+        from .ckpt import load_ckpt
+        return load_ckpt(p, variant=variant)
+    if suffix == ".safetensors":
+        raise TPAError(f"{p}: pass the folder that holds config.json and this file, not the file")
+    raise TPAError(
+        f"{p}: unknown model format {suffix or '(no suffix)'}; valid: a .gguf file, "
+        "a Hugging Face folder (config.json + safetensors), or a gemma_pytorch .ckpt"
+    )

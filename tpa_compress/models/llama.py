@@ -1,0 +1,21 @@
+"""Llama-family decoder block (SmolLM2, Llama 2/3): pre-norm, SwiGLU, one RoPE base."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .common import MLP, Attention, RMSNorm
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.self_attn = Attention(cfg, layer)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, zero_centered=False)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, zero_centered=False)
+
+    def forward(self, h: torch.Tensor, attn) -> torch.Tensor:
+        h = h + attn(self.input_layernorm(h))
+        return h + self.mlp(self.post_attention_layernorm(h))
