@@ -74,9 +74,8 @@ def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str
 
 def load_model(path: str | Path | None = None, variant: str | None = None) -> Checkpoint:
     """Open a model from a path in any supported format (None: the embedded default)."""
-    if path is None or str(path) == "default":
-        from .default import default_model_path
-        path = default_model_path()
+    from .default import resolve_model_path
+    path = resolve_model_path(None if path is None else str(path))
     p = Path(path)
     if not p.exists():
         raise TPAError(f"{p}: no such file or directory")

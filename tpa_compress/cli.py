@@ -1,0 +1,148 @@
+"""`tpa-compress` command line: parse arguments, call the pipeline, print results.
+
+Every user error is a `TPAError`: printed as one line (`error: ...`), exit code 2;
+`--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import TPAError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Convert transformer LLMs to TPA / low-rank factorized attention, measured.")
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+    _state["debug"] = debug
+
+
+def torch_dtype(name: str):
+    import torch
+    if name not in DTYPES:
+        raise TPAError(f"--dtype {name!r} is not valid; valid: {', '.join(sorted(set(DTYPES)))}")
+    return getattr(torch, DTYPES[name])
+
+
+def resolve_device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise TPAError(f"--device {name!r} is not valid; valid: auto, cpu, cuda, cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TPAError(f"--device {name}: CUDA was requested but no CUDA device is available")
+    return name
+
+
+def open_model(model: Optional[str], variant: Optional[str] = None, dtype: str = "float32",
+               device: str = "cpu"):
+    """Load a checkpoint and build its model, with a spinner (GGUF dequantisation takes a while)."""
+    from .load import load_model
+    from .models import build_model
+
+    with console.status(f"loading {model or 'default model (Gemma 3 270M)'} …"):
+        t = time.time()
+        ckpt = load_model(model, variant=variant)
+        net = build_model(ckpt, torch_dtype(dtype), device)
+    console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, "
+                  f"{ckpt.config.family}) in {time.time() - t:.1f}s[/dim]")
+    return ckpt, net
+
+
+def progress_bar(description: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder, .ckpt) or an "
+                                          "embedded name: gemma3-270m (default), smollm2-135m."),
+    data: Optional[List[Path]] = typer.Option(None, "--data", help="Text file(s); default: the "
+                                              "bundled evaluation split."),
+    seq_len: int = typer.Option(2048, "--seq-len", help="Window length in tokens."),
+    max_windows: Optional[int] = typer.Option(None, "--max-windows", help="Score at most N windows."),
+    bos: str = typer.Option("auto", "--bos", help="Start each window with BOS: auto (as the "
+                            "tokenizer does), yes, no."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: str = typer.Option("cpu", "--device"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+):
+    """Perplexity over non-overlapping windows of real text."""
+    from .data import default_eval_files, read_texts
+    from .evaluate.perplexity import make_windows, perplexity
+
+    if seq_len < 2:
+        raise TPAError(f"--seq-len {seq_len} is too small; it must be at least 2")
+    if max_windows is not None and max_windows < 1:
+        raise TPAError(f"--max-windows {max_windows} must be at least 1")
+    if bos not in ("auto", "yes", "no"):
+        raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
+    files = list(data) if data else default_eval_files()
+    text = read_texts(files)
+    dev = resolve_device(device)
+    torch_dtype(dtype)
+    ckpt, net = open_model(model, variant, dtype, dev)
+    tok = require_tokenizer(ckpt)
+    use_bos = tok.add_bos if bos == "auto" else bos == "yes"
+    windows = make_windows(tok.encode(text, add_bos=False), seq_len, tok.bos_id if use_bos else None,
+                           max_windows, source=", ".join(map(str, files)))
+    t = time.time()
+    with progress_bar("perplexity") as bar:
+        task = bar.add_task("perplexity", total=windows.shape[0], info="")
+        res = perplexity(net, windows, use_bos, device=dev,
+                         progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
+    elapsed = time.time() - t
+    table = Table(title="perplexity")
+    for c in ("model", "windows", "tokens", "seq_len", "BOS", "NLL", "perplexity", "tok/s"):
+        table.add_column(c)
+    table.add_row(ckpt.config.name or ckpt.path, str(res.windows), str(res.tokens), str(seq_len),
+                  "yes" if use_bos else "no", f"{res.nll:.4f}", f"{res.perplexity:.4f}",
+                  f"{res.tokens / elapsed:.0f}")
+    out.print(table)
+    if json_out:
+        from .save import write_text_atomic
+        doc = {"model": ckpt.path, "data": [str(f) for f in files], "dtype": dtype, **res.to_dict()}
+        write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
+
+
+def require_tokenizer(ckpt):
+    if ckpt.tokenizer is None:
+        raise TPAError(f"{ckpt.path}: no tokenizer found (put tokenizer.json beside the model)")
+    return ckpt.tokenizer
+
+
+def main() -> None:
+    try:
+        app()
+    except TPAError as e:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Measurements: perplexity (and, with converted models, validation against the original)."""

@@ -1,0 +1,70 @@
+"""Token-level perplexity over non-overlapping windows (the Palu / CARE / TransMLA protocol).
+
+The text is tokenized once, as one stream. It is cut into non-overlapping windows of
+`seq_len` tokens. With `bos` (default for Gemma, whose tokenizer adds BOS) each window
+is BOS followed by the next `seq_len - 1` stream tokens; without it, the window is
+`seq_len` stream tokens. Either way every window scores `seq_len - 1` predictions,
+and perplexity = exp(total NLL / total predicted tokens).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..errors import TPAError
+
+
+@dataclass
+class PerplexityResult:
+    perplexity: float
+    nll: float  # mean negative log-likelihood per predicted token (nats)
+    tokens: int  # predicted tokens scored
+    windows: int
+    seq_len: int
+    bos: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_windows(ids: list[int], seq_len: int, bos_id: int | None, max_windows: int | None,
+                 source: str = "text") -> torch.Tensor:
+    body = seq_len - 1 if bos_id is not None else seq_len
+    n = len(ids) // body
+    if n == 0:
+        raise TPAError(f"{source}: {len(ids)} tokens is too short for one window of {seq_len} "
+                       f"tokens; give more text or a smaller --seq-len")
+    if max_windows is not None:
+        n = min(n, max_windows)
+    w = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
+    if bos_id is not None:
+        w = torch.cat([torch.full((n, 1), bos_id, dtype=torch.long), w], dim=1)
+    return w
+
+
+def window_nll(model, window: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Per-position NLL (T-1,) of one window (T,), computing logits in chunks so that
+    a 262k-entry vocabulary never needs T x vocab floats at once."""
+    hidden = model(window[None])[0, :-1]
+    targets = window[1:]
+    out = []
+    for s in range(0, hidden.shape[0], chunk):
+        logits = model.logits(hidden[s:s + chunk]).float()
+        out.append(torch.nn.functional.cross_entropy(logits, targets[s:s + chunk].to(logits.device),
+                                                     reduction="none"))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor, bos: bool, progress=None, device="cpu") -> PerplexityResult:
+    total, count = 0.0, 0
+    for i in range(windows.shape[0]):
+        nll = window_nll(model, windows[i].to(device))
+        total += float(nll.double().sum())
+        count += nll.numel()
+        if progress is not None:
+            progress(i + 1, windows.shape[0], math.exp(total / count))
+    return PerplexityResult(math.exp(total / count), total / count, count, windows.shape[0],
+                            windows.shape[1], bos)

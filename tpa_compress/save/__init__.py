@@ -1,0 +1,5 @@
+"""Writers: HF folders (safetensors + config.json), written atomically."""
+from .atomic import atomic_output_dir, write_text_atomic
+from .hf import save_hf_folder
+
+__all__ = ["atomic_output_dir", "write_text_atomic", "save_hf_folder"]
