@@ -1,0 +1,283 @@
+"""The conversion pipeline: load -> calibrate -> pick ranks -> factorize -> measure -> write.
+
+For each layer the recipe's rules pick a method per target (K, V); a rank step
+(fixed / energy / budget) turns spectra into ranks; the method returns factors and a
+Component; the factorized projections are installed in the model (so `--eval` runs
+the converted model exactly as it will be reloaded) and the output folder is
+written atomically.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .calibrate import collect_stats
+from .data import default_calib_files, default_eval_files, read_texts
+from .errors import TPAError
+from .layout import Component, LayerLayout, cache_bytes, layouts_to_config, original_layouts, shrink_check
+from .methods import LayerInputs, get_method
+from .methods.layers import make_proj
+from .ranks import Candidate, budget_ranks, energy_rank
+from .recipe import Recipe, validate_for_model
+
+REPORT_CONTEXTS = (4096, 32768)
+
+
+@dataclass
+class LayerReport:
+    layer: int
+    type: str
+    k: dict
+    v: dict
+    bytes_per_token: float
+
+
+@dataclass
+class ConversionResult:
+    layouts: list[LayerLayout]
+    layers: list[LayerReport]
+    totals: dict
+    perplexity: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _files(spec: list[str], default) -> list:
+    return default() if spec in (["default"], [], None) else [Path(f) for f in spec]
+
+
+def _windows(tok, files, tokens: int, seq_len: int, skip_tokens: int = 0, source=""):
+    """Calibration windows (BOS-led when the tokenizer adds BOS)."""
+    from .evaluate.perplexity import make_windows
+    ids = tok.encode(read_texts(files), add_bos=False)[skip_tokens:]
+    bos = tok.bos_id if tok.add_bos else None
+    n = max(1, tokens // seq_len)
+    return make_windows(ids, seq_len, bos, n, source=source)
+
+
+def layer_inputs(model, i: int, stats) -> LayerInputs:
+    a = model.layers[i].self_attn
+    return LayerInputs(model.cfg, i, a.q_proj.weight.double(), a.k_proj.weight.double(),
+                       a.v_proj.weight.double(), a.o_proj.weight.double(), stats)
+
+
+def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target: str, x: torch.Tensor) -> float:
+    """Relative error on held-out attention inputs x: K pre-norm; V as o_proj sees it."""
+    with torch.no_grad():
+        w = inp.weight(target).to(x.dtype)
+        ref = x @ w.T
+        got = proj(x).to(x.dtype)
+        err = got - ref
+        if target == "v":
+            c = model_cfg
+            g = c.num_heads // c.num_kv_heads
+            # expand each KV head to its query heads, then through o_proj
+            expand = lambda t: t.view(-1, c.num_kv_heads, c.head_dim).repeat_interleave(g, 1).flatten(1)  # noqa: E731
+            wo = inp.w_o.to(x.dtype)
+            ref, err = expand(ref) @ wo.T, expand(err) @ wo.T
+        return float(err.norm() / ref.norm().clamp_min(1e-30))
+
+
+def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=print) -> tuple[ConversionResult, dict]:
+    """Convert `model` in place; returns (result, new tensors by canonical name)."""
+    t0 = time.time()
+    cfg = model.cfg
+    validate_for_model(recipe, cfg)
+    torch.manual_seed(recipe.seed)
+    tok = ckpt.tokenizer
+    rules = [recipe.rules_for(cfg, i) for i in range(cfg.num_layers)]
+    methods = {(i, t): get_method(r.method)(r.params, seed=recipe.seed + 1000 * i + (t == "v"))
+               for i, rs in enumerate(rules) for t, r in rs.items()}
+    needs_stats = any(m.needs_calibration for m in methods.values()) or any(
+        r.rank.kind in ("energy", "budget") for rs in rules for r in rs.values())
+
+    stats = heldout = None
+    ppl_before = None
+    if needs_stats or methods:
+        if tok is None:
+            raise TPAError(f"{ckpt.path}: calibration needs a tokenizer (put tokenizer.json beside the model)")
+        cal = recipe.calibration
+        files = _files(cal.files, default_calib_files)
+        src = ", ".join(map(str, files))
+        win = _windows(tok, files, cal.tokens + cal.heldout_tokens, cal.seq_len, source=src)
+        n_held = max(1, cal.heldout_tokens // cal.seq_len) if cal.heldout_tokens else 0
+        if win.shape[0] <= n_held:
+            raise TPAError(f"{src}: too little text for {cal.tokens} calibration + "
+                           f"{cal.heldout_tokens} held-out tokens")
+        fit_w, held_w = win[: win.shape[0] - n_held], win[win.shape[0] - n_held:]
+        log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {cal.seq_len}), "
+            f"{held_w.numel()} held-out")
+        stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"))
+        if n_held:
+            heldout = collect_stats(model, held_w, sample_rows=2048)
+    if eval_model:
+        ppl_before = _eval(model, tok, recipe, progress, "eval before")
+
+    inputs = {i: layer_inputs(model, i, stats[i] if stats else None) for i in range(cfg.num_layers)}
+    # -- ranks ----------------------------------------------------------------
+    ranks: dict[tuple[int, str], int] = {}
+    cands = []
+    for (i, t), m in methods.items():
+        spec = rules[i][t].rank
+        if spec.kind == "fixed":
+            ranks[(i, t)] = int(spec.value)
+        elif spec.kind == "auto":
+            ranks[(i, t)] = m.max_rank(cfg)
+        else:
+            spectrum = m.spectrum(inputs[i], t)
+            if spectrum is None:
+                raise TPAError(f"{recipe.source}: layer {i} {t}: method {m.name} has no spectrum, so "
+                               f"rank '{spec.kind}' cannot apply; give a fixed rank")
+            step = cfg.num_kv_heads if m.name == "per_head_svd" else 1
+            if spec.kind == "energy":
+                ranks[(i, t)] = energy_rank(spectrum, spec.value, step)
+            else:
+                lay = LayerLayout(Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
+                                  Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
+                                  cfg.window(i), recipe.cache_dtype)
+                held = lay.tokens_held(recipe.budget.context)
+                per = lay.bytes_per_token() / 2 * held
+                cands.append(Candidate((i, t), spectrum, per, step, min(len(spectrum), m.max_rank(cfg)), step))
+    if cands:
+        ranks.update(budget_ranks(cands, _budget_left(cfg, recipe, ranks, {c.key for c in cands})))
+
+    # -- factorize --------------------------------------------------------------
+    new_tensors: dict[str, torch.Tensor] = {}
+    reports = []
+    layouts = []
+    items = sorted(methods.items())
+    bar = progress and progress("factorize")
+    done = 0
+    wdtype = getattr(torch, recipe.weight_dtype)
+    for i in range(cfg.num_layers):
+        attn = model.layers[i].self_attn
+        comps, info = {}, {}
+        for t in ("k", "v"):
+            full = Component("full", cfg.num_kv_heads, cfg.head_dim)
+            if (i, t) not in methods:
+                comps[t], info[t] = full, {"method": "keep", "rank": None}
+                continue
+            m = methods[(i, t)]
+            fz = m.factorize(inputs[i], t, ranks[(i, t)])
+            why = shrink_check(fz.component)
+            if why and m.name != "identity":
+                log(f"warning: layer {i} {t}: {why}")
+            proj = make_proj(cfg.hidden_size, fz.component)
+            state = {k: v.to(torch.float32) for k, v in fz.tensors.items()}
+            try:
+                proj.load_state_dict(state)
+            except RuntimeError as e:
+                raise TPAError(f"method {m.name} produced tensors that do not fit {fz.component}: {e}") from e
+            proj = proj.to(wdtype).to(torch.float32)  # measure what will be saved
+            setattr(attn, f"{t}_proj", proj)
+            for k, v in proj.state_dict().items():
+                new_tensors[f"model.layers.{i}.self_attn.{t}_proj.{k}"] = v
+            comps[t] = fz.component
+            err = (activation_errors(cfg, inputs[i], proj, t, heldout[i].sample)
+                   if heldout is not None else None)
+            winfo = _weight_error(inputs[i], proj, t)
+            info[t] = {"method": m.name, "kind": fz.component.kind, "rank": fz.component.rank,
+                       "heldout_rel_error": err, "weight_rel_error": winfo, **fz.info}
+            done += 1
+            if bar:
+                bar(done, len(items))
+        lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype)
+        layouts.append(lay)
+        reports.append(LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()))
+
+    ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
+    orig = original_layouts(cfg, recipe.cache_dtype)
+    totals = {}
+    for ctx in sorted(set(REPORT_CONTEXTS) | ({recipe.budget.context} if recipe.budget else set())):
+        a, b = cache_bytes(orig, ctx), cache_bytes(layouts, ctx)
+        totals[str(ctx)] = {"original_bytes": a, "converted_bytes": b, "ratio": b / a}
+    ppl = {}
+    if ppl_before:
+        ppl = {"before": ppl_before, "after": ppl_after,
+               "delta_pct": 100 * (ppl_after["perplexity"] / ppl_before["perplexity"] - 1)}
+    return ConversionResult(layouts, reports, totals, ppl, time.time() - t0), new_tensors
+
+
+def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
+    """||W_eff - W|| / ||W|| for projections that are linear in x (all but contextual)."""
+    if hasattr(proj, "a"):
+        return None
+    with torch.no_grad():
+        eye = torch.eye(inp.cfg.hidden_size)
+        w_eff = (proj(eye) - proj(torch.zeros(1, inp.cfg.hidden_size))).T.double()
+        w = inp.weight(t)
+        return float((w_eff - w).norm() / w.norm())
+
+
+def _eval(model, tok, recipe: Recipe, progress, label: str) -> dict | None:
+    from .evaluate.perplexity import make_windows, perplexity
+    ev = recipe.eval
+    files = _files(ev.files, default_eval_files)
+    ids = tok.encode(read_texts(files), add_bos=False)
+    w = make_windows(ids, ev.seq_len, tok.bos_id if tok.add_bos else None, ev.max_windows,
+                     source=", ".join(map(str, files)))
+    bar = progress and progress(label)
+    res = perplexity(model, w, tok.add_bos, progress=bar and (lambda i, n, p: bar(i, n)))
+    return res.to_dict()
+
+
+def output_tensors(ckpt, new_tensors: dict, layouts: list[LayerLayout]) -> dict[str, torch.Tensor]:
+    """The original tensors minus replaced K/V weights, plus the factors."""
+    replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight"
+                for i, lay in enumerate(layouts) for t, c in (("k", lay.k), ("v", lay.v)) if c.kind != "full"}
+    out = {n: ckpt.weights.get(n) for n in ckpt.weights.names() if n not in replaced}
+    out.update(new_tensors)
+    return out
+
+
+def write_output(out_dir: Path, ckpt, recipe: Recipe, result: ConversionResult, new_tensors: dict,
+                 force: bool) -> None:
+    from .report.convert_report import render_markdown
+    from .save import atomic_output_dir, save_hf_folder
+
+    extra = {"tpa": {**layouts_to_config(result.layouts), "cache_dtype": recipe.cache_dtype},
+             "tpa_source": {"model": str(Path(ckpt.path).resolve()) if ckpt.path else None,
+                            "format": ckpt.format, "recipe": recipe.source}}
+    report = report_dict(ckpt, recipe, result)
+    with atomic_output_dir(out_dir, force=force, protect=[ckpt.path]) as tmp:
+        save_hf_folder(tmp, ckpt.config, output_tensors(ckpt, new_tensors, result.layouts),
+                       ckpt.tokenizer, extra, getattr(torch, recipe.weight_dtype))
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "report.md").write_text(render_markdown(report))
+
+
+def report_dict(ckpt, recipe: Recipe, result: ConversionResult) -> dict:
+    return {
+        "model": ckpt.config.name or ckpt.path, "recipe": recipe.source, "seed": recipe.seed,
+        "cache_dtype": recipe.cache_dtype, "weight_dtype": recipe.weight_dtype,
+        "layers": [vars(r) for r in result.layers], "kv_cache": result.totals,
+        "perplexity": result.perplexity, "seconds": round(result.seconds, 1),
+    }
+
+
+def default_out_dir(model_name: str, recipe_path: str) -> Path:
+    stem = Path(recipe_path).stem
+    base = Path(model_name).stem if model_name else "gemma3-270m"
+    return Path("out") / f"{base}-{stem}"
+
+
+def _budget_left(cfg, recipe: Recipe, ranks: dict, budgeted: set) -> float:
+    """Bytes the budget leaves for `budgeted` components at the budget's context, after
+    every other component: kept ones at full size, fixed/energy ones priced as latents
+    of their rank (their real kind is known only after factorizing)."""
+    ctx = recipe.budget.context
+    total = recipe.budget.fraction * cache_bytes(original_layouts(cfg, recipe.cache_dtype), ctx)
+    for i in range(cfg.num_layers):
+        for t in ("k", "v"):
+            if (i, t) in budgeted:
+                continue
+            c = (Component("latent", cfg.num_kv_heads, cfg.head_dim, ranks[(i, t)]) if (i, t) in ranks
+                 else Component("full", cfg.num_kv_heads, cfg.head_dim))
+            lay = LayerLayout(c, c, cfg.window(i), recipe.cache_dtype)
+            total -= lay.bytes_per_token() / 2 * lay.tokens_held(ctx)
+    return total

@@ -1,0 +1,105 @@
+"""The spine: what each layer caches per token, and the one function that prices it.
+
+`analyze` prices candidate layouts with `cache_bytes`, `convert` writes one
+`LayerLayout` per layer into config.json's `tpa` section, `generate` allocates exactly
+that cache, and reports quote it. Nothing else computes cache sizes.
+
+Component kinds (for K or V of one layer, `heads` = KV heads, `dim` = head_dim):
+- full            the original K/V: heads * dim values per token.
+- latent          a rank-r latent of the whole heads*dim vector (K: pre-norm, rebuilt
+                  as up-project -> QK-norm -> RoPE; V: up-projection folded into o_proj).
+                  r values per token.
+- tpa_fixed       TPA with a fixed head factor A (R x heads, stored in the weights):
+                  caches the R feature factors b_r: R * dim values.
+- tpa_contextual  TPA with contextual A(x): caches a_r and b_r: R * (heads + dim).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .config import ModelConfig
+from .errors import TPAError
+
+KINDS = ("full", "latent", "tpa_fixed", "tpa_contextual")
+# Bytes per cached value, and per-token-per-component scale overhead (one fp16 scale).
+CACHE_DTYPES = {"fp32": (4, 0), "bf16": (2, 0), "fp16": (2, 0), "fp8": (1, 0), "int8": (1, 2)}
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    heads: int
+    dim: int
+    rank: int = 0  # latent r, or TPA R; unused for full
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise TPAError(f"unknown component kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        limit = {"latent": self.heads * self.dim, "tpa_fixed": self.heads * self.dim,
+                 "tpa_contextual": self.heads * self.dim}.get(self.kind)
+        if limit is not None and not 1 <= self.rank <= limit:
+            raise TPAError(f"{self.kind} rank {self.rank} out of range; valid: 1..{limit}")
+
+    @property
+    def values_per_token(self) -> int:
+        return {"full": self.heads * self.dim, "latent": self.rank,
+                "tpa_fixed": self.rank * self.dim,
+                "tpa_contextual": self.rank * (self.heads + self.dim)}[self.kind]
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    k: Component
+    v: Component
+    window: int | None = None  # None: global layer (holds the whole context)
+    cache_dtype: str = "bf16"
+
+    def __post_init__(self):
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise TPAError(f"cache dtype {self.cache_dtype!r} is not valid; valid: "
+                           f"{', '.join(CACHE_DTYPES)}")
+
+    def bytes_per_token(self) -> float:
+        size, scale = CACHE_DTYPES[self.cache_dtype]
+        return sum(c.values_per_token * size + scale for c in (self.k, self.v))
+
+    def tokens_held(self, context: int) -> int:
+        return context if self.window is None else min(context, self.window)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerLayout":
+        return cls(k=Component(**d["k"]), v=Component(**d["v"]), window=d.get("window"),
+                   cache_dtype=d.get("cache_dtype", "bf16"))
+
+
+def original_layouts(cfg: ModelConfig, cache_dtype: str = "bf16") -> list[LayerLayout]:
+    full = Component("full", cfg.num_kv_heads, cfg.head_dim)
+    return [LayerLayout(full, full, cfg.window(i), cache_dtype) for i in range(cfg.num_layers)]
+
+
+def cache_bytes(layouts: list[LayerLayout], context: int, batch: int = 1) -> float:
+    """Total KV-cache bytes for `batch` sequences of `context` tokens (window-aware)."""
+    return batch * sum(lay.bytes_per_token() * lay.tokens_held(context) for lay in layouts)
+
+
+def layouts_to_config(layouts: list[LayerLayout]) -> dict:
+    return {"layers": [lay.to_dict() for lay in layouts]}
+
+
+def layouts_from_config(tpa: dict) -> list[LayerLayout]:
+    return [LayerLayout.from_dict(d) for d in tpa["layers"]]
+
+
+def shrink_check(c: Component) -> str | None:
+    """Why a component cannot shrink the cache, or None when it can."""
+    full = c.heads * c.dim
+    if c.values_per_token >= full and c.kind != "full":
+        why = (f"{c.kind} rank {c.rank} caches {c.values_per_token} values per token, not fewer "
+               f"than the original {full}")
+        if c.kind == "tpa_contextual" and c.heads == 1:
+            why += " (with one KV head, caching both a and b never shrinks the cache)"
+        return why
+    return None

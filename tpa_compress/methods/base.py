@@ -1,0 +1,79 @@
+"""What a method receives and returns."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from ..calibrate import LayerStats
+from ..config import ModelConfig
+from ..errors import TPAError
+from ..layout import Component
+
+
+@dataclass
+class LayerInputs:
+    """One layer's attention weights (float64, HF layout (out, in)) and statistics."""
+    cfg: ModelConfig
+    layer: int
+    w_q: torch.Tensor
+    w_k: torch.Tensor
+    w_v: torch.Tensor
+    w_o: torch.Tensor
+    stats: LayerStats | None = None
+
+    def weight(self, target: str) -> torch.Tensor:
+        return self.w_k if target == "k" else self.w_v
+
+    def v_output_metric(self) -> torch.Tensor:
+        """(kv*D, kv*D) block-diagonal metric sum_h W_O,h^T W_O,h over each KV group's
+        query heads: V error weighted by what o_proj does with it."""
+        c = self.cfg
+        D, g = c.head_dim, c.num_heads // c.num_kv_heads
+        wo = self.w_o.view(c.hidden_size, c.num_heads, D)
+        m = torch.zeros(c.kv_size, c.kv_size, dtype=self.w_o.dtype)
+        for kv in range(c.num_kv_heads):
+            blk = sum(wo[:, h].T @ wo[:, h] for h in range(kv * g, (kv + 1) * g))
+            m[kv * D:(kv + 1) * D, kv * D:(kv + 1) * D] = blk
+        return m
+
+
+@dataclass
+class Factorization:
+    component: Component
+    tensors: dict[str, torch.Tensor]  # names relative to the projection module
+    info: dict = field(default_factory=dict)  # e.g. fit error, for the report
+
+
+class Method:
+    """Base class. Subclasses set `Params` (a dataclass) and implement `factorize`."""
+    name = "?"
+    needs_calibration = False
+
+    @dataclass
+    class Params:
+        pass
+
+    def __init__(self, params: dict | None = None, seed: int = 0, where: str = "method"):
+        self.params = parse_params(self.Params, params or {}, f"{where} {self.name}")
+        self.seed = seed
+
+    def spectrum(self, inp: LayerInputs, target: str) -> torch.Tensor | None:
+        """Energy captured by each successive rank (descending), or None if the
+        method has no such spectrum (then only fixed ranks apply)."""
+        return None
+
+    def max_rank(self, cfg: ModelConfig) -> int:
+        return cfg.kv_size
+
+    def factorize(self, inp: LayerInputs, target: str, rank: int) -> Factorization:
+        raise NotImplementedError
+
+
+def parse_params(cls, given: dict, where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise TPAError(f"{where}: unknown parameter {unknown[0]!r}; valid: {', '.join(names) or '(none)'}")
+    return cls(**given)

@@ -1,0 +1,124 @@
+"""The factorized K/V projections a converted model runs, one per Component kind.
+
+Each maps the attention input x (B, T, hidden) to pre-norm K or V (B, T, heads*dim),
+so `models.common.Attention` runs them unchanged (QK-norm and RoPE come after, as in
+the original). Each also splits into `encode` (what the cache stores per token) and
+`decode` (rebuild from the cache), which is what the cached runtime uses.
+
+Tensor names inside a layer (`model.layers.{i}.self_attn.{k|v}_proj.<name>`):
+- full:            weight                       (the original Linear)
+- latent:          down.weight (r, hidden), up.weight (heads*dim, r), bias (heads*dim)
+- tpa_fixed:       b.weight (R*dim, hidden), head_factor (R, heads), bias (heads*dim)
+- tpa_contextual:  a.weight (R*heads, hidden), b.weight (R*dim, hidden), bias (heads*dim)
+TPA scaling (1/R in the paper) is folded into the factors.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layout import Component, LayerLayout, layouts_from_config
+
+
+class LatentProj(nn.Module):
+    def __init__(self, hidden: int, c: Component):
+        super().__init__()
+        self.down = nn.Linear(hidden, c.rank, bias=False)
+        self.up = nn.Linear(c.rank, c.heads * c.dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(c.heads * c.dim))
+
+    def encode(self, x):
+        return self.down(x)
+
+    def decode(self, z):
+        return self.up(z) + self.bias
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+class TPAFixedProj(nn.Module):
+    def __init__(self, hidden: int, c: Component):
+        super().__init__()
+        self.R, self.heads, self.dim = c.rank, c.heads, c.dim
+        self.b = nn.Linear(hidden, c.rank * c.dim, bias=False)
+        self.head_factor = nn.Parameter(torch.zeros(c.rank, c.heads))
+        self.bias = nn.Parameter(torch.zeros(c.heads * c.dim))
+
+    def encode(self, x):
+        return self.b(x)
+
+    def decode(self, z):
+        b = z.unflatten(-1, (self.R, self.dim))
+        k = torch.einsum("...rd,rh->...hd", b, self.head_factor.to(b.dtype))
+        return k.flatten(-2) + self.bias
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+class TPAContextualProj(nn.Module):
+    def __init__(self, hidden: int, c: Component):
+        super().__init__()
+        self.R, self.heads, self.dim = c.rank, c.heads, c.dim
+        self.a = nn.Linear(hidden, c.rank * c.heads, bias=False)
+        self.b = nn.Linear(hidden, c.rank * c.dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(c.heads * c.dim))
+
+    def encode(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=-1)
+
+    def decode(self, z):
+        a = z[..., : self.R * self.heads].unflatten(-1, (self.R, self.heads))
+        b = z[..., self.R * self.heads:].unflatten(-1, (self.R, self.dim))
+        return torch.einsum("...rh,...rd->...hd", a, b).flatten(-2) + self.bias
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+PROJ_CLASSES = {"latent": LatentProj, "tpa_fixed": TPAFixedProj, "tpa_contextual": TPAContextualProj}
+
+
+def make_proj(hidden: int, c: Component) -> nn.Module:
+    if c.kind == "full":
+        return nn.Linear(hidden, c.heads * c.dim, bias=False)
+    return PROJ_CLASSES[c.kind](hidden, c)
+
+
+def install_layouts(model, tpa: dict) -> None:
+    """Swap the K/V projections of `model` for the ones its `tpa` config describes."""
+    layouts = layouts_from_config(tpa)
+    for block, lay in zip(model.layers, layouts):
+        attn = block.self_attn
+        attn.k_proj = make_proj(model.cfg.hidden_size, lay.k)
+        attn.v_proj = make_proj(model.cfg.hidden_size, lay.v)
+
+
+def replaced_weight_names(tpa: dict) -> set[str]:
+    """Original tensor names a converted folder no longer has (for shape checks)."""
+    out = set()
+    for i, lay in enumerate(layouts_from_config(tpa)):
+        for name, c in (("k", lay.k), ("v", lay.v)):
+            if c.kind != "full":
+                out.add(f"model.layers.{i}.self_attn.{name}_proj.weight")
+    return out
+
+
+def layout_of_model(model) -> list[LayerLayout]:
+    """Recover the per-layer layout from the installed modules (for runtime checks)."""
+    cfg = model.cfg
+    out = []
+    for i, block in enumerate(model.layers):
+        comps = []
+        for p in (block.self_attn.k_proj, block.self_attn.v_proj):
+            if isinstance(p, LatentProj):
+                comps.append(Component("latent", cfg.num_kv_heads, cfg.head_dim, p.down.out_features))
+            elif isinstance(p, TPAFixedProj):
+                comps.append(Component("tpa_fixed", cfg.num_kv_heads, cfg.head_dim, p.R))
+            elif isinstance(p, TPAContextualProj):
+                comps.append(Component("tpa_contextual", cfg.num_kv_heads, cfg.head_dim, p.R))
+            else:
+                comps.append(Component("full", cfg.num_kv_heads, cfg.head_dim))
+        out.append(LayerLayout(comps[0], comps[1], cfg.window(i)))
+    return out

@@ -1,0 +1,248 @@
+"""YAML recipes -> validated, typed recipe objects (strict: unknown keys are errors).
+
+    model: gemma3-270m            # optional; a MODEL argument overrides it
+    seed: 0
+    weight_dtype: float32         # float32 | bfloat16 | float16
+    cache_dtype: bf16             # bf16 | fp16 | fp8 | int8 | fp32
+    calibration: {files: [default], tokens: 32768, seq_len: 512, heldout_tokens: 4096}
+    eval: {files: [default], seq_len: 512, max_windows: 16}
+    budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`
+    layers:                       # ordered rules; a later match overrides an earlier one
+      - select: all               # all | {type: sliding|global} | {layers: "0-5,17"} | {pattern: "1?"}
+        k: {method: activation_svd, rank: 192}
+        v: {method: activation_svd, rank: {energy: 0.99}, params: {output_aware: true}}
+Layers no rule matches keep their original K/V.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import ModelConfig
+from .errors import TPAError
+from .layout import CACHE_DTYPES
+
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class RankSpec:
+    kind: str  # fixed | energy | budget | auto
+    value: float | None = None
+
+
+@dataclass
+class ComponentRule:
+    method: str
+    rank: RankSpec
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Selector:
+    kind: str  # all | type | layers | pattern
+    value: object = None
+
+    def matches(self, cfg: ModelConfig, i: int) -> bool:
+        if self.kind == "all":
+            return True
+        if self.kind == "type":
+            return cfg.layer_types[i] == self.value
+        if self.kind == "layers":
+            return i in self.value
+        return fnmatch.fnmatch(str(i), self.value)
+
+
+@dataclass
+class LayerRule:
+    select: Selector
+    k: ComponentRule | None
+    v: ComponentRule | None
+
+
+@dataclass
+class Calibration:
+    files: list[str] = field(default_factory=lambda: ["default"])
+    tokens: int = 32768
+    seq_len: int = 512
+    heldout_tokens: int = 4096
+
+
+@dataclass
+class EvalSpec:
+    files: list[str] = field(default_factory=lambda: ["default"])
+    seq_len: int = 512
+    max_windows: int | None = 16
+
+
+@dataclass
+class Budget:
+    fraction: float
+    context: int = 32768
+
+
+@dataclass
+class Recipe:
+    layers: list[LayerRule]
+    model: str | None = None
+    seed: int = 0
+    weight_dtype: str = "float32"
+    cache_dtype: str = "bf16"
+    calibration: Calibration = field(default_factory=Calibration)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    budget: Budget | None = None
+    source: str = ""
+    raw: dict = field(default_factory=dict)
+
+    def rules_for(self, cfg: ModelConfig, i: int) -> dict[str, ComponentRule]:
+        out: dict[str, ComponentRule] = {}
+        for rule in self.layers:
+            if rule.select.matches(cfg, i):
+                for t in ("k", "v"):
+                    if getattr(rule, t) is not None:
+                        out[t] = getattr(rule, t)
+        return out
+
+
+def _keys(d, allowed: set[str], where: str) -> dict:
+    if not isinstance(d, dict):
+        raise TPAError(f"{where}: expected a mapping, got {type(d).__name__}")
+    bad = sorted(set(d) - allowed)
+    if bad:
+        raise TPAError(f"{where}: unknown key {bad[0]!r}; valid: {', '.join(sorted(allowed))}")
+    return d
+
+
+def _int(v, where: str, lo: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise TPAError(f"{where}: {v!r} is not valid; expected an integer >= {lo}")
+    return v
+
+
+def _rank(v, where: str) -> RankSpec:
+    if v is None:
+        return RankSpec("auto")
+    if v == "budget":
+        return RankSpec("budget")
+    if isinstance(v, int) and not isinstance(v, bool):
+        return RankSpec("fixed", _int(v, where))
+    if isinstance(v, dict):
+        _keys(v, {"energy"}, where)
+        e = v.get("energy")
+        if not isinstance(e, (int, float)) or not 0 < e <= 1:
+            raise TPAError(f"{where}.energy: {e!r} is not valid; expected 0 < energy <= 1")
+        return RankSpec("energy", float(e))
+    raise TPAError(f"{where}: {v!r} is not valid; expected an integer, {{energy: 0.99}} or budget")
+
+
+def _component(d, where: str) -> ComponentRule | None:
+    if d is None or d == "keep":
+        return None
+    _keys(d, {"method", "rank", "params"}, where)
+    if "method" not in d:
+        raise TPAError(f"{where}: missing key 'method'")
+    from .methods import get_method
+    try:
+        cls = get_method(d["method"])
+    except TPAError as e:
+        raise TPAError(f"{where}.method: {e}") from e
+    params = d.get("params") or {}
+    cls(params, where=where)  # validates parameter names now, not mid-conversion
+    return ComponentRule(d["method"], _rank(d.get("rank"), f"{where}.rank"), params)
+
+
+def _selector(v, where: str) -> Selector:
+    if v in (None, "all"):
+        return Selector("all")
+    _keys(v, {"type", "layers", "pattern"}, where)
+    if len(v) != 1:
+        raise TPAError(f"{where}: give exactly one of type, layers, pattern")
+    (k, val), = v.items()
+    if k == "type":
+        if val not in ("sliding", "global"):
+            raise TPAError(f"{where}.type: {val!r} is not valid; valid: sliding, global")
+        return Selector("type", val)
+    if k == "layers":
+        idx = set()
+        for part in str(val).split(","):
+            try:
+                a, _, b = part.strip().partition("-")
+                idx.update(range(int(a), int(b or a) + 1))
+            except ValueError:
+                raise TPAError(f"{where}.layers: {val!r} is not valid; expected e.g. \"0-5,17\"") from None
+        return Selector("layers", idx)
+    return Selector("pattern", str(val))
+
+
+def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
+    top = {"model", "seed", "weight_dtype", "cache_dtype", "calibration", "eval", "budget", "layers",
+           "description"}
+    _keys(d, top, source)
+    if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
+        raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
+    rules = []
+    for j, r in enumerate(d["layers"]):
+        w = f"{source}: layers[{j}]"
+        _keys(r, {"select", "k", "v"}, w)
+        rules.append(LayerRule(_selector(r.get("select"), f"{w}.select"),
+                               _component(r.get("k"), f"{w}.k"), _component(r.get("v"), f"{w}.v")))
+    wd = d.get("weight_dtype", "float32")
+    if wd not in WEIGHT_DTYPES:
+        raise TPAError(f"{source}: weight_dtype {wd!r} is not valid; valid: {', '.join(WEIGHT_DTYPES)}")
+    cd = d.get("cache_dtype", "bf16")
+    if cd not in CACHE_DTYPES:
+        raise TPAError(f"{source}: cache_dtype {cd!r} is not valid; valid: {', '.join(CACHE_DTYPES)}")
+    cal = _keys(d.get("calibration") or {}, {"files", "tokens", "seq_len", "heldout_tokens"},
+                f"{source}: calibration")
+    calib = Calibration(**cal)
+    _int(calib.tokens, f"{source}: calibration.tokens", 16)
+    _int(calib.seq_len, f"{source}: calibration.seq_len", 2)
+    _int(calib.heldout_tokens, f"{source}: calibration.heldout_tokens", 0)
+    ev = EvalSpec(**_keys(d.get("eval") or {}, {"files", "seq_len", "max_windows"}, f"{source}: eval"))
+    budget = None
+    if d.get("budget") is not None:
+        b = _keys(d["budget"], {"fraction", "context"}, f"{source}: budget")
+        if not isinstance(b.get("fraction"), (int, float)) or not 0 < b["fraction"] <= 1:
+            raise TPAError(f"{source}: budget.fraction {b.get('fraction')!r} is not valid; expected 0 < f <= 1")
+        budget = Budget(float(b["fraction"]), _int(b.get("context", 32768), f"{source}: budget.context"))
+    if budget is None and any(c is not None and c.rank.kind == "budget"
+                              for r in rules for c in (r.k, r.v)):
+        raise TPAError(f"{source}: a rank says 'budget' but there is no top-level 'budget' key")
+    seed = d.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TPAError(f"{source}: seed {seed!r} is not valid; expected an integer")
+    return Recipe(layers=rules, model=d.get("model"), seed=seed, weight_dtype=wd, cache_dtype=cd,
+                  calibration=calib, eval=ev, budget=budget, source=source, raw=d)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    p = Path(path)
+    if not p.is_file():
+        raise TPAError(f"{p}: recipe file not found")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise TPAError(f"{p}:{where} invalid YAML ({getattr(e, 'problem', e)})") from e
+    return parse_recipe(d or {}, str(p))
+
+
+def validate_for_model(recipe: Recipe, cfg: ModelConfig) -> None:
+    """Checks that need the model: ranks in range, methods that apply."""
+    from .methods import get_method
+    for i in range(cfg.num_layers):
+        for t, rule in recipe.rules_for(cfg, i).items():
+            m = get_method(rule.method)(rule.params, seed=recipe.seed)
+            hi = m.max_rank(cfg)
+            if rule.rank.kind == "fixed" and not 1 <= rule.rank.value <= hi:
+                raise TPAError(f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} out of range "
+                               f"for {rule.method} on this model; valid: 1..{hi}")
+    if any(cfg.layer_types[i] == "sliding" for i in range(cfg.num_layers)) is False:
+        for r in recipe.layers:
+            if r.select.kind == "type" and r.select.value == "sliding":
+                raise TPAError(f"{recipe.source}: select type 'sliding' matches no layer: "
+                               f"{cfg.family} has only global layers")

@@ -1,0 +1,1 @@
+"""Human-readable reports (markdown) rendered from the machine-readable dicts."""
