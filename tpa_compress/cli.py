@@ -125,6 +125,68 @@ def eval_cmd(
         write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
 
 
+@app.command("methods")
+def methods_cmd():
+    """List the factorization methods (see docs/methods.md for their specs)."""
+    from .methods import all_methods
+    table = Table(title="factorization methods")
+    table.add_column("name")
+    table.add_column("calibrated")
+    table.add_column("what it does")
+    for name, cls in all_methods().items():
+        import sys as _s
+        doc = (_s.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, "yes" if cls.needs_calibration else "no", doc.split("—", 1)[-1].strip())
+    out.print(table)
+
+
+@app.command("convert")
+def convert_cmd(
+    model: Optional[str] = typer.Argument(None, help="Model path or embedded name; overrides the "
+                                          "recipe's `model:`."),
+    recipe: Path = typer.Option(..., "--recipe", help="Recipe YAML (see recipes/)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
+                                           "out/<model>-<recipe>)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+    do_eval: bool = typer.Option(False, "--eval", help="Measure perplexity before and after."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+    device: str = typer.Option("cpu", "--device"),
+):
+    """Convert a model to factorized attention as a YAML recipe says."""
+    from .convert import convert, default_out_dir, write_output
+    from .recipe import load_recipe
+    from .save.atomic import check_output_dir
+
+    rec = load_recipe(recipe)
+    model = model or rec.model
+    out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
+    check_output_dir(out_dir, force)
+    dev = resolve_device(device)
+    ckpt, net = open_model(model, variant, "float32", dev)
+    with progress_bar("convert") as bar:
+        tasks = {}
+
+        def progress(label):
+            tasks[label] = bar.add_task(label, total=None, info="")
+            return lambda i, n: bar.update(tasks[label], completed=i, total=n)
+
+        res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval,
+                               log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    write_output(out_dir, ckpt, rec, res, tensors, force)
+    table = Table(title=f"converted -> {out_dir}")
+    for c in ("context", "original KV", "converted KV", "ratio"):
+        table.add_column(c)
+    for ctx, t in res.totals.items():
+        table.add_row(ctx, f"{t['original_bytes'] / 2**20:.2f} MiB",
+                      f"{t['converted_bytes'] / 2**20:.2f} MiB", f"{t['ratio']:.3f}")
+    out.print(table)
+    if res.perplexity:
+        p = res.perplexity
+        out.print(f"perplexity {p['before']['perplexity']:.4f} -> {p['after']['perplexity']:.4f} "
+                  f"({p['delta_pct']:+.2f}%)")
+    out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
+
+
 def require_tokenizer(ckpt):
     if ckpt.tokenizer is None:
         raise TPAError(f"{ckpt.path}: no tokenizer found (put tokenizer.json beside the model)")

@@ -64,6 +64,11 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
     )
 
 
+def _num(x):
+    """transformers' strict configs want an int where the value is integral."""
+    return int(x) if x is not None and float(x).is_integer() else x
+
+
 def _first(x):
     return x[0] if isinstance(x, list) else x
 
@@ -90,7 +95,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         glob = {"rope_type": "linear", "rope_theta": cfg.rope_theta, "factor": cfg.rope_scaling_factor}
     d.update(
         hidden_activation="gelu_pytorch_tanh", sliding_window=cfg.sliding_window,
-        query_pre_attn_scalar=cfg.query_pre_attn_scalar,
+        query_pre_attn_scalar=_num(cfg.query_pre_attn_scalar),
         layer_types=["sliding_attention" if t == "sliding" else "full_attention" for t in cfg.layer_types],
         rope_parameters={"full_attention": glob,
                          "sliding_attention": {"rope_type": "default", "rope_theta": cfg.rope_local_theta}},

@@ -37,8 +37,13 @@ def all_methods() -> dict[str, type[Method]]:
 
 
 def _load_builtin() -> None:
-    # Importing the modules runs their @register decorators.
-    from . import activation_svd, contextual_t6, identity, per_head_svd, tucker_shared  # noqa: F401
+    # Every module of this package but the plumbing is a method: importing it runs
+    # its @register decorator. A new method is a new file, nothing else.
+    import importlib
+    import pkgutil
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in ("base", "layers"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 __all__ = ["METHODS", "register", "get_method", "all_methods", "Method", "LayerInputs", "Factorization"]

@@ -90,7 +90,7 @@ def build_model(ckpt, dtype: torch.dtype = torch.float32, device: str | torch.de
                 raise TPAError(f"{ckpt.path}: tensor {_canonical(n)!r} has shape {tuple(t.shape)}, "
                                f"model expects {tuple(p.shape)}")
             p.copy_(t)
-    model.eval()
+    model.eval().requires_grad_(False)
     return model
 
 

@@ -14,15 +14,23 @@ from pathlib import Path
 from ..errors import TPAError
 
 
-@contextlib.contextmanager
-def atomic_output_dir(out: str | Path, force: bool = False, protect: list[str | Path] = ()):
+def check_output_dir(out: str | Path, force: bool = False, protect: list[str | Path] = ()) -> None:
+    """Refuse, before any work, an output that would clobber the input or existing data."""
     out = Path(out)
     for p in protect:
+        if not p:
+            continue
         p = Path(p).resolve()
         if out.resolve() == p or p.is_relative_to(out.resolve()):
             raise TPAError(f"{out}: output would overwrite the input {p}; choose another --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise TPAError(f"{out}: output exists and is not empty; pass --force to replace it")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | Path, force: bool = False, protect: list[str | Path] = ()):
+    out = Path(out)
+    check_output_dir(out, force, protect)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

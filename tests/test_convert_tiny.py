@@ -1,0 +1,177 @@
+"""convert on tiny random models: identity is exact, outputs reload and run, bad recipes fail clearly."""
+import hashlib
+
+import pytest
+import torch
+import yaml
+
+from tiny import random_state, tiny_config
+from tpa_compress.calibrate import collect_stats
+from tpa_compress.convert import convert, write_output
+from tpa_compress.errors import TPAError
+from tpa_compress.layout import LayerLayout, cache_bytes, original_layouts
+from tpa_compress.load import load_model
+from tpa_compress.load.source import Checkpoint, WeightSource
+from tpa_compress.methods import LayerInputs, get_method
+from tpa_compress.methods.layers import make_proj
+from tpa_compress.models import build_model
+from tpa_compress.ranks import budget_ranks, Candidate, energy_rank
+from tpa_compress.recipe import parse_recipe
+
+
+class CharTok:
+    """A stand-in tokenizer: bytes -> ids (enough for plumbing tests)."""
+    bos_id, eos_id, pad_id, add_bos = 2, 1, 0, True
+
+    def encode(self, text, add_bos=None):
+        ids = [3 + (b % 90) for b in text.encode()]
+        return ([2] if (self.add_bos if add_bos is None else add_bos) else []) + ids
+
+    def save(self, folder):
+        pass
+
+
+def tiny_ckpt(family="gemma3", **over):
+    cfg = tiny_config(family, **over)
+    return Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "memory")
+
+
+def recipe(layers, **top):
+    d = {"calibration": {"tokens": 512, "seq_len": 32, "heldout_tokens": 64},
+         "eval": {"seq_len": 32, "max_windows": 4}, "layers": layers, **top}
+    return parse_recipe(d, "test.yaml")
+
+
+IDS = torch.randint(3, 90, (1, 40), generator=torch.Generator().manual_seed(1))
+
+
+def logp(model):
+    with torch.no_grad():
+        return model.logits(model(IDS)).log_softmax(-1)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_identity_is_exact_and_round_trips(tmp_path, family):
+    ck = tiny_ckpt(family)
+    ref = logp(build_model(ck))
+    model = build_model(ck)
+    rec = recipe([{"select": "all", "k": {"method": "identity"}, "v": {"method": "identity"}}])
+    res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
+    assert all(lay.k.kind == "tpa_fixed" and lay.k.rank == ck.config.num_kv_heads for lay in res.layouts)
+    assert (logp(model) - ref).abs().max() < 1e-5
+    write_output(tmp_path / "out", ck, rec, res, tensors, force=False)
+    back = load_model(tmp_path / "out")
+    assert back.extra["tpa"]["layers"][0]["k"]["kind"] == "tpa_fixed"
+    assert (logp(build_model(back)) - ref).abs().max() < 1e-5
+    assert res.totals["32768"]["ratio"] == pytest.approx(1.0)
+
+
+def test_activation_svd_full_rank_is_exact_and_error_falls_with_rank():
+    ck = tiny_ckpt("llama")
+    model = build_model(ck)
+    ref = logp(model)
+    full = ck.config.kv_size
+    errs = []
+    for r in (8, 16, full):
+        m = build_model(ck)
+        rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": r},
+                       "v": {"method": "activation_svd", "rank": r}}])
+        res, _ = convert(ck, m, rec, eval_model=False, log=lambda m: None)
+        errs.append(max(L.v["heldout_rel_error"] for L in res.layers))
+        if r == full:
+            assert (logp(m) - ref).abs().max() < 1e-4
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-5
+
+
+def test_output_aware_v_beats_plain_pca_through_o_proj():
+    ck = tiny_ckpt("llama")
+    model = build_model(ck)
+    win = torch.randint(3, 90, (8, 32), generator=torch.Generator().manual_seed(2))
+    st = collect_stats(model, win)
+    a = model.layers[1].self_attn
+    inp = LayerInputs(ck.config, 1, a.q_proj.weight.double(), a.k_proj.weight.double(),
+                      a.v_proj.weight.double(), a.o_proj.weight.double(), st[1])
+    from tpa_compress.convert import activation_errors
+    errs = {}
+    for aware in (True, False):
+        fz = get_method("activation_svd")({"output_aware": aware}).factorize(inp, "v", 6)
+        proj = make_proj(ck.config.hidden_size, fz.component)
+        proj.load_state_dict({k: v.float() for k, v in fz.tensors.items()})
+        errs[aware] = activation_errors(ck.config, inp, proj, "v", st[1].sample)
+    assert errs[True] < errs[False]
+
+
+def test_conversion_is_deterministic(tmp_path):
+    digests = []
+    for run in range(2):
+        ck = tiny_ckpt("gemma3")
+        rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": 12},
+                       "v": {"method": "per_head_svd", "rank": 8}}], seed=7)
+        res, t = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+        write_output(tmp_path / f"o{run}", ck, rec, res, t, force=False)
+        digests.append(hashlib.sha256((tmp_path / f"o{run}" / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_refuses_non_empty_output_and_input_overwrite(tmp_path):
+    ck = tiny_ckpt("llama")
+    rec = recipe([{"select": "all", "v": {"method": "identity"}}])
+    res, t = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("mine")
+    with pytest.raises(TPAError, match="not empty; pass --force"):
+        write_output(tmp_path / "o", ck, rec, res, t, force=False)
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+    ck.path = str(tmp_path / "o" / "model.gguf")
+    with pytest.raises(TPAError, match="overwrite the input"):
+        write_output(tmp_path / "o", ck, rec, res, t, force=True)
+
+
+@pytest.mark.parametrize("layers,needle", [
+    ([{"select": "all", "k": {"methd": "identity"}}], "unknown key 'methd'; valid: method, params, rank"),
+    ([{"select": "all", "k": {"method": "svd"}}], "unknown method 'svd'; valid:"),
+    ([{"select": {"type": "local"}, "k": {"method": "identity"}}], "'local' is not valid; valid: sliding, global"),
+    ([{"select": "all", "v": {"method": "activation_svd", "rank": {"energy": 1.5}}}], "0 < energy <= 1"),
+    ([{"select": "all", "v": {"method": "activation_svd", "rank": "budget"}}], "no top-level 'budget'"),
+    ([{"select": "all", "v": {"method": "activation_svd", "params": {"whiten": 1}}}], "unknown parameter 'whiten'"),
+])
+def test_bad_recipes(layers, needle):
+    with pytest.raises(TPAError, match=".*" + needle.replace("(", r"\(").replace("'", "'")):
+        recipe(layers)
+
+
+def test_rank_out_of_range_for_model():
+    ck = tiny_ckpt("llama")
+    rec = recipe([{"select": "all", "v": {"method": "activation_svd", "rank": 999}}])
+    with pytest.raises(TPAError, match="rank 999 out of range .* valid: 1..32"):
+        convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+
+
+def test_energy_rank_matches_direct_svd():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(50, 6, generator=g) @ torch.randn(6, 40, generator=g)  # rank 6
+    s2 = torch.linalg.svdvals(a.double()) ** 2
+    assert energy_rank(s2, 0.999999) == 6
+    frac = s2.cumsum(0) / s2.sum()
+    assert energy_rank(s2, 0.9) == int((frac < 0.9).sum()) + 1
+
+
+def test_budget_spends_where_error_falls_fastest():
+    flat = torch.ones(16)
+    steep = torch.tensor([10.0] + [0.01] * 15)
+    c = [Candidate((0, "k"), flat, 1.0, 1, 16), Candidate((1, "k"), steep, 1.0, 1, 16)]
+    r = budget_ranks(c, 10)
+    assert r[(1, "k")] == 1 and r[(0, "k")] == 9
+    with pytest.raises(TPAError, match="below the minimum"):
+        budget_ranks(c, 1)
+
+
+def test_cache_bytes_window_aware_gemma3_1b():
+    from tpa_compress.load.ckpt import variant_config
+    cfg = variant_config("1b")
+    lay = original_layouts(cfg, "bf16")
+    per_token = 2 * 256 * 2  # K + V, 1 KV head, head_dim 256, bf16
+    glob, slide = cfg.layer_types.count("global"), cfg.layer_types.count("sliding")
+    assert (glob, slide) == (4, 22)
+    assert cache_bytes(lay, 32768) == per_token * (4 * 32768 + 22 * 512)
+    assert cache_bytes(lay, 100, batch=3) == 3 * per_token * 26 * 100
