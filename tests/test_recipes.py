@@ -1,0 +1,33 @@
+"""Every shipped recipe parses and applies to both families."""
+from pathlib import Path
+
+import pytest
+
+from tiny import tiny_config
+from tpa_compress.errors import TPAError
+from tpa_compress.load.ckpt import variant_config
+from tpa_compress.recipe import load_recipe, validate_for_model
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_shipped_recipe_validates(path):
+    rec = load_recipe(path)
+    smollm = tiny_config("llama", hidden_size=576, num_heads=9, num_kv_heads=3, head_dim=64,
+                         num_layers=30, intermediate_size=1536)
+    for cfg in (variant_config("270m"), variant_config("1b"), smollm):
+        validate_for_model(rec, cfg)
+        assert any(rec.rules_for(cfg, i) for i in range(cfg.num_layers))
+
+
+def test_recipe_file_errors(tmp_path):
+    with pytest.raises(TPAError, match="recipe file not found"):
+        load_recipe(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layers: [\n")
+    with pytest.raises(TPAError, match=r"bad.yaml:.*invalid YAML"):
+        load_recipe(bad)
+    bad.write_text("layer:\n  - select: all\n")
+    with pytest.raises(TPAError, match="unknown key 'layer'; valid: .*layers"):
+        load_recipe(bad)
