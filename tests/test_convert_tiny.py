@@ -175,3 +175,21 @@ def test_cache_bytes_window_aware_gemma3_1b():
     assert (glob, slide) == (4, 22)
     assert cache_bytes(lay, 32768) == per_token * (4 * 32768 + 22 * 512)
     assert cache_bytes(lay, 100, batch=3) == 3 * per_token * 26 * 100
+
+
+def test_energy_ranks_respect_method_rank_step():
+    ck = tiny_ckpt("llama")  # kv_heads = 2
+    rec = recipe([{"select": "all", "k": {"method": "per_head_svd", "rank": {"energy": 0.9}},
+                   "v": {"method": "tucker_shared", "rank": {"energy": 0.9}}}])
+    res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+    for lay in res.layouts:
+        assert lay.k.rank % 2 == 0 and lay.v.rank % 2 == 0
+
+
+def test_convert_heldout_error_is_convert_measurement():
+    ck = tiny_ckpt("gemma3", num_kv_heads=2, num_heads=4)
+    rec = recipe([{"select": {"layers": "0"}, "k": {"method": "activation_svd", "rank": 8}}])
+    model = build_model(ck)
+    res, _ = convert(ck, model, rec, eval_model=False, log=lambda m: None)
+    k = res.layers[0].k
+    assert k["method"] == "activation_svd" and 0 < k["heldout_rel_error"] < 1

@@ -132,7 +132,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             if spectrum is None:
                 raise TPAError(f"{recipe.source}: layer {i} {t}: method {m.name} has no spectrum, so "
                                f"rank '{spec.kind}' cannot apply; give a fixed rank")
-            step = cfg.num_kv_heads if m.name == "per_head_svd" else 1
+            step = m.rank_step(cfg)
             if spec.kind == "energy":
                 ranks[(i, t)] = energy_rank(spectrum, spec.value, step)
             else:
@@ -180,8 +180,10 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             err = (activation_errors(cfg, inputs[i], proj, t, heldout[i].sample)
                    if heldout is not None else None)
             winfo = _weight_error(inputs[i], proj, t)
-            info[t] = {"method": m.name, "kind": fz.component.kind, "rank": fz.component.rank,
-                       "heldout_rel_error": err, "weight_rel_error": winfo, **fz.info}
+            # The method's own diagnostics first; convert's held-out measurement (separate
+            # windows, V through o_proj) is the one the report compares, so it wins.
+            info[t] = {**fz.info, "method": m.name, "kind": fz.component.kind,
+                       "rank": fz.component.rank, "heldout_rel_error": err, "weight_rel_error": winfo}
             done += 1
             if bar:
                 bar(done, len(items))

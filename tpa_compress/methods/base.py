@@ -67,6 +67,10 @@ class Method:
     def max_rank(self, cfg: ModelConfig) -> int:
         return cfg.kv_size
 
+    def rank_step(self, cfg: ModelConfig) -> int:
+        """Ranks this method can realise come in multiples of this (energy/budget round up to it)."""
+        return 1
+
     def factorize(self, inp: LayerInputs, target: str, rank: int) -> Factorization:
         raise NotImplementedError
 

@@ -24,6 +24,9 @@ from .base import Factorization, LayerInputs, Method
 
 @register("per_head_svd")
 class PerHeadSVD(Method):
+    def rank_step(self, cfg):
+        return cfg.num_kv_heads
+
     def spectrum(self, inp: LayerInputs, target: str):
         c = inp.cfg
         w = inp.weight(target).view(c.num_kv_heads, c.head_dim, -1)

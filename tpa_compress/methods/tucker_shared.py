@@ -80,6 +80,9 @@ class TuckerShared(Method):
     def max_rank(self, cfg):
         return self._head_rank(cfg) * cfg.head_dim
 
+    def rank_step(self, cfg):
+        return self._head_rank(cfg)  # r_d per head (or per head-mode factor) is shared
+
     def _whitener(self, inp: LayerInputs, target: str):
         """(S, S⁻¹) with S = M^{1/2}, or identities when not whitening."""
         n = inp.cfg.hidden_size
