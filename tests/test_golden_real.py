@@ -1,0 +1,35 @@
+"""CI regression: each shipped recipe on the real Gemma 3 270M must not get worse than
+tests/golden/gemma3-270m.yaml (per-layer held-out errors, perplexity, KV ratio)."""
+import pytest
+import yaml
+
+from tpa_compress.evaluate import golden as G
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def base():
+    from tpa_compress.load import load_model
+    from tpa_compress.models import build_model
+    try:
+        ckpt = load_model("gemma3-270m")
+    except Exception as e:
+        pytest.skip(str(e))
+    return ckpt, build_model(ckpt)
+
+
+@pytest.mark.parametrize("name", G.RECIPES)
+def test_recipe_does_not_regress(base, name):
+    doc = yaml.safe_load(G.GOLDEN.read_text())
+    assert doc["sizes"] == G.SIZES, "golden file was made with other sizes; regenerate it"
+    got = G.measure(*base, name)
+    print(name, got["perplexity_before"], "->", got["perplexity_after"], "KV@32K", got["kv_ratio_32k"])
+    assert G.regressions(doc["recipes"][name], got) == []
+
+
+def test_regression_check_can_fail():
+    g = {"perplexity_after": 10.0, "kv_ratio_32k": 0.5, "heldout_rel_error": {"5.k": 0.1}}
+    worse = {"perplexity_after": 10.2, "kv_ratio_32k": 0.5, "heldout_rel_error": {"5.k": 0.2}}
+    assert len(G.regressions(g, worse)) == 2
+    assert G.regressions(g, g) == []

@@ -1,0 +1,76 @@
+"""Golden regression values: per-layer held-out errors and perplexity of each shipped
+recipe on the real Gemma 3 270M, with a reduced (CI-sized) calibration and evaluation.
+
+`python -m tpa_compress.evaluate.golden` rewrites tests/golden/gemma3-270m.yaml;
+tests/test_golden_real.py recomputes the same numbers and fails when one regresses
+beyond its tolerance. Only the sizes are reduced; the recipe is otherwise as shipped.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden" / "gemma3-270m.yaml"
+RECIPES = ("identity", "fat", "balanced", "aggressive")
+# CI-sized: 8 x 512 calibration tokens, 1024 held-out, 4 x 512 evaluation windows.
+SIZES = {"tokens": 4096, "heldout_tokens": 1024, "seq_len": 512, "eval_windows": 4}
+TOLERANCE = {"rel_error": 0.02, "abs_error": 1e-4, "perplexity": 0.01}
+
+
+def measure(ckpt, base_model, name: str) -> dict:
+    from ..convert import convert
+    from ..recipe import load_recipe
+
+    rec = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    rec.calibration = dataclasses.replace(rec.calibration, tokens=SIZES["tokens"],
+                                          heldout_tokens=SIZES["heldout_tokens"], seq_len=SIZES["seq_len"])
+    rec.eval = dataclasses.replace(rec.eval, seq_len=SIZES["seq_len"], max_windows=SIZES["eval_windows"])
+    model = copy.deepcopy(base_model)
+    res, _ = convert(ckpt, model, rec, eval_model=True, log=lambda m: None)
+    layers = {}
+    for L in res.layers:
+        for t in ("k", "v"):
+            e = getattr(L, t).get("heldout_rel_error")
+            if e is not None:
+                layers[f"{L.layer}.{t}"] = round(float(e), 6)
+    return {"perplexity_before": round(res.perplexity["before"]["perplexity"], 4),
+            "perplexity_after": round(res.perplexity["after"]["perplexity"], 4),
+            "kv_ratio_32k": round(res.totals["32768"]["ratio"], 4),
+            "heldout_rel_error": layers}
+
+
+def regressions(golden: dict, got: dict) -> list[str]:
+    """Human-readable list of what got worse than golden + tolerance (empty: pass)."""
+    tol = TOLERANCE
+    bad = []
+    if got["perplexity_after"] > golden["perplexity_after"] * (1 + tol["perplexity"]):
+        bad.append(f"perplexity {got['perplexity_after']} > golden {golden['perplexity_after']}")
+    if abs(got["kv_ratio_32k"] - golden["kv_ratio_32k"]) > 1e-3:
+        bad.append(f"KV ratio at 32K {got['kv_ratio_32k']} != golden {golden['kv_ratio_32k']}")
+    for k, g in golden["heldout_rel_error"].items():
+        e = got["heldout_rel_error"].get(k)
+        if e is None or e > g * (1 + tol["rel_error"]) + tol["abs_error"]:
+            bad.append(f"layer {k}: held-out error {e} > golden {g}")
+    return bad
+
+
+def main() -> None:
+    from ..load import load_model
+    from ..models import build_model
+
+    ckpt = load_model("gemma3-270m")
+    base = build_model(ckpt)
+    doc = {"model": "gemma3-270m", "sizes": SIZES, "tolerance": TOLERANCE,
+           "recipes": {n: measure(ckpt, base, n) for n in RECIPES}}
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    GOLDEN.write_text("# Regenerate: python -m tpa_compress.evaluate.golden (see its docstring)\n"
+                      + yaml.safe_dump(doc, sort_keys=False))
+    print(f"wrote {GOLDEN}")
+
+
+if __name__ == "__main__":
+    main()
