@@ -1,0 +1,149 @@
+"""`tpa-compress analyze`: the typer-annotated command (registered in tpa_compress/cli.py).
+
+Arguments are checked before the model is loaded, so a bad --context or --data fails
+in a second with one line (TPAError), not after a minute of loading.
+"""
+from __future__ import annotations
+
+import re
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import TPAError
+
+
+def parse_contexts(spec: str) -> list[int]:
+    """'4096,32768' or '4k,32k' -> [4096, 32768] (k = 1024)."""
+    out = []
+    for part in spec.split(","):
+        p = part.strip().lower()
+        m = re.fullmatch(r"(\d+)(k?)", p)
+        if not m or int(m.group(1)) == 0:
+            raise TPAError(f"--context {spec!r}: {part.strip()!r} is not a positive token count; "
+                           "valid: comma-separated integers, e.g. 4096,32768 or 4k,32k")
+        out.append(int(m.group(1)) * (1024 if m.group(2) else 1))
+    return sorted(set(out))
+
+
+def check_args(batch: int, calib_tokens: int, seq_len: int) -> None:
+    if batch < 1:
+        raise TPAError(f"--batch {batch} must be at least 1")
+    if seq_len < 2:
+        raise TPAError(f"--seq-len {seq_len} is too small; it must be at least 2")
+    if calib_tokens < seq_len:
+        raise TPAError(f"--calib-tokens {calib_tokens} is less than one window (--seq-len {seq_len})")
+
+
+def _rel(p: Path) -> str:
+    """A path relative to the working directory when under it (reports travel)."""
+    try:
+        return str(Path(p).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _command_line() -> str | None:
+    """How this report was made, for report.md (None when called as a function)."""
+    argv = sys.argv
+    if "analyze" in argv[1:]:
+        return "tpa-compress " + " ".join(shlex.quote(a) for a in argv[argv.index("analyze"):])
+    if argv and argv[0].endswith(str(Path("analyze") / "cli.py")):
+        return "python -m tpa_compress.analyze.cli " + " ".join(shlex.quote(a) for a in argv[1:])
+    return None
+
+
+def default_out(model: Optional[str], name: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name or Path(model or "model").stem).strip("-")
+    return Path("out") / "analyze" / (slug or "model")
+
+
+def analyze_cmd(
+    model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder, .ckpt) or an "
+                                          "embedded name: gemma3-270m (default), smollm2-135m."),
+    data: Optional[List[Path]] = typer.Option(None, "--data", help="Calibration text file(s); "
+                                              "default: the bundled calibration split."),
+    context: str = typer.Option("4096,32768", "--context", help="Context lengths to price, "
+                                "comma-separated (k = 1024)."),
+    batch: int = typer.Option(1, "--batch", help="Sequences per batch, for cache totals."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: out/analyze/<model>)."),
+    calib_tokens: int = typer.Option(32768, "--calib-tokens", help="Calibration tokens for activations."),
+    seq_len: int = typer.Option(512, "--seq-len", help="Calibration window length in tokens."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+):
+    """What can be compressed, at what cost, and what cannot: spectra, head mode, Q/K
+    geometry and the KV-cache table, before any conversion."""
+    from rich.console import Console
+
+    from ..cli import open_model, progress_bar, resolve_device
+    from ..data import default_calib_files, read_texts
+    from . import analyze
+    from .activations import calibration_windows
+    from .report import print_summary, write_report
+
+    console, stdout = Console(stderr=True), Console()
+    t0 = time.time()
+    contexts = parse_contexts(context)
+    check_args(batch, calib_tokens, seq_len)
+    files = list(data) if data else default_calib_files()
+    text = read_texts(files)  # checks every file before the model loads
+    dev = resolve_device(device)
+    t = time.time()
+    ckpt, net = open_model(model, variant, "float32", dev)
+    timing = {"load": time.time() - t}
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    t = time.time()
+    tok = ckpt.tokenizer
+    windows, calibration = None, None
+    if tok is None:
+        if data:
+            raise TPAError(f"{ckpt.path}: --data needs a tokenizer, and this model has none "
+                           "(put tokenizer.json beside it)")
+        console.print("[yellow]no tokenizer: activation spectra skipped (weights, geometry and "
+                      "cache costs only)[/yellow]")
+    else:
+        src = ", ".join(map(str, files))
+        windows = calibration_windows(tok, text, calib_tokens, seq_len, src)
+        calibration = {"files": [_rel(f) for f in files], "tokens": int(windows.numel()),
+                       "windows": int(windows.shape[0]), "seq_len": seq_len, "bos": bool(tok.add_bos)}
+        if windows.numel() < calib_tokens:
+            console.print(f"[yellow]{src}: only {windows.numel()} calibration tokens "
+                          f"(asked {calib_tokens})[/yellow]")
+    timing["tokenize"] = time.time() - t
+    out = out or default_out(model, ckpt.config.name)
+    with progress_bar("analyze") as bar:
+        tasks = {}
+
+        def stage(name, total):
+            tasks[name] = bar.add_task(name, total=total, info="")
+            return lambda i, n: bar.update(tasks[name], completed=i, total=n)
+
+        doc = analyze(ckpt, net, windows, contexts, batch, calibration, stage=stage, device=dev)
+    doc["timing"]["seconds"] = {**{k: round(v, 2) for k, v in timing.items()}, **doc["timing"]["seconds"],
+                                "total_before_writing": round(time.time() - t0, 2)}
+    doc["timing"]["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    doc["timing"]["peak_rss_after_load_bytes"] = rss_loaded
+    written = write_report(doc, out, _command_line())
+    print_summary(doc, stdout)
+    stdout.print(f"wrote {out}/ ({', '.join(p.name for p in written)}) in {time.time() - t0:.1f}s")
+
+
+def main() -> None:
+    """`python -m tpa_compress.analyze.cli`: the command without the top-level CLI."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(analyze_cmd)
+    try:
+        app()
+    except TPAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()
