@@ -193,6 +193,17 @@ def require_tokenizer(ckpt):
     return ckpt.tokenizer
 
 
+def _register_subcommands() -> None:
+    """Commands that live beside their pipeline stage (imported lazily: a fast --help)."""
+    from .analyze.cli import analyze_cmd
+    app.command("analyze")(analyze_cmd)
+    from .evaluate.validate_cli import validate_cmd
+    app.command("validate")(validate_cmd)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     try:
         app()

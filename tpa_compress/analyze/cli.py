@@ -77,8 +77,10 @@ def analyze_cmd(
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ):
-    """What can be compressed, at what cost, and what cannot: spectra, head mode, Q/K
-    geometry and the KV-cache table, before any conversion."""
+    """What can be compressed, at what cost, and what cannot (spectra, Q/K geometry, KV-cache costs).
+
+    Weight and activation spectra, head-mode ranks, Q/K geometry and a window-aware
+    KV-cache table, before any conversion."""
     from rich.console import Console
 
     from ..cli import open_model, progress_bar, resolve_device
