@@ -1,0 +1,125 @@
+"""Attention computed from what the cache stores (see layout.py for the kinds).
+
+- K full:   the cache holds attention-ready K; nothing to rebuild.
+- K other:  rebuilt per tile of keys (decode -> QK-norm -> RoPE at the cached
+            positions) inside the attention step; the tiles are merged with an online
+            softmax, so no K for the whole context ever exists at once.
+- V full:   probabilities times V.
+- V latent: probabilities times the latent z (shared by all KV heads), then the
+            per-KV-head up-projection; its bias passes through (probabilities sum to 1).
+- V tpa_*:  rebuilt per tile with `decode`.
+
+Shapes: B batch, H query heads, kv KV heads, g = H / kv, C queries, T keys.
+Queries are grouped by KV head, (B, kv, g, C, D), so grouped-query attention needs
+no copies of K/V. Masks come from positions: pads have negative positions and only
+see themselves (so every row has a key and nothing is NaN), empty slots are EMPTY.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..layout import LayerLayout
+
+
+def allowed(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(B, C, T) bool: causal, within the window, never a pad (except a pad itself)."""
+    d = q_pos[:, :, None].long() - k_pos[:, None, :].long()
+    ok = (d >= 0) & ((k_pos[:, None, :] >= 0) | (d == 0))
+    if window is not None:
+        ok = ok & (d < window)
+    return ok
+
+
+def new_entries(attn, lay: LayerLayout, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Queries (B, H, C, D) and the cache entries (B, C, values) of the new tokens x."""
+    q = attn.prepare_q(x, cos, sin)
+    if lay.k.kind == "full":
+        k = attn.prepare_k(attn.k_proj(x), cos, sin).transpose(1, 2).flatten(2)
+    else:
+        k = attn.k_proj.encode(x)
+    v = attn.v_proj(x) if lay.v.kind == "full" else attn.v_proj.encode(x)
+    return q, k, v
+
+
+def keys(attn, lay: LayerLayout, kz: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Cache entries (B, T, values) -> attention-ready K (B, kv, T, D)."""
+    b, t, _ = kz.shape
+    if lay.k.kind == "full":
+        return kz.view(b, t, attn.n_kv, attn.head_dim).transpose(1, 2)
+    w = attn.q_proj.weight.dtype
+    return attn.prepare_k(attn.k_proj.decode(kz.to(w)), cos, sin)
+
+
+def values(attn, lay: LayerLayout, vz: torch.Tensor) -> torch.Tensor:
+    """Cache entries -> what probabilities multiply: (B, kv, T, D), or (B, 1, T, r) for a latent."""
+    b, t, _ = vz.shape
+    if lay.v.kind == "latent":
+        return vz[:, None]
+    if lay.v.kind != "full":
+        vz = attn.v_proj.decode(vz.to(attn.q_proj.weight.dtype))
+    return vz.reshape(b, t, attn.n_kv, attn.head_dim).transpose(1, 2)
+
+
+def finish_values(attn, lay: LayerLayout, o: torch.Tensor) -> torch.Tensor:
+    """(B, kv, g*C, r) latent outputs -> (B, kv, g*C, D) with the up-projection and bias."""
+    if lay.v.kind != "latent":
+        return o
+    up = attn.v_proj.up.weight.float().view(attn.n_kv, attn.head_dim, -1)
+    bias = attn.v_proj.bias.float().view(attn.n_kv, 1, attn.head_dim)
+    return torch.einsum("bkcr,kdr->bkcd", o, up) + bias
+
+
+def tile_update(attn, lay: LayerLayout, qg, q_pos, kz, vz, k_pos, cos, sin, m, l, acc):
+    """One tile of keys into the online-softmax state (m, l, acc), all fp32.
+
+    qg (B, kv, g, C, D) fp32; kz/vz (B, T, values) cache entries; k_pos (B, T);
+    m, l (B, kv, g, C); acc (B, kv, g, C, n).
+    """
+    b, kv, g, c, _ = qg.shape
+    k = keys(attn, lay, kz, cos, sin).float()
+    s = (qg.flatten(2, 3) @ k.transpose(-1, -2)).view(b, kv, g, c, -1) * attn.scale
+    s = s.masked_fill(~allowed(q_pos, k_pos, attn.window)[:, None, None], float("-inf"))
+    m_new = torch.maximum(m, s.amax(-1))
+    m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # tile with no key
+    p = torch.exp(s - m_safe[..., None])
+    corr = torch.exp(m - m_safe)
+    l = l * corr + p.sum(-1)
+    pv = p.flatten(2, 3) @ values(attn, lay, vz).float()
+    acc = acc * corr[..., None] + pv.view(b, kv, g, c, -1)
+    return m_new, l, acc
+
+
+def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, rope, update=tile_update):
+    """Attention of q (B, H, C, D) over `tiles`: (kz, vz, k_pos) cache entries.
+
+    `rope(pos)` gives cos/sin for rebuilding K at cached positions; `update` is
+    `tile_update` (or its compiled twin). Returns (B, H, C, D) in q's dtype.
+    """
+    b, h, c, d = q.shape
+    kv, g = attn.n_kv, h // attn.n_kv
+    qg = q.float().view(b, kv, g, c, d)
+    n = lay.v.rank if lay.v.kind == "latent" else d
+    m = torch.full((b, kv, g, c), float("-inf"), device=q.device)
+    l = torch.zeros((b, kv, g, c), device=q.device)
+    acc = torch.zeros((b, kv, g, c, n), device=q.device)
+    for kz, vz, k_pos in tiles:
+        cos, sin = rope(k_pos) if lay.k.kind != "full" else (None, None)
+        m, l, acc = update(attn, lay, qg, q_pos, kz, vz, k_pos, cos, sin, m, l, acc)
+    o = (acc / l[..., None]).view(b, kv, g * c, n)
+    return finish_values(attn, lay, o).reshape(b, h, c, -1).to(q.dtype)
+
+
+def sdpa_decode(attn, q, kc, vc, mask):
+    """Full K and V, one query per sequence: fused SDPA straight over the cache.
+
+    q (B, H, 1, D); kc/vc (B, S, kv*D) cache buffers; mask (B, 1, 1, S). The g query
+    heads of a KV head become g query rows, so no K/V copies for GQA.
+    """
+    b, h, _, d = q.shape
+    kv, s = attn.n_kv, kc.shape[1]
+    k = kc.view(b, s, kv, d).transpose(1, 2).to(q.dtype)
+    v = vc.view(b, s, kv, d).transpose(1, 2).to(q.dtype)
+    o = F.scaled_dot_product_attention(q.view(b, kv, h // kv, d), k, v, attn_mask=mask,
+                                       scale=attn.scale)
+    return o.view(b, h, 1, d)

@@ -1,0 +1,257 @@
+"""The cached decoder: prefill a left-padded batch, then decode one token per step.
+
+Reuses the model's blocks and weights: each block runs as in the reference forward,
+with its attention swapped for a closure that reads/writes the cache. On CUDA the
+decode step has static shapes (one write index per batch, a device-side column
+counter) and is captured once in a CUDA graph; prefill runs eagerly. `compile=True`
+(the CUDA default) fuses the small element-wise kernels (norms, RoPE, MLP gate, the
+tile update) with torch.compile; the graph then replays them with no launch cost.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..errors import TPAError
+from ..layout import LayerLayout, cache_bytes
+from ..methods.layers import layout_of_model
+from .attention import allowed, attend_tiles, new_entries, sdpa_decode, tile_update
+from .cache import DTYPE_NAMES, KVCache
+from .sampling import SamplingParams, sample
+
+
+@dataclass
+class GenerateResult:
+    tokens: list[list[int]]  # generated ids per sequence (cut after EOS)
+    prompt_tokens: int
+    prefill_s: float
+    decode_s: float
+    decode_steps: int
+    kv_bytes: int
+    predicted_kv_bytes: float
+    peak_memory: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / max(self.prefill_s, 1e-9)
+
+    @property
+    def decode_tok_s(self) -> float:
+        return len(self.tokens) * self.decode_steps / max(self.decode_s, 1e-9)
+
+
+class Runner:
+    def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
+                 compile: bool | None = None, cuda_graph: bool | None = None,
+                 tile: int | None = None, query_tile: int = 512):
+        cfg = model.cfg
+        if max_len > cfg.max_position_embeddings:
+            raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
+        w = model.embed_tokens.weight
+        self.model, self.cfg, self.device, self.dtype = model, cfg, w.device, w.dtype
+        cuda = self.device.type == "cuda"
+        cache_dtype = cache_dtype or ("bf16" if cuda else DTYPE_NAMES.get(w.dtype, "fp32"))
+        self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype)
+                                           for lay in layout_of_model(model)]
+        self.batch, self.max_len = batch, max_len
+        self.cache = KVCache(self.layouts, batch, max_len, self.device)
+        # keys per tile when K is rebuilt: bounded fp32 scratch (~64 MB), 512..8192
+        kv_row = batch * cfg.num_kv_heads * cfg.head_dim * 4
+        self.tile = tile or max(512, min(8192, (64 << 20) // kv_row // 512 * 512))
+        self.query_tile = query_tile
+        self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+        self.eos = cfg.eos_token_id if cfg.eos_token_id is not None else -1
+        z = lambda *s, dt=torch.long: torch.zeros(*s, dtype=dt, device=self.device)  # noqa: E731
+        self.tok, self.col, self.pad = z(batch), z(1), z(batch)
+        self.done = z(batch, dt=torch.bool)
+        self.ids = torch.full((batch, max_len), self.pad_id, dtype=torch.long, device=self.device)
+        self.use_graph = cuda if cuda_graph is None else cuda_graph
+        self.graph, self.graph_params = None, None
+        self.entries, self.update = new_entries, tile_update
+        if (cuda if compile is None else compile):
+            self._compile()
+
+    # -- setup ---------------------------------------------------------------------
+    def _compile(self):
+        import torch._dynamo
+        # one compiled graph serves every layer (weights are inputs), but allow per-kind variants
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self.entries = torch.compile(new_entries, dynamic=False)
+        self.update = torch.compile(tile_update, dynamic=False)
+        for block in self.model.layers:
+            for name, mod in block.named_children():
+                if name != "self_attn":  # norms and MLP: element-wise chains worth fusing
+                    mod.compile(dynamic=False)
+        self.model.norm.compile(dynamic=False)
+
+    def predicted_kv_bytes(self) -> float:
+        return cache_bytes(self.layouts, self.max_len, self.batch)
+
+    def _rope(self, i: int, pos: torch.Tensor):
+        return self.model.rope(i, pos, self.dtype)
+
+    # -- prefill -------------------------------------------------------------------
+    def prefill(self, prompts: list[list[int]], params: SamplingParams) -> torch.Tensor:
+        """Run the prompts (left-padded), fill the cache, sample the first new token."""
+        b, longest = len(prompts), max(len(p) for p in prompts)
+        if b != self.batch:
+            raise TPAError(f"{b} prompts for a runner built for batch {self.batch}")
+        if longest >= self.max_len:
+            raise TPAError(f"prompt of {longest} tokens leaves no room: max length is {self.max_len}")
+        dev = self.device
+        pads = torch.tensor([longest - len(p) for p in prompts], device=dev)
+        ids = torch.tensor([[self.pad_id] * (longest - len(p)) + list(p) for p in prompts], device=dev)
+        cols = torch.arange(longest, device=dev)
+        q_pos = cols[None] - pads[:, None]
+        self.cache.reset()
+        self.cache.write_positions(cols, q_pos)
+        h = self.model.embed(ids)
+        for i, block in enumerate(self.model.layers):
+            h = block(h, lambda x, i=i: self._prefill_attn(i, x, q_pos, cols))
+        logits = self.model.logits(self.model.norm(h[:, -1]))
+        tok = sample(logits, params)
+        self.ids[:, :longest] = ids
+        self.ids[:, longest] = tok
+        self.tok.copy_(tok)
+        self.col.fill_(longest)
+        self.pad.copy_(pads)
+        self.done.copy_(tok == self.eos)
+        return logits
+
+    def _prefill_attn(self, i, x, q_pos, cols):
+        attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
+        cos, sin = self._rope(i, q_pos)
+        q, ke, ve = new_entries(attn, lay, x, cos, sin)
+        t, w, rope = x.shape[1], attn.window, (lambda p: self._rope(i, p))
+        outs = []
+        for qs in range(0, t, self.query_tile):
+            qe = min(t, qs + self.query_tile)
+            lo = max(0, qs - w + 1) if w is not None else 0  # earlier keys are out of every window
+            spans = [(a, min(qe, a + self.tile)) for a in range(lo, qe, self.tile)]
+            tiles = [(ke[:, a:e], ve[:, a:e], q_pos[:, a:e]) for a, e in spans]
+            outs.append(attend_tiles(attn, lay, q[:, :, qs:qe], q_pos[:, qs:qe], tiles, rope))
+        n = min(t, lc.capacity)  # a ring keeps the last `capacity` columns
+        lc.write(cols[-n:] % lc.capacity, ke[:, -n:], ve[:, -n:])
+        o = torch.cat(outs, dim=2)
+        return attn.o_proj(o.transpose(1, 2).reshape(x.shape[0], t, -1))
+
+    # -- decode --------------------------------------------------------------------
+    def _step(self, params: SamplingParams) -> None:
+        """One decode step on the static state: tok at column col -> next tok at col + 1."""
+        q_pos = (self.col - self.pad)[:, None]
+        self.cache.write_positions(self.col, q_pos)
+        masks = {}
+        for lay, lc in zip(self.layouts, self.cache.layers):
+            key = (lc.capacity, lay.window)
+            if lay.k.kind == lay.v.kind == "full" and key not in masks:
+                masks[key] = allowed(q_pos, self.cache.positions[lc.capacity], lay.window)[:, None]
+        ropes = {}
+        h = self.model.embed(self.tok[:, None])
+        for i, block in enumerate(self.model.layers):
+            rk = (self.cfg.rope_base(i), self.cfg.rope_scale(i))
+            if rk not in ropes:
+                ropes[rk] = self._rope(i, q_pos)
+            h = block(h, lambda x, i=i, cs=ropes[rk]: self._decode_attn(i, x, q_pos, cs, masks))
+        logits = self.model.logits(self.model.norm(h[:, 0]))
+        self.last_logits = logits  # a static buffer under the graph: read after replay
+        nxt = sample(logits, params)
+        if self.eos >= 0:  # finished sequences keep emitting EOS
+            nxt = torch.where(self.done, torch.full_like(nxt, self.eos), nxt)
+            self.done |= nxt == self.eos
+        self.ids.index_copy_(1, self.col + 1, nxt[:, None])
+        self.tok.copy_(nxt)
+        self.col.add_(1)
+
+    def _decode_attn(self, i, x, q_pos, cos_sin, masks):
+        attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
+        q, ke, ve = self.entries(attn, lay, x, *cos_sin)
+        lc.write(self.col % lc.capacity, ke, ve)
+        if lay.k.kind == lay.v.kind == "full":
+            o = sdpa_decode(attn, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
+        else:
+            pos = self.cache.positions[lc.capacity]
+            # no rebuild for a full K: one tile spans the cache
+            step = lc.capacity if lay.k.kind == "full" else self.tile
+            tiles = [(lc.k[:, a:a + step], lc.v[:, a:a + step], pos[:, a:a + step])
+                     for a in range(0, lc.capacity, step)]
+            o = attend_tiles(attn, lay, q, q_pos, tiles, lambda p: self._rope(i, p), self.update)
+        return attn.o_proj(o.transpose(1, 2).reshape(x.shape[0], 1, -1))
+
+    def _capture(self, params: SamplingParams) -> None:
+        """Warm up (compiles, cuBLAS handles) on a side stream, then capture one step."""
+        self.col.zero_()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                self._step(params)
+        torch.cuda.current_stream().wait_stream(s)
+        self.col.zero_()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            self._step(params)
+        self.graph, self.graph_params = g, params
+        self.cache.reset()  # warm-up wrote junk; prefill resets the tables anyway
+
+    def step(self, params: SamplingParams) -> None:
+        if not self.use_graph:
+            return self._step(params)
+        if self.graph is None or self.graph_params != params:
+            raise TPAError("internal: decode graph not captured for these sampling params")
+        self.graph.replay()
+
+    def prepare(self, params: SamplingParams) -> None:
+        """Capture the decode graph (CUDA) before timing anything; a no-op on CPU."""
+        if self.use_graph and (self.graph is None or self.graph_params != params):
+            self._capture(params)
+
+    # -- the loop ------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int,
+                 params: SamplingParams = SamplingParams(), on_tokens=None,
+                 stop_at_eos: bool = True) -> GenerateResult:
+        """Generate up to `max_new_tokens` per prompt.
+
+        `on_tokens(list_of_ids)` is called with each step's tokens (one host sync per
+        step, for streaming); without it the loop only syncs every 32 steps to check EOS.
+        """
+        if max_new_tokens < 1:
+            raise TPAError(f"--max-new-tokens {max_new_tokens} must be at least 1")
+        longest = max(len(p) for p in prompts)
+        if longest + max_new_tokens > self.max_len:
+            raise TPAError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the "
+                           f"max length {self.max_len}")
+        self.prepare(params)
+        cuda = self.device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        t0 = time.perf_counter()
+        self.prefill(prompts, params)
+        if on_tokens:
+            on_tokens(self.tok.tolist())
+        sync()
+        t1 = time.perf_counter()
+        steps = 0
+        for s in range(max_new_tokens - 1):
+            if stop_at_eos and (on_tokens or s % 32 == 0) and bool(self.done.all()):
+                break
+            self.step(params)
+            steps += 1
+            if on_tokens:
+                on_tokens(self.tok.tolist())
+        sync()
+        t2 = time.perf_counter()
+        start = longest
+        gen = self.ids[:, start:start + 1 + steps].tolist()
+        if stop_at_eos and self.eos >= 0:
+            gen = [g[: g.index(self.eos) + 1] if self.eos in g else g for g in gen]
+        return GenerateResult(
+            tokens=gen, prompt_tokens=sum(len(p) for p in prompts), prefill_s=t1 - t0,
+            decode_s=t2 - t1, decode_steps=steps, kv_bytes=self.cache.kv_bytes,
+            predicted_kv_bytes=self.predicted_kv_bytes(),
+            peak_memory=torch.cuda.max_memory_allocated() if cuda else None)
