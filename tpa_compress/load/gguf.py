@@ -1,6 +1,10 @@
 """GGUF (llama.cpp) files: Gemma 3 (`gemma3`) and Llama (`llama`) architectures.
 
-Tensors stay memory-mapped by `gguf.GGUFReader` and are dequantised one at a time.
+The file is opened with our own reader (`gguf_reader.GGUFFile`: header and metadata in
+well under a second, where `gguf.GGUFReader` needs 10-40 s for Gemma's 262k-token
+vocabulary); each tensor's bytes are memory-mapped only while it is dequantised
+(`gguf.quants.dequantize`, in row chunks, so a 262k-row embedding never needs
+more than its own float32 copy).
 Two conventions of llama.cpp's converter are undone here so the canonical weights
 equal the Hugging Face ones:
 - Gemma RMSNorm weights are stored as (1 + w): we subtract 1 (zero-centred, as HF).
@@ -56,7 +60,7 @@ def _config_from_metadata(reader, path: str) -> ModelConfig:
     head_dim = int(g("attention.key_length", None, required=False) or
                    g("rope.dimension_count", None, required=False) or hidden // heads)
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = int(g("vocab_size", None, required=False) or (len(tokens.data) if tokens else 0))
+    vocab = int(g("vocab_size", None, required=False) or (len(tokens.value) if tokens else 0))
     names = {t.name for t in reader.tensors}
     common = dict(
         vocab_size=vocab, hidden_size=hidden, num_layers=n_layers, num_heads=heads,
@@ -103,12 +107,38 @@ def _unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def load_gguf(path: Path) -> Checkpoint:
+# Dequantise at most this many values at a time (gguf's dequantisers build float32
+# temporaries a few times the size of their input).
+_CHUNK_VALUES = 1 << 22
+
+
+def dequantize_tensor(t) -> torch.Tensor:
+    """One GGUF tensor (GGUFFile or GGUFReader entry) as float32, shape ne0-last (torch order)."""
     import gguf
+
+    shape = tuple(int(x) for x in reversed(list(t.shape)))
+    data = t.data
+    if t.tensor_type in (gguf.GGMLQuantizationType.F32,):
+        return torch.from_numpy(np.array(data, dtype=np.float32, copy=True)).reshape(shape)
+    out = torch.empty(shape, dtype=torch.float32)
+    flat_out = out.view(-1, shape[-1]) if len(shape) > 1 else out.view(1, -1)
+    rows = data.reshape(flat_out.shape[0], -1)  # one row of blocks per output row
+    step = max(1, _CHUNK_VALUES // max(1, flat_out.shape[1]))
+    for r in range(0, rows.shape[0], step):
+        part = gguf.quants.dequantize(np.asarray(rows[r:r + step]), t.tensor_type)
+        flat_out[r:r + step] = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)).view(-1, flat_out.shape[1])
+    del data, rows
+    return out
+
+
+def load_gguf(path: Path) -> Checkpoint:
+    from .gguf_reader import GGUFFile
 
     spath = str(path)
     try:
-        reader = gguf.GGUFReader(spath, "r")
+        reader = GGUFFile(spath)
+    except TPAError:
+        raise
     except Exception as e:
         raise TPAError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
     cfg = _config_from_metadata(reader, spath)
@@ -121,14 +151,12 @@ def load_gguf(path: Path) -> Checkpoint:
         by_name.pop("lm_head.weight", None) if cfg.tie_word_embeddings else None
 
     def shape_of(t) -> tuple[int, ...]:
-        return tuple(int(x) for x in reversed(t.shape.tolist()))  # GGUF lists ne0 first
+        return tuple(int(x) for x in reversed(t.shape))  # GGUF lists ne0 first
 
     check_shapes(cfg, {n: shape_of(t) for n, t in by_name.items()}, spath)
 
     def get(name: str) -> torch.Tensor:
-        t = by_name[name]
-        arr = gguf.quants.dequantize(t.data, t.tensor_type)
-        w = torch.from_numpy(np.array(arr, dtype=np.float32, copy=True)).reshape(shape_of(t))
+        w = dequantize_tensor(by_name[name])
         if cfg.family == "gemma3" and name.endswith("norm.weight"):
             w = w - 1.0
         if cfg.family == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
