@@ -16,7 +16,6 @@ from tpa_compress.convert import convert, write_output
 from tpa_compress.evaluate.perplexity import make_windows, perplexity
 from tpa_compress.evaluate.validate import KINDS, Thresholds, failures, validate
 from tpa_compress.load import load_model
-from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.models import build_model
 from tpa_compress.recipe import parse_recipe
 from tpa_compress.save import save_hf_folder

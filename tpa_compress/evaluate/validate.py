@@ -17,7 +17,7 @@ computed a few positions at a time (a 262k vocabulary never needs T × vocab flo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -67,7 +67,6 @@ class ValidationResult:
     tokens: int  # predicted positions scored
     windows: int
     seq_len: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def ppl_increase_pct(self) -> float:
@@ -75,7 +74,6 @@ class ValidationResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("extra")
         d["ppl_increase_pct"] = self.ppl_increase_pct
         return d
 
