@@ -164,3 +164,26 @@ def test_prompt_too_long_for_runner():
         r.generate(prompts_of([12]), 5)
     with pytest.raises(TPAError, match="exceeds the model's 256 positions"):
         Runner(model, 1, 300)
+
+
+@pytest.mark.parametrize("kind", ["original", "latent_kv", "tpa_fixed", "tpa_contextual"])
+def test_fused_projection_path_equals_reference(kind):
+    """The CUDA decode path's single Q/K/V matmul (run eagerly here) for each encoder kind."""
+    from tpa_compress.runtime.attention import fused_qkv_weight, new_entries_fused
+    _, model = tiny_model("gemma3")
+    install(model, range(6), *LAYOUTS[kind])
+    prompts = prompts_of([10, 4], seed=3)
+    r = Runner(model, 2, 24)
+    r.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(model.layers, r.layouts)]
+    r.entries = new_entries_fused
+    check_against_reference(model, prompts, new=10, runner=r)
+
+
+def test_direct_decode_path_for_long_full_caches(monkeypatch):
+    """Above SDPA_MAX_KEYS the full-K caches use plain matmuls over the whole cache."""
+    import tpa_compress.runtime.runner as rr
+    monkeypatch.setattr(rr, "SDPA_MAX_KEYS", 4)
+    for kind in ("original", "latent_v_only"):
+        _, model = tiny_model("gemma3")
+        install(model, range(6), *LAYOUTS[kind])
+        check_against_reference(model, prompts_of([12, 3], seed=5), new=10)

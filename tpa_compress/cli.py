@@ -197,6 +197,8 @@ def _register_subcommands() -> None:
     """Commands that live beside their pipeline stage (imported lazily: a fast --help)."""
     from .analyze.cli import analyze_cmd
     app.command("analyze")(analyze_cmd)
+    from .runtime.cli import generate_cmd
+    app.command("generate")(generate_cmd)
     from .evaluate.validate_cli import validate_cmd
     app.command("validate")(validate_cmd)
 

@@ -85,7 +85,11 @@ class Attention(nn.Module):
         return x.view(b, t, n, self.head_dim).transpose(1, 2)
 
     def prepare_q(self, x, cos, sin):
-        q = self.split_heads(self.q_proj(x), self.n_heads)
+        return self.finish_q(self.q_proj(x), cos, sin)
+
+    def finish_q(self, q_pre, cos, sin):
+        """Projected Q (B, T, H*D) -> attention-ready Q (B, H, T, D)."""
+        q = self.split_heads(q_pre, self.n_heads)
         if self.qk_norm:
             q = self.q_norm(q)
         return apply_rope(q, cos, sin)

@@ -28,5 +28,9 @@ class Gemma3Block(nn.Module):
 
     def forward(self, h: torch.Tensor, attn) -> torch.Tensor:
         """`attn(x)` runs this layer's attention (cached or not) on normed input."""
-        h = h + self.post_attention_layernorm(attn(self.input_layernorm(h)))
+        return self.finish(h, attn(self.input_layernorm(h)))
+
+    def finish(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Everything after attention output `a` (the runtime compiles it as one unit)."""
+        h = h + self.post_attention_layernorm(a)
         return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))

@@ -17,5 +17,9 @@ class LlamaBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, zero_centered=False)
 
     def forward(self, h: torch.Tensor, attn) -> torch.Tensor:
-        h = h + attn(self.input_layernorm(h))
+        return self.finish(h, attn(self.input_layernorm(h)))
+
+    def finish(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Everything after attention output `a` (the runtime compiles it as one unit)."""
+        h = h + a
         return h + self.mlp(self.post_attention_layernorm(h))

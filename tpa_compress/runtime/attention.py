@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import LayerLayout
+from ..models.common import rope_cos_sin
 
 
 def allowed(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -42,12 +43,40 @@ def new_entries(attn, lay: LayerLayout, x: torch.Tensor, cos: torch.Tensor, sin:
     return q, k, v
 
 
-def keys(attn, lay: LayerLayout, kz: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Cache entries (B, T, values) -> attention-ready K (B, kv, T, D)."""
+def encode_weight(proj, kind: str) -> torch.Tensor:
+    """The linear map x -> cache entry (pre-norm K for `full`): every kind's encode is linear."""
+    if kind == "full":
+        return proj.weight
+    if kind == "latent":
+        return proj.down.weight
+    if kind == "tpa_fixed":
+        return proj.b.weight
+    return torch.cat([proj.a.weight, proj.b.weight])
+
+
+def fused_qkv_weight(attn, lay: LayerLayout) -> torch.Tensor:
+    """[W_q; W_k-encode; W_v-encode]: one matmul for the three projections of a decode step."""
+    return torch.cat([attn.q_proj.weight, encode_weight(attn.k_proj, lay.k.kind),
+                      encode_weight(attn.v_proj, lay.v.kind)]).contiguous()
+
+
+def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin):
+    """`new_entries` with the projections as one matmul (the CUDA decode path)."""
+    nk, nv = lay.k.values_per_token, lay.v.values_per_token
+    q_pre, k, v = (x @ w_qkv.T).split([attn.n_heads * attn.head_dim, nk, nv], dim=-1)
+    q = attn.finish_q(q_pre, cos, sin)
+    if lay.k.kind == "full":
+        k = attn.prepare_k(k, cos, sin).transpose(1, 2).flatten(2)
+    return q, k, v
+
+
+def keys(attn, lay: LayerLayout, kz: torch.Tensor, k_pos: torch.Tensor, base: float, scale: float):
+    """Cache entries (B, T, values) -> attention-ready K (B, kv, T, D), rotated at k_pos."""
     b, t, _ = kz.shape
     if lay.k.kind == "full":
         return kz.view(b, t, attn.n_kv, attn.head_dim).transpose(1, 2)
     w = attn.q_proj.weight.dtype
+    cos, sin = rope_cos_sin(k_pos, attn.head_dim, base, scale, w)
     return attn.prepare_k(attn.k_proj.decode(kz.to(w)), cos, sin)
 
 
@@ -70,42 +99,44 @@ def finish_values(attn, lay: LayerLayout, o: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bkcr,kdr->bkcd", o, up) + bias
 
 
-def tile_update(attn, lay: LayerLayout, qg, q_pos, kz, vz, k_pos, cos, sin, m, l, acc):
+def tile_update(attn, lay: LayerLayout, qg, q_pos, kz, vz, k_pos, base, scale, m, l, acc):
     """One tile of keys into the online-softmax state (m, l, acc), all fp32.
 
-    qg (B, kv, g, C, D) fp32; kz/vz (B, T, values) cache entries; k_pos (B, T);
+    qg (B, kv, g, C, D); kz/vz (B, T, values) cache entries; k_pos (B, T);
     m, l (B, kv, g, C); acc (B, kv, g, C, n).
     """
     b, kv, g, c, _ = qg.shape
-    k = keys(attn, lay, kz, cos, sin).float()
-    s = (qg.flatten(2, 3) @ k.transpose(-1, -2)).view(b, kv, g, c, -1) * attn.scale
+    # matmuls in the model dtype (fp32 accumulation inside), softmax statistics in fp32
+    k = keys(attn, lay, kz, k_pos, base, scale).to(qg.dtype)
+    s = (qg.flatten(2, 3) @ k.transpose(-1, -2)).float().view(b, kv, g, c, -1) * attn.scale
     s = s.masked_fill(~allowed(q_pos, k_pos, attn.window)[:, None, None], float("-inf"))
     m_new = torch.maximum(m, s.amax(-1))
     m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # tile with no key
     p = torch.exp(s - m_safe[..., None])
     corr = torch.exp(m - m_safe)
     l = l * corr + p.sum(-1)
-    pv = p.flatten(2, 3) @ values(attn, lay, vz).float()
+    vals = values(attn, lay, vz).to(qg.dtype)
+    pv = (p.flatten(2, 3).to(qg.dtype) @ vals).float()
     acc = acc * corr[..., None] + pv.view(b, kv, g, c, -1)
     return m_new, l, acc
 
 
-def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, rope, update=tile_update):
+def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, update=tile_update):
     """Attention of q (B, H, C, D) over `tiles`: (kz, vz, k_pos) cache entries.
 
-    `rope(pos)` gives cos/sin for rebuilding K at cached positions; `update` is
-    `tile_update` (or its compiled twin). Returns (B, H, C, D) in q's dtype.
+    `update` is `tile_update` (or its compiled twin). Returns (B, H, C, D) in q's dtype.
     """
+    cfg = attn.cfg
+    base, scale = cfg.rope_base(attn.layer), cfg.rope_scale(attn.layer)
     b, h, c, d = q.shape
     kv, g = attn.n_kv, h // attn.n_kv
-    qg = q.float().view(b, kv, g, c, d)
+    qg = q.view(b, kv, g, c, d)
     n = lay.v.rank if lay.v.kind == "latent" else d
     m = torch.full((b, kv, g, c), float("-inf"), device=q.device)
     l = torch.zeros((b, kv, g, c), device=q.device)
     acc = torch.zeros((b, kv, g, c, n), device=q.device)
     for kz, vz, k_pos in tiles:
-        cos, sin = rope(k_pos) if lay.k.kind != "full" else (None, None)
-        m, l, acc = update(attn, lay, qg, q_pos, kz, vz, k_pos, cos, sin, m, l, acc)
+        m, l, acc = update(attn, lay, qg, q_pos, kz, vz, k_pos, base, scale, m, l, acc)
     o = (acc / l[..., None]).view(b, kv, g * c, n)
     return finish_values(attn, lay, o).reshape(b, h, c, -1).to(q.dtype)
 
@@ -113,7 +144,8 @@ def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, rope, update=tile_upda
 def sdpa_decode(attn, q, kc, vc, mask):
     """Full K and V, one query per sequence: fused SDPA straight over the cache.
 
-    q (B, H, 1, D); kc/vc (B, S, kv*D) cache buffers; mask (B, 1, 1, S). The g query
+    q (B, H, 1, D); kc/vc (B, S, kv*D) cache buffers; mask (B, 1, 1, S), bool or an
+    additive bias in q's dtype (made once per step, not per layer). The g query
     heads of a KV head become g query rows, so no K/V copies for GQA.
     """
     b, h, _, d = q.shape
@@ -122,4 +154,21 @@ def sdpa_decode(attn, q, kc, vc, mask):
     v = vc.view(b, s, kv, d).transpose(1, 2).to(q.dtype)
     o = F.scaled_dot_product_attention(q.view(b, kv, h // kv, d), k, v, attn_mask=mask,
                                        scale=attn.scale)
-    return o.view(b, h, 1, d)
+    return o.reshape(b, h, 1, d)
+
+
+def direct_decode(attn, lay: LayerLayout, q, kc, vc, bias):
+    """K stored full (nothing to rebuild), one query: scores over the whole cache at once.
+
+    Plain matmuls split the keys over the whole GPU, where SDPA's kernels give one
+    (batch, head) pair one block and crawl through 32K keys. bias (B, 1, 1, S) additive.
+    Returns (B, 1, H*D).
+    """
+    b, h, _, d = q.shape
+    kv, g, s = attn.n_kv, h // attn.n_kv, kc.shape[1]
+    k = kc.view(b, s, kv, d).transpose(1, 2).to(q.dtype)
+    sc = (q.view(b, kv, g, d) @ k.transpose(-1, -2)).float() * attn.scale + bias
+    p = sc.softmax(-1)
+    vals = values(attn, lay, vc).to(q.dtype)
+    o = finish_values(attn, lay, (p.to(q.dtype) @ vals).float())
+    return o.reshape(b, 1, h * d).to(q.dtype)

@@ -9,6 +9,7 @@ tile update) with torch.compile; the graph then replays them with no launch cost
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 
@@ -17,7 +18,9 @@ import torch
 from ..errors import TPAError
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
-from .attention import allowed, attend_tiles, new_entries, sdpa_decode, tile_update
+from ..models.common import rope_cos_sin
+from .attention import (allowed, attend_tiles, direct_decode, fused_qkv_weight, new_entries,
+                        new_entries_fused, sdpa_decode, tile_update)
 from .cache import DTYPE_NAMES, KVCache
 from .sampling import SamplingParams, sample
 
@@ -43,6 +46,26 @@ class GenerateResult:
         return len(self.tokens) * self.decode_steps / max(self.decode_s, 1e-9)
 
 
+def _tail(block, next_norm, h, o):
+    """o_proj + the block's `finish` + the next layer's input norm: one compiled unit."""
+    h = block.finish(h, block.self_attn.o_proj(o))
+    return h, next_norm(h)
+
+
+SDPA_MAX_KEYS = 2048  # above this, SDPA's decode kernels use too few blocks (see direct_decode)
+
+
+def _mask_bias(q_pos, k_pos, window, dtype):
+    """(B, 1, 1, S) additive mask, made once per step and shared by layers of one kind."""
+    ok = allowed(q_pos, k_pos, window)[:, None]
+    return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, float("-inf"))
+
+
+def _eager():
+    stance = getattr(torch.compiler, "set_stance", None)
+    return stance("force_eager") if stance else contextlib.nullcontext()
+
+
 class Runner:
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
@@ -60,7 +83,7 @@ class Runner:
         self.cache = KVCache(self.layouts, batch, max_len, self.device)
         # keys per tile when K is rebuilt: bounded fp32 scratch (~64 MB), 512..8192
         kv_row = batch * cfg.num_kv_heads * cfg.head_dim * 4
-        self.tile = tile or max(512, min(8192, (64 << 20) // kv_row // 512 * 512))
+        self.tile = tile or max(512, min(8192, (128 << 20) // kv_row // 512 * 512))
         self.query_tile = query_tile
         self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
         self.eos = cfg.eos_token_id if cfg.eos_token_id is not None else -1
@@ -70,22 +93,27 @@ class Runner:
         self.ids = torch.full((batch, max_len), self.pad_id, dtype=torch.long, device=self.device)
         self.use_graph = cuda if cuda_graph is None else cuda_graph
         self.graph, self.graph_params = None, None
-        self.entries, self.update = new_entries, tile_update
+        self.entries, self.update, self.tail = new_entries, tile_update, _tail
+        self.direct, self.rope_fn, self.bias_fn = direct_decode, rope_cos_sin, _mask_bias
+        self.w_qkv = None
         if (cuda if compile is None else compile):
             self._compile()
 
     # -- setup ---------------------------------------------------------------------
     def _compile(self):
         import torch._dynamo
-        # one compiled graph serves every layer (weights are inputs), but allow per-kind variants
+        # one compiled graph serves every layer (weights are graph inputs); a few variants
+        # per kind of layout
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        self.entries = torch.compile(new_entries, dynamic=False)
+        # Q/K/V (or their encoders) as one matmul: a copy of those weights (small) buys
+        # two fewer kernels per layer and step
+        self.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
+        self.entries = torch.compile(new_entries_fused, dynamic=False)
         self.update = torch.compile(tile_update, dynamic=False)
-        for block in self.model.layers:
-            for name, mod in block.named_children():
-                if name != "self_attn":  # norms and MLP: element-wise chains worth fusing
-                    mod.compile(dynamic=False)
-        self.model.norm.compile(dynamic=False)
+        self.tail = torch.compile(_tail, dynamic=False)
+        self.direct = torch.compile(direct_decode, dynamic=False)
+        self.rope_fn = torch.compile(rope_cos_sin, dynamic=False)
+        self.bias_fn = torch.compile(_mask_bias, dynamic=False)
 
     def predicted_kv_bytes(self) -> float:
         return cache_bytes(self.layouts, self.max_len, self.batch)
@@ -108,10 +136,11 @@ class Runner:
         q_pos = cols[None] - pads[:, None]
         self.cache.reset()
         self.cache.write_positions(cols, q_pos)
-        h = self.model.embed(ids)
-        for i, block in enumerate(self.model.layers):
-            h = block(h, lambda x, i=i: self._prefill_attn(i, x, q_pos, cols))
-        logits = self.model.logits(self.model.norm(h[:, -1]))
+        with _eager():  # compiled modules are for the decode shapes; prefill shapes vary
+            h = self.model.embed(ids)
+            for i, block in enumerate(self.model.layers):
+                h = block(h, lambda x, i=i: self._prefill_attn(i, x, q_pos, cols))
+            logits = self.model.logits(self.model.norm(h[:, -1]))
         tok = sample(logits, params)
         self.ids[:, :longest] = ids
         self.ids[:, longest] = tok
@@ -125,14 +154,14 @@ class Runner:
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
         cos, sin = self._rope(i, q_pos)
         q, ke, ve = new_entries(attn, lay, x, cos, sin)
-        t, w, rope = x.shape[1], attn.window, (lambda p: self._rope(i, p))
+        t, w = x.shape[1], attn.window
         outs = []
         for qs in range(0, t, self.query_tile):
             qe = min(t, qs + self.query_tile)
             lo = max(0, qs - w + 1) if w is not None else 0  # earlier keys are out of every window
             spans = [(a, min(qe, a + self.tile)) for a in range(lo, qe, self.tile)]
             tiles = [(ke[:, a:e], ve[:, a:e], q_pos[:, a:e]) for a, e in spans]
-            outs.append(attend_tiles(attn, lay, q[:, :, qs:qe], q_pos[:, qs:qe], tiles, rope))
+            outs.append(attend_tiles(attn, lay, q[:, :, qs:qe], q_pos[:, qs:qe], tiles))
         n = min(t, lc.capacity)  # a ring keeps the last `capacity` columns
         lc.write(cols[-n:] % lc.capacity, ke[:, -n:], ve[:, -n:])
         o = torch.cat(outs, dim=2)
@@ -140,22 +169,32 @@ class Runner:
 
     # -- decode --------------------------------------------------------------------
     def _step(self, params: SamplingParams) -> None:
-        """One decode step on the static state: tok at column col -> next tok at col + 1."""
+        """One decode step on the static state: tok at column col -> next tok at col + 1.
+
+        Per layer: entries (Q and the new cache entries) -> cache write -> attention
+        -> `tail` (o_proj, the block's `finish`, the next layer's input norm), so the
+        compiled path has a handful of kernels per layer.
+        """
         q_pos = (self.col - self.pad)[:, None]
         self.cache.write_positions(self.col, q_pos)
-        masks = {}
-        for lay, lc in zip(self.layouts, self.cache.layers):
+        slots = {c: self.col % c for c in self.cache.positions}
+        masks, ropes = {}, {}
+        for i, (lay, lc) in enumerate(zip(self.layouts, self.cache.layers)):
             key = (lc.capacity, lay.window)
-            if lay.k.kind == lay.v.kind == "full" and key not in masks:
-                masks[key] = allowed(q_pos, self.cache.positions[lc.capacity], lay.window)[:, None]
-        ropes = {}
-        h = self.model.embed(self.tok[:, None])
-        for i, block in enumerate(self.model.layers):
+            if lay.k.kind == "full" and key not in masks:
+                masks[key] = self.bias_fn(q_pos, self.cache.positions[lc.capacity], lay.window, self.dtype)
             rk = (self.cfg.rope_base(i), self.cfg.rope_scale(i))
             if rk not in ropes:
-                ropes[rk] = self._rope(i, q_pos)
-            h = block(h, lambda x, i=i, cs=ropes[rk]: self._decode_attn(i, x, q_pos, cs, masks))
-        logits = self.model.logits(self.model.norm(h[:, 0]))
+                ropes[rk] = self.rope_fn(q_pos, self.cfg.head_dim, *rk, self.dtype)
+        layers = self.model.layers
+        h = self.model.embed(self.tok[:, None])
+        x = layers[0].input_layernorm(h)
+        for i, block in enumerate(layers):
+            cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
+            o = self._decode_attn(i, x, q_pos, cs, masks, slots)
+            norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
+            h, x = self.tail(block, norm, h, o)
+        logits = self.model.logits(x[:, 0])
         self.last_logits = logits  # a static buffer under the graph: read after replay
         nxt = sample(logits, params)
         if self.eos >= 0:  # finished sequences keep emitting EOS
@@ -165,20 +204,26 @@ class Runner:
         self.tok.copy_(nxt)
         self.col.add_(1)
 
-    def _decode_attn(self, i, x, q_pos, cos_sin, masks):
+    def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots):
+        """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
-        q, ke, ve = self.entries(attn, lay, x, *cos_sin)
-        lc.write(self.col % lc.capacity, ke, ve)
-        if lay.k.kind == lay.v.kind == "full":
+        if self.w_qkv is not None:
+            q, ke, ve = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin)
+        else:
+            q, ke, ve = new_entries(attn, lay, x, *cos_sin)
+        lc.write(slots[lc.capacity], ke, ve)
+        if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
             o = sdpa_decode(attn, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
+        elif lay.k.kind == "full":
+            return self.direct(attn, lay, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
         else:
             pos = self.cache.positions[lc.capacity]
             # no rebuild for a full K: one tile spans the cache
             step = lc.capacity if lay.k.kind == "full" else self.tile
             tiles = [(lc.k[:, a:a + step], lc.v[:, a:a + step], pos[:, a:a + step])
                      for a in range(0, lc.capacity, step)]
-            o = attend_tiles(attn, lay, q, q_pos, tiles, lambda p: self._rope(i, p), self.update)
-        return attn.o_proj(o.transpose(1, 2).reshape(x.shape[0], 1, -1))
+            o = attend_tiles(attn, lay, q, q_pos, tiles, self.update)
+        return o.transpose(1, 2).reshape(x.shape[0], 1, -1)
 
     def _capture(self, params: SamplingParams) -> None:
         """Warm up (compiles, cuBLAS handles) on a side stream, then capture one step."""

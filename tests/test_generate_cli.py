@@ -1,0 +1,80 @@
+"""`tpa-compress generate` on a tiny HF folder (CPU), and its bad-input errors."""
+import sys
+
+import pytest
+import torch
+
+from test_analyze import char_tokenizer
+from test_bad_input import assert_one_line_error
+from tiny import random_state, tiny_config
+from tpa_compress import cli
+from tpa_compress.save import save_hf_folder
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["tpa-compress", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    o = capsys.readouterr()
+    return e.value.code, o.out, o.err
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    cfg = tiny_config("gemma3", vocab_size=40, max_position_embeddings=64)
+    path = tmp_path_factory.mktemp("gen") / "m"
+    path.mkdir()
+    save_hf_folder(path, cfg, random_state(cfg, 1), char_tokenizer())
+    return path
+
+
+def test_streams_and_summarises(monkeypatch, capsys, folder):
+    code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "the cat sat",
+                         "--device", "cpu", "--max-new-tokens", "6")
+    assert code in (0, None), err
+    assert out.startswith("the cat sat")
+    assert "prefill 12 tok" in err and "decode 1x" in err and "KV " in err and "peak RSS" in err
+
+
+def test_prompt_file_runs_as_one_batch(monkeypatch, capsys, folder, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("a dog\n\nthe long walk home\n")
+    code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f, "--device", "cpu",
+                         "--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3")
+    assert code in (0, None), err
+    assert "--- [0] ---" in out and "--- [1] ---" in out and "a dog" in out and "the long walk home" in out
+    assert "decode 2x" in err
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--prompt", "hi", "--device", "tpu"], ["--device 'tpu'", "valid: auto, cpu, cuda"]),
+    (["--prompt", "hi", "--temperature", "-1"], ["--temperature -1.0", "valid"]),
+    (["--prompt", "hi", "--top-p", "1.5"], ["--top-p 1.5", "0 < p <= 1"]),
+    (["--prompt", "hi", "--top-k", "-3"], ["--top-k -3"]),
+    (["--prompt", "hi", "--max-new-tokens", "0"], ["--max-new-tokens 0", "at least 1"]),
+    ([], ["exactly one of --prompt"]),
+])
+def test_bad_arguments(monkeypatch, capsys, folder, args, needles):
+    code, _, err = run(monkeypatch, capsys, "generate", folder, *args)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_empty_prompt_file(monkeypatch, capsys, folder, tmp_path):
+    f = tmp_path / "empty.txt"
+    f.write_text("\n  \n")
+    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f)
+    assert_one_line_error(code, err, "empty.txt", "no prompts")
+
+
+def test_prompt_longer_than_max_length(monkeypatch, capsys, folder):
+    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "word " * 20,
+                       "--device", "cpu", "--max-new-tokens", "8")
+    # the model loads first (its tokenizer counts the tokens): drop the "loaded" note
+    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith("loaded "))
+    assert_one_line_error(code, err, "prompt of 101 tokens", "max length 64")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_but_absent(monkeypatch, capsys, folder):
+    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "hi", "--device", "cuda")
+    assert_one_line_error(code, err, "--device cuda", "no CUDA device")

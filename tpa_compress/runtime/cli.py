@@ -1,0 +1,105 @@
+"""`tpa-compress generate`: stream text from a model (original or converted) with the cached runner."""
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import TPAError
+
+
+def read_prompts(prompt: Optional[str], prompt_file: Optional[Path]) -> list[str]:
+    if (prompt is None) == (prompt_file is None):
+        raise TPAError("give exactly one of --prompt TEXT or --prompt-file FILE")
+    if prompt is not None:
+        if not prompt.strip():
+            raise TPAError("--prompt is empty; give some text")
+        return [prompt]
+    if not prompt_file.is_file():
+        raise TPAError(f"--prompt-file {prompt_file}: no such file")
+    lines = [ln for ln in prompt_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise TPAError(f"--prompt-file {prompt_file} has no prompts; put one prompt per line")
+    return lines
+
+
+def generate_cmd(
+    model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder incl. converted "
+                                          "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="The prompt text."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="One prompt per line; "
+                                               "all run as one batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per prompt."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass, 0 < p <= 1."),
+    top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens; 0 = off."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    dtype: str = typer.Option("auto", "--dtype", help="Weights dtype: auto (bf16 on CUDA, fp32 on "
+                              "CPU), float32, bfloat16, float16."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+):
+    """Generate text with the static factorized KV cache (CUDA graph decode on GPU).
+
+    Streams the text of a single prompt as it is generated; a batch (--prompt-file)
+    prints each completion when done. Ends with prefill / decode speed, the KV bytes
+    allocated (and analyze's prediction) and peak memory."""
+    import torch
+    from rich.console import Console
+
+    from ..cli import open_model, require_tokenizer, resolve_device, torch_dtype
+    from . import Runner, SamplingParams
+
+    console, stdout = Console(stderr=True), Console(highlight=False)
+    if max_new_tokens < 1:
+        raise TPAError(f"--max-new-tokens {max_new_tokens} is not valid; it must be at least 1")
+    params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
+    texts = read_prompts(prompt, prompt_file)
+    dev = resolve_device(device)
+    if dtype == "auto":
+        dtype = "bfloat16" if dev.startswith("cuda") else "float32"
+    torch_dtype(dtype)
+    ckpt, net = open_model(model, variant, dtype, dev)
+    tok = require_tokenizer(ckpt)
+    ids = [tok.encode(t) for t in texts]
+    limit = ckpt.config.max_position_embeddings
+    longest = max(len(i) for i in ids)
+    if longest + max_new_tokens > limit:
+        raise TPAError(f"prompt of {longest} tokens + --max-new-tokens {max_new_tokens} exceeds the "
+                       f"model's max length {limit}")
+    torch.manual_seed(seed)
+    runner = Runner(net, len(ids), longest + max_new_tokens)
+    if dev.startswith("cuda"):
+        with console.status("capturing the decode graph …"):
+            runner.prepare(params)
+
+    stream = len(ids) == 1
+    got: list[int] = []
+    shown = [""]
+
+    def on_tokens(step_ids):  # one host sync per step: the token being printed
+        got.append(step_ids[0])
+        text = tok.decode(got)
+        if text.startswith(shown[0]):
+            stdout.print(text[len(shown[0]):], end="", markup=False, soft_wrap=True)
+            shown[0] = text
+    if stream:
+        stdout.print(texts[0], end="", markup=False, soft_wrap=True)
+    res = runner.generate(ids, max_new_tokens, params, on_tokens=on_tokens if stream else None)
+    if stream:
+        rest = tok.decode(res.tokens[0])
+        stdout.print(rest[len(shown[0]):] if rest.startswith(shown[0]) else "", markup=False)
+    else:
+        for i, (t, g) in enumerate(zip(texts, res.tokens)):
+            stdout.print(f"--- [{i}] ---", markup=False)
+            stdout.print(t + tok.decode(g), markup=False, soft_wrap=True)
+    peak = res.peak_memory if res.peak_memory is not None else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    console.print(
+        f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
+        f"decode {len(ids)}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
+        f"KV {res.kv_bytes / 2**20:.2f} MiB allocated (layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | "
+        f"peak {'GPU' if res.peak_memory is not None else 'RSS'} {peak / 2**20:.0f} MiB", highlight=False,
+        soft_wrap=True)
