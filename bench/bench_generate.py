@@ -1,0 +1,214 @@
+"""Decode speed: our cached runner vs transformers `generate`, on the GPU. A benchmark,
+not a test; random weights (speed does not depend on them).
+
+    python bench/bench_generate.py --out bench_generate.json [--models 270m,1b]
+        [--batches 1,32] [--contexts 128,4096,32768] [--layouts original,converted]
+        [--new-tokens 64] [--no-hf] [--check]
+
+For each Gemma 3 config (tpa_compress.load.ckpt.VARIANTS), batch and context (tokens in
+the cache while decoding: prompt = context - new tokens), it runs our runner (bf16,
+CUDA-graph decode) on the original layout and on a converted one (latent K and V of
+rank 128 on the global layers, random factors: ~50% of the cache at 32K), and
+transformers' Gemma3ForCausalLM built from the same config with the default dynamic
+cache and with cache_implementation="static". Every timing follows a warm-up call.
+Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
+
+Memory-bandwidth fraction = bytes one decode step must read (every weight once, the
+LM head included, plus the cached K/V it attends over) / step time / peak bandwidth
+(--bandwidth, default H100 SXM 3.35e12 B/s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tpa_compress.layout import Component, cache_bytes  # noqa: E402
+from tpa_compress.load.ckpt import variant_config  # noqa: E402
+from tpa_compress.methods.layers import make_proj  # noqa: E402
+from tpa_compress.models import Transformer  # noqa: E402
+from tpa_compress.runtime import Runner, SamplingParams  # noqa: E402
+
+
+def random_model(cfg, layout: str, rank: int = 128):
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        m = Transformer(cfg)
+        if layout == "converted":
+            for i, blk in enumerate(m.layers):
+                if cfg.window(i) is None:
+                    blk.self_attn.k_proj = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, rank))
+                    blk.self_attn.v_proj = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, rank))
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            p.copy_(torch.zeros_like(p) if "norm" in n else torch.randn_like(p) * 0.02)
+    return m.to(torch.bfloat16).eval().requires_grad_(False)
+
+
+def step_bytes(model, layouts, context: int, batch: int) -> float:
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights + cache_bytes(layouts, context, batch)
+
+
+def prompts_for(cfg, batch, length, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, cfg.vocab_size, (batch, length), generator=g).tolist()
+
+
+def ours(cfg, layout, batch, context, new, bw):
+    model = random_model(cfg, layout)
+    r = Runner(model, batch, context)
+    prompts = prompts_for(cfg, batch, context - new)
+    r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
+    res = r.generate(prompts, new, stop_at_eos=False)
+    ms = 1e3 * res.decode_s / res.decode_steps
+    moved = step_bytes(model, r.layouts, context, batch)
+    out = dict(runner="ours", layout=layout, tok_s=res.decode_tok_s, ms_per_step=ms,
+               prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
+               predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
+               bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
+    del r, model
+    torch.cuda.empty_cache()
+    return out
+
+
+def hf(cfg, impl, batch, context, new, bw):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from tpa_compress.load.hf import config_to_hf
+    d = config_to_hf(cfg)
+    d.pop("architectures", None)
+    torch.manual_seed(0)
+    hc = Gemma3TextConfig(**{k: v for k, v in d.items() if k != "model_type"})
+    with torch.device("cuda"):
+        m = Gemma3ForCausalLM(hc).to(torch.bfloat16).eval()
+    ids = torch.tensor(prompts_for(cfg, batch, context - new), device="cuda")
+    kw = dict(do_sample=False, pad_token_id=0)
+    if impl == "static":
+        kw["cache_implementation"] = "static"
+
+    def run(n):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.no_grad():
+            o = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, **kw)
+        torch.cuda.synchronize()
+        assert o.shape[1] == ids.shape[1] + n
+        return time.perf_counter() - t
+
+    run(new)  # warm-up
+    torch.cuda.reset_peak_memory_stats()
+    t_all = run(new)
+    peak = torch.cuda.max_memory_allocated()
+    t_one = min(run(1), run(1))
+    dec = max(t_all - t_one, 1e-9)
+    ms = 1e3 * dec / (new - 1)
+    moved = sum(p.numel() * p.element_size() for p in m.parameters()) + \
+        cache_bytes(__import__("tpa_compress.layout", fromlist=["x"]).original_layouts(cfg), context, batch)
+    out = dict(runner=f"transformers-{impl}", layout="original", tok_s=batch * (new - 1) / dec,
+               ms_per_step=ms, prefill_tok_s=batch * ids.shape[1] / t_one, kv_bytes=None,
+               peak_memory=peak, bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
+    del m
+    torch.cuda.empty_cache()
+    return out
+
+
+def gpu_check():
+    """Greedy tokens of the CUDA-graph runner == reference forward (tiny fp32 models)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny import random_state, tiny_config
+    from tpa_compress.load.source import Checkpoint, WeightSource
+    from tpa_compress.models import build_model
+    res = {}
+    for family in ("gemma3", "llama"):
+        for layout in ("original", "latent"):
+            cfg = tiny_config(family)
+            model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), None, "", "m"),
+                                device="cuda")
+            if layout == "latent":
+                g = torch.Generator(device="cuda").manual_seed(0)
+                for blk in model.layers:
+                    for nm, r in (("k_proj", 12), ("v_proj", 10)):
+                        p = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, r)).cuda()
+                        with torch.no_grad():
+                            for t in p.parameters():
+                                t.copy_(torch.randn(t.shape, generator=g, device="cuda") * 0.5 / t.shape[-1] ** 0.5)
+                        setattr(blk.self_attn, nm, p)
+            prompts = prompts_for(cfg, 3, 20)
+            prompts = [prompts[0][:13], prompts[1][:5], prompts[2]]
+            r = Runner(model, 3, 40, cache_dtype="fp32", tile=4)
+            gen = r.generate(prompts, 12, stop_at_eos=False).tokens
+            ok = True
+            for p, t in zip(prompts, gen):
+                with torch.no_grad():
+                    ref = model.logits(model(torch.tensor([p + t], device="cuda")))[0]
+                ok &= ref[len(p) - 1: len(p) + 11].argmax(-1).tolist() == t
+            res[f"{family}-{layout}"] = bool(ok)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="270m,1b")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--contexts", default="128,4096,32768")
+    ap.add_argument("--layouts", default="original,converted")
+    ap.add_argument("--hf-impls", default="dynamic,static")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--no-hf", action="store_true")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--bandwidth", type=float, default=3.35e12)
+    ap.add_argument("--out", default="bench_generate.json")
+    a = ap.parse_args()
+    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv,
+           "rows": []}
+    try:
+        import transformers
+        doc["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if a.check:
+        try:
+            doc["gpu_check"] = gpu_check()
+        except Exception as e:
+            doc["gpu_check"] = f"{type(e).__name__}: {e}"[:500]
+            traceback.print_exc()
+        print("gpu check", doc["gpu_check"], flush=True)
+
+    def save():
+        Path(a.out).write_text(json.dumps(doc, indent=1))
+
+    for name in a.models.split(","):
+        cfg = variant_config(name)
+        for batch in map(int, a.batches.split(",")):
+            for ctx in map(int, a.contexts.split(",")):
+                jobs = [("ours", lay) for lay in a.layouts.split(",") if lay]
+                if not a.no_hf:
+                    jobs += [("hf", impl) for impl in a.hf_impls.split(",")]
+                for kind, what in jobs:
+                    row = dict(model=name, batch=batch, context=ctx)
+                    t = time.time()
+                    try:
+                        row.update(ours(cfg, what, batch, ctx, a.new_tokens, a.bandwidth) if kind == "ours"
+                                   else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
+                    except torch.cuda.OutOfMemoryError:
+                        row.update(runner=kind, layout=what, error="OOM")
+                    except Exception as e:  # a failed baseline must not end the run
+                        row.update(runner=kind, layout=what, error=f"{type(e).__name__}: {e}"[:300])
+                        traceback.print_exc()
+                    torch.cuda.empty_cache()
+                    row["wall_s"] = time.time() - t
+                    doc["rows"].append(row)
+                    print(json.dumps(row), flush=True)
+                    save()
+    save()
+
+
+if __name__ == "__main__":
+    main()
