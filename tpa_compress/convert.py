@@ -8,6 +8,7 @@ written atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,49 @@ class ConversionResult:
     seconds: float = 0.0
 
 
+def cpu_threads(spec: str | int = "auto") -> int:
+    """Intra-op CPU threads for conversion: a positive integer, or "auto": the cores not
+    already busy (os.cpu_count() minus the 1-minute load average, at least 1).
+
+    Why not always every core: on a machine shared with other jobs, each of the
+    forward pass's thousands of small OpenMP parallel regions waits for a thread whose
+    core is running someone else's job. Measured on the 2-core CI machine under load:
+    one 512-token Gemma 3 270M forward took 9 s with 2 threads, 1.4 s with 1; an
+    elementwise multiply of 1M floats 8 ms vs 0.1 ms. The results do not depend on the
+    count, only the time: the forward pass and matmuls give the same bits on any count,
+    and the methods' eigh / SVD run on one thread (`fixed_threads`), so the converted
+    files are byte-identical (checked on the real 270M, 1 vs 2 threads).
+    """
+    import os
+    cores = os.cpu_count() or 1
+    if spec == "auto":
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            busy = 0.0
+        return max(1, min(cores, round(cores - busy)))
+    try:
+        n = int(spec)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise TPAError(f"--threads {spec!r} is not valid; valid: auto or a positive integer")
+    return n
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int = 1):
+    """Run the methods' linear algebra on a fixed thread count: LAPACK's eigh gives
+    last-bit different vectors on 1 and 2 threads (matmuls and the forward pass do not),
+    and the output bytes must not depend on --threads or the machine's load."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _files(spec: list[str], default) -> list:
     return default() if spec in (["default"], [], None) else [Path(f) for f in spec]
 
@@ -60,9 +104,10 @@ def _windows(tok, files, tokens: int, seq_len: int, skip_tokens: int = 0, source
 
 
 def layer_inputs(model, i: int, stats) -> LayerInputs:
+    """One layer's weights as float64 on the CPU (methods run there, whatever the model's device)."""
     a = model.layers[i].self_attn
-    return LayerInputs(model.cfg, i, a.q_proj.weight.double(), a.k_proj.weight.double(),
-                       a.v_proj.weight.double(), a.o_proj.weight.double(), stats)
+    w = lambda m: m.weight.detach().to("cpu", torch.float64)  # noqa: E731
+    return LayerInputs(model.cfg, i, w(a.q_proj), w(a.k_proj), w(a.v_proj), w(a.o_proj), stats)
 
 
 def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target: str, x: torch.Tensor) -> float:
@@ -70,7 +115,7 @@ def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target
     with torch.no_grad():
         w = inp.weight(target).to(x.dtype)
         ref = x @ w.T
-        got = proj(x).to(x.dtype)
+        got = _factorized(proj, x).to(x.dtype)
         err = got - ref
         if target == "v":
             c = model_cfg
@@ -94,6 +139,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                for i, rs in enumerate(rules) for t, r in rs.items()}
     needs_stats = any(m.needs_calibration for m in methods.values()) or any(
         r.rank.kind in ("energy", "budget") for rs in rules for r in rs.values())
+    converted = sorted({i for i, _ in methods})  # only these layers are measured
+    device = next(model.parameters()).device
 
     stats = heldout = None
     ppl_before = None
@@ -111,13 +158,15 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         fit_w, held_w = win[: win.shape[0] - n_held], win[win.shape[0] - n_held:]
         log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {cal.seq_len}), "
             f"{held_w.numel()} held-out")
-        stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"))
-        if n_held:
-            heldout = collect_stats(model, held_w, sample_rows=2048)
+        stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=converted,
+                              skip=recipe.sink_tokens)
+        if n_held:  # held-out rows only serve the error measurement: no moments
+            heldout = collect_stats(model, held_w, sample_rows=2048, layers=converted, moments=False,
+                                    skip=recipe.sink_tokens)
     if eval_model:
         ppl_before = _eval(model, tok, recipe, progress, "eval before")
 
-    inputs = {i: layer_inputs(model, i, stats[i] if stats else None) for i in range(cfg.num_layers)}
+    inputs = {i: layer_inputs(model, i, stats[i] if stats else None) for i in converted}
     # -- ranks ----------------------------------------------------------------
     ranks: dict[tuple[int, str], int] = {}
     cands = []
@@ -128,7 +177,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         elif spec.kind == "auto":
             ranks[(i, t)] = m.max_rank(cfg)
         else:
-            spectrum = m.spectrum(inputs[i], t)
+            with fixed_threads():
+                spectrum = m.spectrum(inputs[i], t)
             if spectrum is None:
                 raise TPAError(f"{recipe.source}: layer {i} {t}: method {m.name} has no spectrum, so "
                                f"rank '{spec.kind}' cannot apply; give a fixed rank")
@@ -156,30 +206,37 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     for i in range(cfg.num_layers):
         attn = model.layers[i].self_attn
         comps, info = {}, {}
+        # The first sink_tokens positions keep the exact projection (layout.py says why);
+        # not needed where every factorized part is the exact identity.
+        sink = recipe.sink_tokens if any((i, t) in methods and methods[(i, t)].name != "identity"
+                                         for t in ("k", "v")) else 0
         for t in ("k", "v"):
             full = Component("full", cfg.num_kv_heads, cfg.head_dim)
             if (i, t) not in methods:
                 comps[t], info[t] = full, {"method": "keep", "rank": None}
                 continue
             m = methods[(i, t)]
-            fz = m.factorize(inputs[i], t, ranks[(i, t)])
+            with fixed_threads():
+                fz = m.factorize(inputs[i], t, ranks[(i, t)])
             why = shrink_check(fz.component)
             if why and m.name != "identity":
                 log(f"warning: layer {i} {t}: {why}")
-            proj = make_proj(cfg.hidden_size, fz.component)
+            proj = make_proj(cfg.hidden_size, fz.component, sink)
             state = {k: v.to(torch.float32) for k, v in fz.tensors.items()}
+            if sink:
+                state["sink.weight"] = inputs[i].weight(t).to(torch.float32)
             try:
                 proj.load_state_dict(state)
             except RuntimeError as e:
                 raise TPAError(f"method {m.name} produced tensors that do not fit {fz.component}: {e}") from e
             proj = proj.to(wdtype).to(torch.float32)  # measure what will be saved
-            setattr(attn, f"{t}_proj", proj)
             for k, v in proj.state_dict().items():
                 new_tensors[f"model.layers.{i}.self_attn.{t}_proj.{k}"] = v
             comps[t] = fz.component
             err = (activation_errors(cfg, inputs[i], proj, t, heldout[i].sample)
                    if heldout is not None else None)
             winfo = _weight_error(inputs[i], proj, t)
+            setattr(attn, f"{t}_proj", proj.to(device))
             # The method's own diagnostics first; convert's held-out measurement (separate
             # windows, V through o_proj) is the one the report compares, so it wins.
             info[t] = {**fz.info, "method": m.name, "kind": fz.component.kind,
@@ -187,7 +244,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             done += 1
             if bar:
                 bar(done, len(items))
-        lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype)
+        lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink)
         layouts.append(lay)
         reports.append(LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()))
 
@@ -204,13 +261,18 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     return ConversionResult(layouts, reports, totals, ppl, time.time() - t0), new_tensors
 
 
+def _factorized(proj, x: torch.Tensor) -> torch.Tensor:
+    """The factorized map alone on rows x (no sink: these rows are not sequence positions)."""
+    return proj.decode(proj.encode(x))
+
+
 def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
     """||W_eff - W|| / ||W|| for projections that are linear in x (all but contextual)."""
     if hasattr(proj, "a"):
         return None
     with torch.no_grad():
         eye = torch.eye(inp.cfg.hidden_size)
-        w_eff = (proj(eye) - proj(torch.zeros(1, inp.cfg.hidden_size))).T.double()
+        w_eff = (_factorized(proj, eye) - _factorized(proj, torch.zeros(1, inp.cfg.hidden_size))).T.double()
         w = inp.weight(t)
         return float((w_eff - w).norm() / w.norm())
 
@@ -223,21 +285,30 @@ def _eval(model, tok, recipe: Recipe, progress, label: str) -> dict | None:
     w = make_windows(ids, ev.seq_len, tok.bos_id if tok.add_bos else None, ev.max_windows,
                      source=", ".join(map(str, files)))
     bar = progress and progress(label)
-    res = perplexity(model, w, tok.add_bos, progress=bar and (lambda i, n, p: bar(i, n)))
+    res = perplexity(model, w, tok.add_bos, progress=bar and (lambda i, n, p: bar(i, n)),
+                     device=next(model.parameters()).device)
     return res.to_dict()
 
 
-def output_tensors(ckpt, new_tensors: dict, layouts: list[LayerLayout]) -> dict[str, torch.Tensor]:
-    """The original tensors minus replaced K/V weights, plus the factors."""
+def output_tensors(ckpt, new_tensors: dict, layouts: list[LayerLayout], model=None) -> dict[str, torch.Tensor]:
+    """The original tensors minus replaced K/V weights, plus the factors.
+
+    With `model` (float32, built from `ckpt`), its parameters are used as they are (they
+    equal `ckpt.weights.get(name)`): no second dequantised copy of the model is made.
+    Tensors may be on the model's device; the writer moves them one at a time."""
     replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight"
                 for i, lay in enumerate(layouts) for t, c in (("k", lay.k), ("v", lay.v)) if c.kind != "full"}
-    out = {n: ckpt.weights.get(n) for n in ckpt.weights.names() if n not in replaced}
+    have = {}
+    if model is not None:
+        from .models.transformer import _canonical
+        have = {_canonical(n): p.detach() for n, p in model.named_parameters() if p.dtype == torch.float32}
+    out = {n: have[n] if n in have else ckpt.weights.get(n) for n in ckpt.weights.names() if n not in replaced}
     out.update(new_tensors)
     return out
 
 
 def write_output(out_dir: Path, ckpt, recipe: Recipe, result: ConversionResult, new_tensors: dict,
-                 force: bool) -> None:
+                 force: bool, model=None) -> None:
     from .report.convert_report import render_markdown
     from .save import atomic_output_dir, save_hf_folder
 
@@ -246,7 +317,7 @@ def write_output(out_dir: Path, ckpt, recipe: Recipe, result: ConversionResult, 
                             "format": ckpt.format, "recipe": recipe.source}}
     report = report_dict(ckpt, recipe, result)
     with atomic_output_dir(out_dir, force=force, protect=[ckpt.path]) as tmp:
-        save_hf_folder(tmp, ckpt.config, output_tensors(ckpt, new_tensors, result.layouts),
+        save_hf_folder(tmp, ckpt.config, output_tensors(ckpt, new_tensors, result.layouts, model),
                        ckpt.tokenizer, extra, getattr(torch, recipe.weight_dtype))
         (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")

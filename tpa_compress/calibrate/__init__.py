@@ -5,6 +5,10 @@ Every K/V projection is linear in x, so the second moment of x determines the
 covariance of K and V for any candidate factorization: one pass serves all methods.
 A fixed, evenly spaced sample of x rows is also kept for methods that fit non-linear
 forms (contextual TPA) and for held-out error measurement.
+
+Only the layers asked for are measured, and the forward pass stops at the input of the
+last of them (a recipe that converts layers 5, 11 and 17 runs 17 of 18 blocks).
+Moments accumulate in float64 on the model's device; the results are on the CPU.
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ import torch
 @dataclass
 class LayerStats:
     n: int
-    sum_x: torch.Tensor  # (d,) float64
-    xtx: torch.Tensor  # (d, d) float64, sum of x x^T
+    sum_x: torch.Tensor | None  # (d,) float64; None when collected with moments=False
+    xtx: torch.Tensor | None  # (d, d) float64, sum of x x^T; None when moments=False
     sample: torch.Tensor  # (m, d) float32 rows of x
 
     @property
@@ -34,32 +38,72 @@ class LayerStats:
         return self.second_moment - torch.outer(mu, mu)
 
 
+class _Stop(Exception):
+    """Raised by the hook once the last wanted layer is measured: the rest of the
+    forward pass would be wasted."""
+
+
 @torch.no_grad()
 def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progress=None,
-                  device: str = "cpu") -> list[LayerStats]:
-    """Run `windows` (N, T) through `model`; return one LayerStats per layer."""
+                  device: str | torch.device | None = None, layers=None,
+                  moments: bool = True, skip: int = 0) -> list[LayerStats | None]:
+    """Run `windows` (N, T) through `model`; return one LayerStats per layer.
+
+    `layers`: the layer indices to measure (None: all); the others get None. When given,
+    the forward pass stops at the input of the last of them (None runs every block,
+    for callers that hook the blocks themselves).
+    `moments`: accumulate sum_x / xtx (False: only the row sample, e.g. held-out rows).
+    `device`: where the windows go (default: the model's device).
+    `skip`: leave out the first `skip` positions of every window (the sink tokens a
+    converted layer keeps exact: a factorization never sees them, so they must not
+    pull its basis; the BOS sink is an outlier).
+    """
     cfg = model.cfg
     d = cfg.hidden_size
-    n_tokens = windows.numel()
-    # Evenly spaced rows of the flattened (N*T) token stream: deterministic, no RNG.
+    want = sorted(set(range(cfg.num_layers) if layers is None else layers))
+    out: list[LayerStats | None] = [None] * cfg.num_layers
+    if not want:
+        return out
+    if device is None:
+        device = next(model.parameters()).device
+    skip = min(skip, windows.shape[1] - 1)
+    n_tokens = windows.shape[0] * (windows.shape[1] - skip)
+    # Evenly spaced rows of the flattened (N*(T-skip)) token stream: deterministic, no RNG.
     keep = torch.linspace(0, n_tokens - 1, min(sample_rows, n_tokens)).round().long()
-    stats = [LayerStats(0, torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64),
-                        torch.zeros(len(keep), d)) for _ in range(cfg.num_layers)]
+    for i in want:
+        out[i] = LayerStats(0, None, None, torch.zeros(len(keep), d))
+    acc = {}  # layer -> (sum_x, xtx) on the model's device, float64
     offset = 0
+    last = want[-1] if layers is not None else None
 
     def hook(i, block, h):
-        x = block.input_layernorm(h)[0].float().cpu()  # (T, d)
-        s = stats[i]
-        xd = x.double()
+        if out[i] is None:
+            return
+        x = block.input_layernorm(h)[0, skip:].float()  # (T - skip, d)
+        s = out[i]
         s.n += x.shape[0]
-        s.sum_x += xd.sum(0)
-        s.xtx += xd.T @ xd
+        if moments:
+            xd = x.double()
+            if i not in acc:
+                acc[i] = (torch.zeros(d, dtype=torch.float64, device=x.device),
+                          torch.zeros(d, d, dtype=torch.float64, device=x.device))
+            sx, xtx = acc[i]
+            sx += xd.sum(0)
+            xtx += xd.T @ xd
         sel = (keep >= offset) & (keep < offset + x.shape[0])
-        s.sample[sel] = x[keep[sel] - offset]
+        if bool(sel.any()):
+            s.sample[sel] = x[(keep[sel] - offset).to(x.device)].cpu()
+        if i == last:
+            raise _Stop
 
     for w in range(windows.shape[0]):
-        model(windows[w:w + 1].to(device), hooks=hook)
-        offset += windows.shape[1]
+        try:
+            model(windows[w:w + 1].to(device), hooks=hook)
+        except _Stop:
+            pass
+        offset += windows.shape[1] - skip
         if progress is not None:
             progress(w + 1, windows.shape[0])
-    return stats
+    for i, (sx, xtx) in acc.items():
+        out[i].sum_x, out[i].xtx = sx.cpu(), xtx.cpu()
+    return out

@@ -44,9 +44,10 @@ def make_windows(ids: list[int], seq_len: int, bos_id: int | None, max_windows: 
     return w
 
 
-def window_nll(model, window: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+def window_nll(model, window: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     """Per-position NLL (T-1,) of one window (T,), computing logits in chunks so that
-    a 262k-entry vocabulary never needs T x vocab floats at once."""
+    a 262k-entry vocabulary never needs T x vocab floats at once (128 rows: 134 MB of
+    logits + as much for the log-softmax, for Gemma's 262k vocabulary)."""
     hidden = model(window[None])[0, :-1]
     targets = window[1:]
     out = []

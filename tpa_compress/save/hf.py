@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..config import ModelConfig
 from ..load.hf import config_to_hf
@@ -20,8 +19,48 @@ def save_hf_folder(folder: str | Path, cfg: ModelConfig, tensors: dict[str, torc
     hf["torch_dtype"] = str(dtype).removeprefix("torch.")
     hf.update(extra_config or {})
     (folder / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
-    # Sorted keys + contiguous tensors: same inputs give the same bytes.
-    out = {k: tensors[k].detach().to(dtype).contiguous() for k in sorted(tensors)}
-    save_file(out, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(folder / "model.safetensors", tensors, dtype, metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(folder)
+
+
+# safetensors' dtype names, in the order of its Rust `Dtype` enum (the file lists larger
+# dtypes first, then names in byte order; see `write_safetensors`).
+_ST_DTYPES = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16",
+              torch.float16: "F16", torch.bfloat16: "BF16", torch.int32: "I32", torch.float32: "F32",
+              torch.float64: "F64", torch.int64: "I64"}
+_ST_ORDER = ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` (cast to `dtype` when given) as one safetensors file, streaming:
+    one tensor at a time is converted / moved to the CPU, so the writer never holds a
+    second copy of the model (safetensors' `save_file` builds one in older versions and
+    needs CPU tensors). The bytes equal `safetensors.torch.save_file`'s for the same input
+    (tests/test_save_stream.py), so a fixed input still gives a fixed file."""
+    def meta(name, t):
+        dt = dtype or t.dtype
+        if dt not in _ST_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {dt} cannot be written to safetensors here")
+        return _ST_DTYPES[dt], tuple(t.shape), t.numel() * (torch.finfo(dt).bits if dt.is_floating_point
+                                                            else torch.iinfo(dt).bits if dt != torch.bool else 8) // 8
+    infos = {k: meta(k, t) for k, t in tensors.items()}
+    order = sorted(infos, key=lambda k: (-_ST_ORDER.index(infos[k][0]), k.encode("utf-8")))
+    header, off = {}, 0
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for k in order:
+        name, shape, nbytes = infos[k]
+        header[k] = {"dtype": name, "shape": list(shape), "data_offsets": [off, off + nbytes]}
+        off += nbytes
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for k in order:
+            t = tensors[k].detach()
+            t = t.to("cpu", dtype or t.dtype).contiguous()
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
