@@ -151,9 +151,13 @@ def convert_cmd(
     do_eval: bool = typer.Option(False, "--eval", help="Measure perplexity before and after."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
     device: str = typer.Option("cpu", "--device"),
+    threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (the cores "
+                                "not busy with other jobs; results do not depend on it)."),
 ):
     """Convert a model to factorized attention as a YAML recipe says."""
-    from .convert import convert, default_out_dir, write_output
+    import torch
+
+    from .convert import convert, cpu_threads, default_out_dir, write_output
     from .recipe import load_recipe
     from .save.atomic import check_output_dir
 
@@ -162,7 +166,9 @@ def convert_cmd(
     out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
     check_output_dir(out_dir, force)
     dev = resolve_device(device)
+    torch.set_num_threads(cpu_threads(threads))
     ckpt, net = open_model(model, variant, "float32", dev)
+    console.print(f"[dim]{torch.get_num_threads()} CPU thread(s)[/dim]")
     with progress_bar("convert") as bar:
         tasks = {}
 
@@ -172,7 +178,7 @@ def convert_cmd(
 
         res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval,
                                log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    write_output(out_dir, ckpt, rec, res, tensors, force)
+    write_output(out_dir, ckpt, rec, res, tensors, force, model=net)
     table = Table(title=f"converted -> {out_dir}")
     for c in ("context", "original KV", "converted KV", "ratio"):
         table.add_column(c)
