@@ -4,6 +4,7 @@
     seed: 0
     weight_dtype: float32         # float32 | bfloat16 | float16
     cache_dtype: bf16             # bf16 | fp16 | fp8 | int8 | fp32
+    sink_tokens: 1                # leading positions whose K/V stay exact (0: none); see layout.py
     calibration: {files: [default], tokens: 32768, seq_len: 512, heldout_tokens: 4096}
     eval: {files: [default], seq_len: 512, max_windows: 16}
     budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`
@@ -91,6 +92,7 @@ class Recipe:
     seed: int = 0
     weight_dtype: str = "float32"
     cache_dtype: str = "bf16"
+    sink_tokens: int = 1
     calibration: Calibration = field(default_factory=Calibration)
     eval: EvalSpec = field(default_factory=EvalSpec)
     budget: Budget | None = None
@@ -179,7 +181,7 @@ def _selector(v, where: str) -> Selector:
 
 def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     top = {"model", "seed", "weight_dtype", "cache_dtype", "calibration", "eval", "budget", "layers",
-           "description"}
+           "description", "sink_tokens"}
     _keys(d, top, source)
     if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
         raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
@@ -214,8 +216,9 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     seed = d.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TPAError(f"{source}: seed {seed!r} is not valid; expected an integer")
+    sink = _int(d.get("sink_tokens", 1), f"{source}: sink_tokens", 0)
     return Recipe(layers=rules, model=d.get("model"), seed=seed, weight_dtype=wd, cache_dtype=cd,
-                  calibration=calib, eval=ev, budget=budget, source=source, raw=d)
+                  sink_tokens=sink, calibration=calib, eval=ev, budget=budget, source=source, raw=d)
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -22,7 +22,8 @@ def effective_weight(proj: nn.Module, hidden: int) -> torch.Tensor | None:
         return None
     with torch.no_grad():
         eye = torch.eye(hidden, dtype=next(proj.parameters()).dtype)
-        w = (proj(eye) - proj(eye[:1] * 0)).T
+        f = lambda x: proj.decode(proj.encode(x))  # noqa: E731 (rows, not positions: no sink)
+        w = (f(eye) - f(eye[:1] * 0)).T
     return w
 
 

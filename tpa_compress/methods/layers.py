@@ -11,6 +11,8 @@ Tensor names inside a layer (`model.layers.{i}.self_attn.{k|v}_proj.<name>`):
 - tpa_fixed:       b.weight (R*dim, hidden), head_factor (R, heads), bias (heads*dim)
 - tpa_contextual:  a.weight (R*heads, hidden), b.weight (R*dim, hidden), bias (heads*dim)
 TPA scaling (1/R in the paper) is folded into the factors.
+With a sink (LayerLayout.sink > 0) every factorized kind also holds `sink.weight`
+(heads*dim, hidden): the original projection, used for the first `sink` positions.
 """
 from __future__ import annotations
 
@@ -20,9 +22,28 @@ from torch import nn
 from ..layout import Component, LayerLayout, layouts_from_config
 
 
-class LatentProj(nn.Module):
-    def __init__(self, hidden: int, c: Component):
+class _Sinked(nn.Module):
+    """Shared by the factorized kinds: the exact projection for the leading sink positions.
+
+    `forward(x)` assumes x (B, T, hidden) starts at position 0, as in the no-cache
+    reference forward; the cached runtime calls `sink`/`encode`/`decode` itself."""
+
+    def _init_sink(self, hidden: int, c: Component, sink: int):
+        self.n_sink = sink
+        self.sink = nn.Linear(hidden, c.heads * c.dim, bias=False) if sink else None
+
+    def forward(self, x):
+        y = self.decode(self.encode(x))
+        n = min(self.n_sink, x.shape[-2])
+        if n:
+            y = torch.cat([self.sink(x[..., :n, :]).to(y.dtype), y[..., n:, :]], dim=-2)
+        return y
+
+
+class LatentProj(_Sinked):
+    def __init__(self, hidden: int, c: Component, sink: int = 0):
         super().__init__()
+        self._init_sink(hidden, c, sink)
         self.down = nn.Linear(hidden, c.rank, bias=False)
         self.up = nn.Linear(c.rank, c.heads * c.dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(c.heads * c.dim))
@@ -33,13 +54,11 @@ class LatentProj(nn.Module):
     def decode(self, z):
         return self.up(z) + self.bias
 
-    def forward(self, x):
-        return self.decode(self.encode(x))
 
-
-class TPAFixedProj(nn.Module):
-    def __init__(self, hidden: int, c: Component):
+class TPAFixedProj(_Sinked):
+    def __init__(self, hidden: int, c: Component, sink: int = 0):
         super().__init__()
+        self._init_sink(hidden, c, sink)
         self.R, self.heads, self.dim = c.rank, c.heads, c.dim
         self.b = nn.Linear(hidden, c.rank * c.dim, bias=False)
         self.head_factor = nn.Parameter(torch.zeros(c.rank, c.heads))
@@ -53,13 +72,11 @@ class TPAFixedProj(nn.Module):
         k = torch.einsum("...rd,rh->...hd", b, self.head_factor.to(b.dtype))
         return k.flatten(-2) + self.bias
 
-    def forward(self, x):
-        return self.decode(self.encode(x))
 
-
-class TPAContextualProj(nn.Module):
-    def __init__(self, hidden: int, c: Component):
+class TPAContextualProj(_Sinked):
+    def __init__(self, hidden: int, c: Component, sink: int = 0):
         super().__init__()
+        self._init_sink(hidden, c, sink)
         self.R, self.heads, self.dim = c.rank, c.heads, c.dim
         self.a = nn.Linear(hidden, c.rank * c.heads, bias=False)
         self.b = nn.Linear(hidden, c.rank * c.dim, bias=False)
@@ -73,17 +90,14 @@ class TPAContextualProj(nn.Module):
         b = z[..., self.R * self.heads:].unflatten(-1, (self.R, self.dim))
         return torch.einsum("...rh,...rd->...hd", a, b).flatten(-2) + self.bias
 
-    def forward(self, x):
-        return self.decode(self.encode(x))
-
 
 PROJ_CLASSES = {"latent": LatentProj, "tpa_fixed": TPAFixedProj, "tpa_contextual": TPAContextualProj}
 
 
-def make_proj(hidden: int, c: Component) -> nn.Module:
+def make_proj(hidden: int, c: Component, sink: int = 0) -> nn.Module:
     if c.kind == "full":
         return nn.Linear(hidden, c.heads * c.dim, bias=False)
-    return PROJ_CLASSES[c.kind](hidden, c)
+    return PROJ_CLASSES[c.kind](hidden, c, sink)
 
 
 def install_layouts(model, tpa: dict) -> None:
@@ -91,8 +105,8 @@ def install_layouts(model, tpa: dict) -> None:
     layouts = layouts_from_config(tpa)
     for block, lay in zip(model.layers, layouts):
         attn = block.self_attn
-        attn.k_proj = make_proj(model.cfg.hidden_size, lay.k)
-        attn.v_proj = make_proj(model.cfg.hidden_size, lay.v)
+        attn.k_proj = make_proj(model.cfg.hidden_size, lay.k, lay.sink)
+        attn.v_proj = make_proj(model.cfg.hidden_size, lay.v, lay.sink)
 
 
 def replaced_weight_names(tpa: dict) -> set[str]:
@@ -110,8 +124,9 @@ def layout_of_model(model) -> list[LayerLayout]:
     cfg = model.cfg
     out = []
     for i, block in enumerate(model.layers):
-        comps = []
+        comps, sink = [], 0
         for p in (block.self_attn.k_proj, block.self_attn.v_proj):
+            sink = max(sink, getattr(p, "n_sink", 0))
             if isinstance(p, LatentProj):
                 comps.append(Component("latent", cfg.num_kv_heads, cfg.head_dim, p.down.out_features))
             elif isinstance(p, TPAFixedProj):
@@ -120,5 +135,5 @@ def layout_of_model(model) -> list[LayerLayout]:
                 comps.append(Component("tpa_contextual", cfg.num_kv_heads, cfg.head_dim, p.R))
             else:
                 comps.append(Component("full", cfg.num_kv_heads, cfg.head_dim))
-        out.append(LayerLayout(comps[0], comps[1], cfg.window(i)))
+        out.append(LayerLayout(comps[0], comps[1], cfg.window(i), sink=sink))
     return out
