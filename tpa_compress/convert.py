@@ -115,7 +115,7 @@ def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target
     with torch.no_grad():
         w = inp.weight(target).to(x.dtype)
         ref = x @ w.T
-        got = proj(x).to(x.dtype)
+        got = _factorized(proj, x).to(x.dtype)
         err = got - ref
         if target == "v":
             c = model_cfg
@@ -158,9 +158,11 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         fit_w, held_w = win[: win.shape[0] - n_held], win[win.shape[0] - n_held:]
         log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {cal.seq_len}), "
             f"{held_w.numel()} held-out")
-        stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=converted)
+        stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=converted,
+                              skip=recipe.sink_tokens)
         if n_held:  # held-out rows only serve the error measurement: no moments
-            heldout = collect_stats(model, held_w, sample_rows=2048, layers=converted, moments=False)
+            heldout = collect_stats(model, held_w, sample_rows=2048, layers=converted, moments=False,
+                                    skip=recipe.sink_tokens)
     if eval_model:
         ppl_before = _eval(model, tok, recipe, progress, "eval before")
 
@@ -204,6 +206,10 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     for i in range(cfg.num_layers):
         attn = model.layers[i].self_attn
         comps, info = {}, {}
+        # The first sink_tokens positions keep the exact projection (layout.py says why);
+        # not needed where every factorized part is the exact identity.
+        sink = recipe.sink_tokens if any((i, t) in methods and methods[(i, t)].name != "identity"
+                                         for t in ("k", "v")) else 0
         for t in ("k", "v"):
             full = Component("full", cfg.num_kv_heads, cfg.head_dim)
             if (i, t) not in methods:
@@ -215,8 +221,10 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             why = shrink_check(fz.component)
             if why and m.name != "identity":
                 log(f"warning: layer {i} {t}: {why}")
-            proj = make_proj(cfg.hidden_size, fz.component)
+            proj = make_proj(cfg.hidden_size, fz.component, sink)
             state = {k: v.to(torch.float32) for k, v in fz.tensors.items()}
+            if sink:
+                state["sink.weight"] = inputs[i].weight(t).to(torch.float32)
             try:
                 proj.load_state_dict(state)
             except RuntimeError as e:
@@ -236,7 +244,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             done += 1
             if bar:
                 bar(done, len(items))
-        lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype)
+        lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink)
         layouts.append(lay)
         reports.append(LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()))
 
@@ -253,13 +261,18 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     return ConversionResult(layouts, reports, totals, ppl, time.time() - t0), new_tensors
 
 
+def _factorized(proj, x: torch.Tensor) -> torch.Tensor:
+    """The factorized map alone on rows x (no sink: these rows are not sequence positions)."""
+    return proj.decode(proj.encode(x))
+
+
 def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
     """||W_eff - W|| / ||W|| for projections that are linear in x (all but contextual)."""
     if hasattr(proj, "a"):
         return None
     with torch.no_grad():
         eye = torch.eye(inp.cfg.hidden_size)
-        w_eff = (proj(eye) - proj(torch.zeros(1, inp.cfg.hidden_size))).T.double()
+        w_eff = (_factorized(proj, eye) - _factorized(proj, torch.zeros(1, inp.cfg.hidden_size))).T.double()
         w = inp.weight(t)
         return float((w_eff - w).norm() / w.norm())
 

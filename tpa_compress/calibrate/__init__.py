@@ -46,7 +46,7 @@ class _Stop(Exception):
 @torch.no_grad()
 def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progress=None,
                   device: str | torch.device | None = None, layers=None,
-                  moments: bool = True) -> list[LayerStats | None]:
+                  moments: bool = True, skip: int = 0) -> list[LayerStats | None]:
     """Run `windows` (N, T) through `model`; return one LayerStats per layer.
 
     `layers`: the layer indices to measure (None: all); the others get None. When given,
@@ -54,6 +54,9 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
     for callers that hook the blocks themselves).
     `moments`: accumulate sum_x / xtx (False: only the row sample, e.g. held-out rows).
     `device`: where the windows go (default: the model's device).
+    `skip`: leave out the first `skip` positions of every window (the sink tokens a
+    converted layer keeps exact: a factorization never sees them, so they must not
+    pull its basis; the BOS sink is an outlier).
     """
     cfg = model.cfg
     d = cfg.hidden_size
@@ -63,8 +66,9 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
         return out
     if device is None:
         device = next(model.parameters()).device
-    n_tokens = windows.numel()
-    # Evenly spaced rows of the flattened (N*T) token stream: deterministic, no RNG.
+    skip = min(skip, windows.shape[1] - 1)
+    n_tokens = windows.shape[0] * (windows.shape[1] - skip)
+    # Evenly spaced rows of the flattened (N*(T-skip)) token stream: deterministic, no RNG.
     keep = torch.linspace(0, n_tokens - 1, min(sample_rows, n_tokens)).round().long()
     for i in want:
         out[i] = LayerStats(0, None, None, torch.zeros(len(keep), d))
@@ -75,7 +79,7 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
     def hook(i, block, h):
         if out[i] is None:
             return
-        x = block.input_layernorm(h)[0].float()  # (T, d)
+        x = block.input_layernorm(h)[0, skip:].float()  # (T - skip, d)
         s = out[i]
         s.n += x.shape[0]
         if moments:
@@ -97,7 +101,7 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
             model(windows[w:w + 1].to(device), hooks=hook)
         except _Stop:
             pass
-        offset += windows.shape[1]
+        offset += windows.shape[1] - skip
         if progress is not None:
             progress(w + 1, windows.shape[0])
     for i, (sx, xtx) in acc.items():
