@@ -274,3 +274,27 @@ def test_converted_model_prices_its_own_layout(tmp_path):
     assert own["ratio_vs_original_bf16"]["64"] == pytest.approx((64 * 8 + 32) / (64 * 32))
     assert doc["weights"][0]["k"]["layer"]["energy_ranks"]["0.99"] <= 8  # rank-8 latent, probed
     assert doc["activations"][0]["k_pre"]["energy_ranks"]["0.99"] <= 8
+
+
+def test_cache_table_equals_runtime_allocation(tmp_path):
+    """analyze's prediction vs the bytes the generate runtime really allocates: the
+    original model, and a converted one (latents + exact sink token)."""
+    from tpa_compress.convert import convert
+    from tpa_compress.recipe import parse_recipe
+    from tpa_compress.runtime.runner import Runner
+    cfg = tiny_config("gemma3", sliding_window=16)
+    ck = Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), char_tokenizer(), "", "memory")
+    net = build_model(ck)
+    doc = analyze(ck, net, None, [40], 3)
+    orig = next(c for c in doc["cache"]["candidates"] if c["name"] == "original" and c["cache_dtype"] == "bf16")
+    assert orig["total_bytes"]["40"] == Runner(net, batch=3, max_len=40, cache_dtype="bf16").cache.kv_bytes
+    rec = parse_recipe({"calibration": {"tokens": 128, "seq_len": 32, "heldout_tokens": 0},
+                        "layers": [{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": 8},
+                                    "v": {"method": "activation_svd", "rank": 5}}]}, "t.yaml")
+    convert(ck, net, rec, eval_model=False, log=lambda m: None)
+    ck.extra = {"tpa": True}
+    doc = analyze(ck, net, None, [40], 3)
+    own = doc["cache"]["candidates"][0]
+    assert own["name"] == "as_converted"
+    assert own["total_bytes"]["40"] == Runner(net, batch=3, max_len=40, cache_dtype="bf16").cache.kv_bytes
+    assert own["total_bytes"]["40"] < orig["total_bytes"]["40"]
