@@ -13,6 +13,11 @@ Shapes: B batch, H query heads, kv KV heads, g = H / kv, C queries, T keys.
 Queries are grouped by KV head, (B, kv, g, C, D), so grouped-query attention needs
 no copies of K/V. Masks come from positions: pads have negative positions and only
 see themselves (so every row has a key and nothing is NaN), empty slots are EMPTY.
+
+Sink tokens (sink_of(lay) > 0): positions 0..sink-1 of each sequence are masked out of
+the factorized cache and attend from exact K/V instead (`sink_state`, one more tiny
+tile, kept in the full head dim); `combine` merges it with the factorized part's
+online-softmax state at the end, after the latent V's up-projection.
 """
 from __future__ import annotations
 
@@ -23,12 +28,21 @@ from ..layout import LayerLayout
 from ..models.common import rope_cos_sin
 
 
-def allowed(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    """(B, C, T) bool: causal, within the window, never a pad (except a pad itself)."""
+def sink_of(lay: LayerLayout) -> int:
+    """Leading positions this layer reads from the exact sink buffer (0: none)."""
+    return lay.sink if lay.k.kind != "full" or lay.v.kind != "full" else 0
+
+
+def allowed(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None, sink: int = 0) -> torch.Tensor:
+    """(B, C, T) bool: causal, within the window, never a pad (except a pad itself), and
+    never a sink position (0 <= pos < sink: those come from the exact sink tile)."""
     d = q_pos[:, :, None].long() - k_pos[:, None, :].long()
-    ok = (d >= 0) & ((k_pos[:, None, :] >= 0) | (d == 0))
+    kp = k_pos[:, None, :]
+    ok = (d >= 0) & ((kp >= 0) | (d == 0))
     if window is not None:
         ok = ok & (d < window)
+    if sink:
+        ok = ok & ((kp < 0) | (kp >= sink))
     return ok
 
 
@@ -58,6 +72,14 @@ def fused_qkv_weight(attn, lay: LayerLayout) -> torch.Tensor:
     """[W_q; W_k-encode; W_v-encode]: one matmul for the three projections of a decode step."""
     return torch.cat([attn.q_proj.weight, encode_weight(attn.k_proj, lay.k.kind),
                       encode_weight(attn.v_proj, lay.v.kind)]).contiguous()
+
+
+def exact_sink_entries(attn, lay: LayerLayout, x, cos, sin):
+    """Exact K (B, kv, T, D; normed, rotated at cos/sin) and V (B, kv, T, D) of x, through
+    the original projection a factorized module keeps as `.sink`."""
+    kp = attn.k_proj if lay.k.kind == "full" else attn.k_proj.sink
+    vp = attn.v_proj if lay.v.kind == "full" else attn.v_proj.sink
+    return attn.prepare_k(kp(x), cos, sin), attn.split_heads(vp(x), attn.n_kv)
 
 
 def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin):
@@ -109,7 +131,7 @@ def tile_update(attn, lay: LayerLayout, qg, q_pos, kz, vz, k_pos, base, scale, m
     # matmuls in the model dtype (fp32 accumulation inside), softmax statistics in fp32
     k = keys(attn, lay, kz, k_pos, base, scale).to(qg.dtype)
     s = (qg.flatten(2, 3) @ k.transpose(-1, -2)).float().view(b, kv, g, c, -1) * attn.scale
-    s = s.masked_fill(~allowed(q_pos, k_pos, attn.window)[:, None, None], float("-inf"))
+    s = s.masked_fill(~allowed(q_pos, k_pos, attn.window, sink_of(lay))[:, None, None], float("-inf"))
     m_new = torch.maximum(m, s.amax(-1))
     m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # tile with no key
     p = torch.exp(s - m_safe[..., None])
@@ -121,8 +143,41 @@ def tile_update(attn, lay: LayerLayout, qg, q_pos, kz, vz, k_pos, base, scale, m
     return m_new, l, acc
 
 
-def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, update=tile_update):
-    """Attention of q (B, H, C, D) over `tiles`: (kz, vz, k_pos) cache entries.
+def sink_state(attn, qg, q_pos, ks, vs):
+    """Online-softmax state (m, l, acc) of the exact sink tile, acc in the head dim.
+
+    qg (B, kv, g, C, D); ks (B, kv, S, D) attention-ready K and vs (B, kv, S, D) V of
+    positions 0..S-1 of each sequence. Same mask rule as any key (causal, window), so a
+    position not yet written (a prompt shorter than S) is never seen.
+    """
+    b, kv, g, c, d = qg.shape
+    n = ks.shape[2]
+    s = (qg.flatten(2, 3) @ ks.to(qg.dtype).transpose(-1, -2)).float().view(b, kv, g, c, n) * attn.scale
+    k_pos = torch.arange(n, device=qg.device).expand(b, n)
+    s = s.masked_fill(~allowed(q_pos, k_pos, attn.window)[:, None, None], float("-inf"))
+    m = s.amax(-1)
+    p = torch.exp(s - torch.where(torch.isinf(m), torch.zeros_like(m), m)[..., None])
+    acc = (p.flatten(2, 3).to(qg.dtype) @ vs.to(qg.dtype)).float().view(b, kv, g, c, -1)
+    return m, p.sum(-1), acc
+
+
+def combine(attn, lay: LayerLayout, main, sink):
+    """Merge the factorized part's state (m, l, acc: (B, kv, g, C, n)) with the sink
+    tile's (acc in the head dim) -> (B, kv, g*C, D) fp32. Either part may have no key
+    (l = 0, m = -inf; e.g. position 0 sees only the sink), never both."""
+    (m1, l1, a1), (m2, l2, a2) = main, sink
+    b, kv, g, c, n = a1.shape
+    o1 = finish_values(attn, lay, (a1 / l1.clamp_min(1e-30)[..., None]).view(b, kv, g * c, n))
+    mx = torch.maximum(m1, m2)
+    mx = torch.where(torch.isinf(mx), torch.zeros_like(mx), mx)
+    w1 = (l1 * torch.exp(m1 - mx)).view(b, kv, g * c, 1)
+    e2 = torch.exp(m2 - mx).view(b, kv, g * c, 1)
+    return (o1 * w1 + a2.view(b, kv, g * c, -1) * e2) / (w1 + l2.view(b, kv, g * c, 1) * e2)
+
+
+def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, update=tile_update, sink=None):
+    """Attention of q (B, H, C, D) over `tiles`: (kz, vz, k_pos) cache entries, plus the
+    exact `sink` (ks, vs) tile when the layer has one.
 
     `update` is `tile_update` (or its compiled twin). Returns (B, H, C, D) in q's dtype.
     """
@@ -137,6 +192,9 @@ def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, update=tile_update):
     acc = torch.zeros((b, kv, g, c, n), device=q.device)
     for kz, vz, k_pos in tiles:
         m, l, acc = update(attn, lay, qg, q_pos, kz, vz, k_pos, base, scale, m, l, acc)
+    if sink is not None:
+        o = combine(attn, lay, (m, l, acc), sink_state(attn, qg, q_pos, *sink))
+        return o.reshape(b, h, c, -1).to(q.dtype)
     o = (acc / l[..., None]).view(b, kv, g * c, n)
     return finish_values(attn, lay, o).reshape(b, h, c, -1).to(q.dtype)
 

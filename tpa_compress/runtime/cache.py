@@ -11,6 +11,12 @@ slot c % capacity and one write index serves the whole batch (static shapes for 
 CUDA graph). What differs per sequence is the position of each slot: a table
 (batch, capacity) shared by all layers of equal capacity; pads have negative
 positions and empty slots EMPTY, which every mask excludes.
+
+Exact sink tokens (LayerLayout.sink > 0, a factorized K or V): a second, tiny buffer
+per factorized component, (batch, sink, heads*dim), holds the exact attention-ready K
+(normed, rotated) or V of each sequence's own positions 0..sink-1 (row j = position j,
+whatever the padding). Attention reads those positions from there and masks them out
+of the factorized slots (see attention.sink_of).
 """
 from __future__ import annotations
 
@@ -38,10 +44,14 @@ class LayerCache:
         dt = TORCH_CACHE_DTYPES[layout.cache_dtype]
         self.k = torch.zeros(batch, self.capacity, layout.k.values_per_token, dtype=dt, device=device)
         self.v = torch.zeros(batch, self.capacity, layout.v.values_per_token, dtype=dt, device=device)
+        self.sink = layout.sink if layout.k.kind != "full" or layout.v.kind != "full" else 0
+        sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=dt, device=device)  # noqa: E731
+                              if self.sink and c.kind != "full" else None)
+        self.sk, self.sv = sink_buf(layout.k), sink_buf(layout.v)
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
+        return sum(t.nbytes for t in (self.k, self.v, self.sk, self.sv) if t is not None)
 
     def write(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store entries (batch, n, values) at `slots` (n,), a device tensor (graph-safe)."""

@@ -19,8 +19,8 @@ from ..errors import TPAError
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
-from .attention import (allowed, attend_tiles, direct_decode, fused_qkv_weight, new_entries,
-                        new_entries_fused, sdpa_decode, tile_update)
+from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
+                        new_entries, new_entries_fused, sdpa_decode, sink_of, tile_update)
 from .cache import DTYPE_NAMES, KVCache
 from .sampling import SamplingParams, sample
 
@@ -79,6 +79,16 @@ class Runner:
         cache_dtype = cache_dtype or ("bf16" if cuda else DTYPE_NAMES.get(w.dtype, "fp32"))
         self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype)
                                            for lay in layout_of_model(model)]
+        for i, lay in enumerate(self.layouts):
+            attn = model.layers[i].self_attn
+            for c, proj in ((lay.k, attn.k_proj), (lay.v, attn.v_proj)):
+                if sink_of(lay) and c.kind != "full" and getattr(proj, "sink", None) is None:
+                    raise TPAError(f"layer {i}: layout has {lay.sink} sink tokens but the {c.kind} "
+                                   f"projection holds no exact sink weights")
+        # decode steps before every sequence has written its sink positions (host counters:
+        # a prompt shorter than the sink writes them eagerly, the graph never does)
+        self.max_sink = max((sink_of(lay) for lay in self.layouts), default=0)
+        self.shortest, self.steps_done = 0, 0
         self.batch, self.max_len = batch, max_len
         self.cache = KVCache(self.layouts, batch, max_len, self.device)
         # keys per tile when K is rebuilt: bounded fp32 scratch (~64 MB), 512..8192
@@ -136,10 +146,11 @@ class Runner:
         q_pos = cols[None] - pads[:, None]
         self.cache.reset()
         self.cache.write_positions(cols, q_pos)
+        self.shortest, self.steps_done = min(len(p) for p in prompts), 0
         with _eager():  # compiled modules are for the decode shapes; prefill shapes vary
             h = self.model.embed(ids)
             for i, block in enumerate(self.model.layers):
-                h = block(h, lambda x, i=i: self._prefill_attn(i, x, q_pos, cols))
+                h = block(h, lambda x, i=i: self._prefill_attn(i, x, q_pos, cols, pads))
             logits = self.model.logits(self.model.norm(h[:, -1]))
         tok = sample(logits, params)
         self.ids[:, :longest] = ids
@@ -150,10 +161,25 @@ class Runner:
         self.done.copy_(tok == self.eos)
         return logits
 
-    def _prefill_attn(self, i, x, q_pos, cols):
+    def _prefill_sink(self, i, attn, lay, lc, x, pads):
+        """Exact K/V of each sequence's positions 0..sink-1 (its first real columns) into
+        the sink buffers; returns them as the sink tile. Rows past a short prompt hold
+        junk until the decode step of that position writes them (never seen before)."""
+        b, t, _ = x.shape
+        sp = torch.arange(lc.sink, device=x.device)
+        cols = (pads[:, None] + sp).clamp(max=t - 1)
+        xs = x.gather(1, cols[..., None].expand(-1, -1, x.shape[-1]))
+        ks, vs = exact_sink_entries(attn, lay, xs, *self._rope(i, sp.expand(b, -1)))
+        for buf, e in ((lc.sk, ks), (lc.sv, vs)):
+            if buf is not None:
+                buf.copy_(e.transpose(1, 2).flatten(2))
+        return ks, vs
+
+    def _prefill_attn(self, i, x, q_pos, cols, pads):
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
         cos, sin = self._rope(i, q_pos)
         q, ke, ve = new_entries(attn, lay, x, cos, sin)
+        sink = self._prefill_sink(i, attn, lay, lc, x, pads) if lc.sink else None
         t, w = x.shape[1], attn.window
         outs = []
         for qs in range(0, t, self.query_tile):
@@ -161,14 +187,14 @@ class Runner:
             lo = max(0, qs - w + 1) if w is not None else 0  # earlier keys are out of every window
             spans = [(a, min(qe, a + self.tile)) for a in range(lo, qe, self.tile)]
             tiles = [(ke[:, a:e], ve[:, a:e], q_pos[:, a:e]) for a, e in spans]
-            outs.append(attend_tiles(attn, lay, q[:, :, qs:qe], q_pos[:, qs:qe], tiles))
+            outs.append(attend_tiles(attn, lay, q[:, :, qs:qe], q_pos[:, qs:qe], tiles, sink=sink))
         n = min(t, lc.capacity)  # a ring keeps the last `capacity` columns
         lc.write(cols[-n:] % lc.capacity, ke[:, -n:], ve[:, -n:])
         o = torch.cat(outs, dim=2)
         return attn.o_proj(o.transpose(1, 2).reshape(x.shape[0], t, -1))
 
     # -- decode --------------------------------------------------------------------
-    def _step(self, params: SamplingParams) -> None:
+    def _step(self, params: SamplingParams, write_sink: bool = False) -> None:
         """One decode step on the static state: tok at column col -> next tok at col + 1.
 
         Per layer: entries (Q and the new cache entries) -> cache write -> attention
@@ -191,7 +217,7 @@ class Runner:
         x = layers[0].input_layernorm(h)
         for i, block in enumerate(layers):
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
-            o = self._decode_attn(i, x, q_pos, cs, masks, slots)
+            o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
             h, x = self.tail(block, norm, h, o)
         logits = self.model.logits(x[:, 0])
@@ -204,7 +230,33 @@ class Runner:
         self.tok.copy_(nxt)
         self.col.add_(1)
 
-    def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots):
+    def _sink_write(self, attn, lay, lc, x, q_pos, cos_sin):
+        """Decode of a position < sink (a prompt shorter than the sink): its exact K/V
+        into row q_pos of the sink buffers, for the sequences at such a position."""
+        k, v = exact_sink_entries(attn, lay, x, *cos_sin)
+        idx = q_pos.clamp(0, lc.sink - 1)
+        hit = ((q_pos >= 0) & (q_pos < lc.sink))[..., None]
+        for buf, e in ((lc.sk, k), (lc.sv, v)):
+            if buf is not None:
+                ix = idx[..., None].expand(-1, -1, buf.shape[-1])
+                buf.scatter_(1, ix, torch.where(hit, e.transpose(1, 2).flatten(2).to(buf.dtype), buf.gather(1, ix)))
+
+    def _sink_tile(self, attn, lc):
+        """The exact sink tile (ks, vs), each (B, kv, S, D): the sink buffers, or for a
+        component stored full, its slots of positions 0..S-1 (a ring may have reused a
+        slot only once that position left the window, where the mask hides it)."""
+        b, n = self.batch, lc.sink
+        slots = None
+        if lc.sk is None or lc.sv is None:
+            slots = (self.pad[:, None] + torch.arange(n, device=self.device)) % lc.capacity
+
+        def get(buf, main):
+            if buf is None:
+                buf = main.gather(1, slots[..., None].expand(-1, -1, main.shape[-1]))
+            return buf.view(b, n, attn.n_kv, attn.head_dim).transpose(1, 2)
+        return get(lc.sk, lc.k), get(lc.sv, lc.v)
+
+    def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False):
         """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
         if self.w_qkv is not None:
@@ -212,9 +264,14 @@ class Runner:
         else:
             q, ke, ve = new_entries(attn, lay, x, *cos_sin)
         lc.write(slots[lc.capacity], ke, ve)
+        sink = None
+        if lc.sink:
+            if write_sink:
+                self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
+            sink = self._sink_tile(attn, lc)
         if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
             o = sdpa_decode(attn, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
-        elif lay.k.kind == "full":
+        elif lay.k.kind == "full" and sink is None:
             return self.direct(attn, lay, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
         else:
             pos = self.cache.positions[lc.capacity]
@@ -222,7 +279,7 @@ class Runner:
             step = lc.capacity if lay.k.kind == "full" else self.tile
             tiles = [(lc.k[:, a:a + step], lc.v[:, a:a + step], pos[:, a:a + step])
                      for a in range(0, lc.capacity, step)]
-            o = attend_tiles(attn, lay, q, q_pos, tiles, self.update)
+            o = attend_tiles(attn, lay, q, q_pos, tiles, self.update, sink=sink)
         return o.transpose(1, 2).reshape(x.shape[0], 1, -1)
 
     def _capture(self, params: SamplingParams) -> None:
@@ -239,14 +296,18 @@ class Runner:
         with torch.cuda.graph(g):
             self._step(params)
         self.graph, self.graph_params = g, params
+        self.graph_logits = self.last_logits  # the graph's static buffer (an eager step rebinds)
         self.cache.reset()  # warm-up wrote junk; prefill resets the tables anyway
 
     def step(self, params: SamplingParams) -> None:
-        if not self.use_graph:
-            return self._step(params)
+        write_sink = self.shortest + self.steps_done < self.max_sink
+        self.steps_done += 1
+        if not self.use_graph or write_sink:
+            return self._step(params, write_sink)
         if self.graph is None or self.graph_params != params:
             raise TPAError("internal: decode graph not captured for these sampling params")
         self.graph.replay()
+        self.last_logits = self.graph_logits
 
     def prepare(self, params: SamplingParams) -> None:
         """Capture the decode graph (CUDA) before timing anything; a no-op on CPU."""

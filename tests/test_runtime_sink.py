@@ -1,0 +1,145 @@
+"""Exact sink tokens in the cached runner: greedy tokens and every step's logits equal the
+no-cache reference forward (whose factorized projections use their exact `.sink` weight
+for positions < sink) for sink layouts of every factorized kind.
+
+The sink weights are random and unrelated to the factors, so a runner that read a sink
+position from the factorized cache, or missed it, or saw it twice, gets other logits.
+CPU by default; TPA_TEST_DEVICE=cuda runs the same checks through the CUDA-graph decode
+(the benchmark run on the GPU machine does).
+"""
+import os
+
+import pytest
+import torch
+
+from test_convert_tiny import CharTok, recipe, tiny_ckpt
+from tiny import random_state, tiny_config
+from tpa_compress.convert import convert
+from tpa_compress.errors import TPAError
+from tpa_compress.layout import Component, cache_bytes
+from tpa_compress.load.source import Checkpoint, WeightSource
+from tpa_compress.methods.layers import make_proj
+from tpa_compress.models import build_model
+from tpa_compress.runtime import Runner, SamplingParams
+
+DEVICE = os.environ.get("TPA_TEST_DEVICE", "cpu")
+GPU = DEVICE == "cuda"
+TOL = 2e-3 if GPU else 1e-4
+N_KV, D = 2, 16
+LAYOUTS = {
+    "latent_kv": (Component("latent", N_KV, D, 12), Component("latent", N_KV, D, 10)),
+    "latent_k_only": (Component("latent", N_KV, D, 9), None),  # exact V of sinks from the full cache
+    "latent_v_only": (None, Component("latent", N_KV, D, 7)),  # exact K of sinks from the full cache
+    "tpa_fixed": (Component("tpa_fixed", N_KV, D, 1), Component("tpa_fixed", N_KV, D, 1)),
+    "tpa_contextual": (Component("tpa_contextual", N_KV, D, 1), Component("tpa_contextual", N_KV, D, 2)),
+}
+
+
+def sink_model(family, kind, sink, layers=None, seed=0, **over):
+    cfg = tiny_config(family, **over)
+    model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "m"))
+    g = torch.Generator().manual_seed(seed)
+    k, v = LAYOUTS[kind]
+    for i in range(cfg.num_layers) if layers is None else layers:
+        attn = model.layers[i].self_attn
+        for name, c in (("k_proj", k), ("v_proj", v)):
+            if c is not None:
+                proj = make_proj(cfg.hidden_size, c, sink)
+                with torch.no_grad():
+                    for p in proj.parameters():
+                        p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5))
+                setattr(attn, name, proj)
+    return model.to(DEVICE)
+
+
+def prompts_of(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 90, (n,), generator=g).tolist() for n in lengths]
+
+
+def runner_for(model, prompts, new, **kw):
+    kw.setdefault("compile", False)  # the compiled pieces: one test below (slow to build)
+    if GPU:
+        kw.setdefault("cache_dtype", "fp32")
+    return Runner(model, len(prompts), max(map(len, prompts)) + new, **kw)
+
+
+def check_steps(model, prompts, new, runner):
+    """Prefill + `new - 1` decode steps; greedy tokens and each step's logits vs the
+    reference forward of each sequence alone (no padding)."""
+    runner.eos = -1
+    p = SamplingParams()
+    runner.prepare(p)
+    got = [runner.prefill(prompts, p).clone()]
+    for _ in range(new - 1):
+        runner.step(p)
+        got.append(runner.last_logits.clone())
+    got = torch.stack(got, 1)  # (B, new, vocab)
+    longest = max(map(len, prompts))
+    gen = runner.ids[:, longest:longest + new].tolist()
+    for b, pr in enumerate(prompts):
+        with torch.no_grad():
+            ref = model.logits(model(torch.tensor([pr + gen[b]], device=DEVICE)))[0]
+        ref = ref[len(pr) - 1: len(pr) - 1 + new]
+        assert gen[b] == ref.argmax(-1).tolist()
+        err = (got[b].float() - ref).abs().max().item()
+        assert err < TOL, (b, err)
+
+
+@pytest.mark.parametrize("sink", [1, 2])
+@pytest.mark.parametrize("kind", list(LAYOUTS))
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_sink_layouts_equal_reference(family, kind, sink):
+    model = sink_model(family, kind, sink)
+    # window 8 < the longer prompts: the ring wraps and the sinks leave the window; a
+    # 1-token prompt is shorter than sink 2, so decode writes its second sink row
+    prompts = prompts_of([13, 1, 20])
+    check_steps(model, prompts, 12, runner_for(model, prompts, 12))
+    # several key tiles and query chunks around the sink tile
+    check_steps(model, prompts, 12, runner_for(model, prompts, 12, tile=4, query_tile=6))
+
+
+def test_sink_only_on_some_layers_and_single_sequence():
+    model = sink_model("gemma3", "latent_kv", 2, layers=[0, 5])
+    check_steps(model, prompts_of([2]), 9, runner_for(model, prompts_of([2]), 9))
+
+
+@pytest.mark.skipif(not GPU, reason="the compiled + fused-kernel path is the CUDA decode path")
+@pytest.mark.parametrize("kind", ["latent_kv", "latent_v_only"])
+def test_sink_compiled_cuda_path(kind):
+    model = sink_model("gemma3", kind, 2)
+    prompts = prompts_of([13, 1, 20])
+    check_steps(model, prompts, 10, runner_for(model, prompts, 10, compile=True))
+
+
+def test_converted_with_sink_generates_as_reference():
+    """A real conversion (activation SVD rank 4, recipe sink_tokens 2), not random factors."""
+    ck = tiny_ckpt("gemma3")
+    model = build_model(ck)
+    layers = [{"select": "all", "k": {"method": "activation_svd", "rank": 4},
+               "v": {"method": "activation_svd", "rank": 4}}]
+    res, _ = convert(ck, model, recipe(layers, sink_tokens=2), eval_model=False, log=lambda m: None)
+    assert all(lay.sink == 2 for lay in res.layouts)
+    model = model.to(DEVICE)
+    prompts = prompts_of([11, 3, 17], seed=2)
+    check_steps(model, prompts, 10, runner_for(model, prompts, 10))
+
+
+@pytest.mark.parametrize("kind", ["latent_kv", "latent_v_only", "tpa_contextual"])
+def test_allocated_bytes_with_sink_equal_layout_prediction(kind):
+    model = sink_model("gemma3", kind, 2, layers=[1, 5], sliding_window=16)
+    r = Runner(model, batch=3, max_len=40, compile=False)
+    assert [lay.sink for lay in r.layouts] == [0, 2, 0, 0, 0, 2]
+    assert r.cache.kv_bytes == cache_bytes(r.layouts, 40, 3)
+    # the sink buffers exist only for factorized components: 3 sequences x 2 tokens x 32 values
+    lc = r.cache.layers[1]
+    n_fact = sum(c.kind != "full" for c in (r.layouts[1].k, r.layouts[1].v))
+    assert sum(t is not None for t in (lc.sk, lc.sv)) == n_fact
+    assert lc.sv.shape == (3, 2, N_KV * D)
+
+
+def test_missing_sink_weights_is_an_error():
+    model = sink_model("llama", "latent_kv", 1)
+    model.layers[2].self_attn.v_proj.sink = None
+    with pytest.raises(TPAError, match="layer 2: layout has 1 sink tokens"):
+        Runner(model, 1, 16, compile=False)
