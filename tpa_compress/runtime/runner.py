@@ -20,7 +20,8 @@ from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
 from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
-                        new_entries, new_entries_fused, sdpa_decode, sink_of, tile_update)
+                        new_entries, new_entries_fused, scores_finish, sdpa_decode, sink_of, tile_update)
+from . import kernels
 from .cache import DTYPE_NAMES, KVCache
 from .sampling import SamplingParams, sample
 
@@ -69,7 +70,7 @@ def _eager():
 class Runner:
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
-                 tile: int | None = None, query_tile: int = 512):
+                 tile: int | None = None, query_tile: int = 512, fused: bool | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -105,7 +106,15 @@ class Runner:
         self.graph, self.graph_params = None, None
         self.entries, self.update, self.tail = new_entries, tile_update, _tail
         self.direct, self.rope_fn, self.bias_fn = direct_decode, rope_cos_sin, _mask_bias
-        self.w_qkv = None
+        self.w_qkv, self.w_gu = None, None
+        self.finish_scores = scores_finish
+        # latent K (V latent or full): scores from the Triton kernel, K rebuilt in registers
+        self.kscores = {}
+        if (cuda and kernels.available()) if fused is None else fused:
+            for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
+                if (lay.k.kind == "latent" and lay.v.kind in ("latent", "full")
+                        and lc.k.dtype == blk.self_attn.k_proj.up.weight.dtype):
+                    self.kscores[i] = kernels.LatentKScores(blk.self_attn, sink_of(lay))
         if (cuda if compile is None else compile):
             self._compile()
 
@@ -121,6 +130,7 @@ class Runner:
         self.entries = torch.compile(new_entries_fused, dynamic=False)
         self.update = torch.compile(tile_update, dynamic=False)
         self.tail = torch.compile(_tail, dynamic=False)
+        self.finish_scores = torch.compile(scores_finish, dynamic=False)
         self.direct = torch.compile(direct_decode, dynamic=False)
         self.rope_fn = torch.compile(rope_cos_sin, dynamic=False)
         self.bias_fn = torch.compile(_mask_bias, dynamic=False)
@@ -273,6 +283,9 @@ class Runner:
             o = sdpa_decode(attn, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
         elif lay.k.kind == "full" and sink is None:
             return self.direct(attn, lay, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
+        elif i in self.kscores:
+            s = self.kscores[i](q, lc.k, self.cache.positions[lc.capacity], q_pos)
+            return self.finish_scores(attn, lay, s, lc.v, q, q_pos, sink)
         else:
             pos = self.cache.positions[lc.capacity]
             # no rebuild for a full K: one tile spans the cache
