@@ -8,7 +8,8 @@ not a test; random weights (speed does not depend on them).
 For each Gemma 3 config (tpa_compress.load.ckpt.VARIANTS), batch and context (tokens in
 the cache while decoding: prompt = context - new tokens), it runs our runner (bf16,
 CUDA-graph decode) on the original layout and on a converted one (latent K and V of
-rank 128 on the global layers, random factors: ~50% of the cache at 32K), and
+rank 128 on the global layers, random factors, 1 exact sink token as convert's default
+recipe writes: ~50% of the cache at 32K), and
 transformers' Gemma3ForCausalLM built from the same config with the default dynamic
 cache and with cache_implementation="static". Every timing follows a warm-up call.
 Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
@@ -37,15 +38,16 @@ from tpa_compress.models import Transformer  # noqa: E402
 from tpa_compress.runtime import Runner, SamplingParams  # noqa: E402
 
 
-def random_model(cfg, layout: str, rank: int = 128):
+def random_model(cfg, layout: str, rank: int = 128, sink: int = 1):
     torch.manual_seed(0)
     with torch.device("cuda"):
         m = Transformer(cfg)
         if layout == "converted":
             for i, blk in enumerate(m.layers):
                 if cfg.window(i) is None:
-                    blk.self_attn.k_proj = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, rank))
-                    blk.self_attn.v_proj = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, rank))
+                    c = Component("latent", cfg.num_kv_heads, cfg.head_dim, rank)
+                    blk.self_attn.k_proj = make_proj(cfg.hidden_size, c, sink)
+                    blk.self_attn.v_proj = make_proj(cfg.hidden_size, c, sink)
     with torch.no_grad():
         for n, p in m.named_parameters():
             p.copy_(torch.zeros_like(p) if "norm" in n else torch.randn_like(p) * 0.02)

@@ -39,7 +39,7 @@ def sink_model(family, kind, sink, layers=None, seed=0, **over):
     cfg = tiny_config(family, **over)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "m"))
     g = torch.Generator().manual_seed(seed)
-    k, v = LAYOUTS[kind]
+    k, v = LAYOUTS.get(kind, (None, None))
     for i in range(cfg.num_layers) if layers is None else layers:
         attn = model.layers[i].self_attn
         for name, c in (("k_proj", k), ("v_proj", v)):
@@ -110,6 +110,20 @@ def test_sink_compiled_cuda_path(kind):
     model = sink_model("gemma3", kind, 2)
     prompts = prompts_of([13, 1, 20])
     check_steps(model, prompts, 10, runner_for(model, prompts, 10, compile=True))
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+@pytest.mark.parametrize("kind", ["original", "latent_kv", "latent_v_only", "tpa_contextual"])
+def test_fused_weights_decode_path(family, kind):
+    """The CUDA decode step's one Q/K/V matmul with one K|V cache write, and the MLP's
+    gate|up as one matmul in the tail (run eagerly here): both families' `finish`."""
+    from tpa_compress.runtime.attention import new_entries_fused
+    model = sink_model(family, kind, 2, layers=[] if kind == "original" else None)
+    prompts = prompts_of([10, 1, 4], seed=3)
+    r = runner_for(model, prompts, 10)
+    r.fuse_weights()
+    r.entries = new_entries_fused
+    check_steps(model, prompts, 10, r)
 
 
 def test_converted_with_sink_generates_as_reference():

@@ -83,13 +83,14 @@ def exact_sink_entries(attn, lay: LayerLayout, x, cos, sin):
 
 
 def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin):
-    """`new_entries` with the projections as one matmul (the CUDA decode path)."""
+    """`new_entries` with the projections as one matmul (the CUDA decode path); returns
+    q and the K|V entries side by side (B, C, k values + v values), one cache write."""
     nk, nv = lay.k.values_per_token, lay.v.values_per_token
     q_pre, k, v = (x @ w_qkv.T).split([attn.n_heads * attn.head_dim, nk, nv], dim=-1)
     q = attn.finish_q(q_pre, cos, sin)
     if lay.k.kind == "full":
         k = attn.prepare_k(k, cos, sin).transpose(1, 2).flatten(2)
-    return q, k, v
+    return q, torch.cat([k, v], dim=-1)
 
 
 def keys(attn, lay: LayerLayout, kz: torch.Tensor, k_pos: torch.Tensor, base: float, scale: float):

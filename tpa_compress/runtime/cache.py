@@ -42,8 +42,11 @@ class LayerCache:
         self.layout = layout
         self.capacity = capacity(layout, max_len)
         dt = TORCH_CACHE_DTYPES[layout.cache_dtype]
-        self.k = torch.zeros(batch, self.capacity, layout.k.values_per_token, dtype=dt, device=device)
-        self.v = torch.zeros(batch, self.capacity, layout.v.values_per_token, dtype=dt, device=device)
+        # K and V side by side in one buffer (k, v are views): a decode step writes both
+        # with one kernel
+        nk = layout.k.values_per_token
+        self.kv = torch.zeros(batch, self.capacity, nk + layout.v.values_per_token, dtype=dt, device=device)
+        self.k, self.v = self.kv[..., :nk], self.kv[..., nk:]
         self.sink = layout.sink if layout.k.kind != "full" or layout.v.kind != "full" else 0
         sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=dt, device=device)  # noqa: E731
                               if self.sink and c.kind != "full" else None)
@@ -51,12 +54,15 @@ class LayerCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.k, self.v, self.sk, self.sv) if t is not None)
+        return sum(t.nbytes for t in (self.kv, self.sk, self.sv) if t is not None)
 
     def write(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store entries (batch, n, values) at `slots` (n,), a device tensor (graph-safe)."""
-        self.k.index_copy_(1, slots, k.to(self.k.dtype))
-        self.v.index_copy_(1, slots, v.to(self.v.dtype))
+        self.write_kv(slots, torch.cat([k.to(self.kv.dtype), v.to(self.kv.dtype)], dim=-1))
+
+    def write_kv(self, slots: torch.Tensor, kv: torch.Tensor) -> None:
+        """Store entries (batch, n, k values | v values) at `slots` (n,)."""
+        self.kv.index_copy_(1, slots, kv.to(self.kv.dtype))
 
 
 class KVCache:

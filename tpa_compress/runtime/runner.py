@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import TPAError
 from ..layout import LayerLayout, cache_bytes
@@ -47,9 +48,26 @@ class GenerateResult:
         return len(self.tokens) * self.decode_steps / max(self.decode_s, 1e-9)
 
 
-def _tail(block, next_norm, h, o):
+def _finish_gu(block, h, a, w_gu):
+    """`block.finish` with the MLP's gate and up projections as one matmul (w_gu =
+    [W_gate; W_up]); mirrors Gemma3Block / LlamaBlock.finish (tests compare both)."""
+    mlp = block.mlp
+
+    def ff(x):
+        g, u = (x @ w_gu.T).chunk(2, dim=-1)
+        g = F.gelu(g, approximate="tanh") if mlp.gelu else F.silu(g)
+        return mlp.down_proj(g * u)
+    if hasattr(block, "pre_feedforward_layernorm"):  # Gemma 3: sandwich norms
+        h = h + block.post_attention_layernorm(a)
+        return h + block.post_feedforward_layernorm(ff(block.pre_feedforward_layernorm(h)))
+    h = h + a
+    return h + ff(block.post_attention_layernorm(h))
+
+
+def _tail(block, next_norm, h, o, w_gu=None):
     """o_proj + the block's `finish` + the next layer's input norm: one compiled unit."""
-    h = block.finish(h, block.self_attn.o_proj(o))
+    a = block.self_attn.o_proj(o)
+    h = block.finish(h, a) if w_gu is None else _finish_gu(block, h, a, w_gu)
     return h, next_norm(h)
 
 
@@ -126,7 +144,7 @@ class Runner:
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         # Q/K/V (or their encoders) as one matmul: a copy of those weights (small) buys
         # two fewer kernels per layer and step
-        self.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
+        self.fuse_weights()
         self.entries = torch.compile(new_entries_fused, dynamic=False)
         self.update = torch.compile(tile_update, dynamic=False)
         self.tail = torch.compile(_tail, dynamic=False)
@@ -134,6 +152,14 @@ class Runner:
         self.direct = torch.compile(direct_decode, dynamic=False)
         self.rope_fn = torch.compile(rope_cos_sin, dynamic=False)
         self.bias_fn = torch.compile(_mask_bias, dynamic=False)
+
+    def fuse_weights(self):
+        """Q/K/V (or their encoders) as one matmul, the MLP's gate and up as another: a
+        copy of those weights buys fewer kernels per layer and step (launch-bound at
+        batch 1)."""
+        self.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
+        self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous()
+                     for b in self.model.layers]
 
     def predicted_kv_bytes(self) -> float:
         return cache_bytes(self.layouts, self.max_len, self.batch)
@@ -229,7 +255,7 @@ class Runner:
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
             o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
-            h, x = self.tail(block, norm, h, o)
+            h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i])
         logits = self.model.logits(x[:, 0])
         self.last_logits = logits  # a static buffer under the graph: read after replay
         nxt = sample(logits, params)
@@ -270,10 +296,11 @@ class Runner:
         """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
         if self.w_qkv is not None:
-            q, ke, ve = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin)
+            q, kv = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin)
+            lc.write_kv(slots[lc.capacity], kv)
         else:
             q, ke, ve = new_entries(attn, lay, x, *cos_sin)
-        lc.write(slots[lc.capacity], ke, ve)
+            lc.write(slots[lc.capacity], ke, ve)
         sink = None
         if lc.sink:
             if write_sink:
