@@ -37,6 +37,7 @@ def main() -> None:
     args = ap.parse_args()
 
     t_start = time.time()
+    import tpa_compress  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads
     import torch
 
     from tpa_compress.analyze.cli import analyze_cmd
