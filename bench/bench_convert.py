@@ -78,7 +78,7 @@ def random_checkpoint(device: str):
         g = torch.Generator(device=device).manual_seed(zlib.crc32(name.encode()))
         shape = shapes[name]
         scale = 0.1 if name.endswith("norm.weight") else shape[-1] ** -0.5
-        return torch.randn(shape, generator=g, device=device) * scale
+        return torch.randn(shape, generator=g, device=device).mul_(scale)  # one transient copy
 
     return Checkpoint(cfg, WeightSource(sorted(shapes), get, "<random gemma3-1b>"),
                       HashTokenizer(cfg.vocab_size, cfg.bos_token_id), "", "random")
