@@ -123,6 +123,7 @@ def main() -> None:
 
     t_start = time.time()
     cpu0 = os.times()
+    import tpa_compress  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY)
     import torch
 
     from tpa_compress.convert import convert, cpu_threads, write_output
