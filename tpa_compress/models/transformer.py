@@ -51,7 +51,8 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.layers):
             w = self.cfg.window(i)
             if w not in masks:
-                masks[w] = attention_mask(pos, pos, w if w is not None and w < t else None)
+                # a window at least as long as the input is plain causal attention
+                masks[w] = attention_mask(pos, pos, w) if w is not None and w < t else None
             key = (self.cfg.rope_base(i), self.cfg.rope_scale(i))
             if key not in ropes:
                 ropes[key] = self.rope(i, pos, h.dtype)
