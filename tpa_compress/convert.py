@@ -22,7 +22,7 @@ from .data import default_calib_files, default_eval_files, read_texts
 from .errors import TPAError
 from .layout import Component, LayerLayout, cache_bytes, layouts_to_config, original_layouts, shrink_check
 from .methods import LayerInputs, get_method
-from .methods.layers import make_proj
+from .methods.layers import effective_weight, make_proj
 from .ranks import Candidate, budget_ranks, energy_rank
 from .recipe import Recipe, validate_for_model
 
@@ -108,7 +108,7 @@ def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target
     with torch.no_grad():
         w = inp.weight(target).to(x.dtype)
         ref = x @ w.T
-        got = _factorized(proj, x).to(x.dtype)
+        got = proj.factorized(x).to(x.dtype)  # held-out rows are not positions: no sink
         err = got - ref
         if target == "v":
             c = model_cfg
@@ -254,20 +254,13 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     return ConversionResult(layouts, reports, totals, ppl, time.time() - t0), new_tensors
 
 
-def _factorized(proj, x: torch.Tensor) -> torch.Tensor:
-    """The factorized map alone on rows x (no sink: these rows are not sequence positions)."""
-    return proj.decode(proj.encode(x))
-
-
 def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
     """||W_eff - W|| / ||W|| for projections that are linear in x (all but contextual)."""
-    if hasattr(proj, "a"):
+    w_eff = effective_weight(proj, inp.cfg.hidden_size)
+    if w_eff is None:
         return None
-    with torch.no_grad():
-        eye = torch.eye(inp.cfg.hidden_size)
-        w_eff = (_factorized(proj, eye) - _factorized(proj, torch.zeros(1, inp.cfg.hidden_size))).T.double()
-        w = inp.weight(t)
-        return float((w_eff - w).norm() / w.norm())
+    w = inp.weight(t)
+    return float((w_eff.double() - w).norm() / w.norm())
 
 
 def _eval(model, tok, recipe: Recipe, progress, label: str) -> dict | None:

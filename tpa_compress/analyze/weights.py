@@ -7,24 +7,9 @@ in activations.py). They are reported so the two views can be compared.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..methods.layers import TPAContextualProj
+from ..methods.layers import effective_weight  # noqa: F401 (analyze's modules import it from here)
 from .spectra import summarize, svd_energy
-
-
-def effective_weight(proj: nn.Module, hidden: int) -> torch.Tensor | None:
-    """(out, in) matrix of a projection; for a converted (factorized, affine) one, probe
-    it with the identity. None for contextual TPA, which is not linear in x."""
-    if isinstance(proj, nn.Linear):
-        return proj.weight.detach()
-    if isinstance(proj, TPAContextualProj):
-        return None
-    with torch.no_grad():
-        eye = torch.eye(hidden, dtype=next(proj.parameters()).dtype)
-        f = lambda x: proj.decode(proj.encode(x))  # noqa: E731 (rows, not positions: no sink)
-        w = (f(eye) - f(eye[:1] * 0)).T
-    return w
 
 
 def head_slices(w: torch.Tensor, heads: int, dim: int, rows: bool = True) -> list[torch.Tensor]:

@@ -32,8 +32,12 @@ class _Sinked(nn.Module):
         self.n_sink = sink
         self.sink = nn.Linear(hidden, c.heads * c.dim, bias=False) if sink else None
 
+    def factorized(self, x):
+        """The factorized map alone, on rows that are not sequence positions (no sink)."""
+        return self.decode(self.encode(x))
+
     def forward(self, x):
-        y = self.decode(self.encode(x))
+        y = self.factorized(x)
         n = min(self.n_sink, x.shape[-2])
         if n:
             y = torch.cat([self.sink(x[..., :n, :]).to(y.dtype), y[..., n:, :]], dim=-2)
@@ -98,6 +102,18 @@ def make_proj(hidden: int, c: Component, sink: int = 0) -> nn.Module:
     if c.kind == "full":
         return nn.Linear(hidden, c.heads * c.dim, bias=False)
     return PROJ_CLASSES[c.kind](hidden, c, sink)
+
+
+def effective_weight(proj: nn.Module, hidden: int) -> torch.Tensor | None:
+    """(out, in) matrix of a projection; for a factorized (affine) one, probe it with the
+    identity. None for contextual TPA, which is not linear in x."""
+    if isinstance(proj, nn.Linear):
+        return proj.weight.detach()
+    if isinstance(proj, TPAContextualProj):
+        return None
+    with torch.no_grad():
+        eye = torch.eye(hidden, dtype=next(proj.parameters()).dtype)
+        return (proj.factorized(eye) - proj.factorized(eye[:1] * 0)).T
 
 
 def install_layouts(model, tpa: dict) -> None:
