@@ -89,12 +89,9 @@ def eval_cmd(
 ):
     """Perplexity over non-overlapping windows of real text."""
     from .data import default_eval_files, read_texts
-    from .evaluate.perplexity import make_windows, perplexity
+    from .evaluate.perplexity import check_window_args, make_windows, perplexity
 
-    if seq_len < 2:
-        raise TPAError(f"--seq-len {seq_len} is too small; it must be at least 2")
-    if max_windows is not None and max_windows < 1:
-        raise TPAError(f"--max-windows {max_windows} must be at least 1")
+    check_window_args(seq_len, max_windows)
     if bos not in ("auto", "yes", "no"):
         raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
     files = list(data) if data else default_eval_files()

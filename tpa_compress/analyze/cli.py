@@ -34,8 +34,8 @@ def parse_contexts(spec: str) -> list[int]:
 def check_args(batch: int, calib_tokens: int, seq_len: int) -> None:
     if batch < 1:
         raise TPAError(f"--batch {batch} must be at least 1")
-    if seq_len < 2:
-        raise TPAError(f"--seq-len {seq_len} is too small; it must be at least 2")
+    from ..evaluate.perplexity import check_window_args
+    check_window_args(seq_len)
     if calib_tokens < seq_len:
         raise TPAError(f"--calib-tokens {calib_tokens} is less than one window (--seq-len {seq_len})")
 

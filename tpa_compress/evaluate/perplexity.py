@@ -29,6 +29,14 @@ class PerplexityResult:
         return asdict(self)
 
 
+def check_window_args(seq_len: int, max_windows: int | None = None) -> None:
+    """The --seq-len / --max-windows checks every command that cuts windows shares."""
+    if seq_len < 2:
+        raise TPAError(f"--seq-len {seq_len} is too small; it must be at least 2")
+    if max_windows is not None and max_windows < 1:
+        raise TPAError(f"--max-windows {max_windows} must be at least 1")
+
+
 def make_windows(ids: list[int], seq_len: int, bos_id: int | None, max_windows: int | None,
                  source: str = "text") -> torch.Tensor:
     body = seq_len - 1 if bos_id is not None else seq_len

@@ -52,14 +52,11 @@ def validate_cmd(
     from ..data import default_eval_files, read_texts
     from ..load import load_model
     from ..models import build_model
-    from .perplexity import make_windows
+    from .perplexity import check_window_args, make_windows
     from .validate import (Thresholds, check_comparable, failures, load_reference,
                            shared_tokenizer, validate)
 
-    if seq_len < 2:
-        raise TPAError(f"--seq-len {seq_len} is too small; it must be at least 2")
-    if max_windows is not None and max_windows < 1:
-        raise TPAError(f"--max-windows {max_windows} must be at least 1")
+    check_window_args(seq_len, max_windows)
     limits = Thresholds(max_kl, min_top1, max_ppl_increase).check()
     files = list(data) if data else default_eval_files()
     text = read_texts(files)
