@@ -200,29 +200,6 @@ def attend_tiles(attn, lay: LayerLayout, q, q_pos, tiles, update=tile_update, si
     return finish_values(attn, lay, o).reshape(b, h, c, -1).to(q.dtype)
 
 
-def scores_finish(attn, lay: LayerLayout, s, vc, q, q_pos, sink=None):
-    """The rest of a decode step after `kernels.LatentKScores`: softmax of the scores
-    s (B, kv, g, T) over the whole cache, probabilities @ V (latent z or full V, the
-    cache buffer vc (B, T, values)), the sink tile, the latent V's up-projection.
-    q (B, H, 1, D); returns (B, 1, H*D) in q's dtype (compiled as one unit)."""
-    b, kv, g, t = s.shape
-    dt = q.dtype
-    m = s.amax(-1)
-    p = torch.exp(s - torch.where(torch.isinf(m), torch.zeros_like(m), m)[..., None])
-    l = p.sum(-1)
-    if lay.v.kind == "latent":
-        acc = (p.view(b, 1, kv * g, t).to(dt) @ vc[:, None].to(dt)).float()
-    else:
-        acc = (p.to(dt) @ vc.view(b, t, kv, -1).transpose(1, 2).to(dt)).float()
-    acc = acc.view(b, kv, g, 1, -1)
-    if sink is not None:
-        qg = q.view(b, kv, g, 1, -1)
-        o = combine(attn, lay, (m[..., None], l[..., None], acc), sink_state(attn, qg, q_pos, *sink))
-    else:
-        o = finish_values(attn, lay, (acc / l[..., None, None]).view(b, kv, g, -1))
-    return o.reshape(b, 1, -1).to(dt)
-
-
 def sdpa_decode(attn, q, kc, vc, mask):
     """Full K and V, one query per sequence: fused SDPA straight over the cache.
 

@@ -1,15 +1,22 @@
-"""Triton kernel: attention scores straight from a latent K cache.
+"""Triton kernels: one decode step's attention straight from the cache (flash-decoding).
 
-For a latent K (cache holds z, rank r, per token), one decode query per sequence needs
-score[b, h, g, t] = scale * q[b, h, g] . RoPE_t(norm(U_h z[b, t] + bias_h)). The torch
-path rebuilds K per tile (matmul -> k_norm -> RoPE -> matmul) and so writes and reads
-the rebuilt K (heads*dim values per token, more than z) through HBM several times. Here
-one program takes BLOCK_T keys of one (sequence, KV head): loads z once, rebuilds K in
-registers with tensor-core dots (the two RoPE halves separately, so the rotation is
-element-wise), applies QK-norm and RoPE (cos/sin computed at the cached positions) and
-writes only the g scores per key, masked (causal, window, pads, sink positions) in the
-same pass. Softmax and probabilities @ V stay in torch (see attention.scores_finish).
+`DecodeAttention` serves a layer whose K and V are each stored `full` or `latent`:
 
+- `_decode_partial`: one program takes a chunk of the cache of one (sequence, KV
+  head) and walks it in blocks of BLOCK_T keys. A latent K is rebuilt in registers
+  (z @ U^T with tensor-core dots, the two RoPE halves separately so the rotation is
+  element-wise, + bias, QK-norm, RoPE at the cached positions); a full K is loaded
+  as stored. Scores for the g query heads of that KV head, the mask (causal, window,
+  pads, empty slots, sink positions), an online softmax and probabilities @ V (the
+  latent z, or the head's full V) all stay on chip. A latent V's up-projection (and
+  its bias, times the probability mass) is applied once per chunk, so every chunk's
+  partial result (m, l, acc) is in the head dim; chunk 0 also folds in the exact sink
+  tile (the first `sink` positions' K/V).
+- `_decode_combine`: merges the chunks' partial softmax states, writes the output in
+  the layout o_proj reads, (B, H*D).
+
+Nothing of size (context x heads x dim) ever exists: a decode step reads each cache
+entry once. The chunk count spreads the work over every SM even at batch 1.
 Runs wherever triton runs: CUDA, or the CPU interpreter (TRITON_INTERPRET=1) in tests.
 """
 from __future__ import annotations
@@ -26,110 +33,278 @@ try:
 except ImportError:  # CPU-only installs: the runner keeps the torch tile path
     triton = None
 
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def available() -> bool:
     return triton is not None
 
 
 if triton is not None:
     @triton.jit
-    def _latent_k_scores(z_ptr, up_ptr, bias_ptr, nw_ptr, q_ptr, kpos_ptr, qpos_ptr, invf_ptr, out_ptr,
-                         T, R, KV, sz_b, sz_t, sp_b, window, sink, eps, scale, rscale,
-                         D: tl.constexpr, HALF: tl.constexpr, HALF_P: tl.constexpr, R_P: tl.constexpr,
-                         G: tl.constexpr, BLOCK_T: tl.constexpr, HAS_NORM: tl.constexpr,
-                         HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr):
-        pid_t = tl.program_id(0)
+    def _cos_sin(x, FAST: tl.constexpr):
+        """cos and sin of fp32 angles. FAST: reduce to [-pi, pi] (2*pi split in two
+        constants, the first exact in a few bits, so k * C1 is exact) and use the GPU's
+        special-function unit; libdevice's accurate versions cost ~20 instructions each."""
+        if FAST:
+            k = tl.floor(x * 0.15915494309189535 + 0.5)
+            r = x - k * 6.28125 - k * 0.0019353071795864769
+            c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+            s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+        else:
+            c = tl.cos(x)
+            s = tl.sin(x)
+        return c, s
+
+    @triton.jit
+    def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr,
+                        ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr,
+                        m_ptr, l_ptr, acc_ptr,
+                        T, CHUNK, KV, S, RK, RV, NS,
+                        sq_b, sq_h, skc_b, skc_t, svc_b, svc_t, sp_b, ss_b, ss_h, ss_j,
+                        window, sink, eps, scale, rscale,
+                        D: tl.constexpr, HALF: tl.constexpr, HALF_P: tl.constexpr, G: tl.constexpr, G_P: tl.constexpr,
+                        RK_P: tl.constexpr, RV_P: tl.constexpr, NS_P: tl.constexpr,
+                        BLOCK_T: tl.constexpr, DS: tl.constexpr, K_LATENT: tl.constexpr, V_LATENT: tl.constexpr,
+                        HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
+                        PREC: tl.constexpr, FAST_TRIG: tl.constexpr):
+        pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
         h = pid_bh % KV
-        t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-        tmask = t < T
-        rr = tl.arange(0, R_P)
-        rmask = rr < R
-        dd = tl.arange(0, HALF_P)
-        dmask = dd < HALF
-        z = tl.load(z_ptr + b * sz_b + t[:, None] * sz_t + rr[None, :],
-                    mask=tmask[:, None] & rmask[None, :], other=0.0)
-        umask = rmask[:, None] & dmask[None, :]
-        # U^T halves (R_P, HALF_P): element [r, d] = up[h*D + d, r]
-        u1 = tl.load(up_ptr + (h * D + dd[None, :]) * R + rr[:, None], mask=umask, other=0.0)
-        u2 = tl.load(up_ptr + (h * D + HALF + dd[None, :]) * R + rr[:, None], mask=umask, other=0.0)
-        if IEEE:
-            k1 = tl.dot(z, u1, input_precision="ieee")
-            k2 = tl.dot(z, u2, input_precision="ieee")
-        else:
-            k1 = tl.dot(z, u1)
-            k2 = tl.dot(z, u2)
-        k1 += tl.load(bias_ptr + h * D + dd, mask=dmask, other=0.0).to(tl.float32)[None, :]
-        k2 += tl.load(bias_ptr + h * D + HALF + dd, mask=dmask, other=0.0).to(tl.float32)[None, :]
-        if HAS_NORM:  # padded columns are 0 and do not change the sum
-            inv = 1.0 / tl.sqrt((tl.sum(k1 * k1, 1) + tl.sum(k2 * k2, 1)) / D + eps)
-            k1 = k1 * inv[:, None] * tl.load(nw_ptr + dd, mask=dmask, other=0.0)[None, :]
-            k2 = k2 * inv[:, None] * tl.load(nw_ptr + HALF + dd, mask=dmask, other=0.0)[None, :]
-        kp = tl.load(kpos_ptr + b * sp_b + t, mask=tmask, other=0)
-        ang = (kp.to(tl.float32) / rscale)[:, None] * tl.load(invf_ptr + dd, mask=dmask, other=0.0)[None, :]
-        c = tl.cos(ang)
-        s = tl.sin(ang)
-        r1 = k1 * c - k2 * s
-        r2 = k2 * c + k1 * s
+        gg = tl.arange(0, G_P)
+        gmask = gg < G
+        dd = tl.arange(0, D)
+        qrow = q_ptr + b * sq_b + (h * G + gg[:, None]) * sq_h
         qp = tl.load(qpos_ptr + b)
-        d = qp - kp
-        ok = tmask & (d >= 0) & ((kp >= 0) | (d == 0)) & ((kp < 0) | (kp >= sink))
-        if HAS_WINDOW:
-            ok = ok & (d < window)
-        qb = q_ptr + (b * KV + h) * G * D
-        ob = out_ptr + (b * KV + h) * G * T
-        for gi in tl.static_range(G):
-            q1 = tl.load(qb + gi * D + dd, mask=dmask, other=0.0).to(tl.float32)
-            q2 = tl.load(qb + gi * D + HALF + dd, mask=dmask, other=0.0).to(tl.float32)
-            sc = tl.sum(r1 * q1[None, :] + r2 * q2[None, :], 1) * scale
-            tl.store(ob + gi * T + t, tl.where(ok, sc, float("-inf")), mask=tmask)
+        if K_LATENT:
+            dt = ku_ptr.dtype.element_ty
+            rk = tl.arange(0, RK_P)
+            rkm = rk < RK
+        else:
+            dt = kc_ptr.dtype.element_ty
+            q = tl.load(qrow + dd[None, :], mask=gmask[:, None], other=0.0).to(dt)
+        if V_LATENT:
+            rv = tl.arange(0, RV_P)
+            rvm = rv < RV
+            acc = tl.zeros([G_P, RV_P], dtype=tl.float32)
+        else:
+            acc = tl.zeros([G_P, D], dtype=tl.float32)
+        m_i = tl.full([G_P], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([G_P], dtype=tl.float32)
+        start = pid_s * CHUNK
+        for t0 in range(start, start + CHUNK, BLOCK_T):
+            t = t0 + tl.arange(0, BLOCK_T)
+            tmask = t < T
+            kp = tl.load(kpos_ptr + b * sp_b + t, mask=tmask, other=0)
+            if K_LATENT:
+                z = tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + rk[None, :],
+                            mask=tmask[:, None] & rkm[None, :], other=0.0).to(dt)
+                # K rebuilt DS rotation pairs at a time (bounded registers; U slices come
+                # from L1). The QK-norm is a per-key scalar times a weight applied before
+                # RoPE: the weight goes in here, the scalar on the finished score.
+                apos = kp.to(tl.float32) / rscale
+                s = tl.zeros([BLOCK_T, G_P], dtype=tl.float32)
+                sq = tl.zeros([BLOCK_T], dtype=tl.float32)
+                for j in tl.static_range(0, HALF_P, DS):
+                    dj = j + tl.arange(0, DS)
+                    hm = dj < HALF  # padding is 0 everywhere: padded columns stay 0
+                    um = rkm[:, None] & hm[None, :]
+                    # U^T slices (RK_P, DS): element [r, d] = up[h*D + d, r]
+                    u1 = tl.load(ku_ptr + (h * D + dj[None, :]) * RK + rk[:, None], mask=um, other=0.0)
+                    u2 = tl.load(ku_ptr + (h * D + HALF + dj[None, :]) * RK + rk[:, None], mask=um, other=0.0)
+                    k1 = tl.dot(z, u1, input_precision=PREC) + \
+                        tl.load(kb_ptr + h * D + dj, mask=hm, other=0.0)[None, :]
+                    k2 = tl.dot(z, u2, input_precision=PREC) + \
+                        tl.load(kb_ptr + h * D + HALF + dj, mask=hm, other=0.0)[None, :]
+                    if HAS_NORM:
+                        sq += tl.sum(k1 * k1, 1) + tl.sum(k2 * k2, 1)
+                        k1 = k1 * tl.load(nw_ptr + dj, mask=hm, other=0.0)[None, :]
+                        k2 = k2 * tl.load(nw_ptr + HALF + dj, mask=hm, other=0.0)[None, :]
+                    c, sn = _cos_sin(apos[:, None] * tl.load(invf_ptr + dj, mask=hm, other=0.0)[None, :],
+                                     FAST_TRIG)
+                    qm = gmask[:, None] & hm[None, :]
+                    q1 = tl.load(qrow + dj[None, :], mask=qm, other=0.0).to(dt)
+                    q2 = tl.load(qrow + HALF + dj[None, :], mask=qm, other=0.0).to(dt)
+                    s += tl.dot((k1 * c - k2 * sn).to(dt), tl.trans(q1), input_precision=PREC)
+                    s += tl.dot((k2 * c + k1 * sn).to(dt), tl.trans(q2), input_precision=PREC)
+                if HAS_NORM:
+                    s = s * (1.0 / tl.sqrt(sq / D + eps))[:, None]
+            else:
+                k = tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + h * D + dd[None, :],
+                            mask=tmask[:, None], other=0.0).to(dt)
+                s = tl.dot(k, tl.trans(q), input_precision=PREC)
+            d = qp - kp
+            ok = tmask & (d >= 0) & ((kp >= 0) | (d == 0))
+            if HAS_SINK:
+                ok = ok & ((kp < 0) | (kp >= sink))
+            if HAS_WINDOW:
+                ok = ok & (d < window)
+            s = tl.where(ok[:, None], s * scale, float("-inf"))        # (BLOCK_T, G_P)
+            m_new = tl.maximum(m_i, tl.max(s, 0))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.exp(s - m_safe[None, :])
+            corr = tl.exp(m_i - m_safe)
+            l_i = l_i * corr + tl.sum(p, 0)
+            if V_LATENT:
+                v = tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + rv[None, :],
+                            mask=tmask[:, None] & rvm[None, :], other=0.0)
+            else:
+                v = tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + h * D + dd[None, :],
+                            mask=tmask[:, None], other=0.0)
+            acc = acc * corr[:, None] + tl.dot(tl.trans(p).to(v.dtype), v, input_precision=PREC)
+            m_i = m_new
+        if V_LATENT:  # sum_t p_t (U z_t + b) = U (sum_t p_t z_t) + b * sum_t p_t
+            vu = tl.load(vu_ptr + (h * D + dd[None, :]) * RV + rv[:, None], mask=rvm[:, None], other=0.0)
+            acc = tl.dot(acc, vu.to(tl.float32), input_precision=PREC) + \
+                l_i[:, None] * tl.load(vb_ptr + h * D + dd).to(tl.float32)[None, :]
+        if HAS_SINK:
+            if pid_s == 0:  # the exact sink tile joins chunk 0's state
+                j = tl.arange(0, NS_P)
+                srow = b * ss_b + h * ss_h + j[:, None] * ss_j + dd[None, :]
+                ks = tl.load(sk_ptr + srow, mask=j[:, None] < NS, other=0.0).to(dt)
+                qf = tl.load(qrow + dd[None, :], mask=gmask[:, None], other=0.0).to(dt)
+                ss = tl.dot(ks, tl.trans(qf), input_precision=PREC) * scale   # (NS_P, G_P)
+                okj = (j < NS) & (qp - j >= 0)
+                if HAS_WINDOW:
+                    okj = okj & (qp - j < window)
+                ss = tl.where(okj[:, None], ss, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(ss, 0))
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                p = tl.exp(ss - m_safe[None, :])
+                corr = tl.exp(m_i - m_safe)
+                l_i = l_i * corr + tl.sum(p, 0)
+                vs = tl.load(sv_ptr + srow, mask=j[:, None] < NS, other=0.0)
+                acc = acc * corr[:, None] + tl.dot(tl.trans(p).to(vs.dtype), vs, input_precision=PREC)
+                m_i = m_new
+        row = (pid_bh * S + pid_s) * G + gg
+        tl.store(m_ptr + row, m_i, mask=gmask)
+        tl.store(l_ptr + row, l_i, mask=gmask)
+        tl.store(acc_ptr + row[:, None] * D + dd[None, :], acc, mask=gmask[:, None])
+
+    @triton.jit
+    def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, S, G,
+                        D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr):
+        pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
+        pid_d = tl.program_id(1)
+        bh = pid // G
+        g = pid % G
+        base = bh * S * G + g
+        mv = tl.full([S_BLK], float("-inf"), dtype=tl.float32)
+        for s0 in range(0, S, S_BLK):    # the largest chunk maximum
+            s = s0 + tl.arange(0, S_BLK)
+            mv = tl.maximum(mv, tl.load(m_ptr + base + s * G, mask=s < S, other=float("-inf")))
+        mx = tl.max(mv, 0)
+        mx = tl.where(mx == float("-inf"), 0.0, mx)
+        dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        den = tl.zeros([S_BLK], dtype=tl.float32)
+        num = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for s0 in range(0, S, S_BLK):
+            s = s0 + tl.arange(0, S_BLK)
+            smask = s < S
+            w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+            den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
+            a = tl.load(acc_ptr + (base + s[:, None] * G) * D + dd[None, :], mask=smask[:, None], other=0.0)
+            num += tl.sum(a * w[:, None], 0)
+        # output row (B, H*D): query head h*G + g of sequence b is row pid
+        tl.store(out_ptr + pid * D + dd, (num / tl.sum(den, 0)).to(out_ptr.dtype.element_ty))
 
 
-def _p2(n: int) -> int:
-    return max(16, 1 << (n - 1).bit_length())
+def _p2(n: int, least: int = 16) -> int:
+    return max(least, 1 << (n - 1).bit_length())
 
 
-class LatentKScores:
-    """Per-layer constants of the kernel (made once) and its launch.
+def supports(attn, lay) -> bool:
+    """Layouts the kernel serves: K and V each `full` or `latent`, a power-of-two head dim."""
+    d = attn.head_dim
+    return (available() and lay.k.kind in ("full", "latent") and lay.v.kind in ("full", "latent")
+            and d >= 16 and d & (d - 1) == 0)
 
-    attn: the layer's Attention (k_proj a LatentProj); sink: positions the kernel masks
-    (they come from the exact sink tile).
+
+class DecodeAttention:
+    """Per-layer constants of the kernels (made once) and their launch.
+
+    attn: the layer's Attention; lay: its LayerLayout; sink: leading positions read from
+    the exact sink tile instead of the cache (attention.sink_of).
     """
 
-    def __init__(self, attn, sink: int, block_t: int = 64):
-        cfg, kp = attn.cfg, attn.k_proj
-        self.up = kp.up.weight.detach().contiguous()            # (kv*D, r)
-        self.bias = kp.bias.detach().float().contiguous()
-        self.has_norm = attn.qk_norm
-        dev = self.up.device
-        self.nw = ((attn.k_norm.offset + attn.k_norm.weight.detach().float()).contiguous()
-                   if self.has_norm else torch.ones(1, device=dev))
-        self.eps = attn.k_norm.eps if self.has_norm else 0.0
-        d = attn.head_dim
-        base = cfg.rope_base(attn.layer)
-        # as rope_cos_sin computes them: angle = (pos / scale) * inv_freq
-        self.invf = (1.0 / (base ** (torch.arange(0, d, 2, device=dev, dtype=torch.float32) / d))).contiguous()
-        self.rscale = float(cfg.rope_scale(attn.layer))
-        self.kv, self.d, self.r = attn.n_kv, d, self.up.shape[1]
-        self.g = attn.n_heads // attn.n_kv
+    def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
+                 fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
+                 ds: int = 64):
+        cfg, d = attn.cfg, attn.head_dim
+        self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
-        self.block_t = block_t
+        self.k_latent, self.v_latent = lay.k.kind == "latent", lay.v.kind == "latent"
+        self.block_t, self.num_warps, self.per_sm, self.num_stages = block_t, num_warps, per_sm, num_stages
+        self.combine_block = 128  # chunk states the combine step loads at once
+        self.ds = ds  # rotation pairs of a latent K rebuilt at a time
+        self.fast_trig = (not INTERPRET) if fast_trig is None else fast_trig
+        dev = attn.q_proj.weight.device
+        none = torch.zeros(1, device=dev)
+        self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = none
+        self.rk = self.rv = 1
+        self.has_norm, self.eps, self.rscale = False, 0.0, 1.0
+        if self.k_latent:
+            kp = attn.k_proj
+            self.ku = kp.up.weight.detach().contiguous()            # (kv*D, rk)
+            self.kb = kp.bias.detach().float().contiguous()
+            self.rk = self.ku.shape[1]
+            self.has_norm = attn.qk_norm
+            if self.has_norm:
+                self.nw = (attn.k_norm.offset + attn.k_norm.weight.detach().float()).contiguous()
+                self.eps = attn.k_norm.eps
+            base = cfg.rope_base(attn.layer)
+            # as rope_cos_sin computes them: angle = (pos / scale) * inv_freq
+            self.invf = (1.0 / (base ** (torch.arange(0, d, 2, device=dev, dtype=torch.float32) / d))).contiguous()
+            self.rscale = float(cfg.rope_scale(attn.layer))
+        if self.v_latent:
+            vp = attn.v_proj
+            self.vu = vp.up.weight.detach().contiguous()            # (kv*D, rv)
+            self.vb = vp.bias.detach().float().contiguous()
+            self.rv = self.vu.shape[1]
+        self.n_sm = (torch.cuda.get_device_properties(dev).multi_processor_count
+                     if dev.type == "cuda" else 4)
 
-    def __call__(self, q, kc, k_pos, q_pos, out=None):
-        """q (B, H, 1, D) attention-ready; kc (B, T, r) the latent cache; k_pos (B, T)
-        int32; q_pos (B, 1). Returns scores (B, kv, g, T) fp32, -inf where masked."""
-        b, t, r = kc.shape
-        assert kc.stride(2) == 1 and k_pos.stride(1) == 1 and kc.dtype == self.up.dtype
-        q = q.contiguous()
-        qp = q_pos.reshape(b).to(torch.int32)
-        if out is None:
-            out = torch.empty(b, self.kv, self.g, t, dtype=torch.float32, device=kc.device)
-        grid = (triton.cdiv(t, self.block_t), b * self.kv)
-        _latent_k_scores[grid](
-            kc, self.up, self.bias, self.nw, q, k_pos, qp, self.invf, out,
-            t, r, self.kv, kc.stride(0), kc.stride(1), k_pos.stride(0),
-            self.window or 0, self.sink, self.eps, self.scale, self.rscale,
-            D=self.d, HALF=self.d // 2, HALF_P=_p2(self.d // 2), R_P=_p2(r), G=self.g,
-            BLOCK_T=self.block_t, HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None,
-            IEEE=kc.dtype == torch.float32, num_warps=8 if self.block_t >= 64 else 4)
-        return out
+    def chunks(self, b: int, t: int) -> tuple[int, int]:
+        """(chunk length, chunk count): about `per_sm` programs per SM."""
+        blocks = triton.cdiv(t, self.block_t)
+        n = max(1, min(blocks, triton.cdiv(self.per_sm * self.n_sm, b * self.kv)))
+        chunk = triton.cdiv(blocks, n) * self.block_t
+        return chunk, triton.cdiv(t, chunk)
+
+    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None):
+        """q (B, H, 1, D) attention-ready; kc/vc (B, T, values) the cache's K and V
+        entries; k_pos (B, T) int32; q_pos (B, 1); sink: exact (ks, vs), each
+        (B, kv, n, D), or None. Returns (B, 1, H*D) in q's dtype."""
+        b, t = kc.shape[0], kc.shape[1]
+        h, d = q.shape[1], self.d
+        assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
+        chunk, n = self.chunks(b, t)
+        dev = q.device
+        m = torch.empty(b, self.kv, n, self.g, device=dev)
+        l = torch.empty_like(m)
+        acc = torch.empty(b, self.kv, n, self.g, d, device=dev)
+        qp = q_pos.reshape(b)
+        ks, vs = sink if sink is not None else (m, m)
+        ns = ks.shape[2] if sink is not None else 0
+        sstr = (ks.stride(0), ks.stride(1), ks.stride(2)) if sink is not None else (0, 0, 0)
+        if sink is not None:
+            assert ks.stride() == vs.stride() and ks.stride(3) == 1
+        ieee = q.dtype == torch.float32 and kc.dtype == torch.float32
+        _decode_partial[(n, b * self.kv)](
+            q, kc, vc, k_pos, qp, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
+            m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
+            q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
+            k_pos.stride(0), *sstr, self.window or 0, self.sink, self.eps, self.scale, self.rscale,
+            D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk), RV_P=_p2(self.rv),
+            NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)), K_LATENT=self.k_latent, V_LATENT=self.v_latent,
+            HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
+            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, num_warps=self.num_warps,
+            **({} if self.num_stages is None else {"num_stages": self.num_stages}))
+        out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
+        bd = min(d, 64)
+        _decode_combine[(b * h, d // bd)](m, l, acc, out, n, self.g, D=d, S_BLK=min(self.combine_block, _p2(n, 2)),
+                                          BLOCK_D=bd, num_warps=4)
+        return out.view(b, 1, h * d)

@@ -21,7 +21,7 @@ from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
 from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
-                        new_entries, new_entries_fused, scores_finish, sdpa_decode, sink_of, tile_update)
+                        new_entries, new_entries_fused, sdpa_decode, sink_of, tile_update)
 from . import kernels
 from .cache import DTYPE_NAMES, KVCache
 from .sampling import SamplingParams, sample
@@ -125,14 +125,15 @@ class Runner:
         self.entries, self.update, self.tail = new_entries, tile_update, _tail
         self.direct, self.rope_fn, self.bias_fn = direct_decode, rope_cos_sin, _mask_bias
         self.w_qkv, self.w_gu = None, None
-        self.finish_scores = scores_finish
-        # latent K (V latent or full): scores from the Triton kernel, K rebuilt in registers
-        self.kscores = {}
+        # K and V full or latent: the whole decode attention in Triton (kernels.py),
+        # flash-decoding over chunks of the cache, a latent K rebuilt in registers
+        self.kernels = {}
         if (cuda and kernels.available()) if fused is None else fused:
             for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
-                if (lay.k.kind == "latent" and lay.v.kind in ("latent", "full")
-                        and lc.k.dtype == blk.self_attn.k_proj.up.weight.dtype):
-                    self.kscores[i] = kernels.LatentKScores(blk.self_attn, sink_of(lay))
+                attn = blk.self_attn
+                if kernels.supports(attn, lay) and (lay.k.kind == "full"
+                                                    or lc.k.dtype == attn.k_proj.up.weight.dtype):
+                    self.kernels[i] = kernels.DecodeAttention(attn, lay, sink_of(lay))
         if (cuda if compile is None else compile):
             self._compile()
 
@@ -148,7 +149,6 @@ class Runner:
         self.entries = torch.compile(new_entries_fused, dynamic=False)
         self.update = torch.compile(tile_update, dynamic=False)
         self.tail = torch.compile(_tail, dynamic=False)
-        self.finish_scores = torch.compile(scores_finish, dynamic=False)
         self.direct = torch.compile(direct_decode, dynamic=False)
         self.rope_fn = torch.compile(rope_cos_sin, dynamic=False)
         self.bias_fn = torch.compile(_mask_bias, dynamic=False)
@@ -243,7 +243,7 @@ class Runner:
         masks, ropes = {}, {}
         for i, (lay, lc) in enumerate(zip(self.layouts, self.cache.layers)):
             key = (lc.capacity, lay.window)
-            if lay.k.kind == "full" and key not in masks:
+            if lay.k.kind == "full" and i not in self.kernels and key not in masks:
                 masks[key] = self.bias_fn(q_pos, self.cache.positions[lc.capacity], lay.window, self.dtype)
             rk = (self.cfg.rope_base(i), self.cfg.rope_scale(i))
             if rk not in ropes:
@@ -306,13 +306,12 @@ class Runner:
             if write_sink:
                 self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
             sink = self._sink_tile(attn, lc)
+        if i in self.kernels:
+            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink)
         if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
             o = sdpa_decode(attn, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
         elif lay.k.kind == "full" and sink is None:
             return self.direct(attn, lay, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
-        elif i in self.kscores:
-            s = self.kscores[i](q, lc.k, self.cache.positions[lc.capacity], q_pos)
-            return self.finish_scores(attn, lay, s, lc.v, q, q_pos, sink)
         else:
             pos = self.cache.positions[lc.capacity]
             # no rebuild for a full K: one tile spans the cache

@@ -1,0 +1,106 @@
+"""The decode-attention kernel alone (runtime/kernels.py), CUDA-graph timed: one layer's
+attention for one decode step, per layout kind, context and kernel configuration.
+
+    python bench/bench_decode_kernel.py [--contexts 512,32768] [--batches 1,32]
+
+Gemma 3 270M shapes (4 query heads, 1 KV head, head dim 256), latent ranks 128, bf16;
+random cache contents, all keys visible. Prints microseconds per call and the cache
+bytes read per call / time (effective bandwidth).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tpa_compress.layout import Component, LayerLayout  # noqa: E402
+from tpa_compress.load.ckpt import variant_config  # noqa: E402
+from tpa_compress.methods.layers import make_proj  # noqa: E402
+from tpa_compress.models import Transformer  # noqa: E402
+from tpa_compress.runtime import kernels  # noqa: E402
+
+
+def timed(fn, reps=20, rounds=5):
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    best = float("inf")
+    for _ in range(rounds):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        best = min(best, a.elapsed_time(b) * 1e3 / reps)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="270m")
+    ap.add_argument("--contexts", default="512,32768")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--kinds", default="latent/latent,full/full")
+    ap.add_argument("--block-t", default="32")
+    ap.add_argument("--warps", default="4")
+    ap.add_argument("--fast-trig", default="1")
+    ap.add_argument("--per-sm", default="2")
+    ap.add_argument("--stages", default="0")
+    ap.add_argument("--ds", default="64")
+    a = ap.parse_args()
+    cfg = variant_config(a.model)
+    layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Transformer(cfg)
+    attn0 = model.layers[layer].self_attn
+    kv, d = cfg.num_kv_heads, cfg.head_dim
+    for kinds in a.kinds.split(","):
+        kk, vk = kinds.split("/")
+        comp = {n: Component(k, kv, d, 128) for n, k in (("k", kk), ("v", vk))}
+        attn = attn0
+        for n in "kv":
+            if comp[n].kind == "latent":
+                setattr(attn, f"{n}_proj", make_proj(cfg.hidden_size, comp[n], 1).cuda())
+        attn = attn.to(torch.bfloat16)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.normal_(0, 0.05)
+        lay = LayerLayout(comp["k"], comp["v"], None, sink=1)
+        sink = 1 if "latent" in kinds else 0
+        for b, t in itertools.product(map(int, a.batches.split(",")), map(int, a.contexts.split(","))):
+            kc = torch.randn(b, t, lay.k.values_per_token + lay.v.values_per_token, device="cuda",
+                             dtype=torch.bfloat16)
+            k, v = kc[..., :lay.k.values_per_token], kc[..., lay.k.values_per_token:]
+            pos = torch.arange(t, device="cuda", dtype=torch.int32).expand(b, t).contiguous()
+            qp = torch.full((b, 1), t - 1, device="cuda")
+            q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
+            tile = (torch.randn(b, kv, 1, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
+            moved = kc.nbytes
+            for bt, w, ft, ps, st, ds in itertools.product(*(map(int, x.split(",")) for x in (
+                    a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds))):
+                if kk == "full" and not ft:
+                    continue
+                kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
+                                               per_sm=ps, num_stages=st or None, ds=ds)
+                try:
+                    us = timed(lambda: kern(q, k, v, pos, qp, tile))
+                except Exception as e:  # a config that does not compile
+                    print(f"{kinds} b{b} T{t} block {bt} warps {w} fast {ft} per_sm {ps} stages {st}: "
+                          f"{type(e).__name__}: {str(e)[:200]}")
+                    continue
+                print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
+                      f"stages {st} ds {ds} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
+                      f"{moved / us / 1e3:7.0f} GB/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
