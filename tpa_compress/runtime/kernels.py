@@ -59,6 +59,19 @@ if triton is not None:
         return c, s
 
     @triton.jit
+    def _softmax_step(s, v, m_i, l_i, acc, PREC: tl.constexpr):
+        """Fold one tile into the online-softmax state: s (keys, G_P) masked scores (-inf
+        where masked), v (keys, n) what probabilities multiply; m_i, l_i (G_P,), acc (G_P, n).
+        A tile with no visible key leaves the state as it was."""
+        m_new = tl.maximum(m_i, tl.max(s, 0))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - m_safe[None, :])
+        corr = tl.exp(m_i - m_safe)
+        l_i = l_i * corr + tl.sum(p, 0)
+        acc = acc * corr[:, None] + tl.dot(tl.trans(p).to(v.dtype), v, input_precision=PREC)
+        return m_new, l_i, acc
+
+    @triton.jit
     def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr,
                         ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr,
                         m_ptr, l_ptr, acc_ptr,
@@ -143,19 +156,13 @@ if triton is not None:
             if HAS_WINDOW:
                 ok = ok & (d < window)
             s = tl.where(ok[:, None], s * scale, float("-inf"))        # (BLOCK_T, G_P)
-            m_new = tl.maximum(m_i, tl.max(s, 0))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.exp(s - m_safe[None, :])
-            corr = tl.exp(m_i - m_safe)
-            l_i = l_i * corr + tl.sum(p, 0)
             if V_LATENT:
                 v = tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + rv[None, :],
                             mask=tmask[:, None] & rvm[None, :], other=0.0)
             else:
                 v = tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + h * D + dd[None, :],
                             mask=tmask[:, None], other=0.0)
-            acc = acc * corr[:, None] + tl.dot(tl.trans(p).to(v.dtype), v, input_precision=PREC)
-            m_i = m_new
+            m_i, l_i, acc = _softmax_step(s, v, m_i, l_i, acc, PREC)
         if V_LATENT:  # sum_t p_t (U z_t + b) = U (sum_t p_t z_t) + b * sum_t p_t
             vu = tl.load(vu_ptr + (h * D + dd[None, :]) * RV + rv[:, None], mask=rvm[:, None], other=0.0)
             acc = tl.dot(acc, vu.to(tl.float32), input_precision=PREC) + \
@@ -171,14 +178,8 @@ if triton is not None:
                 if HAS_WINDOW:
                     okj = okj & (qp - j < window)
                 ss = tl.where(okj[:, None], ss, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(ss, 0))
-                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-                p = tl.exp(ss - m_safe[None, :])
-                corr = tl.exp(m_i - m_safe)
-                l_i = l_i * corr + tl.sum(p, 0)
                 vs = tl.load(sv_ptr + srow, mask=j[:, None] < NS, other=0.0)
-                acc = acc * corr[:, None] + tl.dot(tl.trans(p).to(vs.dtype), vs, input_precision=PREC)
-                m_i = m_new
+                m_i, l_i, acc = _softmax_step(ss, vs, m_i, l_i, acc, PREC)
         row = (pid_bh * S + pid_s) * G + gg
         tl.store(m_ptr + row, m_i, mask=gmask)
         tl.store(l_ptr + row, l_i, mask=gmask)
