@@ -78,3 +78,53 @@ def test_prompt_longer_than_max_length(monkeypatch, capsys, folder):
 def test_cuda_requested_but_absent(monkeypatch, capsys, folder):
     code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "hi", "--device", "cuda")
     assert_one_line_error(code, err, "--device cuda", "no CUDA device")
+
+
+def converted_folder(root, cache_dtype):
+    """A tiny Gemma 3 HF folder converted to latent K/V with `cache_dtype` recorded."""
+    from tpa_compress.convert import convert, write_output
+    from tpa_compress.load import load_model
+    from tpa_compress.models import build_model
+    from tpa_compress.recipe import parse_recipe
+    cfg = tiny_config("gemma3", vocab_size=40, max_position_embeddings=64)
+    orig = root / "orig"
+    if not orig.exists():
+        orig.mkdir()
+        save_hf_folder(orig, cfg, random_state(cfg, 1), char_tokenizer())
+    rec = parse_recipe({"cache_dtype": cache_dtype,
+                        "calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 0},
+                        "layers": [{"select": "all", "k": {"method": "activation_svd", "rank": 8},
+                                    "v": {"method": "activation_svd", "rank": 8}}]}, "t.yaml")
+    ck = load_model(orig)
+    res, tensors = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+    write_output(root / cache_dtype, ck, rec, res, tensors, force=False)
+    return root / cache_dtype
+
+
+def test_cache_dtype_recorded_by_convert_is_used(monkeypatch, capsys, tmp_path):
+    from dataclasses import replace
+
+    from tpa_compress.layout import cache_bytes, layouts_from_config
+    from tpa_compress.load import load_model
+    path = converted_folder(tmp_path, "fp16")
+    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+                         "--max-new-tokens", "5")
+    assert code in (0, None), err
+    tpa = load_model(path).extra["tpa"]
+    assert tpa["cache_dtype"] == "fp16"
+    layouts = [replace(lay, cache_dtype="fp16") for lay in layouts_from_config(tpa)]
+    want = cache_bytes(layouts, 8 + 5, 1) / 2**20  # "the cat" = 7 chars + BOS
+    assert f"KV {want:.2f} MiB fp16 allocated" in " ".join(err.split())
+    # an explicit --cache-dtype wins over the recorded one
+    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+                         "--max-new-tokens", "5", "--cache-dtype", "fp32")
+    assert code in (0, None), err
+    assert f"KV {2 * want:.2f} MiB fp32 allocated" in " ".join(err.split())
+
+
+def test_cache_dtype_the_runtime_cannot_store(monkeypatch, capsys, tmp_path):
+    path = converted_folder(tmp_path, "fp8")
+    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--device", "cpu")
+    assert_one_line_error(code, err, "fp8 KV cache", "--cache-dtype bf16")
+    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int8")
+    assert_one_line_error(code, err, "--cache-dtype 'int8'", "valid: auto, fp32, bf16, fp16")

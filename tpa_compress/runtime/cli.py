@@ -25,6 +25,26 @@ def read_prompts(prompt: Optional[str], prompt_file: Optional[Path]) -> list[str
     return lines
 
 
+def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
+    """The KV cache dtype a converted HF folder records (config.json `tpa.cache_dtype`),
+    read without loading the model; None for anything else."""
+    import json
+
+    from .cache import TORCH_CACHE_DTYPES
+    cfg = Path(model) / "config.json" if model else None
+    if cfg is None or not cfg.is_file():
+        return None
+    try:
+        recorded = (json.loads(cfg.read_text()).get("tpa") or {}).get("cache_dtype")
+    except (ValueError, AttributeError):
+        return None  # the loader reports a broken config.json properly
+    if recorded is not None and recorded not in TORCH_CACHE_DTYPES:
+        raise TPAError(f"{model}: converted for a {recorded} KV cache, which the runtime cannot store "
+                       f"yet (valid: {', '.join(TORCH_CACHE_DTYPES)}); pass --cache-dtype bf16 to run "
+                       f"it with a larger cache")
+    return recorded
+
+
 def generate_cmd(
     model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder incl. converted "
                                           "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m."),
@@ -39,6 +59,9 @@ def generate_cmd(
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     dtype: str = typer.Option("auto", "--dtype", help="Weights dtype: auto (bf16 on CUDA, fp32 on "
                               "CPU), float32, bfloat16, float16."),
+    cache_dtype: str = typer.Option("auto", "--cache-dtype", help="KV cache dtype: auto (what a "
+                                    "converted folder records, else bf16 on CUDA and the weights' dtype "
+                                    "on CPU), fp32, bf16, fp16."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
 ):
     """Generate text with the static factorized KV cache (CUDA graph decode on GPU).
@@ -51,16 +74,21 @@ def generate_cmd(
 
     from ..cli import open_model, require_tokenizer, resolve_device, torch_dtype
     from . import Runner, SamplingParams
+    from .cache import TORCH_CACHE_DTYPES
 
     console, stdout = Console(stderr=True), Console(highlight=False)
     if max_new_tokens < 1:
         raise TPAError(f"--max-new-tokens {max_new_tokens} is not valid; it must be at least 1")
+    if cache_dtype != "auto" and cache_dtype not in TORCH_CACHE_DTYPES:
+        raise TPAError(f"--cache-dtype {cache_dtype!r} is not valid; valid: auto, {', '.join(TORCH_CACHE_DTYPES)}")
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
     texts = read_prompts(prompt, prompt_file)
     dev = resolve_device(device)
     if dtype == "auto":
         dtype = "bfloat16" if dev.startswith("cuda") else "float32"
     torch_dtype(dtype)
+    if cache_dtype == "auto":  # before loading: a dtype we cannot store fails at once
+        cache_dtype = recorded_cache_dtype(model) or "auto"
     ckpt, net = open_model(model, variant, dtype, dev)
     tok = require_tokenizer(ckpt)
     ids = [tok.encode(t) for t in texts]
@@ -70,7 +98,8 @@ def generate_cmd(
         raise TPAError(f"prompt of {longest} tokens + --max-new-tokens {max_new_tokens} exceeds the "
                        f"model's max length {limit}")
     torch.manual_seed(seed)
-    runner = Runner(net, len(ids), longest + max_new_tokens)
+    runner = Runner(net, len(ids), longest + max_new_tokens,
+                    cache_dtype=None if cache_dtype == "auto" else cache_dtype)
     if dev.startswith("cuda"):
         with console.status("capturing the decode graph …"):
             runner.prepare(params)
@@ -100,6 +129,7 @@ def generate_cmd(
     console.print(
         f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
         f"decode {len(ids)}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
-        f"KV {res.kv_bytes / 2**20:.2f} MiB allocated (layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | "
+        f"KV {res.kv_bytes / 2**20:.2f} MiB {runner.layouts[0].cache_dtype} allocated "
+        f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | "
         f"peak {'GPU' if res.peak_memory is not None else 'RSS'} {peak / 2**20:.0f} MiB", highlight=False,
         soft_wrap=True)
