@@ -121,26 +121,36 @@ def hf(cfg, impl, batch, context, new, bw):
     return out
 
 
-def gpu_check():
-    """Greedy tokens of the CUDA-graph runner == reference forward (tiny fp32 models)."""
+def gpu_check(device="cuda"):
+    """Greedy tokens of the (CUDA-graph) runner == reference forward, tiny fp32 models:
+    original, random latent K/V, and the identity conversion (GQA as TPA, via convert)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_convert_tiny import CharTok
     from tiny import random_state, tiny_config
+    from tpa_compress.convert import convert
     from tpa_compress.load.source import Checkpoint, WeightSource
     from tpa_compress.models import build_model
+    from tpa_compress.recipe import parse_recipe
     res = {}
     for family in ("gemma3", "llama"):
-        for layout in ("original", "latent"):
+        for layout in ("original", "latent", "identity"):
             cfg = tiny_config(family)
-            model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), None, "", "m"),
-                                device="cuda")
+            ck = Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "m")
+            model = build_model(ck)
+            if layout == "identity":
+                rec = parse_recipe({"calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
+                                    "layers": [{"select": "all", "k": {"method": "identity"},
+                                                "v": {"method": "identity"}}]}, "identity")
+                convert(ck, model, rec, eval_model=False, log=lambda m: None)
+            model = model.to(device)
             if layout == "latent":
-                g = torch.Generator(device="cuda").manual_seed(0)
+                g = torch.Generator(device=device).manual_seed(0)
                 for blk in model.layers:
                     for nm, r in (("k_proj", 12), ("v_proj", 10)):
-                        p = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, r)).cuda()
+                        p = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, r)).to(device)
                         with torch.no_grad():
                             for t in p.parameters():
-                                t.copy_(torch.randn(t.shape, generator=g, device="cuda") * 0.5 / t.shape[-1] ** 0.5)
+                                t.copy_(torch.randn(t.shape, generator=g, device=device) * 0.5 / t.shape[-1] ** 0.5)
                         setattr(blk.self_attn, nm, p)
             prompts = prompts_for(cfg, 3, 20)
             prompts = [prompts[0][:13], prompts[1][:5], prompts[2]]
@@ -149,7 +159,7 @@ def gpu_check():
             ok = True
             for p, t in zip(prompts, gen):
                 with torch.no_grad():
-                    ref = model.logits(model(torch.tensor([p + t], device="cuda")))[0]
+                    ref = model.logits(model(torch.tensor([p + t], device=device)))[0]
                 ok &= ref[len(p) - 1: len(p) + 11].argmax(-1).tolist() == t
             res[f"{family}-{layout}"] = bool(ok)
     return res
