@@ -32,11 +32,15 @@ class RMSNorm(nn.Module):
         return (xf * (self.offset + self.weight.float())).to(x.dtype)
 
 
+def rope_inv_freq(head_dim: int, base: float, device=None) -> torch.Tensor:
+    """(head_dim / 2,) fp32 frequencies; the angle of position p is (p / scale) * inv_freq."""
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+
+
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float, scale: float = 1.0,
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape (*positions.shape, head_dim) for the half-split layout."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device,
-                                            dtype=torch.float32) / head_dim))
+    inv_freq = rope_inv_freq(head_dim, base, positions.device)
     ang = (positions.float()[..., None] / scale) * inv_freq
     emb = torch.cat([ang, ang], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)

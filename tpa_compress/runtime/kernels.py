@@ -25,6 +25,8 @@ import os
 
 import torch
 
+from ..models.common import rope_inv_freq
+
 if not torch.cuda.is_available():  # no GPU: triton can only interpret (the tests' CPU mode)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 try:
@@ -217,11 +219,13 @@ def _p2(n: int, least: int = 16) -> int:
     return max(least, 1 << (n - 1).bit_length())
 
 
-def supports(attn, lay) -> bool:
-    """Layouts the kernel serves: K and V each `full` or `latent`, a power-of-two head dim."""
+def supports(attn, lay, cache_dtype: torch.dtype) -> bool:
+    """Layouts the kernel serves: K and V each `full` or `latent`, a power-of-two head dim,
+    and a latent K cached in its up-projection's dtype."""
     d = attn.head_dim
     return (available() and lay.k.kind in ("full", "latent") and lay.v.kind in ("full", "latent")
-            and d >= 16 and d & (d - 1) == 0)
+            and d >= 16 and d & (d - 1) == 0
+            and (lay.k.kind == "full" or cache_dtype == attn.k_proj.up.weight.dtype))
 
 
 class DecodeAttention:
@@ -256,9 +260,7 @@ class DecodeAttention:
             if self.has_norm:
                 self.nw = (attn.k_norm.offset + attn.k_norm.weight.detach().float()).contiguous()
                 self.eps = attn.k_norm.eps
-            base = cfg.rope_base(attn.layer)
-            # as rope_cos_sin computes them: angle = (pos / scale) * inv_freq
-            self.invf = (1.0 / (base ** (torch.arange(0, d, 2, device=dev, dtype=torch.float32) / d))).contiguous()
+            self.invf = rope_inv_freq(d, cfg.rope_base(attn.layer), dev)
             self.rscale = float(cfg.rope_scale(attn.layer))
         if self.v_latent:
             vp = attn.v_proj
@@ -288,24 +290,27 @@ class DecodeAttention:
         l = torch.empty_like(m)
         acc = torch.empty(b, self.kv, n, self.g, d, device=dev)
         qp = q_pos.reshape(b)
-        ks, vs = sink if sink is not None else (m, m)
-        ns = ks.shape[2] if sink is not None else 0
-        sstr = (ks.stride(0), ks.stride(1), ks.stride(2)) if sink is not None else (0, 0, 0)
-        if sink is not None:
+        if sink is None:  # pointers the kernel never reads
+            ks = vs = m
+            ns, sstr = 0, (0, 0, 0)
+        else:
+            ks, vs = sink
             assert ks.stride() == vs.stride() and ks.stride(3) == 1
+            ns, sstr = ks.shape[2], ks.stride()[:3]
         ieee = q.dtype == torch.float32 and kc.dtype == torch.float32
         _decode_partial[(n, b * self.kv)](
             q, kc, vc, k_pos, qp, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
             m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
             k_pos.stride(0), *sstr, self.window or 0, self.sink, self.eps, self.scale, self.rscale,
-            D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk), RV_P=_p2(self.rv),
-            NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)), K_LATENT=self.k_latent, V_LATENT=self.v_latent,
+            D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
+            RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)),
+            K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
             PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, 64)
-        _decode_combine[(b * h, d // bd)](m, l, acc, out, n, self.g, D=d, S_BLK=min(self.combine_block, _p2(n, 2)),
-                                          BLOCK_D=bd, num_warps=4)
+        _decode_combine[(b * h, d // bd)](m, l, acc, out, n, self.g, D=d,
+                                          S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd, num_warps=4)
         return out.view(b, 1, h * d)

@@ -130,10 +130,8 @@ class Runner:
         self.kernels = {}
         if (cuda and kernels.available()) if fused is None else fused:
             for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
-                attn = blk.self_attn
-                if kernels.supports(attn, lay) and (lay.k.kind == "full"
-                                                    or lc.k.dtype == attn.k_proj.up.weight.dtype):
-                    self.kernels[i] = kernels.DecodeAttention(attn, lay, sink_of(lay))
+                if kernels.supports(blk.self_attn, lay, lc.kv.dtype):
+                    self.kernels[i] = kernels.DecodeAttention(blk.self_attn, lay, sink_of(lay))
         if (cuda if compile is None else compile):
             self._compile()
 
