@@ -10,6 +10,7 @@ bytes read per call / time (effective bandwidth).
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def main():
     for kinds in a.kinds.split(","):
         kk, vk = kinds.split("/")
         comp = {n: Component(k, kv, d, 128) for n, k in (("k", kk), ("v", vk))}
-        attn = attn0
+        attn = copy.deepcopy(attn0)  # each layout kind on a fresh copy of the layer
         for n in "kv":
             if comp[n].kind == "latent":
                 setattr(attn, f"{n}_proj", make_proj(cfg.hidden_size, comp[n], 1).cuda())
