@@ -298,7 +298,7 @@ class DecodeAttention:
             assert ks.stride() == vs.stride() and ks.stride(3) == 1
             ns, sstr = ks.shape[2], ks.stride()[:3]
         ieee = q.dtype == torch.float32 and kc.dtype == torch.float32
-        _decode_partial[(n, b * self.kv)](
+        self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
             q, kc, vc, k_pos, qp, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
             m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
