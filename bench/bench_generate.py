@@ -3,7 +3,7 @@ not a test; random weights (speed does not depend on them).
 
     python bench/bench_generate.py --out bench_generate.json [--models 270m,1b]
         [--batches 1,32] [--contexts 128,4096,32768] [--layouts original,converted]
-        [--new-tokens 64] [--no-hf] [--check]
+        [--cache-dtypes bf16,fp8,int8] [--new-tokens 64] [--no-hf] [--check]
 
 For each Gemma 3 config (tpa_compress.load.ckpt.VARIANTS), batch and context (tokens in
 the cache while decoding: prompt = context - new tokens), it runs our runner (bf16,
@@ -64,15 +64,15 @@ def prompts_for(cfg, batch, length, seed=1):
     return torch.randint(3, cfg.vocab_size, (batch, length), generator=g).tolist()
 
 
-def ours(cfg, layout, batch, context, new, bw):
+def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16"):
     model = random_model(cfg, layout)
-    r = Runner(model, batch, context)
+    r = Runner(model, batch, context, cache_dtype=cache_dtype)
     prompts = prompts_for(cfg, batch, context - new)
     r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
     res = r.generate(prompts, new, stop_at_eos=False)
     ms = 1e3 * res.decode_s / res.decode_steps
     moved = step_bytes(model, r.layouts, context, batch)
-    out = dict(runner="ours", layout=layout, tok_s=res.decode_tok_s, ms_per_step=ms,
+    out = dict(runner="ours", layout=layout, cache_dtype=cache_dtype, tok_s=res.decode_tok_s, ms_per_step=ms,
                prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
                predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
@@ -172,6 +172,7 @@ def main():
     ap.add_argument("--contexts", default="128,4096,32768")
     ap.add_argument("--layouts", default="original,converted")
     ap.add_argument("--hf-impls", default="dynamic,static")
+    ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -200,14 +201,15 @@ def main():
         cfg = variant_config(name)
         for batch in map(int, a.batches.split(",")):
             for ctx in map(int, a.contexts.split(",")):
-                jobs = [("ours", lay) for lay in a.layouts.split(",") if lay]
+                jobs = [("ours", (lay, cd)) for lay in a.layouts.split(",") if lay
+                        for cd in a.cache_dtypes.split(",")]
                 if not a.no_hf:
                     jobs += [("hf", impl) for impl in a.hf_impls.split(",")]
                 for kind, what in jobs:
                     row = dict(model=name, batch=batch, context=ctx)
                     t = time.time()
                     try:
-                        row.update(ours(cfg, what, batch, ctx, a.new_tokens, a.bandwidth) if kind == "ours"
+                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1]) if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:
                         row.update(runner=kind, layout=what, error="OOM")

@@ -122,9 +122,28 @@ def test_cache_dtype_recorded_by_convert_is_used(monkeypatch, capsys, tmp_path):
     assert f"KV {2 * want:.2f} MiB fp32 allocated" in " ".join(err.split())
 
 
-def test_cache_dtype_the_runtime_cannot_store(monkeypatch, capsys, tmp_path):
-    path = converted_folder(tmp_path, "fp8")
+@pytest.mark.parametrize("name", ["fp8", "int8"])
+def test_one_byte_cache_dtype_recorded_by_convert(monkeypatch, capsys, tmp_path, name):
+    from dataclasses import replace
+
+    from tpa_compress.layout import cache_bytes, layouts_from_config
+    from tpa_compress.load import load_model
+    path = converted_folder(tmp_path, name)
+    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+                         "--max-new-tokens", "5")
+    assert code in (0, None), err
+    layouts = [replace(lay, cache_dtype=name) for lay in layouts_from_config(load_model(path).extra["tpa"])]
+    want = cache_bytes(layouts, 8 + 5, 1) / 2**20
+    assert f"KV {want:.2f} MiB {name} allocated" in " ".join(err.split())
+
+
+def test_bad_cache_dtypes(monkeypatch, capsys, tmp_path):
+    import json
+    path = converted_folder(tmp_path, "bf16")
+    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int4")
+    assert_one_line_error(code, err, "--cache-dtype 'int4'", "valid: auto, fp32, bf16, fp16, fp8, int8")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["tpa"]["cache_dtype"] = "int4"
+    (path / "config.json").write_text(json.dumps(cfg))
     code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--device", "cpu")
-    assert_one_line_error(code, err, "fp8 KV cache", "--cache-dtype bf16")
-    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int8")
-    assert_one_line_error(code, err, "--cache-dtype 'int8'", "valid: auto, fp32, bf16, fp16")
+    assert_one_line_error(code, err, "config.json", "tpa.cache_dtype 'int4'", "valid: fp32")

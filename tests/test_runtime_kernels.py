@@ -17,6 +17,7 @@ from tpa_compress.models import build_model
 
 from tpa_compress.runtime import attention as A
 from tpa_compress.runtime import kernels
+from tpa_compress.runtime.cache import dequantize, quantize
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
 
@@ -27,6 +28,19 @@ KINDS = [("latent", "latent"), ("latent", "full"), ("full", "latent"), ("full", 
 @pytest.mark.parametrize("kk,vk", KINDS)
 @pytest.mark.parametrize("family,layer,sink", [("gemma3", 5, 1), ("gemma3", 0, 2), ("llama", 3, 0)])
 def test_kernel_equals_torch_tiles(family, layer, sink, kk, vk, dtype):
+    kernel_vs_tiles(family, layer, sink, kk, vk, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
+@pytest.mark.parametrize("kk,vk", KINDS)
+@pytest.mark.parametrize("quant", ["fp8", "int8"])
+def test_kernel_one_byte_cache_equals_torch_tiles(quant, kk, vk, dtype):
+    """fp8 / int8 cache entries dequantized on load = the torch tiles over the
+    dequantized entries."""
+    kernel_vs_tiles("gemma3", 5, 1, kk, vk, dtype, quant)
+
+
+def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine)."""
@@ -48,6 +62,11 @@ def test_kernel_equals_torch_tiles(family, layer, sink, kk, vk, dtype):
     b, t = 3, 150
     kc = torch.randn(b, t, lay.k.values_per_token, generator=g).to(DEVICE, dtype)
     vc = torch.randn(b, t, lay.v.values_per_token, generator=g).to(DEVICE, dtype)
+    scale = None
+    if quant:  # the kernel reads the one-byte entries, the reference their dequantized values
+        nk = kc.shape[-1]
+        qz, scale = quantize(torch.cat([kc, vc], -1), quant, nk)
+        kc, vc = qz[..., :nk], qz[..., nk:]
     k_pos = torch.stack([torch.arange(t) - 7, torch.arange(t) + 40, torch.arange(t)]).int()
     k_pos[2, 100:] = 2**30  # never written
     k_pos = k_pos.to(DEVICE)
@@ -60,7 +79,10 @@ def test_kernel_equals_torch_tiles(family, layer, sink, kk, vk, dtype):
     kern.n_sm = 16  # several chunks per (sequence, head) even here,
     kern.combine_block = 2  # merged over several blocks of chunk states
     assert kern.chunks(b, t)[1] > 2
-    got = kern(q, kc, vc, k_pos, q_pos, tile)
+    got = kern(q, kc, vc, k_pos, q_pos, tile, scale)
+    if quant:
+        kc = dequantize(kc, None if scale is None else scale[..., :1], dtype)
+        vc = dequantize(vc, None if scale is None else scale[..., 1:], dtype)
     ref_attn = attn if dtype == torch.float32 else attn.float()
     with torch.no_grad():
         ref = A.attend_tiles(ref_attn, lay, q.float(), q_pos, [(kc.float(), vc.float(), k_pos)],

@@ -71,8 +71,11 @@ class LayerLayout:
             raise TPAError(f"sink {self.sink!r} is not valid; expected an integer >= 0")
 
     def sink_bytes(self) -> float:
-        """Bytes of the exact sink tokens: full K/V of the factorized components only."""
+        """Bytes of the exact sink tokens: full K/V of the factorized components only
+        (exact means unquantized: bf16 in a one-byte cache)."""
         size, scale = CACHE_DTYPES[self.cache_dtype]
+        if size == 1:
+            size, scale = 2, 0
         return self.sink * sum(c.heads * c.dim * size + scale for c in (self.k, self.v) if c.kind != "full")
 
     def bytes_per_token(self) -> float:

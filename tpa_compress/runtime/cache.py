@@ -12,11 +12,17 @@ CUDA graph). What differs per sequence is the position of each slot: a table
 (batch, capacity) shared by all layers of equal capacity; pads have negative
 positions and empty slots EMPTY, which every mask excludes.
 
+One-byte caches (`fp8`, `int8`): entries are quantized when written and dequantized
+per tile when read (`read`; the Triton kernel converts on load). fp8 is e4m3 with
+saturation at +-448; int8 keeps one fp16 scale per token and component (K, V) — absmax
+/ 127 — in `scale` (batch, capacity, 2), which is what `layout.cache_bytes` counts.
+
 Exact sink tokens (LayerLayout.sink > 0, a factorized K or V): a second, tiny buffer
 per factorized component, (batch, sink, heads*dim), holds the exact attention-ready K
 (normed, rotated) or V of each sequence's own positions 0..sink-1 (row j = position j,
 whatever the padding). Attention reads those positions from there and masks them out
-of the factorized slots (see attention.sink_of).
+of the factorized slots (see attention.sink_of). Sink tokens are exact: with a one-byte
+cache they stay in bf16.
 """
 from __future__ import annotations
 
@@ -27,7 +33,28 @@ from ..layout import LayerLayout
 
 EMPTY = 2**30  # position of a never-written slot: later than any query, so never attended
 TORCH_CACHE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+QUANT_CACHE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
+CACHE_DTYPE_NAMES = (*TORCH_CACHE_DTYPES, *QUANT_CACHE_DTYPES)
 DTYPE_NAMES = {v: k for k, v in TORCH_CACHE_DTYPES.items()}
+FP8_MAX = 448.0
+
+
+def quantize(x: torch.Tensor, name: str, nk: int):
+    """Cache entries (..., k values | v values) -> (stored tensor, int8 scales or None)."""
+    if name == "fp8":
+        return x.float().clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), None
+    x = x.float()
+    parts = (x[..., :nk], x[..., nk:])
+    tiny = torch.finfo(torch.float16).tiny
+    # the fp16-rounded scale is the one stored, so quantize with exactly it
+    sc = [(p.abs().amax(-1, keepdim=True) / 127).to(torch.float16).clamp_min(tiny) for p in parts]
+    qz = torch.cat([(p / s.float()).round() for p, s in zip(parts, sc)], dim=-1)
+    return qz.clamp(-127, 127).to(torch.int8), torch.cat(sc, dim=-1)
+
+
+def dequantize(x: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Stored entries of one component (..., values) -> dtype; scale (..., 1) for int8."""
+    return x.to(dtype) if scale is None else (x.float() * scale.float()).to(dtype)
 
 
 def capacity(layout: LayerLayout, max_len: int) -> int:
@@ -36,33 +63,71 @@ def capacity(layout: LayerLayout, max_len: int) -> int:
 
 class LayerCache:
     def __init__(self, layout: LayerLayout, batch: int, max_len: int, device):
-        if layout.cache_dtype not in TORCH_CACHE_DTYPES:
-            raise TPAError(f"cache dtype {layout.cache_dtype!r} is not supported by the runtime yet; "
-                           f"valid: {', '.join(TORCH_CACHE_DTYPES)}")
+        name = layout.cache_dtype
+        if name not in CACHE_DTYPE_NAMES:
+            raise TPAError(f"cache dtype {name!r} is not supported by the runtime; "
+                           f"valid: {', '.join(CACHE_DTYPE_NAMES)}")
         self.layout = layout
         self.capacity = capacity(layout, max_len)
-        dt = TORCH_CACHE_DTYPES[layout.cache_dtype]
+        self.quant = name if name in QUANT_CACHE_DTYPES else None
+        dt = QUANT_CACHE_DTYPES[name] if self.quant else TORCH_CACHE_DTYPES[name]
         # K and V side by side in one buffer (k, v are views): a decode step writes both
         # with one kernel
-        nk = layout.k.values_per_token
-        self.kv = torch.zeros(batch, self.capacity, nk + layout.v.values_per_token, dtype=dt, device=device)
+        self.nk = nk = layout.k.values_per_token
+        # fp8 lives in a uint8 buffer (CPU index_copy_/gather have no fp8 kernels); kv,
+        # k, v are typed views of it
+        raw = torch.uint8 if self.quant == "fp8" else dt
+        self.raw = torch.zeros(batch, self.capacity, nk + layout.v.values_per_token, dtype=raw, device=device)
+        self.kv = self.raw.view(dt)
         self.k, self.v = self.kv[..., :nk], self.kv[..., nk:]
+        self.scale = (torch.ones(batch, self.capacity, 2, dtype=torch.float16, device=device)
+                      if self.quant == "int8" else None)
+        self.quantize = quantize  # the runner swaps in a compiled twin (one fused kernel)
         self.sink = layout.sink if layout.k.kind != "full" or layout.v.kind != "full" else 0
-        sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=dt, device=device)  # noqa: E731
+        sdt = torch.bfloat16 if self.quant else dt
+        sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=sdt, device=device)  # noqa: E731
                               if self.sink and c.kind != "full" else None)
         self.sk, self.sv = sink_buf(layout.k), sink_buf(layout.v)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.kv, self.sk, self.sv) if t is not None)
+        return sum(t.nbytes for t in (self.raw, self.scale, self.sk, self.sv) if t is not None)
 
     def write(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store entries (batch, n, values) at `slots` (n,), a device tensor (graph-safe)."""
-        self.write_kv(slots, torch.cat([k.to(self.kv.dtype), v.to(self.kv.dtype)], dim=-1))
+        dt = torch.float32 if self.quant else self.kv.dtype
+        self.write_kv(slots, torch.cat([k.to(dt), v.to(dt)], dim=-1))
 
     def write_kv(self, slots: torch.Tensor, kv: torch.Tensor) -> None:
         """Store entries (batch, n, k values | v values) at `slots` (n,)."""
-        self.kv.index_copy_(1, slots, kv.to(self.kv.dtype))
+        if self.quant is None:
+            self.kv.index_copy_(1, slots, kv.to(self.kv.dtype))
+            return
+        qz, sc = self.quantize(kv, self.quant, self.nk)
+        self.raw.index_copy_(1, slots, qz.view(self.raw.dtype))
+        if sc is not None:
+            self.scale.index_copy_(1, slots, sc)
+
+    def read(self, dtype: torch.dtype, a: int = 0, e: int | None = None):
+        """K and V entries of slots a..e in a compute dtype: views of the buffers for a
+        plain cache, a dequantized copy of just those slots for a one-byte one."""
+        k, v = self.k[:, a:e], self.v[:, a:e]
+        if self.quant is None:
+            return k, v
+        sc = self.scale[:, a:e] if self.scale is not None else None
+        return (dequantize(k, None if sc is None else sc[..., :1], dtype),
+                dequantize(v, None if sc is None else sc[..., 1:], dtype))
+
+    def rows(self, slots: torch.Tensor, dtype: torch.dtype):
+        """K and V entries at per-sequence slots (batch, n), in a compute dtype."""
+        take = lambda t: t.gather(1, slots[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+        k, v = take(self.raw[..., :self.nk]), take(self.raw[..., self.nk:])
+        if self.quant is None:
+            return k, v
+        k, v = k.view(self.kv.dtype), v.view(self.kv.dtype)
+        sc = take(self.scale) if self.scale is not None else None
+        return (dequantize(k, None if sc is None else sc[..., :1], dtype),
+                dequantize(v, None if sc is None else sc[..., 1:], dtype))
 
 
 class KVCache:

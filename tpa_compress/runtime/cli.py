@@ -30,7 +30,7 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
     read without loading the model; None for anything else."""
     import json
 
-    from .cache import TORCH_CACHE_DTYPES
+    from .cache import CACHE_DTYPE_NAMES
     cfg = Path(model) / "config.json" if model else None
     if cfg is None or not cfg.is_file():
         return None
@@ -38,10 +38,9 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
         recorded = (json.loads(cfg.read_text()).get("tpa") or {}).get("cache_dtype")
     except (ValueError, AttributeError):
         return None  # the loader reports a broken config.json properly
-    if recorded is not None and recorded not in TORCH_CACHE_DTYPES:
-        raise TPAError(f"{model}: converted for a {recorded} KV cache, which the runtime cannot store "
-                       f"yet (valid: {', '.join(TORCH_CACHE_DTYPES)}); pass --cache-dtype bf16 to run "
-                       f"it with a larger cache")
+    if recorded is not None and recorded not in CACHE_DTYPE_NAMES:
+        raise TPAError(f"{cfg}: tpa.cache_dtype {recorded!r} is not a KV cache dtype the runtime "
+                       f"stores (valid: {', '.join(CACHE_DTYPE_NAMES)}); pass --cache-dtype to choose one")
     return recorded
 
 
@@ -61,7 +60,7 @@ def generate_cmd(
                               "CPU), float32, bfloat16, float16."),
     cache_dtype: str = typer.Option("auto", "--cache-dtype", help="KV cache dtype: auto (what a "
                                     "converted folder records, else bf16 on CUDA and the weights' dtype "
-                                    "on CPU), fp32, bf16, fp16."),
+                                    "on CPU), fp32, bf16, fp16, fp8 (e4m3), int8 (per-token scales)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
 ):
     """Generate text with the static factorized KV cache (CUDA graph decode on GPU).
@@ -74,20 +73,20 @@ def generate_cmd(
 
     from ..cli import open_model, require_tokenizer, resolve_device, torch_dtype
     from . import Runner, SamplingParams
-    from .cache import TORCH_CACHE_DTYPES
+    from .cache import CACHE_DTYPE_NAMES
 
     console, stdout = Console(stderr=True), Console(highlight=False)
     if max_new_tokens < 1:
         raise TPAError(f"--max-new-tokens {max_new_tokens} is not valid; it must be at least 1")
-    if cache_dtype != "auto" and cache_dtype not in TORCH_CACHE_DTYPES:
-        raise TPAError(f"--cache-dtype {cache_dtype!r} is not valid; valid: auto, {', '.join(TORCH_CACHE_DTYPES)}")
+    if cache_dtype != "auto" and cache_dtype not in CACHE_DTYPE_NAMES:
+        raise TPAError(f"--cache-dtype {cache_dtype!r} is not valid; valid: auto, {', '.join(CACHE_DTYPE_NAMES)}")
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
     texts = read_prompts(prompt, prompt_file)
     dev = resolve_device(device)
     if dtype == "auto":
         dtype = "bfloat16" if dev.startswith("cuda") else "float32"
     torch_dtype(dtype)
-    if cache_dtype == "auto":  # before loading: a dtype we cannot store fails at once
+    if cache_dtype == "auto":  # before loading: a broken recording fails at once
         cache_dtype = recorded_cache_dtype(model) or "auto"
     ckpt, net = open_model(model, variant, dtype, dev)
     tok = require_tokenizer(ckpt)

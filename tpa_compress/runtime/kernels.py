@@ -74,17 +74,26 @@ if triton is not None:
         return m_new, l_i, acc
 
     @triton.jit
-    def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr,
+    def _dequant(x, sc_ptrs, tmask, dt: tl.constexpr, INT8: tl.constexpr):
+        """A tile of cache entries (keys, values) in the compute dtype; INT8: times the
+        per-key fp16 scales at sc_ptrs (keys,)."""
+        if INT8:
+            sc = tl.load(sc_ptrs, mask=tmask, other=0.0).to(tl.float32)
+            return (x.to(tl.float32) * sc[:, None]).to(dt)
+        return x.to(dt)
+
+    @triton.jit
+    def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr,
                         ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr,
                         m_ptr, l_ptr, acc_ptr,
                         T, CHUNK, KV, S, RK, RV, NS,
-                        sq_b, sq_h, skc_b, skc_t, svc_b, svc_t, sp_b, ss_b, ss_h, ss_j,
+                        sq_b, sq_h, skc_b, skc_t, svc_b, svc_t, sp_b, ss_b, ss_h, ss_j, ssc_b, ssc_t,
                         window, sink, eps, scale, rscale,
                         D: tl.constexpr, HALF: tl.constexpr, HALF_P: tl.constexpr, G: tl.constexpr, G_P: tl.constexpr,
                         RK_P: tl.constexpr, RV_P: tl.constexpr, NS_P: tl.constexpr,
                         BLOCK_T: tl.constexpr, DS: tl.constexpr, K_LATENT: tl.constexpr, V_LATENT: tl.constexpr,
                         HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
-                        PREC: tl.constexpr, FAST_TRIG: tl.constexpr):
+                        PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr):
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
@@ -99,7 +108,7 @@ if triton is not None:
             rk = tl.arange(0, RK_P)
             rkm = rk < RK
         else:
-            dt = kc_ptr.dtype.element_ty
+            dt = CDT
             q = tl.load(qrow + dd[None, :], mask=gmask[:, None], other=0.0).to(dt)
         if V_LATENT:
             rv = tl.arange(0, RV_P)
@@ -115,8 +124,9 @@ if triton is not None:
             tmask = t < T
             kp = tl.load(kpos_ptr + b * sp_b + t, mask=tmask, other=0)
             if K_LATENT:
-                z = tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + rk[None, :],
-                            mask=tmask[:, None] & rkm[None, :], other=0.0).to(dt)
+                z = _dequant(tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + rk[None, :],
+                                     mask=tmask[:, None] & rkm[None, :], other=0.0),
+                             sc_ptr + b * ssc_b + t * ssc_t, tmask, dt, INT8)
                 # K rebuilt DS rotation pairs at a time (bounded registers; U slices come
                 # from L1). The QK-norm is a per-key scalar times a weight applied before
                 # RoPE: the weight goes in here, the scalar on the finished score.
@@ -148,8 +158,9 @@ if triton is not None:
                 if HAS_NORM:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))[:, None]
             else:
-                k = tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + h * D + dd[None, :],
-                            mask=tmask[:, None], other=0.0).to(dt)
+                k = _dequant(tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + h * D + dd[None, :],
+                                     mask=tmask[:, None], other=0.0),
+                             sc_ptr + b * ssc_b + t * ssc_t, tmask, dt, INT8)
                 s = tl.dot(k, tl.trans(q), input_precision=PREC)
             d = qp - kp
             ok = tmask & (d >= 0) & ((kp >= 0) | (d == 0))
@@ -159,11 +170,13 @@ if triton is not None:
                 ok = ok & (d < window)
             s = tl.where(ok[:, None], s * scale, float("-inf"))        # (BLOCK_T, G_P)
             if V_LATENT:
-                v = tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + rv[None, :],
-                            mask=tmask[:, None] & rvm[None, :], other=0.0)
+                v = _dequant(tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + rv[None, :],
+                                     mask=tmask[:, None] & rvm[None, :], other=0.0),
+                             sc_ptr + b * ssc_b + t * ssc_t + 1, tmask, dt, INT8)
             else:
-                v = tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + h * D + dd[None, :],
-                            mask=tmask[:, None], other=0.0)
+                v = _dequant(tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + h * D + dd[None, :],
+                                     mask=tmask[:, None], other=0.0),
+                             sc_ptr + b * ssc_b + t * ssc_t + 1, tmask, dt, INT8)
             m_i, l_i, acc = _softmax_step(s, v, m_i, l_i, acc, PREC)
         if V_LATENT:  # sum_t p_t (U z_t + b) = U (sum_t p_t z_t) + b * sum_t p_t
             vu = tl.load(vu_ptr + (h * D + dd[None, :]) * RV + rv[:, None], mask=rvm[:, None], other=0.0)
@@ -215,17 +228,22 @@ if triton is not None:
         tl.store(out_ptr + pid * D + dd, (num / tl.sum(den, 0)).to(out_ptr.dtype.element_ty))
 
 
+_TL_DTYPES = ({torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+              if triton is not None else {})
+
+
 def _p2(n: int, least: int = 16) -> int:
     return max(least, 1 << (n - 1).bit_length())
 
 
 def supports(attn, lay, cache_dtype: torch.dtype) -> bool:
     """Layouts the kernel serves: K and V each `full` or `latent`, a power-of-two head dim,
-    and a latent K cached in its up-projection's dtype."""
+    and a latent K cached in its up-projection's dtype or in one byte."""
     d = attn.head_dim
     return (available() and lay.k.kind in ("full", "latent") and lay.v.kind in ("full", "latent")
             and d >= 16 and d & (d - 1) == 0
-            and (lay.k.kind == "full" or cache_dtype == attn.k_proj.up.weight.dtype))
+            and (lay.k.kind == "full" or cache_dtype in (attn.k_proj.up.weight.dtype, torch.int8,
+                                                         torch.float8_e4m3fn)))
 
 
 class DecodeAttention:
@@ -277,10 +295,11 @@ class DecodeAttention:
         chunk = triton.cdiv(blocks, n) * self.block_t
         return chunk, triton.cdiv(t, chunk)
 
-    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None):
+    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None):
         """q (B, H, 1, D) attention-ready; kc/vc (B, T, values) the cache's K and V
-        entries; k_pos (B, T) int32; q_pos (B, 1); sink: exact (ks, vs), each
-        (B, kv, n, D), or None. Returns (B, 1, H*D) in q's dtype."""
+        entries (fp8 and int8 are dequantized on load); k_pos (B, T) int32; q_pos (B, 1);
+        sink: exact (ks, vs), each (B, kv, n, D), or None; scale: an int8 cache's
+        (B, T, 2) fp16 scales (K, V). Returns (B, 1, H*D) in q's dtype."""
         b, t = kc.shape[0], kc.shape[1]
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
@@ -297,17 +316,24 @@ class DecodeAttention:
             ks, vs = sink
             assert ks.stride() == vs.stride() and ks.stride(3) == 1
             ns, sstr = ks.shape[2], ks.stride()[:3]
-        ieee = q.dtype == torch.float32 and kc.dtype == torch.float32
+        ieee = q.dtype == torch.float32 and kc.dtype in (torch.float32, torch.int8, torch.float8_e4m3fn)
+        int8 = kc.dtype == torch.int8
+        assert int8 == (scale is not None)
+        sc = scale if int8 else m
+        # full K: what the dots take. fp8 e4m3 converts exactly and cheaply (packed cvt)
+        # to fp16, so 16-bit queries meet it there
+        cdt = _TL_DTYPES.get(kc.dtype) or (
+            tl.float16 if kc.dtype == torch.float8_e4m3fn and q.dtype != torch.float32 else _TL_DTYPES[q.dtype])
         self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
-            q, kc, vc, k_pos, qp, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
+            q, kc, vc, k_pos, qp, sc, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
             m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
-            k_pos.stride(0), *sstr, self.window or 0, self.sink, self.eps, self.scale, self.rscale,
+            k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
             D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
             RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)),
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
-            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, num_warps=self.num_warps,
+            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, 64)

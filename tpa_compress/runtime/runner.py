@@ -23,7 +23,7 @@ from ..models.common import rope_cos_sin
 from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
                         new_entries, new_entries_fused, sdpa_decode, sink_of, tile_update)
 from . import kernels
-from .cache import DTYPE_NAMES, KVCache
+from .cache import DTYPE_NAMES, KVCache, quantize
 from .sampling import SamplingParams, sample
 
 
@@ -150,6 +150,10 @@ class Runner:
         self.direct = torch.compile(direct_decode, dynamic=False)
         self.rope_fn = torch.compile(rope_cos_sin, dynamic=False)
         self.bias_fn = torch.compile(_mask_bias, dynamic=False)
+        quant = torch.compile(quantize, dynamic=False)
+        for lc in self.cache.layers:
+            if lc.quant:
+                lc.quantize = quant
 
     def fuse_weights(self):
         """Q/K/V (or their encoders) as one matmul, the MLP's gate and up as another: a
@@ -280,15 +284,12 @@ class Runner:
         component stored full, its slots of positions 0..S-1 (a ring may have reused a
         slot only once that position left the window, where the mask hides it)."""
         b, n = self.batch, lc.sink
-        slots = None
-        if lc.sk is None or lc.sv is None:
+        ks, vs = lc.sk, lc.sv
+        if ks is None or vs is None:
             slots = (self.pad[:, None] + torch.arange(n, device=self.device)) % lc.capacity
-
-        def get(buf, main):
-            if buf is None:
-                buf = main.gather(1, slots[..., None].expand(-1, -1, main.shape[-1]))
-            return buf.view(b, n, attn.n_kv, attn.head_dim).transpose(1, 2)
-        return get(lc.sk, lc.k), get(lc.sv, lc.v)
+            kf, vf = lc.rows(slots, self.dtype)
+            ks, vs = kf if ks is None else ks, vf if vs is None else vs
+        return tuple(t.view(b, n, attn.n_kv, attn.head_dim).transpose(1, 2) for t in (ks, vs))
 
     def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False):
         """Attention output before o_proj, (B, 1, H*D)."""
@@ -305,17 +306,17 @@ class Runner:
                 self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
             sink = self._sink_tile(attn, lc)
         if i in self.kernels:
-            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink)
+            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale)
         if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
-            o = sdpa_decode(attn, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
+            o = sdpa_decode(attn, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
         elif lay.k.kind == "full" and sink is None:
-            return self.direct(attn, lay, q, lc.k, lc.v, masks[(lc.capacity, lay.window)])
+            return self.direct(attn, lay, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
         else:
             pos = self.cache.positions[lc.capacity]
             # no rebuild for a full K: one tile spans the cache
             step = lc.capacity if lay.k.kind == "full" else self.tile
-            tiles = [(lc.k[:, a:a + step], lc.v[:, a:a + step], pos[:, a:a + step])
-                     for a in range(0, lc.capacity, step)]
+            tiles = ((*lc.read(self.dtype, a, a + step), pos[:, a:a + step])  # one-byte caches:
+                     for a in range(0, lc.capacity, step))                    # dequantized per tile
             o = attend_tiles(attn, lay, q, q_pos, tiles, self.update, sink=sink)
         return o.transpose(1, 2).reshape(x.shape[0], 1, -1)
 
