@@ -149,10 +149,13 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             raise TPAError(f"{src}: too little text for {cal.tokens} calibration + "
                            f"{cal.heldout_tokens} held-out tokens")
         fit_w, held_w = win[: win.shape[0] - n_held], win[win.shape[0] - n_held:]
-        log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {cal.seq_len}), "
-            f"{held_w.numel()} held-out")
-        stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=converted,
-                              skip=recipe.sink_tokens)
+        if needs_stats:
+            log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {cal.seq_len}), "
+                f"{held_w.numel()} held-out")
+            stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=converted,
+                                  skip=recipe.sink_tokens)
+        else:  # nothing is fitted (identity): the held-out rows only measure the errors
+            log(f"no method fits statistics; {held_w.numel()} held-out tokens measure the errors")
         if n_held:  # held-out rows only serve the error measurement: no moments
             heldout = collect_stats(model, held_w, sample_rows=2048, layers=converted, moments=False,
                                     skip=recipe.sink_tokens)
