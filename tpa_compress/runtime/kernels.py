@@ -93,7 +93,8 @@ if triton is not None:
                         RK_P: tl.constexpr, RV_P: tl.constexpr, NS_P: tl.constexpr,
                         BLOCK_T: tl.constexpr, DS: tl.constexpr, K_LATENT: tl.constexpr, V_LATENT: tl.constexpr,
                         HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
-                        PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr):
+                        PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr,
+                        SCORE_FMA: tl.constexpr):
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
@@ -150,11 +151,21 @@ if triton is not None:
                         k2 = k2 * tl.load(nw_ptr + HALF + dj, mask=hm, other=0.0)[None, :]
                     c, sn = _cos_sin(apos[:, None] * tl.load(invf_ptr + dj, mask=hm, other=0.0)[None, :],
                                      FAST_TRIG)
-                    qm = gmask[:, None] & hm[None, :]
-                    q1 = tl.load(qrow + dj[None, :], mask=qm, other=0.0).to(dt)
-                    q2 = tl.load(qrow + HALF + dj[None, :], mask=qm, other=0.0).to(dt)
-                    s += tl.dot((k1 * c - k2 * sn).to(dt), tl.trans(q1), input_precision=PREC)
-                    s += tl.dot((k2 * c + k1 * sn).to(dt), tl.trans(q2), input_precision=PREC)
+                    r1 = k1 * c - k2 * sn
+                    r2 = k2 * c + k1 * sn
+                    if SCORE_FMA:  # multiply-reduce per query head: no operands via shared memory
+                        for g in tl.static_range(G):
+                            qg = q_ptr + b * sq_b + (h * G + g) * sq_h
+                            q1g = tl.load(qg + dj, mask=hm, other=0.0).to(tl.float32)
+                            q2g = tl.load(qg + HALF + dj, mask=hm, other=0.0).to(tl.float32)
+                            sg = tl.sum(r1 * q1g[None, :] + r2 * q2g[None, :], 1)
+                            s += tl.where(gg[None, :] == g, sg[:, None], 0.0)
+                    else:
+                        qm = gmask[:, None] & hm[None, :]
+                        q1 = tl.load(qrow + dj[None, :], mask=qm, other=0.0).to(dt)
+                        q2 = tl.load(qrow + HALF + dj[None, :], mask=qm, other=0.0).to(dt)
+                        s += tl.dot(r1.to(dt), tl.trans(q1), input_precision=PREC)
+                        s += tl.dot(r2.to(dt), tl.trans(q2), input_precision=PREC)
                 if HAS_NORM:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))[:, None]
             else:
@@ -255,7 +266,7 @@ class DecodeAttention:
 
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
-                 ds: int = 64):
+                 ds: int = 64, score_fma: bool = False):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -263,6 +274,9 @@ class DecodeAttention:
         self.block_t, self.num_warps, self.per_sm, self.num_stages = block_t, num_warps, per_sm, num_stages
         self.combine_block = 128  # chunk states the combine step loads at once
         self.ds = ds  # rotation pairs of a latent K rebuilt at a time
+        # latent K scores by multiply-reduce per query head instead of small dots (an
+        # experiment: the dots' operands pass through shared memory; not yet timed)
+        self.score_fma = score_fma
         self.fast_trig = (not INTERPRET) if fast_trig is None else fast_trig
         dev = attn.q_proj.weight.device
         none = torch.zeros(1, device=dev)
@@ -333,7 +347,7 @@ class DecodeAttention:
             RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)),
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
-            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, num_warps=self.num_warps,
+            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, SCORE_FMA=self.score_fma, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, 64)
