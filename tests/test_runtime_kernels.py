@@ -46,7 +46,14 @@ def test_kernel_latent_k_scores_by_fma(family, layer, sink, dtype):
     kernel_vs_tiles(family, layer, sink, "latent", "latent", dtype, score_fma=True)
 
 
-def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, score_fma=False):
+@pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
+@pytest.mark.parametrize("kk", ["latent", "full"])
+@pytest.mark.parametrize("family,layer,sink", [("gemma3", 5, 1), ("gemma3", 0, 2), ("llama", 3, 0)])
+def test_kernel_latent_v_combined_in_latent_space(family, layer, sink, kk, dtype):
+    kernel_vs_tiles(family, layer, sink, kk, "latent", dtype, latent_combine=True)
+
+
+def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, score_fma=False, latent_combine=False):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine)."""
@@ -81,7 +88,8 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, score_fma=Fa
     tile = None
     if sink:
         tile = tuple(torch.randn(b, 2, sink, 64, generator=g).to(DEVICE, dtype) for _ in range(2))
-    kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, score_fma=score_fma)
+    kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, score_fma=score_fma,
+                                   latent_combine=latent_combine)
     kern.n_sm = 16  # several chunks per (sequence, head) even here,
     kern.combine_block = 2  # merged over several blocks of chunk states
     assert kern.chunks(b, t)[1] > 2

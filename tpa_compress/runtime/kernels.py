@@ -83,7 +83,7 @@ if triton is not None:
         return x.to(dt)
 
     @triton.jit
-    def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr,
+    def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr, sm_ptr, sl_ptr, sa_ptr,
                         ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr,
                         m_ptr, l_ptr, acc_ptr,
                         T, CHUNK, KV, S, RK, RV, NS,
@@ -94,7 +94,7 @@ if triton is not None:
                         BLOCK_T: tl.constexpr, DS: tl.constexpr, K_LATENT: tl.constexpr, V_LATENT: tl.constexpr,
                         HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
                         PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr,
-                        SCORE_FMA: tl.constexpr):
+                        SCORE_FMA: tl.constexpr, LATENT_COMBINE: tl.constexpr):
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
@@ -189,7 +189,7 @@ if triton is not None:
                                      mask=tmask[:, None], other=0.0),
                              sc_ptr + b * ssc_b + t * ssc_t + 1, tmask, dt, INT8)
             m_i, l_i, acc = _softmax_step(s, v, m_i, l_i, acc, PREC)
-        if V_LATENT:  # sum_t p_t (U z_t + b) = U (sum_t p_t z_t) + b * sum_t p_t
+        if V_LATENT and not LATENT_COMBINE:  # sum_t p_t (U z_t + b) = U (sum_t p_t z_t) + b * sum_t p_t
             vu = tl.load(vu_ptr + (h * D + dd[None, :]) * RV + rv[:, None], mask=rvm[:, None], other=0.0)
             acc = tl.dot(acc, vu.to(tl.float32), input_precision=PREC) + \
                 l_i[:, None] * tl.load(vb_ptr + h * D + dd).to(tl.float32)[None, :]
@@ -205,15 +205,30 @@ if triton is not None:
                     okj = okj & (qp - j < window)
                 ss = tl.where(okj[:, None], ss, float("-inf"))
                 vs = tl.load(sv_ptr + srow, mask=j[:, None] < NS, other=0.0)
-                m_i, l_i, acc = _softmax_step(ss, vs, m_i, l_i, acc, PREC)
+                if V_LATENT and LATENT_COMBINE:  # a state of its own, in the head dim
+                    m_s, l_s, acc_s = _softmax_step(ss, vs, tl.full([G_P], float("-inf"), dtype=tl.float32),
+                                                    tl.zeros([G_P], dtype=tl.float32),
+                                                    tl.zeros([G_P, D], dtype=tl.float32), PREC)
+                    srow_o = pid_bh * G + gg
+                    tl.store(sm_ptr + srow_o, m_s, mask=gmask)
+                    tl.store(sl_ptr + srow_o, l_s, mask=gmask)
+                    tl.store(sa_ptr + srow_o[:, None] * D + dd[None, :], acc_s, mask=gmask[:, None])
+                else:
+                    m_i, l_i, acc = _softmax_step(ss, vs, m_i, l_i, acc, PREC)
         row = (pid_bh * S + pid_s) * G + gg
         tl.store(m_ptr + row, m_i, mask=gmask)
         tl.store(l_ptr + row, l_i, mask=gmask)
-        tl.store(acc_ptr + row[:, None] * D + dd[None, :], acc, mask=gmask[:, None])
+        if V_LATENT and LATENT_COMBINE:  # the latent mixture; the combine up-projects once
+            tl.store(acc_ptr + row[:, None] * RV + rv[None, :], acc, mask=gmask[:, None] & rvm[None, :])
+        else:
+            tl.store(acc_ptr + row[:, None] * D + dd[None, :], acc, mask=gmask[:, None])
 
     @triton.jit
-    def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, S, G,
-                        D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV, RV,
+                        D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
+                        LATENT: tl.constexpr, RV_P: tl.constexpr, HAS_SINK: tl.constexpr):
+        """LATENT: the chunk states hold latent mixtures (RV wide); they are merged, then
+        up-projected once, and the sink tile's own state (head dim) joins here."""
         pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
@@ -224,19 +239,40 @@ if triton is not None:
             s = s0 + tl.arange(0, S_BLK)
             mv = tl.maximum(mv, tl.load(m_ptr + base + s * G, mask=s < S, other=float("-inf")))
         mx = tl.max(mv, 0)
+        if HAS_SINK:
+            ms = tl.load(sm_ptr + pid)
+            mx = tl.maximum(mx, ms)
         mx = tl.where(mx == float("-inf"), 0.0, mx)
         dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         den = tl.zeros([S_BLK], dtype=tl.float32)
-        num = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if LATENT:
+            rv = tl.arange(0, RV_P)
+            numl = tl.zeros([RV_P], dtype=tl.float32)
+        else:
+            num = tl.zeros([BLOCK_D], dtype=tl.float32)
         for s0 in range(0, S, S_BLK):
             s = s0 + tl.arange(0, S_BLK)
             smask = s < S
             w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
             den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
-            a = tl.load(acc_ptr + (base + s[:, None] * G) * D + dd[None, :], mask=smask[:, None], other=0.0)
-            num += tl.sum(a * w[:, None], 0)
+            if LATENT:
+                a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + rv[None, :],
+                            mask=smask[:, None] & (rv[None, :] < RV), other=0.0)
+                numl += tl.sum(a * w[:, None], 0)
+            else:
+                a = tl.load(acc_ptr + (base + s[:, None] * G) * D + dd[None, :], mask=smask[:, None], other=0.0)
+                num += tl.sum(a * w[:, None], 0)
+        total = tl.sum(den, 0)
+        if LATENT:  # U (sum of the weighted mixtures) + b * (their probability mass)
+            h = bh % KV
+            vu = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + rv[None, :], mask=rv[None, :] < RV, other=0.0)
+            num = tl.sum(vu.to(tl.float32) * numl[None, :], 1) + tl.load(vb_ptr + h * D + dd) * total
+        if HAS_SINK:
+            ws = tl.exp(ms - mx)
+            total += ws * tl.load(sl_ptr + pid)
+            num += ws * tl.load(sa_ptr + pid * D + dd)
         # output row (B, H*D): query head h*G + g of sequence b is row pid
-        tl.store(out_ptr + pid * D + dd, (num / tl.sum(den, 0)).to(out_ptr.dtype.element_ty))
+        tl.store(out_ptr + pid * D + dd, (num / total).to(out_ptr.dtype.element_ty))
 
 
 _TL_DTYPES = ({torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
@@ -266,7 +302,7 @@ class DecodeAttention:
 
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
-                 ds: int = 64, score_fma: bool = False):
+                 ds: int = 64, score_fma: bool = False, latent_combine: bool = False):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -277,6 +313,9 @@ class DecodeAttention:
         # latent K scores by multiply-reduce per query head instead of small dots (an
         # experiment: the dots' operands pass through shared memory; not yet timed)
         self.score_fma = score_fma
+        # a latent V: merge the chunks' latent mixtures and up-project once in the combine
+        # (instead of per chunk; fewer registers in the partial kernel); not yet timed
+        self.latent_combine = latent_combine
         self.fast_trig = (not INTERPRET) if fast_trig is None else fast_trig
         dev = attn.q_proj.weight.device
         none = torch.zeros(1, device=dev)
@@ -319,9 +358,10 @@ class DecodeAttention:
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
         chunk, n = self.chunks(b, t)
         dev = q.device
+        latent = self.v_latent and self.latent_combine
         m = torch.empty(b, self.kv, n, self.g, device=dev)
         l = torch.empty_like(m)
-        acc = torch.empty(b, self.kv, n, self.g, d, device=dev)
+        acc = torch.empty(b, self.kv, n, self.g, self.rv if latent else d, device=dev)
         qp = q_pos.reshape(b)
         if sink is None:  # pointers the kernel never reads
             ks = vs = m
@@ -330,6 +370,10 @@ class DecodeAttention:
             ks, vs = sink
             assert ks.stride() == vs.stride() and ks.stride(3) == 1
             ns, sstr = ks.shape[2], ks.stride()[:3]
+        sink_c = latent and sink is not None  # the sink state goes to the combine
+        sm = torch.empty(b, self.kv, self.g, device=dev) if sink_c else m
+        sl = torch.empty_like(sm) if sink_c else m
+        sa = torch.empty(b, self.kv, self.g, d, device=dev) if sink_c else m
         ieee = q.dtype == torch.float32 and kc.dtype in (torch.float32, torch.int8, torch.float8_e4m3fn)
         int8 = kc.dtype == torch.int8
         assert int8 == (scale is not None)
@@ -339,7 +383,7 @@ class DecodeAttention:
         cdt = _TL_DTYPES.get(kc.dtype) or (
             tl.float16 if kc.dtype == torch.float8_e4m3fn and q.dtype != torch.float32 else _TL_DTYPES[q.dtype])
         self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
-            q, kc, vc, k_pos, qp, sc, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
+            q, kc, vc, k_pos, qp, sc, sm, sl, sa, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
             m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
             k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
@@ -347,10 +391,11 @@ class DecodeAttention:
             RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)),
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
-            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, SCORE_FMA=self.score_fma, num_warps=self.num_warps,
+            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, SCORE_FMA=self.score_fma, LATENT_COMBINE=latent, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, 64)
-        _decode_combine[(b * h, d // bd)](m, l, acc, out, n, self.g, D=d,
-                                          S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd, num_warps=4)
+        _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
+                                          self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
+                                          LATENT=latent, RV_P=_p2(self.rv), HAS_SINK=sink_c, num_warps=4)
         return out.view(b, 1, h * d)
