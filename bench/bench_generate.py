@@ -64,15 +64,15 @@ def prompts_for(cfg, batch, length, seed=1):
     return torch.randint(3, cfg.vocab_size, (batch, length), generator=g).tolist()
 
 
-def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16"):
+def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None):
     model = random_model(cfg, layout)
-    r = Runner(model, batch, context, cache_dtype=cache_dtype)
+    r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options)
     prompts = prompts_for(cfg, batch, context - new)
     r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
     res = r.generate(prompts, new, stop_at_eos=False)
     ms = 1e3 * res.decode_s / res.decode_steps
     moved = step_bytes(model, r.layouts, context, batch)
-    out = dict(runner="ours", layout=layout, cache_dtype=cache_dtype, tok_s=res.decode_tok_s, ms_per_step=ms,
+    out = dict(runner="ours", layout=layout, cache_dtype=cache_dtype, kernel_options=kernel_options, tok_s=res.decode_tok_s, ms_per_step=ms,
                prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
                predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
@@ -173,6 +173,8 @@ def main():
     ap.add_argument("--layouts", default="original,converted")
     ap.add_argument("--hf-impls", default="dynamic,static")
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
+    ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
+                    "e.g. score_fma=1,latent_combine=1 (experiments)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -194,6 +196,8 @@ def main():
             traceback.print_exc()
         print("gpu check", doc["gpu_check"], flush=True)
 
+    kopts = {k: bool(int(v)) for k, v in (o.split("=") for o in a.kernel_options.split(",") if o)}
+
     def save():
         Path(a.out).write_text(json.dumps(doc, indent=1))
 
@@ -209,7 +213,8 @@ def main():
                     row = dict(model=name, batch=batch, context=ctx)
                     t = time.time()
                     try:
-                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1]) if kind == "ours"
+                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts)
+                                   if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:
                         row.update(runner=kind, layout=what, error="OOM")

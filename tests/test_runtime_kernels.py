@@ -117,3 +117,14 @@ def test_kernel_decode_path_equals_reference(family, kind, sink):
     r = runner_for(model, prompts, 10, fused=True)
     assert sorted(r.kernels) == list(range(6))  # every layer takes the kernel path
     check_steps(model, prompts, 10, r)
+
+
+@pytest.mark.parametrize("family,kind,sink", [("gemma3", "latent_kv", 2), ("llama", "latent_kv", 1)])
+def test_kernel_decode_path_with_experimental_options(family, kind, sink):
+    """score_fma + latent_combine through the runner (a 1-token prompt: position 0 sees
+    only the sink)."""
+    model = sink_model(family, kind, sink)
+    prompts = prompts_of([13, 1, 20])
+    r = runner_for(model, prompts, 10, fused=True, kernel_options=dict(score_fma=True, latent_combine=True))
+    assert all(k.score_fma and k.latent_combine for k in r.kernels.values())
+    check_steps(model, prompts, 10, r)

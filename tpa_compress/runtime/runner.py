@@ -88,7 +88,8 @@ def _eager():
 class Runner:
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
-                 tile: int | None = None, query_tile: int = 512, fused: bool | None = None):
+                 tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
+                 kernel_options: dict | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -131,7 +132,8 @@ class Runner:
         if (cuda and kernels.available()) if fused is None else fused:
             for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
                 if kernels.supports(blk.self_attn, lay, lc.kv.dtype):
-                    self.kernels[i] = kernels.DecodeAttention(blk.self_attn, lay, sink_of(lay))
+                    self.kernels[i] = kernels.DecodeAttention(blk.self_attn, lay, sink_of(lay),
+                                                              **(kernel_options or {}))
         if (cuda if compile is None else compile):
             self._compile()
 
