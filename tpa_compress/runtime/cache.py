@@ -111,21 +111,21 @@ class LayerCache:
     def read(self, dtype: torch.dtype, a: int = 0, e: int | None = None):
         """K and V entries of slots a..e in a compute dtype: views of the buffers for a
         plain cache, a dequantized copy of just those slots for a one-byte one."""
-        k, v = self.k[:, a:e], self.v[:, a:e]
-        if self.quant is None:
-            return k, v
         sc = self.scale[:, a:e] if self.scale is not None else None
-        return (dequantize(k, None if sc is None else sc[..., :1], dtype),
-                dequantize(v, None if sc is None else sc[..., 1:], dtype))
+        return self._compute(self.k[:, a:e], self.v[:, a:e], sc, dtype)
 
     def rows(self, slots: torch.Tensor, dtype: torch.dtype):
         """K and V entries at per-sequence slots (batch, n), in a compute dtype."""
         take = lambda t: t.gather(1, slots[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
-        k, v = take(self.raw[..., :self.nk]), take(self.raw[..., self.nk:])
+        k, v = (take(self.raw[..., :self.nk]).view(self.kv.dtype),
+                take(self.raw[..., self.nk:]).view(self.kv.dtype))
+        return self._compute(k, v, take(self.scale) if self.scale is not None else None, dtype)
+
+    def _compute(self, k, v, sc, dtype):
+        """Stored K, V entries (+ their int8 scales) -> the compute dtype (as they are
+        for a plain cache)."""
         if self.quant is None:
             return k, v
-        k, v = k.view(self.kv.dtype), v.view(self.kv.dtype)
-        sc = take(self.scale) if self.scale is not None else None
         return (dequantize(k, None if sc is None else sc[..., :1], dtype),
                 dequantize(v, None if sc is None else sc[..., 1:], dtype))
 
