@@ -28,23 +28,12 @@ from tpa_compress.data import default_eval_files, read_texts  # noqa: E402
 from tpa_compress.evaluate.perplexity import make_windows, window_nll  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
 from tpa_compress.models import build_model  # noqa: E402
-from tpa_compress.runtime import Runner, SamplingParams  # noqa: E402
+from tpa_compress.evaluate.cached import forced_steps  # noqa: E402
 
 
 def forced_logprobs(model, windows: torch.Tensor, prefix: int, cache_dtype: str) -> torch.Tensor:
-    """(B, L - prefix, vocab) log-probs of positions prefix..L-1 given the true tokens,
-    the first from prefill, the rest from decode steps that read the cache."""
-    b, n = windows.shape
-    r = Runner(model, b, n, cache_dtype=cache_dtype)
-    r.eos = -1  # no EOS forcing: every step's logits are the model's
-    p = SamplingParams()
-    r.prepare(p)
-    out = [r.prefill(windows[:, :prefix].tolist(), p).float().log_softmax(-1)]
-    for j in range(prefix, n - 1):
-        r.tok.copy_(windows[:, j])  # teacher forcing: the true token, not the sampled one
-        r.step(p)
-        out.append(r.last_logits.float().log_softmax(-1))
-    return torch.stack(out, 1)
+    """(B, L - prefix, vocab) log-probs of positions prefix..L-1 given the true tokens."""
+    return torch.stack([lp for _, lp in forced_steps(model, windows, cache_dtype, prefix)], 1)
 
 
 def main():

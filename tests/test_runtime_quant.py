@@ -117,3 +117,27 @@ def test_one_byte_cache_kernel_path(kind, name, monkeypatch):
     got, r = step_logits(Runner(model, 3, 26, cache_dtype=name), prompts, 6)
     assert len(r.kernels) == model.cfg.num_layers
     assert (got - want).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["original", "latent_kv"])
+def test_perplexity_through_the_cache(kind):
+    """eval --cache-dtype: an fp32 cache scores exactly what the no-cache forward does;
+    a one-byte cache scores a little differently."""
+    from tpa_compress.evaluate.cached import cached_perplexity
+    from tpa_compress.evaluate.perplexity import perplexity
+    _, model = tiny_model("gemma3")
+    install(model, range(model.cfg.num_layers), *LAYOUTS[kind])
+    windows = torch.tensor(prompts_of([24, 24, 24], seed=2))  # window 8 < 24: the ring wraps
+    ref = perplexity(model, windows, bos=False)
+    got = cached_perplexity(model, windows, False, "fp32")
+    assert got.tokens == ref.tokens == 3 * 23
+    assert abs(got.nll - ref.nll) < 1e-5
+    q = cached_perplexity(model, windows, False, "int8")
+    assert 0 < abs(q.nll - ref.nll) < 0.02 * ref.nll
+
+
+def test_eval_cache_dtype_is_checked(monkeypatch, capsys):
+    from test_bad_input import assert_one_line_error
+    from test_generate_cli import run
+    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int4")
+    assert_one_line_error(code, err, "--cache-dtype 'int4'", "valid: fp32, bf16, fp16, fp8, int8")

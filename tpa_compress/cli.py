@@ -86,14 +86,21 @@ def eval_cmd(
     dtype: str = typer.Option("float32", "--dtype"),
     device: str = typer.Option("cpu", "--device"),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="Score through the KV cache "
+                                              "stored in this dtype (fp32, bf16, fp16, fp8, int8): the "
+                                              "windows are decoded token by token with teacher forcing, so "
+                                              "every prediction reads the cache. Default: the no-cache forward."),
 ):
     """Perplexity over non-overlapping windows of real text."""
     from .data import default_eval_files, read_texts
     from .evaluate.perplexity import check_window_args, make_windows, perplexity
+    from .runtime.cache import CACHE_DTYPE_NAMES
 
     check_window_args(seq_len, max_windows)
     if bos not in ("auto", "yes", "no"):
         raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
+    if cache_dtype is not None and cache_dtype not in CACHE_DTYPE_NAMES:
+        raise TPAError(f"--cache-dtype {cache_dtype!r} is not valid; valid: {', '.join(CACHE_DTYPE_NAMES)}")
     files = list(data) if data else default_eval_files()
     text = read_texts(files)
     dev = resolve_device(device)
@@ -105,11 +112,17 @@ def eval_cmd(
                            max_windows, source=", ".join(map(str, files)))
     t = time.time()
     with progress_bar("perplexity") as bar:
-        task = bar.add_task("perplexity", total=windows.shape[0], info="")
-        res = perplexity(net, windows, use_bos, device=dev,
-                         progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
+        if cache_dtype is None:
+            task = bar.add_task("perplexity", total=windows.shape[0], info="")
+            res = perplexity(net, windows, use_bos, device=dev,
+                             progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
+        else:  # all windows as one batch, one decode step per position
+            from .evaluate.cached import cached_perplexity
+            task = bar.add_task(f"through a {cache_dtype} cache", total=windows.shape[1] - 1, info="")
+            res = cached_perplexity(net, windows, use_bos, cache_dtype,
+                                    progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
     elapsed = time.time() - t
-    table = Table(title="perplexity")
+    table = Table(title="perplexity" + (f" through a {cache_dtype} KV cache" if cache_dtype else ""))
     for c in ("model", "windows", "tokens", "seq_len", "BOS", "NLL", "perplexity", "tok/s"):
         table.add_column(c)
     table.add_row(ckpt.config.name or ckpt.path, str(res.windows), str(res.tokens), str(seq_len),
@@ -118,7 +131,8 @@ def eval_cmd(
     out.print(table)
     if json_out:
         from .save import write_text_atomic
-        doc = {"model": ckpt.path, "data": [str(f) for f in files], "dtype": dtype, **res.to_dict()}
+        doc = {"model": ckpt.path, "data": [str(f) for f in files], "dtype": dtype,
+               "cache_dtype": cache_dtype, **res.to_dict()}
         write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
 
 
