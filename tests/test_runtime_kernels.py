@@ -17,7 +17,7 @@ from tpa_compress.models import build_model
 
 from tpa_compress.runtime import attention as A
 from tpa_compress.runtime import kernels
-from tpa_compress.runtime.cache import dequantize, quantize
+from tpa_compress.runtime.cache import dequantize_kv, quantize
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
 
@@ -95,8 +95,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, score_fma=Fa
     assert kern.chunks(b, t)[1] > 2
     got = kern(q, kc, vc, k_pos, q_pos, tile, scale)
     if quant:
-        kc = dequantize(kc, None if scale is None else scale[..., :1], dtype)
-        vc = dequantize(vc, None if scale is None else scale[..., 1:], dtype)
+        kc, vc = dequantize_kv(kc, vc, scale, dtype)
     ref_attn = attn if dtype == torch.float32 else attn.float()
     with torch.no_grad():
         ref = A.attend_tiles(ref_attn, lay, q.float(), q_pos, [(kc.float(), vc.float(), k_pos)],

@@ -15,7 +15,7 @@ from test_runtime_sink import DEVICE
 from tpa_compress.layout import cache_bytes
 from tpa_compress.runtime import Runner, SamplingParams, kernels
 from tpa_compress.runtime import cache as cache_mod
-from tpa_compress.runtime.cache import dequantize, quantize
+from tpa_compress.runtime.cache import dequantize, dequantize_kv, quantize
 
 QUANT = ["fp8", "int8"]
 
@@ -29,8 +29,7 @@ def test_quantize_round_trip(name):
     assert qz.dtype == (torch.int8 if name == "int8" else torch.float8_e4m3fn)
     if name == "int8":
         assert sc.shape == (3, 7, 2) and sc.dtype == torch.float16
-        back = torch.cat([dequantize(qz[..., :10], sc[..., :1], torch.float32),
-                          dequantize(qz[..., 10:], sc[..., 1:], torch.float32)], -1)
+        back = torch.cat(dequantize_kv(qz[..., :10], qz[..., 10:], sc, torch.float32), -1)
         step = torch.cat([sc[..., :1].float().expand(-1, -1, 10), sc[..., 1:].float().expand(-1, -1, 14)], -1)
         assert ((back - x).abs() <= step / 2 + 1e-12).all()
     else:
@@ -47,11 +46,7 @@ def fake_quant_runner(model, prompts, new, name, monkeypatch):
 
     def write_kv(self, slots, kv):
         qz, sc = quantize(kv, name, self.nk)
-        if sc is None:
-            kv = dequantize(qz, None, torch.float32)
-        else:
-            kv = torch.cat([dequantize(qz[..., :self.nk], sc[..., :1], torch.float32),
-                            dequantize(qz[..., self.nk:], sc[..., 1:], torch.float32)], -1)
+        kv = torch.cat(dequantize_kv(qz[..., :self.nk], qz[..., self.nk:], sc, torch.float32), -1)
         real(self, slots, kv)
     monkeypatch.setattr(cache_mod.LayerCache, "write_kv", write_kv)
     try:

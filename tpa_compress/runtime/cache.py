@@ -57,6 +57,12 @@ def dequantize(x: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) 
     return x.to(dtype) if scale is None else (x.float() * scale.float()).to(dtype)
 
 
+def dequantize_kv(k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype):
+    """Stored K and V entries -> dtype; scale (..., 2): an int8 cache's K and V scales."""
+    return (dequantize(k, None if scale is None else scale[..., :1], dtype),
+            dequantize(v, None if scale is None else scale[..., 1:], dtype))
+
+
 def capacity(layout: LayerLayout, max_len: int) -> int:
     return max_len if layout.window is None else min(layout.window, max_len)
 
@@ -124,10 +130,7 @@ class LayerCache:
     def _compute(self, k, v, sc, dtype):
         """Stored K, V entries (+ their int8 scales) -> the compute dtype (as they are
         for a plain cache)."""
-        if self.quant is None:
-            return k, v
-        return (dequantize(k, None if sc is None else sc[..., :1], dtype),
-                dequantize(v, None if sc is None else sc[..., 1:], dtype))
+        return (k, v) if self.quant is None else dequantize_kv(k, v, sc, dtype)
 
 
 class KVCache:
