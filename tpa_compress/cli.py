@@ -94,13 +94,13 @@ def eval_cmd(
     """Perplexity over non-overlapping windows of real text."""
     from .data import default_eval_files, read_texts
     from .evaluate.perplexity import check_window_args, make_windows, perplexity
-    from .runtime.cache import CACHE_DTYPE_NAMES
+    from .runtime.cache import check_cache_dtype
 
     check_window_args(seq_len, max_windows)
     if bos not in ("auto", "yes", "no"):
         raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
-    if cache_dtype is not None and cache_dtype not in CACHE_DTYPE_NAMES:
-        raise TPAError(f"--cache-dtype {cache_dtype!r} is not valid; valid: {', '.join(CACHE_DTYPE_NAMES)}")
+    if cache_dtype is not None:
+        check_cache_dtype(cache_dtype)
     files = list(data) if data else default_eval_files()
     text = read_texts(files)
     dev = resolve_device(device)

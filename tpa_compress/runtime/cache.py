@@ -39,6 +39,13 @@ DTYPE_NAMES = {v: k for k, v in TORCH_CACHE_DTYPES.items()}
 FP8_MAX = 448.0
 
 
+def check_cache_dtype(name: str, also: tuple[str, ...] = ()) -> None:
+    """The --cache-dtype option's check (`also`: extra values the command accepts)."""
+    valid = (*also, *CACHE_DTYPE_NAMES)
+    if name not in valid:
+        raise TPAError(f"--cache-dtype {name!r} is not valid; valid: {', '.join(valid)}")
+
+
 def quantize(x: torch.Tensor, name: str, nk: int):
     """Cache entries (..., k values | v values) -> (stored tensor, int8 scales or None)."""
     if name == "fp8":

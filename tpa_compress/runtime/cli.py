@@ -73,13 +73,12 @@ def generate_cmd(
 
     from ..cli import open_model, require_tokenizer, resolve_device, torch_dtype
     from . import Runner, SamplingParams
-    from .cache import CACHE_DTYPE_NAMES
+    from .cache import check_cache_dtype
 
     console, stdout = Console(stderr=True), Console(highlight=False)
     if max_new_tokens < 1:
         raise TPAError(f"--max-new-tokens {max_new_tokens} is not valid; it must be at least 1")
-    if cache_dtype != "auto" and cache_dtype not in CACHE_DTYPE_NAMES:
-        raise TPAError(f"--cache-dtype {cache_dtype!r} is not valid; valid: auto, {', '.join(CACHE_DTYPE_NAMES)}")
+    check_cache_dtype(cache_dtype, also=("auto",))
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
     texts = read_prompts(prompt, prompt_file)
     dev = resolve_device(device)
