@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tpa_compress.layout import Component, cache_bytes  # noqa: E402
+from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import Runner, SamplingParams  # noqa: E402
+from tpa_compress.runtime import Runner  # noqa: E402
 
 
 def random_model(cfg, layout: str, rank: int = 128, sink: int = 1):
@@ -112,7 +112,7 @@ def hf(cfg, impl, batch, context, new, bw):
     dec = max(t_all - t_one, 1e-9)
     ms = 1e3 * dec / (new - 1)
     moved = sum(p.numel() * p.element_size() for p in m.parameters()) + \
-        cache_bytes(__import__("tpa_compress.layout", fromlist=["x"]).original_layouts(cfg), context, batch)
+        cache_bytes(original_layouts(cfg), context, batch)
     out = dict(runner=f"transformers-{impl}", layout="original", tok_s=batch * (new - 1) / dec,
                ms_per_step=ms, prefill_tok_s=batch * ids.shape[1] / t_one, kv_bytes=None,
                peak_memory=peak, bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)

@@ -19,7 +19,7 @@ from ..calibrate import collect_stats
 from ..evaluate.perplexity import make_windows
 from ..methods import LayerInputs, get_method
 from .spectra import eig_energy, summarize
-from .weights import effective_weight
+from ..methods.layers import effective_weight
 
 
 def calibration_windows(tok, text: str, tokens: int, seq_len: int, source: str) -> torch.Tensor:

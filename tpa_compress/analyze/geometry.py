@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .spectra import summarize
-from .weights import effective_weight
+from ..methods.layers import effective_weight
 
 TOPK = 8
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..methods.layers import effective_weight  # noqa: F401 (analyze's modules import it from here)
+from ..methods.layers import effective_weight
 from .spectra import summarize, svd_energy
 
 
