@@ -42,18 +42,19 @@ def test_kernel_one_byte_cache_equals_torch_tiles(quant, kk, vk, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
 @pytest.mark.parametrize("family,layer,sink", [("gemma3", 5, 1), ("llama", 3, 0)])
-def test_kernel_latent_k_scores_by_fma(family, layer, sink, dtype):
-    kernel_vs_tiles(family, layer, sink, "latent", "latent", dtype, score_fma=True)
+@pytest.mark.parametrize("vk,quant", [("latent", None), ("full", None), ("latent", "int8"), ("latent", "fp8")])
+def test_kernel_latent_k_rebuilt_transposed(family, layer, sink, vk, quant, dtype):
+    kernel_vs_tiles(family, layer, sink, "latent", vk, dtype, quant, kt=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
 @pytest.mark.parametrize("kk", ["latent", "full"])
 @pytest.mark.parametrize("family,layer,sink", [("gemma3", 5, 1), ("gemma3", 0, 2), ("llama", 3, 0)])
-def test_kernel_latent_v_combined_in_latent_space(family, layer, sink, kk, dtype):
-    kernel_vs_tiles(family, layer, sink, kk, "latent", dtype, latent_combine=True)
+def test_kernel_latent_v_up_projected_per_chunk(family, layer, sink, kk, dtype):
+    kernel_vs_tiles(family, layer, sink, kk, "latent", dtype, latent_combine=False)
 
 
-def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, score_fma=False, latent_combine=False):
+def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine)."""
@@ -88,8 +89,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, score_fma=Fa
     tile = None
     if sink:
         tile = tuple(torch.randn(b, 2, sink, 64, generator=g).to(DEVICE, dtype) for _ in range(2))
-    kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, score_fma=score_fma,
-                                   latent_combine=latent_combine)
+    kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, **options)
     kern.n_sm = 16  # several chunks per (sequence, head) even here,
     kern.combine_block = 2  # merged over several blocks of chunk states
     assert kern.chunks(b, t)[1] > 2
@@ -118,12 +118,13 @@ def test_kernel_decode_path_equals_reference(family, kind, sink):
     check_steps(model, prompts, 10, r)
 
 
+@pytest.mark.parametrize("options", [dict(kt=True), dict(kt=False, latent_combine=False)])
 @pytest.mark.parametrize("family,kind,sink", [("gemma3", "latent_kv", 2), ("llama", "latent_kv", 1)])
-def test_kernel_decode_path_with_experimental_options(family, kind, sink):
-    """score_fma + latent_combine through the runner (a 1-token prompt: position 0 sees
-    only the sink)."""
-    model = sink_model(family, kind, sink)
+def test_kernel_decode_path_with_other_kernel_options(family, kind, sink, options):
+    """The transposed latent-K kernel and the per-chunk V up-projection through the
+    runner (a 1-token prompt: position 0 sees only the sink)."""
+    model = sink_model(family, kind, sink, head_dim=32)  # the transposed kernel needs 32+
     prompts = prompts_of([13, 1, 20])
-    r = runner_for(model, prompts, 10, fused=True, kernel_options=dict(score_fma=True, latent_combine=True))
-    assert all(k.score_fma and k.latent_combine for k in r.kernels.values())
+    r = runner_for(model, prompts, 10, fused=True, kernel_options=options)
+    assert len(r.kernels) == 6 and all(k.uses_kt(3) == options["kt"] for k in r.kernels.values())
     check_steps(model, prompts, 10, r)
