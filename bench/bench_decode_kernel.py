@@ -50,13 +50,13 @@ def main():
     ap.add_argument("--contexts", default="512,32768")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--kinds", default="latent/latent,full/full")
-    ap.add_argument("--block-t", default="0", help="0: the kernel's default")
-    ap.add_argument("--warps", default="0", help="0: the kernel's default")
+    ap.add_argument("--block-t", default="32")
+    ap.add_argument("--warps", default="4")
     ap.add_argument("--fast-trig", default="1")
     ap.add_argument("--per-sm", default="2")
     ap.add_argument("--stages", default="0")
     ap.add_argument("--ds", default="64")
-    ap.add_argument("--kt", default="-1", help="transposed latent-K kernel: 0, 1, -1 auto")
+    ap.add_argument("--maxnreg", default="0", help="register cap per thread, 0: none")
     ap.add_argument("--latent-combine", default="1")
     a = ap.parse_args()
     cfg = variant_config(a.model)
@@ -88,23 +88,21 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, 1, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
-            for bt, w, ft, ps, st, ds, kt, lc in itertools.product(*(map(int, x.split(",")) for x in (
-                    a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds, a.kt, a.latent_combine))):
-                if (kk == "full" and (not ft or kt == 1)) or (vk == "full" and not lc) or (kt == 1 and not lc):
+            for bt, w, ft, ps, st, ds, mr, lc in itertools.product(*(map(int, x.split(",")) for x in (
+                    a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds, a.maxnreg, a.latent_combine))):
+                if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
-                kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt or None, num_warps=w or None, fast_trig=bool(ft),
+                kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
                                                per_sm=ps, num_stages=st or None, ds=ds,
-                                               kt=None if kt < 0 else bool(kt), latent_combine=bool(lc))
+                                               maxnreg=mr or None, latent_combine=bool(lc))
                 try:
                     us = timed(lambda: kern(q, k, v, pos, qp, tile))
                 except Exception as e:  # a config that does not compile
                     print(f"{kinds} b{b} T{t} block {bt} warps {w} fast {ft} per_sm {ps} stages {st}: "
                           f"{type(e).__name__}: {str(e)[:200]}")
                     continue
-                kt_on = kern.uses_kt(b)
-                bt, w = kern.config(kt_on)
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
-                      f"stages {st} ds {ds} kt {int(kt_on)} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
+                      f"stages {st} ds {ds} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  regs {kern.compiled.n_regs} spills {kern.compiled.n_spills} "
                       f"wgmma {kern.compiled.asm['ptx'].count('wgmma.mma_async')} "
                       f"mma.sync {kern.compiled.asm['ptx'].count('mma.sync')}", flush=True)

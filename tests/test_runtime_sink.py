@@ -39,8 +39,7 @@ def sink_model(family, kind, sink, layers=None, seed=0, **over):
     cfg = tiny_config(family, **over)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "m"))
     g = torch.Generator().manual_seed(seed)
-    k, v = (c if c is None else Component(c.kind, c.heads, cfg.head_dim, c.rank)
-            for c in LAYOUTS.get(kind, (None, None)))
+    k, v = LAYOUTS.get(kind, (None, None))
     for i in range(cfg.num_layers) if layers is None else layers:
         attn = model.layers[i].self_attn
         for name, c in (("k_proj", k), ("v_proj", v)):

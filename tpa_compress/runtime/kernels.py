@@ -11,9 +11,6 @@
   latent z, or the head's full V) all stay on chip. A latent V's mixture stays
   latent (the combine up-projects it once; `latent_combine=False`: once per chunk);
   chunk 0 also takes the exact sink tile (the first `sink` positions' K/V).
-- `_decode_partial_kt`: the same for a latent K rebuilt transposed, K^T = U z^T, so
-  U is loaded once per program as the dot's left operand and each tile only streams
-  z; faster from KT_MIN_PROGRAMS (sequence, KV head) pairs on.
 - `_decode_combine`: merges the chunks' partial softmax states, writes the output in
   the layout o_proj reads, (B, H*D).
 
@@ -218,145 +215,6 @@ if triton is not None:
             tl.store(acc_ptr + row[:, None] * D + dd[None, :], acc, mask=gmask[:, None])
 
     @triton.jit
-    def _softmax_step_t(s, v, m_i, l_i, acc, PREC: tl.constexpr):
-        """_softmax_step with scores the other way round: s (G_P, keys)."""
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp(s - m_safe[:, None])
-        corr = tl.exp(m_i - m_safe)
-        l_i = l_i * corr + tl.sum(p, 1)
-        acc = acc * corr[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
-        return m_new, l_i, acc
-
-    @triton.jit
-    def _decode_partial_kt(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr, sm_ptr, sl_ptr, sa_ptr,
-                           ku_ptr, kb_ptr, nw_ptr, invf_ptr, sk_ptr, sv_ptr,
-                           m_ptr, l_ptr, acc_ptr,
-                           T, CHUNK, KV, S, RK, RV, NS,
-                           sq_b, sq_h, skc_b, skc_t, svc_b, svc_t, sp_b, ss_b, ss_h, ss_j, ssc_b, ssc_t,
-                           window, sink, eps, scale, rscale,
-                           D: tl.constexpr, HALF: tl.constexpr, G: tl.constexpr, G_P: tl.constexpr,
-                           RK_P: tl.constexpr, RV_P: tl.constexpr, NS_P: tl.constexpr,
-                           BLOCK_T: tl.constexpr, V_LATENT: tl.constexpr,
-                           HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
-                           PREC: tl.constexpr, FAST_TRIG: tl.constexpr, INT8: tl.constexpr):
-        """_decode_partial for a latent K, rebuilt transposed: K^T = U z^T + b, one half
-        of the rotation pairs per dot, so U (HALF x RK, loaded once per program) is the
-        tensor-core dot's left operand and every tile only streams its z^T. Scores are
-        (G_P, keys). A latent V's mixture stays latent (the combine up-projects it); the
-        exact sink tile's state goes to the combine then, else joins chunk 0's state.
-        An int8 cache's scales are folded in after the dots: K = s (U z) + b; p s @ v."""
-        pid_s = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // KV
-        h = pid_bh % KV
-        gg = tl.arange(0, G_P)
-        gmask = gg < G
-        hh = tl.arange(0, HALF)
-        rk = tl.arange(0, RK_P)
-        rkm = rk < RK
-        dt = ku_ptr.dtype.element_ty
-        qrow = q_ptr + b * sq_b + (h * G + gg[:, None]) * sq_h
-        qp = tl.load(qpos_ptr + b)
-        um = rkm[None, :]
-        u1 = tl.load(ku_ptr + (h * D + hh[:, None]) * RK + rk[None, :], mask=um, other=0.0)
-        u2 = tl.load(ku_ptr + (h * D + HALF + hh[:, None]) * RK + rk[None, :], mask=um, other=0.0)
-        kb1 = tl.load(kb_ptr + h * D + hh)
-        kb2 = tl.load(kb_ptr + h * D + HALF + hh)
-        invf = tl.load(invf_ptr + hh)
-        q1 = tl.load(qrow + hh[None, :], mask=gmask[:, None], other=0.0).to(dt)
-        q2 = tl.load(qrow + HALF + hh[None, :], mask=gmask[:, None], other=0.0).to(dt)
-        if HAS_NORM:
-            nw1 = tl.load(nw_ptr + hh)
-            nw2 = tl.load(nw_ptr + HALF + hh)
-        if V_LATENT:
-            vv = tl.arange(0, RV_P)
-            vm = vv < RV
-            acc = tl.zeros([G_P, RV_P], dtype=tl.float32)
-        else:
-            vv = tl.arange(0, D)
-            vm = vv < D
-            acc = tl.zeros([G_P, D], dtype=tl.float32)
-        m_i = tl.full([G_P], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([G_P], dtype=tl.float32)
-        start = pid_s * CHUNK
-        for t0 in range(start, start + CHUNK, BLOCK_T):
-            t = t0 + tl.arange(0, BLOCK_T)
-            tmask = t < T
-            kp = tl.load(kpos_ptr + b * sp_b + t, mask=tmask, other=0)
-            zt = tl.load(kc_ptr + b * skc_b + t[None, :] * skc_t + rk[:, None],
-                         mask=tmask[None, :] & rkm[:, None], other=0.0).to(dt)        # (RK_P, BLOCK_T)
-            k1 = tl.dot(u1, zt, input_precision=PREC)                                  # (HALF, BLOCK_T)
-            k2 = tl.dot(u2, zt, input_precision=PREC)
-            if INT8:
-                sk = tl.load(sc_ptr + b * ssc_b + t * ssc_t, mask=tmask, other=0.0).to(tl.float32)
-                k1 = k1 * sk[None, :]
-                k2 = k2 * sk[None, :]
-            k1 = k1 + kb1[:, None]
-            k2 = k2 + kb2[:, None]
-            if HAS_NORM:
-                sq = tl.sum(k1 * k1, 0) + tl.sum(k2 * k2, 0)
-                k1 = k1 * nw1[:, None]
-                k2 = k2 * nw2[:, None]
-            c, sn = _cos_sin(invf[:, None] * (kp.to(tl.float32) / rscale)[None, :], FAST_TRIG)
-            r1 = k1 * c - k2 * sn
-            r2 = k2 * c + k1 * sn
-            s = tl.dot(q1, r1.to(dt), input_precision=PREC) + tl.dot(q2, r2.to(dt), input_precision=PREC)
-            if HAS_NORM:
-                s = s * (1.0 / tl.sqrt(sq / D + eps))[None, :]
-            d = qp - kp
-            ok = tmask & (d >= 0) & ((kp >= 0) | (d == 0))
-            if HAS_SINK:
-                ok = ok & ((kp < 0) | (kp >= sink))
-            if HAS_WINDOW:
-                ok = ok & (d < window)
-            s = tl.where(ok[None, :], s * scale, float("-inf"))                      # (G_P, BLOCK_T)
-            if V_LATENT:
-                vrow = vc_ptr + b * svc_b + t[:, None] * svc_t + vv[None, :]
-            else:
-                vrow = vc_ptr + b * svc_b + t[:, None] * svc_t + h * D + vv[None, :]
-            v = tl.load(vrow, mask=tmask[:, None] & vm[None, :], other=0.0).to(dt)
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.exp(s - m_safe[:, None])
-            corr = tl.exp(m_i - m_safe)
-            l_i = l_i * corr + tl.sum(p, 1)
-            if INT8:
-                p = p * tl.load(sc_ptr + b * ssc_b + t * ssc_t + 1, mask=tmask, other=0.0).to(tl.float32)[None, :]
-            acc = acc * corr[:, None] + tl.dot(p.to(dt), v, input_precision=PREC)
-            m_i = m_new
-        if HAS_SINK:
-            if pid_s == 0:
-                j = tl.arange(0, NS_P)
-                dd = tl.arange(0, D)
-                srow = b * ss_b + h * ss_h + j[:, None] * ss_j + dd[None, :]
-                ks = tl.load(sk_ptr + srow, mask=j[:, None] < NS, other=0.0).to(dt)
-                qf = tl.load(qrow + dd[None, :], mask=gmask[:, None], other=0.0).to(dt)
-                ss = tl.dot(qf, tl.trans(ks), input_precision=PREC) * scale            # (G_P, NS_P)
-                okj = (j < NS) & (qp - j >= 0)
-                if HAS_WINDOW:
-                    okj = okj & (qp - j < window)
-                ss = tl.where(okj[None, :], ss, float("-inf"))
-                vs = tl.load(sv_ptr + srow, mask=j[:, None] < NS, other=0.0).to(dt)
-                if V_LATENT:
-                    m_s, l_s, acc_s = _softmax_step_t(ss, vs, tl.full([G_P], float("-inf"), dtype=tl.float32),
-                                                      tl.zeros([G_P], dtype=tl.float32),
-                                                      tl.zeros([G_P, D], dtype=tl.float32), PREC)
-                    srow_o = pid_bh * G + gg
-                    tl.store(sm_ptr + srow_o, m_s, mask=gmask)
-                    tl.store(sl_ptr + srow_o, l_s, mask=gmask)
-                    tl.store(sa_ptr + srow_o[:, None] * D + dd[None, :], acc_s, mask=gmask[:, None])
-                else:
-                    m_i, l_i, acc = _softmax_step_t(ss, vs, m_i, l_i, acc, PREC)
-        row = (pid_bh * S + pid_s) * G + gg
-        tl.store(m_ptr + row, m_i, mask=gmask)
-        tl.store(l_ptr + row, l_i, mask=gmask)
-        if V_LATENT:
-            tl.store(acc_ptr + row[:, None] * RV + vv[None, :], acc, mask=gmask[:, None] & vm[None, :])
-        else:
-            tl.store(acc_ptr + row[:, None] * D + vv[None, :], acc, mask=gmask[:, None])
-
-    @triton.jit
     def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV, RV,
                         D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
                         LATENT: tl.constexpr, RV_P: tl.constexpr, HAS_SINK: tl.constexpr):
@@ -433,29 +291,20 @@ class DecodeAttention:
     the exact sink tile instead of the cache (attention.sink_of).
     """
 
-    # a latent K is rebuilt transposed (_decode_partial_kt) from this many (sequence, KV
-    # head) pairs on: H100, 270M shapes at 32K keys, 803 vs 891 us at batch 32, but
-    # 28.0 vs 26.3 us at batch 1 (docs/benchmarks.md, fifth run)
-    KT_MIN_PROGRAMS = 8
-
-    def __init__(self, attn, lay, sink: int, block_t: int | None = None, num_warps: int | None = None,
+    def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
-                 ds: int = 64, latent_combine: bool = True, kt: bool | None = None):
+                 ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
         self.k_latent, self.v_latent = lay.k.kind == "latent", lay.v.kind == "latent"
-        # None: the measured best per kernel (block 32 / 4 warps; transposed: 64 / 8)
         self.block_t, self.num_warps, self.per_sm, self.num_stages = block_t, num_warps, per_sm, num_stages
+        self.maxnreg = maxnreg  # a register cap per thread (more programs per SM, spills)
         self.combine_block = 128  # chunk states the combine step loads at once
         self.ds = ds  # rotation pairs of a latent K rebuilt at a time
         # a latent V: merge the chunks' latent mixtures and up-project once in the combine
         # instead of per chunk (fewer registers; 26.3 vs 28.6 us at batch 1, 32K keys)
         self.latent_combine = latent_combine
-        # a latent K rebuilt transposed: U is the tensor-core dot's loop-invariant left
-        # operand. None: from KT_MIN_PROGRAMS (sequence, KV head) pairs on. Needs a head
-        # dim of at least 32 (dots of 16+ rows)
-        self.kt = kt if self.k_latent and d >= 32 else False
         self.fast_trig = (not INTERPRET) if fast_trig is None else fast_trig
         dev = attn.q_proj.weight.device
         none = torch.zeros(1, device=dev)
@@ -481,20 +330,12 @@ class DecodeAttention:
         self.n_sm = (torch.cuda.get_device_properties(dev).multi_processor_count
                      if dev.type == "cuda" else 4)
 
-    def uses_kt(self, b: int) -> bool:
-        """Whether a batch of b sequences takes the transposed latent-K kernel."""
-        return b * self.kv >= self.KT_MIN_PROGRAMS if self.kt is None else self.kt
-
-    def config(self, kt: bool) -> tuple[int, int]:
-        """(keys per tile, warps) of the kernel taken."""
-        return (self.block_t or (64 if kt else 32), self.num_warps or (8 if kt else 4))
-
-    def chunks(self, b: int, t: int, kt: bool | None = None) -> tuple[int, int]:
-        """(chunk length, chunk count): about `per_sm` programs per SM."""
-        block_t = self.config(self.uses_kt(b) if kt is None else kt)[0]
-        blocks = triton.cdiv(t, block_t)
-        n = max(1, min(blocks, triton.cdiv(self.per_sm * self.n_sm, b * self.kv)))
-        chunk = triton.cdiv(blocks, n) * block_t
+    def chunks(self, b: int, t: int) -> tuple[int, int]:
+        """(chunk length, chunk count): at most `per_sm` programs per SM, so one wave
+        (rounding up made 272 programs for 264 slots at batch 16: a second wave, ~2x)."""
+        blocks = triton.cdiv(t, self.block_t)
+        n = max(1, min(blocks, self.per_sm * self.n_sm // (b * self.kv)))
+        chunk = triton.cdiv(blocks, n) * self.block_t
         return chunk, triton.cdiv(t, chunk)
 
     def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None):
@@ -505,10 +346,9 @@ class DecodeAttention:
         b, t = kc.shape[0], kc.shape[1]
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
-        kt = self.uses_kt(b)
-        chunk, n = self.chunks(b, t, kt)
+        chunk, n = self.chunks(b, t)
         dev = q.device
-        latent = self.v_latent and (self.latent_combine or kt)
+        latent = self.v_latent and self.latent_combine
         m = torch.empty(b, self.kv, n, self.g, device=dev)
         l = torch.empty_like(m)
         acc = torch.empty(b, self.kv, n, self.g, self.rv if latent else d, device=dev)
@@ -532,31 +372,18 @@ class DecodeAttention:
         # to fp16, so 16-bit queries meet it there
         cdt = _TL_DTYPES.get(kc.dtype) or (
             tl.float16 if kc.dtype == torch.float8_e4m3fn and q.dtype != torch.float32 else _TL_DTYPES[q.dtype])
-        block_t, num_warps = self.config(kt)
-        if kt:
-            self.compiled = _decode_partial_kt[(n, b * self.kv)](
-                q, kc, vc, k_pos, qp, sc, sm, sl, sa, self.ku, self.kb, self.nw, self.invf, ks, vs,
-                m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
-                q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
-                k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps,
-                self.scale, self.rscale,
-                D=d, HALF=d // 2, G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk), RV_P=_p2(self.rv),
-                NS_P=_p2(max(ns, 1)), BLOCK_T=block_t, V_LATENT=self.v_latent,
-                HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
-                PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, INT8=int8, num_warps=num_warps,
-                **({} if self.num_stages is None else {"num_stages": self.num_stages}))
-        else:
-            self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
-                q, kc, vc, k_pos, qp, sc, sm, sl, sa, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
-                m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
-                q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
-                k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
-                D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
-                RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=block_t, DS=min(self.ds, _p2(d // 2)),
-                K_LATENT=self.k_latent, V_LATENT=self.v_latent,
-                HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
-                PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent, num_warps=num_warps,
-                **({} if self.num_stages is None else {"num_stages": self.num_stages}))
+        self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
+            q, kc, vc, k_pos, qp, sc, sm, sl, sa, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
+            m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
+            q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
+            k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
+            D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
+            RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)),
+            K_LATENT=self.k_latent, V_LATENT=self.v_latent,
+            HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
+            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent, num_warps=self.num_warps,
+            **({} if self.num_stages is None else {"num_stages": self.num_stages}),
+            **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, 64)
         _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
