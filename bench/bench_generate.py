@@ -174,7 +174,7 @@ def main():
     ap.add_argument("--hf-impls", default="dynamic,static")
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
     ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
-                    "e.g. score_fma=1,latent_combine=1 (experiments)")
+                    "e.g. latent_combine=0,block_t=64 (experiments)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -196,7 +196,7 @@ def main():
             traceback.print_exc()
         print("gpu check", doc["gpu_check"], flush=True)
 
-    kopts = {k: bool(int(v)) for k, v in (o.split("=") for o in a.kernel_options.split(",") if o)}
+    kopts = {k: int(v) for k, v in (o.split("=") for o in a.kernel_options.split(",") if o)}
 
     def save():
         Path(a.out).write_text(json.dumps(doc, indent=1))

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # The whole issue-5 benchmark matrix on one GPU machine, in pieces that each fit the
 # device tool's 10-minute command limit (run `bench/run_matrix.sh 1`, then `... 2`, on
-# the same lease). Each piece writes its JSON into ${OUT:-.}; docs/benchmarks.md takes
-# its tables from those files.
-#   piece 1: --check, our runner everywhere (2 models x batch 1,32 x 128/4K/32K x
-#            original/converted); time not yet measured
-#   piece 2: transformers dynamic + static, 270M, every batch and context
-#   piece 3: transformers dynamic + static, 1B
+# the same lease). Each piece writes its JSON into ${OUT:-.} and tees every row as it is
+# measured into a .log beside it (a piece cut short still leaves its rows);
+# docs/benchmarks.md takes its tables from those files.
+#   piece 1: --check, then our runner, Gemma 3 270M: batch 1,32 x 128/4K/32K x original/converted
+#   piece 2: the same for Gemma 3 1B (no --check)
+#   piece 3: transformers dynamic + static, 270M, every batch and context
+#   piece 4: transformers dynamic + static, 1B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.}
 B="python bench/bench_generate.py"
+C="--batches 1,32 --contexts 128,4096,32768"
 case "${1:-1}" in
-  1) timeout 580 $B --check --models 270m,1b --batches 1,32 --contexts 128,4096,32768 --no-hf \
-       --out "$out/matrix_ours.json" ;;
-  2) timeout 580 $B --models 270m --batches 1,32 --contexts 128,4096,32768 --layouts "" \
-       --out "$out/matrix_hf_270m.json" ;;
-  3) timeout 580 $B --models 1b --batches 1,32 --contexts 128,4096,32768 --layouts "" \
-       --out "$out/matrix_hf_1b.json" ;;
-  *) echo "usage: bench/run_matrix.sh 1|2|3" >&2; exit 2 ;;
+  1) timeout 580 $B --check --models 270m $C --no-hf --out "$out/matrix_ours_270m.json" | tee "$out/matrix_ours_270m.log" ;;
+  2) timeout 580 $B --models 1b $C --no-hf --out "$out/matrix_ours_1b.json" | tee "$out/matrix_ours_1b.log" ;;
+  3) timeout 580 $B --models 270m $C --layouts "" --out "$out/matrix_hf_270m.json" | tee "$out/matrix_hf_270m.log" ;;
+  4) timeout 580 $B --models 1b $C --layouts "" --out "$out/matrix_hf_1b.json" | tee "$out/matrix_hf_1b.log" ;;
+  *) echo "usage: bench/run_matrix.sh 1|2|3|4" >&2; exit 2 ;;
 esac
