@@ -3,13 +3,14 @@ not a test; random weights (speed does not depend on them).
 
     python bench/bench_generate.py --out bench_generate.json [--models 270m,1b]
         [--batches 1,32] [--contexts 128,4096,32768] [--layouts original,converted]
-        [--cache-dtypes bf16,fp8,int8] [--new-tokens 64] [--no-hf] [--check]
+        [--cache-dtypes bf16,fp8,int8] [--ranks 128/128] [--new-tokens 64] [--no-hf] [--check]
 
 For each Gemma 3 config (tpa_compress.load.ckpt.VARIANTS), batch and context (tokens in
 the cache while decoding: prompt = context - new tokens), it runs our runner (bf16,
 CUDA-graph decode) on the original layout and on a converted one (latent K and V of
-rank 128 on the global layers, random factors, 1 exact sink token as convert's default
-recipe writes: ~50% of the cache at 32K), and
+rank 128 on the global layers, random factors, 1 exact sink token: ~50% of the cache at
+32K, as the balanced recipe budgets it; --ranks sets other K/V ranks, per global layer
+too, e.g. the ones a real balanced conversion chose), and
 transformers' Gemma3ForCausalLM built from the same config with the default dynamic
 cache and with cache_implementation="static". Every timing follows a warm-up call.
 Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
@@ -38,16 +39,21 @@ from tpa_compress.models import Transformer  # noqa: E402
 from tpa_compress.runtime import Runner  # noqa: E402
 
 
-def random_model(cfg, layout: str, rank: int = 128, sink: int = 1):
+def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1):
+    """ranks "K/V": one rank for every global layer, or one per global layer in order
+    (e.g. what a balanced conversion chose: "81,91,117/118,165,136")."""
     torch.manual_seed(0)
     with torch.device("cuda"):
         m = Transformer(cfg)
         if layout == "converted":
-            for i, blk in enumerate(m.layers):
-                if cfg.window(i) is None:
-                    c = Component("latent", cfg.num_kv_heads, cfg.head_dim, rank)
-                    blk.self_attn.k_proj = make_proj(cfg.hidden_size, c, sink)
-                    blk.self_attn.v_proj = make_proj(cfg.hidden_size, c, sink)
+            glob = [i for i in range(cfg.num_layers) if cfg.window(i) is None]
+            per = [[int(x) for x in part.split(",")] for part in ranks.split("/")]
+            per = [r * len(glob) if len(r) == 1 else r for r in per]
+            for j, i in enumerate(glob):
+                attn = m.layers[i].self_attn
+                for name, r in (("k_proj", per[0][j]), ("v_proj", per[1][j])):
+                    c = Component("latent", cfg.num_kv_heads, cfg.head_dim, r)
+                    setattr(attn, name, make_proj(cfg.hidden_size, c, sink))
     with torch.no_grad():
         for n, p in m.named_parameters():
             p.copy_(torch.zeros_like(p) if "norm" in n else torch.randn_like(p) * 0.02)
@@ -64,15 +70,15 @@ def prompts_for(cfg, batch, length, seed=1):
     return torch.randint(3, cfg.vocab_size, (batch, length), generator=g).tolist()
 
 
-def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None):
-    model = random_model(cfg, layout)
+def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128"):
+    model = random_model(cfg, layout, ranks)
     r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options)
     prompts = prompts_for(cfg, batch, context - new)
     r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
     res = r.generate(prompts, new, stop_at_eos=False)
     ms = 1e3 * res.decode_s / res.decode_steps
     moved = step_bytes(model, r.layouts, context, batch)
-    out = dict(runner="ours", layout=layout, cache_dtype=cache_dtype, kernel_options=kernel_options, tok_s=res.decode_tok_s, ms_per_step=ms,
+    out = dict(runner="ours", layout=layout, ranks=ranks if layout == "converted" else None, cache_dtype=cache_dtype, kernel_options=kernel_options, tok_s=res.decode_tok_s, ms_per_step=ms,
                prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
                predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
@@ -175,6 +181,8 @@ def main():
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
     ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
                     "e.g. latent_combine=0,block_t=64 (experiments)")
+    ap.add_argument("--ranks", default="128/128", help="converted layout's K/V latent ranks: one each, "
+                    "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -213,7 +221,7 @@ def main():
                     row = dict(model=name, batch=batch, context=ctx)
                     t = time.time()
                     try:
-                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts)
+                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks)
                                    if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:
