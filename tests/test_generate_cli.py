@@ -66,6 +66,15 @@ def test_empty_prompt_file(monkeypatch, capsys, folder, tmp_path):
     assert_one_line_error(code, err, "empty.txt", "no prompts")
 
 
+def test_prompt_file_not_text(monkeypatch, capsys, folder, tmp_path):
+    f = tmp_path / "prompts.bin"
+    f.write_bytes(b"fine\n\xd0\x00\xff\n")
+    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f)
+    assert_one_line_error(code, err, "prompts.bin", "not UTF-8", "byte 5")
+    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", tmp_path)
+    assert_one_line_error(code, err, str(tmp_path), "not a regular file")
+
+
 def test_prompt_longer_than_max_length(monkeypatch, capsys, folder):
     code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "word " * 20,
                        "--device", "cpu", "--max-new-tokens", "8")

@@ -17,9 +17,16 @@ def read_prompts(prompt: Optional[str], prompt_file: Optional[Path]) -> list[str
         if not prompt.strip():
             raise TPAError("--prompt is empty; give some text")
         return [prompt]
-    if not prompt_file.is_file():
+    if not prompt_file.exists():
         raise TPAError(f"--prompt-file {prompt_file}: no such file")
-    lines = [ln for ln in prompt_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not prompt_file.is_file():
+        raise TPAError(f"--prompt-file {prompt_file} is not a regular file; give a text file, one prompt per line")
+    try:
+        text = prompt_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TPAError(f"--prompt-file {prompt_file} is not UTF-8 text (byte {e.start}); "
+                       f"give a UTF-8 text file, one prompt per line") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise TPAError(f"--prompt-file {prompt_file} has no prompts; put one prompt per line")
     return lines
