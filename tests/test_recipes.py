@@ -31,3 +31,6 @@ def test_recipe_file_errors(tmp_path):
     bad.write_text("layer:\n  - select: all\n")
     with pytest.raises(TPAError, match="unknown key 'layer'; valid: .*layers"):
         load_recipe(bad)
+    bad.write_bytes(b"seed: 0\ndescription: \xd0\xff\n")
+    with pytest.raises(TPAError, match=r"bad.yaml: not UTF-8 text \(byte 21\)"):
+        load_recipe(bad)

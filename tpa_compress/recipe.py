@@ -226,7 +226,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if not p.is_file():
         raise TPAError(f"{p}: recipe file not found")
     try:
-        d = yaml.safe_load(p.read_text())
+        d = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise TPAError(f"{p}: not UTF-8 text (byte {e.start}); a recipe is a YAML text file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
