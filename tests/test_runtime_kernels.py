@@ -122,3 +122,21 @@ def test_kernel_decode_path_with_other_kernel_options(family, kind, sink, option
     assert len(r.kernels) == 6
     assert all(getattr(k, n) == v for k in r.kernels.values() for n, v in options.items())
     check_steps(model, prompts, 10, r)
+
+
+def test_chunks_fill_one_wave():
+    """At most per_sm programs per SM (H100: 132 SMs) and every key in exactly one chunk,
+    for batches 1..64 and cache sizes 1..32K: rounding the chunk count up gave batch 16
+    272 programs for 264 slots, a second wave that cost ~1.7x."""
+    model = sink_model("gemma3", "latent_kv", 1)
+    attn = model.layers[5].self_attn
+    kern = kernels.DecodeAttention(attn, LayerLayout(*(Component("latent", 2, 16, 8),) * 2, None, sink=1), 1)
+    kern.n_sm = 132
+    for b in (1, 2, 3, 8, 16, 31, 32, 33, 64):
+        for t in (1, 31, 32, 512, 4096, 32768):
+            chunk, n = kern.chunks(b, t)
+            assert chunk % kern.block_t == 0 and (n - 1) * chunk < t <= n * chunk
+            slots = kern.per_sm * kern.n_sm
+            assert n * b * kern.kv <= max(slots, b * kern.kv)  # one wave (or one chunk each)
+            if t >= 32768 and b * kern.kv <= slots // 2:
+                assert n * b * kern.kv > slots // 2  # and the GPU is not left half idle
