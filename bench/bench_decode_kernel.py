@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--ds", default="64")
     ap.add_argument("--maxnreg", default="0", help="register cap per thread, 0: none")
     ap.add_argument("--latent-combine", default="1")
+    ap.add_argument("--ds-dynamic", default="0", help="1: the K slices in a loop, not unrolled")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -88,21 +89,23 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, 1, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
-            for bt, w, ft, ps, st, ds, mr, lc in itertools.product(*(map(int, x.split(",")) for x in (
-                    a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds, a.maxnreg, a.latent_combine))):
+            for bt, w, ft, ps, st, ds, mr, lc, dy in itertools.product(*(map(int, x.split(",")) for x in (
+                    a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds, a.maxnreg, a.latent_combine,
+                    a.ds_dynamic))):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
                                                per_sm=ps, num_stages=st or None, ds=ds,
-                                               maxnreg=mr or None, latent_combine=bool(lc))
+                                               maxnreg=mr or None, latent_combine=bool(lc),
+                                               ds_dynamic=bool(dy))
                 try:
                     us = timed(lambda: kern(q, k, v, pos, qp, tile))
                 except Exception as e:  # a config that does not compile
-                    print(f"{kinds} b{b} T{t} block {bt} warps {w} fast {ft} per_sm {ps} stages {st}: "
+                    print(f"{kinds} b{b} T{t} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} dyn {dy}: "
                           f"{type(e).__name__}: {str(e)[:200]}")
                     continue
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
-                      f"stages {st} ds {ds} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
+                      f"stages {st} ds {ds} dyn {dy} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  regs {kern.compiled.n_regs} spills {kern.compiled.n_spills} "
                       f"wgmma {kern.compiled.asm['ptx'].count('wgmma.mma_async')} "
                       f"mma.sync {kern.compiled.asm['ptx'].count('mma.sync')}", flush=True)

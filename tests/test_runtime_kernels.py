@@ -47,6 +47,14 @@ def test_kernel_latent_v_up_projected_per_chunk(family, layer, sink, kk, dtype):
     kernel_vs_tiles(family, layer, sink, kk, "latent", dtype, latent_combine=False)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
+@pytest.mark.parametrize("ds", [8, 16])
+@pytest.mark.parametrize("family,layer,sink", [("gemma3", 5, 1), ("llama", 3, 0)])
+def test_kernel_latent_k_slices_in_a_loop(family, layer, sink, ds, dtype):
+    """ds_dynamic: the latent K rebuilt slice by slice in a (not unrolled) loop."""
+    kernel_vs_tiles(family, layer, sink, "latent", "latent", dtype, ds_dynamic=True, ds=ds)
+
+
 def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more

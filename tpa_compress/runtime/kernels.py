@@ -82,6 +82,35 @@ if triton is not None:
         return x.to(dt)
 
     @triton.jit
+    def _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK,
+                 D: tl.constexpr, HALF: tl.constexpr, DS: tl.constexpr, HAS_NORM: tl.constexpr,
+                 PREC: tl.constexpr, FAST_TRIG: tl.constexpr, dt: tl.constexpr):
+        """DS rotation pairs (j .. j+DS and their partners HALF later) of a latent K tile
+        rebuilt from z (keys, RK_P), normed (weight here, the per-key scalar on the finished
+        score), rotated, and their part of the scores with the g queries added to s."""
+        dj = j + tl.arange(0, DS)
+        hm = dj < HALF  # padding is 0 everywhere: padded columns stay 0
+        um = rkm[:, None] & hm[None, :]
+        # U^T slices (RK_P, DS): element [r, d] = up[h*D + d, r]
+        u1 = tl.load(ku_ptr + (h * D + dj[None, :]) * RK + rk[:, None], mask=um, other=0.0)
+        u2 = tl.load(ku_ptr + (h * D + HALF + dj[None, :]) * RK + rk[:, None], mask=um, other=0.0)
+        k1 = tl.dot(z, u1, input_precision=PREC) + tl.load(kb_ptr + h * D + dj, mask=hm, other=0.0)[None, :]
+        k2 = tl.dot(z, u2, input_precision=PREC) + tl.load(kb_ptr + h * D + HALF + dj, mask=hm, other=0.0)[None, :]
+        if HAS_NORM:
+            sq += tl.sum(k1 * k1, 1) + tl.sum(k2 * k2, 1)
+            k1 = k1 * tl.load(nw_ptr + dj, mask=hm, other=0.0)[None, :]
+            k2 = k2 * tl.load(nw_ptr + HALF + dj, mask=hm, other=0.0)[None, :]
+        c, sn = _cos_sin(apos[:, None] * tl.load(invf_ptr + dj, mask=hm, other=0.0)[None, :], FAST_TRIG)
+        r1 = k1 * c - k2 * sn
+        r2 = k2 * c + k1 * sn
+        qm = gmask[:, None] & hm[None, :]
+        q1 = tl.load(qrow + dj[None, :], mask=qm, other=0.0).to(dt)
+        q2 = tl.load(qrow + HALF + dj[None, :], mask=qm, other=0.0).to(dt)
+        s += tl.dot(r1.to(dt), tl.trans(q1), input_precision=PREC)
+        s += tl.dot(r2.to(dt), tl.trans(q2), input_precision=PREC)
+        return s, sq
+
+    @triton.jit
     def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr, sm_ptr, sl_ptr, sa_ptr,
                         ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr,
                         m_ptr, l_ptr, acc_ptr,
@@ -93,7 +122,7 @@ if triton is not None:
                         BLOCK_T: tl.constexpr, DS: tl.constexpr, K_LATENT: tl.constexpr, V_LATENT: tl.constexpr,
                         HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
                         PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr,
-                        LATENT_COMBINE: tl.constexpr):
+                        LATENT_COMBINE: tl.constexpr, DS_DYNAMIC: tl.constexpr):
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
@@ -133,30 +162,14 @@ if triton is not None:
                 apos = kp.to(tl.float32) / rscale
                 s = tl.zeros([BLOCK_T, G_P], dtype=tl.float32)
                 sq = tl.zeros([BLOCK_T], dtype=tl.float32)
-                for j in tl.static_range(0, HALF_P, DS):
-                    dj = j + tl.arange(0, DS)
-                    hm = dj < HALF  # padding is 0 everywhere: padded columns stay 0
-                    um = rkm[:, None] & hm[None, :]
-                    # U^T slices (RK_P, DS): element [r, d] = up[h*D + d, r]
-                    u1 = tl.load(ku_ptr + (h * D + dj[None, :]) * RK + rk[:, None], mask=um, other=0.0)
-                    u2 = tl.load(ku_ptr + (h * D + HALF + dj[None, :]) * RK + rk[:, None], mask=um, other=0.0)
-                    k1 = tl.dot(z, u1, input_precision=PREC) + \
-                        tl.load(kb_ptr + h * D + dj, mask=hm, other=0.0)[None, :]
-                    k2 = tl.dot(z, u2, input_precision=PREC) + \
-                        tl.load(kb_ptr + h * D + HALF + dj, mask=hm, other=0.0)[None, :]
-                    if HAS_NORM:
-                        sq += tl.sum(k1 * k1, 1) + tl.sum(k2 * k2, 1)
-                        k1 = k1 * tl.load(nw_ptr + dj, mask=hm, other=0.0)[None, :]
-                        k2 = k2 * tl.load(nw_ptr + HALF + dj, mask=hm, other=0.0)[None, :]
-                    c, sn = _cos_sin(apos[:, None] * tl.load(invf_ptr + dj, mask=hm, other=0.0)[None, :],
-                                     FAST_TRIG)
-                    r1 = k1 * c - k2 * sn
-                    r2 = k2 * c + k1 * sn
-                    qm = gmask[:, None] & hm[None, :]
-                    q1 = tl.load(qrow + dj[None, :], mask=qm, other=0.0).to(dt)
-                    q2 = tl.load(qrow + HALF + dj[None, :], mask=qm, other=0.0).to(dt)
-                    s += tl.dot(r1.to(dt), tl.trans(q1), input_precision=PREC)
-                    s += tl.dot(r2.to(dt), tl.trans(q2), input_precision=PREC)
+                if DS_DYNAMIC:  # a loop: one U slice buffer, reused (fits BLOCK_T = 128)
+                    for j in range(0, HALF_P, DS):
+                        s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
+                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM, PREC, FAST_TRIG, dt)
+                else:
+                    for j in tl.static_range(0, HALF_P, DS):
+                        s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
+                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM, PREC, FAST_TRIG, dt)
                 if HAS_NORM:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))[:, None]
             else:
@@ -293,7 +306,8 @@ class DecodeAttention:
 
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
-                 ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None):
+                 ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
+                 ds_dynamic: bool = False):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -302,6 +316,7 @@ class DecodeAttention:
         self.maxnreg = maxnreg  # a register cap per thread (more programs per SM, spills)
         self.combine_block = 128  # chunk states the combine step loads at once
         self.ds = ds  # rotation pairs of a latent K rebuilt at a time
+        self.ds_dynamic = ds_dynamic  # those slices in a loop (else unrolled)
         # a latent V: merge the chunks' latent mixtures and up-project once in the combine
         # instead of per chunk (fewer registers; 26.3 vs 28.6 us at batch 1, 32K keys)
         self.latent_combine = latent_combine
@@ -381,7 +396,8 @@ class DecodeAttention:
             RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)),
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
-            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent, num_warps=self.num_warps,
+            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent,
+            DS_DYNAMIC=self.ds_dynamic, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}),
             **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
