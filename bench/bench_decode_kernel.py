@@ -59,6 +59,9 @@ def main():
     ap.add_argument("--maxnreg", default="0", help="register cap per thread, 0: none")
     ap.add_argument("--latent-combine", default="1")
     ap.add_argument("--ds-dynamic", default="0", help="1: the K slices in a loop, not unrolled")
+    ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
+    ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
+                    help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -78,6 +81,9 @@ def main():
         with torch.no_grad():
             for p in attn.parameters():
                 p.normal_(0, 0.05)
+            if kk == "latent" and a.k_basis == "orthonormal":
+                up = attn.k_proj.up.weight
+                up.copy_(torch.linalg.qr(up.float())[0].to(up.dtype))
         lay = LayerLayout(comp["k"], comp["v"], None, sink=1)
         sink = 1 if "latent" in kinds else 0
         for b, t in itertools.product(map(int, a.batches.split(",")), map(int, a.contexts.split(","))):
@@ -89,15 +95,15 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, 1, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
-            for bt, w, ft, ps, st, ds, mr, lc, dy in itertools.product(*(map(int, x.split(",")) for x in (
+            for bt, w, ft, ps, st, ds, mr, lc, dy, nz in itertools.product(*(map(int, x.split(",")) for x in (
                     a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds, a.maxnreg, a.latent_combine,
-                    a.ds_dynamic))):
+                    a.ds_dynamic, a.norm_z))):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
                                                per_sm=ps, num_stages=st or None, ds=ds,
                                                maxnreg=mr or None, latent_combine=bool(lc),
-                                               ds_dynamic=bool(dy))
+                                               ds_dynamic=bool(dy), norm_z=bool(nz))
                 try:
                     us = timed(lambda: kern(q, k, v, pos, qp, tile))
                 except Exception as e:  # a config that does not compile
@@ -105,7 +111,7 @@ def main():
                           f"{type(e).__name__}: {str(e)[:200]}")
                     continue
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
-                      f"stages {st} ds {ds} dyn {dy} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
+                      f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  regs {kern.compiled.n_regs} spills {kern.compiled.n_spills} "
                       f"wgmma {kern.compiled.asm['ptx'].count('wgmma.mma_async')} "
                       f"mma.sync {kern.compiled.asm['ptx'].count('mma.sync')}", flush=True)

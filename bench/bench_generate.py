@@ -8,8 +8,9 @@ not a test; random weights (speed does not depend on them).
 For each Gemma 3 config (tpa_compress.load.ckpt.VARIANTS), batch and context (tokens in
 the cache while decoding: prompt = context - new tokens), it runs our runner (bf16,
 CUDA-graph decode) on the original layout and on a converted one (latent K and V of
-rank 128 on the global layers, random factors, 1 exact sink token: ~50% of the cache at
-32K, as the balanced recipe budgets it; --ranks sets other K/V ranks, per global layer
+rank 128 on the global layers, random factors except that K's up-projection has
+orthonormal columns, as activation_svd writes it (--k-basis random: not even that),
+1 exact sink token: ~50% of the cache at 32K, as the balanced recipe budgets it; --ranks sets other K/V ranks, per global layer
 too, e.g. the ones a real balanced conversion chose), and
 transformers' Gemma3ForCausalLM built from the same config with the default dynamic
 cache and with cache_implementation="static". Every timing follows a warm-up call.
@@ -39,7 +40,7 @@ from tpa_compress.models import Transformer  # noqa: E402
 from tpa_compress.runtime import Runner  # noqa: E402
 
 
-def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1):
+def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1, k_basis: str = "orthonormal"):
     """ranks "K/V": one rank for every global layer, or one per global layer in order
     (e.g. what a balanced conversion chose: "81,91,117/118,165,136")."""
     torch.manual_seed(0)
@@ -57,6 +58,8 @@ def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1):
     with torch.no_grad():
         for n, p in m.named_parameters():
             p.copy_(torch.zeros_like(p) if "norm" in n else torch.randn_like(p) * 0.02)
+            if k_basis == "orthonormal" and n.endswith("k_proj.up.weight"):  # the PCA's eigenvectors
+                p.copy_(torch.linalg.qr(p.float())[0])
     return m.to(torch.bfloat16).eval().requires_grad_(False)
 
 
@@ -70,8 +73,9 @@ def prompts_for(cfg, batch, length, seed=1):
     return torch.randint(3, cfg.vocab_size, (batch, length), generator=g).tolist()
 
 
-def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128"):
-    model = random_model(cfg, layout, ranks)
+def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128",
+         k_basis="orthonormal"):
+    model = random_model(cfg, layout, ranks, k_basis=k_basis)
     r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options)
     prompts = prompts_for(cfg, batch, context - new)
     r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
@@ -81,7 +85,9 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
     out = dict(runner="ours", layout=layout, ranks=ranks if layout == "converted" else None, cache_dtype=cache_dtype, kernel_options=kernel_options, tok_s=res.decode_tok_s, ms_per_step=ms,
                prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
                predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
-               bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
+               bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw,
+               k_basis=k_basis if layout == "converted" else None,
+               norm_from_latent=sum(k.norm_z for k in r.kernels.values()))
     del r, model
     torch.cuda.empty_cache()
     return out
@@ -183,6 +189,8 @@ def main():
                     "e.g. latent_combine=0,block_t=64 (experiments)")
     ap.add_argument("--ranks", default="128/128", help="converted layout's K/V latent ranks: one each, "
                     "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M)")
+    ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
+                    help="converted K up-projection: orthonormal columns (as activation_svd writes) or random")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -221,7 +229,7 @@ def main():
                     row = dict(model=name, batch=batch, context=ctx)
                     t = time.time()
                     try:
-                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks)
+                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis)
                                    if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:

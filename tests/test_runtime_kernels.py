@@ -55,10 +55,32 @@ def test_kernel_latent_k_slices_in_a_loop(family, layer, sink, ds, dtype):
     kernel_vs_tiles(family, layer, sink, "latent", "latent", dtype, ds_dynamic=True, ds=ds)
 
 
-def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, **options):
+@pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
+@pytest.mark.parametrize("layer,sink,ds_dynamic", [(5, 1, False), (0, 2, True)])
+def test_kernel_norm_from_latent(layer, sink, ds_dynamic, dtype):
+    """A latent K whose per-head basis is orthonormal (per_head_svd's blocks here): the
+    kernel takes the QK-norm's sum of squares from z, and matches the torch tiles."""
+    kern = kernel_vs_tiles("gemma3", layer, sink, "latent", "latent", dtype, orthonormal=True,
+                           ds_dynamic=ds_dynamic)
+    assert kern.norm_z
+
+
+def test_norm_from_latent_refuses_a_non_diagonal_gram():
+    u = torch.randn(64, 24)
+    assert kernels.norm_from_latent(u, torch.zeros(64), torch.ones(64), 1, 64) is None
+    q = torch.linalg.qr(u)[0]
+    gz, bb, uw, bw = kernels.norm_from_latent(q, torch.ones(64), torch.full((64,), 2.0), 1, 64)
+    z = torch.randn(5, 24)
+    want = ((z @ q.T + 1) ** 2).sum(-1)
+    got = (z * z * gz[0, 0] + gz[0, 1] * z).sum(-1) + bb[0]
+    assert torch.allclose(got, want, rtol=1e-4) and torch.allclose(uw, 2 * q) and torch.allclose(bw, torch.full((64,), 2.0))
+
+
+def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
-    keys than one chunk (several partial states to combine)."""
+    keys than one chunk (several partial states to combine). orthonormal: K's up-
+    projection is per-head orthonormal blocks (per_head_svd's form), 12 columns each."""
     cfg = tiny_config(family, head_dim=64, num_kv_heads=2, num_heads=4)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
     attn = model.layers[layer].self_attn
@@ -71,6 +93,12 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, **options):
                 for p in proj.parameters():
                     p.copy_(torch.randn(p.shape, generator=g) * 0.3)
             setattr(attn, f"{name}_proj", proj)
+    if orthonormal:
+        up = torch.zeros(128, 24)
+        for h in range(2):
+            up[h * 64:(h + 1) * 64, h * 12:(h + 1) * 12] = torch.linalg.qr(torch.randn(64, 12, generator=g))[0]
+        with torch.no_grad():
+            attn.k_proj.up.weight.copy_(up)
     lay = LayerLayout(comp["k"], comp["v"], attn.window, sink=sink)
     sink = A.sink_of(lay)
     attn = attn.to(DEVICE, dtype)
@@ -104,6 +132,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, **options):
     ref = ref.transpose(1, 2).reshape(b, 1, -1)
     tol = 2e-4 if dtype == torch.float32 else 0.03 * ref.abs().max().item()
     assert (got.float() - ref).abs().max().item() < tol
+    return kern
 
 
 CASES = [("gemma3", "latent_kv", 2), ("gemma3", "latent_k_only", 0), ("llama", "latent_kv", 1),

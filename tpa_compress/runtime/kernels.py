@@ -112,7 +112,7 @@ if triton is not None:
 
     @triton.jit
     def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr, sm_ptr, sl_ptr, sa_ptr,
-                        ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr,
+                        ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr, gz_ptr, bb_ptr,
                         m_ptr, l_ptr, acc_ptr,
                         T, CHUNK, KV, S, RK, RV, NS,
                         sq_b, sq_h, skc_b, skc_t, svc_b, svc_t, sp_b, ss_b, ss_h, ss_j, ssc_b, ssc_t,
@@ -122,7 +122,8 @@ if triton is not None:
                         BLOCK_T: tl.constexpr, DS: tl.constexpr, K_LATENT: tl.constexpr, V_LATENT: tl.constexpr,
                         HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
                         PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr,
-                        LATENT_COMBINE: tl.constexpr, DS_DYNAMIC: tl.constexpr):
+                        LATENT_COMBINE: tl.constexpr, DS_DYNAMIC: tl.constexpr,
+                        NORM_Z: tl.constexpr):
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
@@ -161,15 +162,21 @@ if triton is not None:
                 # RoPE: the weight goes in here, the scalar on the finished score.
                 apos = kp.to(tl.float32) / rscale
                 s = tl.zeros([BLOCK_T, G_P], dtype=tl.float32)
-                sq = tl.zeros([BLOCK_T], dtype=tl.float32)
+                if NORM_Z:  # |U z + b|^2 = sum_r G_rr z_r^2 + 2 (U^T b) . z + |b|^2 (G = U^T U diagonal)
+                    zf = z.to(tl.float32)
+                    gz = tl.load(gz_ptr + h * 2 * RK + rk, mask=rkm, other=0.0)
+                    cz = tl.load(gz_ptr + h * 2 * RK + RK + rk, mask=rkm, other=0.0)
+                    sq = tl.sum((zf * gz[None, :] + cz[None, :]) * zf, 1) + tl.load(bb_ptr + h)
+                else:
+                    sq = tl.zeros([BLOCK_T], dtype=tl.float32)
                 if DS_DYNAMIC:  # a loop: one U slice buffer, reused (fits BLOCK_T = 128)
                     for j in range(0, HALF_P, DS):
                         s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
-                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM, PREC, FAST_TRIG, dt)
+                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt)
                 else:
                     for j in tl.static_range(0, HALF_P, DS):
                         s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
-                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM, PREC, FAST_TRIG, dt)
+                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt)
                 if HAS_NORM:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))[:, None]
             else:
@@ -297,6 +304,29 @@ def supports(attn, lay, cache_dtype: torch.dtype) -> bool:
                                                          torch.float8_e4m3fn)))
 
 
+def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor, kv: int, d: int,
+                     tol: float = 2e-2):
+    """The QK-norm's sum of squares of a rebuilt key straight from its latent z, when
+    each head's Gram matrix G_h = U_h^T U_h is diagonal (an orthonormal basis, as
+    activation_svd writes for one KV head; per_head_svd's blocks): |U_h z + b_h|^2 =
+    sum_r G_h[r,r] z_r^2 + 2 (U_h^T b_h) . z + |b_h|^2. One pass over z per key instead
+    of over the rebuilt key per slice (the cross-thread sums of the slices cost ~30% of
+    the kernel at 32K keys). Returns (gz (kv, 2, r): G's diagonal and 2 U_h^T b_h,
+    bb (kv,), U and bias with the norm weight folded in) or None (G not diagonal)."""
+    u = up.float().view(kv, d, -1)
+    b = bias.float().view(kv, d)
+    g = u.transpose(1, 2) @ u                                   # (kv, r, r)
+    diag = g.diagonal(dim1=1, dim2=2)
+    off = (g - torch.diag_embed(diag)).abs().amax()
+    if off > tol * max(diag.abs().amax().item(), 1e-30):
+        return None
+    c = torch.einsum("hdr,hd->hr", u, b)
+    gz = torch.stack([diag, 2 * c], 1).contiguous()
+    bb = (b * b).sum(1).contiguous()
+    w = weight.float().repeat(kv)                               # the norm weight per row
+    return gz, bb, (up.float() * w[:, None]).to(up.dtype).contiguous(), (bias.float() * w).contiguous()
+
+
 class DecodeAttention:
     """Per-layer constants of the kernels (made once) and their launch.
 
@@ -307,7 +337,7 @@ class DecodeAttention:
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False):
+                 ds_dynamic: bool = False, norm_z: bool = True):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -326,6 +356,7 @@ class DecodeAttention:
         self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = none
         self.rk = self.rv = 1
         self.has_norm, self.eps, self.rscale = False, 0.0, 1.0
+        self.norm_z, self.gz, self.bb = False, none, none
         if self.k_latent:
             kp = attn.k_proj
             self.ku = kp.up.weight.detach().contiguous()            # (kv*D, rk)
@@ -335,6 +366,10 @@ class DecodeAttention:
             if self.has_norm:
                 self.nw = (attn.k_norm.offset + attn.k_norm.weight.detach().float()).contiguous()
                 self.eps = attn.k_norm.eps
+                z_norm = norm_from_latent(self.ku, self.kb, self.nw, self.kv, d) if norm_z else None
+                if z_norm is not None:
+                    self.norm_z = True
+                    self.gz, self.bb, self.ku, self.kb = z_norm
             self.invf = rope_inv_freq(d, cfg.rope_base(attn.layer), dev)
             self.rscale = float(cfg.rope_scale(attn.layer))
         if self.v_latent:
@@ -389,7 +424,7 @@ class DecodeAttention:
             tl.float16 if kc.dtype == torch.float8_e4m3fn and q.dtype != torch.float32 else _TL_DTYPES[q.dtype])
         self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
             q, kc, vc, k_pos, qp, sc, sm, sl, sa, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
-            m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
+            self.gz, self.bb, m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
             k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
             D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
@@ -397,7 +432,7 @@ class DecodeAttention:
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
             PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent,
-            DS_DYNAMIC=self.ds_dynamic, num_warps=self.num_warps,
+            DS_DYNAMIC=self.ds_dynamic, NORM_Z=self.norm_z, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}),
             **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
