@@ -56,13 +56,15 @@ def test_kernel_latent_k_slices_in_a_loop(family, layer, sink, ds, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
-@pytest.mark.parametrize("layer,sink,ds_dynamic", [(5, 1, False), (0, 2, True)])
-def test_kernel_norm_from_latent(layer, sink, ds_dynamic, dtype):
+@pytest.mark.parametrize("layer,sink,ds_dynamic,orthonormal", [
+    (5, 1, False, "blocks"), (0, 2, True, "blocks"), (5, 1, False, "blocks, bias off the span")])
+def test_kernel_norm_from_latent(layer, sink, ds_dynamic, orthonormal, dtype):
     """A latent K whose per-head basis is orthonormal (per_head_svd's blocks here): the
-    kernel takes the QK-norm's sum of squares from z, and matches the torch tiles."""
-    kern = kernel_vs_tiles("gemma3", layer, sink, "latent", "latent", dtype, orthonormal=True,
+    kernel takes the QK-norm's sum of squares from z, and matches the torch tiles; with
+    the bias off the basis' span (activation_svd's form) the shift e is 0 and skipped."""
+    kern = kernel_vs_tiles("gemma3", layer, sink, "latent", "latent", dtype, orthonormal=orthonormal,
                            ds_dynamic=ds_dynamic)
-    assert kern.norm_z
+    assert kern.norm_z and kern.has_e == ("off" not in orthonormal)
 
 
 def test_norm_from_latent_refuses_a_non_diagonal_gram():
@@ -72,7 +74,7 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
     gz, bb, uw, bw = kernels.norm_from_latent(q, torch.ones(64), torch.full((64,), 2.0), 1, 64)
     z = torch.randn(5, 24)
     want = ((z @ q.T + 1) ** 2).sum(-1)
-    got = (z * z * gz[0, 0] + gz[0, 1] * z).sum(-1) + bb[0]
+    got = (gz[0, 0] * (z + gz[0, 1]) ** 2).sum(-1) + bb[0]
     assert torch.allclose(got, want, rtol=1e-4) and torch.allclose(uw, 2 * q) and torch.allclose(bw, torch.full((64,), 2.0))
 
 
@@ -99,6 +101,9 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
             up[h * 64:(h + 1) * 64, h * 12:(h + 1) * 12] = torch.linalg.qr(torch.randn(64, 12, generator=g))[0]
         with torch.no_grad():
             attn.k_proj.up.weight.copy_(up)
+            if "off" in orthonormal:
+                b = attn.k_proj.bias
+                b.copy_(b - up @ (up.T @ b))
     lay = LayerLayout(comp["k"], comp["v"], attn.window, sink=sink)
     sink = A.sink_of(lay)
     attn = attn.to(DEVICE, dtype)
