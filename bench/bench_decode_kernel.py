@@ -60,7 +60,6 @@ def main():
     ap.add_argument("--latent-combine", default="1")
     ap.add_argument("--ds-dynamic", default="0", help="1: the K slices in a loop, not unrolled")
     ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
-    ap.add_argument("--rope-add", default="1", help="1: a global layer's RoPE angles by angle addition per tile")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
     a = ap.parse_args()
@@ -96,16 +95,15 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, 1, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
-            for bt, w, ft, ps, st, ds, mr, lc, dy, nz, ra in itertools.product(*(map(int, x.split(",")) for x in (
+            for bt, w, ft, ps, st, ds, mr, lc, dy, nz in itertools.product(*(map(int, x.split(",")) for x in (
                     a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds, a.maxnreg, a.latent_combine,
-                    a.ds_dynamic, a.norm_z, a.rope_add))):
+                    a.ds_dynamic, a.norm_z))):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
                                                per_sm=ps, num_stages=st or None, ds=ds,
                                                maxnreg=mr or None, latent_combine=bool(lc),
-                                               ds_dynamic=bool(dy), norm_z=bool(nz),
-                                               rope_add=bool(ra))
+                                               ds_dynamic=bool(dy), norm_z=bool(nz))
                 try:
                     us = timed(lambda: kern(q, k, v, pos, qp, tile))
                 except Exception as e:  # a config that does not compile
@@ -113,7 +111,7 @@ def main():
                           f"{type(e).__name__}: {str(e)[:200]}")
                     continue
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
-                      f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} ra {int(kern.rope_add)} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
+                      f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  regs {kern.compiled.n_regs} spills {kern.compiled.n_spills} "
                       f"wgmma {kern.compiled.asm['ptx'].count('wgmma.mma_async')} "
                       f"mma.sync {kern.compiled.asm['ptx'].count('mma.sync')}", flush=True)

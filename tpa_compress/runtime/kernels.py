@@ -82,10 +82,9 @@ if triton is not None:
         return x.to(dt)
 
     @triton.jit
-    def _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK, rt_ptr,
+    def _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK,
                  D: tl.constexpr, HALF: tl.constexpr, DS: tl.constexpr, HAS_NORM: tl.constexpr,
-                 PREC: tl.constexpr, FAST_TRIG: tl.constexpr, dt: tl.constexpr, ROPE_ADD: tl.constexpr,
-                 BLOCK_T: tl.constexpr):
+                 PREC: tl.constexpr, FAST_TRIG: tl.constexpr, dt: tl.constexpr):
         """DS rotation pairs (j .. j+DS and their partners HALF later) of a latent K tile
         rebuilt from z (keys, RK_P), normed (weight here, the per-key scalar on the finished
         score), rotated, and their part of the scores with the g queries added to s."""
@@ -101,15 +100,7 @@ if triton is not None:
             sq += tl.sum(k1 * k1, 1) + tl.sum(k2 * k2, 1)
             k1 = k1 * tl.load(nw_ptr + dj, mask=hm, other=0.0)[None, :]
             k2 = k2 * tl.load(nw_ptr + HALF + dj, mask=hm, other=0.0)[None, :]
-        if ROPE_ADD:  # apos: the tile's first position; the angle of key i is apos's + i's
-            cb, sb = _cos_sin(apos * tl.load(invf_ptr + dj, mask=hm, other=0.0), FAST_TRIG)
-            rt = rt_ptr + tl.arange(0, BLOCK_T)[:, None] * HALF + dj[None, :]
-            cd = tl.load(rt, mask=hm[None, :], other=1.0)
-            sd = tl.load(rt + BLOCK_T * HALF, mask=hm[None, :], other=0.0)
-            c = cb[None, :] * cd - sb[None, :] * sd
-            sn = sb[None, :] * cd + cb[None, :] * sd
-        else:
-            c, sn = _cos_sin(apos[:, None] * tl.load(invf_ptr + dj, mask=hm, other=0.0)[None, :], FAST_TRIG)
+        c, sn = _cos_sin(apos[:, None] * tl.load(invf_ptr + dj, mask=hm, other=0.0)[None, :], FAST_TRIG)
         r1 = k1 * c - k2 * sn
         r2 = k2 * c + k1 * sn
         qm = gmask[:, None] & hm[None, :]
@@ -121,7 +112,7 @@ if triton is not None:
 
     @triton.jit
     def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr, sm_ptr, sl_ptr, sa_ptr,
-                        ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr, gz_ptr, bb_ptr, rt_ptr,
+                        ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr, gz_ptr, bb_ptr,
                         m_ptr, l_ptr, acc_ptr,
                         T, CHUNK, KV, S, RK, RV, NS,
                         sq_b, sq_h, skc_b, skc_t, svc_b, svc_t, sp_b, ss_b, ss_h, ss_j, ssc_b, ssc_t,
@@ -132,7 +123,7 @@ if triton is not None:
                         HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
                         PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr,
                         LATENT_COMBINE: tl.constexpr, DS_DYNAMIC: tl.constexpr,
-                        NORM_Z: tl.constexpr, HAS_E: tl.constexpr, ROPE_ADD: tl.constexpr):
+                        NORM_Z: tl.constexpr, HAS_E: tl.constexpr):
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
@@ -169,12 +160,7 @@ if triton is not None:
                 # K rebuilt DS rotation pairs at a time (bounded registers; U slices come
                 # from L1). The QK-norm is a per-key scalar times a weight applied before
                 # RoPE: the weight goes in here, the scalar on the finished score.
-                if ROPE_ADD:  # a global layer: slot t holds position t - pad, so a tile's valid
-                    # keys sit at consecutive positions from its first slot's
-                    valid = tmask & (kp >= 0) & (kp < 1073741824)
-                    apos = tl.max(tl.where(valid, kp - (t - t0), -1073741824), 0).to(tl.float32) / rscale
-                else:
-                    apos = kp.to(tl.float32) / rscale
+                apos = kp.to(tl.float32) / rscale
                 s = tl.zeros([BLOCK_T, G_P], dtype=tl.float32)
                 if NORM_Z:  # |U z + b|^2 = sum_r g_r (z_r + e_r)^2 + const (norm_from_latent): a
                     # dot with g in every column leaves each column of sq the row's sum, in
@@ -188,13 +174,11 @@ if triton is not None:
                 if DS_DYNAMIC:  # a loop: one U slice buffer, reused (fits BLOCK_T = 128)
                     for j in range(0, HALF_P, DS):
                         s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
-                                         invf_ptr, h, RK, rt_ptr, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt,
-                                         ROPE_ADD, BLOCK_T)
+                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt)
                 else:
                     for j in tl.static_range(0, HALF_P, DS):
                         s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
-                                         invf_ptr, h, RK, rt_ptr, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt,
-                                         ROPE_ADD, BLOCK_T)
+                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt)
                 if NORM_Z:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))
                 elif HAS_NORM:
@@ -362,7 +346,7 @@ class DecodeAttention:
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False, norm_z: bool = True, rope_add: bool = True):
+                 ds_dynamic: bool = False, norm_z: bool = True):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -381,10 +365,7 @@ class DecodeAttention:
         self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = none
         self.rk = self.rv = 1
         self.has_norm, self.eps, self.rscale = False, 0.0, 1.0
-        self.norm_z, self.has_e, self.gz, self.bb, self.rt = False, False, none, none, none
-        # a global layer's rotation angles by angle addition from each tile's first
-        # position (4 FMAs per rotation pair instead of 2 special-function ops)
-        self.rope_add = rope_add and self.window is None
+        self.norm_z, self.has_e, self.gz, self.bb = False, False, none, none
         if self.k_latent:
             kp = attn.k_proj
             self.ku = kp.up.weight.detach().contiguous()            # (kv*D, rk)
@@ -401,10 +382,6 @@ class DecodeAttention:
                     self.has_e = bool(self.gz[:, 1].abs().amax() > 0)  # activation_svd: bias off U's span, e = 0
             self.invf = rope_inv_freq(d, cfg.rope_base(attn.layer), dev)
             self.rscale = float(cfg.rope_scale(attn.layer))
-            if self.rope_add:  # cos, sin of the angle of the i-th key of a tile past its first
-                ang = torch.arange(block_t, device=dev, dtype=torch.float64)[:, None] / self.rscale * \
-                    self.invf.double()[None, :]
-                self.rt = torch.stack([ang.cos(), ang.sin()]).float().contiguous()   # (2, block_t, D/2)
         if self.v_latent:
             vp = attn.v_proj
             self.vu = vp.up.weight.detach().contiguous()            # (kv*D, rv)
@@ -457,7 +434,7 @@ class DecodeAttention:
             tl.float16 if kc.dtype == torch.float8_e4m3fn and q.dtype != torch.float32 else _TL_DTYPES[q.dtype])
         self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
             q, kc, vc, k_pos, qp, sc, sm, sl, sa, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
-            self.gz, self.bb, self.rt, m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
+            self.gz, self.bb, m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
             k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
             D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
@@ -465,8 +442,7 @@ class DecodeAttention:
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
             PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent,
-            DS_DYNAMIC=self.ds_dynamic, NORM_Z=self.norm_z, HAS_E=self.has_e,
-            ROPE_ADD=self.rope_add, num_warps=self.num_warps,
+            DS_DYNAMIC=self.ds_dynamic, NORM_Z=self.norm_z, HAS_E=self.has_e, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}),
             **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}))
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
