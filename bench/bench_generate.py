@@ -53,6 +53,8 @@ def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1, k_basi
             for j, i in enumerate(glob):
                 attn = m.layers[i].self_attn
                 for name, r in (("k_proj", per[0][j]), ("v_proj", per[1][j])):
+                    if r == 0:  # rank 0: this one stays full (e.g. "0/128": latent V only)
+                        continue
                     c = Component("latent", cfg.num_kv_heads, cfg.head_dim, r)
                     setattr(attn, name, make_proj(cfg.hidden_size, c, sink))
     with torch.no_grad():
@@ -188,7 +190,8 @@ def main():
     ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
                     "e.g. latent_combine=0,block_t=64 (experiments)")
     ap.add_argument("--ranks", default="128/128", help="converted layout's K/V latent ranks: one each, "
-                    "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M)")
+                    "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M); 0 keeps "
+                    "that one full (0/128: latent V only)")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="converted K up-projection: orthonormal columns (as activation_svd writes) or random")
     ap.add_argument("--new-tokens", type=int, default=64)
