@@ -438,7 +438,7 @@ class DecodeAttention:
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
             k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
             D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
-            RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(self.ds, _p2(d // 2)),
+            RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(max(16, self.ds), _p2(d // 2)),
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
             PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent,
