@@ -64,7 +64,9 @@ def test_kernel_norm_from_latent(layer, sink, ds_dynamic, orthonormal, dtype):
     the bias off the basis' span (activation_svd's form) the shift e is 0 and skipped."""
     kern = kernel_vs_tiles("gemma3", layer, sink, "latent", "latent", dtype, orthonormal=orthonormal,
                            ds_dynamic=ds_dynamic)
-    assert kern.norm_z and kern.has_e == ("off" not in orthonormal)
+    assert kern.norm_z
+    if dtype == torch.float32:  # in bf16 the rounded U^T b is no longer 0: e stays, exact anyway
+        assert kern.has_e == ("off" not in orthonormal)
 
 
 def test_norm_from_latent_refuses_a_non_diagonal_gram():
