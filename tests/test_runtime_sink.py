@@ -145,11 +145,11 @@ def test_allocated_bytes_with_sink_equal_layout_prediction(kind):
     r = Runner(model, batch=3, max_len=40, compile=False)
     assert [lay.sink for lay in r.layouts] == [0, 2, 0, 0, 0, 2]
     assert r.cache.kv_bytes == cache_bytes(r.layouts, 40, 3)
-    # the sink buffers exist only for factorized components: 3 sequences x 2 tokens x 32 values
+    # sink buffers for both components of a layer with a sink (a full one too: no gather
+    # per step), none elsewhere: 3 sequences x 2 tokens x 32 values
     lc = r.cache.layers[1]
-    n_fact = sum(c.kind != "full" for c in (r.layouts[1].k, r.layouts[1].v))
-    assert sum(t is not None for t in (lc.sk, lc.sv)) == n_fact
-    assert lc.sv.shape == (3, 2, N_KV * D)
+    assert lc.sk.shape == lc.sv.shape == (3, 2, N_KV * D)
+    assert r.cache.layers[0].sk is None and r.cache.layers[0].sv is None
 
 
 def test_missing_sink_weights_is_an_error():

@@ -57,9 +57,11 @@ def test_sink_priced_once_per_layer():
     lat = Component("latent", 2, 16, 8)
     plain = LayerLayout(lat, full, None, "bf16")
     sunk = LayerLayout(lat, full, None, "bf16", sink=2)
-    # only the factorized K needs exact sink values: 2 tokens x 32 values x 2 bytes
-    assert cache_bytes([sunk], 100) - cache_bytes([plain], 100) == 2 * 32 * 2
+    # exact K and V of the sink tokens (the full V too: no gather per step): 2 tokens x
+    # (32 + 32) values x 2 bytes; a layer with nothing factorized has no sink buffer
+    assert cache_bytes([sunk], 100) - cache_bytes([plain], 100) == 2 * 64 * 2
     assert LayerLayout.from_dict(sunk.to_dict()) == sunk
+    assert LayerLayout(full, full, None, "bf16", sink=2).sink_bytes() == 0
 
 
 def test_stats_skip_leading_positions():

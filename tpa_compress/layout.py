@@ -71,12 +71,15 @@ class LayerLayout:
             raise TPAError(f"sink {self.sink!r} is not valid; expected an integer >= 0")
 
     def sink_bytes(self) -> float:
-        """Bytes of the exact sink tokens: full K/V of the factorized components only
-        (exact means unquantized: bf16 in a one-byte cache)."""
+        """Bytes of the exact sink tokens: full K and V of a layer with a factorized
+        component (a full one too: its sink rows then need no gather per decode step;
+        exact means unquantized: bf16 in a one-byte cache)."""
+        if self.k.kind == "full" and self.v.kind == "full":
+            return 0
         size, scale = CACHE_DTYPES[self.cache_dtype]
         if size == 1:
             size, scale = 2, 0
-        return self.sink * sum(c.heads * c.dim * size + scale for c in (self.k, self.v) if c.kind != "full")
+        return self.sink * sum(c.heads * c.dim * size + scale for c in (self.k, self.v))
 
     def bytes_per_token(self) -> float:
         size, scale = CACHE_DTYPES[self.cache_dtype]

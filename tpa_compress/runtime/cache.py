@@ -18,11 +18,12 @@ saturation at +-448; int8 keeps one fp16 scale per token and component (K, V) â€
 / 127 â€” in `scale` (batch, capacity, 2), which is what `layout.cache_bytes` counts.
 
 Exact sink tokens (LayerLayout.sink > 0, a factorized K or V): a second, tiny buffer
-per factorized component, (batch, sink, heads*dim), holds the exact attention-ready K
+per component, (batch, sink, heads*dim), holds the exact attention-ready K
 (normed, rotated) or V of each sequence's own positions 0..sink-1 (row j = position j,
 whatever the padding). Attention reads those positions from there and masks them out
-of the factorized slots (see attention.sink_of). Sink tokens are exact: with a one-byte
-cache they stay in bf16.
+of the factorized slots (see attention.sink_of). A full component gets a buffer too, so
+a decode step never gathers the sink rows from its slots. Sink tokens are exact: with a
+one-byte cache they stay in bf16.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ class LayerCache:
         self.sink = layout.sink if layout.k.kind != "full" or layout.v.kind != "full" else 0
         sdt = torch.bfloat16 if self.quant else dt
         sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=sdt, device=device)  # noqa: E731
-                              if self.sink and c.kind != "full" else None)
+                              if self.sink else None)
         self.sk, self.sv = sink_buf(layout.k), sink_buf(layout.v)
 
     @property

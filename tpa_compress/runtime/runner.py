@@ -282,16 +282,9 @@ class Runner:
                 buf.scatter_(1, ix, torch.where(hit, e.transpose(1, 2).flatten(2).to(buf.dtype), buf.gather(1, ix)))
 
     def _sink_tile(self, attn, lc):
-        """The exact sink tile (ks, vs), each (B, kv, S, D): the sink buffers, or for a
-        component stored full, its slots of positions 0..S-1 (a ring may have reused a
-        slot only once that position left the window, where the mask hides it)."""
+        """The exact sink tile (ks, vs), each (B, kv, S, D): views of the sink buffers."""
         b, n = self.batch, lc.sink
-        ks, vs = lc.sk, lc.sv
-        if ks is None or vs is None:
-            slots = (self.pad[:, None] + torch.arange(n, device=self.device)) % lc.capacity
-            kf, vf = lc.rows(slots, self.dtype)
-            ks, vs = kf if ks is None else ks, vf if vs is None else vs
-        return tuple(t.view(b, n, attn.n_kv, attn.head_dim).transpose(1, 2) for t in (ks, vs))
+        return tuple(t.view(b, n, attn.n_kv, attn.head_dim).transpose(1, 2) for t in (lc.sk, lc.sv))
 
     def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False):
         """Attention output before o_proj, (B, 1, H*D)."""
