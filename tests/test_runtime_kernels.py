@@ -184,3 +184,23 @@ def test_chunks_fill_one_wave():
             assert n * b * kern.kv <= max(slots, b * kern.kv)  # one wave (or one chunk each)
             if t >= 32768 and b * kern.kv <= slots // 2:
                 assert n * b * kern.kv > slots // 2  # and the GPU is not left half idle
+
+
+@pytest.mark.parametrize("family,sink", [("gemma3", 1), ("gemma3", 0)])
+def test_kernel_decode_path_norm_from_latent(family, sink):
+    """Latent K with per-head orthonormal blocks (per_head_svd's form; 2 KV heads x 16,
+    rank 12): the runner's kernels take the QK-norm from z, and decode still equals the
+    reference forward."""
+    model = sink_model(family, "latent_kv", sink)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for blk in model.layers:
+            up = blk.self_attn.k_proj.up.weight                  # (2 * 16, 12)
+            blocks = torch.zeros(up.shape)
+            for h in range(2):
+                blocks[h * 16:(h + 1) * 16, h * 6:(h + 1) * 6] = torch.linalg.qr(torch.randn(16, 6, generator=g))[0]
+            up.copy_(blocks.to(up.dtype))
+    prompts = prompts_of([13, 1, 20])
+    r = runner_for(model, prompts, 10, fused=True)
+    assert len(r.kernels) == 6 and all(k.norm_z for k in r.kernels.values())
+    check_steps(model, prompts, 10, r)
