@@ -69,6 +69,14 @@ def test_kernel_norm_from_latent(layer, sink, ds_dynamic, orthonormal, dtype):
         assert kern.has_e == ("off" not in orthonormal)
 
 
+@pytest.mark.parametrize("quant", ["fp8", "int8"])
+def test_kernel_norm_from_latent_one_byte_cache(quant):
+    """The norm from z also over one-byte latents (dequantized on load)."""
+    dtype = torch.bfloat16 if GPU else torch.float32
+    kern = kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", dtype, quant, orthonormal="blocks")
+    assert kern.norm_z
+
+
 def test_norm_from_latent_refuses_a_non_diagonal_gram():
     u = torch.randn(64, 24)
     assert kernels.norm_from_latent(u, torch.zeros(64), torch.ones(64), 1, 64) is None
