@@ -70,11 +70,17 @@ class LayerLayout:
         if isinstance(self.sink, bool) or not isinstance(self.sink, int) or self.sink < 0:
             raise TPAError(f"sink {self.sink!r} is not valid; expected an integer >= 0")
 
+    @property
+    def sink_held(self) -> int:
+        """Leading positions kept exact: `sink` when K or V is factorized (a full layer
+        is exact already), else 0."""
+        return self.sink if self.k.kind != "full" or self.v.kind != "full" else 0
+
     def sink_bytes(self) -> float:
-        """Bytes of the exact sink tokens: full K and V of a layer with a factorized
-        component (a full one too: its sink rows then need no gather per decode step;
-        exact means unquantized: bf16 in a one-byte cache)."""
-        if self.k.kind == "full" and self.v.kind == "full":
+        """Bytes of the exact sink tokens: full K and V of the `sink_held` positions (a
+        full component too: its sink rows then need no gather per decode step; exact
+        means unquantized: bf16 in a one-byte cache)."""
+        if not self.sink_held:
             return 0
         size, scale = CACHE_DTYPES[self.cache_dtype]
         if size == 1:

@@ -30,7 +30,7 @@ from ..models.common import rope_cos_sin
 
 def sink_of(lay: LayerLayout) -> int:
     """Leading positions this layer reads from the exact sink buffer (0: none)."""
-    return lay.sink if lay.k.kind != "full" or lay.v.kind != "full" else 0
+    return lay.sink_held
 
 
 def allowed(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None, sink: int = 0) -> torch.Tensor:

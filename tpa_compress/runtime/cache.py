@@ -21,7 +21,7 @@ Exact sink tokens (LayerLayout.sink > 0, a factorized K or V): a second, tiny bu
 per component, (batch, sink, heads*dim), holds the exact attention-ready K
 (normed, rotated) or V of each sequence's own positions 0..sink-1 (row j = position j,
 whatever the padding). Attention reads those positions from there and masks them out
-of the factorized slots (see attention.sink_of). A full component gets a buffer too, so
+of the factorized slots (see LayerLayout.sink_held). A full component gets a buffer too, so
 a decode step never gathers the sink rows from its slots. Sink tokens are exact: with a
 one-byte cache they stay in bf16.
 """
@@ -97,7 +97,7 @@ class LayerCache:
         self.scale = (torch.ones(batch, self.capacity, 2, dtype=torch.float16, device=device)
                       if self.quant == "int8" else None)
         self.quantize = quantize  # the runner swaps in a compiled twin (one fused kernel)
-        self.sink = layout.sink if layout.k.kind != "full" or layout.v.kind != "full" else 0
+        self.sink = layout.sink_held
         sdt = torch.bfloat16 if self.quant else dt
         sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=sdt, device=device)  # noqa: E731
                               if self.sink else None)
@@ -127,13 +127,6 @@ class LayerCache:
         plain cache, a dequantized copy of just those slots for a one-byte one."""
         sc = self.scale[:, a:e] if self.scale is not None else None
         return self._compute(self.k[:, a:e], self.v[:, a:e], sc, dtype)
-
-    def rows(self, slots: torch.Tensor, dtype: torch.dtype):
-        """K and V entries at per-sequence slots (batch, n), in a compute dtype."""
-        take = lambda t: t.gather(1, slots[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
-        k, v = (take(self.raw[..., :self.nk]).view(self.kv.dtype),
-                take(self.raw[..., self.nk:]).view(self.kv.dtype))
-        return self._compute(k, v, take(self.scale) if self.scale is not None else None, dtype)
 
     def _compute(self, k, v, sc, dtype):
         """Stored K, V entries (+ their int8 scales) -> the compute dtype (as they are

@@ -211,8 +211,7 @@ class Runner:
         xs = x.gather(1, cols[..., None].expand(-1, -1, x.shape[-1]))
         ks, vs = exact_sink_entries(attn, lay, xs, *self._rope(i, sp.expand(b, -1)))
         for buf, e in ((lc.sk, ks), (lc.sv, vs)):
-            if buf is not None:
-                buf.copy_(e.transpose(1, 2).flatten(2))
+            buf.copy_(e.transpose(1, 2).flatten(2))
         return ks, vs
 
     def _prefill_attn(self, i, x, q_pos, cols, pads):
@@ -277,9 +276,8 @@ class Runner:
         idx = q_pos.clamp(0, lc.sink - 1)
         hit = ((q_pos >= 0) & (q_pos < lc.sink))[..., None]
         for buf, e in ((lc.sk, k), (lc.sv, v)):
-            if buf is not None:
-                ix = idx[..., None].expand(-1, -1, buf.shape[-1])
-                buf.scatter_(1, ix, torch.where(hit, e.transpose(1, 2).flatten(2).to(buf.dtype), buf.gather(1, ix)))
+            ix = idx[..., None].expand(-1, -1, buf.shape[-1])
+            buf.scatter_(1, ix, torch.where(hit, e.transpose(1, 2).flatten(2).to(buf.dtype), buf.gather(1, ix)))
 
     def _sink_tile(self, attn, lc):
         """The exact sink tile (ks, vs), each (B, kv, S, D): views of the sink buffers."""
