@@ -23,7 +23,7 @@ from tpa_compress.layout import Component, LayerLayout  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import kernels  # noqa: E402
+from tpa_compress.runtime import cuda_decode, kernels  # noqa: E402
 
 
 def timed(fn, reps=20, rounds=5):
@@ -62,6 +62,9 @@ def main():
     ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
+    ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
+    ap.add_argument("--cuda-builds", default="1:2", help="the CUDA kernel's builds, m-tiles together:min "
+                    "programs per SM (register budget), comma-separated")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -95,26 +98,38 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, 1, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
-            for bt, w, ft, ps, st, ds, mr, lc, dy, nz in itertools.product(*(map(int, x.split(",")) for x in (
-                    a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds, a.maxnreg, a.latent_combine,
-                    a.ds_dynamic, a.norm_z))):
+            ref = None
+            backends = [(be, cb) for be in a.backend.split(",")
+                        for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
+            for (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz in itertools.product(backends, *(
+                    map(int, x.split(",")) for x in (a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds,
+                                                     a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z))):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
-                kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
-                                               per_sm=ps, num_stages=st or None, ds=ds,
-                                               maxnreg=mr or None, latent_combine=bool(lc),
-                                               ds_dynamic=bool(dy), norm_z=bool(nz))
+                if cb:
+                    cuda_decode.BUILD.update(zip(("mp", "minb"), map(int, cb.split(":"))))
                 try:
+                    kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
+                                                   per_sm=ps, num_stages=st or None, ds=ds,
+                                                   maxnreg=mr or None, latent_combine=bool(lc),
+                                                   ds_dynamic=bool(dy), norm_z=bool(nz), backend=be)
+                    out = kern(q, k, v, pos, qp, tile).float()
                     us = timed(lambda: kern(q, k, v, pos, qp, tile))
-                except Exception as e:  # a config that does not compile
-                    print(f"{kinds} b{b} T{t} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} dyn {dy}: "
-                          f"{type(e).__name__}: {str(e)[:200]}")
+                except Exception as e:  # a config that does not compile or is not served
+                    print(f"{kinds} b{b} T{t} {be} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} "
+                          f"dyn {dy}: {type(e).__name__}: {str(e)[:200]}", flush=True)
                     continue
+                ref = out if ref is None else ref  # the first config's output: the others vs it
+                err = ((out - ref).norm() / ref.norm()).item()
+                if kern.cuda:
+                    info = f"cuda {cb} chunks {kern.chunks(b, t, 64)[1]:4d}"
+                else:
+                    c = kern.compiled
+                    info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
+                            f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}")
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
-                      f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc} chunks {kern.chunks(b, t)[1]:4d}: {us:8.1f} us "
-                      f"{moved / us / 1e3:7.0f} GB/s  regs {kern.compiled.n_regs} spills {kern.compiled.n_spills} "
-                      f"wgmma {kern.compiled.asm['ptx'].count('wgmma.mma_async')} "
-                      f"mma.sync {kern.compiled.asm['ptx'].count('mma.sync')}", flush=True)
+                      f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
+                      f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}", flush=True)
 
 
 if __name__ == "__main__":

@@ -88,16 +88,17 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
     assert torch.allclose(got, want, rtol=1e-4) and torch.allclose(uw, 2 * q) and torch.allclose(bw, torch.full((64,), 2.0))
 
 
-def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, **options):
+def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
+                    heads=4, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine). orthonormal: K's up-
-    projection is per-head orthonormal blocks (per_head_svd's form), 12 columns each."""
-    cfg = tiny_config(family, head_dim=64, num_kv_heads=2, num_heads=4)
+    projection is per-head orthonormal blocks (per_head_svd's form), rk / 2 columns each."""
+    cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=heads)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
     attn = model.layers[layer].self_attn
     g = torch.Generator().manual_seed(0)
-    comp = {"k": Component(kk, 2, 64, 24), "v": Component(vk, 2, 64, 20)}
+    comp = {"k": Component(kk, 2, d, rk), "v": Component(vk, 2, d, rv)}
     for name in ("k", "v"):
         if comp[name].kind == "latent":
             proj = make_proj(cfg.hidden_size, comp[name], sink)
@@ -106,9 +107,10 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
                     p.copy_(torch.randn(p.shape, generator=g) * 0.3)
             setattr(attn, f"{name}_proj", proj)
     if orthonormal:
-        up = torch.zeros(128, 24)
+        up = torch.zeros(2 * d, rk)
+        c = rk // 2
         for h in range(2):
-            up[h * 64:(h + 1) * 64, h * 12:(h + 1) * 12] = torch.linalg.qr(torch.randn(64, 12, generator=g))[0]
+            up[h * d:(h + 1) * d, h * c:(h + 1) * c] = torch.linalg.qr(torch.randn(d, c, generator=g))[0]
         with torch.no_grad():
             attn.k_proj.up.weight.copy_(up)
             if "off" in orthonormal:
@@ -129,10 +131,10 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     k_pos[2, 100:] = 2**30  # never written
     k_pos = k_pos.to(DEVICE)
     q_pos = torch.tensor([[120], [160], [99]], device=DEVICE)
-    q = torch.randn(b, 4, 1, 64, generator=g).to(DEVICE, dtype)
+    q = torch.randn(b, heads, 1, d, generator=g).to(DEVICE, dtype)
     tile = None
     if sink:
-        tile = tuple(torch.randn(b, 2, sink, 64, generator=g).to(DEVICE, dtype) for _ in range(2))
+        tile = tuple(torch.randn(b, 2, sink, d, generator=g).to(DEVICE, dtype) for _ in range(2))
     kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, **options)
     kern.n_sm = 16  # several chunks per (sequence, head) even here,
     kern.combine_block = 2  # merged over several blocks of chunk states

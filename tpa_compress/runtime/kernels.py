@@ -25,6 +25,7 @@ import os
 import torch
 
 from ..models.common import rope_inv_freq
+from . import cuda_decode
 
 if not torch.cuda.is_available():  # no GPU: triton can only interpret (the tests' CPU mode)
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -346,7 +347,7 @@ class DecodeAttention:
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False, norm_z: bool = True):
+                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto"):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -370,6 +371,7 @@ class DecodeAttention:
             kp = attn.k_proj
             self.ku = kp.up.weight.detach().contiguous()            # (kv*D, rk)
             self.kb = kp.bias.detach().float().contiguous()
+            raw_up, raw_b = self.ku, self.kb  # before any norm folding (the CUDA kernel's)
             self.rk = self.ku.shape[1]
             self.has_norm = attn.qk_norm
             if self.has_norm:
@@ -389,13 +391,27 @@ class DecodeAttention:
             self.rv = self.vu.shape[1]
         self.n_sm = (torch.cuda.get_device_properties(dev).multi_processor_count
                      if dev.type == "cuda" else 4)
+        # latent K + V: the hand-written CUDA kernel (cuda_decode.py) where it serves the
+        # shapes; backend "triton" keeps this module's kernel
+        if backend not in ("auto", "triton", "cuda"):
+            raise ValueError(f"backend {backend!r}: valid: auto, triton, cuda")
+        self.cuda = (backend != "triton" and dev.type == "cuda" and not INTERPRET
+                     and self.k_latent and self.v_latent and self.latent_combine
+                     and cuda_decode.serves(d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype,
+                                            self.window is not None))
+        if backend == "cuda" and not self.cuda:
+            raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
+        if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
+            self.cu_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_b
+            self.cu_norm = self.nw if self.has_norm else none
 
-    def chunks(self, b: int, t: int) -> tuple[int, int]:
+    def chunks(self, b: int, t: int, block: int | None = None) -> tuple[int, int]:
         """(chunk length, chunk count): at most `per_sm` programs per SM, so one wave
         (rounding up made 272 programs for 264 slots at batch 16: a second wave, ~2x)."""
-        blocks = triton.cdiv(t, self.block_t)
+        block = block or self.block_t
+        blocks = triton.cdiv(t, block)
         n = max(1, min(blocks, self.per_sm * self.n_sm // (b * self.kv)))
-        chunk = triton.cdiv(blocks, n) * self.block_t
+        chunk = triton.cdiv(blocks, n) * block
         return chunk, triton.cdiv(t, chunk)
 
     def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None):
@@ -406,7 +422,8 @@ class DecodeAttention:
         b, t = kc.shape[0], kc.shape[1]
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
-        chunk, n = self.chunks(b, t)
+        use_cuda = self.cuda and kc.dtype == torch.bfloat16 and q.dtype == torch.bfloat16 and scale is None
+        chunk, n = self.chunks(b, t, cuda_decode.BLOCK if use_cuda else self.block_t)
         dev = q.device
         latent = self.v_latent and self.latent_combine
         m = torch.empty(b, self.kv, n, self.g, device=dev)
@@ -428,6 +445,21 @@ class DecodeAttention:
         int8 = kc.dtype == torch.int8
         assert int8 == (scale is not None)
         sc = scale if int8 else m
+        if use_cuda:  # the same chunk states, from the hand-written kernel
+            cuda_decode.launch(self, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n)
+        else:
+            self._triton_partial(q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
+                                 ieee, int8, latent, sink is not None)
+        out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
+        bd = min(d, 64)
+        _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
+                                          self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
+                                          LATENT=latent, RV_P=_p2(self.rv), HAS_SINK=sink_c, num_warps=4)
+        return out.view(b, 1, h * d)
+
+    def _triton_partial(self, q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
+                        ieee, int8, latent, has_sink):
+        b, d = kc.shape[0], self.d
         # full K: what the dots take. fp8 e4m3 converts exactly and cheaply (packed cvt)
         # to fp16, so 16-bit queries meet it there
         cdt = _TL_DTYPES.get(kc.dtype) or (
@@ -440,14 +472,8 @@ class DecodeAttention:
             D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
             RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(max(16, self.ds), _p2(d // 2)),
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
-            HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=sink is not None,
+            HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=has_sink,
             PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent,
             DS_DYNAMIC=self.ds_dynamic, NORM_Z=self.norm_z, HAS_E=self.has_e, num_warps=self.num_warps,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}),
             **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}))
-        out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
-        bd = min(d, 64)
-        _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
-                                          self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
-                                          LATENT=latent, RV_P=_p2(self.rv), HAS_SINK=sink_c, num_warps=4)
-        return out.view(b, 1, h * d)

@@ -1,0 +1,99 @@
+"""The hand-written CUDA decode kernel (runtime/cuda_decode.py) vs the torch tile path,
+and the runner's decode through it vs the reference forward. GPU only
+(TPA_TEST_DEVICE=cuda): it is CUDA C++ compiled by torch's NVRTC, with no interpreter."""
+import pytest
+import torch
+
+from test_runtime_kernels import kernel_vs_tiles
+from test_runtime_sink import DEVICE, GPU, prompts_of, sink_model
+from tiny import random_state, tiny_config
+from tpa_compress.layout import Component, LayerLayout
+from tpa_compress.load.source import Checkpoint, WeightSource
+from tpa_compress.methods.layers import make_proj
+from tpa_compress.models import build_model
+from tpa_compress.runtime import Runner, SamplingParams, cuda_decode, kernels
+
+pytestmark = pytest.mark.skipif(not (GPU and kernels.available()), reason="needs a CUDA GPU")
+
+# head dim 256 (the kernel's), 2 KV heads, query heads per KV head 2 or 4
+CASES = [
+    # family, layer, sink, orthonormal, rk, rv, heads
+    ("gemma3", 5, 1, "blocks", 128, 128, 8),            # global layer, sink, norm from z, e != 0
+    ("gemma3", 5, 1, "blocks, bias off the span", 128, 128, 4),
+    ("gemma3", 0, 2, "blocks", 128, 128, 8),            # sliding window + 2 sink tokens
+    ("gemma3", 5, 0, "blocks", 64, 256, 8),             # other ranks, no sink
+    ("llama", 3, 1, False, 128, 128, 8),                # no QK-norm
+    ("llama", 3, 0, False, 96, 128, 4),
+]
+
+
+@pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads", CASES)
+def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv, heads):
+    kern = kernel_vs_tiles(family, layer, sink, "latent", "latent", torch.bfloat16, orthonormal=orthonormal,
+                           d=256, rk=rk, rv=rv, heads=heads, backend="cuda")
+    assert kern.cuda
+
+
+def test_cuda_backend_refuses_what_it_does_not_serve():
+    """A K basis whose Gram matrix is not diagonal (QK-norm not from z), or a head dim
+    other than 256: backend 'cuda' says so; 'auto' takes the Triton kernel."""
+    with pytest.raises(ValueError, match="does not serve"):
+        kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128, backend="cuda")
+    assert not kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks").cuda
+    assert not cuda_decode.serves(128, 4, 128, 128, torch.bfloat16, False)
+
+
+def latent_model(family, sink):
+    """6 layers, head dim 256, 2 KV heads x 4 query heads, latent K and V of rank 128,
+    K's up-projection per-head orthonormal blocks (the norm from z), bf16 on the GPU."""
+    cfg = tiny_config(family, head_dim=256, num_heads=8, num_kv_heads=2, hidden_size=64)
+    model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), None, "", "m"))
+    g = torch.Generator().manual_seed(1)
+    for blk in model.layers:
+        for name in ("k_proj", "v_proj"):
+            proj = make_proj(cfg.hidden_size, Component("latent", 2, 256, 128), sink)
+            with torch.no_grad():
+                for p in proj.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5))
+                if name == "k_proj":
+                    blocks = torch.zeros(proj.up.weight.shape)
+                    for h in range(2):
+                        blocks[h * 256:(h + 1) * 256, h * 64:(h + 1) * 64] = \
+                            torch.linalg.qr(torch.randn(256, 64, generator=g))[0]
+                    proj.up.weight.copy_(blocks)
+            setattr(blk.self_attn, name, proj)
+    return model.to(DEVICE, torch.bfloat16)
+
+
+@pytest.mark.parametrize("family,sink", [("gemma3", 1), ("llama", 0)])
+def test_cuda_kernel_decode_path_equals_triton(family, sink):
+    """Greedy decode (bf16, CUDA graph) with the CUDA kernel in every layer gives the
+    tokens the Triton kernel gives, and logits within bf16 noise of them."""
+    model = latent_model(family, sink)
+    prompts = prompts_of([13, 1, 20])
+    outs = []
+    for backend in ("cuda", "triton"):
+        r = Runner(model, len(prompts), 40, kernel_options=dict(backend=backend), compile=False)
+        assert len(r.kernels) == 6 and all(k.cuda == (backend == "cuda") for k in r.kernels.values())
+        r.eos = -1
+        p = SamplingParams()
+        r.prepare(p)
+        logits = [r.prefill(prompts, p).clone()]
+        for _ in range(15):
+            r.step(p)
+            logits.append(r.last_logits.clone())
+        outs.append((r.ids[:, 20:36].clone(), torch.stack(logits, 1).float()))
+    (ids_c, lg_c), (ids_t, lg_t) = outs
+    assert torch.equal(ids_c, ids_t)
+    assert (lg_c - lg_t).abs().max().item() < 0.05 * lg_t.abs().max().item()
+
+
+def test_cuda_chunks_are_whole_tiles():
+    model = sink_model("gemma3", "latent_kv", 1)
+    kern = kernels.DecodeAttention(model.layers[5].self_attn,
+                                   LayerLayout(*(Component("latent", 2, 16, 8),) * 2, None, sink=1), 1)
+    kern.n_sm = 132
+    for b in (1, 3, 32):
+        for t in (1, 63, 64, 65, 32768):
+            chunk, n = kern.chunks(b, t, cuda_decode.BLOCK)
+            assert chunk % cuda_decode.BLOCK == 0 and (n - 1) * chunk < t <= n * chunk

@@ -1,0 +1,438 @@
+"""A hand-written CUDA kernel for the decode step of a latent-K, latent-V layer.
+
+Why it exists: the Triton kernel (kernels.py) rebuilds K = U z per tile with U streamed
+through shared memory on every tile, and at 32K keys it stayed slower than the original
+layer's full-K kernel (docs/benchmarks.md, sixth run). Here each of the 8 warps of a
+program owns 16 RoPE pairs (32 of the 256 head dims) and keeps its slice of U in
+registers as mma B-fragments for the whole program, so a tile only streams z:
+
+  per 64-key tile:  z, z_v, positions --cp.async--> shared (2 stages)
+  each warp:        K[keys, its dims] = z @ U^T (mma.sync m16n8k16, bf16 -> fp32) + bias,
+                    RoPE in registers (a pair's two halves sit in the same thread),
+                    partial scores = rotated K @ q^T over its dims (the accumulator
+                    fragments are the next mma's A operand: no shuffle)
+  all threads:      scores = sum of the 8 partials x QK-norm scale (from z: |U z + b|^2 =
+                    sum_r g_r (z_r + e_r)^2 + const, kernels.norm_from_latent) x scale, mask
+  each warp:        online softmax (same in every warp) and p @ z_v for its 16 latent columns
+
+It writes the same per-chunk softmax states as the Triton kernel's `_decode_partial`
+(latent mixtures, LATENT_COMBINE), and the sink tile's own state, so the Triton combine
+finishes the step. Compiled at first use with torch's NVRTC (`torch.cuda._compile_kernel`):
+no compiler or package beyond torch. Serves head dim 256 with 8 query heads per KV head at
+most, ranks that are multiples of 16 up to 128 (K) and of 128 / 8 warps (V), a bf16 cache.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+BLOCK = 64      # keys per tile
+WARPS = 8
+
+_SRC = r"""
+#define D 256
+#define HALF 128
+#define RK __RK__
+#define RV __RV__
+#define KS (RK / 16)
+#define VC (RV / 8)          // latent V columns per warp
+#define VNT (VC / 8)         // their n8 tiles
+#define G __G__
+#define ZS (RK + 8)          // padded shared rows (bf16): ldmatrix without bank conflicts
+#define VS (RV + 8)
+#define SP 68                // padded score rows (floats)
+#define BLK 64
+#define MP __MP__             // m-tiles (16 keys) rebuilt together: independent mma chains
+#define NEG_INF __int_as_float(0xff800000)
+typedef unsigned short bf16;
+typedef unsigned int u32;
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm4(u32* r, const void* p) {
+    u32 s = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void ldsm4t(u32* r, const void* p) {
+    u32 s = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
+    u32 s = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp4(void* dst, const void* src, bool ok) {
+    u32 s = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;"); }
+__device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;"); }
+__device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
+    // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
+    // then the special-function unit: the Triton kernel's FAST_TRIG, same constants
+    float k = floorf(x * 0.15915494309189535f + 0.5f);
+    float r = x - k * 6.28125f - k * 0.0019353071795864769f;
+    c = __cosf(r); s = __sinf(r);
+}
+
+struct Smem {
+    bf16 z[2][BLK][ZS];
+    bf16 v[2][BLK][VS];
+    int kp[2][BLK];
+    float part[8][G + 1][SP];  // [warp][head | the key's sum of squares][key] partials
+    float fin[G][SP];          // [head][key] finished scores
+};
+
+extern "C" __global__ void __launch_bounds__(256, __MINB__)
+latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+              const int* __restrict__ kpos, const long long* __restrict__ qpos,
+              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
+              const float* __restrict__ invf,
+              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
+              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
+              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
+              int T, int CHUNK, int KV, int S, int NS,
+              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
+              int ss_b, int ss_h, int ss_j,
+              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int g4 = lane >> 2, t4 = lane & 3;
+    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
+    const int b = pid_bh / KV, h = pid_bh % KV;
+    const long long qp = qpos[b];
+    const int start = pid_s * CHUNK;
+    const int stop = min(T, start + CHUNK);
+    const bf16* kbase = kc + (long long)b * skc_b;
+    const bf16* vbase = vc + (long long)b * svc_b;
+    const int* pbase = kpos + (long long)b * sp_b;
+
+    auto load_tile = [&](int t0, int st) {
+        // z: BLK rows of RK values = BLK * RK / 8 16-byte pieces; z_v likewise; positions
+        for (int i = tid; i < BLK * RK / 8; i += 256) {
+            int r = i / (RK / 8), c = i % (RK / 8);
+            int t = t0 + r;
+            cp16(&sh.z[st][r][c * 8], kbase + (long long)min(t, T - 1) * skc_t + c * 8, t < stop);
+        }
+        for (int i = tid; i < BLK * RV / 8; i += 256) {
+            int r = i / (RV / 8), c = i % (RV / 8);
+            int t = t0 + r;
+            cp16(&sh.v[st][r][c * 8], vbase + (long long)min(t, T - 1) * svc_t + c * 8, t < stop);
+        }
+        if (tid < BLK) {
+            int t = t0 + tid;
+            cp4(&sh.kp[st][tid], pbase + min(t, T - 1), t < stop);
+        }
+    };
+
+    if (start < stop) load_tile(start, 0);
+    cp_commit();
+
+    // this warp's U slice as B fragments: K half `hf`, n8 tile nt (dims 16w + 8nt + g4), k-step
+    // ks. U's rows come permuted (cuda_decode.permute_up) so a lane's 2 KS words are adjacent
+    u32 ub[2][2][KS][2];
+    float kbias[2][2][2], kw[2][2][2], fr[2][2];
+    #pragma unroll
+    for (int hf = 0; hf < 2; hf++)
+        #pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const int d = hf * HALF + 16 * w + 8 * nt + g4;
+            const uint2* row = reinterpret_cast<const uint2*>(ku + ((long long)h * D + d) * RK) + t4 * KS;
+            #pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                const uint2 x = row[ks];
+                ub[hf][nt][ks][0] = x.x;
+                ub[hf][nt][ks][1] = x.y;
+            }
+            #pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int dd = hf * HALF + 16 * w + 8 * nt + 2 * t4 + j;
+                kbias[hf][nt][j] = kb[h * D + dd];
+                kw[hf][nt][j] = has_norm ? nw[dd] : 1.f;
+            }
+        }
+    #pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+        #pragma unroll
+        for (int j = 0; j < 2; j++) fr[nt][j] = invf[16 * w + 8 * nt + 2 * t4 + j];
+    // q as B fragments for scores = K_rot @ q^T over this warp's dims: k = dim, n = head
+    u32 qb[2][2];
+    {
+        const bool real = g4 < G;
+        const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + (real ? g4 : 0)) * sq_h;
+        #pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const u32* p = reinterpret_cast<const u32*>(qrow + hf * HALF + 16 * w);
+            qb[hf][0] = real ? p[t4] : 0u;
+            qb[hf][1] = real ? p[4 + t4] : 0u;
+        }
+    }
+
+    float m_i = NEG_INF, l_i = 0.f;
+    float acc[VNT][4];
+    #pragma unroll
+    for (int i = 0; i < VNT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+
+    int st = 0;
+    for (int t0 = start; t0 < stop; t0 += BLK, st ^= 1) {
+        if (t0 + BLK < stop) load_tile(t0 + BLK, st ^ 1);
+        cp_commit();
+        cp_wait1();
+        __syncthreads();
+        // rebuild, rotate, partial scores: 4 m-tiles of 16 keys, MP at a time
+        #pragma unroll
+        for (int m0 = 0; m0 < 4; m0 += MP) {
+            float k[MP][2][2][4];
+            #pragma unroll
+            for (int mp = 0; mp < MP; mp++)
+                #pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+                    #pragma unroll
+                    for (int nt = 0; nt < 2; nt++)
+                        k[mp][hf][nt][0] = k[mp][hf][nt][1] = k[mp][hf][nt][2] = k[mp][hf][nt][3] = 0.f;
+            #pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                #pragma unroll
+                for (int mp = 0; mp < MP; mp++) {
+                    u32 a[4];
+                    ldsm4(a, &sh.z[st][(m0 + mp) * 16 + (lane & 15)][ks * 16 + (lane >> 4) * 8]);
+                    #pragma unroll
+                    for (int hf = 0; hf < 2; hf++)
+                        #pragma unroll
+                        for (int nt = 0; nt < 2; nt++) mma(k[mp][hf][nt], a, ub[hf][nt][ks][0], ub[hf][nt][ks][1]);
+                }
+            }
+            #pragma unroll
+            for (int mp = 0; mp < MP; mp++) {
+            const int mt = m0 + mp;
+            const float p0 = (float)sh.kp[st][mt * 16 + g4] * inv_rscale;
+            const float p1 = (float)sh.kp[st][mt * 16 + g4 + 8] * inv_rscale;
+            u32 a1[4], a2[4];
+            float sq0 = 0.f, sq1 = 0.f;  // keys g4, g4 + 8: sum of squares over this thread's dims
+            #pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                float r1[4], r2[4];
+                #pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int j = i & 1;
+                    float c, s;
+                    cos_sin((i < 2 ? p0 : p1) * fr[nt][j], c, s);
+                    float x1 = k[mp][0][nt][i] + kbias[0][nt][j], x2 = k[mp][1][nt][i] + kbias[1][nt][j];
+                    if (i < 2) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
+                    x1 *= kw[0][nt][j];
+                    x2 *= kw[1][nt][j];
+                    r1[i] = x1 * c - x2 * s;
+                    r2[i] = x2 * c + x1 * s;
+                }
+                a1[2 * nt] = pack2(r1[0], r1[1]); a1[2 * nt + 1] = pack2(r1[2], r1[3]);
+                a2[2 * nt] = pack2(r2[0], r2[1]); a2[2 * nt + 1] = pack2(r2[2], r2[3]);
+            }
+            // A fragment order: (row g, k 0-7), (row g+8, k 0-7), (row g, k 8-15), (row g+8, k 8-15)
+            float sc[4] = {0.f, 0.f, 0.f, 0.f};
+            mma(sc, a1, qb[0][0], qb[0][1]);
+            mma(sc, a2, qb[1][0], qb[1][1]);
+            // sc: (key g, heads 2t, 2t+1), (key g+8, heads 2t, 2t+1)
+            if (2 * t4 < G) {
+                sh.part[w][2 * t4][mt * 16 + g4] = sc[0];
+                sh.part[w][2 * t4][mt * 16 + g4 + 8] = sc[2];
+            }
+            if (2 * t4 + 1 < G) {
+                sh.part[w][2 * t4 + 1][mt * 16 + g4] = sc[1];
+                sh.part[w][2 * t4 + 1][mt * 16 + g4 + 8] = sc[3];
+            }
+            if (has_norm) {  // the 4 threads of a key row hold its 32 dims of this warp
+                sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
+                sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
+                sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
+                sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+                if (t4 == 0) { sh.part[w][G][mt * 16 + g4] = sq0; sh.part[w][G][mt * 16 + g4 + 8] = sq1; }
+            }
+            }
+        }
+        __syncthreads();
+        // finished scores: sum of the warps' partials, norm, scale, mask
+        for (int i = tid; i < G * BLK; i += 256) {
+            const int hh = i / BLK, key = i % BLK;
+            float s = 0.f, sq = 0.f;
+            #pragma unroll
+            for (int ww = 0; ww < 8; ww++) s += sh.part[ww][hh][key];
+            if (has_norm) {
+                #pragma unroll
+                for (int ww = 0; ww < 8; ww++) sq += sh.part[ww][G][key];
+                s *= rsqrtf(sq / D + eps);
+            }
+            const int t = t0 + key;
+            const long long kp = sh.kp[st][key];
+            const long long d = qp - kp;
+            bool ok = (t < stop) && d >= 0 && (kp >= 0 || d == 0);
+            if (sink > 0) ok = ok && (kp < 0 || kp >= sink);
+            if (window > 0) ok = ok && d < window;
+            sh.fin[hh][key] = ok ? s * scale : NEG_INF;
+        }
+        __syncthreads();
+        // online softmax (every warp, the same) and p @ z_v for this warp's columns
+        {
+            float p[4][4];
+            float mx = NEG_INF;
+            #pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+                #pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int key = ks * 16 + 2 * t4 + (i & 1) + (i >> 1) * 8;
+                    p[ks][i] = g4 < G ? sh.fin[g4][key] : NEG_INF;
+                    mx = fmaxf(mx, p[ks][i]);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_i, mx);
+            const float m_safe = m_new == NEG_INF ? 0.f : m_new;
+            float sum = 0.f;
+            #pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+                #pragma unroll
+                for (int i = 0; i < 4; i++) { p[ks][i] = __expf(p[ks][i] - m_safe); sum += p[ks][i]; }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float corr = __expf(m_i - m_safe);
+            l_i = l_i * corr + sum;
+            m_i = m_new;
+            #pragma unroll
+            for (int i = 0; i < VNT; i++) { acc[i][0] *= corr; acc[i][1] *= corr; }
+            #pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                u32 a[4] = {pack2(p[ks][0], p[ks][1]), 0u, pack2(p[ks][2], p[ks][3]), 0u};
+                #pragma unroll
+                for (int cg = 0; cg < VNT / 2; cg++) {
+                    u32 bv[4];
+                    ldsm4t(bv, &sh.v[st][ks * 16 + (lane & 15)][w * VC + cg * 16 + (lane >> 4) * 8]);
+                    mma(acc[2 * cg], a, bv[0], bv[1]);
+                    mma(acc[2 * cg + 1], a, bv[2], bv[3]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+    cp_wait0();
+    // chunk state: rows (sequence, KV head, chunk, head), as kernels._decode_partial writes them
+    if (g4 < G) {
+        const long long row = ((long long)pid_bh * S + pid_s) * G + g4;
+        if (w == 0 && t4 == 0) { m_out[row] = m_i; l_out[row] = l_i; }
+        #pragma unroll
+        for (int i = 0; i < VNT; i++) {
+            const int col = w * VC + i * 8 + 2 * t4;
+            acc_out[row * RV + col] = acc[i][0];
+            acc_out[row * RV + col + 1] = acc[i][1];
+        }
+    }
+    // the exact sink tile's own state (head dim), which the combine merges
+    if (NS > 0 && pid_s == 0 && w == 0) {
+        for (int gg = 0; gg < G; gg++) {
+            const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + gg) * sq_h;
+            float qv[8];
+            #pragma unroll
+            for (int i = 0; i < 8; i++) qv[i] = bf2f(qrow[lane + 32 * i]);
+            float ms = NEG_INF, ls = 0.f, as[8];
+            #pragma unroll
+            for (int i = 0; i < 8; i++) as[i] = 0.f;
+            for (int j = 0; j < NS; j++) {
+                const bf16* kr = sk + (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
+                const bf16* vr = sv + (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
+                float s = 0.f;
+                #pragma unroll
+                for (int i = 0; i < 8; i++) s += qv[i] * bf2f(kr[lane + 32 * i]);
+                #pragma unroll
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                bool ok = qp - j >= 0;
+                if (window > 0) ok = ok && qp - j < window;
+                s = ok ? s * scale : NEG_INF;
+                const float mn = fmaxf(ms, s);
+                const float msafe = mn == NEG_INF ? 0.f : mn;
+                const float c = __expf(ms - msafe), pj = __expf(s - msafe);
+                ls = ls * c + pj;
+                #pragma unroll
+                for (int i = 0; i < 8; i++) as[i] = as[i] * c + pj * bf2f(vr[lane + 32 * i]);
+                ms = mn;
+            }
+            const int r = pid_bh * G + gg;
+            if (lane == 0) { sm[r] = ms; sl[r] = ls; }
+            #pragma unroll
+            for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
+        }
+    }
+}
+"""
+
+
+def smem_bytes(rk: int, rv: int, g: int) -> int:
+    z = 2 * BLOCK * (rk + 8) * 2
+    v = 2 * BLOCK * (rv + 8) * 2
+    return z + v + 2 * BLOCK * 4 + 8 * (g + 1) * 68 * 4 + g * 68 * 4
+
+
+def permute_up(up: torch.Tensor) -> torch.Tensor:
+    """U (rows, r) bf16 with each row's 32-bit words reordered so that the mma B-fragment
+    words a lane needs (k-step ks: words 8 ks + t and 8 ks + 4 + t, t = lane % 4) sit
+    together: one 8-byte load per k-step instead of two scattered 4-byte loads."""
+    ks = up.shape[1] // 16
+    words = up.contiguous().view(torch.int32)                    # (rows, r / 2)
+    perm = [8 * k + 4 * i + t for t in range(4) for k in range(ks) for i in range(2)]
+    return words[:, perm].contiguous().view(up.dtype)
+
+
+def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype, has_window: bool) -> bool:
+    """The shapes this kernel is written for (else the Triton kernel runs)."""
+    return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
+            and d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
+            and rv % 128 == 0 and rv <= 256 and cache_dtype == torch.bfloat16)
+
+
+# build knobs (bench/bench_decode_kernel.py --cuda-build): m-tiles rebuilt together, and
+# programs per SM the register budget is cut for (launch bounds)
+BUILD = {"mp": 1, "minb": 2}
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(rk: int, rv: int, g: int, device_index: int, mp: int = 1, minb: int = 2):
+    """The kernel for these ranks and group size (NVRTC; cached per process)."""
+    src = _SRC
+    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MP", mp), ("MINB", minb)):
+        src = src.replace(f"__{key}__", str(val))
+    with torch.cuda.device(device_index):
+        fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
+        fn.set_shared_memory_config(smem_bytes(rk, rv, g))
+    return fn
+
+
+def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):
+    """One decode step's partial states from the cache (da: a kernels.DecodeAttention)."""
+    b, t = kc.shape[0], kc.shape[1]
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["mp"], BUILD["minb"])
+    if sink is None:
+        ks = vs = q
+        ns, sstr = 0, (0, 0, 0)
+    else:
+        ks, vs = sink
+        ns, sstr = ks.shape[2], ks.stride()[:3]
+    qp = q_pos.reshape(b)
+    if qp.dtype != torch.int64:
+        qp = qp.long()
+    fn(grid=(n, b * da.kv, 1), block=(32 * WARPS, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g),
+       args=[q, kc, vc, k_pos, qp, da.cu_up, da.cu_bias, da.cu_norm, da.invf, ks, vs, sm, sl, sa, m, l, acc,
+             t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
+             vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
+             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm)])
