@@ -347,7 +347,7 @@ class DecodeAttention:
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto"):
+                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "triton"):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
