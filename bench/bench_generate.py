@@ -188,7 +188,7 @@ def main():
     ap.add_argument("--hf-impls", default="dynamic,static")
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
     ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
-                    "e.g. latent_combine=0,block_t=64 (experiments)")
+                    "e.g. latent_combine=0,block_t=64 or backend=cuda (experiments)")
     ap.add_argument("--ranks", default="128/128", help="converted layout's K/V latent ranks: one each, "
                     "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M); 0 keeps "
                     "that one full (0/128: latent V only)")
@@ -215,7 +215,8 @@ def main():
             traceback.print_exc()
         print("gpu check", doc["gpu_check"], flush=True)
 
-    kopts = {k: int(v) for k, v in (o.split("=") for o in a.kernel_options.split(",") if o)}
+    kopts = {k: int(v) if v.lstrip("-").isdigit() else v
+             for k, v in (o.split("=") for o in a.kernel_options.split(",") if o)}
 
     def save():
         Path(a.out).write_text(json.dumps(doc, indent=1))

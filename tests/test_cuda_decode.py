@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not (GPU and kernels.available()), reason="needs
 # head dim 256 (the kernel's), 2 KV heads, query heads per KV head 2 or 4
 CASES = [
     # family, layer, sink, orthonormal, rk, rv, heads
-    ("gemma3", 5, 1, "blocks", 128, 128, 8),            # global layer, sink, norm from z, e != 0
+    ("gemma3", 5, 1, False, 128, 128, 8),               # global layer, sink, any K basis
+    ("gemma3", 5, 1, "blocks", 128, 128, 8),            # orthonormal blocks, bias in the span
     ("gemma3", 5, 1, "blocks, bias off the span", 128, 128, 4),
     ("gemma3", 0, 2, "blocks", 128, 128, 8),            # sliding window + 2 sink tokens
     ("gemma3", 5, 0, "blocks", 64, 256, 8),             # other ranks, no sink
@@ -35,12 +36,13 @@ def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv
 
 
 def test_cuda_backend_refuses_what_it_does_not_serve():
-    """A K basis whose Gram matrix is not diagonal (QK-norm not from z), or a head dim
-    other than 256: backend 'cuda' says so; 'auto' takes the Triton kernel."""
+    """A head dim other than 256, or ranks it is not written for: backend 'cuda' says so;
+    'auto' takes the Triton kernel."""
     with pytest.raises(ValueError, match="does not serve"):
-        kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128, backend="cuda")
-    assert not kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks").cuda
-    assert not cuda_decode.serves(128, 4, 128, 128, torch.bfloat16, False)
+        kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="cuda")  # head dim 64
+    assert not kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="auto").cuda
+    assert not cuda_decode.serves(256, 4, 120, 128, torch.bfloat16, False)
+    assert not cuda_decode.serves(256, 4, 128, 96, torch.bfloat16, False)
 
 
 def latent_model(family, sink):

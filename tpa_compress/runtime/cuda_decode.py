@@ -204,7 +204,8 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
                 for (int hf = 0; hf < 2; hf++)
                     #pragma unroll
                     for (int nt = 0; nt < 2; nt++)
-                        k[mp][hf][nt][0] = k[mp][hf][nt][1] = k[mp][hf][nt][2] = k[mp][hf][nt][3] = 0.f;
+                        #pragma unroll
+                        for (int i = 0; i < 4; i++) k[mp][hf][nt][i] = kbias[hf][nt][i & 1];  // + bias, free
             #pragma unroll
             for (int ks = 0; ks < KS; ks++) {
                 #pragma unroll
@@ -232,7 +233,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
                     const int j = i & 1;
                     float c, s;
                     cos_sin((i < 2 ? p0 : p1) * fr[nt][j], c, s);
-                    float x1 = k[mp][0][nt][i] + kbias[0][nt][j], x2 = k[mp][1][nt][i] + kbias[1][nt][j];
+                    float x1 = k[mp][0][nt][i], x2 = k[mp][1][nt][i];
                     if (i < 2) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
                     x1 *= kw[0][nt][j];
                     x2 *= kw[1][nt][j];
