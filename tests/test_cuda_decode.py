@@ -1,6 +1,8 @@
 """The hand-written CUDA decode kernel (runtime/cuda_decode.py) vs the torch tile path,
 and the runner's decode through it vs the reference forward. GPU only
 (TPA_TEST_DEVICE=cuda): it is CUDA C++ compiled by torch's NVRTC, with no interpreter."""
+import copy
+
 import pytest
 import torch
 
@@ -68,26 +70,37 @@ def latent_model(family, sink):
 
 
 @pytest.mark.parametrize("family,sink", [("gemma3", 1), ("llama", 0)])
-def test_cuda_kernel_decode_path_equals_triton(family, sink):
-    """Greedy decode (bf16, CUDA graph) with the CUDA kernel in every layer gives the
-    tokens the Triton kernel gives, and logits within bf16 noise of them."""
+def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink):
+    """Decode (bf16, CUDA graph) with the CUDA kernel in every layer: each step's logits,
+    teacher-forced on the runner's own tokens, against the fp32 no-cache forward, within
+    bf16 tolerance and no worse than the Triton kernel's (two bf16 kernels may break a
+    near-tie of this random model differently, so tokens are not compared across them)."""
     model = latent_model(family, sink)
+    ref_model = copy.deepcopy(model).float()
     prompts = prompts_of([13, 1, 20])
-    outs = []
+    longest, new = max(map(len, prompts)), 16
+    errs = {}
     for backend in ("cuda", "triton"):
-        r = Runner(model, len(prompts), 40, kernel_options=dict(backend=backend), compile=False)
+        r = Runner(model, len(prompts), longest + new, kernel_options=dict(backend=backend), compile=False)
         assert len(r.kernels) == 6 and all(k.cuda == (backend == "cuda") for k in r.kernels.values())
         r.eos = -1
         p = SamplingParams()
         r.prepare(p)
-        logits = [r.prefill(prompts, p).clone()]
-        for _ in range(15):
+        got = [r.prefill(prompts, p).clone()]
+        for _ in range(new - 1):
             r.step(p)
-            logits.append(r.last_logits.clone())
-        outs.append((r.ids[:, 20:36].clone(), torch.stack(logits, 1).float()))
-    (ids_c, lg_c), (ids_t, lg_t) = outs
-    assert torch.equal(ids_c, ids_t)
-    assert (lg_c - lg_t).abs().max().item() < 0.05 * lg_t.abs().max().item()
+            got.append(r.last_logits.clone())
+        got = torch.stack(got, 1).float()
+        gen = r.ids[:, longest:longest + new].tolist()
+        err = 0.0
+        for b, pr in enumerate(prompts):
+            with torch.no_grad():
+                ref = ref_model.logits(ref_model(torch.tensor([pr + gen[b]], device=DEVICE)))[0]
+            ref = ref[len(pr) - 1: len(pr) - 1 + new]
+            assert (got[b].argmax(-1) == ref.argmax(-1)).float().mean() >= 0.75
+            err = max(err, ((got[b] - ref).abs().max() / ref.abs().max()).item())
+        errs[backend] = err
+    assert errs["cuda"] < 0.05 and errs["cuda"] < 1.5 * errs["triton"] + 1e-3, errs
 
 
 def test_cuda_chunks_are_whole_tiles():
