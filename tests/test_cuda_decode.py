@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from test_runtime_kernels import kernel_vs_tiles
-from test_runtime_sink import DEVICE, GPU, prompts_of, sink_model
+from test_runtime_sink import DEVICE, GPU, greedy_steps, prompts_of, sink_model
 from tiny import random_state, tiny_config
 from tpa_compress.layout import Component, LayerLayout
 from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.methods.layers import make_proj
 from tpa_compress.models import build_model
-from tpa_compress.runtime import Runner, SamplingParams, cuda_decode, kernels
+from tpa_compress.runtime import Runner, cuda_decode, kernels
 
 pytestmark = pytest.mark.skipif(not (GPU and kernels.available()), reason="needs a CUDA GPU")
 
@@ -83,15 +83,8 @@ def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink):
     for backend in ("cuda", "triton"):
         r = Runner(model, len(prompts), longest + new, kernel_options=dict(backend=backend), compile=False)
         assert len(r.kernels) == 6 and all(k.cuda == (backend == "cuda") for k in r.kernels.values())
-        r.eos = -1
-        p = SamplingParams()
-        r.prepare(p)
-        got = [r.prefill(prompts, p).clone()]
-        for _ in range(new - 1):
-            r.step(p)
-            got.append(r.last_logits.clone())
-        got = torch.stack(got, 1).float()
-        gen = r.ids[:, longest:longest + new].tolist()
+        got, gen = greedy_steps(r, prompts, new)
+        got = got.float()
         err = 0.0
         for b, pr in enumerate(prompts):
             with torch.no_grad():

@@ -64,9 +64,9 @@ def runner_for(model, prompts, new, **kw):
     return Runner(model, len(prompts), max(map(len, prompts)) + new, **kw)
 
 
-def check_steps(model, prompts, new, runner):
-    """Prefill + `new - 1` decode steps; greedy tokens and each step's logits vs the
-    reference forward of each sequence alone (no padding)."""
+def greedy_steps(runner, prompts, new):
+    """Prefill + `new - 1` greedy decode steps: each step's logits (B, new, vocab) and
+    the generated tokens per sequence."""
     runner.eos = -1
     p = SamplingParams()
     runner.prepare(p)
@@ -74,9 +74,14 @@ def check_steps(model, prompts, new, runner):
     for _ in range(new - 1):
         runner.step(p)
         got.append(runner.last_logits.clone())
-    got = torch.stack(got, 1)  # (B, new, vocab)
     longest = max(map(len, prompts))
-    gen = runner.ids[:, longest:longest + new].tolist()
+    return torch.stack(got, 1), runner.ids[:, longest:longest + new].tolist()
+
+
+def check_steps(model, prompts, new, runner):
+    """Prefill + `new - 1` decode steps; greedy tokens and each step's logits vs the
+    reference forward of each sequence alone (no padding)."""
+    got, gen = greedy_steps(runner, prompts, new)
     for b, pr in enumerate(prompts):
         with torch.no_grad():
             ref = model.logits(model(torch.tensor([pr + gen[b]], device=DEVICE)))[0]
