@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-    ap.add_argument("--cuda-builds", default="1:2", help="the CUDA kernel's builds, m-tiles together:min "
+XX
                     "programs per SM (register budget), comma-separated")
     a = ap.parse_args()
     cfg = variant_config(a.model)

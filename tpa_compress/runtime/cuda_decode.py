@@ -43,7 +43,6 @@ _SRC = r"""
 #define VS (RV + 8)
 #define SP 68                // padded score rows (floats)
 #define BLK 64
-#define MP __MP__             // m-tiles (16 keys) rebuilt together: independent mma chains
 #define NEG_INF __int_as_float(0xff800000)
 typedef unsigned short bf16;
 typedef unsigned int u32;
@@ -72,6 +71,10 @@ __device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
     u32 s = (u32)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
 }
+__device__ __forceinline__ void cp16a(u32 s, const void* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
 __device__ __forceinline__ void cp4(void* dst, const void* src, bool ok) {
     u32 s = (u32)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
@@ -122,21 +125,44 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const bf16* vbase = vc + (long long)b * svc_b;
     const int* pbase = kpos + (long long)b * sp_b;
 
+    // cp.async pieces of 16 bytes: each thread's row and shared offset, computed once
+    constexpr int NZ = (BLK * RK / 8 + 255) / 256, NV = (BLK * RV / 8 + 255) / 256;
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
+    int zrow[NZ], zoff[NZ], vrow[NV], voff[NV];
+    u32 zsh[NZ], vsh[NV];
+    #pragma unroll
+    for (int j = 0; j < NZ; j++) {
+        const int i = tid + 256 * j, r = i / (RK / 8), c = i % (RK / 8);
+        zrow[j] = i < BLK * RK / 8 ? r : BLK;  // BLK: no piece
+        zoff[j] = r * skc_t + c * 8;
+        zsh[j] = (u32)((const unsigned char*)&sh.z[0][r][c * 8] - smem_raw);
+    }
+    #pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = tid + 256 * j, r = i / (RV / 8), c = i % (RV / 8);
+        vrow[j] = i < BLK * RV / 8 ? r : BLK;
+        voff[j] = r * svc_t + c * 8;
+        vsh[j] = (u32)((const unsigned char*)&sh.v[0][r][c * 8] - smem_raw);
+    }
+    constexpr u32 ZSTAGE = sizeof(sh.z[0]), VSTAGE = sizeof(sh.v[0]);
     auto load_tile = [&](int t0, int st) {
-        // z: BLK rows of RK values = BLK * RK / 8 16-byte pieces; z_v likewise; positions
-        for (int i = tid; i < BLK * RK / 8; i += 256) {
-            int r = i / (RK / 8), c = i % (RK / 8);
-            int t = t0 + r;
-            cp16(&sh.z[st][r][c * 8], kbase + (long long)min(t, T - 1) * skc_t + c * 8, t < stop);
-        }
-        for (int i = tid; i < BLK * RV / 8; i += 256) {
-            int r = i / (RV / 8), c = i % (RV / 8);
-            int t = t0 + r;
-            cp16(&sh.v[st][r][c * 8], vbase + (long long)min(t, T - 1) * svc_t + c * 8, t < stop);
-        }
+        const bf16* kt = kbase + (long long)t0 * skc_t;
+        const bf16* vt = vbase + (long long)t0 * svc_t;
+        #pragma unroll
+        for (int j = 0; j < NZ; j++)
+            if (zrow[j] < BLK) {
+                const bool ok = t0 + zrow[j] < stop;
+                cp16a(sbase + zsh[j] + st * ZSTAGE, ok ? kt + zoff[j] : kbase, ok);
+            }
+        #pragma unroll
+        for (int j = 0; j < NV; j++)
+            if (vrow[j] < BLK) {
+                const bool ok = t0 + vrow[j] < stop;
+                cp16a(sbase + vsh[j] + st * VSTAGE, ok ? vt + voff[j] : vbase, ok);
+            }
         if (tid < BLK) {
-            int t = t0 + tid;
-            cp4(&sh.kp[st][tid], pbase + min(t, T - 1), t < stop);
+            const bool ok = t0 + tid < stop;
+            cp4(&sh.kp[st][tid], ok ? pbase + t0 + tid : pbase, ok);
         }
     };
 
@@ -188,41 +214,81 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     #pragma unroll
     for (int i = 0; i < VNT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
 
+    // RoPE: keys g4 + 8 n (n = 0..7) of a tile are this thread's; over contiguous
+    // positions their angles advance by 8 f per key, so one sin/cos per pair and tile and
+    // a rotation by (cos 8f, sin 8f) per further key replace 7 of 8 sin/cos
+    float c8[2][2], s8[2][2];
+    #pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+        #pragma unroll
+        for (int j = 0; j < 2; j++) {
+            fr[nt][j] *= inv_rscale;
+            cos_sin(8.f * fr[nt][j], c8[nt][j], s8[nt][j]);
+        }
+    const float LOG2E = 1.4426950408889634f;
+    const float qk_scale = scale * LOG2E;  // scores in log2 units: exp2 in the softmax
+
     int st = 0;
     for (int t0 = start; t0 < stop; t0 += BLK, st ^= 1) {
         if (t0 + BLK < stop) load_tile(t0 + BLK, st ^ 1);
         cp_commit();
         cp_wait1();
         __syncthreads();
-        // rebuild, rotate, partial scores: 4 m-tiles of 16 keys, MP at a time
+        const int pk0 = sh.kp[st][g4];
+        bool contig = true;
         #pragma unroll
-        for (int m0 = 0; m0 < 4; m0 += MP) {
-            float k[MP][2][2][4];
+        for (int n = 1; n < 8; n++) contig = contig && sh.kp[st][g4 + 8 * n] == pk0 + 8 * n;
+        contig = __all_sync(0xffffffffu, contig);
+        float cc[2][2], ss[2][2];  // cos / sin at the current key of this thread (contig)
+        if (contig) {
             #pragma unroll
-            for (int mp = 0; mp < MP; mp++)
+            for (int nt = 0; nt < 2; nt++)
+                #pragma unroll
+                for (int j = 0; j < 2; j++) cos_sin((float)pk0 * fr[nt][j], cc[nt][j], ss[nt][j]);
+        }
+        // rebuild, rotate, partial scores: 4 m-tiles of 16 keys
+        #pragma unroll
+        for (int mt = 0; mt < 4; mt++) {
+            float k[2][2][4];
+            #pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+                    #pragma unroll
+                    for (int i = 0; i < 4; i++) k[hf][nt][i] = kbias[hf][nt][i & 1];  // + bias, free
+            #pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                u32 a[4];
+                ldsm4(a, &sh.z[st][mt * 16 + (lane & 15)][ks * 16 + (lane >> 4) * 8]);
                 #pragma unroll
                 for (int hf = 0; hf < 2; hf++)
                     #pragma unroll
-                    for (int nt = 0; nt < 2; nt++)
-                        #pragma unroll
-                        for (int i = 0; i < 4; i++) k[mp][hf][nt][i] = kbias[hf][nt][i & 1];  // + bias, free
-            #pragma unroll
-            for (int ks = 0; ks < KS; ks++) {
-                #pragma unroll
-                for (int mp = 0; mp < MP; mp++) {
-                    u32 a[4];
-                    ldsm4(a, &sh.z[st][(m0 + mp) * 16 + (lane & 15)][ks * 16 + (lane >> 4) * 8]);
-                    #pragma unroll
-                    for (int hf = 0; hf < 2; hf++)
-                        #pragma unroll
-                        for (int nt = 0; nt < 2; nt++) mma(k[mp][hf][nt], a, ub[hf][nt][ks][0], ub[hf][nt][ks][1]);
-                }
+                    for (int nt = 0; nt < 2; nt++) mma(k[hf][nt], a, ub[hf][nt][ks][0], ub[hf][nt][ks][1]);
             }
-            #pragma unroll
-            for (int mp = 0; mp < MP; mp++) {
-            const int mt = m0 + mp;
-            const float p0 = (float)sh.kp[st][mt * 16 + g4] * inv_rscale;
-            const float p1 = (float)sh.kp[st][mt * 16 + g4 + 8] * inv_rscale;
+            // cos / sin for (key g4 | g4 + 8, pair j of n8 tile nt)
+            float cs[2][2][2], sn[2][2][2];  // [key row][nt][j]
+            if (contig) {
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+                    #pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        cs[0][nt][j] = cc[nt][j]; sn[0][nt][j] = ss[nt][j];
+                        const float c1 = cc[nt][j] * c8[nt][j] - ss[nt][j] * s8[nt][j];
+                        const float s1 = ss[nt][j] * c8[nt][j] + cc[nt][j] * s8[nt][j];
+                        cs[1][nt][j] = c1; sn[1][nt][j] = s1;
+                        cc[nt][j] = c1 * c8[nt][j] - s1 * s8[nt][j];
+                        ss[nt][j] = s1 * c8[nt][j] + c1 * s8[nt][j];
+                    }
+            } else {
+                const float p0 = (float)sh.kp[st][mt * 16 + g4], p1 = (float)sh.kp[st][mt * 16 + g4 + 8];
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+                    #pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        cos_sin(p0 * fr[nt][j], cs[0][nt][j], sn[0][nt][j]);
+                        cos_sin(p1 * fr[nt][j], cs[1][nt][j], sn[1][nt][j]);
+                    }
+            }
             u32 a1[4], a2[4];
             float sq0 = 0.f, sq1 = 0.f;  // keys g4, g4 + 8: sum of squares over this thread's dims
             #pragma unroll
@@ -230,15 +296,14 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
                 float r1[4], r2[4];
                 #pragma unroll
                 for (int i = 0; i < 4; i++) {
-                    const int j = i & 1;
-                    float c, s;
-                    cos_sin((i < 2 ? p0 : p1) * fr[nt][j], c, s);
-                    float x1 = k[mp][0][nt][i], x2 = k[mp][1][nt][i];
-                    if (i < 2) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
+                    const int j = i & 1, kr = i >> 1;
+                    const float c = cs[kr][nt][j], sv_ = sn[kr][nt][j];
+                    float x1 = k[0][nt][i], x2 = k[1][nt][i];
+                    if (kr == 0) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
                     x1 *= kw[0][nt][j];
                     x2 *= kw[1][nt][j];
-                    r1[i] = x1 * c - x2 * s;
-                    r2[i] = x2 * c + x1 * s;
+                    r1[i] = x1 * c - x2 * sv_;
+                    r2[i] = x2 * c + x1 * sv_;
                 }
                 a1[2 * nt] = pack2(r1[0], r1[1]); a1[2 * nt + 1] = pack2(r1[2], r1[3]);
                 a2[2 * nt] = pack2(r2[0], r2[1]); a2[2 * nt + 1] = pack2(r2[2], r2[3]);
@@ -263,27 +328,31 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
                 sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
                 if (t4 == 0) { sh.part[w][G][mt * 16 + g4] = sq0; sh.part[w][G][mt * 16 + g4 + 8] = sq1; }
             }
-            }
         }
         __syncthreads();
-        // finished scores: sum of the warps' partials, norm, scale, mask
-        for (int i = tid; i < G * BLK; i += 256) {
-            const int hh = i / BLK, key = i % BLK;
-            float s = 0.f, sq = 0.f;
-            #pragma unroll
-            for (int ww = 0; ww < 8; ww++) s += sh.part[ww][hh][key];
-            if (has_norm) {
+        // finished scores (log2 units): the 8 warps' partials, norm, scale, mask; G x BLK
+        // entries, (G * BLK) / 256 per thread
+        #pragma unroll
+        for (int it = 0; it < (G * BLK + 255) / 256; it++) {
+            const int i = tid + 256 * it;
+            if (i < G * BLK) {
+                const int hh = i / BLK, key = i % BLK;
+                float s = 0.f;
                 #pragma unroll
-                for (int ww = 0; ww < 8; ww++) sq += sh.part[ww][G][key];
-                s *= rsqrtf(sq / D + eps);
+                for (int ww = 0; ww < 8; ww++) s += sh.part[ww][hh][key];
+                if (has_norm) {
+                    float sq = 0.f;
+                    #pragma unroll
+                    for (int ww = 0; ww < 8; ww++) sq += sh.part[ww][G][key];
+                    s *= rsqrtf(sq * (1.f / D) + eps);
+                }
+                const long long kp = sh.kp[st][key];
+                const long long d = qp - kp;
+                bool ok = (t0 + key < stop) && d >= 0 && (kp >= 0 || d == 0);
+                if (sink > 0) ok = ok && (kp < 0 || kp >= sink);
+                if (window > 0) ok = ok && d < window;
+                sh.fin[hh][key] = ok ? s * qk_scale : NEG_INF;
             }
-            const int t = t0 + key;
-            const long long kp = sh.kp[st][key];
-            const long long d = qp - kp;
-            bool ok = (t < stop) && d >= 0 && (kp >= 0 || d == 0);
-            if (sink > 0) ok = ok && (kp < 0 || kp >= sink);
-            if (window > 0) ok = ok && d < window;
-            sh.fin[hh][key] = ok ? s * scale : NEG_INF;
         }
         __syncthreads();
         // online softmax (every warp, the same) and p @ z_v for this warp's columns
@@ -291,13 +360,16 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             float p[4][4];
             float mx = NEG_INF;
             #pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-                #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int key = ks * 16 + 2 * t4 + (i & 1) + (i >> 1) * 8;
-                    p[ks][i] = g4 < G ? sh.fin[g4][key] : NEG_INF;
-                    mx = fmaxf(mx, p[ks][i]);
+            for (int ks = 0; ks < 4; ks++) {
+                if (g4 < G) {
+                    const float2 lo = *reinterpret_cast<const float2*>(&sh.fin[g4][ks * 16 + 2 * t4]);
+                    const float2 hi = *reinterpret_cast<const float2*>(&sh.fin[g4][ks * 16 + 2 * t4 + 8]);
+                    p[ks][0] = lo.x; p[ks][1] = lo.y; p[ks][2] = hi.x; p[ks][3] = hi.y;
+                } else {
+                    p[ks][0] = p[ks][1] = p[ks][2] = p[ks][3] = NEG_INF;
                 }
+                mx = fmaxf(mx, fmaxf(fmaxf(p[ks][0], p[ks][1]), fmaxf(p[ks][2], p[ks][3])));
+            }
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             const float m_new = fmaxf(m_i, mx);
@@ -306,10 +378,10 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             #pragma unroll
             for (int ks = 0; ks < 4; ks++)
                 #pragma unroll
-                for (int i = 0; i < 4; i++) { p[ks][i] = __expf(p[ks][i] - m_safe); sum += p[ks][i]; }
+                for (int i = 0; i < 4; i++) { p[ks][i] = ex2(p[ks][i] - m_safe); sum += p[ks][i]; }
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
             sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            const float corr = __expf(m_i - m_safe);
+            const float corr = ex2(m_i - m_safe);
             l_i = l_i * corr + sum;
             m_i = m_new;
             #pragma unroll
@@ -332,7 +404,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     // chunk state: rows (sequence, KV head, chunk, head), as kernels._decode_partial writes them
     if (g4 < G) {
         const long long row = ((long long)pid_bh * S + pid_s) * G + g4;
-        if (w == 0 && t4 == 0) { m_out[row] = m_i; l_out[row] = l_i; }
+        if (w == 0 && t4 == 0) { m_out[row] = m_i * 0.6931471805599453f; l_out[row] = l_i; }  // log2 -> ln
         #pragma unroll
         for (int i = 0; i < VNT; i++) {
             const int col = w * VC + i * 8 + 2 * t4;
@@ -402,16 +474,16 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype, has_windo
             and rv % 128 == 0 and rv <= 256 and cache_dtype == torch.bfloat16)
 
 
-# build knobs (bench/bench_decode_kernel.py --cuda-build): m-tiles rebuilt together, and
-# programs per SM the register budget is cut for (launch bounds)
-BUILD = {"mp": 1, "minb": 2}
+# build knob (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
+# budget is cut for (launch bounds); 2 measured best
+BUILD = {"minb": 2}
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(rk: int, rv: int, g: int, device_index: int, mp: int = 1, minb: int = 2):
+def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 2):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = _SRC
-    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MP", mp), ("MINB", minb)):
+    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb)):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
@@ -422,7 +494,7 @@ def compiled(rk: int, rv: int, g: int, device_index: int, mp: int = 1, minb: int
 def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):
     """One decode step's partial states from the cache (da: a kernels.DecodeAttention)."""
     b, t = kc.shape[0], kc.shape[1]
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["mp"], BUILD["minb"])
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"])
     if sink is None:
         ks = vs = q
         ns, sstr = 0, (0, 0, 0)
