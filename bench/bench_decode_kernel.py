@@ -63,8 +63,8 @@ def main():
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-XX
-                    "programs per SM (register budget), comma-separated")
+    ap.add_argument("--cuda-builds", default="2", help="the CUDA kernel's builds: min programs per SM "
+                    "its register budget is cut for (launch bounds), comma-separated")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -107,7 +107,7 @@ XX
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 if cb:
-                    cuda_decode.BUILD.update(zip(("mp", "minb"), map(int, cb.split(":"))))
+                    cuda_decode.BUILD["minb"] = int(cb)
                 try:
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
                                                    per_sm=ps, num_stages=st or None, ds=ds,
