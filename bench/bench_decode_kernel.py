@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-    ap.add_argument("--cuda-builds", default="2", help="the CUDA kernel's builds: min programs per SM "
+    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds: min programs per SM "
                     "its register budget is cut for (launch bounds), comma-separated")
     a = ap.parse_args()
     cfg = variant_config(a.model)
@@ -122,7 +122,7 @@ def main():
                 ref = out if ref is None else ref  # the first config's output: the others vs it
                 err = ((out - ref).norm() / ref.norm()).item()
                 if kern.cuda:
-                    info = f"cuda {cb} chunks {kern.chunks(b, t, 64)[1]:4d}"
+                    info = f"cuda {cb} chunks {kern.chunks(b, t, 64, cuda_decode.PER_SM)[1]:4d}"
                 else:
                     c = kern.compiled
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "

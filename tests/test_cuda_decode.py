@@ -104,5 +104,5 @@ def test_cuda_chunks_are_whole_tiles():
     kern.n_sm = 132
     for b in (1, 3, 32):
         for t in (1, 63, 64, 65, 32768):
-            chunk, n = kern.chunks(b, t, cuda_decode.BLOCK)
+            chunk, n = kern.chunks(b, t, cuda_decode.BLOCK, cuda_decode.PER_SM)
             assert chunk % cuda_decode.BLOCK == 0 and (n - 1) * chunk < t <= n * chunk

@@ -475,12 +475,14 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype, has_windo
 
 
 # build knob (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
-# budget is cut for (launch bounds); 2 measured best
-BUILD = {"minb": 2}
+# budget is cut for (launch bounds). 1: 230 registers, no spills, one program per SM
+# (438 us at batch 32, 32K keys); 2: capped at 128, spills (673 us)
+BUILD = {"minb": 1}
+PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 2):
+def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = _SRC
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb)):

@@ -405,12 +405,12 @@ class DecodeAttention:
             self.cu_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_b
             self.cu_norm = self.nw if self.has_norm else none
 
-    def chunks(self, b: int, t: int, block: int | None = None) -> tuple[int, int]:
+    def chunks(self, b: int, t: int, block: int | None = None, per_sm: int | None = None) -> tuple[int, int]:
         """(chunk length, chunk count): at most `per_sm` programs per SM, so one wave
         (rounding up made 272 programs for 264 slots at batch 16: a second wave, ~2x)."""
         block = block or self.block_t
         blocks = triton.cdiv(t, block)
-        n = max(1, min(blocks, self.per_sm * self.n_sm // (b * self.kv)))
+        n = max(1, min(blocks, (per_sm or self.per_sm) * self.n_sm // (b * self.kv)))
         chunk = triton.cdiv(blocks, n) * block
         return chunk, triton.cdiv(t, chunk)
 
@@ -423,7 +423,8 @@ class DecodeAttention:
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
         use_cuda = self.cuda and kc.dtype == torch.bfloat16 and q.dtype == torch.bfloat16 and scale is None
-        chunk, n = self.chunks(b, t, cuda_decode.BLOCK if use_cuda else self.block_t)
+        chunk, n = (self.chunks(b, t, cuda_decode.BLOCK, cuda_decode.PER_SM) if use_cuda
+                    else self.chunks(b, t))
         dev = q.device
         latent = self.v_latent and self.latent_combine
         m = torch.empty(b, self.kv, n, self.g, device=dev)
