@@ -347,7 +347,7 @@ class DecodeAttention:
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "triton"):
+                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto"):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -392,7 +392,8 @@ class DecodeAttention:
         self.n_sm = (torch.cuda.get_device_properties(dev).multi_processor_count
                      if dev.type == "cuda" else 4)
         # latent K + V: the hand-written CUDA kernel (cuda_decode.py) where it serves the
-        # shapes; backend "triton" keeps this module's kernel
+        # shapes (measured faster end to end in every converted cell, docs/benchmarks.md
+        # seventh run); backend "triton" keeps this module's kernel
         if backend not in ("auto", "triton", "cuda"):
             raise ValueError(f"backend {backend!r}: valid: auto, triton, cuda")
         self.cuda = (backend != "triton" and dev.type == "cuda" and not INTERPRET
