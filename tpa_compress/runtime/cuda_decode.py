@@ -1,25 +1,28 @@
 """A hand-written CUDA kernel for the decode step of a latent-K, latent-V layer.
 
 Why it exists: the Triton kernel (kernels.py) rebuilds K = U z per tile with U streamed
-through shared memory on every tile, and at 32K keys it stayed slower than the original
-layer's full-K kernel (docs/benchmarks.md, sixth run). Here each of the 8 warps of a
-program owns 16 RoPE pairs (32 of the 256 head dims) and keeps its slice of U in
-registers as mma B-fragments for the whole program, so a tile only streams z:
+through shared memory on every tile. Here each of the 8 warps of a program owns 16 RoPE
+pairs (32 of the 256 head dims) and keeps its slice of U in registers as mma B-fragments
+for the whole program, so a tile only streams z:
 
   per 64-key tile:  z, z_v, positions --cp.async--> shared (2 stages)
-  each warp:        K[keys, its dims] = z @ U^T (mma.sync m16n8k16, bf16 -> fp32) + bias,
-                    RoPE in registers (a pair's two halves sit in the same thread),
-                    partial scores = rotated K @ q^T over its dims (the accumulator
-                    fragments are the next mma's A operand: no shuffle)
-  all threads:      scores = sum of the 8 partials x QK-norm scale (from z: |U z + b|^2 =
-                    sum_r g_r (z_r + e_r)^2 + const, kernels.norm_from_latent) x scale, mask
-  each warp:        online softmax (same in every warp) and p @ z_v for its 16 latent columns
+  each warp:        K[keys, its dims] = z @ U^T + bias (mma.sync m16n8k16, bias as the
+                    accumulator's start), the QK-norm's sum of squares over its dims,
+                    RoPE in registers (a pair's two halves sit in the same thread; over
+                    contiguous positions the angles advance by a fixed rotation per key,
+                    so one sin/cos per pair and tile), partial scores = rotated K @ q^T
+                    (the accumulator fragments are the next mma's A operand)
+  all threads:      scores = sum of the 8 partials x rsqrt(mean square + eps) x scale x
+                    log2(e), mask
+  each warp:        online softmax in exp2 (the same in every warp) and p @ z_v for its
+                    latent columns
 
 It writes the same per-chunk softmax states as the Triton kernel's `_decode_partial`
 (latent mixtures, LATENT_COMBINE), and the sink tile's own state, so the Triton combine
 finishes the step. Compiled at first use with torch's NVRTC (`torch.cuda._compile_kernel`):
 no compiler or package beyond torch. Serves head dim 256 with 8 query heads per KV head at
-most, ranks that are multiples of 16 up to 128 (K) and of 128 / 8 warps (V), a bf16 cache.
+most, K ranks that are multiples of 16 up to 128, V ranks 128 or 256, a bf16 cache, any K
+basis. Measured in docs/benchmarks.md (seventh run).
 """
 from __future__ import annotations
 
