@@ -97,6 +97,16 @@ def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink):
     assert errs["cuda"] < 0.1 and errs["cuda"] < 1.5 * errs["triton"] + 1e-3, errs
 
 
+@pytest.mark.parametrize("block", [64, 128])
+def test_cuda_kernel_tile_sizes(block, monkeypatch):
+    """128-key tiles (where the buffers fit; V rank 256 with 8 heads falls back to 64)."""
+    monkeypatch.setattr(cuda_decode, "BLOCK", block)
+    for rv, heads in ((128, 8), (256, 8)):
+        kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256, rk=128,
+                        rv=rv, heads=heads, backend="cuda")
+    assert cuda_decode.block_for(128, 256, 8) == 64 and cuda_decode.block_for(128, 128, 4) == block
+
+
 def test_cuda_chunks_are_whole_tiles():
     model = sink_model("gemma3", "latent_kv", 1)
     kern = kernels.DecodeAttention(model.layers[5].self_attn,

@@ -30,7 +30,7 @@ import functools
 
 import torch
 
-BLOCK = 64      # keys per tile
+BLOCK = 64      # keys per tile (64 or 128; bench_decode_kernel --cuda-builds)
 WARPS = 8
 
 _SRC = r"""
@@ -44,8 +44,9 @@ _SRC = r"""
 #define G __G__
 #define ZS (RK + 8)          // padded shared rows (bf16): ldmatrix without bank conflicts
 #define VS (RV + 8)
-#define SP 68                // padded score rows (floats)
-#define BLK 64
+#define BLK __BLK__          // keys per tile
+#define SP (BLK + 4)         // padded score rows (floats)
+#define MT (BLK / 16)        // m-tiles of 16 keys
 #define NEG_INF __int_as_float(0xff800000)
 typedef unsigned short bf16;
 typedef unsigned int u32;
@@ -240,7 +241,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         const int pk0 = sh.kp[st][g4];
         bool contig = true;
         #pragma unroll
-        for (int n = 1; n < 8; n++) contig = contig && sh.kp[st][g4 + 8 * n] == pk0 + 8 * n;
+        for (int n = 1; n < BLK / 8; n++) contig = contig && sh.kp[st][g4 + 8 * n] == pk0 + 8 * n;
         contig = __all_sync(0xffffffffu, contig);
         float cc[2][2], ss[2][2];  // cos / sin at the current key of this thread (contig)
         if (contig) {
@@ -251,7 +252,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         }
         // rebuild, rotate, partial scores: 4 m-tiles of 16 keys
         #pragma unroll
-        for (int mt = 0; mt < 4; mt++) {
+        for (int mt = 0; mt < MT; mt++) {
             float k[2][2][4];
             #pragma unroll
             for (int hf = 0; hf < 2; hf++)
@@ -360,10 +361,10 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         __syncthreads();
         // online softmax (every warp, the same) and p @ z_v for this warp's columns
         {
-            float p[4][4];
+            float p[MT][4];
             float mx = NEG_INF;
             #pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
+            for (int ks = 0; ks < MT; ks++) {
                 if (g4 < G) {
                     const float2 lo = *reinterpret_cast<const float2*>(&sh.fin[g4][ks * 16 + 2 * t4]);
                     const float2 hi = *reinterpret_cast<const float2*>(&sh.fin[g4][ks * 16 + 2 * t4 + 8]);
@@ -379,7 +380,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             const float m_safe = m_new == NEG_INF ? 0.f : m_new;
             float sum = 0.f;
             #pragma unroll
-            for (int ks = 0; ks < 4; ks++)
+            for (int ks = 0; ks < MT; ks++)
                 #pragma unroll
                 for (int i = 0; i < 4; i++) { p[ks][i] = ex2(p[ks][i] - m_safe); sum += p[ks][i]; }
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
@@ -390,7 +391,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             #pragma unroll
             for (int i = 0; i < VNT; i++) { acc[i][0] *= corr; acc[i][1] *= corr; }
             #pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
+            for (int ks = 0; ks < MT; ks++) {
                 u32 a[4] = {pack2(p[ks][0], p[ks][1]), 0u, pack2(p[ks][2], p[ks][3]), 0u};
                 #pragma unroll
                 for (int cg = 0; cg < VNT / 2; cg++) {
@@ -454,10 +455,15 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
 """
 
 
-def smem_bytes(rk: int, rv: int, g: int) -> int:
-    z = 2 * BLOCK * (rk + 8) * 2
-    v = 2 * BLOCK * (rv + 8) * 2
-    return z + v + 2 * BLOCK * 4 + 8 * (g + 1) * 68 * 4 + g * 68 * 4
+def smem_bytes(rk: int, rv: int, g: int, block: int) -> int:
+    z = 2 * block * (rk + 8) * 2
+    v = 2 * block * (rv + 8) * 2
+    return z + v + 2 * block * 4 + 8 * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
+
+
+def block_for(rk: int, rv: int, g: int) -> int:
+    """Keys per tile: BLOCK, or 64 where BLOCK's buffers exceed a program's shared memory."""
+    return BLOCK if smem_bytes(rk, rv, g, BLOCK) <= 227 * 1024 else 64
 
 
 def permute_up(up: torch.Tensor) -> torch.Tensor:
@@ -485,21 +491,22 @@ PER_SM = 1  # programs per SM the chunking plans for (the register budget allows
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1):
+def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = _SRC
-    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb)):
+    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block)):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
-        fn.set_shared_memory_config(smem_bytes(rk, rv, g))
+        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block))
     return fn
 
 
 def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):
     """One decode step's partial states from the cache (da: a kernels.DecodeAttention)."""
     b, t = kc.shape[0], kc.shape[1]
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"])
+    blk = block_for(da.rk, da.rv, da.g)
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk)
     if sink is None:
         ks = vs = q
         ns, sstr = 0, (0, 0, 0)
@@ -509,7 +516,7 @@ def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):
     qp = q_pos.reshape(b)
     if qp.dtype != torch.int64:
         qp = qp.long()
-    fn(grid=(n, b * da.kv, 1), block=(32 * WARPS, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g),
+    fn(grid=(n, b * da.kv, 1), block=(32 * WARPS, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk),
        args=[q, kc, vc, k_pos, qp, da.cu_up, da.cu_bias, da.cu_norm, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
