@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
     ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK] "
                     "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
-                    "keys per tile (64, 128)")
+                    "keys per tile (64, 128; none: by cache length)")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -109,7 +109,7 @@ def main():
                     continue
                 if cb:
                     minb, _, blk = cb.partition(":")
-                    cuda_decode.BUILD["minb"], cuda_decode.BLOCK = int(minb), int(blk or 64)
+                    cuda_decode.BUILD["minb"], cuda_decode.BLOCK = int(minb), int(blk or 0)
                 try:
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
                                                    per_sm=ps, num_stages=st or None, ds=ds,
@@ -124,7 +124,7 @@ def main():
                 ref = out if ref is None else ref  # the first config's output: the others vs it
                 err = ((out - ref).norm() / ref.norm()).item()
                 if kern.cuda:
-                    info = f"cuda {cb} chunks {kern.chunks(b, t, cuda_decode.block_for(kern.rk, kern.rv, kern.g), cuda_decode.PER_SM)[1]:4d}"
+                    info = f"cuda {cb} chunks {kern.chunks(b, t, cuda_decode.block_for(kern.rk, kern.rv, kern.g, t), cuda_decode.PER_SM)[1]:4d}"
                 else:
                     c = kern.compiled
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "

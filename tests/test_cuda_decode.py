@@ -104,7 +104,7 @@ def test_cuda_kernel_tile_sizes(block, monkeypatch):
     for rv, heads in ((128, 8), (256, 8)):
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256, rk=128,
                         rv=rv, heads=heads, backend="cuda")
-    assert cuda_decode.block_for(128, 256, 8) == 64 and cuda_decode.block_for(128, 128, 4) == block
+    assert cuda_decode.block_for(128, 256, 8, 32768) == 64 and cuda_decode.block_for(128, 128, 4, 150) == block
 
 
 def test_cuda_chunks_are_whole_tiles():
@@ -114,5 +114,7 @@ def test_cuda_chunks_are_whole_tiles():
     kern.n_sm = 132
     for b in (1, 3, 32):
         for t in (1, 63, 64, 65, 32768):
-            chunk, n = kern.chunks(b, t, cuda_decode.BLOCK, cuda_decode.PER_SM)
-            assert chunk % cuda_decode.BLOCK == 0 and (n - 1) * chunk < t <= n * chunk
+            blk = cuda_decode.block_for(128, 128, 4, t)
+            assert blk == (128 if t >= cuda_decode.LONG else 64)
+            chunk, n = kern.chunks(b, t, blk, cuda_decode.PER_SM)
+            assert chunk % blk == 0 and (n - 1) * chunk < t <= n * chunk

@@ -424,7 +424,8 @@ class DecodeAttention:
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
         use_cuda = self.cuda and kc.dtype == torch.bfloat16 and q.dtype == torch.bfloat16 and scale is None
-        chunk, n = (self.chunks(b, t, cuda_decode.block_for(self.rk, self.rv, self.g), cuda_decode.PER_SM) if use_cuda
+        chunk, n = (self.chunks(b, t, cuda_decode.block_for(self.rk, self.rv, self.g, t), cuda_decode.PER_SM)
+                    if use_cuda
                     else self.chunks(b, t))
         dev = q.device
         latent = self.v_latent and self.latent_combine
