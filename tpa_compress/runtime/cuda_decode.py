@@ -32,7 +32,6 @@ import torch
 
 BLOCK = 0       # keys per tile: 0 picks by cache length (block_for); 64 or 128 forces
 LONG = 8192     # cache slots from which tiles are 128 keys
-WARPS = 8
 
 _SRC = r"""
 #define D 256
@@ -40,7 +39,11 @@ _SRC = r"""
 #define RK __RK__
 #define RV __RV__
 #define KS (RK / 16)
-#define VC (RV / 8)          // latent V columns per warp
+#define WARPS __WARPS__
+#define NTH (32 * WARPS)
+#define PW (HALF / WARPS)    // RoPE pairs per warp
+#define NT (PW / 8)          // their n8 tiles per half (2 or 1)
+#define VC (RV / WARPS)      // latent V columns per warp
 #define VNT (VC / 8)         // their n8 tiles
 #define G __G__
 #define ZS (RK + 8)          // padded shared rows (bf16): ldmatrix without bank conflicts
@@ -72,6 +75,11 @@ __device__ __forceinline__ void ldsm4t(u32* r, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
 }
+__device__ __forceinline__ void ldsm2t(u32* r, const void* p) {
+    u32 s = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(s));
+}
 __device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
     u32 s = (u32)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
@@ -99,11 +107,11 @@ struct Smem {
     bf16 z[2][BLK][ZS];
     bf16 v[2][BLK][VS];
     int kp[2][BLK];
-    float part[8][G + 1][SP];  // [warp][head | the key's sum of squares][key] partials
+    float part[WARPS][G + 1][SP];  // [warp][head | the key's sum of squares][key] partials
     float fin[G][SP];          // [head][key] finished scores
 };
 
-extern "C" __global__ void __launch_bounds__(256, __MINB__)
+extern "C" __global__ void __launch_bounds__(NTH, __MINB__)
 latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
               const int* __restrict__ kpos, const long long* __restrict__ qpos,
               const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
@@ -131,20 +139,20 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const int* pbase = kpos + (long long)b * sp_b;
 
     // cp.async pieces of 16 bytes: each thread's row and shared offset, computed once
-    constexpr int NZ = (BLK * RK / 8 + 255) / 256, NV = (BLK * RV / 8 + 255) / 256;
+    constexpr int NZ = (BLK * RK / 8 + NTH - 1) / NTH, NV = (BLK * RV / 8 + NTH - 1) / NTH;
     const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
     int zrow[NZ], zoff[NZ], vrow[NV], voff[NV];
     u32 zsh[NZ], vsh[NV];
     #pragma unroll
     for (int j = 0; j < NZ; j++) {
-        const int i = tid + 256 * j, r = i / (RK / 8), c = i % (RK / 8);
+        const int i = tid + NTH * j, r = i / (RK / 8), c = i % (RK / 8);
         zrow[j] = i < BLK * RK / 8 ? r : BLK;  // BLK: no piece
         zoff[j] = r * skc_t + c * 8;
         zsh[j] = (u32)((const unsigned char*)&sh.z[0][r][c * 8] - smem_raw);
     }
     #pragma unroll
     for (int j = 0; j < NV; j++) {
-        const int i = tid + 256 * j, r = i / (RV / 8), c = i % (RV / 8);
+        const int i = tid + NTH * j, r = i / (RV / 8), c = i % (RV / 8);
         vrow[j] = i < BLK * RV / 8 ? r : BLK;
         voff[j] = r * svc_t + c * 8;
         vsh[j] = (u32)((const unsigned char*)&sh.v[0][r][c * 8] - smem_raw);
@@ -174,15 +182,15 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     if (start < stop) load_tile(start, 0);
     cp_commit();
 
-    // this warp's U slice as B fragments: K half `hf`, n8 tile nt (dims 16w + 8nt + g4), k-step
-    // ks. U's rows come permuted (cuda_decode.permute_up) so a lane's 2 KS words are adjacent
-    u32 ub[2][2][KS][2];
-    float kbias[2][2][2], kw[2][2][2], fr[2][2];
+    // this warp's U slice as B fragments: K half `hf`, n8 tile nt (dims PW w + 8nt + g4),
+    // k-step ks. U's rows come permuted (cuda_decode.permute_up) so a lane's 2 KS words are adjacent
+    u32 ub[2][NT][KS][2];
+    float kbias[2][NT][2], kw[2][NT][2], fr[NT][2];
     #pragma unroll
     for (int hf = 0; hf < 2; hf++)
         #pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-            const int d = hf * HALF + 16 * w + 8 * nt + g4;
+        for (int nt = 0; nt < NT; nt++) {
+            const int d = hf * HALF + PW * w + 8 * nt + g4;
             const uint2* row = reinterpret_cast<const uint2*>(ku + ((long long)h * D + d) * RK) + t4 * KS;
             #pragma unroll
             for (int ks = 0; ks < KS; ks++) {
@@ -192,25 +200,26 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             }
             #pragma unroll
             for (int j = 0; j < 2; j++) {
-                const int dd = hf * HALF + 16 * w + 8 * nt + 2 * t4 + j;
+                const int dd = hf * HALF + PW * w + 8 * nt + 2 * t4 + j;
                 kbias[hf][nt][j] = kb[h * D + dd];
                 kw[hf][nt][j] = has_norm ? nw[dd] : 1.f;
             }
         }
     #pragma unroll
-    for (int nt = 0; nt < 2; nt++)
+    for (int nt = 0; nt < NT; nt++)
         #pragma unroll
-        for (int j = 0; j < 2; j++) fr[nt][j] = invf[16 * w + 8 * nt + 2 * t4 + j];
-    // q as B fragments for scores = K_rot @ q^T over this warp's dims: k = dim, n = head
+        for (int j = 0; j < 2; j++) fr[nt][j] = invf[PW * w + 8 * nt + 2 * t4 + j];
+    // q as B fragments for scores = K_rot @ q^T over this warp's dims: k = dim, n = head.
+    // NT 2: one k-step per half (16 dims each); NT 1: one k-step, 8 dims of each half
     u32 qb[2][2];
     {
         const bool real = g4 < G;
         const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + (real ? g4 : 0)) * sq_h;
         #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
-            const u32* p = reinterpret_cast<const u32*>(qrow + hf * HALF + 16 * w);
+            const u32* p = reinterpret_cast<const u32*>(qrow + hf * HALF + PW * w);
             qb[hf][0] = real ? p[t4] : 0u;
-            qb[hf][1] = real ? p[4 + t4] : 0u;
+            qb[hf][1] = real && NT == 2 ? p[4 + t4] : 0u;
         }
     }
 
@@ -222,9 +231,9 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     // RoPE: keys g4 + 8 n (n = 0..7) of a tile are this thread's; over contiguous
     // positions their angles advance by 8 f per key, so one sin/cos per pair and tile and
     // a rotation by (cos 8f, sin 8f) per further key replace 7 of 8 sin/cos
-    float c8[2][2], s8[2][2];
+    float c8[NT][2], s8[NT][2];
     #pragma unroll
-    for (int nt = 0; nt < 2; nt++)
+    for (int nt = 0; nt < NT; nt++)
         #pragma unroll
         for (int j = 0; j < 2; j++) {
             fr[nt][j] *= inv_rscale;
@@ -244,21 +253,21 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         #pragma unroll
         for (int n = 1; n < BLK / 8; n++) contig = contig && sh.kp[st][g4 + 8 * n] == pk0 + 8 * n;
         contig = __all_sync(0xffffffffu, contig);
-        float cc[2][2], ss[2][2];  // cos / sin at the current key of this thread (contig)
+        float cc[NT][2], ss[NT][2];  // cos / sin at the current key of this thread (contig)
         if (contig) {
             #pragma unroll
-            for (int nt = 0; nt < 2; nt++)
+            for (int nt = 0; nt < NT; nt++)
                 #pragma unroll
                 for (int j = 0; j < 2; j++) cos_sin((float)pk0 * fr[nt][j], cc[nt][j], ss[nt][j]);
         }
         // rebuild, rotate, partial scores: 4 m-tiles of 16 keys
         #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
-            float k[2][2][4];
+            float k[2][NT][4];
             #pragma unroll
             for (int hf = 0; hf < 2; hf++)
                 #pragma unroll
-                for (int nt = 0; nt < 2; nt++)
+                for (int nt = 0; nt < NT; nt++)
                     #pragma unroll
                     for (int i = 0; i < 4; i++) k[hf][nt][i] = kbias[hf][nt][i & 1];  // + bias, free
             #pragma unroll
@@ -268,13 +277,13 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
                 #pragma unroll
                 for (int hf = 0; hf < 2; hf++)
                     #pragma unroll
-                    for (int nt = 0; nt < 2; nt++) mma(k[hf][nt], a, ub[hf][nt][ks][0], ub[hf][nt][ks][1]);
+                    for (int nt = 0; nt < NT; nt++) mma(k[hf][nt], a, ub[hf][nt][ks][0], ub[hf][nt][ks][1]);
             }
             // cos / sin for (key g4 | g4 + 8, pair j of n8 tile nt)
-            float cs[2][2][2], sn[2][2][2];  // [key row][nt][j]
+            float cs[2][NT][2], sn[2][NT][2];  // [key row][nt][j]
             if (contig) {
                 #pragma unroll
-                for (int nt = 0; nt < 2; nt++)
+                for (int nt = 0; nt < NT; nt++)
                     #pragma unroll
                     for (int j = 0; j < 2; j++) {
                         cs[0][nt][j] = cc[nt][j]; sn[0][nt][j] = ss[nt][j];
@@ -287,7 +296,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             } else {
                 const float p0 = (float)sh.kp[st][mt * 16 + g4], p1 = (float)sh.kp[st][mt * 16 + g4 + 8];
                 #pragma unroll
-                for (int nt = 0; nt < 2; nt++)
+                for (int nt = 0; nt < NT; nt++)
                     #pragma unroll
                     for (int j = 0; j < 2; j++) {
                         cos_sin(p0 * fr[nt][j], cs[0][nt][j], sn[0][nt][j]);
@@ -297,7 +306,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             u32 a1[4], a2[4];
             float sq0 = 0.f, sq1 = 0.f;  // keys g4, g4 + 8: sum of squares over this thread's dims
             #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
+            for (int nt = 0; nt < NT; nt++) {
                 float r1[4], r2[4];
                 #pragma unroll
                 for (int i = 0; i < 4; i++) {
@@ -315,8 +324,13 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             }
             // A fragment order: (row g, k 0-7), (row g+8, k 0-7), (row g, k 8-15), (row g+8, k 8-15)
             float sc[4] = {0.f, 0.f, 0.f, 0.f};
+#if NT == 2
             mma(sc, a1, qb[0][0], qb[0][1]);
             mma(sc, a2, qb[1][0], qb[1][1]);
+#else       // k cols 0-7: the first half's 8 dims, 8-15: the second half's
+            const u32 a12[4] = {a1[0], a1[1], a2[0], a2[1]};
+            mma(sc, a12, qb[0][0], qb[1][0]);
+#endif
             // sc: (key g, heads 2t, 2t+1), (key g+8, heads 2t, 2t+1)
             if (2 * t4 < G) {
                 sh.part[w][2 * t4][mt * 16 + g4] = sc[0];
@@ -338,17 +352,17 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         // finished scores (log2 units): the 8 warps' partials, norm, scale, mask; G x BLK
         // entries, (G * BLK) / 256 per thread
         #pragma unroll
-        for (int it = 0; it < (G * BLK + 255) / 256; it++) {
-            const int i = tid + 256 * it;
+        for (int it = 0; it < (G * BLK + NTH - 1) / NTH; it++) {
+            const int i = tid + NTH * it;
             if (i < G * BLK) {
                 const int hh = i / BLK, key = i % BLK;
                 float s = 0.f;
                 #pragma unroll
-                for (int ww = 0; ww < 8; ww++) s += sh.part[ww][hh][key];
+                for (int ww = 0; ww < WARPS; ww++) s += sh.part[ww][hh][key];
                 if (has_norm) {
                     float sq = 0.f;
                     #pragma unroll
-                    for (int ww = 0; ww < 8; ww++) sq += sh.part[ww][G][key];
+                    for (int ww = 0; ww < WARPS; ww++) sq += sh.part[ww][G][key];
                     s *= rsqrtf(sq * (1.f / D) + eps);
                 }
                 const long long kp = sh.kp[st][key];
@@ -394,6 +408,13 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             #pragma unroll
             for (int ks = 0; ks < MT; ks++) {
                 u32 a[4] = {pack2(p[ks][0], p[ks][1]), 0u, pack2(p[ks][2], p[ks][3]), 0u};
+#if VNT == 1
+                {
+                    u32 bv[2];
+                    ldsm2t(bv, &sh.v[st][ks * 16 + (lane & 15)][w * VC]);
+                    mma(acc[0], a, bv[0], bv[1]);
+                }
+#else
                 #pragma unroll
                 for (int cg = 0; cg < VNT / 2; cg++) {
                     u32 bv[4];
@@ -401,6 +422,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
                     mma(acc[2 * cg], a, bv[0], bv[1]);
                     mma(acc[2 * cg + 1], a, bv[2], bv[3]);
                 }
+#endif
             }
         }
         __syncthreads();
@@ -459,7 +481,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
 def smem_bytes(rk: int, rv: int, g: int, block: int) -> int:
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
-    return z + v + 2 * block * 4 + 8 * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
+    return z + v + 2 * block * 4 + BUILD["warps"] * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
 
 
 def block_for(rk: int, rv: int, g: int, t: int) -> int:
@@ -491,19 +513,19 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype, has_windo
 # build knob (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
 # budget is cut for (launch bounds). 1: 230 registers, no spills, one program per SM
 # (438 us at batch 32, 32K keys); 2: capped at 128, spills (673 us)
-BUILD = {"minb": 1}
+BUILD = {"minb": 1, "warps": 8}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64):
+def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = _SRC
-    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block)):
+    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps)):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
-        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block))
+        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block))  # for BUILD["warps"] = warps
     return fn
 
 
@@ -511,7 +533,7 @@ def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):
     """One decode step's partial states from the cache (da: a kernels.DecodeAttention)."""
     b, t = kc.shape[0], kc.shape[1]
     blk = block_for(da.rk, da.rv, da.g, t)
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk)
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, BUILD["warps"])
     if sink is None:
         ks = vs = q
         ns, sstr = 0, (0, 0, 0)
@@ -521,7 +543,7 @@ def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):
     qp = q_pos.reshape(b)
     if qp.dtype != torch.int64:
         qp = qp.long()
-    fn(grid=(n, b * da.kv, 1), block=(32 * WARPS, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk),
+    fn(grid=(n, b * da.kv, 1), block=(32 * BUILD["warps"], 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk),
        args=[q, kc, vc, k_pos, qp, da.cu_up, da.cu_bias, da.cu_norm, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
