@@ -107,6 +107,21 @@ def test_cuda_kernel_tile_sizes(block, monkeypatch):
     assert cuda_decode.block_for(128, 256, 8, 32768) == 64 and cuda_decode.block_for(128, 128, 4, 150) == block
 
 
+def test_cuda_kernel_that_does_not_build_falls_back_to_triton(monkeypatch):
+    """An NVRTC failure (a private torch API) leaves the layer to the Triton kernel, with
+    one warning; backend 'cuda' says why instead."""
+    def broken(*a, **k):
+        raise RuntimeError("nvrtc: simulated failure")
+    monkeypatch.setattr(cuda_decode, "compiled", broken)
+    monkeypatch.setattr(cuda_decode, "_FAILED", {})
+    with pytest.warns(RuntimeWarning, match="simulated failure"):
+        kern = kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256,
+                               rk=128, rv=128, heads=8)
+    assert not kern.cuda
+    with pytest.raises(RuntimeError, match="does not build here"):
+        kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128, backend="cuda")
+
+
 def test_cuda_chunks_are_whole_tiles():
     model = sink_model("gemma3", "latent_kv", 1)
     kern = kernels.DecodeAttention(model.layers[5].self_attn,

@@ -27,6 +27,7 @@ basis. Measured in docs/benchmarks.md (seventh run).
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
@@ -527,6 +528,25 @@ def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: 
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
         fn.set_shared_memory_config(smem_bytes(rk, rv, g, block))  # for BUILD["warps"] = warps
     return fn
+
+
+_FAILED: dict = {}
+
+
+def try_build(rk: int, rv: int, g: int, device_index: int) -> str | None:
+    """Compile the builds a layer of these shapes can take (both tile sizes); None when
+    they build, else the reason, warned about once per process."""
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"])
+    if key not in _FAILED:
+        try:
+            for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
+                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"])
+            _FAILED[key] = None
+        except Exception as e:  # NVRTC missing, an API change, a compile error
+            _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            warnings.warn(f"CUDA decode kernel unavailable, using the Triton kernel: {_FAILED[key]}",
+                          RuntimeWarning, stacklevel=3)
+    return _FAILED[key]
 
 
 def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):

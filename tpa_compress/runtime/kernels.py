@@ -405,6 +405,13 @@ class DecodeAttention:
         if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
             self.cu_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_b
             self.cu_norm = self.nw if self.has_norm else none
+            # built now (NVRTC, a private torch API): where that fails, the Triton kernel
+            # serves the layer, said once, rather than a failing decode step
+            err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0)
+            if err is not None:
+                if backend == "cuda":
+                    raise RuntimeError(f"the CUDA decode kernel does not build here: {err}")
+                self.cuda = False
 
     def chunks(self, b: int, t: int, block: int | None = None, per_sm: int | None = None) -> tuple[int, int]:
         """(chunk length, chunk count): at most `per_sm` programs per SM, so one wave
