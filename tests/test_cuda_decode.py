@@ -8,7 +8,7 @@ import torch
 
 from test_runtime_kernels import kernel_vs_tiles
 from test_runtime_sink import DEVICE, GPU, greedy_steps, prompts_of, sink_model
-from tiny import random_state, tiny_config
+from tiny import orthonormal_blocks, random_state, tiny_config
 from tpa_compress.layout import Component, LayerLayout
 from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.methods.layers import make_proj
@@ -43,8 +43,8 @@ def test_cuda_backend_refuses_what_it_does_not_serve():
     with pytest.raises(ValueError, match="does not serve"):
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="cuda")  # head dim 64
     assert not kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="auto").cuda
-    assert not cuda_decode.serves(256, 4, 120, 128, torch.bfloat16, False)
-    assert not cuda_decode.serves(256, 4, 128, 96, torch.bfloat16, False)
+    assert not cuda_decode.serves(256, 4, 120, 128, torch.bfloat16)
+    assert not cuda_decode.serves(256, 4, 128, 96, torch.bfloat16)
 
 
 def latent_model(family, sink):
@@ -60,11 +60,7 @@ def latent_model(family, sink):
                 for p in proj.parameters():
                     p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5))
                 if name == "k_proj":
-                    blocks = torch.zeros(proj.up.weight.shape)
-                    for h in range(2):
-                        blocks[h * 256:(h + 1) * 256, h * 64:(h + 1) * 64] = \
-                            torch.linalg.qr(torch.randn(256, 64, generator=g))[0]
-                    proj.up.weight.copy_(blocks)
+                    proj.up.weight.copy_(orthonormal_blocks(2, 256, 128, g))
             setattr(blk.self_attn, name, proj)
     return model.to(DEVICE, torch.bfloat16)
 

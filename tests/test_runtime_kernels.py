@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from test_runtime_sink import DEVICE, GPU, check_steps, prompts_of, runner_for, sink_model
-from tiny import random_state, tiny_config
+from tiny import orthonormal_blocks, random_state, tiny_config
 from tpa_compress.layout import Component, LayerLayout
 from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.methods.layers import make_proj
@@ -107,10 +107,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
                     p.copy_(torch.randn(p.shape, generator=g) * 0.3)
             setattr(attn, f"{name}_proj", proj)
     if orthonormal:
-        up = torch.zeros(2 * d, rk)
-        c = rk // 2
-        for h in range(2):
-            up[h * d:(h + 1) * d, h * c:(h + 1) * c] = torch.linalg.qr(torch.randn(d, c, generator=g))[0]
+        up = orthonormal_blocks(2, d, rk, g)
         with torch.no_grad():
             attn.k_proj.up.weight.copy_(up)
             if "off" in orthonormal:
@@ -206,10 +203,7 @@ def test_kernel_decode_path_norm_from_latent(family, sink):
     with torch.no_grad():
         for blk in model.layers:
             up = blk.self_attn.k_proj.up.weight                  # (2 * 16, 12)
-            blocks = torch.zeros(up.shape)
-            for h in range(2):
-                blocks[h * 16:(h + 1) * 16, h * 6:(h + 1) * 6] = torch.linalg.qr(torch.randn(16, 6, generator=g))[0]
-            up.copy_(blocks.to(up.dtype))
+            up.copy_(orthonormal_blocks(2, 16, 12, g).to(up.dtype))
     prompts = prompts_of([13, 1, 20])
     r = runner_for(model, prompts, 10, fused=True)
     assert len(r.kernels) == 6 and all(k.norm_z for k in r.kernels.values())

@@ -27,6 +27,15 @@ def tiny_config(family: str = "gemma3", **over) -> ModelConfig:
     return ModelConfig(**base)
 
 
+def orthonormal_blocks(kv: int, d: int, r: int, g: torch.Generator) -> torch.Tensor:
+    """A latent K up-projection (kv * d, r) of per-head orthonormal blocks, r / kv columns
+    each (per_head_svd's form; its Gram matrix is diagonal)."""
+    up, c = torch.zeros(kv * d, r), r // kv
+    for h in range(kv):
+        up[h * d:(h + 1) * d, h * c:(h + 1) * c] = torch.linalg.qr(torch.randn(d, c, generator=g))[0]
+    return up
+
+
 def random_state(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     sd = {}

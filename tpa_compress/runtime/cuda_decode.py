@@ -479,10 +479,10 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
 """
 
 
-def smem_bytes(rk: int, rv: int, g: int, block: int) -> int:
+def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int) -> int:
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
-    return z + v + 2 * block * 4 + BUILD["warps"] * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
+    return z + v + 2 * block * 4 + warps * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
 
 
 def block_for(rk: int, rv: int, g: int, t: int) -> int:
@@ -491,7 +491,7 @@ def block_for(rk: int, rv: int, g: int, t: int) -> int:
     us at batch 1); 64 also where 128's buffers exceed a program's shared memory.
     BLOCK, when set, forces one size (bench_decode_kernel --cuda-builds)."""
     blk = BLOCK or (128 if t >= LONG else 64)
-    return blk if smem_bytes(rk, rv, g, blk) <= 227 * 1024 else 64
+    return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
 
 
 def permute_up(up: torch.Tensor) -> torch.Tensor:
@@ -504,16 +504,17 @@ def permute_up(up: torch.Tensor) -> torch.Tensor:
     return words[:, perm].contiguous().view(up.dtype)
 
 
-def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype, has_window: bool) -> bool:
+def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     """The shapes this kernel is written for (else the Triton kernel runs)."""
     return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
             and d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
             and rv % 128 == 0 and rv <= 256 and cache_dtype == torch.bfloat16)
 
 
-# build knob (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
-# budget is cut for (launch bounds). 1: 230 registers, no spills, one program per SM
-# (438 us at batch 32, 32K keys); 2: capped at 128, spills (673 us)
+# build knobs (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
+# budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
+# 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
+# per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
 BUILD = {"minb": 1, "warps": 8}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
@@ -526,7 +527,7 @@ def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: 
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
-        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block))  # for BUILD["warps"] = warps
+        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps))
     return fn
 
 
@@ -549,22 +550,16 @@ def try_build(rk: int, rv: int, g: int, device_index: int) -> str | None:
     return _FAILED[key]
 
 
-def launch(da, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n):
-    """One decode step's partial states from the cache (da: a kernels.DecodeAttention)."""
+def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk):
+    """One decode step's partial states from the cache (da: a kernels.DecodeAttention,
+    which prepared the arguments: qp (B,) int64 query positions, the sink tile ks / vs
+    with ns rows and strides sstr, the chunking for tiles of blk keys)."""
     b, t = kc.shape[0], kc.shape[1]
-    blk = block_for(da.rk, da.rv, da.g, t)
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, BUILD["warps"])
-    if sink is None:
-        ks = vs = q
-        ns, sstr = 0, (0, 0, 0)
-    else:
-        ks, vs = sink
-        ns, sstr = ks.shape[2], ks.stride()[:3]
-    qp = q_pos.reshape(b)
-    if qp.dtype != torch.int64:
-        qp = qp.long()
-    fn(grid=(n, b * da.kv, 1), block=(32 * BUILD["warps"], 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk),
-       args=[q, kc, vc, k_pos, qp, da.cu_up, da.cu_bias, da.cu_norm, da.invf, ks, vs, sm, sl, sa, m, l, acc,
+    warps = BUILD["warps"]
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps)
+    qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
+    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps),
+       args=[q, kc, vc, k_pos, qp, da.cu_up, da.cu_bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
              float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm)])

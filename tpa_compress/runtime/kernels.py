@@ -398,13 +398,11 @@ class DecodeAttention:
             raise ValueError(f"backend {backend!r}: valid: auto, triton, cuda")
         self.cuda = (backend != "triton" and dev.type == "cuda" and not INTERPRET
                      and self.k_latent and self.v_latent and self.latent_combine
-                     and cuda_decode.serves(d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype,
-                                            self.window is not None))
+                     and cuda_decode.serves(d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype))
         if backend == "cuda" and not self.cuda:
             raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
         if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
             self.cu_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_b
-            self.cu_norm = self.nw if self.has_norm else none
             # built now (NVRTC, a private torch API): where that fails, the Triton kernel
             # serves the layer, said once, rather than a failing decode step
             err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0)
@@ -431,9 +429,8 @@ class DecodeAttention:
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
         use_cuda = self.cuda and kc.dtype == torch.bfloat16 and q.dtype == torch.bfloat16 and scale is None
-        chunk, n = (self.chunks(b, t, cuda_decode.block_for(self.rk, self.rv, self.g, t), cuda_decode.PER_SM)
-                    if use_cuda
-                    else self.chunks(b, t))
+        blk = cuda_decode.block_for(self.rk, self.rv, self.g, t) if use_cuda else self.block_t
+        chunk, n = self.chunks(b, t, blk, cuda_decode.PER_SM if use_cuda else None)
         dev = q.device
         latent = self.v_latent and self.latent_combine
         m = torch.empty(b, self.kv, n, self.g, device=dev)
@@ -456,7 +453,7 @@ class DecodeAttention:
         assert int8 == (scale is not None)
         sc = scale if int8 else m
         if use_cuda:  # the same chunk states, from the hand-written kernel
-            cuda_decode.launch(self, q, kc, vc, k_pos, q_pos, sink, m, l, acc, sm, sl, sa, chunk, n)
+            cuda_decode.launch(self, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk)
         else:
             self._triton_partial(q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
                                  ieee, int8, latent, sink is not None)
