@@ -63,9 +63,9 @@ def main():
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS]] "
+    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND]]] "
                     "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
-                    "keys per tile (64, 128; none: by cache length), warps (8, 16)")
+                    "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile)")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -108,8 +108,8 @@ def main():
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 if cb:
-                    minb, blk, warps = (cb.split(":") + ["", ""])[:3]
-                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8))
+                    minb, blk, warps, kind = (cb.split(":") + ["", "", ""])[:4]
+                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "tile")
                     cuda_decode.BLOCK = int(blk or 0)
                 try:
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),

@@ -37,7 +37,7 @@ from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import Runner  # noqa: E402
+from tpa_compress.runtime import Runner, cuda_decode  # noqa: E402
 
 
 def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1, k_basis: str = "orthonormal"):
@@ -194,6 +194,8 @@ def main():
                     "that one full (0/128: latent V only)")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="converted K up-projection: orthonormal columns (as activation_svd writes) or random")
+    ap.add_argument("--cuda-kernels", default="warp", help="the CUDA decode kernel(s) converted rows "
+                    "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -225,12 +227,15 @@ def main():
         cfg = variant_config(name)
         for batch in map(int, a.batches.split(",")):
             for ctx in map(int, a.contexts.split(",")):
-                jobs = [("ours", (lay, cd)) for lay in a.layouts.split(",") if lay
-                        for cd in a.cache_dtypes.split(",")]
+                jobs = [("ours", (lay, cd, ck)) for lay in a.layouts.split(",") if lay
+                        for cd in a.cache_dtypes.split(",")
+                        for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])]
                 if not a.no_hf:
                     jobs += [("hf", impl) for impl in a.hf_impls.split(",")]
                 for kind, what in jobs:
                     row = dict(model=name, batch=batch, context=ctx)
+                    if kind == "ours" and what[2]:
+                        cuda_decode.BUILD["kernel"] = row["cuda_kernel"] = what[2]
                     t = time.time()
                     try:
                         row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis)

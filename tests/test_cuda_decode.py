@@ -27,11 +27,23 @@ CASES = [
     ("gemma3", 5, 0, "blocks", 64, 256, 8),             # other ranks, no sink
     ("llama", 3, 1, False, 128, 128, 8),                # no QK-norm
     ("llama", 3, 0, False, 96, 128, 4),
+    ("gemma3", 5, 1, "blocks", 48, 64, 8),              # V ranks below 128: the warp kernel only
+    ("llama", 3, 1, False, 112, 96, 2),
+    ("gemma3", 0, 1, False, 128, 16, 8),
 ]
 
 
+@pytest.fixture(params=["warp", "tile"])
+def kind(request, monkeypatch):
+    """Each test on both kernels of cuda_decode (BUILD["kernel"])."""
+    monkeypatch.setitem(cuda_decode.BUILD, "kernel", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads", CASES)
-def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv, heads):
+def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv, heads, kind):
+    if kind == "tile" and rv % 128:
+        pytest.skip("the tile kernel serves V ranks 128 and 256")
     kern = kernel_vs_tiles(family, layer, sink, "latent", "latent", torch.bfloat16, orthonormal=orthonormal,
                            d=256, rk=rk, rv=rv, heads=heads, backend="cuda")
     assert kern.cuda
@@ -44,7 +56,7 @@ def test_cuda_backend_refuses_what_it_does_not_serve():
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="cuda")  # head dim 64
     assert not kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="auto").cuda
     assert not cuda_decode.serves(256, 4, 120, 128, torch.bfloat16)
-    assert not cuda_decode.serves(256, 4, 128, 96, torch.bfloat16)
+    assert not cuda_decode.serves(256, 4, 128, 100, torch.bfloat16)
 
 
 def latent_model(family, sink):
@@ -66,7 +78,7 @@ def latent_model(family, sink):
 
 
 @pytest.mark.parametrize("family,sink", [("gemma3", 1), ("llama", 0)])
-def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink):
+def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink, kind):
     """Decode (bf16, CUDA graph) with the CUDA kernel in every layer: each step's logits,
     teacher-forced on the runner's own tokens, against the fp32 no-cache forward, within
     bf16 tolerance and no worse than the Triton kernel's (two bf16 kernels may break a
@@ -95,7 +107,9 @@ def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink):
 
 @pytest.mark.parametrize("block", [64, 128])
 def test_cuda_kernel_tile_sizes(block, monkeypatch):
-    """128-key tiles (where the buffers fit; V rank 256 with 8 heads falls back to 64)."""
+    """The tile kernel's 128-key tiles (where the buffers fit; V rank 256 with 8 heads falls
+    back to 64)."""
+    monkeypatch.setitem(cuda_decode.BUILD, "kernel", "tile")
     monkeypatch.setattr(cuda_decode, "BLOCK", block)
     for rv, heads in ((128, 8), (256, 8)):
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256, rk=128,
@@ -118,7 +132,7 @@ def test_cuda_kernel_that_does_not_build_falls_back_to_triton(monkeypatch):
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128, backend="cuda")
 
 
-def test_cuda_chunks_are_whole_tiles():
+def test_cuda_chunks_are_whole_tiles(kind):
     model = sink_model("gemma3", "latent_kv", 1)
     kern = kernels.DecodeAttention(model.layers[5].self_attn,
                                    LayerLayout(*(Component("latent", 2, 16, 8),) * 2, None, sink=1), 1)
@@ -126,6 +140,6 @@ def test_cuda_chunks_are_whole_tiles():
     for b in (1, 3, 32):
         for t in (1, 63, 64, 65, 32768):
             blk = cuda_decode.block_for(128, 128, 4, t)
-            assert blk == (128 if t >= cuda_decode.LONG else 64)
+            assert blk == (128 if t >= cuda_decode.LONG or kind == "warp" else 64)
             chunk, n = kern.chunks(b, t, blk, cuda_decode.PER_SM)
             assert chunk % blk == 0 and (n - 1) * chunk < t <= n * chunk

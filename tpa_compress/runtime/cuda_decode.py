@@ -440,6 +440,12 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             acc_out[row * RV + col + 1] = acc[i][1];
         }
     }
+    __SINK__
+}
+"""
+
+
+_SINK = r"""
     // the exact sink tile's own state (head dim), which the combine merges
     if (NS > 0 && pid_s == 0 && w == 0) {
         for (int gg = 0; gg < G; gg++) {
@@ -475,11 +481,372 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
         }
     }
+"""
+
+# the warp-owned-keys kernel (BUILD["kernel"] "warp"): each warp scores its own 16-key
+# subtiles over all 256 dims, U in shared memory, no block barrier in the loop
+_SRC_WARP = r"""
+#define D 256
+#define HALF 128
+#define RK __RK__
+#define RV __RV__
+#define KS (RK / 16)          // k-steps of the rebuild
+#define VM (RV / 16)          // m-tiles of o^T = z_v^T p^T
+#define WARPS 8
+#define NTH (32 * WARPS)
+#define G __G__
+#define US (RK + 8)           // padded shared rows (bf16): ldmatrix without bank conflicts
+#define ZS (RK + 8)
+#define VS (RV + 8)
+#define SUB 16                // keys per warp subtile
+#define NEG_INF __int_as_float(0xff800000)
+typedef unsigned short bf16;
+typedef unsigned int u32;
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// A with rows 8-15 zero (heads as rows, at most 8): two registers
+__device__ __forceinline__ void mma_h(float* c, u32 a0, u32 a2, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm4(u32* r, u32 s) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void ldsm4t(u32* r, u32 s) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void cp16a(u32 s, const void* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp4a(u32 s, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+__device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
+    // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
+    // then the special-function unit: the Triton kernel's FAST_TRIG, same constants
+    float k = floorf(x * 0.15915494309189535f + 0.5f);
+    float r = x - k * 6.28125f - k * 0.0019353071795864769f;
+    c = __cosf(r); s = __sinf(r);
+}
+
+struct Smem {
+    bf16 u[D][US];                 // this KV head's U (dims x rank), loaded once
+    float4 pr[HALF];               // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
+    float4 dw[HALF];               // per pair: bias (dim, dim + 128), norm weight (dim, dim + 128)
+    bf16 z[WARPS][2][SUB][ZS];     // each warp's own 2 stages of z, z_v, positions
+    bf16 v[WARPS][2][SUB][VS];
+    int kp[WARPS][2][SUB];
+    u32 q[8][D / 2 + 4];           // the query heads (bf16 pairs), rows G-7 zero
+};
+struct Merge {                     // the epilogue's, over z / v once the loop is done
+    float m[WARPS][G], l[WARPS][G];
+    float a[WARPS][G][RV];
+};
+
+extern "C" __global__ void __launch_bounds__(NTH, 1)
+latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+              const int* __restrict__ kpos, const long long* __restrict__ qpos,
+              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
+              const float* __restrict__ invf,
+              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
+              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
+              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
+              int T, int CHUNK, int KV, int S, int NS,
+              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
+              int ss_b, int ss_h, int ss_j,
+              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm)
+{
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int g4 = lane >> 2, t4 = lane & 3;
+    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
+    const int b = pid_bh / KV, h = pid_bh % KV;
+    const long long qp = qpos[b];
+    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
+    const bool hv = g4 < G;
+    const int start = pid_s * CHUNK;
+    const int stop = min(T, start + CHUNK);
+    const bf16* kbase = kc + (long long)b * skc_b;
+    const bf16* vbase = vc + (long long)b * svc_b;
+    const int* pbase = kpos + (long long)b * sp_b;
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
+
+    // U (this KV head's D rows of RK) into shared memory: one group, waited for below
+    #pragma unroll
+    for (int j = 0; j < D * RK / 8 / NTH; j++) {
+        const int i = tid + NTH * j, r = i / (RK / 8), c = i % (RK / 8);
+        cp16a(sbase + (u32)((const unsigned char*)&sh.u[r][c * 8] - smem_raw), ku + ((long long)h * D + r) * RK + c * 8, true);
+    }
+    cp_commit();
+    if (tid < HALF) {
+        const float f = invf[tid] * inv_rscale;
+        float c8, s8;
+        cos_sin(8.f * f, c8, s8);
+        sh.pr[tid] = make_float4(f, c8, s8, 0.f);
+        sh.dw[tid] = make_float4(kb[h * D + tid], kb[h * D + HALF + tid],
+                                 has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
+    }
+
+    // this warp's subtiles: keys start + SUB (w + WARPS i), i = 0, 1, ...; each lane copies
+    // 16-byte pieces of its own rows (SUB * RK / 8 / 32 of z, of z_v)
+    constexpr int NZ = SUB * RK / 8 / 32, NV = SUB * RV / 8 / 32;
+    const u32 zs0 = (u32)((const unsigned char*)&sh.z[w][0][0][0] - smem_raw) + sbase;
+    const u32 vs0 = (u32)((const unsigned char*)&sh.v[w][0][0][0] - smem_raw) + sbase;
+    const u32 ps0 = (u32)((const unsigned char*)&sh.kp[w][0][0] - smem_raw) + sbase;
+    constexpr u32 ZST = SUB * ZS * 2, VST = SUB * VS * 2;
+    // a lane's pieces: (row, global offset, shared offset), computed once
+    int zr[NZ], zo[NZ], vr[NV], vo[NV];
+    u32 zd[NZ], vd[NV];
+    #pragma unroll
+    for (int j = 0; j < NZ; j++) {
+        const int i = lane + 32 * j, r = i / (RK / 8), c = i % (RK / 8);
+        zr[j] = r; zo[j] = r * skc_t + c * 8; zd[j] = zs0 + (u32)(r * ZS + c * 8) * 2;
+    }
+    #pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = lane + 32 * j, r = i / (RV / 8), c = i % (RV / 8);
+        vr[j] = r; vo[j] = r * svc_t + c * 8; vd[j] = vs0 + (u32)(r * VS + c * 8) * 2;
+    }
+    auto load = [&](int t0, int st) {
+        const bf16* kt = kbase + (long long)t0 * skc_t;
+        const bf16* vt = vbase + (long long)t0 * svc_t;
+        const int left = stop - t0;
+        if (left >= SUB) {   // a whole subtile: no bounds
+            #pragma unroll
+            for (int j = 0; j < NZ; j++) cp16a(zd[j] + st * ZST, kt + zo[j], true);
+            #pragma unroll
+            for (int j = 0; j < NV; j++) cp16a(vd[j] + st * VST, vt + vo[j], true);
+        } else {             // the chunk's last: rows past it zero-filled
+            #pragma unroll
+            for (int j = 0; j < NZ; j++) cp16a(zd[j] + st * ZST, zr[j] < left ? kt + zo[j] : kbase, zr[j] < left);
+            #pragma unroll
+            for (int j = 0; j < NV; j++) cp16a(vd[j] + st * VST, vr[j] < left ? vt + vo[j] : vbase, vr[j] < left);
+        }
+        if (lane < SUB) cp4a(ps0 + (u32)(st * SUB + lane) * 4, lane < left ? pbase + t0 + lane : pbase, lane < left);
+    };
+    int t0 = start + SUB * w;
+    if (t0 < stop) load(t0, 0);
+    cp_commit();
+
+    // q, the A operand of scores^T = q K^T (rows: heads, 8-15 zero; k: dims)
+    for (int i = tid; i < 8 * (D / 2); i += NTH) {
+        const int hh = i / (D / 2), c = i % (D / 2);
+        sh.q[hh][c] = hh < G ? reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h)[c] : 0u;
+    }
+    float m_i = NEG_INF, l_i = 0.f;   // this warp's softmax state for head g4 (log2 units)
+    float acc[VM][4];                 // o^T: rows latent V column, cols heads 2 t4, 2 t4 + 1
+    #pragma unroll
+    for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
+
+    cp_wait1();          // U
+    __syncthreads();     // U and the tables visible to every warp
+
+    // ldmatrix lane addresses: z (A, rows keys), U (B, rows dims), z_v^T (A via .trans)
+    const u32 za_off = (u32)(((lane & 15) * ZS + (lane >> 4) * 8) * 2);
+    const u32 ub_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * US + ((lane >> 3) & 1) * 8) * 2);
+    const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
+    const u32 u0 = sbase + (u32)((const unsigned char*)&sh.u[0][0] - smem_raw);
+
+    int st = 0;
+    for (; t0 < stop; t0 += SUB * WARPS, st ^= 1) {
+        if (t0 + SUB * WARPS < stop) load(t0 + SUB * WARPS, st ^ 1);
+        cp_commit();
+        cp_wait1();
+        __syncwarp();
+        const int* kp = &sh.kp[w][st][0];
+        const int pk0 = kp[g4], pk1 = kp[g4 + 8];
+        const bool contig = __all_sync(0xffffffffu, pk1 == pk0 + 8);
+        u32 za[KS][4];
+        #pragma unroll
+        for (int ks = 0; ks < KS; ks++) ldsm4(za[ks], zs0 + st * ZST + za_off + ks * 32);
+        float sT[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // scores^T: keys 0-7, 8-15
+        float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
+        #pragma unroll 1
+        for (int c = 0; c < 8; c++) {     // RoPE pairs 16 c .. 16 c + 15: dims of both halves
+            float4 pr[2][2], dw[2][2];    // [nt][j]: pair 16 c + 8 nt + 2 t4 + j
+            #pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+                #pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    pr[nt][j] = sh.pr[16 * c + 8 * nt + 2 * t4 + j];
+                    dw[nt][j] = sh.dw[16 * c + 8 * nt + 2 * t4 + j];
+                }
+            float k[2][2][4];             // [half][nt]: rows keys g4 | g4 + 8, cols 2 dims
+            #pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+                    #pragma unroll
+                    for (int i = 0; i < 4; i++) k[hf][nt][i] = hf ? dw[nt][i & 1].y : dw[nt][i & 1].x;
+            #pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                u32 ub[2][4];
+                ldsm4(ub[0], u0 + ub_off + (u32)((16 * c) * US * 2) + ks * 32);
+                ldsm4(ub[1], u0 + ub_off + (u32)((HALF + 16 * c) * US * 2) + ks * 32);
+                #pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    mma(k[hf][0], za[ks], ub[hf][0], ub[hf][1]);
+                    mma(k[hf][1], za[ks], ub[hf][2], ub[hf][3]);
+                }
+            }
+            // cos / sin of (key g4 | g4 + 8, pair [nt][j])
+            float cs[2][2][2], sn[2][2][2];  // [key row][nt][j]
+            #pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+                #pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    const float4 p = pr[nt][j];
+                    cos_sin((float)pk0 * p.x, cs[0][nt][j], sn[0][nt][j]);
+                    if (contig) {
+                        cs[1][nt][j] = cs[0][nt][j] * p.y - sn[0][nt][j] * p.z;
+                        sn[1][nt][j] = sn[0][nt][j] * p.y + cs[0][nt][j] * p.z;
+                    } else {
+                        cos_sin((float)pk1 * p.x, cs[1][nt][j], sn[1][nt][j]);
+                    }
+                }
+            float r1[2][4], r2[2][4];
+            #pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+                #pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int j = i & 1, kr = i >> 1;
+                    const float cc = cs[kr][nt][j], ss = sn[kr][nt][j];
+                    float x1 = k[0][nt][i], x2 = k[1][nt][i];
+                    if (kr == 0) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
+                    x1 *= dw[nt][j].z;
+                    x2 *= dw[nt][j].w;
+                    r1[nt][i] = x1 * cc - x2 * ss;
+                    r2[nt][i] = x2 * cc + x1 * ss;
+                }
+            // scores^T += q[:, dims] K_rot[keys, dims]^T: B (k dims 2t4.., n key g4) is the
+            // rotated accumulator itself, packed
+            const u32* qr = &sh.q[g4][0];
+            const u32 qa0 = qr[8 * c + t4], qa1 = qr[8 * c + 4 + t4], qa2 = qr[64 + 8 * c + t4], qa3 = qr[68 + 8 * c + t4];
+            mma_h(sT[0], qa0, qa1, pack2(r1[0][0], r1[0][1]), pack2(r1[1][0], r1[1][1]));
+            mma_h(sT[1], qa0, qa1, pack2(r1[0][2], r1[0][3]), pack2(r1[1][2], r1[1][3]));
+            mma_h(sT[0], qa2, qa3, pack2(r2[0][0], r2[0][1]), pack2(r2[1][0], r2[1][1]));
+            mma_h(sT[1], qa2, qa3, pack2(r2[0][2], r2[0][3]), pack2(r2[1][2], r2[1][3]));
+        }
+        // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's full sum of
+        // squares (a quad holds a key's dims), then fetched for the keys this lane scores
+        float f[2][2];
+        if (has_norm) {
+            sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
+            sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
+            sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
+            sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+            const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4), a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4);
+            const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4), b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4);
+            f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
+            f[1][0] = rsqrtf(b0 * (1.f / D) + eps) * qk_scale; f[1][1] = rsqrtf(b1 * (1.f / D) + eps) * qk_scale;
+        } else {
+            f[0][0] = f[0][1] = f[1][0] = f[1][1] = qk_scale;
+        }
+        float s[2][2], mx = NEG_INF;
+        #pragma unroll
+        for (int nk = 0; nk < 2; nk++) {
+            const int2 kk = *reinterpret_cast<const int2*>(&kp[8 * nk + 2 * t4]);
+            #pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int kpj = j ? kk.y : kk.x, d = qpi - kpj;
+                // a written slot (position >= 0, not a sink slot) not after the query, in the
+                // window; an unwritten slot only at the query's own step
+                const bool ok = hv && t0 + 8 * nk + 2 * t4 + j < stop && d >= 0 && d < wlim
+                                && (kpj >= plo || (kpj < 0 && d == 0));
+                s[nk][j] = ok ? sT[nk][j] * f[nk][j] : NEG_INF;
+                mx = fmaxf(mx, s[nk][j]);
+            }
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_i, mx);
+        const float m_safe = m_new == NEG_INF ? 0.f : m_new;
+        float sum = 0.f;
+        #pragma unroll
+        for (int nk = 0; nk < 2; nk++)
+            #pragma unroll
+            for (int j = 0; j < 2; j++) { s[nk][j] = ex2(s[nk][j] - m_safe); sum += s[nk][j]; }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float corr = ex2(m_i - m_safe);
+        l_i = l_i * corr + sum;
+        m_i = m_new;
+        // o^T (columns: heads 2 t4, 2 t4 + 1) *= their corrections; += z_v^T p^T
+        const float ca = __shfl_sync(0xffffffffu, corr, 8 * t4), cb = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
+        const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
+        #pragma unroll
+        for (int vm = 0; vm < VM; vm++) {
+            acc[vm][0] *= ca; acc[vm][1] *= cb; acc[vm][2] *= ca; acc[vm][3] *= cb;
+            u32 a[4];
+            ldsm4t(a, vs0 + st * VST + va_off + vm * 32);
+            mma(acc[vm], a, pb0, pb1);
+        }
+        __syncwarp();    // the next load reuses this stage
+    }
+    cp_wait0();
+    __syncthreads();     // every warp done with z / v: the merge reuses them
+    Merge& mg = *reinterpret_cast<Merge*>(&sh.z[0][0][0][0]);
+    if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
+    #pragma unroll
+    for (int vm = 0; vm < VM; vm++)
+        #pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int hh = 2 * t4 + (i & 1);
+            if (hh < G) mg.a[w][hh][vm * 16 + g4 + 8 * (i >> 1)] = acc[vm][i];
+        }
+    __syncthreads();
+    // the chunk's state: rows (sequence, KV head, chunk, head), as kernels._decode_partial writes them
+    for (int i = tid; i < G * RV; i += NTH) {
+        const int hh = i / RV, col = i % RV;
+        float mm = NEG_INF;
+        #pragma unroll
+        for (int ww = 0; ww < WARPS; ww++) mm = fmaxf(mm, mg.m[ww][hh]);
+        const float ms = mm == NEG_INF ? 0.f : mm;
+        float ll = 0.f, aa = 0.f;
+        #pragma unroll
+        for (int ww = 0; ww < WARPS; ww++) {
+            const float e = ex2(mg.m[ww][hh] - ms);
+            ll += mg.l[ww][hh] * e;
+            aa += mg.a[ww][hh][col] * e;
+        }
+        const long long row = ((long long)pid_bh * S + pid_s) * G + hh;
+        acc_out[row * RV + col] = aa;
+        if (col == 0) { m_out[row] = mm * 0.6931471805599453f; l_out[row] = ll; }  // log2 -> ln
+    }
+    __SINK__
 }
 """
 
 
-def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int) -> int:
+def kind_for(rv: int) -> str:
+    """Which kernel a layer takes: BUILD["kernel"] where it serves the V rank."""
+    return "warp" if BUILD["kernel"] == "warp" and rv <= 128 else "tile"
+
+
+def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile") -> int:
+    if kind == "warp":  # U, pair tables, per-warp stages of z / z_v / positions, q
+        return (256 * (rk + 8) * 2 + 2 * 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
+                + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
     return z + v + 2 * block * 4 + warps * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
@@ -490,6 +857,8 @@ def block_for(rk: int, rv: int, g: int, t: int) -> int:
     410 vs 431 us at batch 32, 32K keys), else 64 (128 is slower at 512 keys: 15.3 vs 11.9
     us at batch 1); 64 also where 128's buffers exceed a program's shared memory.
     BLOCK, when set, forces one size (bench_decode_kernel --cuda-builds)."""
+    if kind_for(rv) == "warp":
+        return 128  # 8 warps x 16-key subtiles
     blk = BLOCK or (128 if t >= LONG else 64)
     return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
 
@@ -508,26 +877,27 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     """The shapes this kernel is written for (else the Triton kernel runs)."""
     return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
             and d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
-            and rv % 128 == 0 and rv <= 256 and cache_dtype == torch.bfloat16)
+            and (rv % 128 == 0 or (BUILD["kernel"] == "warp" and rv % 16 == 0)) and rv <= 256 and cache_dtype == torch.bfloat16)
 
 
 # build knobs (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
 # budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
 # 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
-BUILD = {"minb": 1, "warps": 8}
+BUILD = {"minb": 1, "warps": 8, "kernel": "tile"}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8):
+def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
+             kind: str = "tile"):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
-    src = _SRC
+    src = (_SRC_WARP if kind == "warp" else _SRC).replace("__SINK__", _SINK)
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps)):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
-        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps))
+        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind))
     return fn
 
 
@@ -537,11 +907,11 @@ _FAILED: dict = {}
 def try_build(rk: int, rv: int, g: int, device_index: int) -> str | None:
     """Compile the builds a layer of these shapes can take (both tile sizes); None when
     they build, else the reason, warned about once per process."""
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"])
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv))
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
-                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"])
+                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv))
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -555,11 +925,12 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     which prepared the arguments: qp (B,) int64 query positions, the sink tile ks / vs
     with ns rows and strides sstr, the chunking for tiles of blk keys)."""
     b, t = kc.shape[0], kc.shape[1]
-    warps = BUILD["warps"]
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps)
+    kind = kind_for(da.rv)
+    warps = 8 if kind == "warp" else BUILD["warps"]
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind)
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
-    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps),
-       args=[q, kc, vc, k_pos, qp, da.cu_up, da.cu_bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
+    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind),
+       args=[q, kc, vc, k_pos, qp, da.cu_raw_up if kind == "warp" else da.cu_up, da.cu_bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
              float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm)])

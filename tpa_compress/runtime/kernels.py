@@ -402,7 +402,7 @@ class DecodeAttention:
         if backend == "cuda" and not self.cuda:
             raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
         if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
-            self.cu_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_b
+            self.cu_up, self.cu_raw_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_up, raw_b
             # built now (NVRTC, a private torch API): where that fails, the Triton kernel
             # serves the layer, said once, rather than a failing decode step
             err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0)
