@@ -513,13 +513,6 @@ __device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-// A with rows 8-15 zero (heads as rows, at most 8): two registers
-__device__ __forceinline__ void mma_h(float* c, u32 a0, u32 a2, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ void ldsm4(u32* r, u32 s) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
@@ -559,6 +552,82 @@ struct Merge {                     // the epilogue's, over z / v once the loop i
     float m[WARPS][G], l[WARPS][G];
     float a[WARPS][G][RV];
 };
+
+// one subtile's rebuild, RoPE, norm sums and scores^T over all 256 dims, 16 pairs at a
+// time; CONTIG: the keys' positions are contiguous (key g4 + 8 = key g4 rotated by 8 f)
+template <bool CONTIG>
+__device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS][4], int pk0, int pk1, int g4, int t4,
+                                              u32 u0, u32 ub_off, float (&sT)[2][4], float& sq0, float& sq1)
+{
+    const u32* qr = &sh.q[g4][0];
+    u32 qa[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};  // q's A operand, rows 8-15 zero
+    #pragma unroll 1
+    for (int c = 0; c < 8; c++) {     // RoPE pairs 16 c .. 16 c + 15: dims of both halves
+        float4 pr[2][2], dw[2][2];    // [nt][j]: pair 16 c + 8 nt + 2 t4 + j
+        #pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
+            for (int j = 0; j < 2; j++) {
+                pr[nt][j] = sh.pr[16 * c + 8 * nt + 2 * t4 + j];
+                dw[nt][j] = sh.dw[16 * c + 8 * nt + 2 * t4 + j];
+            }
+        float k[2][2][4];             // [half][nt]: rows keys g4 | g4 + 8, cols 2 dims
+        #pragma unroll
+        for (int hf = 0; hf < 2; hf++)
+            #pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+                #pragma unroll
+                for (int i = 0; i < 4; i++) k[hf][nt][i] = hf ? dw[nt][i & 1].y : dw[nt][i & 1].x;
+        #pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            u32 ub[2][4];
+            ldsm4(ub[0], u0 + ub_off + (u32)((16 * c) * US * 2) + ks * 32);
+            ldsm4(ub[1], u0 + ub_off + (u32)((HALF + 16 * c) * US * 2) + ks * 32);
+            #pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                mma(k[hf][0], za[ks], ub[hf][0], ub[hf][1]);
+                mma(k[hf][1], za[ks], ub[hf][2], ub[hf][3]);
+            }
+        }
+        // cos / sin of (key g4 | g4 + 8, pair [nt][j])
+        float cs[2][2][2], sn[2][2][2];  // [key row][nt][j]
+        #pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const float4 p = pr[nt][j];
+                cos_sin((float)pk0 * p.x, cs[0][nt][j], sn[0][nt][j]);
+                if (CONTIG) {
+                    cs[1][nt][j] = cs[0][nt][j] * p.y - sn[0][nt][j] * p.z;
+                    sn[1][nt][j] = sn[0][nt][j] * p.y + cs[0][nt][j] * p.z;
+                } else {
+                    cos_sin((float)pk1 * p.x, cs[1][nt][j], sn[1][nt][j]);
+                }
+            }
+        float r1[2][4], r2[2][4];
+        #pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int j = i & 1, kr = i >> 1;
+                const float cc = cs[kr][nt][j], ss = sn[kr][nt][j];
+                float x1 = k[0][nt][i], x2 = k[1][nt][i];
+                if (kr == 0) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
+                x1 *= dw[nt][j].z;
+                x2 *= dw[nt][j].w;
+                r1[nt][i] = x1 * cc - x2 * ss;
+                r2[nt][i] = x2 * cc + x1 * ss;
+            }
+        // scores^T += q[:, dims] K_rot[keys, dims]^T: B (k dims 2t4.., n key g4) is the
+        // rotated accumulator itself, packed
+        qa[0][0] = qr[8 * c + t4]; qa[0][2] = qr[8 * c + 4 + t4];
+        qa[1][0] = qr[64 + 8 * c + t4]; qa[1][2] = qr[68 + 8 * c + t4];
+        mma(sT[0], qa[0], pack2(r1[0][0], r1[0][1]), pack2(r1[1][0], r1[1][1]));
+        mma(sT[1], qa[0], pack2(r1[0][2], r1[0][3]), pack2(r1[1][2], r1[1][3]));
+        mma(sT[0], qa[1], pack2(r2[0][0], r2[0][1]), pack2(r2[1][0], r2[1][1]));
+        mma(sT[1], qa[1], pack2(r2[0][2], r2[0][3]), pack2(r2[1][2], r2[1][3]));
+    }
+}
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
 latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
@@ -613,33 +682,59 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const u32 vs0 = (u32)((const unsigned char*)&sh.v[w][0][0][0] - smem_raw) + sbase;
     const u32 ps0 = (u32)((const unsigned char*)&sh.kp[w][0][0] - smem_raw) + sbase;
     constexpr u32 ZST = SUB * ZS * 2, VST = SUB * VS * 2;
-    // a lane's pieces: (row, global offset, shared offset), computed once
-    int zr[NZ], zo[NZ], vr[NV], vo[NV];
-    u32 zd[NZ], vd[NV];
-    #pragma unroll
-    for (int j = 0; j < NZ; j++) {
-        const int i = lane + 32 * j, r = i / (RK / 8), c = i % (RK / 8);
-        zr[j] = r; zo[j] = r * skc_t + c * 8; zd[j] = zs0 + (u32)(r * ZS + c * 8) * 2;
-    }
-    #pragma unroll
-    for (int j = 0; j < NV; j++) {
-        const int i = lane + 32 * j, r = i / (RV / 8), c = i % (RV / 8);
-        vr[j] = r; vo[j] = r * svc_t + c * 8; vd[j] = vs0 + (u32)(r * VS + c * 8) * 2;
-    }
+    // a lane's pieces: where RK / 8 (RV / 8) pieces of a row divide a warp's 32, lane l
+    // copies piece l % (R / 8) of rows l / (R / 8) + j 32 / (R / 8): one base address and a
+    // fixed step (else per-piece offsets)
+    constexpr int PZ = RK / 8, PV = RV / 8;
+    const int zr0 = lane / PZ, vr0 = lane / PV;
+    const u32 zd0 = zs0 + (u32)(zr0 * ZS + (lane % PZ) * 8) * 2, vd0 = vs0 + (u32)(vr0 * VS + (lane % PV) * 8) * 2;
+    const long long zo0 = (long long)zr0 * skc_t + (lane % PZ) * 8, vo0 = (long long)vr0 * svc_t + (lane % PV) * 8;
+    auto zpiece = [&](int j, int& r, long long& go, u32& so) {
+        if constexpr (32 % PZ == 0) {
+            r = zr0 + j * (32 / PZ); go = zo0 + (long long)j * (32 / PZ) * skc_t; so = zd0 + j * (32 / PZ) * ZS * 2;
+        } else {
+            const int i = lane + 32 * j, rr = i / PZ, c = i % PZ;
+            r = rr; go = (long long)rr * skc_t + c * 8; so = zs0 + (u32)(rr * ZS + c * 8) * 2;
+        }
+    };
+    auto vpiece = [&](int j, int& r, long long& go, u32& so) {
+        if constexpr (32 % PV == 0) {
+            r = vr0 + j * (32 / PV); go = vo0 + (long long)j * (32 / PV) * svc_t; so = vd0 + j * (32 / PV) * VS * 2;
+        } else {
+            const int i = lane + 32 * j, rr = i / PV, c = i % PV;
+            r = rr; go = (long long)rr * svc_t + c * 8; so = vs0 + (u32)(rr * VS + c * 8) * 2;
+        }
+    };
     auto load = [&](int t0, int st) {
         const bf16* kt = kbase + (long long)t0 * skc_t;
         const bf16* vt = vbase + (long long)t0 * svc_t;
         const int left = stop - t0;
-        if (left >= SUB) {   // a whole subtile: no bounds
+        if (left >= SUB) {   // a whole subtile
             #pragma unroll
-            for (int j = 0; j < NZ; j++) cp16a(zd[j] + st * ZST, kt + zo[j], true);
+            for (int j = 0; j < NZ; j++) {
+                int r; long long go; u32 so;
+                zpiece(j, r, go, so);
+                cp16a(so + st * ZST, kt + go, true);
+            }
             #pragma unroll
-            for (int j = 0; j < NV; j++) cp16a(vd[j] + st * VST, vt + vo[j], true);
-        } else {             // the chunk's last: rows past it zero-filled
+            for (int j = 0; j < NV; j++) {
+                int r; long long go; u32 so;
+                vpiece(j, r, go, so);
+                cp16a(so + st * VST, vt + go, true);
+            }
+        } else {             // the chunk's last: rows past its end zero-filled
             #pragma unroll
-            for (int j = 0; j < NZ; j++) cp16a(zd[j] + st * ZST, zr[j] < left ? kt + zo[j] : kbase, zr[j] < left);
+            for (int j = 0; j < NZ; j++) {
+                int r; long long go; u32 so;
+                zpiece(j, r, go, so);
+                cp16a(so + st * ZST, r < left ? kt + go : kbase, r < left);
+            }
             #pragma unroll
-            for (int j = 0; j < NV; j++) cp16a(vd[j] + st * VST, vr[j] < left ? vt + vo[j] : vbase, vr[j] < left);
+            for (int j = 0; j < NV; j++) {
+                int r; long long go; u32 so;
+                vpiece(j, r, go, so);
+                cp16a(so + st * VST, r < left ? vt + go : vbase, r < left);
+            }
         }
         if (lane < SUB) cp4a(ps0 + (u32)(st * SUB + lane) * 4, lane < left ? pbase + t0 + lane : pbase, lane < left);
     };
@@ -681,72 +776,8 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         for (int ks = 0; ks < KS; ks++) ldsm4(za[ks], zs0 + st * ZST + za_off + ks * 32);
         float sT[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // scores^T: keys 0-7, 8-15
         float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
-        #pragma unroll 1
-        for (int c = 0; c < 8; c++) {     // RoPE pairs 16 c .. 16 c + 15: dims of both halves
-            float4 pr[2][2], dw[2][2];    // [nt][j]: pair 16 c + 8 nt + 2 t4 + j
-            #pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-                #pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    pr[nt][j] = sh.pr[16 * c + 8 * nt + 2 * t4 + j];
-                    dw[nt][j] = sh.dw[16 * c + 8 * nt + 2 * t4 + j];
-                }
-            float k[2][2][4];             // [half][nt]: rows keys g4 | g4 + 8, cols 2 dims
-            #pragma unroll
-            for (int hf = 0; hf < 2; hf++)
-                #pragma unroll
-                for (int nt = 0; nt < 2; nt++)
-                    #pragma unroll
-                    for (int i = 0; i < 4; i++) k[hf][nt][i] = hf ? dw[nt][i & 1].y : dw[nt][i & 1].x;
-            #pragma unroll
-            for (int ks = 0; ks < KS; ks++) {
-                u32 ub[2][4];
-                ldsm4(ub[0], u0 + ub_off + (u32)((16 * c) * US * 2) + ks * 32);
-                ldsm4(ub[1], u0 + ub_off + (u32)((HALF + 16 * c) * US * 2) + ks * 32);
-                #pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    mma(k[hf][0], za[ks], ub[hf][0], ub[hf][1]);
-                    mma(k[hf][1], za[ks], ub[hf][2], ub[hf][3]);
-                }
-            }
-            // cos / sin of (key g4 | g4 + 8, pair [nt][j])
-            float cs[2][2][2], sn[2][2][2];  // [key row][nt][j]
-            #pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-                #pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    const float4 p = pr[nt][j];
-                    cos_sin((float)pk0 * p.x, cs[0][nt][j], sn[0][nt][j]);
-                    if (contig) {
-                        cs[1][nt][j] = cs[0][nt][j] * p.y - sn[0][nt][j] * p.z;
-                        sn[1][nt][j] = sn[0][nt][j] * p.y + cs[0][nt][j] * p.z;
-                    } else {
-                        cos_sin((float)pk1 * p.x, cs[1][nt][j], sn[1][nt][j]);
-                    }
-                }
-            float r1[2][4], r2[2][4];
-            #pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-                #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int j = i & 1, kr = i >> 1;
-                    const float cc = cs[kr][nt][j], ss = sn[kr][nt][j];
-                    float x1 = k[0][nt][i], x2 = k[1][nt][i];
-                    if (kr == 0) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
-                    x1 *= dw[nt][j].z;
-                    x2 *= dw[nt][j].w;
-                    r1[nt][i] = x1 * cc - x2 * ss;
-                    r2[nt][i] = x2 * cc + x1 * ss;
-                }
-            // scores^T += q[:, dims] K_rot[keys, dims]^T: B (k dims 2t4.., n key g4) is the
-            // rotated accumulator itself, packed
-            const u32* qr = &sh.q[g4][0];
-            const u32 qa0 = qr[8 * c + t4], qa1 = qr[8 * c + 4 + t4], qa2 = qr[64 + 8 * c + t4], qa3 = qr[68 + 8 * c + t4];
-            mma_h(sT[0], qa0, qa1, pack2(r1[0][0], r1[0][1]), pack2(r1[1][0], r1[1][1]));
-            mma_h(sT[1], qa0, qa1, pack2(r1[0][2], r1[0][3]), pack2(r1[1][2], r1[1][3]));
-            mma_h(sT[0], qa2, qa3, pack2(r2[0][0], r2[0][1]), pack2(r2[1][0], r2[1][1]));
-            mma_h(sT[1], qa2, qa3, pack2(r2[0][2], r2[0][3]), pack2(r2[1][2], r2[1][3]));
-        }
+        if (contig) rebuild_score<true>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+        else rebuild_score<false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
         // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's full sum of
         // squares (a quad holds a key's dims), then fetched for the keys this lane scores
         float f[2][2];
@@ -792,11 +823,14 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         l_i = l_i * corr + sum;
         m_i = m_new;
         // o^T (columns: heads 2 t4, 2 t4 + 1) *= their corrections; += z_v^T p^T
-        const float ca = __shfl_sync(0xffffffffu, corr, 8 * t4), cb = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
+        if (__any_sync(0xffffffffu, corr != 1.f)) {  // a head's max moved
+            const float ca = __shfl_sync(0xffffffffu, corr, 8 * t4), cb = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
+            #pragma unroll
+            for (int vm = 0; vm < VM; vm++) { acc[vm][0] *= ca; acc[vm][1] *= cb; acc[vm][2] *= ca; acc[vm][3] *= cb; }
+        }
         const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
         #pragma unroll
         for (int vm = 0; vm < VM; vm++) {
-            acc[vm][0] *= ca; acc[vm][1] *= cb; acc[vm][2] *= ca; acc[vm][3] *= cb;
             u32 a[4];
             ldsm4t(a, vs0 + st * VST + va_off + vm * 32);
             mma(acc[vm], a, pb0, pb1);
