@@ -109,7 +109,7 @@ def main():
                     continue
                 if cb:
                     minb, blk, warps, kind = (cb.split(":") + ["", "", ""])[:4]
-                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "tile")
+                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "warp")
                     cuda_decode.BLOCK = int(blk or 0)
                 try:
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_generate import prompts_for, random_model  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
-from tpa_compress.runtime import Runner, SamplingParams  # noqa: E402
+from tpa_compress.runtime import Runner, SamplingParams, cuda_decode  # noqa: E402
 
 
 def main():
@@ -34,7 +34,9 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--ranks", default="128/128")
+    ap.add_argument("--cuda-kernel", default="warp", help="runtime/cuda_decode.py's kernel: warp, tile")
     a = ap.parse_args()
+    cuda_decode.BUILD["kernel"] = a.cuda_kernel
     cfg = variant_config(a.model)
     model = random_model(cfg, a.layout, a.ranks)
     params = SamplingParams()

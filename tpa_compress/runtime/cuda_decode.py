@@ -918,7 +918,7 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
 # budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
 # 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
-BUILD = {"minb": 1, "warps": 8, "kernel": "tile"}
+BUILD = {"minb": 1, "warps": 8, "kernel": "warp"}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
