@@ -62,10 +62,12 @@ def main():
     ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
+    ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND]]] "
+    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
                     "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
-                    "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile)")
+                    "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
+                    "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -88,8 +90,8 @@ def main():
             if kk == "latent" and a.k_basis == "orthonormal":
                 up = attn.k_proj.up.weight
                 up.copy_(torch.linalg.qr(up.float())[0].to(up.dtype))
-        lay = LayerLayout(comp["k"], comp["v"], None, sink=1)
-        sink = 1 if "latent" in kinds else 0
+        lay = LayerLayout(comp["k"], comp["v"], None, sink=a.sink)
+        sink = a.sink if "latent" in kinds else 0
         for b, t in itertools.product(map(int, a.batches.split(",")), map(int, a.contexts.split(","))):
             kc = torch.randn(b, t, lay.k.values_per_token + lay.v.values_per_token, device="cuda",
                              dtype=torch.bfloat16)
@@ -97,7 +99,7 @@ def main():
             pos = torch.arange(t, device="cuda", dtype=torch.int32).expand(b, t).contiguous()
             qp = torch.full((b, 1), t - 1, device="cuda")
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
-            tile = (torch.randn(b, kv, 1, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
+            tile = (torch.randn(b, kv, sink, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
@@ -108,8 +110,9 @@ def main():
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 if cb:
-                    minb, blk, warps, kind = (cb.split(":") + ["", "", ""])[:4]
-                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "warp")
+                    minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
+                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "warp",
+                                             unroll=int(unroll or 4))
                     cuda_decode.BLOCK = int(blk or 0)
                 try:
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),

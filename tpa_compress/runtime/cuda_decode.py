@@ -499,6 +499,7 @@ _SRC_WARP = r"""
 #define ZS (RK + 8)
 #define VS (RV + 8)
 #define SUB 16                // keys per warp subtile
+#define NSMAX 4               // sink rows staged in shared memory (more: read from global)
 #define NEG_INF __int_as_float(0xff800000)
 typedef unsigned short bf16;
 typedef unsigned int u32;
@@ -547,6 +548,7 @@ struct Smem {
     bf16 v[WARPS][2][SUB][VS];
     int kp[WARPS][2][SUB];
     u32 q[8][D / 2 + 4];           // the query heads (bf16 pairs), rows G-7 zero
+    bf16 sk[NSMAX][D], sv[NSMAX][D];  // chunk 0: the exact sink tile (NS <= NSMAX)
 };
 struct Merge {                     // the epilogue's, over z / v once the loop is done
     float m[WARPS][G], l[WARPS][G];
@@ -561,7 +563,7 @@ __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS
 {
     const u32* qr = &sh.q[g4][0];
     u32 qa[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};  // q's A operand, rows 8-15 zero
-    #pragma unroll 1
+    #pragma unroll __UNROLL__
     for (int c = 0; c < 8; c++) {     // RoPE pairs 16 c .. 16 c + 15: dims of both halves
         float4 pr[2][2], dw[2][2];    // [nt][j]: pair 16 c + 8 nt + 2 t4 + j
         #pragma unroll
@@ -664,6 +666,12 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     for (int j = 0; j < D * RK / 8 / NTH; j++) {
         const int i = tid + NTH * j, r = i / (RK / 8), c = i % (RK / 8);
         cp16a(sbase + (u32)((const unsigned char*)&sh.u[r][c * 8] - smem_raw), ku + ((long long)h * D + r) * RK + c * 8, true);
+    }
+    const bool sink_here = NS > 0 && pid_s == 0;  // chunk 0 also writes the sink tile's state
+    if (sink_here && NS <= NSMAX && tid < NS * 2 * (D / 8)) {
+        const int j = tid / (2 * (D / 8)), kv = (tid / (D / 8)) % 2, c = tid % (D / 8);
+        const bf16* src = (kv ? sv : sk) + (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j + c * 8;
+        cp16a(sbase + (u32)((const unsigned char*)(kv ? &sh.sv[j][c * 8] : &sh.sk[j][c * 8]) - smem_raw), src, true);
     }
     cp_commit();
     if (tid < HALF) {
@@ -867,7 +875,40 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         acc_out[row * RV + col] = aa;
         if (col == 0) { m_out[row] = mm * 0.6931471805599453f; l_out[row] = ll; }  // log2 -> ln
     }
-    __SINK__
+    // the exact sink tile's own state (head dim), which the combine merges: warp w, head w
+    if (sink_here && w < G) {
+        const bf16* qrow = reinterpret_cast<const bf16*>(&sh.q[w][0]);
+        float qv[8];
+        #pragma unroll
+        for (int i = 0; i < 8; i++) qv[i] = bf2f(qrow[lane + 32 * i]);
+        float ms = NEG_INF, ls = 0.f, as[8];
+        #pragma unroll
+        for (int i = 0; i < 8; i++) as[i] = 0.f;
+        for (int j = 0; j < NS; j++) {
+            const long long off = (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
+            const bf16* kr = NS <= NSMAX ? &sh.sk[j][0] : sk + off;
+            const bf16* vr = NS <= NSMAX ? &sh.sv[j][0] : sv + off;
+            float s = 0.f;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) s += qv[i] * bf2f(kr[lane + 32 * i]);
+            #pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            bool ok = qp - j >= 0;
+            if (window > 0) ok = ok && qp - j < window;
+            s = ok ? s * scale : NEG_INF;
+            const float mn = fmaxf(ms, s);
+            const float msafe = mn == NEG_INF ? 0.f : mn;
+            const float c = __expf(ms - msafe), pj = __expf(s - msafe);
+            ls = ls * c + pj;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) as[i] = as[i] * c + pj * bf2f(vr[lane + 32 * i]);
+            ms = mn;
+        }
+        const int r = pid_bh * G + w;
+        if (lane == 0) { sm[r] = ms; sl[r] = ls; }
+        #pragma unroll
+        for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
+    }
 }
 """
 
@@ -880,7 +921,7 @@ def kind_for(rv: int) -> str:
 def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile") -> int:
     if kind == "warp":  # U, pair tables, per-warp stages of z / z_v / positions, q
         return (256 * (rk + 8) * 2 + 2 * 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
-                + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
+                + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4 + 2 * 4 * 256 * 2)
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
     return z + v + 2 * block * 4 + warps * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
@@ -918,16 +959,17 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
 # budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
 # 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
-BUILD = {"minb": 1, "warps": 8, "kernel": "warp"}
+BUILD = {"minb": 1, "warps": 8, "kernel": "warp", "unroll": 4}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
 @functools.lru_cache(maxsize=None)
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
-             kind: str = "tile"):
+             kind: str = "tile", unroll: int = 1):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = (_SRC_WARP if kind == "warp" else _SRC).replace("__SINK__", _SINK)
-    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps)):
+    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
+                     ("UNROLL", unroll)):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
@@ -941,11 +983,11 @@ _FAILED: dict = {}
 def try_build(rk: int, rv: int, g: int, device_index: int) -> str | None:
     """Compile the builds a layer of these shapes can take (both tile sizes); None when
     they build, else the reason, warned about once per process."""
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv))
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"])
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
-                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv))
+                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"])
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -961,7 +1003,7 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     b, t = kc.shape[0], kc.shape[1]
     kind = kind_for(da.rv)
     warps = 8 if kind == "warp" else BUILD["warps"]
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind)
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"])
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
     fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind),
        args=[q, kc, vc, k_pos, qp, da.cu_raw_up if kind == "warp" else da.cu_up, da.cu_bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
