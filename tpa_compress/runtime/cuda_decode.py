@@ -499,6 +499,7 @@ _SRC_WARP = r"""
 #define ZS (RK + 8)
 #define VS (RV + 8)
 #define SUB 16                // keys per warp subtile
+#define NORMZ __NORMZ__        // the QK-norm sum from z (orthonormal U per head, weight folded into U)
 #define NSMAX 4               // sink rows staged in shared memory (more: read from global)
 #define NEG_INF __int_as_float(0xff800000)
 typedef unsigned short bf16;
@@ -513,6 +514,14 @@ __device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// d = a b + c (c: the rebuild's start, the bias)
+__device__ __forceinline__ void mma_c(float* d, const u32* a, u32 b0, u32 b1, const float4 c) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1),
+                   "f"(c.x), "f"(c.y), "f"(c.z), "f"(c.w));
 }
 __device__ __forceinline__ void ldsm4(u32* r, u32 s) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
@@ -544,6 +553,8 @@ struct Smem {
     bf16 u[D][US];                 // this KV head's U (dims x rank), loaded once
     float4 pr[HALF];               // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
     float4 dw[HALF];               // per pair: bias (dim, dim + 128), norm weight (dim, dim + 128)
+    bf16 cz[RK];                   // NORMZ: 2 U^T b, the linear term of |U z + b|^2
+    float4 bq[D / 2];              // per 2 dims d, d + 1: the bias as an accumulator quad (d, d + 1, d, d + 1)
     bf16 z[WARPS][2][SUB][ZS];     // each warp's own 2 stages of z, z_v, positions
     bf16 v[WARPS][2][SUB][VS];
     int kp[WARPS][2][SUB];
@@ -557,7 +568,7 @@ struct Merge {                     // the epilogue's, over z / v once the loop i
 
 // one subtile's rebuild, RoPE, norm sums and scores^T over all 256 dims, 16 pairs at a
 // time; CONTIG: the keys' positions are contiguous (key g4 + 8 = key g4 rotated by 8 f)
-template <bool CONTIG>
+template <bool CONTIG, bool NZ>
 __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS][4], int pk0, int pk1, int g4, int t4,
                                               u32 u0, u32 ub_off, float (&sT)[2][4], float& sq0, float& sq1)
 {
@@ -575,21 +586,17 @@ __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS
             }
         float k[2][2][4];             // [half][nt]: rows keys g4 | g4 + 8, cols 2 dims
         #pragma unroll
-        for (int hf = 0; hf < 2; hf++)
-            #pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-                #pragma unroll
-                for (int i = 0; i < 4; i++) k[hf][nt][i] = hf ? dw[nt][i & 1].y : dw[nt][i & 1].x;
-        #pragma unroll
         for (int ks = 0; ks < KS; ks++) {
             u32 ub[2][4];
             ldsm4(ub[0], u0 + ub_off + (u32)((16 * c) * US * 2) + ks * 32);
             ldsm4(ub[1], u0 + ub_off + (u32)((HALF + 16 * c) * US * 2) + ks * 32);
             #pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                mma(k[hf][0], za[ks], ub[hf][0], ub[hf][1]);
-                mma(k[hf][1], za[ks], ub[hf][2], ub[hf][3]);
-            }
+            for (int hf = 0; hf < 2; hf++)
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++) {
+                    if (ks == 0) mma_c(k[hf][nt], za[0], ub[hf][2 * nt], ub[hf][2 * nt + 1], sh.bq[hf * 64 + 8 * c + 4 * nt + t4]);
+                    else mma(k[hf][nt], za[ks], ub[hf][2 * nt], ub[hf][2 * nt + 1]);
+                }
         }
         // cos / sin of (key g4 | g4 + 8, pair [nt][j])
         float cs[2][2][2], sn[2][2][2];  // [key row][nt][j]
@@ -614,9 +621,12 @@ __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS
                 const int j = i & 1, kr = i >> 1;
                 const float cc = cs[kr][nt][j], ss = sn[kr][nt][j];
                 float x1 = k[0][nt][i], x2 = k[1][nt][i];
-                if (kr == 0) sq0 += x1 * x1 + x2 * x2; else sq1 += x1 * x1 + x2 * x2;
-                x1 *= dw[nt][j].z;
-                x2 *= dw[nt][j].w;
+                if (!NZ) {  // else the sum comes from z and the weight is in U
+                    if (kr == 0) { sq0 = fmaf(x1, x1, sq0); sq0 = fmaf(x2, x2, sq0); }
+                    else { sq1 = fmaf(x1, x1, sq1); sq1 = fmaf(x2, x2, sq1); }
+                    x1 *= dw[nt][j].z;
+                    x2 *= dw[nt][j].w;
+                }
                 r1[nt][i] = x1 * cc - x2 * ss;
                 r2[nt][i] = x2 * cc + x1 * ss;
             }
@@ -642,7 +652,8 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
               int T, int CHUNK, int KV, int S, int NS,
               int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
               int ss_b, int ss_h, int ss_j,
-              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm)
+              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm,
+              const bf16* __restrict__ cz, const float* __restrict__ cbb, int has_e)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
@@ -681,6 +692,9 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         sh.pr[tid] = make_float4(f, c8, s8, 0.f);
         sh.dw[tid] = make_float4(kb[h * D + tid], kb[h * D + HALF + tid],
                                  has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
+        if (NORMZ && tid < RK) sh.cz[tid] = cz[h * RK + tid];
+        const float b0 = kb[h * D + 2 * tid], b1 = kb[h * D + 2 * tid + 1];
+        sh.bq[tid] = make_float4(b0, b1, b0, b1);
     }
 
     // this warp's subtiles: keys start + SUB (w + WARPS i), i = 0, 1, ...; each lane copies
@@ -760,6 +774,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     #pragma unroll
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
+    const float bsq = NORMZ ? cbb[h] : 0.f;              // NORMZ: |b|^2, the constant of the sum
 
     cp_wait1();          // U
     __syncthreads();     // U and the tables visible to every warp
@@ -784,8 +799,30 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         for (int ks = 0; ks < KS; ks++) ldsm4(za[ks], zs0 + st * ZST + za_off + ks * 32);
         float sT[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // scores^T: keys 0-7, 8-15
         float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
-        if (contig) rebuild_score<true>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
-        else rebuild_score<false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+        if constexpr (NORMZ) {
+            // |U z + b|^2 = |z|^2 + 2 c.z + |b|^2 (U orthonormal, c = U^T b): the Gram
+            // matrix z z^T's diagonal (z's A fragments are also its B fragments) plus z (2c)
+            float gr[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}, li[4] = {0.f, 0.f, 0.f, 0.f};
+            #pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                mma(gr[0], za[ks], za[ks][0], za[ks][2]);
+                mma(gr[1], za[ks], za[ks][1], za[ks][3]);
+                if (has_e) {
+                    const u32* cw = reinterpret_cast<const u32*>(&sh.cz[ks * 16]);
+                    mma(li, za[ks], g4 == 0 ? cw[t4] : 0u, g4 == 0 ? cw[4 + t4] : 0u);
+                }
+            }
+            // key g4's diagonal entry sits in lane (g4, t4 = g4 / 2), g4 + 8's likewise
+            const bool dg = t4 == (g4 >> 1);
+            const bool odd = g4 & 1;
+            sq0 = (dg ? (odd ? gr[0][1] : gr[0][0]) : 0.f) + (t4 == 0 ? li[0] : 0.f);
+            sq1 = (dg ? (odd ? gr[1][3] : gr[1][2]) : 0.f) + (t4 == 0 ? li[2] : 0.f);
+            if (contig) rebuild_score<true, true>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+            else rebuild_score<false, true>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+        } else {
+            if (contig) rebuild_score<true, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+            else rebuild_score<false, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+        }
         // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's full sum of
         // squares (a quad holds a key's dims), then fetched for the keys this lane scores
         float f[2][2];
@@ -794,8 +831,8 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
             sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
             sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
-            const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4), a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4);
-            const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4), b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4);
+            const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4) + bsq, a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4) + bsq;
+            const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4) + bsq, b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4) + bsq;
             f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
             f[1][0] = rsqrtf(b0 * (1.f / D) + eps) * qk_scale; f[1][1] = rsqrtf(b1 * (1.f / D) + eps) * qk_scale;
         } else {
@@ -920,7 +957,7 @@ def kind_for(rv: int) -> str:
 
 def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile") -> int:
     if kind == "warp":  # U, pair tables, per-warp stages of z / z_v / positions, q
-        return (256 * (rk + 8) * 2 + 2 * 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
+        return (256 * (rk + 8) * 2 + 3 * 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
                 + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4 + 2 * 4 * 256 * 2)
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
@@ -965,11 +1002,11 @@ PER_SM = 1  # programs per SM the chunking plans for (the register budget allows
 
 @functools.lru_cache(maxsize=None)
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
-             kind: str = "tile", unroll: int = 1):
+             kind: str = "tile", unroll: int = 1, normz: bool = False):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = (_SRC_WARP if kind == "warp" else _SRC).replace("__SINK__", _SINK)
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
-                     ("UNROLL", unroll)):
+                     ("UNROLL", unroll), ("NORMZ", int(normz))):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
@@ -980,14 +1017,15 @@ def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: 
 _FAILED: dict = {}
 
 
-def try_build(rk: int, rv: int, g: int, device_index: int) -> str | None:
+def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False) -> str | None:
     """Compile the builds a layer of these shapes can take (both tile sizes); None when
     they build, else the reason, warned about once per process."""
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"])
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz)
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
-                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"])
+                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"],
+                         normz and kind_for(rv) == "warp")
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -1003,10 +1041,13 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     b, t = kc.shape[0], kc.shape[1]
     kind = kind_for(da.rv)
     warps = 8 if kind == "warp" else BUILD["warps"]
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"])
+    normz = kind == "warp" and da.cu_normz is not None
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz)
+    up, bias = (da.ku, da.kb) if normz else (da.cu_raw_up if kind == "warp" else da.cu_up, da.cu_bias)
+    extra = [*da.cu_normz, int(da.has_e)] if normz else ([da.nw, da.nw, 0] if kind == "warp" else [])
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
     fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind),
-       args=[q, kc, vc, k_pos, qp, da.cu_raw_up if kind == "warp" else da.cu_up, da.cu_bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
+       args=[q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
-             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm)])
+             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra])

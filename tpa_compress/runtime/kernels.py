@@ -403,9 +403,15 @@ class DecodeAttention:
             raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
         if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
             self.cu_up, self.cu_raw_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_up, raw_b
+            # or, U orthonormal per head (Gram = I): from z, the weight folded into U (warp kernel)
+            self.cu_normz = None
+            if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):
+                e = self.gz[:, 1]
+                self.cu_normz = ((2 * e).to(torch.bfloat16).contiguous(),             # 2 U^T b
+                                 (self.bb + (self.gz[:, 0] * e * e).sum(1)).contiguous())  # |b|^2
             # built now (NVRTC, a private torch API): where that fails, the Triton kernel
             # serves the layer, said once, rather than a failing decode step
-            err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0)
+            err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0, self.cu_normz is not None)
             if err is not None:
                 if backend == "cuda":
                     raise RuntimeError(f"the CUDA decode kernel does not build here: {err}")
