@@ -64,10 +64,10 @@ def main():
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL[:SUB]]]]] "
+    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
                     "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
                     "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
-                    "the warp kernel's unrolling of its 16-pair loop (1, 2, 4) and keys per warp subtile (16, 32)")
+                    "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
@@ -110,9 +110,9 @@ def main():
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 if cb:
-                    minb, blk, warps, kind, unroll, sub = (cb.split(":") + [""] * 5)[:6]
+                    minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
                     cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "warp",
-                                             unroll=int(unroll or 1), sub=int(sub or 32))
+                                             unroll=int(unroll or 4))
                     cuda_decode.BLOCK = int(blk or 0)
                 try:
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),

@@ -498,8 +498,7 @@ _SRC_WARP = r"""
 #define US (RK + 8)           // padded shared rows (bf16): ldmatrix without bank conflicts
 #define ZS (RK + 8)
 #define VS (RV + 8)
-#define SUB __SUB__           // keys per warp subtile (16 or 32)
-#define MT (SUB / 16)         // its m-tiles: each U fragment serves MT of them
+#define SUB 16                // keys per warp subtile
 #define NORMZ __NORMZ__        // the QK-norm sum from z (orthonormal U per head, weight folded into U)
 #define NSMAX 4               // sink rows staged in shared memory (more: read from global)
 #define NEG_INF __int_as_float(0xff800000)
@@ -556,9 +555,9 @@ struct Smem {
     float4 dw[HALF];               // per pair: bias (dim, dim + 128), norm weight (dim, dim + 128)
     bf16 cz[RK];                   // NORMZ: 2 U^T b, the linear term of |U z + b|^2
     float4 bq[D / 2];              // per 2 dims d, d + 1: the bias as an accumulator quad (d, d + 1, d, d + 1)
-    bf16 z[WARPS][SUB][ZS];        // each warp's own z and z_v, one buffer each: the next
-    bf16 v[WARPS][SUB][VS];        // subtile's copy starts once these are in registers
-    int kp[WARPS][2][SUB];         // positions, two buffers (read through the subtile)
+    bf16 z[WARPS][2][SUB][ZS];     // each warp's own 2 stages of z, z_v, positions
+    bf16 v[WARPS][2][SUB][VS];
+    int kp[WARPS][2][SUB];
     u32 q[8][D / 2 + 4];           // the query heads (bf16 pairs), rows G-7 zero
     bf16 sk[NSMAX][D], sv[NSMAX][D];  // chunk 0: the exact sink tile (NS <= NSMAX)
 };
@@ -568,13 +567,10 @@ struct Merge {                     // the epilogue's, over z / v once the loop i
 };
 
 // one subtile's rebuild, RoPE, norm sums and scores^T over all 256 dims, 16 pairs at a
-// time. Keys of m-tile mt, row r: 16 mt + 8 r + g4; pk[2 mt + r] their positions. CONTIG:
-// positions contiguous (each key = the one 8 before rotated by 8 f). NZ: the norm's sums
-// come from z and its weight is in U
+// time; CONTIG: the keys' positions are contiguous (key g4 + 8 = key g4 rotated by 8 f)
 template <bool CONTIG, bool NZ>
-__device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[MT][KS][4], const int (&pk)[2 * MT],
-                                              int g4, int t4, u32 u0, u32 ub_off, float (&sT)[2 * MT][4],
-                                              float (&sq)[MT][2])
+__device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS][4], int pk0, int pk1, int g4, int t4,
+                                              u32 u0, u32 ub_off, float (&sT)[2][4], float& sq0, float& sq1)
 {
     const u32* qr = &sh.q[g4][0];
     u32 qa[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};  // q's A operand, rows 8-15 zero
@@ -586,67 +582,62 @@ __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[MT
             #pragma unroll
             for (int j = 0; j < 2; j++) {
                 pr[nt][j] = sh.pr[16 * c + 8 * nt + 2 * t4 + j];
-                if (!NZ) dw[nt][j] = sh.dw[16 * c + 8 * nt + 2 * t4 + j];
+                dw[nt][j] = sh.dw[16 * c + 8 * nt + 2 * t4 + j];
             }
-        float k[MT][2][2][4];         // [mt][half][nt]: rows keys g4 | g4 + 8, cols 2 dims
+        float k[2][2][4];             // [half][nt]: rows keys g4 | g4 + 8, cols 2 dims
         #pragma unroll
         for (int ks = 0; ks < KS; ks++) {
             u32 ub[2][4];
             ldsm4(ub[0], u0 + ub_off + (u32)((16 * c) * US * 2) + ks * 32);
             ldsm4(ub[1], u0 + ub_off + (u32)((HALF + 16 * c) * US * 2) + ks * 32);
             #pragma unroll
-            for (int mt = 0; mt < MT; mt++)
+            for (int hf = 0; hf < 2; hf++)
                 #pragma unroll
-                for (int hf = 0; hf < 2; hf++)
-                    #pragma unroll
-                    for (int nt = 0; nt < 2; nt++) {
-                        if (ks == 0) mma_c(k[mt][hf][nt], za[mt][0], ub[hf][2 * nt], ub[hf][2 * nt + 1],
-                                           sh.bq[hf * 64 + 8 * c + 4 * nt + t4]);
-                        else mma(k[mt][hf][nt], za[mt][ks], ub[hf][2 * nt], ub[hf][2 * nt + 1]);
-                    }
+                for (int nt = 0; nt < 2; nt++) {
+                    if (ks == 0) mma_c(k[hf][nt], za[0], ub[hf][2 * nt], ub[hf][2 * nt + 1], sh.bq[hf * 64 + 8 * c + 4 * nt + t4]);
+                    else mma(k[hf][nt], za[ks], ub[hf][2 * nt], ub[hf][2 * nt + 1]);
+                }
         }
+        // cos / sin of (key g4 | g4 + 8, pair [nt][j])
+        float cs[2][2][2], sn[2][2][2];  // [key row][nt][j]
         #pragma unroll
         for (int nt = 0; nt < 2; nt++)
             #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const float4 p = pr[nt][j];
-                float cc, ss;                 // cos / sin at key 8 m + g4, m = 0, 1, ...
-                cos_sin((float)pk[0] * p.x, cc, ss);
-                #pragma unroll
-                for (int m = 0; m < 2 * MT; m++) {
-                    if (m > 0) {
-                        if (CONTIG) {
-                            const float c1 = cc * p.y - ss * p.z;
-                            ss = ss * p.y + cc * p.z;
-                            cc = c1;
-                        } else {
-                            cos_sin((float)pk[m] * p.x, cc, ss);
-                        }
-                    }
-                    const int mt = m >> 1, i = 2 * (m & 1) + j;   // accumulator entry
-                    float x1 = k[mt][0][nt][i], x2 = k[mt][1][nt][i];
-                    if (!NZ) {
-                        sq[mt][m & 1] = fmaf(x1, x1, sq[mt][m & 1]);
-                        sq[mt][m & 1] = fmaf(x2, x2, sq[mt][m & 1]);
-                        x1 *= dw[nt][j].z;
-                        x2 *= dw[nt][j].w;
-                    }
-                    k[mt][0][nt][i] = x1 * cc - x2 * ss;
-                    k[mt][1][nt][i] = x2 * cc + x1 * ss;
+                cos_sin((float)pk0 * p.x, cs[0][nt][j], sn[0][nt][j]);
+                if (CONTIG) {
+                    cs[1][nt][j] = cs[0][nt][j] * p.y - sn[0][nt][j] * p.z;
+                    sn[1][nt][j] = sn[0][nt][j] * p.y + cs[0][nt][j] * p.z;
+                } else {
+                    cos_sin((float)pk1 * p.x, cs[1][nt][j], sn[1][nt][j]);
                 }
+            }
+        float r1[2][4], r2[2][4];
+        #pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int j = i & 1, kr = i >> 1;
+                const float cc = cs[kr][nt][j], ss = sn[kr][nt][j];
+                float x1 = k[0][nt][i], x2 = k[1][nt][i];
+                if (!NZ) {  // else the sum comes from z and the weight is in U
+                    if (kr == 0) { sq0 = fmaf(x1, x1, sq0); sq0 = fmaf(x2, x2, sq0); }
+                    else { sq1 = fmaf(x1, x1, sq1); sq1 = fmaf(x2, x2, sq1); }
+                    x1 *= dw[nt][j].z;
+                    x2 *= dw[nt][j].w;
+                }
+                r1[nt][i] = x1 * cc - x2 * ss;
+                r2[nt][i] = x2 * cc + x1 * ss;
             }
         // scores^T += q[:, dims] K_rot[keys, dims]^T: B (k dims 2t4.., n key g4) is the
         // rotated accumulator itself, packed
         qa[0][0] = qr[8 * c + t4]; qa[0][2] = qr[8 * c + 4 + t4];
         qa[1][0] = qr[64 + 8 * c + t4]; qa[1][2] = qr[68 + 8 * c + t4];
-        #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-            #pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                const float (&kk)[2][4] = k[mt][hf];
-                mma(sT[2 * mt], qa[hf], pack2(kk[0][0], kk[0][1]), pack2(kk[1][0], kk[1][1]));
-                mma(sT[2 * mt + 1], qa[hf], pack2(kk[0][2], kk[0][3]), pack2(kk[1][2], kk[1][3]));
-            }
+        mma(sT[0], qa[0], pack2(r1[0][0], r1[0][1]), pack2(r1[1][0], r1[1][1]));
+        mma(sT[1], qa[0], pack2(r1[0][2], r1[0][3]), pack2(r1[1][2], r1[1][3]));
+        mma(sT[0], qa[1], pack2(r2[0][0], r2[0][1]), pack2(r2[1][0], r2[1][1]));
+        mma(sT[1], qa[1], pack2(r2[0][2], r2[0][3]), pack2(r2[1][2], r2[1][3]));
     }
 }
 
@@ -681,7 +672,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const int* pbase = kpos + (long long)b * sp_b;
     const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
 
-    // U (this KV head's D rows of RK) and chunk 0's sink tile into shared memory: one group
+    // U (this KV head's D rows of RK) into shared memory: one group, waited for below
     #pragma unroll
     for (int j = 0; j < D * RK / 8 / NTH; j++) {
         const int i = tid + NTH * j, r = i / (RK / 8), c = i % (RK / 8);
@@ -706,13 +697,16 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         sh.bq[tid] = make_float4(b0, b1, b0, b1);
     }
 
-    // this warp's subtiles: keys start + SUB (w + WARPS i), i = 0, 1, ...; a lane copies
-    // 16-byte pieces: where R / 8 pieces of a row divide 32, piece l % (R / 8) of rows
-    // l / (R / 8) + j 32 / (R / 8) (one base address, a fixed step), else per-piece offsets
+    // this warp's subtiles: keys start + SUB (w + WARPS i), i = 0, 1, ...; each lane copies
+    // 16-byte pieces of its own rows (SUB * RK / 8 / 32 of z, of z_v)
     constexpr int NZ = SUB * RK / 8 / 32, NV = SUB * RV / 8 / 32;
-    const u32 zs0 = (u32)((const unsigned char*)&sh.z[w][0][0] - smem_raw) + sbase;
-    const u32 vs0 = (u32)((const unsigned char*)&sh.v[w][0][0] - smem_raw) + sbase;
+    const u32 zs0 = (u32)((const unsigned char*)&sh.z[w][0][0][0] - smem_raw) + sbase;
+    const u32 vs0 = (u32)((const unsigned char*)&sh.v[w][0][0][0] - smem_raw) + sbase;
     const u32 ps0 = (u32)((const unsigned char*)&sh.kp[w][0][0] - smem_raw) + sbase;
+    constexpr u32 ZST = SUB * ZS * 2, VST = SUB * VS * 2;
+    // a lane's pieces: where RK / 8 (RV / 8) pieces of a row divide a warp's 32, lane l
+    // copies piece l % (R / 8) of rows l / (R / 8) + j 32 / (R / 8): one base address and a
+    // fixed step (else per-piece offsets)
     constexpr int PZ = RK / 8, PV = RV / 8;
     const int zr0 = lane / PZ, vr0 = lane / PV;
     const u32 zd0 = zs0 + (u32)(zr0 * ZS + (lane % PZ) * 8) * 2, vd0 = vs0 + (u32)(vr0 * VS + (lane % PV) * 8) * 2;
@@ -733,35 +727,41 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             r = rr; go = (long long)rr * svc_t + c * 8; so = vs0 + (u32)(rr * VS + c * 8) * 2;
         }
     };
-    // z and positions of the subtile at t0 (a group); rows past the chunk's end zero-filled
-    auto load_z = [&](int t0, int par) {
+    auto load = [&](int t0, int st) {
         const bf16* kt = kbase + (long long)t0 * skc_t;
-        const int left = stop - t0;
-        #pragma unroll
-        for (int j = 0; j < NZ; j++) {
-            int r; long long go; u32 so;
-            zpiece(j, r, go, so);
-            if (left >= SUB) cp16a(so, kt + go, true);
-            else cp16a(so, r < left ? kt + go : kbase, r < left);
-        }
-        if (lane < SUB) cp4a(ps0 + (u32)(par * SUB + lane) * 4, lane < left ? pbase + t0 + lane : pbase, lane < left);
-    };
-    auto load_v = [&](int t0) {
         const bf16* vt = vbase + (long long)t0 * svc_t;
         const int left = stop - t0;
-        #pragma unroll
-        for (int j = 0; j < NV; j++) {
-            int r; long long go; u32 so;
-            vpiece(j, r, go, so);
-            if (left >= SUB) cp16a(so, vt + go, true);
-            else cp16a(so, r < left ? vt + go : vbase, r < left);
+        if (left >= SUB) {   // a whole subtile
+            #pragma unroll
+            for (int j = 0; j < NZ; j++) {
+                int r; long long go; u32 so;
+                zpiece(j, r, go, so);
+                cp16a(so + st * ZST, kt + go, true);
+            }
+            #pragma unroll
+            for (int j = 0; j < NV; j++) {
+                int r; long long go; u32 so;
+                vpiece(j, r, go, so);
+                cp16a(so + st * VST, vt + go, true);
+            }
+        } else {             // the chunk's last: rows past its end zero-filled
+            #pragma unroll
+            for (int j = 0; j < NZ; j++) {
+                int r; long long go; u32 so;
+                zpiece(j, r, go, so);
+                cp16a(so + st * ZST, r < left ? kt + go : kbase, r < left);
+            }
+            #pragma unroll
+            for (int j = 0; j < NV; j++) {
+                int r; long long go; u32 so;
+                vpiece(j, r, go, so);
+                cp16a(so + st * VST, r < left ? vt + go : vbase, r < left);
+            }
         }
+        if (lane < SUB) cp4a(ps0 + (u32)(st * SUB + lane) * 4, lane < left ? pbase + t0 + lane : pbase, lane < left);
     };
-    constexpr int STEP = SUB * WARPS;
     int t0 = start + SUB * w;
-    if (t0 < stop) load_z(t0, 0);
-    cp_commit();
-    if (t0 < stop) load_v(t0);
+    if (t0 < stop) load(t0, 0);
     cp_commit();
 
     // q, the A operand of scores^T = q K^T (rows: heads, 8-15 zero; k: dims)
@@ -776,7 +776,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
     const float bsq = NORMZ ? cbb[h] : 0.f;              // NORMZ: |b|^2, the constant of the sum
 
-    asm volatile("cp.async.wait_group 2;" ::: "memory");  // U (and the sink tile)
+    cp_wait1();          // U
     __syncthreads();     // U and the tables visible to every warp
 
     // ldmatrix lane addresses: z (A, rows keys), U (B, rows dims), z_v^T (A via .trans)
@@ -785,85 +785,62 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
     const u32 u0 = sbase + (u32)((const unsigned char*)&sh.u[0][0] - smem_raw);
 
-    int par = 0;
-    for (; t0 < stop; t0 += STEP, par ^= 1) {
-        const bool more = t0 + STEP < stop;
-        cp_wait1();      // this subtile's z (its z_v may still be in flight)
-        __syncwarp();
-        const int* kp = &sh.kp[w][par][0];
-        int pk[2 * MT];
-        bool contig = true;
-        #pragma unroll
-        for (int m = 0; m < 2 * MT; m++) {
-            pk[m] = kp[8 * m + g4];
-            contig = contig && pk[m] == pk[0] + 8 * m;
-        }
-        contig = __all_sync(0xffffffffu, contig);
-        u32 za[MT][KS][4];
-        #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-            #pragma unroll
-            for (int ks = 0; ks < KS; ks++) ldsm4(za[mt][ks], zs0 + za_off + mt * 16 * ZS * 2 + ks * 32);
-        __syncwarp();    // z read: the next subtile's copy may start
-        if (more) load_z(t0 + STEP, par ^ 1);
+    int st = 0;
+    for (; t0 < stop; t0 += SUB * WARPS, st ^= 1) {
+        if (t0 + SUB * WARPS < stop) load(t0 + SUB * WARPS, st ^ 1);
         cp_commit();
-        float sT[2 * MT][4];          // scores^T: heads x keys 8 nk .. 8 nk + 7
-        float sq[MT][2];              // keys 16 mt + g4 (+ 8): sums of squares over this lane's share
+        cp_wait1();
+        __syncwarp();
+        const int* kp = &sh.kp[w][st][0];
+        const int pk0 = kp[g4], pk1 = kp[g4 + 8];
+        const bool contig = __all_sync(0xffffffffu, pk1 == pk0 + 8);
+        u32 za[KS][4];
         #pragma unroll
-        for (int i = 0; i < 2 * MT; i++) sT[i][0] = sT[i][1] = sT[i][2] = sT[i][3] = 0.f;
+        for (int ks = 0; ks < KS; ks++) ldsm4(za[ks], zs0 + st * ZST + za_off + ks * 32);
+        float sT[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // scores^T: keys 0-7, 8-15
+        float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
         if constexpr (NORMZ) {
             // |U z + b|^2 = |z|^2 + 2 c.z + |b|^2 (U orthonormal, c = U^T b): the Gram
             // matrix z z^T's diagonal (z's A fragments are also its B fragments) plus z (2c)
-            const bool dg = t4 == (g4 >> 1), odd = g4 & 1;
+            float gr[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}, li[4] = {0.f, 0.f, 0.f, 0.f};
             #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                float gr[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}, li[4] = {0.f, 0.f, 0.f, 0.f};
-                #pragma unroll
-                for (int ks = 0; ks < KS; ks++) {
-                    mma(gr[0], za[mt][ks], za[mt][ks][0], za[mt][ks][2]);
-                    mma(gr[1], za[mt][ks], za[mt][ks][1], za[mt][ks][3]);
-                    if (has_e) {
-                        const u32* cw = reinterpret_cast<const u32*>(&sh.cz[ks * 16]);
-                        mma(li, za[mt][ks], g4 == 0 ? cw[t4] : 0u, g4 == 0 ? cw[4 + t4] : 0u);
-                    }
+            for (int ks = 0; ks < KS; ks++) {
+                mma(gr[0], za[ks], za[ks][0], za[ks][2]);
+                mma(gr[1], za[ks], za[ks][1], za[ks][3]);
+                if (has_e) {
+                    const u32* cw = reinterpret_cast<const u32*>(&sh.cz[ks * 16]);
+                    mma(li, za[ks], g4 == 0 ? cw[t4] : 0u, g4 == 0 ? cw[4 + t4] : 0u);
                 }
-                // key g4's diagonal entry sits in lane (g4, t4 = g4 / 2), g4 + 8's likewise
-                sq[mt][0] = (dg ? (odd ? gr[0][1] : gr[0][0]) : 0.f) + (t4 == 0 ? li[0] : 0.f);
-                sq[mt][1] = (dg ? (odd ? gr[1][3] : gr[1][2]) : 0.f) + (t4 == 0 ? li[2] : 0.f);
             }
-            if (contig) rebuild_score<true, true>(sh, za, pk, g4, t4, u0, ub_off, sT, sq);
-            else rebuild_score<false, true>(sh, za, pk, g4, t4, u0, ub_off, sT, sq);
+            // key g4's diagonal entry sits in lane (g4, t4 = g4 / 2), g4 + 8's likewise
+            const bool dg = t4 == (g4 >> 1);
+            const bool odd = g4 & 1;
+            sq0 = (dg ? (odd ? gr[0][1] : gr[0][0]) : 0.f) + (t4 == 0 ? li[0] : 0.f);
+            sq1 = (dg ? (odd ? gr[1][3] : gr[1][2]) : 0.f) + (t4 == 0 ? li[2] : 0.f);
+            if (contig) rebuild_score<true, true>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+            else rebuild_score<false, true>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
         } else {
-            #pragma unroll
-            for (int mt = 0; mt < MT; mt++) sq[mt][0] = sq[mt][1] = 0.f;
-            if (contig) rebuild_score<true, false>(sh, za, pk, g4, t4, u0, ub_off, sT, sq);
-            else rebuild_score<false, false>(sh, za, pk, g4, t4, u0, ub_off, sT, sq);
+            if (contig) rebuild_score<true, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
+            else rebuild_score<false, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
         }
-        // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's sum of
-        // squares (a quad holds a key's dims), fetched for the keys this lane scores
-        float f[2 * MT][2];
+        // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's full sum of
+        // squares (a quad holds a key's dims), then fetched for the keys this lane scores
+        float f[2][2];
         if (has_norm) {
-            #pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-                #pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    sq[mt][r] += __shfl_xor_sync(0xffffffffu, sq[mt][r], 1);
-                    sq[mt][r] += __shfl_xor_sync(0xffffffffu, sq[mt][r], 2);
-                }
-            #pragma unroll
-            for (int nk = 0; nk < 2 * MT; nk++)
-                #pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    const float a = __shfl_sync(0xffffffffu, sq[nk >> 1][nk & 1], 8 * t4 + 4 * j) + bsq;
-                    f[nk][j] = rsqrtf(a * (1.f / D) + eps) * qk_scale;
-                }
+            sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
+            sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
+            sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
+            sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+            const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4) + bsq, a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4) + bsq;
+            const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4) + bsq, b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4) + bsq;
+            f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
+            f[1][0] = rsqrtf(b0 * (1.f / D) + eps) * qk_scale; f[1][1] = rsqrtf(b1 * (1.f / D) + eps) * qk_scale;
         } else {
-            #pragma unroll
-            for (int nk = 0; nk < 2 * MT; nk++) f[nk][0] = f[nk][1] = qk_scale;
+            f[0][0] = f[0][1] = f[1][0] = f[1][1] = qk_scale;
         }
-        float s[2 * MT][2], mx = NEG_INF;
+        float s[2][2], mx = NEG_INF;
         #pragma unroll
-        for (int nk = 0; nk < 2 * MT; nk++) {
+        for (int nk = 0; nk < 2; nk++) {
             const int2 kk = *reinterpret_cast<const int2*>(&kp[8 * nk + 2 * t4]);
             #pragma unroll
             for (int j = 0; j < 2; j++) {
@@ -882,7 +859,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         const float m_safe = m_new == NEG_INF ? 0.f : m_new;
         float sum = 0.f;
         #pragma unroll
-        for (int nk = 0; nk < 2 * MT; nk++)
+        for (int nk = 0; nk < 2; nk++)
             #pragma unroll
             for (int j = 0; j < 2; j++) { s[nk][j] = ex2(s[nk][j] - m_safe); sum += s[nk][j]; }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
@@ -896,25 +873,18 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             #pragma unroll
             for (int vm = 0; vm < VM; vm++) { acc[vm][0] *= ca; acc[vm][1] *= cb; acc[vm][2] *= ca; acc[vm][3] *= cb; }
         }
-        cp_wait1();      // this subtile's z_v (the next z may still be in flight)
-        __syncwarp();
+        const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
         #pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-            const u32 pb0 = pack2(s[2 * mt][0], s[2 * mt][1]), pb1 = pack2(s[2 * mt + 1][0], s[2 * mt + 1][1]);
-            #pragma unroll
-            for (int vm = 0; vm < VM; vm++) {
-                u32 a[4];
-                ldsm4t(a, vs0 + va_off + mt * 16 * VS * 2 + vm * 32);
-                mma(acc[vm], a, pb0, pb1);
-            }
+        for (int vm = 0; vm < VM; vm++) {
+            u32 a[4];
+            ldsm4t(a, vs0 + st * VST + va_off + vm * 32);
+            mma(acc[vm], a, pb0, pb1);
         }
-        __syncwarp();    // z_v read: the next subtile's copy may start
-        if (more) load_v(t0 + STEP);
-        cp_commit();
+        __syncwarp();    // the next load reuses this stage
     }
     cp_wait0();
     __syncthreads();     // every warp done with z / v: the merge reuses them
-    Merge& mg = *reinterpret_cast<Merge*>(&sh.z[0][0][0]);
+    Merge& mg = *reinterpret_cast<Merge*>(&sh.z[0][0][0][0]);
     if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
     #pragma unroll
     for (int vm = 0; vm < VM; vm++)
@@ -985,10 +955,10 @@ def kind_for(rv: int) -> str:
     return "warp" if BUILD["kernel"] == "warp" and rv <= 128 else "tile"
 
 
-def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile", sub: int = 32) -> int:
-    if kind == "warp":  # U, pair tables, 2U^T b, per-warp z / z_v / positions, q, sink tile
-        return (256 * (rk + 8) * 2 + 3 * 128 * 16 + rk * 2 + 8 * sub * ((rk + 8) + (rv + 8)) * 2
-                + 8 * 2 * sub * 4 + 8 * (128 + 4) * 4 + 2 * 4 * 256 * 2)
+def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile") -> int:
+    if kind == "warp":  # U, pair tables, per-warp stages of z / z_v / positions, q
+        return (256 * (rk + 8) * 2 + 3 * 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
+                + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4 + 2 * 4 * 256 * 2)
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
     return z + v + 2 * block * 4 + warps * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
@@ -1000,7 +970,7 @@ def block_for(rk: int, rv: int, g: int, t: int) -> int:
     us at batch 1); 64 also where 128's buffers exceed a program's shared memory.
     BLOCK, when set, forces one size (bench_decode_kernel --cuda-builds)."""
     if kind_for(rv) == "warp":
-        return 8 * BUILD["sub"]  # 8 warps x their subtiles
+        return 128  # 8 warps x 16-key subtiles
     blk = BLOCK or (128 if t >= LONG else 64)
     return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
 
@@ -1026,21 +996,21 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
 # budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
 # 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
-BUILD = {"minb": 1, "warps": 8, "kernel": "warp", "unroll": 1, "sub": 32}
+BUILD = {"minb": 1, "warps": 8, "kernel": "warp", "unroll": 4}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
 @functools.lru_cache(maxsize=None)
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
-             kind: str = "tile", unroll: int = 1, normz: bool = False, sub: int = 32):
+             kind: str = "tile", unroll: int = 1, normz: bool = False):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = (_SRC_WARP if kind == "warp" else _SRC).replace("__SINK__", _SINK)
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
-                     ("UNROLL", unroll), ("NORMZ", int(normz)), ("SUB", sub)):
+                     ("UNROLL", unroll), ("NORMZ", int(normz))):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
-        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind, sub))
+        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind))
     return fn
 
 
@@ -1050,12 +1020,12 @@ _FAILED: dict = {}
 def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False) -> str | None:
     """Compile the builds a layer of these shapes can take (both tile sizes); None when
     they build, else the reason, warned about once per process."""
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz, BUILD["sub"])
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz)
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
                 compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"],
-                         normz and kind_for(rv) == "warp", BUILD["sub"])
+                         normz and kind_for(rv) == "warp")
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -1072,13 +1042,11 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     kind = kind_for(da.rv)
     warps = 8 if kind == "warp" else BUILD["warps"]
     normz = kind == "warp" and da.cu_normz is not None
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz,
-                  BUILD["sub"])
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz)
     up, bias = (da.ku, da.kb) if normz else (da.cu_raw_up if kind == "warp" else da.cu_up, da.cu_bias)
     extra = [*da.cu_normz, int(da.has_e)] if normz else ([da.nw, da.nw, 0] if kind == "warp" else [])
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
-    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind,
-                                                                                BUILD["sub"]),
+    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind),
        args=[q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
