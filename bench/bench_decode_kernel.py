@@ -44,6 +44,21 @@ def timed(fn, reps=20, rounds=5):
     return best
 
 
+def kernel_times(fn, reps=20):
+    """GPU time per call of each kernel fn launches (torch profiler, eager calls)."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    tot = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            tot[e.name] = tot.get(e.name, 0.0) + e.device_time / reps
+    return "  ".join(f"{k[:24]} {v:.1f}" for k, v in sorted(tot.items(), key=lambda x: -x[1]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="270m")
@@ -62,6 +77,7 @@ def main():
     ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
+    ap.add_argument("--kernel-times", action="store_true", help="also each kernel's GPU time per call")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
     ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
@@ -133,6 +149,8 @@ def main():
                     c = kern.compiled
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
                             f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}")
+                if a.kernel_times:
+                    info += "\n    kernels (us): " + kernel_times(lambda: kern(q, k, v, pos, qp, tile))
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
                       f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}", flush=True)
