@@ -127,6 +127,11 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    if (threadIdx.x == 0) {  // smem_bytes() must cover the struct: fail loudly, never overrun
+        unsigned got;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
+        if (got < sizeof(Smem)) __trap();
+    }
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
@@ -500,7 +505,6 @@ _SRC_WARP = r"""
 #define VS (RV + 8)
 #define SUB 16                // keys per warp subtile
 #define NORMZ __NORMZ__        // the QK-norm sum from z (orthonormal U per head, weight folded into U)
-#define NSMAX 4               // sink rows staged in shared memory (more: read from global)
 #define NEG_INF __int_as_float(0xff800000)
 typedef unsigned short bf16;
 typedef unsigned int u32;
@@ -559,7 +563,6 @@ struct Smem {
     bf16 v[WARPS][2][SUB][VS];
     int kp[WARPS][2][SUB];
     u32 q[8][D / 2 + 4];           // the query heads (bf16 pairs), rows G-7 zero
-    bf16 sk[NSMAX][D], sv[NSMAX][D];  // chunk 0: the exact sink tile (NS <= NSMAX)
 };
 struct Merge {                     // the epilogue's, over z / v once the loop is done
     float m[WARPS][G], l[WARPS][G];
@@ -657,6 +660,11 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    if (threadIdx.x == 0) {  // smem_bytes() must cover the struct: fail loudly, never overrun
+        unsigned got;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
+        if (got < sizeof(Smem)) __trap();
+    }
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
@@ -677,12 +685,6 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     for (int j = 0; j < D * RK / 8 / NTH; j++) {
         const int i = tid + NTH * j, r = i / (RK / 8), c = i % (RK / 8);
         cp16a(sbase + (u32)((const unsigned char*)&sh.u[r][c * 8] - smem_raw), ku + ((long long)h * D + r) * RK + c * 8, true);
-    }
-    const bool sink_here = NS > 0 && pid_s == 0;  // chunk 0 also writes the sink tile's state
-    if (sink_here && NS <= NSMAX && tid < NS * 2 * (D / 8)) {
-        const int j = tid / (2 * (D / 8)), kv = (tid / (D / 8)) % 2, c = tid % (D / 8);
-        const bf16* src = (kv ? sv : sk) + (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j + c * 8;
-        cp16a(sbase + (u32)((const unsigned char*)(kv ? &sh.sv[j][c * 8] : &sh.sk[j][c * 8]) - smem_raw), src, true);
     }
     cp_commit();
     if (tid < HALF) {
@@ -776,6 +778,41 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
     const float bsq = NORMZ ? cbb[h] : 0.f;              // NORMZ: |b|^2, the constant of the sum
 
+    // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
+    // w, head w, from global memory while U is on its way
+    if (NS > 0 && pid_s == 0 && w < G) {
+        const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + w) * sq_h;
+        float qv[8];
+        #pragma unroll
+        for (int i = 0; i < 8; i++) qv[i] = bf2f(qrow[lane + 32 * i]);
+        float ms = NEG_INF, ls = 0.f, as[8];
+        #pragma unroll
+        for (int i = 0; i < 8; i++) as[i] = 0.f;
+        for (int j = 0; j < NS; j++) {
+            const long long off = (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
+            const bf16* kr = sk + off;
+            const bf16* vr = sv + off;
+            float s = 0.f;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) s += qv[i] * bf2f(kr[lane + 32 * i]);
+            #pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            bool ok = qp - j >= 0;
+            if (window > 0) ok = ok && qp - j < window;
+            s = ok ? s * scale : NEG_INF;
+            const float mn = fmaxf(ms, s);
+            const float msafe = mn == NEG_INF ? 0.f : mn;
+            const float c = __expf(ms - msafe), pj = __expf(s - msafe);
+            ls = ls * c + pj;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) as[i] = as[i] * c + pj * bf2f(vr[lane + 32 * i]);
+            ms = mn;
+        }
+        const int r = pid_bh * G + w;
+        if (lane == 0) { sm[r] = ms; sl[r] = ls; }
+        #pragma unroll
+        for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
+    }
     cp_wait1();          // U
     __syncthreads();     // U and the tables visible to every warp
 
@@ -912,40 +949,6 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         acc_out[row * RV + col] = aa;
         if (col == 0) { m_out[row] = mm * 0.6931471805599453f; l_out[row] = ll; }  // log2 -> ln
     }
-    // the exact sink tile's own state (head dim), which the combine merges: warp w, head w
-    if (sink_here && w < G) {
-        const bf16* qrow = reinterpret_cast<const bf16*>(&sh.q[w][0]);
-        float qv[8];
-        #pragma unroll
-        for (int i = 0; i < 8; i++) qv[i] = bf2f(qrow[lane + 32 * i]);
-        float ms = NEG_INF, ls = 0.f, as[8];
-        #pragma unroll
-        for (int i = 0; i < 8; i++) as[i] = 0.f;
-        for (int j = 0; j < NS; j++) {
-            const long long off = (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
-            const bf16* kr = NS <= NSMAX ? &sh.sk[j][0] : sk + off;
-            const bf16* vr = NS <= NSMAX ? &sh.sv[j][0] : sv + off;
-            float s = 0.f;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) s += qv[i] * bf2f(kr[lane + 32 * i]);
-            #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            bool ok = qp - j >= 0;
-            if (window > 0) ok = ok && qp - j < window;
-            s = ok ? s * scale : NEG_INF;
-            const float mn = fmaxf(ms, s);
-            const float msafe = mn == NEG_INF ? 0.f : mn;
-            const float c = __expf(ms - msafe), pj = __expf(s - msafe);
-            ls = ls * c + pj;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) as[i] = as[i] * c + pj * bf2f(vr[lane + 32 * i]);
-            ms = mn;
-        }
-        const int r = pid_bh * G + w;
-        if (lane == 0) { sm[r] = ms; sl[r] = ls; }
-        #pragma unroll
-        for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
-    }
 }
 """
 
@@ -956,9 +959,9 @@ def kind_for(rv: int) -> str:
 
 
 def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile") -> int:
-    if kind == "warp":  # U, pair tables, per-warp stages of z / z_v / positions, q
-        return (256 * (rk + 8) * 2 + 3 * 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
-                + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4 + 2 * 4 * 256 * 2)
+    if kind == "warp":  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
+        return (256 * (rk + 8) * 2 + 2 * 128 * 16 + rk * 2 + 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
+                + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
     return z + v + 2 * block * 4 + warps * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
