@@ -33,7 +33,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=["warp", "tile"])
+@pytest.fixture(params=["wg", "warp", "tile"])
 def kind(request, monkeypatch):
     """Each test on both kernels of cuda_decode (BUILD["kernel"])."""
     monkeypatch.setitem(cuda_decode.BUILD, "kernel", request.param)
@@ -47,6 +47,16 @@ def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv
     kern = kernel_vs_tiles(family, layer, sink, "latent", "latent", torch.bfloat16, orthonormal=orthonormal,
                            d=256, rk=rk, rv=rv, heads=heads, backend="cuda")
     assert kern.cuda
+
+
+@pytest.mark.parametrize("family,rk,rv", [("gemma3", 128, 128), ("llama", 64, 48)])
+def test_cuda_kernel_long_cache(family, rk, rv, kind):
+    """700 slots in 2 chunks per (sequence, head): each warpgroup (warp) walks several tiles,
+    through both stages of its buffers, and every tile has visible keys."""
+    if kind == "tile" and rv % 128:
+        pytest.skip("the tile kernel serves V ranks 128 and 256")
+    assert kernel_vs_tiles(family, 5 if family == "gemma3" else 3, 1, "latent", "latent", torch.bfloat16,
+                           d=256, rk=rk, rv=rv, heads=8, t=700, backend="cuda").cuda
 
 
 def test_cuda_backend_refuses_what_it_does_not_serve():
@@ -140,6 +150,6 @@ def test_cuda_chunks_are_whole_tiles(kind):
     for b in (1, 3, 32):
         for t in (1, 63, 64, 65, 32768):
             blk = cuda_decode.block_for(128, 128, 4, t)
-            assert blk == (128 if t >= cuda_decode.LONG or kind == "warp" else 64)
+            assert blk == (128 if t >= cuda_decode.LONG or kind in ("warp", "wg") else 64)
             chunk, n = kern.chunks(b, t, blk, cuda_decode.PER_SM)
             assert chunk % blk == 0 and (n - 1) * chunk < t <= n * chunk

@@ -89,10 +89,11 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
 
 
 def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
-                    heads=4, **options):
+                    heads=4, t=150, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
-    keys than one chunk (several partial states to combine). orthonormal: K's up-
+    keys than one chunk (several partial states to combine); t cache slots (from 700 the
+    queries follow every slot of sequences 0 and 1, so every tile counts). orthonormal: K's up-
     projection is per-head orthonormal blocks (per_head_svd's form), rk / 2 columns each."""
     cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=heads)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
@@ -116,7 +117,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     lay = LayerLayout(comp["k"], comp["v"], attn.window, sink=sink)
     sink = A.sink_of(lay)
     attn = attn.to(DEVICE, dtype)
-    b, t = 3, 150
+    b = 3
     kc = torch.randn(b, t, lay.k.values_per_token, generator=g).to(DEVICE, dtype)
     vc = torch.randn(b, t, lay.v.values_per_token, generator=g).to(DEVICE, dtype)
     scale = None
@@ -127,7 +128,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     k_pos = torch.stack([torch.arange(t) - 7, torch.arange(t) + 40, torch.arange(t)]).int()
     k_pos[2, 100:] = 2**30  # never written
     k_pos = k_pos.to(DEVICE)
-    q_pos = torch.tensor([[120], [160], [99]], device=DEVICE)
+    q_pos = torch.tensor([[120], [160], [99]] if t < 700 else [[t], [t + 45], [99]], device=DEVICE)
     q = torch.randn(b, heads, 1, d, generator=g).to(DEVICE, dtype)
     tile = None
     if sink:

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import functools
 import warnings
+from pathlib import Path
 
 import torch
 
+_WG_PATH = Path(__file__).parent / "cuda" / "latent_decode_wg.cu"  # the "wg" kernel's source
 BLOCK = 0       # keys per tile: 0 picks by cache length (block_for); 64 or 128 forces
 LONG = 8192     # cache slots from which tiles are 128 keys
 
@@ -778,41 +780,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
     const float bsq = NORMZ ? cbb[h] : 0.f;              // NORMZ: |b|^2, the constant of the sum
 
-    // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
-    // w, head w, from global memory while U is on its way
-    if (NS > 0 && pid_s == 0 && w < G) {
-        const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + w) * sq_h;
-        float qv[8];
-        #pragma unroll
-        for (int i = 0; i < 8; i++) qv[i] = bf2f(qrow[lane + 32 * i]);
-        float ms = NEG_INF, ls = 0.f, as[8];
-        #pragma unroll
-        for (int i = 0; i < 8; i++) as[i] = 0.f;
-        for (int j = 0; j < NS; j++) {
-            const long long off = (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
-            const bf16* kr = sk + off;
-            const bf16* vr = sv + off;
-            float s = 0.f;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) s += qv[i] * bf2f(kr[lane + 32 * i]);
-            #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            bool ok = qp - j >= 0;
-            if (window > 0) ok = ok && qp - j < window;
-            s = ok ? s * scale : NEG_INF;
-            const float mn = fmaxf(ms, s);
-            const float msafe = mn == NEG_INF ? 0.f : mn;
-            const float c = __expf(ms - msafe), pj = __expf(s - msafe);
-            ls = ls * c + pj;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) as[i] = as[i] * c + pj * bf2f(vr[lane + 32 * i]);
-            ms = mn;
-        }
-        const int r = pid_bh * G + w;
-        if (lane == 0) { sm[r] = ms; sl[r] = ls; }
-        #pragma unroll
-        for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
-    }
+    __SINK_STATE__
     cp_wait1();          // U
     __syncthreads();     // U and the tables visible to every warp
 
@@ -921,7 +889,54 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     }
     cp_wait0();
     __syncthreads();     // every warp done with z / v: the merge reuses them
-    Merge& mg = *reinterpret_cast<Merge*>(&sh.z[0][0][0][0]);
+    __MERGE__
+}
+"""
+
+
+# the blocks both warp-level kernels share: chunk 0's exact sink state (warp w, head w,
+# from global memory while U is on its way) and the epilogue that merges the 8 warps'
+# softmax states into the chunk's (over the z / v buffers, once every warp is done)
+_SINK_STATE = r"""
+    // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
+    // w, head w, from global memory while U is on its way
+    if (NS > 0 && pid_s == 0 && w < G) {
+        const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + w) * sq_h;
+        float qv[8];
+        #pragma unroll
+        for (int i = 0; i < 8; i++) qv[i] = bf2f(qrow[lane + 32 * i]);
+        float ms = NEG_INF, ls = 0.f, as[8];
+        #pragma unroll
+        for (int i = 0; i < 8; i++) as[i] = 0.f;
+        for (int j = 0; j < NS; j++) {
+            const long long off = (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
+            const bf16* kr = sk + off;
+            const bf16* vr = sv + off;
+            float s = 0.f;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) s += qv[i] * bf2f(kr[lane + 32 * i]);
+            #pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            bool ok = qp - j >= 0;
+            if (window > 0) ok = ok && qp - j < window;
+            s = ok ? s * scale : NEG_INF;
+            const float mn = fmaxf(ms, s);
+            const float msafe = mn == NEG_INF ? 0.f : mn;
+            const float c = __expf(ms - msafe), pj = __expf(s - msafe);
+            ls = ls * c + pj;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) as[i] = as[i] * c + pj * bf2f(vr[lane + 32 * i]);
+            ms = mn;
+        }
+        const int r = pid_bh * G + w;
+        if (lane == 0) { sm[r] = ms; sl[r] = ls; }
+        #pragma unroll
+        for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
+    }
+"""
+
+_MERGE = r"""
+    Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
     if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
     #pragma unroll
     for (int vm = 0; vm < VM; vm++)
@@ -949,16 +964,44 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         acc_out[row * RV + col] = aa;
         if (col == 0) { m_out[row] = mm * 0.6931471805599453f; l_out[row] = ll; }  // log2 -> ln
     }
-}
 """
 
 
+@functools.lru_cache(maxsize=None)
+def hopper(device_index: int | None = None) -> bool:
+    """wgmma (the "wg" kernel) is sm_90a only."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device_index) == (9, 0)
+
+
 def kind_for(rv: int) -> str:
-    """Which kernel a layer takes: BUILD["kernel"] where it serves the V rank."""
-    return "warp" if BUILD["kernel"] == "warp" and rv <= 128 else "tile"
+    """Which kernel a layer takes: BUILD["kernel"] where it serves the V rank ("wg" on
+    Hopper, else "warp"; V ranks above 128 take "tile")."""
+    if BUILD["kernel"] in ("wg", "warp") and rv <= 128:
+        return "wg" if BUILD["kernel"] == "wg" and hopper() else "warp"
+    return "tile"
+
+
+def _wgmma_defs() -> str:
+    """The warpgroup MMA wrappers of the "wg" kernel: m64n256k16 with both operands in
+    shared memory, its 128 fp32 accumulators as operands (so the compiler keeps them in
+    registers and orders the wait before any read of them)."""
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(128))
+    regs = ", ".join(f"%{i}" for i in range(128))
+    return (
+        "__device__ __forceinline__ void wgmma_fence() { asm volatile(\"wgmma.fence.sync.aligned;\" ::: \"memory\"); }\n"
+        "__device__ __forceinline__ void wgmma_commit() { asm volatile(\"wgmma.commit_group.sync.aligned;\" ::: \"memory\"); }\n"
+        "__device__ __forceinline__ void wgmma_wait0(float (&d)[128]) {\n"
+        f"    asm volatile(\"wgmma.wait_group.sync.aligned 0;\" : {outs} :: \"memory\");\n}}\n"
+        "// d (scale_d ? += : =) A B: A 64 x 16 (K-major), B 256 x 16 (K-major), both by descriptor\n"
+        "__device__ __forceinline__ void wgmma_ss(float (&d)[128], u64 da, u64 db, int scale_d) {\n"
+        "    asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %130, 0;\\n\"\n"
+        f"                 \"wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {{{regs}}}, %128, %129, p, 1, 1, 0, 0;\\n}}\\n\"\n"
+        f"                 : {outs} : \"l\"(da), \"l\"(db), \"r\"(scale_d));\n}}\n")
 
 
 def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile") -> int:
+    if kind == "wg":  # its Smem struct: U + bias block, ones, 2 warpgroups x 2 stages of z / z_v / positions, q, pair tables
+        return 32 * (rk // 8 + 2) * 128 + 2048 + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4) + 8 * (128 + 4) * 4 + 128 * 24
     if kind == "warp":  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
         return (256 * (rk + 8) * 2 + 2 * 128 * 16 + rk * 2 + 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
                 + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
@@ -972,8 +1015,8 @@ def block_for(rk: int, rv: int, g: int, t: int) -> int:
     410 vs 431 us at batch 32, 32K keys), else 64 (128 is slower at 512 keys: 15.3 vs 11.9
     us at batch 1); 64 also where 128's buffers exceed a program's shared memory.
     BLOCK, when set, forces one size (bench_decode_kernel --cuda-builds)."""
-    if kind_for(rv) == "warp":
-        return 128  # 8 warps x 16-key subtiles
+    if kind_for(rv) in ("warp", "wg"):
+        return 128  # 8 warps x 16-key subtiles; 2 warpgroups x 64-key tiles
     blk = BLOCK or (128 if t >= LONG else 64)
     return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
 
@@ -992,7 +1035,7 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     """The shapes this kernel is written for (else the Triton kernel runs)."""
     return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
             and d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
-            and (rv % 128 == 0 or (BUILD["kernel"] == "warp" and rv % 16 == 0)) and rv <= 256 and cache_dtype == torch.bfloat16)
+            and (rv % 128 == 0 or (BUILD["kernel"] in ("warp", "wg") and rv % 16 == 0)) and rv <= 256 and cache_dtype == torch.bfloat16)
 
 
 # build knobs (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
@@ -1007,12 +1050,15 @@ PER_SM = 1  # programs per SM the chunking plans for (the register budget allows
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
              kind: str = "tile", unroll: int = 1, normz: bool = False):
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
-    src = (_SRC_WARP if kind == "warp" else _SRC).replace("__SINK__", _SINK)
+    src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
+    src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE)
+           .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz))):
         src = src.replace(f"__{key}__", str(val))
     with torch.cuda.device(device_index):
-        fn = torch.cuda._compile_kernel(src, "latent_decode", nvcc_options=["-std=c++17"])
+        fn = torch.cuda._compile_kernel(src, "latent_decode", compute_capability="90a" if kind == "wg" else None,
+                                        nvcc_options=["-std=c++17"])
         fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind))
     return fn
 
@@ -1043,10 +1089,11 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     with ns rows and strides sstr, the chunking for tiles of blk keys)."""
     b, t = kc.shape[0], kc.shape[1]
     kind = kind_for(da.rv)
-    warps = 8 if kind == "warp" else BUILD["warps"]
+    warps = 8 if kind in ("warp", "wg") else BUILD["warps"]
     normz = kind == "warp" and da.cu_normz is not None
     fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz)
-    up, bias = (da.ku, da.kb) if normz else (da.cu_raw_up if kind == "warp" else da.cu_up, da.cu_bias)
+    # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key)
+    up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)
     extra = [*da.cu_normz, int(da.has_e)] if normz else ([da.nw, da.nw, 0] if kind == "warp" else [])
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
     fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind),

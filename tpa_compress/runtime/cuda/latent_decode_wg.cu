@@ -1,0 +1,332 @@
+// The decode partials of a latent-K, latent-V layer with Hopper's warpgroup MMA (wgmma).
+//
+// Why: the mma.sync kernels re-read U (dims x rank) from shared memory through ldmatrix for
+// every 16 keys, and their issue slots, not DRAM, bound them. Here each of the two
+// warpgroups of a program rebuilds a 64-key tile in one asynchronous wgmma chain,
+// K[64 keys, 256 dims] = z[64, RK] U^T + 1 b^T, with both operands read by the tensor
+// cores straight from shared memory (U stays there for the whole program): 4x less U
+// traffic per key and no instructions spent loading it. The accumulator rows a warp holds
+// are its own 16 keys, so from there each warp works alone, as in the "warp" kernel: QK-norm
+// sums, RoPE in registers (a pair's two halves sit in the same thread), scores^T = q K^T by
+// mma.sync with the packed accumulators as the B operand, an online softmax of its own,
+// o^T += z_v^T p^T. The 8 warps' states merge once at the end into the chunk's state,
+// which the Triton combine finishes. Operands in shared memory use the no-swizzle
+// core-matrix layout: 8 rows x 16 bytes per 128-byte block, LBO = 128 (the next 8 of K),
+// SBO = the next 8 rows.
+#define D 256
+#define HALF 128
+#define RK __RK__
+#define RV __RV__
+#define KS (RK / 16)                 // wgmma k-steps of z U^T; one more adds the bias
+#define VM (RV / 16)                 // m-tiles of o^T = z_v^T p^T
+#define WARPS 8
+#define NTH 256
+#define G __G__
+#define TILE 64                      // keys per warpgroup tile (wgmma M)
+#define SBOU ((RK / 8 + 2) * 128)    // U rows: RK / 8 core matrices + the bias block (2)
+#define SBOZ (RK * 16)               // z tile rows: RK / 8 core matrices
+#define VS (RV + 8)                  // padded z_v rows (bf16): ldmatrix without bank conflicts
+#define NEG_INF __int_as_float(0xff800000)
+typedef unsigned short bf16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
+__device__ __forceinline__ bf16 f2bf(float x) { bf16 r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x)); return r; }
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm4t(u32* r, u32 s) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void cp16a(u32 s, const void* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp4a(u32 s, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+// what cp.async / st.shared wrote, made visible to the tensor cores' (async proxy) reads
+__device__ __forceinline__ void fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ __forceinline__ void bar_wg(int wg) { asm volatile("bar.sync %0, 128;" :: "r"(wg + 1) : "memory"); }
+__device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
+    // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
+    // then the special-function unit: the other kernels' FAST_TRIG, same constants
+    float k = floorf(x * 0.15915494309189535f + 0.5f);
+    float r = x - k * 6.28125f - k * 0.0019353071795864769f;
+    c = __cosf(r); s = __sinf(r);
+}
+// a shared-memory matrix descriptor, no swizzle: start, LBO, SBO in 16-byte units
+__device__ __forceinline__ u64 desc(u32 addr, u32 lbo, u32 sbo) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32);
+}
+__WGMMA__
+
+struct Smem {
+    unsigned char u[32 * SBOU];            // this KV head's U (256 dims x RK) + the bias block
+    unsigned char ones[8 * 256];           // the bias step's A: 64 keys x 16, k 0 and 1 = 1
+    unsigned char z[2][2][TILE * RK * 2];  // [warpgroup][stage] z tiles
+    bf16 v[2][2][TILE][VS];                // [warpgroup][stage] z_v tiles
+    int kp[2][2][TILE];                    // [warpgroup][stage] positions
+    u32 q[8][D / 2 + 4];                   // the query heads (bf16 pairs), rows G-7 zero
+    float4 pr[HALF];                       // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
+    float2 dw[HALF];                       // per pair: the norm weight (dim, dim + 128)
+};
+struct Merge {                             // the epilogue's, over z / v once the loop is done
+    float m[WARPS][G], l[WARPS][G];
+    float a[WARPS][G][RV];
+};
+
+// norm sums, norm weight and RoPE of a warp's 16 rebuilt keys in place, and their
+// scores^T = q K_rot^T: d[4 j + 2 r + e] is key g4 + 8 r, dim 8 j + 2 t4 + e, and its
+// rotation partner (dim + 128) is d[4 (j + 16) + 2 r + e]. 16 dims of each half at a time,
+// rotated, then scored at once (the packed accumulators are the mma's B operand: k dims
+// 2 t4.., n key g4), so few temporaries are live beside the 128 accumulators.
+// CONTIG: key g4 + 8 is key g4 rotated by 8 f (contiguous positions)
+template <bool CONTIG>
+__device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, const u32* qr, int pk0, int pk1, int t4,
+                                           float& sq0, float& sq1, float (&sT)[2][4])
+{
+    #pragma unroll
+    for (int kk = 0; kk < 8; kk++) {
+        #pragma unroll
+        for (int j = 2 * kk; j < 2 * kk + 2; j++)
+            #pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int c = 8 * j + 2 * t4 + e;
+                const float4 p = sh.pr[c];
+                const float2 wv = sh.dw[c];
+                float cs[2], sn[2];
+                cos_sin((float)pk0 * p.x, cs[0], sn[0]);
+                if (CONTIG) {
+                    cs[1] = cs[0] * p.y - sn[0] * p.z;
+                    sn[1] = sn[0] * p.y + cs[0] * p.z;
+                } else {
+                    cos_sin((float)pk1 * p.x, cs[1], sn[1]);
+                }
+                #pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const float x1 = d[4 * j + 2 * r + e], x2 = d[4 * (j + 16) + 2 * r + e];
+                    float& sq = r ? sq1 : sq0;
+                    sq = fmaf(x1, x1, sq);
+                    sq = fmaf(x2, x2, sq);
+                    const float a = x1 * wv.x, bb = x2 * wv.y;
+                    d[4 * j + 2 * r + e] = a * cs[r] - bb * sn[r];
+                    d[4 * (j + 16) + 2 * r + e] = bb * cs[r] + a * sn[r];
+                }
+            }
+        #pragma unroll
+        for (int hf = 0; hf < 2; hf++) {      // k-step kk of dims 0-127, then of 128-255
+            const int ks = kk + 8 * hf, o = 8 * ks;
+            const u32 qa[4] = {qr[o + t4], 0u, qr[o + 4 + t4], 0u};
+            mma(sT[0], qa, pack2(d[o], d[o + 1]), pack2(d[o + 4], d[o + 5]));
+            mma(sT[1], qa, pack2(d[o + 2], d[o + 3]), pack2(d[o + 6], d[o + 7]));
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NTH, 1)
+latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+              const int* __restrict__ kpos, const long long* __restrict__ qpos,
+              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
+              const float* __restrict__ invf,
+              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
+              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
+              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
+              int T, int CHUNK, int KV, int S, int NS,
+              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
+              int ss_b, int ss_h, int ss_j,
+              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm)
+{
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    if (threadIdx.x == 0) {  // smem_bytes() must cover the struct: fail loudly, never overrun
+        unsigned got;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
+        if (got < sizeof(Smem)) __trap();
+    }
+    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, wg = w >> 2, wl = w & 3, wt = tid & 127;
+    const int g4 = lane >> 2, t4 = lane & 3;
+    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
+    const int b = pid_bh / KV, h = pid_bh % KV;
+    const long long qp = qpos[b];
+    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
+    const bool hv = g4 < G;
+    const int start = pid_s * CHUNK;
+    const int stop = min(T, start + CHUNK);
+    const bf16* kbase = kc + (long long)b * skc_b;
+    const bf16* vbase = vc + (long long)b * svc_b;
+    const int* pbase = kpos + (long long)b * sp_b;
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
+    auto at = [&](const void* p) { return sbase + (u32)((const unsigned char*)p - smem_raw); };
+    const u32 su = at(sh.u), sones = at(sh.ones), sz = at(sh.z), svv = at(sh.v), skp = at(sh.kp);
+
+    // U into the core-matrix layout (one group, waited for below): thread = dim row
+    #pragma unroll
+    for (int kb8 = 0; kb8 < RK / 8; kb8++)
+        cp16a(su + (tid >> 3) * SBOU + kb8 * 128 + (tid & 7) * 16, ku + ((long long)h * D + tid) * RK + kb8 * 8, true);
+    cp_commit();
+    {   // the bias block, k = RK: the bias in bf16 and its rounding error (k = RK + 1), so
+        // that 1 * hi + 1 * lo rebuilds it to ~16 bits; the rest of the 16 k zero
+        const float bf = kb[h * D + tid];
+        const bf16 hi = f2bf(bf), lo = f2bf(bf - bf2f(hi));
+        unsigned char* row = sh.u + (tid >> 3) * SBOU + (RK / 8) * 128 + (tid & 7) * 16;
+        *reinterpret_cast<uint4*>(row) = make_uint4((u32)hi | ((u32)lo << 16), 0u, 0u, 0u);
+        *reinterpret_cast<uint4*>(row + 128) = make_uint4(0u, 0u, 0u, 0u);
+    }
+    if (tid < 128) {
+        const int mrow = tid & 63, kb8 = tid >> 6;
+        *reinterpret_cast<uint4*>(sh.ones + (mrow >> 3) * 256 + kb8 * 128 + (mrow & 7) * 16) =
+            kb8 == 0 ? make_uint4(0x3F803F80u, 0u, 0u, 0u) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    if (tid < HALF) {
+        const float f = invf[tid] * inv_rscale;
+        float s8, c8;
+        sincosf(8.f * f, &s8, &c8);
+        sh.pr[tid] = make_float4(f, c8, s8, 0.f);
+        sh.dw[tid] = make_float2(has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
+    }
+
+    // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces, rows past the
+    // chunk's end zero-filled (their positions too: masked below by the key index)
+    auto load = [&](int t0, int st) {
+        const int left = stop - t0;
+        const u32 zd = sz + (u32)((wg * 2 + st) * TILE * RK * 2);
+        #pragma unroll
+        for (int j = 0; j < RK / 16; j++) {
+            const int i = wt + 128 * j, r = i & 63, kb8 = i >> 6;
+            const bool ok = r < left;
+            cp16a(zd + (r >> 3) * SBOZ + kb8 * 128 + (r & 7) * 16,
+                  ok ? kbase + (long long)(t0 + r) * skc_t + kb8 * 8 : kbase, ok);
+        }
+        const u32 vd = svv + (u32)((wg * 2 + st) * TILE * VS * 2);
+        #pragma unroll
+        for (int j = 0; j < RV / 16; j++) {
+            const int i = wt + 128 * j, r = i / (RV / 8), c = i % (RV / 8);
+            const bool ok = r < left;
+            cp16a(vd + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * svc_t + c * 8 : vbase, ok);
+        }
+        if (wt < TILE) {
+            const bool ok = wt < left;
+            cp4a(skp + (u32)((wg * 2 + st) * TILE + wt) * 4, ok ? pbase + t0 + wt : pbase, ok);
+        }
+    };
+    int t0 = start + TILE * wg;
+    if (t0 < stop) load(t0, 0);
+    cp_commit();
+
+    // q, the A operand of scores^T = q K^T (rows: heads, 8-15 zero; k: dims)
+    for (int i = tid; i < 8 * (D / 2); i += NTH) {
+        const int hh = i / (D / 2), c = i % (D / 2);
+        sh.q[hh][c] = hh < G ? reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h)[c] : 0u;
+    }
+    float m_i = NEG_INF, l_i = 0.f;   // this warp's softmax state for head g4 (log2 units)
+    float acc[VM][4];                 // o^T: rows latent V column, cols heads 2 t4, 2 t4 + 1
+    #pragma unroll
+    for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
+    __SINK_STATE__
+    cp_wait1();          // U
+    fence_async();
+    __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
+
+    const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
+    const u64 du = desc(su, 128, SBOU), dones = desc(sones, 128, 256);
+    int st = 0;
+    for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
+        if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
+        cp_commit();
+        cp_wait1();
+        fence_async();
+        bar_wg(wg);      // this tile's pieces, from every thread of the warpgroup
+        float d[128];
+        {
+            const u64 dz = desc(sz + (u32)((wg * 2 + st) * TILE * RK * 2), 128, SBOZ);
+            wgmma_fence();
+            #pragma unroll
+            for (int kk = 0; kk < KS; kk++) wgmma_ss(d, dz + 16 * kk, du + 16 * kk, kk);
+            wgmma_ss(d, dones, du + 16 * KS, 1);   // + 1 (hi + lo)^T: the bias
+            wgmma_commit();
+            wgmma_wait0(d);
+        }
+        const int* kp = &sh.kp[wg][st][16 * wl];
+        const int pk0 = kp[g4], pk1 = kp[g4 + 8];
+        float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
+        float sT[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // scores^T: keys 0-7, 8-15
+        if (__all_sync(0xffffffffu, pk1 == pk0 + 8)) rope_score<true>(d, sh, &sh.q[g4][0], pk0, pk1, t4, sq0, sq1, sT);
+        else rope_score<false>(d, sh, &sh.q[g4][0], pk0, pk1, t4, sq0, sq1, sT);
+        // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's full sum of
+        // squares (a quad holds a key's dims), then fetched for the keys this lane scores
+        float f[2][2];
+        if (has_norm) {
+            sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
+            sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
+            sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
+            sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+            const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4), a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4);
+            const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4), b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4);
+            f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
+            f[1][0] = rsqrtf(b0 * (1.f / D) + eps) * qk_scale; f[1][1] = rsqrtf(b1 * (1.f / D) + eps) * qk_scale;
+        } else {
+            f[0][0] = f[0][1] = f[1][0] = f[1][1] = qk_scale;
+        }
+        float s[2][2], mx = NEG_INF;
+        #pragma unroll
+        for (int nk = 0; nk < 2; nk++) {
+            const int2 kk = *reinterpret_cast<const int2*>(&kp[8 * nk + 2 * t4]);
+            #pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int kpj = j ? kk.y : kk.x, dq = qpi - kpj;
+                // a written slot (position >= 0, not a sink slot) not after the query, in the
+                // window; an unwritten slot only at the query's own step
+                const bool ok = hv && t0 + 16 * wl + 8 * nk + 2 * t4 + j < stop && dq >= 0 && dq < wlim
+                                && (kpj >= plo || (kpj < 0 && dq == 0));
+                s[nk][j] = ok ? sT[nk][j] * f[nk][j] : NEG_INF;
+                mx = fmaxf(mx, s[nk][j]);
+            }
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_i, mx);
+        const float m_safe = m_new == NEG_INF ? 0.f : m_new;
+        float sum = 0.f;
+        #pragma unroll
+        for (int nk = 0; nk < 2; nk++)
+            #pragma unroll
+            for (int j = 0; j < 2; j++) { s[nk][j] = ex2(s[nk][j] - m_safe); sum += s[nk][j]; }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float corr = ex2(m_i - m_safe);
+        l_i = l_i * corr + sum;
+        m_i = m_new;
+        // o^T (columns: heads 2 t4, 2 t4 + 1) *= their corrections; += z_v^T p^T
+        if (__any_sync(0xffffffffu, corr != 1.f)) {  // a head's max moved
+            const float ca = __shfl_sync(0xffffffffu, corr, 8 * t4), cb = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
+            #pragma unroll
+            for (int vm = 0; vm < VM; vm++) { acc[vm][0] *= ca; acc[vm][1] *= cb; acc[vm][2] *= ca; acc[vm][3] *= cb; }
+        }
+        const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
+        const u32 vrows = svv + (u32)(((wg * 2 + st) * TILE + 16 * wl) * VS * 2) + va_off;
+        #pragma unroll
+        for (int vm = 0; vm < VM; vm++) {
+            u32 a[4];
+            ldsm4t(a, vrows + vm * 32);
+            mma(acc[vm], a, pb0, pb1);
+        }
+        bar_wg(wg);      // every warp done with this stage: the next iteration reloads it
+    }
+    cp_wait0();
+    __syncthreads();     // every warp done with z / v: the merge reuses them
+    __MERGE__
+}
