@@ -127,7 +127,7 @@ def main():
                     continue
                 if cb:
                     minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
-                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "warp",
+                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "wg",
                                              unroll=int(unroll or 4))
                     cuda_decode.BLOCK = int(blk or 0)
                 try:

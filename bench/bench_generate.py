@@ -194,7 +194,7 @@ def main():
                     "that one full (0/128: latent V only)")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="converted K up-projection: orthonormal columns (as activation_svd writes) or random")
-    ap.add_argument("--cuda-kernels", default="warp", help="the CUDA decode kernel(s) converted rows "
+    ap.add_argument("--cuda-kernels", default="wg", help="the CUDA decode kernel(s) converted rows "
                     "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")

@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--ranks", default="128/128")
-    ap.add_argument("--cuda-kernel", default="warp", help="runtime/cuda_decode.py's kernel: warp, tile")
+    ap.add_argument("--cuda-kernel", default="wg", help="runtime/cuda_decode.py's kernel: wg, warp, tile")
     a = ap.parse_args()
     cuda_decode.BUILD["kernel"] = a.cuda_kernel
     cfg = variant_config(a.model)

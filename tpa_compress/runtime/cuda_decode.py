@@ -1042,7 +1042,7 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
 # budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
 # 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
-BUILD = {"minb": 1, "warps": 8, "kernel": "warp", "unroll": 4}
+BUILD = {"minb": 1, "warps": 8, "kernel": "wg", "unroll": 4}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
@@ -1090,6 +1090,8 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     b, t = kc.shape[0], kc.shape[1]
     kind = kind_for(da.rv)
     warps = 8 if kind in ("warp", "wg") else BUILD["warps"]
+    # the QK-norm sum from z: the warp kernel's option (the wg kernel measured slower with it,
+    # 334 vs 317 us at batch 32, 32K keys: the mma work beside the rebuild costs more than it saves)
     normz = kind == "warp" and da.cu_normz is not None
     fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz)
     # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key)

@@ -198,24 +198,44 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
         sh.dw[tid] = make_float2(has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
     }
 
-    // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces, rows past the
-    // chunk's end zero-filled (their positions too: masked below by the key index)
+    // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces. Thread wt copies
+    // z row wt % 64, pieces wt / 64 + 2 j, and z_v row wt / PV + j 128 / PV, piece wt % PV
+    // (where PV, z_v's pieces per row, divides 128; else piece by piece): one base address
+    // and a fixed step each. The chunk's last tile: rows past its end zero-filled (their
+    // positions too: masked below by the key index)
+    constexpr int PV = RV / 8, RVJ = 128 / PV;
+    constexpr bool VSTEP = 128 % PV == 0;
+    const int zr = wt & 63, vr = wt / PV;
+    const u32 zd0 = sz + (u32)(wg * 2 * TILE * RK * 2 + (zr >> 3) * SBOZ + (wt >> 6) * 128 + (zr & 7) * 16);
+    const u32 vd0 = svv + (u32)(wg * 2 * TILE * VS * 2 + (vr * VS + (wt % PV) * 8) * 2);
+    const bf16* zs0 = kbase + (long long)zr * skc_t + (wt >> 6) * 8;
+    const bf16* vs0 = vbase + (long long)vr * svc_t + (wt % PV) * 8;
     auto load = [&](int t0, int st) {
         const int left = stop - t0;
-        const u32 zd = sz + (u32)((wg * 2 + st) * TILE * RK * 2);
-        #pragma unroll
-        for (int j = 0; j < RK / 16; j++) {
-            const int i = wt + 128 * j, r = i & 63, kb8 = i >> 6;
-            const bool ok = r < left;
-            cp16a(zd + (r >> 3) * SBOZ + kb8 * 128 + (r & 7) * 16,
-                  ok ? kbase + (long long)(t0 + r) * skc_t + kb8 * 8 : kbase, ok);
+        const bf16* zsrc = zs0 + (long long)t0 * skc_t;
+        const bf16* vsrc = vs0 + (long long)t0 * svc_t;
+        const u32 zd = zd0 + (u32)(st * TILE * RK * 2), vd = vd0 + (u32)(st * TILE * VS * 2);
+        if (left >= TILE) {
+            #pragma unroll
+            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zsrc + 16 * j, true);
+        } else {
+            #pragma unroll
+            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zr < left ? zsrc + 16 * j : kbase, zr < left);
         }
-        const u32 vd = svv + (u32)((wg * 2 + st) * TILE * VS * 2);
-        #pragma unroll
-        for (int j = 0; j < RV / 16; j++) {
-            const int i = wt + 128 * j, r = i / (RV / 8), c = i % (RV / 8);
-            const bool ok = r < left;
-            cp16a(vd + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * svc_t + c * 8 : vbase, ok);
+        if constexpr (VSTEP) {
+            #pragma unroll
+            for (int j = 0; j < RV / 16; j++) {
+                const bool ok = left >= TILE || vr + j * RVJ < left;
+                cp16a(vd + j * RVJ * VS * 2, ok ? vsrc + (long long)j * RVJ * svc_t : vbase, ok);
+            }
+        } else {
+            const u32 vst = svv + (u32)((wg * 2 + st) * TILE * VS * 2);
+            #pragma unroll
+            for (int j = 0; j < RV / 16; j++) {
+                const int i = wt + 128 * j, r = i / PV, c = i % PV;
+                const bool ok = r < left;
+                cp16a(vst + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * svc_t + c * 8 : vbase, ok);
+            }
         }
         if (wt < TILE) {
             const bool ok = wt < left;
@@ -237,7 +257,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
     __SINK_STATE__
-    cp_wait1();          // U
+    cp_wait1();          // U (the first tile may still be on its way)
     fence_async();
     __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
 
@@ -245,9 +265,7 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
     const u64 du = desc(su, 128, SBOU), dones = desc(sones, 128, 256);
     int st = 0;
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
-        if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
-        cp_commit();
-        cp_wait1();
+        cp_wait0();
         fence_async();
         bar_wg(wg);      // this tile's pieces, from every thread of the warpgroup
         float d[128];
@@ -258,6 +276,10 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
             for (int kk = 0; kk < KS; kk++) wgmma_ss(d, dz + 16 * kk, du + 16 * kk, kk);
             wgmma_ss(d, dones, du + 16 * KS, 1);   // + 1 (hi + lo)^T: the bias
             wgmma_commit();
+            // the next tile's copies go out while the tensor cores work (the other stage:
+            // every warp finished with it at the end of the last iteration)
+            if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
+            cp_commit();
             wgmma_wait0(d);
         }
         const int* kp = &sh.kp[wg][st][16 * wl];
