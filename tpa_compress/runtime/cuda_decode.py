@@ -1,4 +1,11 @@
-"""A hand-written CUDA kernel for the decode step of a latent-K, latent-V layer.
+"""Hand-written CUDA kernels for the decode step of a latent-K, latent-V layer.
+
+Three kernels write the same per-chunk states (kind_for picks one, BUILD["kernel"]):
+"wg" (cuda/latent_decode_wg.cu, Hopper only, the default there): two warpgroups per
+program rebuild 64-key tiles with wgmma, U resident in shared memory and read by the
+tensor cores; "warp" (the default elsewhere): each warp scores its own 16-key subtiles
+with mma.sync, U in shared memory; "tile" (V ranks 256, described below): each warp owns
+16 RoPE pairs with its slice of U in registers. docs/architecture.md compares them.
 
 Why it exists: the Triton kernel (kernels.py) rebuilds K = U z per tile with U streamed
 through shared memory on every tile. Here each of the 8 warps of a program owns 16 RoPE
