@@ -515,19 +515,7 @@ _SRC_WARP = r"""
 #define SUB 16                // keys per warp subtile
 #define NORMZ __NORMZ__        // the QK-norm sum from z (orthonormal U per head, weight folded into U)
 #define NEG_INF __int_as_float(0xff800000)
-typedef unsigned short bf16;
-typedef unsigned int u32;
-
-__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
-__device__ __forceinline__ u32 pack2(float lo, float hi) {
-    u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
-}
-__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+__HELPERS__
 // d = a b + c (c: the rebuild's start, the bias)
 __device__ __forceinline__ void mma_c(float* d, const u32* a, u32 b0, u32 b1, const float4 c) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
@@ -539,27 +527,6 @@ __device__ __forceinline__ void mma_c(float* d, const u32* a, u32 b0, u32 b1, co
 __device__ __forceinline__ void ldsm4(u32* r, u32 s) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-__device__ __forceinline__ void ldsm4t(u32* r, u32 s) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-__device__ __forceinline__ void cp16a(u32 s, const void* src, bool ok) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp4a(u32 s, const void* src, bool ok) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
-}
-__device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-__device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-__device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
-    // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
-    // then the special-function unit: the Triton kernel's FAST_TRIG, same constants
-    float k = floorf(x * 0.15915494309189535f + 0.5f);
-    float r = x - k * 6.28125f - k * 0.0019353071795864769f;
-    c = __cosf(r); s = __sinf(r);
 }
 
 struct Smem {
@@ -901,6 +868,44 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
 """
 
 
+# device helpers both warp-level kernels ("warp", "wg") use
+_HELPERS = r"""
+typedef unsigned short bf16;
+typedef unsigned int u32;
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm4t(u32* r, u32 s) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void cp16a(u32 s, const void* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp4a(u32 s, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+__device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
+    // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
+    // then the special-function unit: the Triton kernel's FAST_TRIG, same constants
+    float k = floorf(x * 0.15915494309189535f + 0.5f);
+    float r = x - k * 6.28125f - k * 0.0019353071795864769f;
+    c = __cosf(r); s = __sinf(r);
+}
+"""
+
 # the blocks both warp-level kernels share: chunk 0's exact sink state (warp w, head w,
 # from global memory while U is on its way) and the epilogue that merges the 8 warps'
 # softmax states into the chunk's (over the z / v buffers, once every warp is done)
@@ -1059,6 +1064,7 @@ def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: 
     """The kernel for these ranks and group size (NVRTC; cached per process)."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE)
+           .replace("__HELPERS__", _HELPERS)
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz))):
