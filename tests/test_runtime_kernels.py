@@ -5,6 +5,8 @@ Runs on CUDA (TPA_TEST_DEVICE=cuda, the GPU machine) or, where triton is install
 there is no GPU, in triton's CPU interpreter; skipped where triton is absent (the CPU
 venv: the runner then never takes this path).
 """
+import re
+
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ from tpa_compress.methods.layers import make_proj
 from tpa_compress.models import build_model
 
 from tpa_compress.runtime import attention as A
-from tpa_compress.runtime import kernels
+from tpa_compress.runtime import cuda_decode, kernels
 from tpa_compress.runtime.cache import dequantize_kv, quantize
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
@@ -209,3 +211,22 @@ def test_kernel_decode_path_norm_from_latent(family, sink):
     r = runner_for(model, prompts, 10, fused=True)
     assert len(r.kernels) == 6 and all(k.norm_z for k in r.kernels.values())
     check_steps(model, prompts, 10, r)
+
+
+def test_cuda_kernel_choice_and_sources(monkeypatch):
+    """Which CUDA decode kernel a layer takes (wg on Hopper only, warp elsewhere, tile for V
+    ranks above 128), that each kernel's source has every placeholder filled, and that the
+    wg kernel's buffers fit a Hopper program's shared memory at the largest ranks it serves.
+    CPU: nothing is compiled (tests/test_cuda_decode.py runs them on the GPU)."""
+    monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
+    monkeypatch.setattr(cuda_decode, "hopper", lambda *a: True)
+    assert [cuda_decode.kind_for(rv) for rv in (16, 96, 128, 256)] == ["wg", "wg", "wg", "tile"]
+    assert cuda_decode.block_for(128, 128, 4, 100) == 128
+    monkeypatch.setattr(cuda_decode, "hopper", lambda *a: False)
+    assert cuda_decode.kind_for(128) == "warp"
+    for kind, rv, normz in (("wg", 128, False), ("warp", 128, True), ("warp", 96, False), ("tile", 256, False)):
+        src = cuda_decode.source(128, rv, 4, 1, 128, 8, kind, 4, normz)
+        assert "latent_decode" in src and not re.search(r"__[A-Z_]+__", src), kind
+    wg = cuda_decode.source(128, 128, 4, kind="wg")
+    assert wg.count("wgmma.mma_async.sync.aligned.m64n256k16") == 1 and '"+f"(d[127])' in wg
+    assert cuda_decode.smem_bytes(128, 128, 8, 128, 8, "wg") <= 227 * 1024

@@ -1058,10 +1058,9 @@ BUILD = {"minb": 1, "warps": 8, "kernel": "wg", "unroll": 4}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 
 
-@functools.lru_cache(maxsize=None)
-def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
-             kind: str = "tile", unroll: int = 1, normz: bool = False):
-    """The kernel for these ranks and group size (NVRTC; cached per process)."""
+def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int = 8, kind: str = "tile",
+           unroll: int = 1, normz: bool = False) -> str:
+    """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE)
            .replace("__HELPERS__", _HELPERS)
@@ -1069,6 +1068,14 @@ def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: 
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz))):
         src = src.replace(f"__{key}__", str(val))
+    return src
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
+             kind: str = "tile", unroll: int = 1, normz: bool = False):
+    """The kernel for these ranks and group size (NVRTC; cached per process)."""
+    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz)
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", compute_capability="90a" if kind == "wg" else None,
                                         nvcc_options=["-std=c++17"])
