@@ -18,7 +18,7 @@ Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
 
 Memory-bandwidth fraction = bytes one decode step must read (every weight once, the
 LM head included, plus the cached K/V it attends over) / step time / peak bandwidth
-(--bandwidth, default H100 SXM 3.35e12 B/s).
+(--bandwidth; by default the GPU's own by name: H200 4.8e12, H100 SXM 3.35e12 B/s).
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--bandwidth", type=float, default=3.35e12)
+    ap.add_argument("--bandwidth", type=float, default=None, help="peak B/s (default: by GPU name)")
     ap.add_argument("--out", default="bench_generate.json")
     a = ap.parse_args()
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv,
@@ -223,6 +223,9 @@ def main():
     def save():
         Path(a.out).write_text(json.dumps(doc, indent=1))
 
+    if a.bandwidth is None:  # the spec sheets' peak: H200 4.8 TB/s, H100 SXM 3.35 TB/s
+        a.bandwidth = 4.8e12 if "H200" in torch.cuda.get_device_name() else 3.35e12
+    doc["bandwidth"] = a.bandwidth
     for name in a.models.split(","):
         cfg = variant_config(name)
         for batch in map(int, a.batches.split(",")):
