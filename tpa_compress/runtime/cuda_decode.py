@@ -122,26 +122,10 @@ struct Smem {
 };
 
 extern "C" __global__ void __launch_bounds__(NTH, __MINB__)
-latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-              const int* __restrict__ kpos, const long long* __restrict__ qpos,
-              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
-              const float* __restrict__ invf,
-              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
-              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
-              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
-              int T, int CHUNK, int KV, int S, int NS,
-              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
-              int ss_b, int ss_h, int ss_j,
-              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm)
+latent_decode(__PARAMS__)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    if (threadIdx.x == 0) {  // smem_bytes() must cover the struct: fail loudly, never overrun
-        unsigned got;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
-        if (got < sizeof(Smem)) __trap();
-    }
-    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
+    __PROLOGUE__
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
     const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
@@ -621,27 +605,11 @@ __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS
 }
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
-latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-              const int* __restrict__ kpos, const long long* __restrict__ qpos,
-              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
-              const float* __restrict__ invf,
-              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
-              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
-              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
-              int T, int CHUNK, int KV, int S, int NS,
-              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
-              int ss_b, int ss_h, int ss_j,
-              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm,
+latent_decode(__PARAMS__,
               const bf16* __restrict__ cz, const float* __restrict__ cbb, int has_e)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    if (threadIdx.x == 0) {  // smem_bytes() must cover the struct: fail loudly, never overrun
-        unsigned got;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
-        if (got < sizeof(Smem)) __trap();
-    }
-    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
+    __PROLOGUE__
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
     const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
@@ -868,6 +836,29 @@ latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf1
 """
 
 
+# what every kernel takes (cuda_decode.launch passes it; "warp" adds its NORMZ tables) and
+# the start of every kernel body
+_PARAMS = r"""const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+              const int* __restrict__ kpos, const long long* __restrict__ qpos,
+              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
+              const float* __restrict__ invf,
+              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
+              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
+              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
+              int T, int CHUNK, int KV, int S, int NS,
+              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
+              int ss_b, int ss_h, int ss_j,
+              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm"""
+
+_PROLOGUE = r"""Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    if (threadIdx.x == 0) {  // smem_bytes() must cover the struct: fail loudly, never overrun
+        unsigned got;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
+        if (got < sizeof(Smem)) __trap();
+    }
+    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
+"""
+
 # device helpers both warp-level kernels ("warp", "wg") use
 _HELPERS = r"""
 typedef unsigned short bf16;
@@ -1063,7 +1054,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
     """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE)
-           .replace("__HELPERS__", _HELPERS)
+           .replace("__HELPERS__", _HELPERS).replace("__PARAMS__", _PARAMS).replace("__PROLOGUE__", _PROLOGUE)
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz))):

@@ -103,26 +103,10 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
 }
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
-latent_decode(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-              const int* __restrict__ kpos, const long long* __restrict__ qpos,
-              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
-              const float* __restrict__ invf,
-              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
-              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
-              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
-              int T, int CHUNK, int KV, int S, int NS,
-              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
-              int ss_b, int ss_h, int ss_j,
-              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm)
+latent_decode(__PARAMS__)
 {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    if (threadIdx.x == 0) {  // smem_bytes() must cover the struct: fail loudly, never overrun
-        unsigned got;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
-        if (got < sizeof(Smem)) __trap();
-    }
-    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
+    __PROLOGUE__
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, wg = w >> 2, wl = w & 3, wt = tid & 127;
     const int g4 = lane >> 2, t4 = lane & 3;
     const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
