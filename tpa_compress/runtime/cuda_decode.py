@@ -611,18 +611,7 @@ latent_decode(__PARAMS__,
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __PROLOGUE__
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int g4 = lane >> 2, t4 = lane & 3;
-    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
-    const int b = pid_bh / KV, h = pid_bh % KV;
-    const long long qp = qpos[b];
-    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
-    const bool hv = g4 < G;
-    const int start = pid_s * CHUNK;
-    const int stop = min(T, start + CHUNK);
-    const bf16* kbase = kc + (long long)b * skc_b;
-    const bf16* vbase = vc + (long long)b * svc_b;
-    const int* pbase = kpos + (long long)b * sp_b;
-    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
+    __INDICES__
 
     // U (this KV head's D rows of RK) into shared memory: one group, waited for below
     #pragma unroll
@@ -859,6 +848,22 @@ _PROLOGUE = r"""Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
 """
 
+# the warp-level kernels' per-program indices: lane quad (g4, t4), chunk, sequence, KV
+# head, query position, the visibility limits, this sequence's cache rows
+_INDICES = r"""const int g4 = lane >> 2, t4 = lane & 3;
+    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
+    const int b = pid_bh / KV, h = pid_bh % KV;
+    const long long qp = qpos[b];
+    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
+    const bool hv = g4 < G;
+    const int start = pid_s * CHUNK;
+    const int stop = min(T, start + CHUNK);
+    const bf16* kbase = kc + (long long)b * skc_b;
+    const bf16* vbase = vc + (long long)b * svc_b;
+    const int* pbase = kpos + (long long)b * sp_b;
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
+"""
+
 # device helpers both warp-level kernels ("warp", "wg") use
 _HELPERS = r"""
 typedef unsigned short bf16;
@@ -1055,6 +1060,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE)
            .replace("__HELPERS__", _HELPERS).replace("__PARAMS__", _PARAMS).replace("__PROLOGUE__", _PROLOGUE)
+           .replace("__INDICES__", _INDICES)
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz))):
