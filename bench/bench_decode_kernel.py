@@ -77,6 +77,8 @@ def main():
     ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
+    ap.add_argument("--k-scale", default="0", help="1: each latent key's QK-norm factor from a per-key table "
+                    "(as a k_scale cache holds it; the wg kernel reads it instead of summing squares), comma-separated")
     ap.add_argument("--kernel-times", action="store_true", help="also each kernel's GPU time per call")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
@@ -117,12 +119,14 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, sink, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
+            ksc = kernels.latent_key_scales(attn, k) if kk == "latent" and attn.qk_norm else None
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
                         for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
-            for (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz in itertools.product(backends, *(
+            for (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(backends, *(
                     map(int, x.split(",")) for x in (a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds,
-                                                     a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z))):
+                                                     a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z,
+                                                     a.k_scale))):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 if cb:
@@ -135,8 +139,11 @@ def main():
                                                    per_sm=ps, num_stages=st or None, ds=ds,
                                                    maxnreg=mr or None, latent_combine=bool(lc),
                                                    ds_dynamic=bool(dy), norm_z=bool(nz), backend=be)
-                    out = kern(q, k, v, pos, qp, tile).float()
-                    us = timed(lambda: kern(q, k, v, pos, qp, tile))
+                    kx = ksc if kq else None
+                    if kq and kx is None:
+                        continue
+                    out = kern(q, k, v, pos, qp, tile, k_scale=kx).float()
+                    us = timed(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx))
                 except Exception as e:  # a config that does not compile or is not served
                     print(f"{kinds} b{b} T{t} {be} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} "
                           f"dyn {dy}: {type(e).__name__}: {str(e)[:200]}", flush=True)
@@ -150,7 +157,8 @@ def main():
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
                             f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}")
                 if a.kernel_times:
-                    info += "\n    kernels (us): " + kernel_times(lambda: kern(q, k, v, pos, qp, tile))
+                    info += "\n    kernels (us): " + kernel_times(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx))
+                info += f" kscale {kq}"
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
                       f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}", flush=True)

@@ -35,9 +35,20 @@ CASES = [
 
 @pytest.fixture(params=["wg", "warp", "tile"])
 def kind(request, monkeypatch):
-    """Each test on both kernels of cuda_decode (BUILD["kernel"])."""
+    """Each test on every kernel of cuda_decode (BUILD["kernel"])."""
     monkeypatch.setitem(cuda_decode.BUILD, "kernel", request.param)
     return request.param
+
+
+@pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads,t", [
+    ("gemma3", 5, 1, False, 128, 128, 8, 150), ("gemma3", 0, 2, "blocks", 64, 128, 8, 150),
+    ("gemma3", 5, 1, False, 128, 96, 4, 700)])
+def test_cuda_kernel_key_scales(family, layer, sink, orthonormal, rk, rv, heads, t, kind):
+    """The wg kernel with each key's QK-norm factor read from a table (weight folded into U)."""
+    if kind != "wg":
+        pytest.skip("the norm factors from the cache are the wg kernel's option")
+    assert kernel_vs_tiles(family, layer, sink, "latent", "latent", torch.bfloat16, orthonormal=orthonormal,
+                           d=256, rk=rk, rv=rv, heads=heads, t=t, k_scale=True, backend="cuda").cuda
 
 
 @pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads", CASES)

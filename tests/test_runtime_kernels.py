@@ -91,7 +91,7 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
 
 
 def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
-                    heads=4, t=150, **options):
+                    heads=4, t=150, k_scale=False, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine); t cache slots (from 700 the
@@ -139,7 +139,9 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     kern.n_sm = 16  # several chunks per (sequence, head) even here,
     kern.combine_block = 2  # merged over several blocks of chunk states
     assert kern.chunks(b, t)[1] > 2
-    got = kern(q, kc, vc, k_pos, q_pos, tile, scale)
+    # k_scale: each key's QK-norm factor handed in as a cache holding it would (latent K)
+    ksc = kernels.latent_key_scales(attn, kc) if k_scale else None
+    got = kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc)
     if quant:
         kc, vc = dequantize_kv(kc, vc, scale, dtype)
     ref_attn = attn if dtype == torch.float32 else attn.float()

@@ -498,6 +498,7 @@ _SRC_WARP = r"""
 #define VS (RV + 8)
 #define SUB 16                // keys per warp subtile
 #define NORMZ __NORMZ__        // the QK-norm sum from z (orthonormal U per head, weight folded into U)
+#define KSCALE 0              // (the wg kernel's option: the norm factor from the cache)
 #define NEG_INF __int_as_float(0xff800000)
 __HELPERS__
 // d = a b + c (c: the rebuild's start, the bias)
@@ -815,6 +816,13 @@ _SOFTMAX_PV = r"""
 // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's full sum of
         // squares (a quad holds a key's dims), then fetched for the keys this lane scores
         float f[2][2];
+#if KSCALE
+        #pragma unroll
+        for (int nk = 0; nk < 2; nk++) {  // from the cache: each key's 1 / rms, written with it
+            const float2 kf = *reinterpret_cast<const float2*>(&ksm[8 * nk + 2 * t4]);
+            f[nk][0] = kf.x * qk_scale; f[nk][1] = kf.y * qk_scale;
+        }
+#else
         if (has_norm) {
             sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
             sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
@@ -827,6 +835,7 @@ _SOFTMAX_PV = r"""
         } else {
             f[0][0] = f[0][1] = f[1][0] = f[1][1] = qk_scale;
         }
+#endif
         float s[2][2], mx = NEG_INF;
         #pragma unroll
         for (int nk = 0; nk < 2; nk++) {
@@ -1025,9 +1034,11 @@ def _wgmma_defs() -> str:
         f"                 : {outs} : \"l\"(da), \"l\"(db), \"r\"(scale_d));\n}}\n")
 
 
-def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile") -> int:
-    if kind == "wg":  # its Smem struct: U + bias block, ones, 2 warpgroups x 2 stages of z / z_v / positions, q, pair tables
-        return 32 * (rk // 8 + 2) * 128 + 2048 + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4) + 8 * (128 + 4) * 4 + 128 * 24
+def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile", kscale: bool = False) -> int:
+    if kind == "wg":  # its Smem struct: U + bias block, ones, 2 warpgroups x 2 stages of z / z_v / positions
+        # (+ the keys' norm factors), q, pair tables
+        return (32 * (rk // 8 + 2) * 128 + 2048 + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4 + 4 * kscale)
+                + 8 * (128 + 4) * 4 + 128 * 24)
     if kind == "warp":  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
         return (256 * (rk + 8) * 2 + 2 * 128 * 16 + rk * 2 + 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
                 + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
@@ -1073,7 +1084,7 @@ PER_SM = 1  # programs per SM the chunking plans for (the register budget allows
 
 
 def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int = 8, kind: str = "tile",
-           unroll: int = 1, normz: bool = False) -> str:
+           unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0)) -> str:
     """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE)
@@ -1082,20 +1093,23 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
            .replace("__SOFTMAX_PV__", _softmax_pv(*_SOFTMAX_PV_ARGS[kind]) if kind in _SOFTMAX_PV_ARGS else "")
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
-                     ("UNROLL", unroll), ("NORMZ", int(normz))):
+                     ("UNROLL", unroll), ("NORMZ", int(normz)), ("KSCALE", int(kscale)),
+                     ("SKT", strides[0]), ("SVT", strides[1])):
         src = src.replace(f"__{key}__", str(val))
     return src
 
 
 @functools.lru_cache(maxsize=None)
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
-             kind: str = "tile", unroll: int = 1, normz: bool = False):
-    """The kernel for these ranks and group size (NVRTC; cached per process)."""
-    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz)
+             kind: str = "tile", unroll: int = 1, normz: bool = False, kscale: bool = False,
+             strides: tuple[int, int] = (0, 0)):
+    """The kernel for these ranks and group size (NVRTC; cached per process); "wg" is built
+    for the cache's row strides of z and z_v (strides)."""
+    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides)
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", compute_capability="90a" if kind == "wg" else None,
                                         nvcc_options=["-std=c++17"])
-        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind))
+        fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind, kscale))
     return fn
 
 
@@ -1109,8 +1123,9 @@ def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False) 
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
+                wg = kind_for(rv) == "wg"  # built for the cache's row strides (K and V entries side by side)
                 compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"],
-                         normz and kind_for(rv) == "warp")
+                         normz and kind_for(rv) == "warp", strides=(rk + rv, rk + rv) if wg else (0, 0))
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -1119,22 +1134,30 @@ def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False) 
     return _FAILED[key]
 
 
-def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk):
+def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None):
     """One decode step's partial states from the cache (da: a kernels.DecodeAttention,
     which prepared the arguments: qp (B,) int64 query positions, the sink tile ks / vs
-    with ns rows and strides sstr, the chunking for tiles of blk keys)."""
+    with ns rows and strides sstr, the chunking for tiles of blk keys; k_scale: each
+    key's QK-norm factor (B, T, KV) fp32 as the cache holds it, or None)."""
     b, t = kc.shape[0], kc.shape[1]
     kind = kind_for(da.rv)
     warps = 8 if kind in ("warp", "wg") else BUILD["warps"]
     # the QK-norm sum from z: the warp kernel's option (the wg kernel measured slower with it,
     # 334 vs 317 us at batch 32, 32K keys: the mma work beside the rebuild costs more than it saves)
     normz = kind == "warp" and da.cu_normz is not None
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz)
-    # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key)
+    kscale = kind == "wg" and k_scale is not None
+    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz,
+                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0))
+    # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);
+    # with the norm factors from the cache, U and the bias with the weight folded in
     up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)
+    if kscale:
+        up, bias = da.cu_wup, da.cu_wbias
     extra = [*da.cu_normz, int(da.has_e)] if normz else ([da.nw, da.nw, 0] if kind == "warp" else [])
+    if kind == "wg":
+        extra = [k_scale, k_scale.stride(0), k_scale.stride(1)] if kscale else [m, 0, 0]
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
-    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind),
+    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale),
        args=[q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,

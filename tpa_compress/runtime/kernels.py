@@ -337,6 +337,19 @@ def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
         (bias.float() * w).contiguous()
 
 
+def latent_key_scales(attn, z: torch.Tensor, step: int = 2048) -> torch.Tensor:
+    """Each latent key's QK-norm factor 1 / rms(U z + b) per KV head, (B, T, KV) fp32: what
+    a cache that keeps it beside z holds (computed in fp32 from the stored z, in slices
+    of `step` keys)."""
+    kp, kv, d = attn.k_proj, attn.n_kv, attn.head_dim
+    up, bias = kp.up.weight.float(), kp.bias.float()
+    out = torch.empty(*z.shape[:2], kv, device=z.device)
+    for i in range(0, z.shape[1], step):
+        x = (z[:, i:i + step].float() @ up.T + bias).view(z.shape[0], -1, kv, d)
+        out[:, i:i + step] = torch.rsqrt(x.pow(2).mean(-1) + attn.k_norm.eps)
+    return out
+
+
 class DecodeAttention:
     """Per-layer constants of the kernels (made once) and their launch.
 
@@ -403,6 +416,10 @@ class DecodeAttention:
             raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
         if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
             self.cu_up, self.cu_raw_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_up, raw_b
+            # with each key's norm factor from the cache (k_scale): the weight folded into U, bias
+            w = self.nw.float().repeat(self.kv) if self.has_norm else torch.ones_like(raw_b)
+            self.cu_wup = (raw_up.float() * w[:, None]).to(raw_up.dtype).contiguous()
+            self.cu_wbias = (raw_b * w).contiguous()
             # or, U orthonormal per head (Gram = I): from z, the weight folded into U (warp kernel)
             self.cu_normz = None
             if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):
@@ -426,11 +443,13 @@ class DecodeAttention:
         chunk = triton.cdiv(blocks, n) * block
         return chunk, triton.cdiv(t, chunk)
 
-    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None):
+    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None, k_scale=None):
         """q (B, H, 1, D) attention-ready; kc/vc (B, T, values) the cache's K and V
         entries (fp8 and int8 are dequantized on load); k_pos (B, T) int32; q_pos (B, 1);
         sink: exact (ks, vs), each (B, kv, n, D), or None; scale: an int8 cache's
-        (B, T, 2) fp16 scales (K, V). Returns (B, 1, H*D) in q's dtype."""
+        (B, T, 2) fp16 scales (K, V); k_scale: a latent K's QK-norm factors (B, T, KV) fp32
+        (latent_key_scales), which the wg kernel reads instead of summing squares (the other
+        paths compute the norm themselves). Returns (B, 1, H*D) in q's dtype."""
         b, t = kc.shape[0], kc.shape[1]
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
@@ -459,7 +478,8 @@ class DecodeAttention:
         assert int8 == (scale is not None)
         sc = scale if int8 else m
         if use_cuda:  # the same chunk states, from the hand-written kernel
-            cuda_decode.launch(self, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk)
+            cuda_decode.launch(self, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk,
+                               k_scale)
         else:
             self._triton_partial(q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
                                  ieee, int8, latent, sink is not None)

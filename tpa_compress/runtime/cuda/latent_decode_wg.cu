@@ -22,6 +22,9 @@
 #define WARPS 8
 #define NTH 256
 #define G __G__
+#define KSCALE __KSCALE__            // each key's QK-norm factor read from the cache (weight folded into U)
+#define SKT __SKT__                  // row strides of z and z_v (the cache's: K and V entries side by side),
+#define SVT __SVT__                  // compile-time so that a tile's copies take immediate offsets
 #define TILE 64                      // keys per warpgroup tile (wgmma M)
 #define SBOU ((RK / 8 + 2) * 128)    // U rows: RK / 8 core matrices + the bias block (2)
 #define SBOZ (RK * 16)               // z tile rows: RK / 8 core matrices
@@ -45,6 +48,9 @@ struct Smem {
     unsigned char z[2][2][TILE * RK * 2];  // [warpgroup][stage] z tiles
     bf16 v[2][2][TILE][VS];                // [warpgroup][stage] z_v tiles
     int kp[2][2][TILE];                    // [warpgroup][stage] positions
+#if KSCALE
+    float ks[2][2][TILE];                  // [warpgroup][stage] the keys' 1 / rms (KSCALE)
+#endif
     u32 q[8][D / 2 + 4];                   // the query heads (bf16 pairs), rows G-7 zero
     float4 pr[HALF];                       // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
     float2 dw[HALF];                       // per pair: the norm weight (dim, dim + 128)
@@ -59,7 +65,8 @@ struct Merge {                             // the epilogue's, over z / v once th
 // rotation partner (dim + 128) is d[4 (j + 16) + 2 r + e]. 16 dims of each half at a time,
 // rotated, then scored at once (the packed accumulators are the mma's B operand: k dims
 // 2 t4.., n key g4), so few temporaries are live beside the 128 accumulators.
-// CONTIG: key g4 + 8 is key g4 rotated by 8 f (contiguous positions)
+// CONTIG: key g4 + 8 is key g4 rotated by 8 f (contiguous positions). KSCALE: the norm
+// weight is in U and the bias, and each key's 1 / rms comes from the cache (no sums here)
 template <bool CONTIG>
 __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, const u32* qr, int pk0, int pk1, int t4,
                                            float& sq0, float& sq1, float (&sT)[2][4])
@@ -72,7 +79,9 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
             for (int e = 0; e < 2; e++) {
                 const int c = 8 * j + 2 * t4 + e;
                 const float4 p = sh.pr[c];
+#if !KSCALE
                 const float2 wv = sh.dw[c];
+#endif
                 float cs[2], sn[2];
                 cos_sin((float)pk0 * p.x, cs[0], sn[0]);
                 if (CONTIG) {
@@ -84,10 +93,14 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
                 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     const float x1 = d[4 * j + 2 * r + e], x2 = d[4 * (j + 16) + 2 * r + e];
+#if KSCALE
+                    const float a = x1, bb = x2;   // weighted already (U, bias); the norm from the cache
+#else
                     float& sq = r ? sq1 : sq0;
                     sq = fmaf(x1, x1, sq);
                     sq = fmaf(x2, x2, sq);
                     const float a = x1 * wv.x, bb = x2 * wv.y;
+#endif
                     d[4 * j + 2 * r + e] = a * cs[r] - bb * sn[r];
                     d[4 * (j + 16) + 2 * r + e] = bb * cs[r] + a * sn[r];
                 }
@@ -103,7 +116,7 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
 }
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
-latent_decode(__PARAMS__)
+latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t)
 {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     __PROLOGUE__
@@ -111,6 +124,10 @@ latent_decode(__PARAMS__)
     __INDICES__
     auto at = [&](const void* p) { return sbase + (u32)((const unsigned char*)p - smem_raw); };
     const u32 su = at(sh.u), sones = at(sh.ones), sz = at(sh.z), svv = at(sh.v), skp = at(sh.kp);
+#if KSCALE
+    const u32 sks = at(sh.ks);
+    const float* ksb = kscale + (long long)b * sks_b + h;   // (sequence, slot, KV head)
+#endif
 
     // U into the core-matrix layout (one group, waited for below): thread = dim row
     #pragma unroll
@@ -139,47 +156,58 @@ latent_decode(__PARAMS__)
     }
 
     // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces. Thread wt copies
-    // z row wt % 64, pieces wt / 64 + 2 j, and z_v row wt / PV + j 128 / PV, piece wt % PV
+    // z row wt % 64, pieces wt / 64 + 2 j, and z_v rows NJV (wt / PV) + j, piece wt % PV
     // (where PV, z_v's pieces per row, divides 128; else piece by piece): one base address
-    // and a fixed step each. The chunk's last tile: rows past its end zero-filled (their
-    // positions too: masked below by the key index)
-    constexpr int PV = RV / 8, RVJ = 128 / PV;
+    // and steps within the +-2 KB a copy's immediate offset reaches (z: 32 bytes, z_v: one
+    // row), so a whole tile's copies compute no address and overwrite no register a queued
+    // copy still reads (each such overwrite stalls until the copy has issued). The chunk's
+    // last tile: rows past its end zero-filled (their positions too: masked below by the key index)
+    constexpr int PV = RV / 8, NJV = RV / 16;
     constexpr bool VSTEP = 128 % PV == 0;
-    const int zr = wt & 63, vr = wt / PV;
+    const int zr = wt & 63, vr = (wt / PV) * NJV;
     const u32 zd0 = sz + (u32)(wg * 2 * TILE * RK * 2 + (zr >> 3) * SBOZ + (wt >> 6) * 128 + (zr & 7) * 16);
     const u32 vd0 = svv + (u32)(wg * 2 * TILE * VS * 2 + (vr * VS + (wt % PV) * 8) * 2);
-    const bf16* zs0 = kbase + (long long)zr * skc_t + (wt >> 6) * 8;
-    const bf16* vs0 = vbase + (long long)vr * svc_t + (wt % PV) * 8;
+    const bf16* zs0 = kbase + zr * SKT + (wt >> 6) * 8;
+    const bf16* vs0 = vbase + vr * SVT + (wt % PV) * 8;
     auto load = [&](int t0, int st) {
         const int left = stop - t0;
-        const bf16* zsrc = zs0 + (long long)t0 * skc_t;
-        const bf16* vsrc = vs0 + (long long)t0 * svc_t;
+        const bf16* zsrc = zs0 + (long long)t0 * SKT;
+        const bf16* vsrc = vs0 + (long long)t0 * SVT;
         const u32 zd = zd0 + (u32)(st * TILE * RK * 2), vd = vd0 + (u32)(st * TILE * VS * 2);
-        if (left >= TILE) {
-            #pragma unroll
-            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zsrc + 16 * j, true);
-        } else {
-            #pragma unroll
-            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zr < left ? zsrc + 16 * j : kbase, zr < left);
-        }
-        if constexpr (VSTEP) {
-            #pragma unroll
-            for (int j = 0; j < RV / 16; j++) {
-                const bool ok = left >= TILE || vr + j * RVJ < left;
-                cp16a(vd + j * RVJ * VS * 2, ok ? vsrc + (long long)j * RVJ * svc_t : vbase, ok);
-            }
-        } else {
-            const u32 vst = svv + (u32)((wg * 2 + st) * TILE * VS * 2);
-            #pragma unroll
-            for (int j = 0; j < RV / 16; j++) {
-                const int i = wt + 128 * j, r = i / PV, c = i % PV;
-                const bool ok = r < left;
-                cp16a(vst + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * svc_t + c * 8 : vbase, ok);
-            }
-        }
-        if (wt < TILE) {
+        const u32 vst = svv + (u32)((wg * 2 + st) * TILE * VS * 2);
+        if (wt < TILE) {  // first: their address registers are free again before the big copies' turn
             const bool ok = wt < left;
             cp4a(skp + (u32)((wg * 2 + st) * TILE + wt) * 4, ok ? pbase + t0 + wt : pbase, ok);
+#if KSCALE
+            cp4a(sks + (u32)((wg * 2 + st) * TILE + wt) * 4, ok ? ksb + (long long)(t0 + wt) * sks_t : ksb, ok);
+#endif
+        }
+        if (left >= TILE) {  // a whole tile: each copy one base address + an immediate, unpredicated
+            #pragma unroll
+            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zsrc + 16 * j, true);
+            #pragma unroll
+            for (int j = 0; j < RV / 16; j++) {
+                if constexpr (VSTEP) {
+                    cp16a(vd + j * VS * 2, vsrc + j * SVT, true);
+                } else {
+                    const int i = wt + 128 * j, r = i / PV, c = i % PV;
+                    cp16a(vst + (u32)(r * VS + c * 8) * 2, vbase + (long long)(t0 + r) * SVT + c * 8, true);
+                }
+            }
+        } else {   // the chunk's last tile: rows past its end zero-filled
+            #pragma unroll
+            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zr < left ? zsrc + 16 * j : kbase, zr < left);
+            #pragma unroll
+            for (int j = 0; j < RV / 16; j++) {
+                if constexpr (VSTEP) {
+                    const bool ok = vr + j < left;
+                    cp16a(vd + j * VS * 2, ok ? vsrc + j * SVT : vbase, ok);
+                } else {
+                    const int i = wt + 128 * j, r = i / PV, c = i % PV;
+                    const bool ok = r < left;
+                    cp16a(vst + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * SVT + c * 8 : vbase, ok);
+                }
+            }
         }
     };
     int t0 = start + TILE * wg;
@@ -203,29 +231,31 @@ latent_decode(__PARAMS__)
 
     const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
     const u64 du = desc(su, 128, SBOU), dones = desc(sones, 128, 256);
+
     int st = 0;
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
         cp_wait0();
         fence_async();
         bar_wg(wg);      // this tile's pieces, from every thread of the warpgroup
-        float d[128];
-        {
-            const u64 dz = desc(sz + (u32)((wg * 2 + st) * TILE * RK * 2), 128, SBOZ);
-            wgmma_fence();
-            #pragma unroll
-            for (int kk = 0; kk < KS; kk++) wgmma_ss(d, dz + 16 * kk, du + 16 * kk, kk);
-            wgmma_ss(d, dones, du + 16 * KS, 1);   // + 1 (hi + lo)^T: the bias
-            wgmma_commit();
-            // the next tile's copies go out while the tensor cores work (the other stage:
-            // every warp finished with it at the end of the last iteration)
-            if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
-            cp_commit();
-            wgmma_wait0(d);
-        }
         const int* kp = &sh.kp[wg][st][16 * wl];
-        const int pk0 = kp[g4], pk1 = kp[g4 + 8];
+#if KSCALE
+        const float* ksm = &sh.ks[wg][st][16 * wl];
+#endif
         float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
         float sT[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // scores^T: keys 0-7, 8-15
+        const u64 dz = desc(sz + (u32)((wg * 2 + st) * TILE * RK * 2), 128, SBOZ);
+        float d[128];
+        wgmma_fence();
+        #pragma unroll
+        for (int kk = 0; kk < KS; kk++) wgmma_ss(d, dz + 16 * kk, du + 16 * kk, kk);
+        wgmma_ss(d, dones, du + 16 * KS, 1);   // + 1 (hi + lo)^T: the bias
+        wgmma_commit();
+        // the next tile's copies go out while the tensor cores work (the other stage:
+        // every warp finished with it at the end of the last iteration)
+        if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
+        cp_commit();
+        wgmma_wait0(d);
+        const int pk0 = kp[g4], pk1 = kp[g4 + 8];
         if (__all_sync(0xffffffffu, pk1 == pk0 + 8)) rope_score<true>(d, sh, &sh.q[g4][0], pk0, pk1, t4, sq0, sq1, sT);
         else rope_score<false>(d, sh, &sh.q[g4][0], pk0, pk1, t4, sq0, sq1, sT);
         __SOFTMAX_PV__
