@@ -68,10 +68,10 @@ def test_cache_table_gemma3_1b_hand_computed():
     i8 = row(rows, "original", "int8")  # one byte per value + a 2-byte scale per token and component
     assert i8["total_bytes"]["32768"] == (4 * 32768 + 22 * 512) * (2 * 256 + 2 * 2)
     assert row(rows, "original", "fp8")["ratio_vs_original_bf16"]["32768"] == 0.5
-    lat = row(rows, "latent_kv_r128")
-    assert lat["total_bytes"]["32768"] == (4 * 32768 + 22 * 512) * 2 * 128 * 2
+    lat = row(rows, "latent_kv_r128")  # + the latent K's fp32 norm factor (QK-norm), 4 bytes a token
+    assert lat["total_bytes"]["32768"] == (4 * 32768 + 22 * 512) * (2 * 128 * 2 + 4)
     glob = row(rows, "latent_kv_r128_global")
-    assert glob["total_bytes"]["32768"] == 4 * 32768 * 512 + 22 * 512 * per_tok
+    assert glob["total_bytes"]["32768"] == 4 * 32768 * (512 + 4) + 22 * 512 * per_tok
     ctx = row(rows, "tpa_contextual_R1")  # caches a (1) and b (256) per rank: 257 > 256 values
     assert ctx["flag"] == "larger" and "one KV head" in ctx["reasons"][0]
     assert ctx["total_bytes"]["4096"] == (4 * 4096 + 22 * 512) * 2 * 257 * 2

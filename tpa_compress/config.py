@@ -65,6 +65,11 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def qk_norm(self) -> bool:
+        """Per-head RMSNorm of Q and K before RoPE (Gemma 3)."""
+        return self.family == "gemma3"
+
     def window(self, layer: int) -> int | None:
         """Tokens a layer can attend to (None: unbounded)."""
         return self.sliding_window if self.layer_types[layer] == "sliding" else None

@@ -20,7 +20,8 @@ import yaml
 from .calibrate import collect_stats
 from .data import default_calib_files, default_eval_files, read_texts
 from .errors import TPAError
-from .layout import Component, LayerLayout, cache_bytes, layouts_to_config, original_layouts, shrink_check
+from .layout import (K_SCALE_BYTES, Component, LayerLayout, cache_bytes, k_scale_for, layouts_to_config,
+                     original_layouts, shrink_check)
 from .methods import LayerInputs, get_method
 from .methods.layers import effective_weight, make_proj
 from .ranks import Candidate, budget_ranks, energy_rank
@@ -240,7 +241,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             done += 1
             if bar:
                 bar(done, len(items))
-        lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink)
+        lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
+                          k_scale=k_scale_for(cfg, comps["k"]))
         layouts.append(lay)
         reports.append(LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()))
 
@@ -331,11 +333,14 @@ def default_out_dir(model_name: str, recipe_path: str) -> Path:
 def _budget_left(cfg, recipe: Recipe, ranks: dict, budgeted: set) -> float:
     """Bytes the budget leaves for `budgeted` components at the budget's context, after
     every other component: kept ones at full size, fixed/energy ones priced as latents
-    of their rank (their real kind is known only after factorizing)."""
+    of their rank (their real kind is known only after factorizing), and the QK-norm
+    factors every latent K of a QK-norm model caches (layout.k_scale_for)."""
     ctx = recipe.budget.context
     total = recipe.budget.fraction * cache_bytes(original_layouts(cfg, recipe.cache_dtype), ctx)
     for i in range(cfg.num_layers):
         for t in ("k", "v"):
+            if t == "k" and cfg.qk_norm and ((i, t) in budgeted or (i, t) in ranks):
+                total -= K_SCALE_BYTES * cfg.num_kv_heads * LayerLayout.tokens_held_in(cfg.window(i), ctx)
             if (i, t) in budgeted:
                 continue
             c = (Component("latent", cfg.num_kv_heads, cfg.head_dim, ranks[(i, t)]) if (i, t) in ranks

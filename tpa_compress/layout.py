@@ -13,6 +13,12 @@ Component kinds (for K or V of one layer, `heads` = KV heads, `dim` = head_dim):
                   caches the R feature factors b_r: R * dim values.
 - tpa_contextual  TPA with contextual A(x): caches a_r and b_r: R * (heads + dim).
 
+`k_scale` (per layer, a latent K on a model with QK-norm): the cache also keeps each
+entry's QK-norm factor 1 / rms(U z + b), fp32 per KV head (4 bytes each), computed once
+when the entry is written. RoPE is applied to a full K once, at write time; a latent K is
+rebuilt, normed and rotated at every read, and the norm's sum of squares over the rebuilt
+key was a large part of that per-read work (docs/benchmarks.md, tenth run).
+
 `sink` (per layer): the first `sink` positions of every sequence keep their exact K and V
 (IntactKV-style, arXiv 2403.01241). Gemma is trained with BOS first, and the BOS token is
 an attention sink that most heads attend to heavily; its K/V are outliers a low-rank
@@ -31,6 +37,7 @@ from .errors import TPAError
 KINDS = ("full", "latent", "tpa_fixed", "tpa_contextual")
 # Bytes per cached value, and per-token-per-component scale overhead (one fp16 scale).
 CACHE_DTYPES = {"fp32": (4, 0), "bf16": (2, 0), "fp16": (2, 0), "fp8": (1, 0), "int8": (1, 2)}
+K_SCALE_BYTES = 4  # a latent K's cached QK-norm factor, per KV head (fp32)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class LayerLayout:
     window: int | None = None  # None: global layer (holds the whole context)
     cache_dtype: str = "bf16"
     sink: int = 0  # leading positions whose factorized K/V are kept exact
+    k_scale: bool = False  # a latent K's QK-norm factor cached per entry (fp32 per KV head)
 
     def __post_init__(self):
         if self.cache_dtype not in CACHE_DTYPES:
@@ -69,6 +77,9 @@ class LayerLayout:
                            f"{', '.join(CACHE_DTYPES)}")
         if isinstance(self.sink, bool) or not isinstance(self.sink, int) or self.sink < 0:
             raise TPAError(f"sink {self.sink!r} is not valid; expected an integer >= 0")
+        if self.k_scale is not False and (self.k_scale is not True or self.k.kind != "latent"):
+            raise TPAError(f"k_scale {self.k_scale!r} is not valid for a {self.k.kind} K; valid: true with a "
+                           f"latent K, else false")
 
     @property
     def sink_held(self) -> int:
@@ -89,10 +100,16 @@ class LayerLayout:
 
     def bytes_per_token(self) -> float:
         size, scale = CACHE_DTYPES[self.cache_dtype]
-        return sum(c.values_per_token * size + scale for c in (self.k, self.v))
+        return (sum(c.values_per_token * size + scale for c in (self.k, self.v))
+                + K_SCALE_BYTES * self.k.heads * self.k_scale)
 
     def tokens_held(self, context: int) -> int:
-        return context if self.window is None else min(context, self.window)
+        return self.tokens_held_in(self.window, context)
+
+    @staticmethod
+    def tokens_held_in(window: int | None, context: int) -> int:
+        """Tokens a layer with this window holds at `context` (a global layer: all)."""
+        return context if window is None else min(context, window)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,7 +117,14 @@ class LayerLayout:
     @classmethod
     def from_dict(cls, d: dict) -> "LayerLayout":
         return cls(k=Component(**d["k"]), v=Component(**d["v"]), window=d.get("window"),
-                   cache_dtype=d.get("cache_dtype", "bf16"), sink=d.get("sink", 0))
+                   cache_dtype=d.get("cache_dtype", "bf16"), sink=d.get("sink", 0),
+                   k_scale=d.get("k_scale", False))
+
+
+def k_scale_for(cfg: ModelConfig, k: Component) -> bool:
+    """Whether a layer with this K caches its QK-norm factor: a latent K on a model with
+    QK-norm (Gemma 3) always does (layout.py's docstring says why)."""
+    return k.kind == "latent" and cfg.qk_norm
 
 
 def original_layouts(cfg: ModelConfig, cache_dtype: str = "bf16") -> list[LayerLayout]:

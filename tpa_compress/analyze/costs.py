@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ModelConfig
-from ..layout import Component, LayerLayout, cache_bytes, original_layouts, shrink_check
+from ..layout import Component, LayerLayout, cache_bytes, k_scale_for, original_layouts, shrink_check
 
 CACHE_DTYPES = ("bf16", "fp8", "int8")
 
@@ -29,7 +29,9 @@ class Candidate:
         out = []
         for i in range(cfg.num_layers):
             hit = self.scope == "all" or cfg.window(i) is None
-            out.append(LayerLayout(self.k if hit else full, self.v if hit else full, cfg.window(i), cache_dtype))
+            k = self.k if hit else full
+            out.append(LayerLayout(k, self.v if hit else full, cfg.window(i), cache_dtype,
+                                   k_scale=k_scale_for(cfg, k)))
         return out
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layout import Component, LayerLayout, layouts_from_config
+from ..layout import Component, LayerLayout, k_scale_for, layouts_from_config
 
 
 class _Sinked(nn.Module):
@@ -151,5 +151,5 @@ def layout_of_model(model) -> list[LayerLayout]:
                 comps.append(Component("tpa_contextual", cfg.num_kv_heads, cfg.head_dim, p.R))
             else:
                 comps.append(Component("full", cfg.num_kv_heads, cfg.head_dim))
-        out.append(LayerLayout(comps[0], comps[1], cfg.window(i), sink=sink))
+        out.append(LayerLayout(comps[0], comps[1], cfg.window(i), sink=sink, k_scale=k_scale_for(cfg, comps[0])))
     return out

@@ -77,7 +77,7 @@ class Attention(nn.Module):
         self.k_proj: nn.Module = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=False)
         self.v_proj: nn.Module = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=False)
         self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=False)
-        self.qk_norm = cfg.family == "gemma3"
+        self.qk_norm = cfg.qk_norm
         if self.qk_norm:
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, zero_centered=True)
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, zero_centered=True)

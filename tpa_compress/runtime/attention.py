@@ -93,6 +93,19 @@ def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin):
     return q, torch.cat([k, v], dim=-1)
 
 
+def key_scales(attn, z: torch.Tensor, step: int = 2048) -> torch.Tensor:
+    """A latent K's QK-norm factor per entry and KV head, 1 / rms(U z + b), (B, T, KV) fp32:
+    what a k_scale cache keeps beside z (layout.py), from the stored z in fp32, in slices of
+    `step` entries (bounded scratch for a whole cache)."""
+    kp, kv, d = attn.k_proj, attn.n_kv, attn.head_dim
+    up, bias = kp.up.weight.float(), kp.bias.float()
+    out = torch.empty(*z.shape[:2], kv, device=z.device)
+    for i in range(0, z.shape[1], step):
+        x = (z[:, i:i + step].float() @ up.T + bias).view(z.shape[0], -1, kv, d)
+        out[:, i:i + step] = torch.rsqrt(x.pow(2).mean(-1) + attn.k_norm.eps)
+    return out
+
+
 def keys(attn, lay: LayerLayout, kz: torch.Tensor, k_pos: torch.Tensor, base: float, scale: float):
     """Cache entries (B, T, values) -> attention-ready K (B, kv, T, D), rotated at k_pos."""
     b, t, _ = kz.shape

@@ -17,6 +17,10 @@ per tile when read (`read`; the Triton kernel converts on load). fp8 is e4m3 wit
 saturation at +-448; int8 keeps one fp16 scale per token and component (K, V) — absmax
 / 127 — in `scale` (batch, capacity, 2), which is what `layout.cache_bytes` counts.
 
+A latent K's QK-norm factors (LayerLayout.k_scale): `ks` (batch, capacity, KV heads) fp32,
+written with the entries by `key_scale` (the runner sets it: attention.key_scales of the
+layer) from the values as stored, so a one-byte cache's factors match its rounded z.
+
 Exact sink tokens (LayerLayout.sink > 0, a factorized K or V): a second, tiny buffer
 per component, (batch, sink, heads*dim), holds the exact attention-ready K
 (normed, rotated) or V of each sequence's own positions 0..sink-1 (row j = position j,
@@ -97,6 +101,9 @@ class LayerCache:
         self.scale = (torch.ones(batch, self.capacity, 2, dtype=torch.float16, device=device)
                       if self.quant == "int8" else None)
         self.quantize = quantize  # the runner swaps in a compiled twin (one fused kernel)
+        self.ks = (torch.ones(batch, self.capacity, layout.k.heads, dtype=torch.float32, device=device)
+                   if layout.k_scale else None)
+        self.key_scale = None  # z (batch, n, values) -> (batch, n, heads) fp32: set by the runner
         self.sink = layout.sink_held
         sdt = torch.bfloat16 if self.quant else dt
         sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=sdt, device=device)  # noqa: E731
@@ -105,7 +112,7 @@ class LayerCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.raw, self.scale, self.sk, self.sv) if t is not None)
+        return sum(t.nbytes for t in (self.raw, self.scale, self.ks, self.sk, self.sv) if t is not None)
 
     def write(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store entries (batch, n, values) at `slots` (n,), a device tensor (graph-safe)."""
@@ -115,12 +122,20 @@ class LayerCache:
     def write_kv(self, slots: torch.Tensor, kv: torch.Tensor) -> None:
         """Store entries (batch, n, k values | v values) at `slots` (n,)."""
         if self.quant is None:
-            self.kv.index_copy_(1, slots, kv.to(self.kv.dtype))
-            return
-        qz, sc = self.quantize(kv, self.quant, self.nk)
-        self.raw.index_copy_(1, slots, qz.view(self.raw.dtype))
-        if sc is not None:
-            self.scale.index_copy_(1, slots, sc)
+            kv = kv.to(self.kv.dtype)
+            self.kv.index_copy_(1, slots, kv)
+            z = kv[..., :self.nk]
+        else:
+            qz, sc = self.quantize(kv, self.quant, self.nk)
+            self.raw.index_copy_(1, slots, qz.view(self.raw.dtype))
+            if sc is not None:
+                self.scale.index_copy_(1, slots, sc)
+            z = None if self.ks is None else dequantize(qz[..., :self.nk], None if sc is None else sc[..., :1],
+                                                         torch.float32)
+        if self.ks is not None:
+            if self.key_scale is None:
+                raise RuntimeError("this cache keeps K's norm factors: set LayerCache.key_scale first")
+            self.ks.index_copy_(1, slots, self.key_scale(z))
 
     def read(self, dtype: torch.dtype, a: int = 0, e: int | None = None):
         """K and V entries of slots a..e in a compute dtype: views of the buffers for a

@@ -1116,16 +1116,17 @@ def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: 
 _FAILED: dict = {}
 
 
-def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False) -> str | None:
-    """Compile the builds a layer of these shapes can take (both tile sizes); None when
-    they build, else the reason, warned about once per process."""
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz)
+def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False, kscale: bool = False) -> str | None:
+    """Compile the builds a layer of these shapes can take (both tile sizes; kscale: the
+    layer's cache keeps K's norm factors); None when they build, else the reason, warned
+    about once per process."""
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz, kscale)
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
                 wg = kind_for(rv) == "wg"  # built for the cache's row strides (K and V entries side by side)
                 compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"],
-                         normz and kind_for(rv) == "warp", strides=(rk + rv, rk + rv) if wg else (0, 0))
+                         normz and kind_for(rv) == "warp", kscale and wg, (rk + rv, rk + rv) if wg else (0, 0))
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]

@@ -26,6 +26,7 @@ import torch
 
 from ..models.common import rope_inv_freq
 from . import cuda_decode
+from .attention import key_scales as latent_key_scales  # noqa: F401 (the benches and tests use it)
 
 if not torch.cuda.is_available():  # no GPU: triton can only interpret (the tests' CPU mode)
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -337,19 +338,6 @@ def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
         (bias.float() * w).contiguous()
 
 
-def latent_key_scales(attn, z: torch.Tensor, step: int = 2048) -> torch.Tensor:
-    """Each latent key's QK-norm factor 1 / rms(U z + b) per KV head, (B, T, KV) fp32: what
-    a cache that keeps it beside z holds (computed in fp32 from the stored z, in slices
-    of `step` keys)."""
-    kp, kv, d = attn.k_proj, attn.n_kv, attn.head_dim
-    up, bias = kp.up.weight.float(), kp.bias.float()
-    out = torch.empty(*z.shape[:2], kv, device=z.device)
-    for i in range(0, z.shape[1], step):
-        x = (z[:, i:i + step].float() @ up.T + bias).view(z.shape[0], -1, kv, d)
-        out[:, i:i + step] = torch.rsqrt(x.pow(2).mean(-1) + attn.k_norm.eps)
-    return out
-
-
 class DecodeAttention:
     """Per-layer constants of the kernels (made once) and their launch.
 
@@ -428,7 +416,8 @@ class DecodeAttention:
                                  (self.bb + (self.gz[:, 0] * e * e).sum(1)).contiguous())  # |b|^2
             # built now (NVRTC, a private torch API): where that fails, the Triton kernel
             # serves the layer, said once, rather than a failing decode step
-            err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0, self.cu_normz is not None)
+            err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0, self.cu_normz is not None,
+                                        lay.k_scale)
             if err is not None:
                 if backend == "cuda":
                     raise RuntimeError(f"the CUDA decode kernel does not build here: {err}")
@@ -447,8 +436,8 @@ class DecodeAttention:
         """q (B, H, 1, D) attention-ready; kc/vc (B, T, values) the cache's K and V
         entries (fp8 and int8 are dequantized on load); k_pos (B, T) int32; q_pos (B, 1);
         sink: exact (ks, vs), each (B, kv, n, D), or None; scale: an int8 cache's
-        (B, T, 2) fp16 scales (K, V); k_scale: a latent K's QK-norm factors (B, T, KV) fp32
-        (latent_key_scales), which the wg kernel reads instead of summing squares (the other
+        (B, T, 2) fp16 scales (K, V); k_scale: a latent K's cached QK-norm factors (B, T, KV)
+        fp32 (layout k_scale), which the wg kernel reads instead of summing squares (the other
         paths compute the norm themselves). Returns (B, 1, H*D) in q's dtype."""
         b, t = kc.shape[0], kc.shape[1]
         h, d = q.shape[1], self.d

@@ -10,6 +10,7 @@ tile update) with torch.compile; the graph then replays them with no launch cost
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field, replace
 
@@ -21,7 +22,7 @@ from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
 from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
-                        new_entries, new_entries_fused, sdpa_decode, sink_of, tile_update)
+                        key_scales, new_entries, new_entries_fused, sdpa_decode, sink_of, tile_update)
 from . import kernels
 from .cache import DTYPE_NAMES, KVCache, quantize
 from .sampling import SamplingParams, sample
@@ -111,6 +112,9 @@ class Runner:
         self.shortest, self.steps_done = 0, 0
         self.batch, self.max_len = batch, max_len
         self.cache = KVCache(self.layouts, batch, max_len, self.device)
+        for blk, lc in zip(model.layers, self.cache.layers):
+            if lc.ks is not None:  # a latent K's norm factors, computed as entries are written
+                lc.key_scale = functools.partial(key_scales, blk.self_attn)
         # keys per tile when K is rebuilt: bounded fp32 scratch (~64 MB), 512..8192
         kv_row = batch * cfg.num_kv_heads * cfg.head_dim * 4
         self.tile = tile or max(512, min(8192, (128 << 20) // kv_row // 512 * 512))
@@ -299,7 +303,7 @@ class Runner:
                 self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
             sink = self._sink_tile(attn, lc)
         if i in self.kernels:
-            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale)
+            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks)
         if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
             o = sdpa_decode(attn, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
         elif lay.k.kind == "full" and sink is None:
