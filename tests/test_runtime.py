@@ -189,16 +189,22 @@ def test_direct_decode_path_for_long_full_caches(monkeypatch):
         check_against_reference(model, prompts_of([12, 3], seed=5), new=10)
 
 
-@pytest.mark.parametrize("family,cache_dtype", [("gemma3", "fp32"), ("gemma3", "int8"), ("llama", "fp32")])
-def test_latent_k_caches_its_norm_factors(family, cache_dtype):
+@pytest.mark.parametrize("family,cache_dtype,written", [("gemma3", "fp32", False), ("gemma3", "bf16", True),
+                                                         ("gemma3", "int8", False), ("llama", "fp32", False)])
+def test_latent_k_caches_its_norm_factors(family, cache_dtype, written):
     """A latent K with QK-norm keeps each entry's 1 / rms(U z + b) beside z (layout k_scale),
-    from z as stored (int8: dequantized); priced by the layout; none without QK-norm."""
+    from z as stored (int8: dequantized); priced by the layout; none without QK-norm.
+    written: through the compiled decode step's entries function (run eagerly here)."""
     from tpa_compress.layout import LayerLayout
+    from tpa_compress.runtime.attention import entries_written, new_entries_fused
     from tpa_compress.runtime.cache import dequantize
     _, model = tiny_model(family, sliding_window=16)
     install(model, [2, 5], *LAYOUTS["latent_kv"])
     prompts = prompts_of([9, 17, 4], seed=2)
     r = Runner(model, 3, 30, cache_dtype=cache_dtype)
+    if written:
+        r.fuse_weights()
+        r.entries, r.entries_written = new_entries_fused, entries_written
     r.generate(prompts, 5, stop_at_eos=False)
     assert r.cache.kv_bytes == cache_bytes(r.layouts, 30, 3)
     for i, (lay, lc) in enumerate(zip(r.layouts, r.cache.layers)):
@@ -210,7 +216,7 @@ def test_latent_k_caches_its_norm_factors(family, cache_dtype):
         assert lay.bytes_per_token() == plain.bytes_per_token() + 4 * N_KV
         attn = model.layers[i].self_attn
         n = min(17 + 5 - 1, lc.capacity)  # slots written: the longest prompt + decode inputs (ring: all)
-        z = lc.k[:, :n] if lc.scale is None else dequantize(lc.k[:, :n], lc.scale[:, :n, :1], torch.float32)
+        z = lc.k[:, :n].float() if lc.scale is None else dequantize(lc.k[:, :n], lc.scale[:, :n, :1], torch.float32)
         with torch.no_grad():  # the rebuilt (pre-norm) key in float64
             k = (z.double() @ attn.k_proj.up.weight.double().T + attn.k_proj.bias.double()).view(3, n, N_KV, D)
         want = torch.rsqrt(k.pow(2).mean(-1) + attn.k_norm.eps)

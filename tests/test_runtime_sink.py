@@ -119,15 +119,18 @@ def test_sink_compiled_cuda_path(kind):
 
 @pytest.mark.parametrize("family", ["gemma3", "llama"])
 @pytest.mark.parametrize("kind", ["original", "latent_kv", "latent_v_only", "tpa_contextual"])
-def test_fused_weights_decode_path(family, kind):
+@pytest.mark.parametrize("written", [False, True])
+def test_fused_weights_decode_path(family, kind, written):
     """The CUDA decode step's one Q/K/V matmul with one K|V cache write, and the MLP's
-    gate|up as one matmul in the tail (run eagerly here): both families' `finish`."""
-    from tpa_compress.runtime.attention import new_entries_fused
+    gate|up as one matmul in the tail (run eagerly here): both families' `finish`.
+    written: the entries function writes the cache itself (and a latent K's norm factors)."""
+    from tpa_compress.runtime.attention import entries_written, new_entries_fused
     model = sink_model(family, kind, 2, layers=[] if kind == "original" else None)
     prompts = prompts_of([10, 1, 4], seed=3)
     r = runner_for(model, prompts, 10)
     r.fuse_weights()
     r.entries = new_entries_fused
+    r.entries_written = entries_written if written else None
     check_steps(model, prompts, 10, r)
 
 

@@ -93,17 +93,43 @@ def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin):
     return q, torch.cat([k, v], dim=-1)
 
 
-def key_scales(attn, z: torch.Tensor, step: int = 2048) -> torch.Tensor:
-    """A latent K's QK-norm factor per entry and KV head, 1 / rms(U z + b), (B, T, KV) fp32:
-    what a k_scale cache keeps beside z (layout.py), from the stored z in fp32, in slices of
-    `step` entries (bounded scratch for a whole cache)."""
-    kp, kv, d = attn.k_proj, attn.n_kv, attn.head_dim
-    up, bias = kp.up.weight.float(), kp.bias.float()
-    out = torch.empty(*z.shape[:2], kv, device=z.device)
+def key_scale_terms(attn) -> tuple:
+    """What a latent K's norm factors are computed from: U and the bias in fp32, the
+    norm's eps, the KV heads."""
+    kp = attn.k_proj
+    return kp.up.weight.detach().float(), kp.bias.detach().float(), attn.k_norm.eps, attn.n_kv
+
+
+def key_scales(z: torch.Tensor, terms, step: int = 2048) -> torch.Tensor:
+    """A latent K's QK-norm factor per entry and KV head, 1 / rms(U z + b), (B, T, KV) fp32,
+    from z as the cache stores it: what a k_scale cache keeps beside z (layout.py). In
+    slices of `step` entries (bounded fp32 scratch for a whole prompt)."""
+    up, bias, eps, kv = terms
+    out = []
     for i in range(0, z.shape[1], step):
-        x = (z[:, i:i + step].float() @ up.T + bias).view(z.shape[0], -1, kv, d)
-        out[:, i:i + step] = torch.rsqrt(x.pow(2).mean(-1) + attn.k_norm.eps)
-    return out
+        x = (z[:, i:i + step].float() @ up.T + bias).unflatten(-1, (kv, -1))
+        out.append(torch.rsqrt(x.pow(2).mean(-1) + eps))
+    return torch.cat(out, 1)
+
+
+def write_entries(kv_buf, slots, kv, nk: int, ks_buf=None, ks_terms=None) -> None:
+    """Store a plain (not one-byte) cache's new entries (B, n, k values | v values) at
+    `slots`, and a k_scale layout's norm factors from z as stored (LayerCache.write_kv's
+    plain path). The compiled decode step calls it inside its entries function, where the
+    writes and the factors fuse into the projection's epilogue kernel (no launch of their own)."""
+    kv = kv.to(kv_buf.dtype)
+    kv_buf.index_copy_(1, slots, kv)
+    if ks_buf is not None:
+        ks_buf.index_copy_(1, slots, key_scales(kv[..., :nk], ks_terms))
+
+
+def entries_written(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin, kv_buf, slots, ks_buf=None,
+                    ks_terms=None):
+    """`new_entries_fused` and the cache write in one function (compiled as one: the CUDA
+    decode step of a plain cache); returns q."""
+    q, kv = new_entries_fused(attn, lay, w_qkv, x, cos, sin)
+    write_entries(kv_buf, slots, kv, lay.k.values_per_token, ks_buf, ks_terms)
+    return q
 
 
 def keys(attn, lay: LayerLayout, kz: torch.Tensor, k_pos: torch.Tensor, base: float, scale: float):

@@ -18,8 +18,8 @@ saturation at +-448; int8 keeps one fp16 scale per token and component (K, V) â€
 / 127 â€” in `scale` (batch, capacity, 2), which is what `layout.cache_bytes` counts.
 
 A latent K's QK-norm factors (LayerLayout.k_scale): `ks` (batch, capacity, KV heads) fp32,
-written with the entries by `key_scale` (the runner sets it: attention.key_scales of the
-layer) from the values as stored, so a one-byte cache's factors match its rounded z.
+written with the entries (attention.key_scales, from the layer's `ks_terms`, which the
+runner sets) from z as stored, so a one-byte cache's factors match its rounded z.
 
 Exact sink tokens (LayerLayout.sink > 0, a factorized K or V): a second, tiny buffer
 per component, (batch, sink, heads*dim), holds the exact attention-ready K
@@ -35,6 +35,7 @@ import torch
 
 from ..errors import TPAError
 from ..layout import LayerLayout
+from .attention import key_scales, write_entries
 
 EMPTY = 2**30  # position of a never-written slot: later than any query, so never attended
 TORCH_CACHE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -103,7 +104,7 @@ class LayerCache:
         self.quantize = quantize  # the runner swaps in a compiled twin (one fused kernel)
         self.ks = (torch.ones(batch, self.capacity, layout.k.heads, dtype=torch.float32, device=device)
                    if layout.k_scale else None)
-        self.key_scale = None  # z (batch, n, values) -> (batch, n, heads) fp32: set by the runner
+        self.ks_terms = None  # attention.key_scale_terms of the layer: set by the runner
         self.sink = layout.sink_held
         sdt = torch.bfloat16 if self.quant else dt
         sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=sdt, device=device)  # noqa: E731
@@ -121,21 +122,18 @@ class LayerCache:
 
     def write_kv(self, slots: torch.Tensor, kv: torch.Tensor) -> None:
         """Store entries (batch, n, k values | v values) at `slots` (n,)."""
+        if self.ks is not None and self.ks_terms is None:
+            raise RuntimeError("this cache keeps K's norm factors: set LayerCache.ks_terms first")
         if self.quant is None:
-            kv = kv.to(self.kv.dtype)
-            self.kv.index_copy_(1, slots, kv)
-            z = kv[..., :self.nk]
-        else:
-            qz, sc = self.quantize(kv, self.quant, self.nk)
-            self.raw.index_copy_(1, slots, qz.view(self.raw.dtype))
-            if sc is not None:
-                self.scale.index_copy_(1, slots, sc)
-            z = None if self.ks is None else dequantize(qz[..., :self.nk], None if sc is None else sc[..., :1],
-                                                         torch.float32)
-        if self.ks is not None:
-            if self.key_scale is None:
-                raise RuntimeError("this cache keeps K's norm factors: set LayerCache.key_scale first")
-            self.ks.index_copy_(1, slots, self.key_scale(z))
+            write_entries(self.kv, slots, kv, self.nk, self.ks, self.ks_terms)
+            return
+        qz, sc = self.quantize(kv, self.quant, self.nk)
+        self.raw.index_copy_(1, slots, qz.view(self.raw.dtype))
+        if sc is not None:
+            self.scale.index_copy_(1, slots, sc)
+        if self.ks is not None:  # from z as stored: dequantized
+            z = dequantize(qz[..., :self.nk], None if sc is None else sc[..., :1], torch.float32)
+            self.ks.index_copy_(1, slots, key_scales(z, self.ks_terms))
 
     def read(self, dtype: torch.dtype, a: int = 0, e: int | None = None):
         """K and V entries of slots a..e in a compute dtype: views of the buffers for a

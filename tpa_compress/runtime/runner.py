@@ -10,7 +10,6 @@ tile update) with torch.compile; the graph then replays them with no launch cost
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from dataclasses import dataclass, field, replace
 
@@ -22,7 +21,8 @@ from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
 from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
-                        key_scales, new_entries, new_entries_fused, sdpa_decode, sink_of, tile_update)
+                        entries_written, key_scale_terms, new_entries, new_entries_fused, sdpa_decode,
+                        sink_of, tile_update)
 from . import kernels
 from .cache import DTYPE_NAMES, KVCache, quantize
 from .sampling import SamplingParams, sample
@@ -114,7 +114,7 @@ class Runner:
         self.cache = KVCache(self.layouts, batch, max_len, self.device)
         for blk, lc in zip(model.layers, self.cache.layers):
             if lc.ks is not None:  # a latent K's norm factors, computed as entries are written
-                lc.key_scale = functools.partial(key_scales, blk.self_attn)
+                lc.ks_terms = key_scale_terms(blk.self_attn)
         # keys per tile when K is rebuilt: bounded fp32 scratch (~64 MB), 512..8192
         kv_row = batch * cfg.num_kv_heads * cfg.head_dim * 4
         self.tile = tile or max(512, min(8192, (128 << 20) // kv_row // 512 * 512))
@@ -130,6 +130,7 @@ class Runner:
         self.entries, self.update, self.tail = new_entries, tile_update, _tail
         self.direct, self.rope_fn, self.bias_fn = direct_decode, rope_cos_sin, _mask_bias
         self.w_qkv, self.w_gu = None, None
+        self.entries_written = None  # compiled with the rest (_compile)
         # K and V full or latent: the whole decode attention in Triton (kernels.py),
         # flash-decoding over chunks of the cache, a latent K rebuilt in registers
         self.kernels = {}
@@ -151,6 +152,9 @@ class Runner:
         # two fewer kernels per layer and step
         self.fuse_weights()
         self.entries = torch.compile(new_entries_fused, dynamic=False)
+        # a plain cache: the write (and a k_scale layout's norm factors) in the same graph, so
+        # they fuse into the projection's epilogue instead of launching kernels of their own
+        self.entries_written = torch.compile(entries_written, dynamic=False)
         self.update = torch.compile(tile_update, dynamic=False)
         self.tail = torch.compile(_tail, dynamic=False)
         self.direct = torch.compile(direct_decode, dynamic=False)
@@ -291,7 +295,10 @@ class Runner:
     def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False):
         """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
-        if self.w_qkv is not None:
+        if self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
+            q = self.entries_written(attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks,
+                                     lc.ks_terms)
+        elif self.w_qkv is not None:
             q, kv = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin)
             lc.write_kv(slots[lc.capacity], kv)
         else:
