@@ -24,6 +24,7 @@ from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
 from tpa_compress.runtime import cuda_decode, kernels  # noqa: E402
+from tpa_compress.runtime.attention import key_scale_terms, key_scales  # noqa: E402
 
 
 def timed(fn, reps=20, rounds=5):
@@ -119,7 +120,7 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, sink, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
-            ksc = kernels.latent_key_scales(attn, k) if kk == "latent" and attn.qk_norm else None
+            ksc = (key_scales(k, key_scale_terms(attn)) if kk == "latent" and attn.qk_norm else None)
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
                         for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]

@@ -140,7 +140,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     kern.combine_block = 2  # merged over several blocks of chunk states
     assert kern.chunks(b, t)[1] > 2
     # k_scale: each key's QK-norm factor handed in as a cache holding it would (latent K)
-    ksc = kernels.latent_key_scales(attn, kc) if k_scale else None
+    ksc = A.key_scales(kc, A.key_scale_terms(attn)) if k_scale else None
     got = kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc)
     if quant:
         kc, vc = dequantize_kv(kc, vc, scale, dtype)

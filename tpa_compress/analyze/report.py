@@ -179,7 +179,7 @@ def markdown(doc: dict, plots: list[Path], command: str | None = None) -> str:
               "fixed: one head factor for all tokens (PCA of the head mode); contextual: per token (its top-R "
               "singular values), the most contextual TPA can keep. Uncentred.",
               "- Cache bytes: `layout.cache_bytes` (window-aware; int8 adds one fp16 scale per token and "
-              "component).", ""]
+              "component; a latent K on a QK-norm model adds its cached fp32 norm factor per KV head).", ""]
     return "\n".join(lines)
 
 

@@ -26,7 +26,6 @@ import torch
 
 from ..models.common import rope_inv_freq
 from . import cuda_decode
-from .attention import key_scales as latent_key_scales  # noqa: F401 (the benches and tests use it)
 
 if not torch.cuda.is_available():  # no GPU: triton can only interpret (the tests' CPU mode)
     os.environ.setdefault("TRITON_INTERPRET", "1")
