@@ -1146,7 +1146,7 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     # the QK-norm sum from z: the warp kernel's option (the wg kernel measured slower with it,
     # 334 vs 317 us at batch 32, 32K keys: the mma work beside the rebuild costs more than it saves)
     normz = kind == "warp" and da.cu_normz is not None
-    kscale = kind == "wg" and k_scale is not None
+    kscale = kind == "wg" and k_scale is not None and da.has_norm  # (no norm: no factors to read)
     fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz,
                   kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0))
     # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);

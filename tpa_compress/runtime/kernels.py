@@ -404,9 +404,11 @@ class DecodeAttention:
         if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
             self.cu_up, self.cu_raw_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_up, raw_b
             # with each key's norm factor from the cache (k_scale): the weight folded into U, bias
-            w = self.nw.float().repeat(self.kv) if self.has_norm else torch.ones_like(raw_b)
-            self.cu_wup = (raw_up.float() * w[:, None]).to(raw_up.dtype).contiguous()
-            self.cu_wbias = (raw_b * w).contiguous()
+            self.cu_wup = self.cu_wbias = None
+            if self.has_norm:
+                w = self.nw.float().repeat(self.kv)
+                self.cu_wup = (raw_up.float() * w[:, None]).to(raw_up.dtype).contiguous()
+                self.cu_wbias = (raw_b * w).contiguous()
             # or, U orthonormal per head (Gram = I): from z, the weight folded into U (warp kernel)
             self.cu_normz = None
             if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):
