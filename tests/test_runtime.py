@@ -225,3 +225,31 @@ def test_latent_k_caches_its_norm_factors(family, cache_dtype, written):
         LayerLayout(Component("full", N_KV, D), Component("full", N_KV, D), k_scale=True)
     assert LayerLayout.from_dict({"k": {"kind": "full", "heads": 1, "dim": 4},
                                   "v": {"kind": "full", "heads": 1, "dim": 4}}).k_scale is False
+
+
+def test_recipe_can_turn_the_norm_factors_off():
+    """Recipe `k_scale: false`: a converted Gemma latent K caches no norm factors; the
+    layouts (config.json's tpa) record it, so a model rebuilt from them allocates none. The
+    default caches them, priced. A value that is not a boolean is a one-line error."""
+    from tpa_compress.layout import layouts_to_config
+    from tpa_compress.methods.layers import install_layouts, layout_of_model
+    base = {"calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
+            "eval": {"seq_len": 32, "max_windows": 1},
+            "layers": [{"select": "all", "k": {"method": "activation_svd", "rank": 4},
+                        "v": {"method": "activation_svd", "rank": 4}}]}
+    per_token = {}
+    for on in (True, False):
+        ck, model = tiny_model("gemma3")
+        res, _ = convert(ck, model, parse_recipe({**base, "k_scale": on}, "t.yaml"), eval_model=False,
+                         log=lambda m: None)
+        assert [lay.k_scale for lay in res.layouts] == [on] * len(res.layouts)
+        assert [lay.k_scale for lay in layout_of_model(model)] == [on] * len(res.layouts)
+        per_token[on] = sum(lay.bytes_per_token() for lay in res.layouts)
+        rebuilt = build_model(ck)  # as a converted folder loads: modules from its tpa config
+        install_layouts(rebuilt, layouts_to_config(res.layouts))
+        r = Runner(rebuilt, 2, 20)
+        assert all((lc.ks is not None) == on for lc in r.cache.layers)
+        assert r.cache.kv_bytes == cache_bytes(r.layouts, 20, 2)
+    assert per_token[True] == per_token[False] + 4 * N_KV * len(res.layouts)
+    with pytest.raises(TPAError, match="k_scale"):
+        parse_recipe({**base, "k_scale": "yes"}, "t.yaml")

@@ -23,7 +23,7 @@ from .errors import TPAError
 from .layout import (K_SCALE_BYTES, Component, LayerLayout, cache_bytes, k_scale_for, layouts_to_config,
                      original_layouts, shrink_check)
 from .methods import LayerInputs, get_method
-from .methods.layers import effective_weight, make_proj
+from .methods.layers import effective_weight, make_proj, set_k_scale
 from .ranks import Candidate, budget_ranks, energy_rank
 from .recipe import Recipe, validate_for_model
 
@@ -242,7 +242,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             if bar:
                 bar(done, len(items))
         lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
-                          k_scale=k_scale_for(cfg, comps["k"]))
+                          k_scale=recipe.k_scale and k_scale_for(cfg, comps["k"]))
+        set_k_scale(attn.k_proj, lay.k_scale)
         layouts.append(lay)
         reports.append(LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()))
 
@@ -339,7 +340,7 @@ def _budget_left(cfg, recipe: Recipe, ranks: dict, budgeted: set) -> float:
     total = recipe.budget.fraction * cache_bytes(original_layouts(cfg, recipe.cache_dtype), ctx)
     for i in range(cfg.num_layers):
         for t in ("k", "v"):
-            if t == "k" and cfg.qk_norm and ((i, t) in budgeted or (i, t) in ranks):
+            if t == "k" and cfg.qk_norm and recipe.k_scale and ((i, t) in budgeted or (i, t) in ranks):
                 total -= K_SCALE_BYTES * cfg.num_kv_heads * LayerLayout.tokens_held_in(cfg.window(i), ctx)
             if (i, t) in budgeted:
                 continue

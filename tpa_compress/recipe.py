@@ -93,6 +93,7 @@ class Recipe:
     weight_dtype: str = "float32"
     cache_dtype: str = "bf16"
     sink_tokens: int = 1
+    k_scale: bool = True  # a latent K on a QK-norm model caches its norm factor (layout.py)
     calibration: Calibration = field(default_factory=Calibration)
     eval: EvalSpec = field(default_factory=EvalSpec)
     budget: Budget | None = None
@@ -181,7 +182,7 @@ def _selector(v, where: str) -> Selector:
 
 def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     top = {"model", "seed", "weight_dtype", "cache_dtype", "calibration", "eval", "budget", "layers",
-           "description", "sink_tokens"}
+           "description", "sink_tokens", "k_scale"}
     _keys(d, top, source)
     if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
         raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
@@ -217,8 +218,11 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TPAError(f"{source}: seed {seed!r} is not valid; expected an integer")
     sink = _int(d.get("sink_tokens", 1), f"{source}: sink_tokens", 0)
+    ks = d.get("k_scale", True)
+    if not isinstance(ks, bool):
+        raise TPAError(f"{source}: k_scale {ks!r} is not valid; expected true or false")
     return Recipe(layers=rules, model=d.get("model"), seed=seed, weight_dtype=wd, cache_dtype=cd,
-                  sink_tokens=sink, calibration=calib, eval=ev, budget=budget, source=source, raw=d)
+                  sink_tokens=sink, k_scale=ks, calibration=calib, eval=ev, budget=budget, source=source, raw=d)
 
 
 def load_recipe(path: str | Path) -> Recipe:

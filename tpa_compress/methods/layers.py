@@ -123,6 +123,14 @@ def install_layouts(model, tpa: dict) -> None:
         attn = block.self_attn
         attn.k_proj = make_proj(model.cfg.hidden_size, lay.k, lay.sink)
         attn.v_proj = make_proj(model.cfg.hidden_size, lay.v, lay.sink)
+        set_k_scale(attn.k_proj, lay.k_scale)
+
+
+def set_k_scale(k_proj, on: bool) -> None:
+    """Record on a K projection whether its layout caches the norm factors (layout
+    k_scale: a converted folder's or recipe's choice); layout_of_model reads it back. A
+    projection without the record gets the default, layout.k_scale_for."""
+    k_proj.k_scale = bool(on)
 
 
 def replaced_weight_names(tpa: dict) -> set[str]:
@@ -151,5 +159,7 @@ def layout_of_model(model) -> list[LayerLayout]:
                 comps.append(Component("tpa_contextual", cfg.num_kv_heads, cfg.head_dim, p.R))
             else:
                 comps.append(Component("full", cfg.num_kv_heads, cfg.head_dim))
-        out.append(LayerLayout(comps[0], comps[1], cfg.window(i), sink=sink, k_scale=k_scale_for(cfg, comps[0])))
+        ks = getattr(block.self_attn.k_proj, "k_scale", None)
+        ks = k_scale_for(cfg, comps[0]) if ks is None else ks and comps[0].kind == "latent"
+        out.append(LayerLayout(comps[0], comps[1], cfg.window(i), sink=sink, k_scale=ks))
     return out
