@@ -160,6 +160,6 @@ def layout_of_model(model) -> list[LayerLayout]:
             else:
                 comps.append(Component("full", cfg.num_kv_heads, cfg.head_dim))
         ks = getattr(block.self_attn.k_proj, "k_scale", None)
-        ks = k_scale_for(cfg, comps[0]) if ks is None else ks and comps[0].kind == "latent"
+        ks = k_scale_for(cfg, comps[0]) if ks is None else ks and k_scale_for(cfg, comps[0])
         out.append(LayerLayout(comps[0], comps[1], cfg.window(i), sink=sink, k_scale=ks))
     return out
