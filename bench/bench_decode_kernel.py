@@ -120,7 +120,9 @@ def main():
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, sink, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
-            ksc = (key_scales(k, key_scale_terms(attn)) if kk == "latent" and attn.qk_norm else None)
+            # the factors' table (a rebuild of the whole cache): only when a --k-scale 1 row needs it
+            ksc = (key_scales(k, key_scale_terms(attn))
+                   if kk == "latent" and attn.qk_norm and "1" in a.k_scale.split(",") else None)
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
                         for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
