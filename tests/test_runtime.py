@@ -227,6 +227,33 @@ def test_latent_k_caches_its_norm_factors(family, cache_dtype, written):
                                   "v": {"kind": "full", "heads": 1, "dim": 4}}).k_scale is False
 
 
+@pytest.mark.parametrize("kv", [1, 2])
+def test_norm_factors_from_the_gram_diagonal(kv):
+    """An orthonormal K basis (per head, rounded to bf16 as the cache's U is) takes the
+    pointwise form sum_r g_r (z_r + e_r)^2 + const (no matmul: it fuses into the projection's
+    epilogue) and matches 1 / rms(U z + b) in float64 to ~1e-3; a random basis keeps U."""
+    from types import SimpleNamespace as NS
+    from tpa_compress.runtime.attention import key_scale_terms, key_scales
+    g = torch.Generator().manual_seed(0)
+    r, d = 64, 256
+    z = torch.randn(2, 300, r, generator=g) * 2
+
+    def attn(up):
+        lin = NS(weight=up.to(torch.bfloat16))
+        return NS(k_proj=NS(up=lin, bias=torch.randn(kv * d, generator=g) * 0.3), n_kv=kv, k_norm=NS(eps=1e-6))
+
+    heads = [torch.linalg.qr(torch.randn(d, r, generator=g))[0] * 3 for _ in range(kv)]
+    for up, form in ((torch.cat(heads), "diag"), (torch.randn(kv * d, r, generator=g) * 0.1, "up")):
+        a = attn(up)
+        terms = key_scale_terms(a)
+        assert terms[0] == form
+        u = a.k_proj.up.weight.double()
+        want = torch.rsqrt((z.double() @ u.T + a.k_proj.bias.double()).unflatten(-1, (kv, d)).pow(2).mean(-1) + 1e-6)
+        got = key_scales(z, terms, step=128).double()
+        assert got.shape == (2, 300, kv)
+        assert ((got - want).abs() / want).max() < (2e-3 if form == "diag" else 1e-5)
+
+
 def test_recipe_can_turn_the_norm_factors_off():
     """Recipe `k_scale: false`: a converted Gemma latent K caches no norm factors; the
     layouts (config.json's tpa) record it, so a model rebuilt from them allocates none. The

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..layout import LayerLayout
 from ..models.common import rope_cos_sin
+from .kernels import norm_from_latent
 
 
 def sink_of(lay: LayerLayout) -> int:
@@ -93,22 +94,39 @@ def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin):
     return q, torch.cat([k, v], dim=-1)
 
 
-def key_scale_terms(attn) -> tuple:
-    """What a latent K's norm factors are computed from: U and the bias in fp32, the
-    norm's eps, the KV heads."""
-    kp = attn.k_proj
-    return kp.up.weight.detach().float(), kp.bias.detach().float(), attn.k_norm.eps, attn.n_kv
+def key_scale_terms(attn, tol: float = 4e-3) -> tuple:
+    """What a latent K's norm factors are computed from: ("diag", g and e (kv, 2, r), const
+    (kv,), eps, head dim) where each head's Gram matrix U_h^T U_h is diagonal up to tol (its
+    off-diagonal part's spectral norm over the largest g: an orthonormal K basis rounded to
+    bf16 is ~1e-3), so |U_h z + b_h|^2 = sum_r g_r (z_r + e_r)^2 + const_h
+    (kernels.norm_from_latent) is a pointwise sum over z that fuses into the projection's
+    epilogue (no matmul); else ("up", U, bias in fp32, eps, KV heads)."""
+    kp, kv = attn.k_proj, attn.n_kv
+    up, bias = kp.up.weight.detach().float(), kp.bias.detach().float()
+    u = up.view(kv, -1, up.shape[1])
+    gram = u.transpose(1, 2) @ u
+    g = gram.diagonal(dim1=1, dim2=2)
+    off = torch.linalg.matrix_norm(gram - torch.diag_embed(g), 2).amax()
+    z_norm = norm_from_latent(up, bias, torch.ones(u.shape[1]), kv, u.shape[1]) if off <= tol * g.amax() else None
+    if z_norm is not None:
+        return "diag", z_norm[0], z_norm[1], attn.k_norm.eps, u.shape[1]
+    return "up", up, bias, attn.k_norm.eps, kv
 
 
 def key_scales(z: torch.Tensor, terms, step: int = 2048) -> torch.Tensor:
     """A latent K's QK-norm factor per entry and KV head, 1 / rms(U z + b), (B, T, KV) fp32,
     from z as the cache stores it: what a k_scale cache keeps beside z (layout.py). In
     slices of `step` entries (bounded fp32 scratch for a whole prompt)."""
-    up, bias, eps, kv = terms
     out = []
     for i in range(0, z.shape[1], step):
-        x = (z[:, i:i + step].float() @ up.T + bias).unflatten(-1, (kv, -1))
-        out.append(torch.rsqrt(x.pow(2).mean(-1) + eps))
+        x = z[:, i:i + step].float()
+        if terms[0] == "diag":
+            _, gz, const, eps, d = terms
+            sq = (gz[:, 0] * (x[..., None, :] + gz[:, 1]).square()).sum(-1) + const
+            out.append(torch.rsqrt(sq / d + eps))
+        else:
+            _, up, bias, eps, kv = terms
+            out.append(torch.rsqrt((x @ up.T + bias).unflatten(-1, (kv, -1)).pow(2).mean(-1) + eps))
     return torch.cat(out, 1)
 
 

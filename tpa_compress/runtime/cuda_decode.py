@@ -970,9 +970,8 @@ _SINK_STATE = r"""
     }
 """
 
-_MERGE = r"""
-    Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
-    if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
+# the merge after each warp's m / l went into mg ("wg" stores its own: two heads per lane)
+_MERGE_ACC = r"""
     #pragma unroll
     for (int vm = 0; vm < VM; vm++)
         #pragma unroll
@@ -1000,6 +999,10 @@ _MERGE = r"""
         if (col == 0) { m_out[row] = mm * 0.6931471805599453f; l_out[row] = ll; }  // log2 -> ln
     }
 """
+_MERGE = r"""
+    Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
+    if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
+""" + _MERGE_ACC
 
 
 @functools.lru_cache(maxsize=None)
@@ -1038,7 +1041,7 @@ def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "ti
     if kind == "wg":  # its Smem struct: U + bias block, ones, 2 warpgroups x 2 stages of z / z_v / positions
         # (+ the keys' norm factors), q, pair tables
         return (32 * (rk // 8 + 2) * 128 + 2048 + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4 + 4 * kscale)
-                + 8 * (128 + 4) * 4 + 128 * 24)
+                + 8 * (64 + 4) * 8 + ((64 * 16 + 8 * (2 * 64 + 4) * 8) if kscale else 128 * 24))
     if kind == "warp":  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
         return (256 * (rk + 8) * 2 + 2 * 128 * 16 + rk * 2 + 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
                 + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
@@ -1087,7 +1090,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
            unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0)) -> str:
     """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
-    src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE)
+    src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE).replace("__MERGE_ACC__", _MERGE_ACC)
            .replace("__HELPERS__", _HELPERS).replace("__PARAMS__", _PARAMS).replace("__PROLOGUE__", _PROLOGUE)
            .replace("__INDICES__", _INDICES)
            .replace("__SOFTMAX_PV__", _softmax_pv(*_SOFTMAX_PV_ARGS[kind]) if kind in _SOFTMAX_PV_ARGS else "")

@@ -7,10 +7,12 @@
 // cores straight from shared memory (U stays there for the whole program): 4x less U
 // traffic per key and no instructions spent loading it. The accumulator rows a warp holds
 // are its own 16 keys, so from there each warp works alone, as in the "warp" kernel: QK-norm
-// sums, RoPE in registers (a pair's two halves sit in the same thread), scores^T = q K^T by
-// mma.sync with the packed accumulators as the B operand, an online softmax of its own,
-// o^T += z_v^T p^T. The 8 warps' states merge once at the end into the chunk's state,
-// which the Triton combine finishes. Operands in shared memory use the no-swizzle
+// sums (or each key's factor from the cache: KSCALE), RoPE in registers (a pair's two halves
+// sit in the same thread; KSCALE: on f16 pairs), scores = K q^T by mma.sync with the rotated
+// keys as the A operand (the accumulators are laid out as its fragments; f16 has 3 more
+// mantissa bits than bf16), an online softmax of its own, o^T += z_v^T p^T (p transposed in
+// registers by movmatrix). The 8 warps' states merge once at the end into the chunk's
+// state, which the Triton combine finishes. Operands in shared memory use the no-swizzle
 // core-matrix layout: 8 rows x 16 bytes per 128-byte block, LBO = 128 (the next 8 of K),
 // SBO = the next 8 rows.
 #define D 256
@@ -29,6 +31,7 @@
 #define SBOU ((RK / 8 + 2) * 128)    // U rows: RK / 8 core matrices + the bias block (2)
 #define SBOZ (RK * 16)               // z tile rows: RK / 8 core matrices
 #define VS (RV + 8)                  // padded z_v rows (bf16): ldmatrix without bank conflicts
+#define QROW (16 * 4 + 4)            // a head's q^T fragments (16 k-steps x 4 lanes) + 32 bytes: no bank conflicts
 #define NEG_INF __int_as_float(0xff800000)
 __HELPERS__
 typedef unsigned long long u64;
@@ -41,6 +44,23 @@ __device__ __forceinline__ u64 desc(u32 addr, u32 lbo, u32 sbo) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32);
 }
 __WGMMA__
+__device__ __forceinline__ u32 packh(float lo, float hi) {
+    u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+__device__ __forceinline__ u32 hmul2(u32 a, u32 b) { u32 r; asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
+__device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
+    u32 r; asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r;
+}
+__device__ __forceinline__ u32 hneg2(u32 a) { u32 r; asm("neg.f16x2 %0, %1;" : "=r"(r) : "r"(a)); return r; }
+__device__ __forceinline__ void mma_h(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, uint2 b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
+}
+__device__ __forceinline__ u32 trans8(u32 x) {  // an 8 x 8 b16 matrix, one row pair per lane, transposed
+    u32 r; asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x)); return r;
+}
 
 struct Smem {
     unsigned char u[32 * SBOU];            // this KV head's U (256 dims x RK) + the bias block
@@ -51,37 +71,81 @@ struct Smem {
 #if KSCALE
     float ks[2][2][TILE];                  // [warpgroup][stage] the keys' 1 / rms (KSCALE)
 #endif
-    u32 q[8][D / 2 + 4];                   // the query heads (bf16 pairs), rows G-7 zero
+    uint2 q[8][QROW];                      // q^T as mma B fragments (f16): [head][k-step][t4], rows G-7 zero
+#if KSCALE
+    float4 pp[HALF / 2];                   // per 2 pairs c, c + 1: their frequencies / rope scale, then
+                                           // cos 8f and sin 8f of both as f16 pairs (the rotation by 8 keys)
+    uint2 tb[WARPS][HALF / 2];             // per warp and tile: cos, sin of its first key's angles (f16 pairs)
+    uint2 to[8][HALF / 2 + 4];             // cos, sin of g4 f (g4 = 0..7), f16 pairs; rows + 32 bytes: no bank conflicts
+#else
     float4 pr[HALF];                       // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
     float2 dw[HALF];                       // per pair: the norm weight (dim, dim + 128)
+#endif
 };
 struct Merge {                             // the epilogue's, over z / v once the loop is done
     float m[WARPS][G], l[WARPS][G];
     float a[WARPS][G][RV];
 };
 
-// norm sums, norm weight and RoPE of a warp's 16 rebuilt keys in place, and their
-// scores^T = q K_rot^T: d[4 j + 2 r + e] is key g4 + 8 r, dim 8 j + 2 t4 + e, and its
-// rotation partner (dim + 128) is d[4 (j + 16) + 2 r + e]. 16 dims of each half at a time,
-// rotated, then scored at once (the packed accumulators are the mma's B operand: k dims
-// 2 t4.., n key g4), so few temporaries are live beside the 128 accumulators.
-// CONTIG: key g4 + 8 is key g4 rotated by 8 f (contiguous positions). KSCALE: the norm
-// weight is in U and the bias, and each key's 1 / rms comes from the cache (no sums here)
+// RoPE (and, without KSCALE, the norm sums and weight) of a warp's 16 rebuilt keys and
+// their scores sc = K_rot q^T: d[4 j + 2 r + e] is key g4 + 8 r, dim 8 j + 2 t4 + e, and
+// its rotation partner (dim + 128) is d[4 (j + 16) + 2 r + e]; that is the m16n8k16 A
+// fragment's layout (row = key g4 + 8 r, k = dims 2 t4 + e), so the rotated keys, packed
+// in f16 pairs, are the A operand as they stand and q^T (shared memory) is B. sc[2 r + i]:
+// key g4 + 8 r, head 2 t4 + i. 32 dims at a time (one k-step of each half), so few
+// temporaries are live beside the 128 accumulators.
+// KSCALE: the norm weight is in U and the bias, each key's 1 / rms comes from the cache,
+// and the rotation runs on f16 pairs (frequencies c, c + 1: half the instructions of fp32).
+// CONTIG: key g4 + 8 is key g4 rotated by 8 f (contiguous positions); with KSCALE also key g4
+// the warp's first key rotated by g4 f: two f16 complex products per pair and no sin / cos
+// (the warp's first key's are computed once per tile, 4 per lane, into tb).
 template <bool CONTIG>
-__device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, const u32* qr, int pk0, int pk1, int t4,
-                                           float& sq0, float& sq1, float (&sT)[2][4])
+__device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, const uint2* qb, const uint2* tb,
+                                           const uint2* to, int pk0, int pk1, int t4, float& sq0, float& sq1, float (&sc)[4])
 {
     #pragma unroll
     for (int kk = 0; kk < 8; kk++) {
+        u32 y1[2][2], y2[2][2];   // [j - 2 kk][r]: rotated dims 8 j + 2 t4 + (0, 1), and + 128
         #pragma unroll
-        for (int j = 2 * kk; j < 2 * kk + 2; j++)
+        for (int jj = 0; jj < 2; jj++) {
+            const int j = 2 * kk + jj;
+#if KSCALE
+            const float4 p = sh.pp[4 * j + t4];    // pairs c = 8 j + 2 t4 and c + 1
+            u32 cs[2], sn[2];
+            if (CONTIG) {   // the warp's first key's angles (tb), rotated by g4 f (to)
+                const uint2 bs = tb[4 * j + t4], of = to[4 * j + t4];
+                cs[0] = hfma2(bs.x, of.x, hneg2(hmul2(bs.y, of.y)));
+                sn[0] = hfma2(bs.y, of.x, hmul2(bs.x, of.y));
+            } else {
+                float c0, s0, c1, s1;
+                cos_sin((float)pk0 * p.x, c0, s0);
+                cos_sin((float)pk0 * p.y, c1, s1);
+                cs[0] = packh(c0, c1); sn[0] = packh(s0, s1);
+            }
+            if (CONTIG) {
+                const u32 c8 = __float_as_uint(p.z), s8 = __float_as_uint(p.w);
+                cs[1] = hfma2(cs[0], c8, hneg2(hmul2(sn[0], s8)));
+                sn[1] = hfma2(sn[0], c8, hmul2(cs[0], s8));
+            } else {
+                float c0, s0, c1, s1;
+                cos_sin((float)pk1 * p.x, c0, s0);
+                cos_sin((float)pk1 * p.y, c1, s1);
+                cs[1] = packh(c0, c1); sn[1] = packh(s0, s1);
+            }
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const u32 x1 = packh(d[4 * j + 2 * r], d[4 * j + 2 * r + 1]);
+                const u32 x2 = packh(d[4 * (j + 16) + 2 * r], d[4 * (j + 16) + 2 * r + 1]);
+                y1[jj][r] = hfma2(x1, cs[r], hneg2(hmul2(x2, sn[r])));
+                y2[jj][r] = hfma2(x2, cs[r], hmul2(x1, sn[r]));
+            }
+#else
+            float o1[2][2], o2[2][2];   // [r][e]
             #pragma unroll
             for (int e = 0; e < 2; e++) {
                 const int c = 8 * j + 2 * t4 + e;
                 const float4 p = sh.pr[c];
-#if !KSCALE
                 const float2 wv = sh.dw[c];
-#endif
                 float cs[2], sn[2];
                 cos_sin((float)pk0 * p.x, cs[0], sn[0]);
                 if (CONTIG) {
@@ -93,25 +157,21 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
                 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     const float x1 = d[4 * j + 2 * r + e], x2 = d[4 * (j + 16) + 2 * r + e];
-#if KSCALE
-                    const float a = x1, bb = x2;   // weighted already (U, bias); the norm from the cache
-#else
                     float& sq = r ? sq1 : sq0;
                     sq = fmaf(x1, x1, sq);
                     sq = fmaf(x2, x2, sq);
                     const float a = x1 * wv.x, bb = x2 * wv.y;
-#endif
-                    d[4 * j + 2 * r + e] = a * cs[r] - bb * sn[r];
-                    d[4 * (j + 16) + 2 * r + e] = bb * cs[r] + a * sn[r];
+                    o1[r][e] = a * cs[r] - bb * sn[r];
+                    o2[r][e] = bb * cs[r] + a * sn[r];
                 }
             }
-        #pragma unroll
-        for (int hf = 0; hf < 2; hf++) {      // k-step kk of dims 0-127, then of 128-255
-            const int ks = kk + 8 * hf, o = 8 * ks;
-            const u32 qa[4] = {qr[o + t4], 0u, qr[o + 4 + t4], 0u};
-            mma(sT[0], qa, pack2(d[o], d[o + 1]), pack2(d[o + 4], d[o + 5]));
-            mma(sT[1], qa, pack2(d[o + 2], d[o + 3]), pack2(d[o + 6], d[o + 7]));
+            #pragma unroll
+            for (int r = 0; r < 2; r++) { y1[jj][r] = packh(o1[r][0], o1[r][1]); y2[jj][r] = packh(o2[r][0], o2[r][1]); }
+#endif
         }
+        // k-step kk (dims 16 kk..) and kk + 8 (dims 128 + 16 kk..): A rows keys g4, g4 + 8
+        mma_h(sc, y1[0][0], y1[0][1], y1[1][0], y1[1][1], qb[4 * kk]);
+        mma_h(sc, y2[0][0], y2[0][1], y2[1][0], y2[1][1], qb[4 * (kk + 8)]);
     }
 }
 
@@ -147,6 +207,22 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         *reinterpret_cast<uint4*>(sh.ones + (mrow >> 3) * 256 + kb8 * 128 + (mrow & 7) * 16) =
             kb8 == 0 ? make_uint4(0x3F803F80u, 0u, 0u, 0u) : make_uint4(0u, 0u, 0u, 0u);
     }
+#if KSCALE
+    if (tid < HALF / 2) {
+        const float f0 = invf[2 * tid] * inv_rscale, f1 = invf[2 * tid + 1] * inv_rscale;
+        float s0, c0, s1, c1;
+        sincosf(8.f * f0, &s0, &c0);
+        sincosf(8.f * f1, &s1, &c1);
+        sh.pp[tid] = make_float4(f0, f1, __uint_as_float(packh(c0, c1)), __uint_as_float(packh(s0, s1)));
+    }
+    for (int i = tid; i < 8 * (HALF / 2); i += NTH) {   // cos, sin of g4 f: g4 = i / 64, pairs 2 (i % 64) (+1)
+        const int o = i / (HALF / 2), pr2 = i % (HALF / 2);
+        float s0, c0, s1, c1;
+        sincosf(o * invf[2 * pr2] * inv_rscale, &s0, &c0);
+        sincosf(o * invf[2 * pr2 + 1] * inv_rscale, &s1, &c1);
+        sh.to[o][pr2] = make_uint2(packh(c0, c1), packh(s0, s1));
+    }
+#else
     if (tid < HALF) {
         const float f = invf[tid] * inv_rscale;
         float s8, c8;
@@ -154,6 +230,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         sh.pr[tid] = make_float4(f, c8, s8, 0.f);
         sh.dw[tid] = make_float2(has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
     }
+#endif
 
     // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces. Thread wt copies
     // z row wt % 64, pieces wt / 64 + 2 j, and z_v rows NJV (wt / PV) + j, piece wt % PV
@@ -214,12 +291,20 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     if (t0 < stop) load(t0, 0);
     cp_commit();
 
-    // q, the A operand of scores^T = q K^T (rows: heads, 8-15 zero; k: dims)
-    for (int i = tid; i < 8 * (D / 2); i += NTH) {
-        const int hh = i / (D / 2), c = i % (D / 2);
-        sh.q[hh][c] = hh < G ? reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h)[c] : 0u;
+    // q^T, the B operand of scores = K q^T, in f16 (bf16 converts exactly): head hh's
+    // k-step ks, lane t4 holds dims 16 ks + 2 t4 (+1) and 16 ks + 8 + 2 t4 (+1); heads G-7 zero
+    for (int i = tid; i < 8 * 64; i += NTH) {
+        const int hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
+        uint2 v = make_uint2(0u, 0u);
+        if (hh < G) {
+            const bf16* qh = q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h + 16 * ks + 2 * tq;
+            v = make_uint2(packh(bf2f(qh[0]), bf2f(qh[1])), packh(bf2f(qh[8]), bf2f(qh[9])));
+        }
+        sh.q[hh][4 * ks + tq] = v;
     }
-    float m_i = NEG_INF, l_i = 0.f;   // this warp's softmax state for head g4 (log2 units)
+    // this lane's softmax states, heads 2 t4 and 2 t4 + 1 (log2 units): the maxima shared by
+    // the warp's lanes of one t4, the sums this lane's own keys' (added up in the merge)
+    float m_i[2] = {NEG_INF, NEG_INF}, l_i[2] = {0.f, 0.f};
     float acc[VM][4];                 // o^T: rows latent V column, cols heads 2 t4, 2 t4 + 1
     #pragma unroll
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
@@ -242,7 +327,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         const float* ksm = &sh.ks[wg][st][16 * wl];
 #endif
         float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
-        float sT[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // scores^T: keys 0-7, 8-15
+        float sc[4] = {0.f, 0.f, 0.f, 0.f};  // scores: keys g4, g4 + 8 x heads 2 t4, 2 t4 + 1
         const u64 dz = desc(sz + (u32)((wg * 2 + st) * TILE * RK * 2), 128, SBOZ);
         float d[128];
         wgmma_fence();
@@ -256,12 +341,88 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         cp_commit();
         wgmma_wait0(d);
         const int pk0 = kp[g4], pk1 = kp[g4 + 8];
-        if (__all_sync(0xffffffffu, pk1 == pk0 + 8)) rope_score<true>(d, sh, &sh.q[g4][0], pk0, pk1, t4, sq0, sq1, sT);
-        else rope_score<false>(d, sh, &sh.q[g4][0], pk0, pk1, t4, sq0, sq1, sT);
-        __SOFTMAX_PV__
+#if KSCALE
+        const uint2 *tb = sh.tb[w], *to = sh.to[g4];
+        const int pw = kp[0];   // the warp's first key: contiguous keys' angles from its own
+        if (__all_sync(0xffffffffu, pk0 == pw + g4 && pk1 == pk0 + 8)) {
+            #pragma unroll
+            for (int i = 0; i < 2; i++) {   // lane: pairs 2 (lane + 32 i) and + 1
+                const float4 p = sh.pp[lane + 32 * i];
+                float c0, s0, c1, s1;
+                cos_sin((float)pw * p.x, c0, s0);
+                cos_sin((float)pw * p.y, c1, s1);
+                sh.tb[w][lane + 32 * i] = make_uint2(packh(c0, c1), packh(s0, s1));
+            }
+            __syncwarp();
+            rope_score<true>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
+        }
+#else
+        const uint2 *tb = nullptr, *to = nullptr;
+        if (__all_sync(0xffffffffu, pk1 == pk0 + 8)) rope_score<true>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
+#endif
+        else rope_score<false>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
+        // each key's norm factor x the softmax scale (log2 units)
+        float f[2];
+#if KSCALE
+        f[0] = ksm[g4] * qk_scale; f[1] = ksm[g4 + 8] * qk_scale;   // from the cache: 1 / rms
+#else
+        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);   // a quad holds a key's dims
+        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
+        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
+        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+        f[0] = has_norm ? rsqrtf(sq0 * (1.f / D) + eps) * qk_scale : qk_scale;
+        f[1] = has_norm ? rsqrtf(sq1 * (1.f / D) + eps) * qk_scale : qk_scale;
+#endif
+        // mask: a written slot (position >= 0, not a sink slot) not after the query, in the
+        // window; an unwritten slot only at the query's own step; heads past G
+        float s[2][2];   // [key r][head i]
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int kpr = r ? pk1 : pk0, dq = qpi - kpr;
+            const bool ok = t0 + 16 * wl + g4 + 8 * r < stop && dq >= 0 && dq < wlim
+                            && (kpr >= plo || (kpr < 0 && dq == 0));
+            #pragma unroll
+            for (int i = 0; i < 2; i++) s[r][i] = ok && 2 * t4 + i < G ? sc[2 * r + i] * f[r] : NEG_INF;
+        }
+        float corr[2];
+        #pragma unroll
+        for (int i = 0; i < 2; i++) {   // head 2 t4 + i: the max over the warp's 16 keys (lanes of this t4)
+            float mx = fmaxf(s[0][i], s[1][i]);
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+            const float m_new = fmaxf(m_i[i], mx);
+            const float m_safe = m_new == NEG_INF ? 0.f : m_new;
+            s[0][i] = ex2(s[0][i] - m_safe); s[1][i] = ex2(s[1][i] - m_safe);
+            corr[i] = m_i[i] == NEG_INF ? 1.f : ex2(m_i[i] - m_safe);   // nothing summed yet: no rescale
+            l_i[i] = l_i[i] * corr[i] + s[0][i] + s[1][i];
+            m_i[i] = m_new;
+        }
+        // o^T (columns: heads 2 t4, 2 t4 + 1: this lane's own) *= their corrections; += z_v^T p^T
+        if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) {  // a head's max moved
+            #pragma unroll
+            for (int vm = 0; vm < VM; vm++) { acc[vm][0] *= corr[0]; acc[vm][1] *= corr[1]; acc[vm][2] *= corr[0]; acc[vm][3] *= corr[1]; }
+        }
+        // p^T as the B operand (keys 2 t4 (+1), 8 + 2 t4 (+1); head g4): each 8 x 8 block transposed
+        const u32 pb0 = trans8(pack2(s[0][0], s[0][1])), pb1 = trans8(pack2(s[1][0], s[1][1]));
+        const u32 vrows = svv + (u32)(((wg * 2 + st) * TILE + 16 * wl) * VS * 2) + va_off;
+        #pragma unroll
+        for (int vm = 0; vm < VM; vm++) {
+            u32 a[4];
+            ldsm4t(a, vrows + vm * 32);
+            mma(acc[vm], a, pb0, pb1);
+        }
         bar_wg(wg);      // every warp done with this stage: the next iteration reloads it
     }
     cp_wait0();
     __syncthreads();     // every warp done with z / v: the merge reuses them
-    __MERGE__
+    Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
+    #pragma unroll
+    for (int i = 0; i < 2; i++) {   // the warp's sums: its lanes of one t4 hold the same head
+        l_i[i] += __shfl_xor_sync(0xffffffffu, l_i[i], 4);
+        l_i[i] += __shfl_xor_sync(0xffffffffu, l_i[i], 8);
+        l_i[i] += __shfl_xor_sync(0xffffffffu, l_i[i], 16);
+        if (g4 == 0 && 2 * t4 + i < G) { mg.m[w][2 * t4 + i] = m_i[i]; mg.l[w][2 * t4 + i] = l_i[i]; }
+    }
+    __MERGE_ACC__
 }
