@@ -107,7 +107,8 @@ def key_scale_terms(attn, tol: float = 4e-3) -> tuple:
     gram = u.transpose(1, 2) @ u
     g = gram.diagonal(dim1=1, dim2=2)
     off = torch.linalg.matrix_norm(gram - torch.diag_embed(g), 2).amax()
-    z_norm = norm_from_latent(up, bias, torch.ones(u.shape[1]), kv, u.shape[1]) if off <= tol * g.amax() else None
+    ones = torch.ones(u.shape[1], device=up.device)
+    z_norm = norm_from_latent(up, bias, ones, kv, u.shape[1]) if off <= tol * g.amax() else None
     if z_norm is not None:
         return "diag", z_norm[0], z_norm[1], attn.k_norm.eps, u.shape[1]
     return "up", up, bias, attn.k_norm.eps, kv
