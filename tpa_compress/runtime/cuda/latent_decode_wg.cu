@@ -75,8 +75,8 @@ struct Smem {
 #if KSCALE
     float4 pp[HALF / 2];                   // per 2 pairs c, c + 1: their frequencies / rope scale, then
                                            // cos 8f and sin 8f of both as f16 pairs (the rotation by 8 keys)
-    uint2 tb[WARPS][HALF / 2];             // per warp and tile: cos, sin of its first key's angles (f16 pairs)
     uint2 to[8][HALF / 2 + 4];             // cos, sin of g4 f (g4 = 0..7), f16 pairs; rows + 32 bytes: no bank conflicts
+    uint2 tb[WARPS][HALF / 2];             // per warp and tile: cos, sin of its first key's angles (f16 pairs)
 #else
     float4 pr[HALF];                       // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
     float2 dw[HALF];                       // per pair: the norm weight (dim, dim + 128)
@@ -176,7 +176,8 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
 }
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
-latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t)
+latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t,
+              const unsigned char* __restrict__ uimg, const unsigned char* __restrict__ timg)
 {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     __PROLOGUE__
@@ -189,10 +190,17 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     const float* ksb = kscale + (long long)b * sks_b + h;   // (sequence, slot, KV head)
 #endif
 
-    // U into the core-matrix layout (one group, waited for below): thread = dim row
-    #pragma unroll
-    for (int kb8 = 0; kb8 < RK / 8; kb8++)
-        cp16a(su + (tid >> 3) * SBOU + kb8 * 128 + (tid & 7) * 16, ku + ((long long)h * D + tid) * RK + kb8 * 8, true);
+    // U and its bias block (and, KSCALE, the pair tables pp and to, which sit together) as
+    // laid out once per layer (cuda_decode.wg_images): plain copies, one group, waited for below
+    {
+        const unsigned char* ui = uimg + (long long)h * (32 * SBOU);
+        #pragma unroll
+        for (int i = 0; i < 32 * SBOU / 16 / NTH; i++) cp16a(su + (tid + NTH * i) * 16, ui + (tid + NTH * i) * 16, true);
+#if KSCALE
+        for (int i = tid; i < (int)(sizeof(sh.pp) + sizeof(sh.to)) / 16; i += NTH)
+            cp16a(at(sh.pp) + i * 16, timg + i * 16, true);
+#endif
+    }
     cp_commit();
 
     // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces. Thread wt copies
@@ -250,39 +258,16 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
             }
         }
     };
-    int t0 = start + TILE * wg;   // the first tile goes out right behind U, before the tables are made
+    int t0 = start + TILE * wg;   // the first tile goes out right behind U
     if (t0 < stop) load(t0, 0);
     cp_commit();
 
-    {   // the bias block, k = RK: the bias in bf16 and its rounding error (k = RK + 1), so
-        // that 1 * hi + 1 * lo rebuilds it to ~16 bits; the rest of the 16 k zero
-        const float bf = kb[h * D + tid];
-        const bf16 hi = f2bf(bf), lo = f2bf(bf - bf2f(hi));
-        unsigned char* row = sh.u + (tid >> 3) * SBOU + (RK / 8) * 128 + (tid & 7) * 16;
-        *reinterpret_cast<uint4*>(row) = make_uint4((u32)hi | ((u32)lo << 16), 0u, 0u, 0u);
-        *reinterpret_cast<uint4*>(row + 128) = make_uint4(0u, 0u, 0u, 0u);
-    }
     if (tid < 128) {
         const int mrow = tid & 63, kb8 = tid >> 6;
         *reinterpret_cast<uint4*>(sh.ones + (mrow >> 3) * 256 + kb8 * 128 + (mrow & 7) * 16) =
             kb8 == 0 ? make_uint4(0x3F803F80u, 0u, 0u, 0u) : make_uint4(0u, 0u, 0u, 0u);
     }
-#if KSCALE
-    if (tid < HALF / 2) {
-        const float f0 = invf[2 * tid] * inv_rscale, f1 = invf[2 * tid + 1] * inv_rscale;
-        float s0, c0, s1, c1;
-        __sincosf(8.f * f0, &s0, &c0);   // <= 8 rad: the fast form is exact to ~1e-6
-        __sincosf(8.f * f1, &s1, &c1);
-        sh.pp[tid] = make_float4(f0, f1, __uint_as_float(packh(c0, c1)), __uint_as_float(packh(s0, s1)));
-    }
-    for (int i = tid; i < 8 * (HALF / 2); i += NTH) {   // cos, sin of g4 f: g4 = i / 64, pairs 2 (i % 64) (+1)
-        const int o = i / (HALF / 2), pr2 = i % (HALF / 2);
-        float s0, c0, s1, c1;
-        __sincosf(o * invf[2 * pr2] * inv_rscale, &s0, &c0);
-        __sincosf(o * invf[2 * pr2 + 1] * inv_rscale, &s1, &c1);
-        sh.to[o][pr2] = make_uint2(packh(c0, c1), packh(s0, s1));
-    }
-#else
+#if !KSCALE
     if (tid < HALF) {
         const float f = invf[tid] * inv_rscale;
         float s8, c8;
@@ -291,7 +276,6 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         sh.dw[tid] = make_float2(has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
     }
 #endif
-
 
     // q^T, the B operand of scores = K q^T, in f16 (bf16 converts exactly): head hh's
     // k-step ks, lane t4 holds dims 16 ks + 2 t4 (+1) and 16 ks + 8 + 2 t4 (+1); heads G-7 zero
