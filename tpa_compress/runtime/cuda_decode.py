@@ -1117,10 +1117,12 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
 BUILD = {"minb": 1, "warps": 8, "kernel": "wg", "unroll": 4}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
+PHASES = None  # an int64 tensor: the "wg" kernel built with per-phase clocks writes them there (bench --phases)
 
 
 def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int = 8, kind: str = "tile",
-           unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0)) -> str:
+           unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0),
+           phases: bool = False) -> str:
     """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE).replace("__MERGE_ACC__", _MERGE_ACC)
@@ -1130,7 +1132,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz)), ("KSCALE", int(kscale)),
-                     ("SKT", strides[0]), ("SVT", strides[1])):
+                     ("SKT", strides[0]), ("SVT", strides[1]), ("PHASES", int(phases))):
         src = src.replace(f"__{key}__", str(val))
     return src
 
@@ -1138,10 +1140,10 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
 @functools.lru_cache(maxsize=None)
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
              kind: str = "tile", unroll: int = 1, normz: bool = False, kscale: bool = False,
-             strides: tuple[int, int] = (0, 0)):
+             strides: tuple[int, int] = (0, 0), phases: bool = False):
     """The kernel for these ranks and group size (NVRTC; cached per process); "wg" is built
     for the cache's row strides of z and z_v (strides)."""
-    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides)
+    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases)
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", compute_capability="90a" if kind == "wg" else None,
                                         nvcc_options=["-std=c++17"])
@@ -1183,8 +1185,9 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     # 334 vs 317 us at batch 32, 32K keys: the mma work beside the rebuild costs more than it saves)
     normz = kind == "warp" and da.cu_normz is not None
     kscale = kind == "wg" and k_scale is not None and da.has_norm  # (no norm: no factors to read)
+    phases = kind == "wg" and PHASES is not None
     fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz,
-                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0))
+                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0), phases)
     # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);
     # with the norm factors from the cache, U and the bias with the weight folded in
     up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)
@@ -1199,4 +1202,4 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
        args=[q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
-             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra])
+             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra, *([PHASES] if phases else [])])

@@ -25,6 +25,7 @@
 #define NTH 256
 #define G __G__
 #define KSCALE __KSCALE__            // each key's QK-norm factor read from the cache (weight folded into U)
+#define PHASES __PHASES__           // instrumented build (bench_decode_kernel --phases): per-phase clocks
 #define SKT __SKT__                  // row strides of z and z_v (the cache's: K and V entries side by side),
 #define SVT __SVT__                  // compile-time so that a tile's copies take immediate offsets
 #define TILE 64                      // keys per warpgroup tile (wgmma M)
@@ -177,9 +178,24 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
 latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t,
-              const unsigned char* __restrict__ uimg, const unsigned char* __restrict__ timg)
+              const unsigned char* __restrict__ uimg, const unsigned char* __restrict__ timg
+#if PHASES
+              , unsigned long long* __restrict__ phases
+#endif
+              )
 {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
+#if PHASES
+    // clock64 per phase, recorded by lane 0 of each warpgroup's first warp (wait: copies +
+    // barrier; mma: wgmma issue + the next tile's copies + wait; rope: rotate + score;
+    // softmax: mask, softmax, z_v p, end barrier)
+    unsigned long long g_start, g_end, c_start = clock64(), c_pro = 0, c_loop = 0, c_end = 0, p_wait = 0, p_mma = 0,
+        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_start));
+#define CLK(x) x = clock64()
+#else
+#define CLK(x)
+#endif
     __PROLOGUE__
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, wg = w >> 2, wl = w & 3, wt = tid & 127;
     __INDICES__
@@ -299,15 +315,22 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     cp_wait1();          // U (the first tile may still be on its way)
     fence_async();
     __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
+#if PHASES
+    c_pro = clock64();
+#endif
 
     const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
     const u64 du = desc(su, 128, SBOU), dones = desc(sones, 128, 256);
 
     int st = 0;
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
+        CLK(c_a);
         cp_wait0();
         fence_async();
         bar_wg(wg);      // this tile's pieces, from every thread of the warpgroup
+#if PHASES
+        CLK(c_b); p_wait += c_b - c_a; c_a = c_b; n_tiles++;
+#endif
         const int* kp = &sh.kp[wg][st][16 * wl];
 #if KSCALE
         const float* ksm = &sh.ks[wg][st][16 * wl];
@@ -326,6 +349,9 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
         cp_commit();
         wgmma_wait0(d);
+#if PHASES
+        CLK(c_b); p_mma += c_b - c_a; c_a = c_b;
+#endif
         const int pk0 = kp[g4], pk1 = kp[g4 + 8];
 #if KSCALE
         const uint2 *tb = sh.tb[w], *to = sh.to[g4];
@@ -347,6 +373,9 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         if (__all_sync(0xffffffffu, pk1 == pk0 + 8)) rope_score<true>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
 #endif
         else rope_score<false>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
+#if PHASES
+        CLK(c_b); p_rope += c_b - c_a; c_a = c_b;
+#endif
         // each key's norm factor x the softmax scale (log2 units)
         float f[2];
 #if KSCALE
@@ -399,7 +428,13 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
             mma(acc[vm], a, pb0, pb1);
         }
         bar_wg(wg);      // every warp done with this stage: the next iteration reloads it
+#if PHASES
+        CLK(c_b); p_sm += c_b - c_a;
+#endif
     }
+#if PHASES
+    c_loop = clock64();
+#endif
     cp_wait0();
     __syncthreads();     // every warp done with z / v: the merge reuses them
     Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
@@ -411,4 +446,13 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         if (g4 == 0 && 2 * t4 + i < G) { mg.m[w][2 * t4 + i] = m_i[i]; mg.l[w][2 * t4 + i] = l_i[i]; }
     }
     __MERGE_ACC__
+#if PHASES
+    c_end = clock64();
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));
+    if (wt == 0) {   // per program and warpgroup: 10 values (bench_decode_kernel --phases reads them)
+        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 10;
+        o[0] = g_start; o[1] = g_end; o[2] = c_pro - c_start; o[3] = c_loop - c_pro; o[4] = c_end - c_loop;
+        o[5] = p_wait; o[6] = p_mma; o[7] = p_rope; o[8] = p_sm; o[9] = n_tiles;
+    }
+#endif
 }
