@@ -498,7 +498,6 @@ _SRC_WARP = r"""
 #define VS (RV + 8)
 #define SUB 16                // keys per warp subtile
 #define NORMZ __NORMZ__        // the QK-norm sum from z (orthonormal U per head, weight folded into U)
-#define KSCALE 0              // (the wg kernel's option: the norm factor from the cache)
 #define NEG_INF __int_as_float(0xff800000)
 __HELPERS__
 // d = a b + c (c: the rebuild's start, the bias)
@@ -809,33 +808,24 @@ _INDICES = r"""const int g4 = lane >> 2, t4 = lane & 3;
     const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
 """
 
-# the warp-level kernels' per-warp step after the scores: the QK-norm factor, the mask, an
-# online softmax of the warp's own and o^T += z_v^T p^T; filled in per kernel with its first
-# key index, its z_v rows (ldmatrix address) and whether the sum of squares has a constant
+# the "warp" kernel's per-warp step after the scores: the QK-norm factor, the mask, an
+# online softmax of the warp's own and o^T += z_v^T p^T ("wg" has its own: scores K q^T)
 _SOFTMAX_PV = r"""
 // sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1). The norm: each key's full sum of
         // squares (a quad holds a key's dims), then fetched for the keys this lane scores
         float f[2][2];
-#if KSCALE
-        #pragma unroll
-        for (int nk = 0; nk < 2; nk++) {  // from the cache: each key's 1 / rms, written with it
-            const float2 kf = *reinterpret_cast<const float2*>(&ksm[8 * nk + 2 * t4]);
-            f[nk][0] = kf.x * qk_scale; f[nk][1] = kf.y * qk_scale;
-        }
-#else
         if (has_norm) {
             sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
             sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
             sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
             sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
-            const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4)__BSQ__, a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4)__BSQ__;
-            const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4)__BSQ__, b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4)__BSQ__;
+            const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4) + bsq, a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4) + bsq;
+            const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4) + bsq, b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4) + bsq;
             f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
             f[1][0] = rsqrtf(b0 * (1.f / D) + eps) * qk_scale; f[1][1] = rsqrtf(b1 * (1.f / D) + eps) * qk_scale;
         } else {
             f[0][0] = f[0][1] = f[1][0] = f[1][1] = qk_scale;
         }
-#endif
         float s[2][2], mx = NEG_INF;
         #pragma unroll
         for (int nk = 0; nk < 2; nk++) {
@@ -845,7 +835,7 @@ _SOFTMAX_PV = r"""
                 const int kpj = j ? kk.y : kk.x, dq = qpi - kpj;
                 // a written slot (position >= 0, not a sink slot) not after the query, in the
                 // window; an unwritten slot only at the query's own step
-                const bool ok = hv && __KEY0__ + 8 * nk + 2 * t4 + j < stop && dq >= 0 && dq < wlim
+                const bool ok = hv && t0 + 8 * nk + 2 * t4 + j < stop && dq >= 0 && dq < wlim
                                 && (kpj >= plo || (kpj < 0 && dq == 0));
                 s[nk][j] = ok ? sT[nk][j] * f[nk][j] : NEG_INF;
                 mx = fmaxf(mx, s[nk][j]);
@@ -872,7 +862,7 @@ _SOFTMAX_PV = r"""
             for (int vm = 0; vm < VM; vm++) { acc[vm][0] *= ca; acc[vm][1] *= cb; acc[vm][2] *= ca; acc[vm][3] *= cb; }
         }
         const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
-        const u32 vrows = __VROWS__;
+        const u32 vrows = vs0 + st * VST + va_off;
         #pragma unroll
         for (int vm = 0; vm < VM; vm++) {
             u32 a[4];
@@ -880,15 +870,6 @@ _SOFTMAX_PV = r"""
             mma(acc[vm], a, pb0, pb1);
         }
 """
-
-
-def _softmax_pv(key0: str, vrows: str, bsq: str) -> str:
-    return _SOFTMAX_PV.replace("__KEY0__", key0).replace("__VROWS__", vrows).replace("__BSQ__", bsq)
-
-
-# per kernel: its first key index, its z_v rows, the sum of squares' constant (warp: NORMZ's |b|^2)
-_SOFTMAX_PV_ARGS = {"warp": ("t0", "vs0 + st * VST + va_off", " + bsq"),
-                    "wg": ("t0 + 16 * wl", "svv + (u32)(((wg * 2 + st) * TILE + 16 * wl) * VS * 2) + va_off", "")}
 
 
 # device helpers both warp-level kernels ("warp", "wg") use
@@ -1128,7 +1109,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE).replace("__MERGE_ACC__", _MERGE_ACC)
            .replace("__HELPERS__", _HELPERS).replace("__PARAMS__", _PARAMS).replace("__PROLOGUE__", _PROLOGUE)
            .replace("__INDICES__", _INDICES)
-           .replace("__SOFTMAX_PV__", _softmax_pv(*_SOFTMAX_PV_ARGS[kind]) if kind in _SOFTMAX_PV_ARGS else "")
+           .replace("__SOFTMAX_PV__", _SOFTMAX_PV if kind == "warp" else "")
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz)), ("KSCALE", int(kscale)),
