@@ -27,6 +27,30 @@ from tpa_compress.runtime import cuda_decode, kernels  # noqa: E402
 from tpa_compress.runtime.attention import key_scale_terms, key_scales  # noqa: E402
 
 
+def phases(fn, programs: int) -> str:
+    """One call of the wg kernel built with per-phase clocks (cuda_decode.PHASES): per
+    warpgroup, the mean over programs in µs (cycles at the clock the programs' own
+    globaltimer spans imply) of the prologue, the loop and its parts, the merge; and how
+    far apart the programs started and ended (launch ramp, tail)."""
+    buf = torch.zeros(programs * 2 * 10, dtype=torch.int64, device="cuda")
+    cuda_decode.PHASES = buf
+    try:
+        fn()
+        torch.cuda.synchronize()
+    finally:
+        cuda_decode.PHASES = None
+    v = buf.view(programs, 2, 10).double()
+    span_ns = v[:, 0, 1] - v[:, 0, 0]
+    ghz = (v[:, 0, 2] + v[:, 0, 3] + v[:, 0, 4]).sum() / span_ns.sum()  # cycles per ns
+    us = lambda c: (c / ghz / 1e3).mean().item()  # noqa: E731
+    parts = ["prologue", "loop", "merge", "wait", "mma", "rope", "softmax"]
+    out = [f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(parts, (2, 3, 4, 5, 6, 7, 8))]
+    start, end = v[:, 0, 0], v[:, 0, 1]
+    return (" ".join(out) + f" | tiles/wg {v[:, :, 9].mean().item():.1f} | clock {ghz:.2f} GHz | starts spread "
+            f"{(start.max() - start.min()).item() / 1e3:.2f} us, ends spread {(end.max() - end.min()).item() / 1e3:.2f} us, "
+            f"first start to last end {(end.max() - start.min()).item() / 1e3:.2f} us")
+
+
 def timed(fn, reps=20, rounds=5):
     fn()
     torch.cuda.synchronize()
@@ -81,6 +105,8 @@ def main():
     ap.add_argument("--k-scale", default="0", help="1: each latent key's QK-norm factor from a per-key table "
                     "(as a k_scale cache holds it; the wg kernel reads it instead of summing squares), comma-separated")
     ap.add_argument("--kernel-times", action="store_true", help="also each kernel's GPU time per call")
+    ap.add_argument("--phases", action="store_true", help="the wg kernel's time per phase (a build with clocks, "
+                    "one call): program prologue, loop (wait / mma / rope / softmax per tile), merge")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
     ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
@@ -162,6 +188,9 @@ def main():
                 if a.kernel_times:
                     info += "\n    kernels (us): " + kernel_times(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx))
                 info += f" kscale {kq}"
+                if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv) == "wg":
+                    info += "\n    phases: " + phases(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx),
+                                                      kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
                       f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}", flush=True)

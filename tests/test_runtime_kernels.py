@@ -5,7 +5,9 @@ Runs on CUDA (TPA_TEST_DEVICE=cuda, the GPU machine) or, where triton is install
 there is no GPU, in triton's CPU interpreter; skipped where triton is absent (the CPU
 venv: the runner then never takes this path).
 """
+import math
 import re
+import struct
 
 import pytest
 import torch
@@ -232,3 +234,53 @@ def test_cuda_kernel_choice_and_sources(monkeypatch):
     wg = cuda_decode.source(128, 128, 4, kind="wg")
     assert wg.count("wgmma.mma_async.sync.aligned.m64n256k16") == 1 and '"+f"(d[127])' in wg
     assert cuda_decode.smem_bytes(128, 128, 8, 128, 8, "wg") <= 227 * 1024
+
+
+@pytest.mark.parametrize("rk,kv", [(128, 1), (64, 2)])
+def test_wg_images_are_what_the_prologue_wrote(rk, kv):
+    """wg_images (vectorized) equals the shared memory the wg kernel's prologue used to
+    build itself, replayed here copy by copy from its index expressions (U: thread = dim
+    row, 16-byte pieces; the bias block; the pair tables)."""
+    g = torch.Generator().manual_seed(0)
+    d = 256
+    up = (torch.randn(kv * d, rk, generator=g) * 0.2).to(torch.bfloat16)
+    bias = torch.randn(kv * d, generator=g)
+    invf = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
+    rscale = 8.0
+    img, tab = cuda_decode.wg_images(up, bias, invf, rscale, kv)
+    sbou = (rk // 8 + 2) * 128
+    raw = up.view(torch.int16).numpy().astype("<i2").tobytes()
+    for h in range(kv):
+        want = bytearray(32 * sbou)
+        for tid in range(256):
+            for kb8 in range(rk // 8):  # cp16a(su + (tid >> 3) * SBOU + kb8 * 128 + (tid & 7) * 16, ku + (h D + tid) RK + kb8 8)
+                dst = (tid >> 3) * sbou + kb8 * 128 + (tid & 7) * 16
+                src = ((h * d + tid) * rk + kb8 * 8) * 2
+                want[dst:dst + 16] = raw[src:src + 16]
+            bf = bias[h * d + tid].item()
+            hi = torch.tensor(bf).to(torch.bfloat16)
+            lo = torch.tensor(bf - hi.float().item()).to(torch.bfloat16)
+            row = (tid >> 3) * sbou + (rk // 8) * 128 + (tid & 7) * 16
+            want[row:row + 4] = hi.view(torch.int16).numpy().tobytes() + lo.view(torch.int16).numpy().tobytes()
+        assert bytes(img[h].numpy()) == bytes(want)
+    inv = torch.tensor(1.0 / rscale, dtype=torch.float32)
+    h2 = lambda a, b: torch.tensor([a, b], dtype=torch.float32).to(torch.float16).numpy().tobytes()  # noqa: E731
+    want = bytearray()
+    for i in range(64):  # pp[tid] = (f0, f1, packh(cos 8 f0, cos 8 f1), packh(sin .., sin ..))
+        f0, f1 = (invf[2 * i] * inv).item(), (invf[2 * i + 1] * inv).item()
+        want += struct.pack("<ff", f0, f1) + h2(math.cos(8 * f0), math.cos(8 * f1)) + h2(math.sin(8 * f0), math.sin(8 * f1))
+    for o in range(8):   # to[o][pr2] = (packh(cos o f0, cos o f1), packh(sin .., sin ..)); rows of 68
+        for pr2 in range(68):
+            if pr2 >= 64:
+                want += bytes(8)
+                continue
+            a0 = ((o * invf[2 * pr2]) * inv).item()
+            a1 = ((o * invf[2 * pr2 + 1]) * inv).item()
+            want += h2(math.cos(a0), math.cos(a1)) + h2(math.sin(a0), math.sin(a1))
+    got = bytes(tab.numpy())
+    assert len(got) == len(want) == 64 * 16 + 8 * 68 * 8
+    # the frequencies exact; the f16 cos / sin within one rounding step (fp32 torch vs double here)
+    gi, wi = torch.frombuffer(bytearray(got), dtype=torch.int32), torch.frombuffer(bytearray(want), dtype=torch.int32)
+    assert torch.equal(gi[:256].view(64, 4)[:, :2], wi[:256].view(64, 4)[:, :2])
+    half = lambda w: torch.cat([w[:256].view(64, 4)[:, 2:].reshape(-1), w[256:]]).view(torch.float16).float()  # noqa: E731
+    assert (half(gi) - half(wi)).abs().max() <= 1e-3

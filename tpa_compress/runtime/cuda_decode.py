@@ -1042,6 +1042,39 @@ def block_for(rk: int, rv: int, g: int, t: int) -> int:
     return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
 
 
+def wg_images(up: torch.Tensor, bias: torch.Tensor, invf: torch.Tensor, rscale: float, kv: int):
+    """The "wg" kernel's constant shared memory, laid out once per layer so that a program's
+    prologue is plain copies (no loads feeding arithmetic, no sin/cos before the first tile):
+    per KV head, U (256 dims x r, bf16) in the no-swizzle core-matrix layout followed in each
+    8-row group by the bias block (k = r: the bias in bf16 and its rounding error, so
+    1 * hi + 1 * lo rebuilds it to ~16 bits; the next 16 bytes x 8 rows zero), (kv, 32 *
+    SBOU) uint8; and the KSCALE pair tables as the kernel's Smem holds them, pp (per 2
+    pairs: both frequencies / rope scale, cos 8f and sin 8f as f16 pairs) then to (cos and
+    sin of g4 f for g4 = 0..7, f16 pairs, rows padded to 68 entries), uint8."""
+    d, r = 256, up.shape[1]
+    sbou = (r // 8 + 2) * 128
+    img = torch.zeros(kv, 32, sbou, dtype=torch.uint8, device=up.device)
+    u = up.to(torch.bfloat16).reshape(kv, 32, 8, r // 8, 8).permute(0, 1, 3, 2, 4).contiguous()
+    img[:, :, :r // 8 * 128] = u.view(torch.uint8).reshape(kv, 32, r // 8 * 128)
+    hi = bias.float().to(torch.bfloat16)
+    lo = (bias.float() - hi.float()).to(torch.bfloat16)
+    blk = torch.zeros(kv * d, 8, dtype=torch.bfloat16, device=up.device)
+    blk[:, 0], blk[:, 1] = hi, lo
+    img[:, :, r // 8 * 128:r // 8 * 128 + 128] = blk.view(torch.uint8).reshape(kv, 32, 128)
+    inv = torch.tensor(1.0 / rscale, dtype=torch.float32, device=invf.device)  # the kernel's products, in its order
+    f = invf.float() * inv
+    f0, f1 = f[0::2], f[1::2]
+    half2 = lambda a, b: torch.stack([a, b], -1).to(torch.float16).view(torch.int32).squeeze(-1)  # noqa: E731
+    pp = torch.stack([f0.view(torch.int32), f1.view(torch.int32), half2(torch.cos(8 * f0), torch.cos(8 * f1)),
+                      half2(torch.sin(8 * f0), torch.sin(8 * f1))], -1)                      # (64, 4) words
+    o = torch.arange(8, dtype=torch.float32, device=f.device)[:, None]
+    a0, a1 = (o * invf.float()[0::2]) * inv, (o * invf.float()[1::2]) * inv
+    to = torch.zeros(8, 68, 2, dtype=torch.int32, device=f.device)
+    to[:, :64, 0], to[:, :64, 1] = half2(torch.cos(a0), torch.cos(a1)), half2(torch.sin(a0), torch.sin(a1))
+    tab = torch.cat([pp.reshape(-1), to.reshape(-1)]).view(torch.uint8)
+    return img.view(kv, 32 * sbou), tab.to(up.device)
+
+
 def permute_up(up: torch.Tensor) -> torch.Tensor:
     """U (rows, r) bf16 with each row's 32-bit words reordered so that the mma B-fragment
     words a lane needs (k-step ks: words 8 ks + t and 8 ks + 4 + t, t = lane % 4) sit
@@ -1065,10 +1098,12 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
 BUILD = {"minb": 1, "warps": 8, "kernel": "wg", "unroll": 4}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
+PHASES = None  # an int64 tensor: the "wg" kernel built with per-phase clocks writes them there (bench --phases)
 
 
 def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int = 8, kind: str = "tile",
-           unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0)) -> str:
+           unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0),
+           phases: bool = False) -> str:
     """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE).replace("__MERGE_ACC__", _MERGE_ACC)
@@ -1078,7 +1113,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz)), ("KSCALE", int(kscale)),
-                     ("SKT", strides[0]), ("SVT", strides[1])):
+                     ("SKT", strides[0]), ("SVT", strides[1]), ("PHASES", int(phases))):
         src = src.replace(f"__{key}__", str(val))
     return src
 
@@ -1086,10 +1121,10 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
 @functools.lru_cache(maxsize=None)
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
              kind: str = "tile", unroll: int = 1, normz: bool = False, kscale: bool = False,
-             strides: tuple[int, int] = (0, 0)):
+             strides: tuple[int, int] = (0, 0), phases: bool = False):
     """The kernel for these ranks and group size (NVRTC; cached per process); "wg" is built
     for the cache's row strides of z and z_v (strides)."""
-    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides)
+    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases)
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", compute_capability="90a" if kind == "wg" else None,
                                         nvcc_options=["-std=c++17"])
@@ -1131,8 +1166,9 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     # 334 vs 317 us at batch 32, 32K keys: the mma work beside the rebuild costs more than it saves)
     normz = kind == "warp" and da.cu_normz is not None
     kscale = kind == "wg" and k_scale is not None and da.has_norm  # (no norm: no factors to read)
+    phases = kind == "wg" and PHASES is not None
     fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz,
-                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0))
+                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0), phases)
     # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);
     # with the norm factors from the cache, U and the bias with the weight folded in
     up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)
@@ -1141,9 +1177,10 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     extra = [*da.cu_normz, int(da.has_e)] if normz else ([da.nw, da.nw, 0] if kind == "warp" else [])
     if kind == "wg":
         extra = [k_scale, k_scale.stride(0), k_scale.stride(1)] if kscale else [m, 0, 0]
+        extra += list(da.cu_img[kscale])   # U + bias block, pair tables: laid out once (wg_images)
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
     fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale),
        args=[q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
              t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
              vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
-             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra])
+             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra, *([PHASES] if phases else [])])

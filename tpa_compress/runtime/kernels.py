@@ -409,6 +409,10 @@ class DecodeAttention:
                 w = self.nw.float().repeat(self.kv)
                 self.cu_wup = (raw_up.float() * w[:, None]).to(raw_up.dtype).contiguous()
                 self.cu_wbias = (raw_b * w).contiguous()
+            # the wg kernel's constant shared memory per build (without / with the cached factors)
+            self.cu_img = {False: cuda_decode.wg_images(raw_up, raw_b, self.invf, self.rscale, self.kv)}
+            if self.has_norm:
+                self.cu_img[True] = cuda_decode.wg_images(self.cu_wup, self.cu_wbias, self.invf, self.rscale, self.kv)
             # or, U orthonormal per head (Gram = I): from z, the weight folded into U (warp kernel)
             self.cu_normz = None
             if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):

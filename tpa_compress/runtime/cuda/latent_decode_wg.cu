@@ -25,6 +25,7 @@
 #define NTH 256
 #define G __G__
 #define KSCALE __KSCALE__            // each key's QK-norm factor read from the cache (weight folded into U)
+#define PHASES __PHASES__           // instrumented build (bench_decode_kernel --phases): per-phase clocks
 #define SKT __SKT__                  // row strides of z and z_v (the cache's: K and V entries side by side),
 #define SVT __SVT__                  // compile-time so that a tile's copies take immediate offsets
 #define TILE 64                      // keys per warpgroup tile (wgmma M)
@@ -75,8 +76,8 @@ struct Smem {
 #if KSCALE
     float4 pp[HALF / 2];                   // per 2 pairs c, c + 1: their frequencies / rope scale, then
                                            // cos 8f and sin 8f of both as f16 pairs (the rotation by 8 keys)
-    uint2 tb[WARPS][HALF / 2];             // per warp and tile: cos, sin of its first key's angles (f16 pairs)
     uint2 to[8][HALF / 2 + 4];             // cos, sin of g4 f (g4 = 0..7), f16 pairs; rows + 32 bytes: no bank conflicts
+    uint2 tb[WARPS][HALF / 2];             // per warp and tile: cos, sin of its first key's angles (f16 pairs)
 #else
     float4 pr[HALF];                       // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
     float2 dw[HALF];                       // per pair: the norm weight (dim, dim + 128)
@@ -176,9 +177,25 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
 }
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
-latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t)
+latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t,
+              const unsigned char* __restrict__ uimg, const unsigned char* __restrict__ timg
+#if PHASES
+              , unsigned long long* __restrict__ phases
+#endif
+              )
 {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
+#if PHASES
+    // clock64 per phase, recorded by lane 0 of each warpgroup's first warp (wait: copies +
+    // barrier; mma: wgmma issue + the next tile's copies + wait; rope: rotate + score;
+    // softmax: mask, softmax, z_v p, end barrier)
+    unsigned long long g_start, g_end, c_start = clock64(), c_pro = 0, c_loop = 0, c_end = 0, p_wait = 0, p_mma = 0,
+        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_start));
+#define CLK(x) x = clock64()
+#else
+#define CLK(x)
+#endif
     __PROLOGUE__
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, wg = w >> 2, wl = w & 3, wt = tid & 127;
     __INDICES__
@@ -189,48 +206,18 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     const float* ksb = kscale + (long long)b * sks_b + h;   // (sequence, slot, KV head)
 #endif
 
-    // U into the core-matrix layout (one group, waited for below): thread = dim row
-    #pragma unroll
-    for (int kb8 = 0; kb8 < RK / 8; kb8++)
-        cp16a(su + (tid >> 3) * SBOU + kb8 * 128 + (tid & 7) * 16, ku + ((long long)h * D + tid) * RK + kb8 * 8, true);
-    cp_commit();
-    {   // the bias block, k = RK: the bias in bf16 and its rounding error (k = RK + 1), so
-        // that 1 * hi + 1 * lo rebuilds it to ~16 bits; the rest of the 16 k zero
-        const float bf = kb[h * D + tid];
-        const bf16 hi = f2bf(bf), lo = f2bf(bf - bf2f(hi));
-        unsigned char* row = sh.u + (tid >> 3) * SBOU + (RK / 8) * 128 + (tid & 7) * 16;
-        *reinterpret_cast<uint4*>(row) = make_uint4((u32)hi | ((u32)lo << 16), 0u, 0u, 0u);
-        *reinterpret_cast<uint4*>(row + 128) = make_uint4(0u, 0u, 0u, 0u);
-    }
-    if (tid < 128) {
-        const int mrow = tid & 63, kb8 = tid >> 6;
-        *reinterpret_cast<uint4*>(sh.ones + (mrow >> 3) * 256 + kb8 * 128 + (mrow & 7) * 16) =
-            kb8 == 0 ? make_uint4(0x3F803F80u, 0u, 0u, 0u) : make_uint4(0u, 0u, 0u, 0u);
-    }
+    // U and its bias block (and, KSCALE, the pair tables pp and to, which sit together) as
+    // laid out once per layer (cuda_decode.wg_images): plain copies, one group, waited for below
+    {
+        const unsigned char* ui = uimg + (long long)h * (32 * SBOU);
+        #pragma unroll
+        for (int i = 0; i < 32 * SBOU / 16 / NTH; i++) cp16a(su + (tid + NTH * i) * 16, ui + (tid + NTH * i) * 16, true);
 #if KSCALE
-    if (tid < HALF / 2) {
-        const float f0 = invf[2 * tid] * inv_rscale, f1 = invf[2 * tid + 1] * inv_rscale;
-        float s0, c0, s1, c1;
-        sincosf(8.f * f0, &s0, &c0);
-        sincosf(8.f * f1, &s1, &c1);
-        sh.pp[tid] = make_float4(f0, f1, __uint_as_float(packh(c0, c1)), __uint_as_float(packh(s0, s1)));
-    }
-    for (int i = tid; i < 8 * (HALF / 2); i += NTH) {   // cos, sin of g4 f: g4 = i / 64, pairs 2 (i % 64) (+1)
-        const int o = i / (HALF / 2), pr2 = i % (HALF / 2);
-        float s0, c0, s1, c1;
-        sincosf(o * invf[2 * pr2] * inv_rscale, &s0, &c0);
-        sincosf(o * invf[2 * pr2 + 1] * inv_rscale, &s1, &c1);
-        sh.to[o][pr2] = make_uint2(packh(c0, c1), packh(s0, s1));
-    }
-#else
-    if (tid < HALF) {
-        const float f = invf[tid] * inv_rscale;
-        float s8, c8;
-        sincosf(8.f * f, &s8, &c8);
-        sh.pr[tid] = make_float4(f, c8, s8, 0.f);
-        sh.dw[tid] = make_float2(has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
-    }
+        for (int i = tid; i < (int)(sizeof(sh.pp) + sizeof(sh.to)) / 16; i += NTH)
+            cp16a(at(sh.pp) + i * 16, timg + i * 16, true);
 #endif
+    }
+    cp_commit();
 
     // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces. Thread wt copies
     // z row wt % 64, pieces wt / 64 + 2 j, and z_v rows NJV (wt / PV) + j, piece wt % PV
@@ -287,9 +274,24 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
             }
         }
     };
-    int t0 = start + TILE * wg;
+    int t0 = start + TILE * wg;   // the first tile goes out right behind U
     if (t0 < stop) load(t0, 0);
     cp_commit();
+
+    if (tid < 128) {
+        const int mrow = tid & 63, kb8 = tid >> 6;
+        *reinterpret_cast<uint4*>(sh.ones + (mrow >> 3) * 256 + kb8 * 128 + (mrow & 7) * 16) =
+            kb8 == 0 ? make_uint4(0x3F803F80u, 0u, 0u, 0u) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#if !KSCALE
+    if (tid < HALF) {
+        const float f = invf[tid] * inv_rscale;
+        float s8, c8;
+        __sincosf(8.f * f, &s8, &c8);
+        sh.pr[tid] = make_float4(f, c8, s8, 0.f);
+        sh.dw[tid] = make_float2(has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
+    }
+#endif
 
     // q^T, the B operand of scores = K q^T, in f16 (bf16 converts exactly): head hh's
     // k-step ks, lane t4 holds dims 16 ks + 2 t4 (+1) and 16 ks + 8 + 2 t4 (+1); heads G-7 zero
@@ -313,15 +315,22 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     cp_wait1();          // U (the first tile may still be on its way)
     fence_async();
     __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
+#if PHASES
+    c_pro = clock64();
+#endif
 
     const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
     const u64 du = desc(su, 128, SBOU), dones = desc(sones, 128, 256);
 
     int st = 0;
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
+        CLK(c_a);
         cp_wait0();
         fence_async();
         bar_wg(wg);      // this tile's pieces, from every thread of the warpgroup
+#if PHASES
+        CLK(c_b); p_wait += c_b - c_a; c_a = c_b; n_tiles++;
+#endif
         const int* kp = &sh.kp[wg][st][16 * wl];
 #if KSCALE
         const float* ksm = &sh.ks[wg][st][16 * wl];
@@ -340,6 +349,9 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
         cp_commit();
         wgmma_wait0(d);
+#if PHASES
+        CLK(c_b); p_mma += c_b - c_a; c_a = c_b;
+#endif
         const int pk0 = kp[g4], pk1 = kp[g4 + 8];
 #if KSCALE
         const uint2 *tb = sh.tb[w], *to = sh.to[g4];
@@ -361,6 +373,9 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         if (__all_sync(0xffffffffu, pk1 == pk0 + 8)) rope_score<true>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
 #endif
         else rope_score<false>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
+#if PHASES
+        CLK(c_b); p_rope += c_b - c_a; c_a = c_b;
+#endif
         // each key's norm factor x the softmax scale (log2 units)
         float f[2];
 #if KSCALE
@@ -413,7 +428,13 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
             mma(acc[vm], a, pb0, pb1);
         }
         bar_wg(wg);      // every warp done with this stage: the next iteration reloads it
+#if PHASES
+        CLK(c_b); p_sm += c_b - c_a;
+#endif
     }
+#if PHASES
+    c_loop = clock64();
+#endif
     cp_wait0();
     __syncthreads();     // every warp done with z / v: the merge reuses them
     Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
@@ -425,4 +446,13 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         if (g4 == 0 && 2 * t4 + i < G) { mg.m[w][2 * t4 + i] = m_i[i]; mg.l[w][2 * t4 + i] = l_i[i]; }
     }
     __MERGE_ACC__
+#if PHASES
+    c_end = clock64();
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));
+    if (wt == 0) {   // per program and warpgroup: 10 values (bench_decode_kernel --phases reads them)
+        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 10;
+        o[0] = g_start; o[1] = g_end; o[2] = c_pro - c_start; o[3] = c_loop - c_pro; o[4] = c_end - c_loop;
+        o[5] = p_wait; o[6] = p_mma; o[7] = p_rope; o[8] = p_sm; o[9] = n_tiles;
+    }
+#endif
 }
