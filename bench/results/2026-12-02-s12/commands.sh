@@ -1,0 +1,19 @@
+#!/bin/bash
+# run1 ran on the merge of wip/wg-b1 and main (0827651); _main/ was `git archive main tpa_compress bench` (0a6d5d3)
+# session-12 device script (not committed)
+set -u
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+K="python bench/bench_decode_kernel.py --contexts 8192,32768 --batches 1,32 --kinds latent/latent --k-scale 1"
+case "$1" in
+run1)
+  TPA_TEST_DEVICE=cuda timeout 240 python -m pytest tests/test_cuda_decode.py tests/test_runtime_sink.py -x -q -p no:cacheprovider 2>&1 | tail -25 > $OUT/tests.txt
+  tail -2 $OUT/tests.txt
+  $K --backend triton,cuda --kernel-times 2>&1 | grep -v Warn > $OUT/kernel_branch.txt
+  $K --backend cuda --phases 2>&1 | grep -v Warn > $OUT/phases_branch.txt
+  (cd _main && $K --backend triton,cuda --kernel-times 2>&1 | grep -v Warn > $OUT/kernel_main.txt)
+  python bench/bench_decode_kernel.py --contexts 8192,32768 --batches 1,32 --kinds full/full --kernel-times 2>&1 | grep -v Warn > $OUT/kernel_full.txt
+  for f in kernel_main kernel_branch kernel_full phases_branch; do echo "== $f"; sed -E 's/block .* lc 1://' $OUT/$f.txt | cut -c1-230; done
+  python bench/bench_generate.py --models 270m --batches 1 --contexts 32768 --no-hf --layouts original,converted --out $OUT/e2e_b1.json > $OUT/e2e_b1.log 2>&1
+  grep -o '"model": "[a-z0-9]*", "batch": [0-9]*, "context": [0-9]*.\{0,80\}"layout": "[a-z]*".\{0,120\}tok_s": [0-9.]*' $OUT/e2e_b1.log | sed 's/"runner.*layout"//; s/, "ranks.*tok_s"//'
+  ;;
+esac
