@@ -232,7 +232,8 @@ def test_cuda_kernel_choice_and_sources(monkeypatch):
         src = cuda_decode.source(128, rv, 4, 1, 128, 8, kind, 4, normz)
         assert "latent_decode" in src and not re.search(r"__[A-Z0-9_]+__", src), kind
     wg = cuda_decode.source(128, 128, 4, kind="wg")
-    assert wg.count("wgmma.mma_async.sync.aligned.m64n256k16") == 1 and '"+f"(d[127])' in wg
+    assert wg.count("wgmma.mma_async.sync.aligned.m64n128k16") == 1 and '"+f"(d[63])' in wg
+    assert wg.count("wgmma.wait_group.sync.aligned 1;") == 1
     assert cuda_decode.smem_bytes(128, 128, 8, 128, 8, "wg") <= 227 * 1024
 
 
@@ -249,6 +250,11 @@ def test_wg_images_are_what_the_prologue_wrote(rk, kv):
     rscale = 8.0
     img, tab = cuda_decode.wg_images(up, bias, invf, rscale, kv)
     sbou = (rk // 8 + 2) * 128
+    # the kernel's row order: dims 0-63, 128-191 (a RoPE pair's halves in one 128-row half), 64-127, 192-255
+    rows = [*range(64), *range(128, 192), *range(64, 128), *range(192, 256)]
+    assert cuda_decode.WG_ROWS.tolist() == rows
+    idx = torch.tensor([h * d + i for h in range(kv) for i in rows])
+    up, bias = up[idx], bias[idx]
     raw = up.view(torch.int16).numpy().astype("<i2").tobytes()
     for h in range(kv):
         want = bytearray(32 * sbou)

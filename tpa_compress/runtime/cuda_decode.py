@@ -1001,20 +1001,21 @@ def kind_for(rv: int) -> str:
 
 
 def _wgmma_defs() -> str:
-    """The warpgroup MMA wrappers of the "wg" kernel: m64n256k16 with both operands in
-    shared memory, its 128 fp32 accumulators as operands (so the compiler keeps them in
-    registers and orders the wait before any read of them)."""
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(128))
-    regs = ", ".join(f"%{i}" for i in range(128))
+    """The warpgroup MMA wrappers of the "wg" kernel: m64n128k16 with both operands in
+    shared memory, its 64 fp32 accumulators as operands (so the compiler keeps them in
+    registers and orders a wait before any read of them); waits for all groups (wait0) or
+    all but the newest (wait1: a tile's first half while the second is in flight)."""
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(64))
+    regs = ", ".join(f"%{i}" for i in range(64))
     return (
         "__device__ __forceinline__ void wgmma_fence() { asm volatile(\"wgmma.fence.sync.aligned;\" ::: \"memory\"); }\n"
         "__device__ __forceinline__ void wgmma_commit() { asm volatile(\"wgmma.commit_group.sync.aligned;\" ::: \"memory\"); }\n"
-        "__device__ __forceinline__ void wgmma_wait0(float (&d)[128]) {\n"
-        f"    asm volatile(\"wgmma.wait_group.sync.aligned 0;\" : {outs} :: \"memory\");\n}}\n"
-        "// d (scale_d ? += : =) A B: A 64 x 16 (K-major), B 256 x 16 (K-major), both by descriptor\n"
-        "__device__ __forceinline__ void wgmma_ss(float (&d)[128], u64 da, u64 db, int scale_d) {\n"
-        "    asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %130, 0;\\n\"\n"
-        f"                 \"wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {{{regs}}}, %128, %129, p, 1, 1, 0, 0;\\n}}\\n\"\n"
+        + "".join(f"__device__ __forceinline__ void wgmma_wait{n}(float (&d)[64]) {{\n"
+                  f"    asm volatile(\"wgmma.wait_group.sync.aligned {n};\" : {outs} :: \"memory\");\n}}\n" for n in (0, 1))
+        + "// d (scale_d ? += : =) A B: A 64 x 16 (K-major), B 128 x 16 (K-major), both by descriptor\n"
+        "__device__ __forceinline__ void wgmma_ss(float (&d)[64], u64 da, u64 db, int scale_d) {\n"
+        "    asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %66, 0;\\n\"\n"
+        f"                 \"wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{{regs}}}, %64, %65, p, 1, 1, 0, 0;\\n}}\\n\"\n"
         f"                 : {outs} : \"l\"(da), \"l\"(db), \"r\"(scale_d));\n}}\n")
 
 
@@ -1042,10 +1043,14 @@ def block_for(rk: int, rv: int, g: int, t: int) -> int:
     return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
 
 
+# the wg kernel's U rows: dims 0-63, 128-191 (its first 128-dim half), 64-127, 192-255
+WG_ROWS = torch.cat([torch.arange(0, 64), torch.arange(128, 192), torch.arange(64, 128), torch.arange(192, 256)])
+
+
 def wg_images(up: torch.Tensor, bias: torch.Tensor, invf: torch.Tensor, rscale: float, kv: int):
     """The "wg" kernel's constant shared memory, laid out once per layer so that a program's
     prologue is plain copies (no loads feeding arithmetic, no sin/cos before the first tile):
-    per KV head, U (256 dims x r, bf16) in the no-swizzle core-matrix layout followed in each
+    per KV head, U (256 dims x r, bf16, rows in WG_ROWS order) in the no-swizzle core-matrix layout followed in each
     8-row group by the bias block (k = r: the bias in bf16 and its rounding error, so
     1 * hi + 1 * lo rebuilds it to ~16 bits; the next 16 bytes x 8 rows zero), (kv, 32 *
     SBOU) uint8; and the KSCALE pair tables as the kernel's Smem holds them, pp (per 2
@@ -1053,6 +1058,10 @@ def wg_images(up: torch.Tensor, bias: torch.Tensor, invf: torch.Tensor, rscale: 
     sin of g4 f for g4 = 0..7, f16 pairs, rows padded to 68 entries), uint8."""
     d, r = 256, up.shape[1]
     sbou = (r // 8 + 2) * 128
+    # rows in the order the kernel's two 128-dim halves take them (WG_ROWS): each half holds
+    # whole RoPE pairs (dim, dim + 128)
+    up = up.reshape(kv, d, r)[:, WG_ROWS.to(up.device)].reshape(kv * d, r)
+    bias = bias.reshape(kv, d)[:, WG_ROWS.to(bias.device)].reshape(kv * d)
     img = torch.zeros(kv, 32, sbou, dtype=torch.uint8, device=up.device)
     u = up.to(torch.bfloat16).reshape(kv, 32, 8, r // 8, 8).permute(0, 1, 3, 2, 4).contiguous()
     img[:, :, :r // 8 * 128] = u.view(torch.uint8).reshape(kv, 32, r // 8 * 128)

@@ -17,3 +17,16 @@ run1)
   grep -o '"model": "[a-z0-9]*", "batch": [0-9]*, "context": [0-9]*.\{0,80\}"layout": "[a-z]*".\{0,120\}tok_s": [0-9.]*' $OUT/e2e_b1.log | sed 's/"runner.*layout"//; s/, "ranks.*tok_s"//'
   ;;
 esac
+# run2 ran on the halves kernel (this commit); _exp/ was the same tree with a build knob
+# TPA_NOU=1 that skips the U copies (garbage output, rel.err nan: only its timing counts)
+run2)
+  $K --backend triton,cuda 2>&1 | grep -v Warn > $OUT/kernel_halves.txt
+  $K --backend cuda --phases 2>&1 | grep -v Warn > $OUT/phases_halves.txt
+  (cd _exp && for n in 0 1; do TPA_NOU=$n $K --backend cuda --phases 2>&1 | grep -v Warn > $OUT/phases_nou$n.txt; done)
+  for f in kernel_halves phases_halves phases_nou0 phases_nou1; do echo "== $f"; sed -E 's/block .* lc 1://' $OUT/$f.txt | cut -c1-250; done
+  TPA_TEST_DEVICE=cuda timeout 240 python -m pytest tests/test_cuda_decode.py tests/test_runtime_sink.py -x -q -p no:cacheprovider 2>&1 | tail -25 > $OUT/tests.txt
+  tail -2 $OUT/tests.txt
+  timeout 220 python bench/bench_generate.py --check --models 270m,1b --batches 1,32 --contexts 128,32768 --no-hf --layouts original,converted --out $OUT/e2e.json > $OUT/e2e.log 2>&1
+  grep "gpu check" $OUT/e2e.log | head -3
+  eval "$E2E \$OUT/e2e.log" | sed 's/"runner.*layout"//; s/, "ranks.*tok_s"//'
+  ;;

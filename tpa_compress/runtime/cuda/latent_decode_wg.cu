@@ -100,16 +100,18 @@ struct Merge {                             // the epilogue's, over z / v once th
 // CONTIG: key g4 + 8 is key g4 rotated by 8 f (contiguous positions); with KSCALE also key g4
 // the warp's first key rotated by g4 f: two f16 complex products per pair and no sin / cos
 // (the warp's first key's are computed once per tile, 4 per lane, into tb).
-template <bool CONTIG>
-__device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, const uint2* qb, const uint2* tb,
-                                           const uint2* to, int pk0, int pk1, int t4, float& sq0, float& sq1, float (&sc)[4])
+template <bool CONTIG, int HF>
+__device__ __forceinline__ void rope_score(float (&d)[64], const Smem& sh, const uint2* qb, const uint2* tb,
+                                           const uint2* to, int pk0, int pk1, int t4, float& sq0, float& sq1,
+                                           float (&sc)[4], float (&sc2)[4])
 {
     #pragma unroll
-    for (int kk = 0; kk < 8; kk++) {
+    for (int kl = 0; kl < 4; kl++) {
+        const int kk = 4 * HF + kl;   // k-step of the dims 0..127 (and its partner kk + 8)
         u32 y1[2][2], y2[2][2];   // [j - 2 kk][r]: rotated dims 8 j + 2 t4 + (0, 1), and + 128
         #pragma unroll
         for (int jj = 0; jj < 2; jj++) {
-            const int j = 2 * kk + jj;
+            const int j = 2 * kk + jj, lj = 2 * kl + jj;   // j: 8-dim group (tables); lj: in this half's d
 #if KSCALE
             const float4 p = sh.pp[4 * j + t4];    // pairs c = 8 j + 2 t4 and c + 1
             u32 cs[2], sn[2];
@@ -135,8 +137,8 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
             }
             #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const u32 x1 = packh(d[4 * j + 2 * r], d[4 * j + 2 * r + 1]);
-                const u32 x2 = packh(d[4 * (j + 16) + 2 * r], d[4 * (j + 16) + 2 * r + 1]);
+                const u32 x1 = packh(d[4 * lj + 2 * r], d[4 * lj + 2 * r + 1]);
+                const u32 x2 = packh(d[4 * (lj + 8) + 2 * r], d[4 * (lj + 8) + 2 * r + 1]);
                 y1[jj][r] = hfma2(x1, cs[r], hneg2(hmul2(x2, sn[r])));
                 y2[jj][r] = hfma2(x2, cs[r], hmul2(x1, sn[r]));
             }
@@ -157,7 +159,7 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
                 }
                 #pragma unroll
                 for (int r = 0; r < 2; r++) {
-                    const float x1 = d[4 * j + 2 * r + e], x2 = d[4 * (j + 16) + 2 * r + e];
+                    const float x1 = d[4 * lj + 2 * r + e], x2 = d[4 * (lj + 8) + 2 * r + e];
                     float& sq = r ? sq1 : sq0;
                     sq = fmaf(x1, x1, sq);
                     sq = fmaf(x2, x2, sq);
@@ -171,8 +173,8 @@ __device__ __forceinline__ void rope_score(float (&d)[128], const Smem& sh, cons
 #endif
         }
         // k-step kk (dims 16 kk..) and kk + 8 (dims 128 + 16 kk..): A rows keys g4, g4 + 8
-        mma_h(sc, y1[0][0], y1[0][1], y1[1][0], y1[1][1], qb[4 * kk]);
-        mma_h(sc, y2[0][0], y2[0][1], y2[1][0], y2[1][1], qb[4 * (kk + 8)]);
+        mma_h(sc, y1[0][0], y1[0][1], y1[1][0], y1[1][1], qb[4 * kk]);          // two chains: half the
+        mma_h(sc2, y2[0][0], y2[0][1], y2[1][0], y2[1][1], qb[4 * (kk + 8)]);   // dependent mma latency
     }
 }
 
@@ -320,7 +322,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #endif
 
     const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
-    const u64 du = desc(su, 128, SBOU), dones = desc(sones, 128, 256);
+    const u64 du = desc(su, 128, SBOU), du2 = desc(su + 16 * SBOU, 128, SBOU), dones = desc(sones, 128, 256);
 
     int st = 0;
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
@@ -336,27 +338,31 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         const float* ksm = &sh.ks[wg][st][16 * wl];
 #endif
         float sq0 = 0.f, sq1 = 0.f;       // keys g4, g4 + 8: sum of squares over this thread's dims
-        float sc[4] = {0.f, 0.f, 0.f, 0.f};  // scores: keys g4, g4 + 8 x heads 2 t4, 2 t4 + 1
+        float sc[4] = {0.f, 0.f, 0.f, 0.f}, sc2[4] = {0.f, 0.f, 0.f, 0.f};  // scores (two chains): keys g4, g4 + 8 x heads 2 t4, 2 t4 + 1
         const u64 dz = desc(sz + (u32)((wg * 2 + st) * TILE * RK * 2), 128, SBOZ);
-        float d[128];
+        // two halves of the rebuild, 128 dims each (U's rows are stored as dims 0-63, 128-191,
+        // 64-127, 192-255: each half holds its RoPE pairs whole), two commit groups: the RoPE
+        // and scores of the first half run while the tensor cores rebuild the second
+        float da[64], db[64];
         wgmma_fence();
         #pragma unroll
-        for (int kk = 0; kk < KS; kk++) wgmma_ss(d, dz + 16 * kk, du + 16 * kk, kk);
-        wgmma_ss(d, dones, du + 16 * KS, 1);   // + 1 (hi + lo)^T: the bias
+        for (int kk = 0; kk < KS; kk++) wgmma_ss(da, dz + 16 * kk, du + 16 * kk, kk);
+        wgmma_ss(da, dones, du + 16 * KS, 1);   // + 1 (hi + lo)^T: the bias
+        wgmma_commit();
+        #pragma unroll
+        for (int kk = 0; kk < KS; kk++) wgmma_ss(db, dz + 16 * kk, du2 + 16 * kk, kk);
+        wgmma_ss(db, dones, du2 + 16 * KS, 1);
         wgmma_commit();
         // the next tile's copies go out while the tensor cores work (the other stage:
         // every warp finished with it at the end of the last iteration)
         if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
         cp_commit();
-        wgmma_wait0(d);
-#if PHASES
-        CLK(c_b); p_mma += c_b - c_a; c_a = c_b;
-#endif
         const int pk0 = kp[g4], pk1 = kp[g4 + 8];
 #if KSCALE
         const uint2 *tb = sh.tb[w], *to = sh.to[g4];
         const int pw = kp[0];   // the warp's first key: contiguous keys' angles from its own
-        if (__all_sync(0xffffffffu, pk0 == pw + g4 && pk1 == pk0 + 8)) {
+        const bool contig = __all_sync(0xffffffffu, pk0 == pw + g4 && pk1 == pk0 + 8);
+        if (contig) {
             #pragma unroll
             for (int i = 0; i < 2; i++) {   // lane: pairs 2 (lane + 32 i) and + 1
                 const float4 p = sh.pp[lane + 32 * i];
@@ -366,13 +372,22 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
                 sh.tb[w][lane + 32 * i] = make_uint2(packh(c0, c1), packh(s0, s1));
             }
             __syncwarp();
-            rope_score<true>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
         }
 #else
         const uint2 *tb = nullptr, *to = nullptr;
-        if (__all_sync(0xffffffffu, pk1 == pk0 + 8)) rope_score<true>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
+        const bool contig = __all_sync(0xffffffffu, pk1 == pk0 + 8);
 #endif
-        else rope_score<false>(d, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc);
+        wgmma_wait1(da);
+#if PHASES
+        CLK(c_b); p_mma += c_b - c_a; c_a = c_b;
+#endif
+        if (contig) rope_score<true, 0>(da, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
+        else rope_score<false, 0>(da, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
+        wgmma_wait0(db);
+        if (contig) rope_score<true, 1>(db, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
+        else rope_score<false, 1>(db, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
+        #pragma unroll
+        for (int i = 0; i < 4; i++) sc[i] += sc2[i];
 #if PHASES
         CLK(c_b); p_rope += c_b - c_a; c_a = c_b;
 #endif
