@@ -30,3 +30,15 @@ run2)
   grep "gpu check" $OUT/e2e.log | head -3
   eval "$E2E \$OUT/e2e.log" | sed 's/"runner.*layout"//; s/, "ranks.*tok_s"//'
   ;;
+# run3 ran on branch wip/wg-pipeline (the tile loop two tiles at a time, straight-line; not merged:
+# slower, see docs/benchmarks.md)
+run3)
+  $K --backend triton,cuda --k-scale 0,1 2>&1 | grep -v Warn > $OUT/kernel_pairs.txt
+  $K --backend cuda --phases 2>&1 | grep -v Warn > $OUT/phases_pairs.txt
+  for f in kernel_pairs phases_pairs; do echo "== $f"; sed -E 's/block .* lc 1://' $OUT/$f.txt | cut -c1-250; done
+  TPA_TEST_DEVICE=cuda timeout 240 python -m pytest tests/test_cuda_decode.py tests/test_runtime_sink.py -x -q -p no:cacheprovider 2>&1 | tail -25 > $OUT/tests.txt
+  tail -2 $OUT/tests.txt
+  timeout 220 python bench/bench_generate.py --check --models 270m,1b --batches 1,32 --contexts 128,32768 --no-hf --layouts original,converted --out $OUT/e2e.json > $OUT/e2e.log 2>&1
+  grep "gpu check" $OUT/e2e.log | head -3
+  eval "$E2E \$OUT/e2e.log" | sed 's/"runner.*layout"//; s/, "ranks.*tok_s"//'
+  ;;
