@@ -42,3 +42,10 @@ run3)
   grep "gpu check" $OUT/e2e.log | head -3
   eval "$E2E \$OUT/e2e.log" | sed 's/"runner.*layout"//; s/, "ranks.*tok_s"//'
   ;;
+# run4 ran on main e60f8f0 (== 2b2bddb's code): b1 32K e2e, three repeats
+run4)
+  for r in 1 2 3; do
+    timeout 120 python bench/bench_generate.py --models 270m,1b --batches 1 --contexts 32768 --no-hf --layouts original,converted --out $OUT/e2e_b1_rep$r.json > $OUT/e2e_b1_rep$r.log 2>&1
+    eval "$E2E \$OUT/e2e_b1_rep$r.log" | sed 's/"runner.*layout"//; s/, "ranks.*tok_s"//'
+  done
+  ;;
