@@ -2,10 +2,13 @@
 //
 // Why: the mma.sync kernels re-read U (dims x rank) from shared memory through ldmatrix for
 // every 16 keys, and their issue slots, not DRAM, bound them. Here each of the two
-// warpgroups of a program rebuilds a 64-key tile in one asynchronous wgmma chain,
+// warpgroups of a program rebuilds a 64-key tile with asynchronous wgmma,
 // K[64 keys, 256 dims] = z[64, RK] U^T + 1 b^T, with both operands read by the tensor
 // cores straight from shared memory (U stays there for the whole program): 4x less U
-// traffic per key and no instructions spent loading it. The accumulator rows a warp holds
+// traffic per key and no instructions spent loading it. Two chains of 128 dims each (U's
+// rows stored 0-63, 128-191, 64-127, 192-255: each half holds whole RoPE pairs), two commit
+// groups: the first half's RoPE and scores run while the second is rebuilt. The prologue is
+// plain copies of per-layer images (cuda_decode.wg_images). The accumulator rows a warp holds
 // are its own 16 keys, so from there each warp works alone, as in the "warp" kernel: QK-norm
 // sums (or each key's factor from the cache: KSCALE), RoPE in registers (a pair's two halves
 // sit in the same thread; KSCALE: on f16 pairs), scores = K q^T by mma.sync with the rotated
