@@ -1050,12 +1050,13 @@ WG_ROWS = torch.cat([torch.arange(0, 64), torch.arange(128, 192), torch.arange(6
 def wg_images(up: torch.Tensor, bias: torch.Tensor, invf: torch.Tensor, rscale: float, kv: int):
     """The "wg" kernel's constant shared memory, laid out once per layer so that a program's
     prologue is plain copies (no loads feeding arithmetic, no sin/cos before the first tile):
-    per KV head, U (256 dims x r, bf16, rows in WG_ROWS order) in the no-swizzle core-matrix layout followed in each
-    8-row group by the bias block (k = r: the bias in bf16 and its rounding error, so
-    1 * hi + 1 * lo rebuilds it to ~16 bits; the next 16 bytes x 8 rows zero), (kv, 32 *
-    SBOU) uint8; and the KSCALE pair tables as the kernel's Smem holds them, pp (per 2
-    pairs: both frequencies / rope scale, cos 8f and sin 8f as f16 pairs) then to (cos and
-    sin of g4 f for g4 = 0..7, f16 pairs, rows padded to 68 entries), uint8."""
+    per KV head, U (256 dims x r, bf16, rows in WG_ROWS order) in the no-swizzle
+    core-matrix layout followed in each 8-row group by the bias block (k = r: the bias in
+    bf16 and its rounding error, so 1 * hi + 1 * lo rebuilds it to ~16 bits; the next 16
+    bytes x 8 rows zero), (kv, 32 * SBOU) uint8; and the KSCALE pair tables as the
+    kernel's Smem holds them, pp (per 2 pairs: both frequencies / rope scale, cos 8f and
+    sin 8f as f16 pairs) then to (cos and sin of g4 f for g4 = 0..7, f16 pairs, rows
+    padded to 68 entries), uint8."""
     d, r = 256, up.shape[1]
     sbou = (r // 8 + 2) * 128
     # rows in the order the kernel's two 128-dim halves take them (WG_ROWS): each half holds
