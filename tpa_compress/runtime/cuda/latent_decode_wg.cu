@@ -91,13 +91,14 @@ struct Merge {                             // the epilogue's, over z / v once th
     float a[WARPS][G][RV];
 };
 
-// RoPE (and, without KSCALE, the norm sums and weight) of a warp's 16 rebuilt keys and
-// their scores sc = K_rot q^T: d[4 j + 2 r + e] is key g4 + 8 r, dim 8 j + 2 t4 + e, and
-// its rotation partner (dim + 128) is d[4 (j + 16) + 2 r + e]; that is the m16n8k16 A
+// RoPE (and, without KSCALE, the norm sums and weight) of a warp's 16 rebuilt keys in one
+// 128-dim half HF of the rebuild, and their scores: half HF holds dims 64 HF + (0..63) and
+// their rotation partners (+ 128); d[4 l + 2 r + e] (l < 8) is key g4 + 8 r, dim
+// 64 HF + 8 l + 2 t4 + e, and its partner is d[4 (l + 8) + 2 r + e]; that is the m16n8k16 A
 // fragment's layout (row = key g4 + 8 r, k = dims 2 t4 + e), so the rotated keys, packed
-// in f16 pairs, are the A operand as they stand and q^T (shared memory) is B. sc[2 r + i]:
-// key g4 + 8 r, head 2 t4 + i. 32 dims at a time (one k-step of each half), so few
-// temporaries are live beside the 128 accumulators.
+// in f16 pairs, are the A operand as they stand and q^T (shared memory) is B. sc[2 r + i]
+// (+ sc2, the partners' chain): key g4 + 8 r, head 2 t4 + i. 32 dims at a time (one
+// k-step of each side), so few temporaries are live beside the accumulators.
 // KSCALE: the norm weight is in U and the bias, each key's 1 / rms comes from the cache,
 // and the rotation runs on f16 pairs (frequencies c, c + 1: half the instructions of fp32).
 // CONTIG: key g4 + 8 is key g4 rotated by 8 f (contiguous positions); with KSCALE also key g4
