@@ -193,7 +193,8 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     extern __shared__ __align__(1024) unsigned char smem_raw[];
 #if PHASES
     // clock64 per phase, recorded by lane 0 of each warpgroup's first warp (wait: copies +
-    // barrier; mma: wgmma issue + the next tile's copies + wait; rope: rotate + score;
+    // barrier; mma: wgmma issue + the next tile's copies + the wait for the first half;
+    // rope: rotate + score, both halves, with the wait for the second between them;
     // softmax: mask, softmax, z_v p, end barrier)
     unsigned long long g_start, g_end, c_start = clock64(), c_pro = 0, c_loop = 0, c_end = 0, p_wait = 0, p_mma = 0,
         p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b;
