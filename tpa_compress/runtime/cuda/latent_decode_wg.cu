@@ -39,7 +39,6 @@
 #define NEG_INF __int_as_float(0xff800000)
 __HELPERS__
 typedef unsigned long long u64;
-__device__ __forceinline__ bf16 f2bf(float x) { bf16 r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x)); return r; }
 // what cp.async / st.shared wrote, made visible to the tensor cores' (async proxy) reads
 __device__ __forceinline__ void fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ __forceinline__ void bar_wg(int wg) { asm volatile("bar.sync %0, 128;" :: "r"(wg + 1) : "memory"); }
