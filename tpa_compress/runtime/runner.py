@@ -10,6 +10,7 @@ tile update) with torch.compile; the graph then replays them with no launch cost
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field, replace
 
@@ -90,7 +91,7 @@ class Runner:
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
-                 kernel_options: dict | None = None):
+                 kernel_options: dict | None = None, pdl: bool | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -126,6 +127,10 @@ class Runner:
         self.done = z(batch, dt=torch.bool)
         self.ids = torch.full((batch, max_len), self.pad_id, dtype=torch.long, device=self.device)
         self.use_graph = cuda if cuda_graph is None else cuda_graph
+        # programmatic dependent launch (Hopper+): each kernel of the step starts while the
+        # previous one finishes and waits for its data on the GPU (our kernels and, through
+        # inductor's option, the compiled ones); None: where available
+        self.pdl = kernels.pdl_available(self.device) if pdl is None else pdl
         self.graph, self.graph_params = None, None
         self.entries, self.update, self.tail = new_entries, tile_update, _tail
         self.direct, self.rope_fn, self.bias_fn = direct_decode, rope_cos_sin, _mask_bias
@@ -138,7 +143,7 @@ class Runner:
             for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
                 if kernels.supports(blk.self_attn, lay, lc.kv.dtype):
                     self.kernels[i] = kernels.DecodeAttention(blk.self_attn, lay, sink_of(lay),
-                                                              **(kernel_options or {}))
+                                                              **{"pdl": self.pdl, **(kernel_options or {})})
         if (cuda if compile is None else compile):
             self._compile()
 
@@ -151,16 +156,19 @@ class Runner:
         # Q/K/V (or their encoders) as one matmul: a copy of those weights (small) buys
         # two fewer kernels per layer and step
         self.fuse_weights()
-        self.entries = torch.compile(new_entries_fused, dynamic=False)
+        import torch._inductor.config as inductor_config
+        pdl = self.pdl and hasattr(inductor_config.triton, "enable_pdl")
+        compile = functools.partial(torch.compile, dynamic=False, options={"triton.enable_pdl": True} if pdl else None)
+        self.entries = compile(new_entries_fused)
         # a plain cache: the write (and a k_scale layout's norm factors) in the same graph, so
         # they fuse into the projection's epilogue instead of launching kernels of their own
-        self.entries_written = torch.compile(entries_written, dynamic=False)
-        self.update = torch.compile(tile_update, dynamic=False)
-        self.tail = torch.compile(_tail, dynamic=False)
-        self.direct = torch.compile(direct_decode, dynamic=False)
-        self.rope_fn = torch.compile(rope_cos_sin, dynamic=False)
-        self.bias_fn = torch.compile(_mask_bias, dynamic=False)
-        quant = torch.compile(quantize, dynamic=False)
+        self.entries_written = compile(entries_written)
+        self.update = compile(tile_update)
+        self.tail = compile(_tail)
+        self.direct = compile(direct_decode)
+        self.rope_fn = compile(rope_cos_sin)
+        self.bias_fn = compile(_mask_bias)
+        quant = compile(quantize)
         for lc in self.cache.layers:
             if lc.quant:
                 lc.quantize = quant
@@ -310,7 +318,8 @@ class Runner:
                 self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
             sink = self._sink_tile(attn, lc)
         if i in self.kernels:
-            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks)
+            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks,
+                                   slots[lc.capacity])
         if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
             o = sdpa_decode(attn, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
         elif lay.k.kind == "full" and sink is None:
