@@ -28,7 +28,6 @@
 #define NTH 256
 #define G __G__
 #define KSCALE __KSCALE__            // each key's QK-norm factor read from the cache (weight folded into U)
-#define STAGGER __STAGGER__           // experiment: warpgroup 1's first rebuild after warpgroup 0's first half (1) / whole (2)
 #define PHASES __PHASES__           // instrumented build (bench_decode_kernel --phases): per-phase clocks
 #define SKT __SKT__                  // row strides of z and z_v (the cache's: K and V entries side by side),
 #define SVT __SVT__                  // compile-time so that a tile's copies take immediate offsets
@@ -348,22 +347,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     const u64 du = desc(su, 128, SBOU), du2 = desc(su + 16 * SBOU, 128, SBOU), dones = desc(sones, 128, 256);
 
     int st = 0;
-#if STAGGER
-    const int stag = start + TILE < stop;   // warpgroup 1 has a tile
-    bool first = true;
-#endif
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
         CLK(c_a);
         cp_wait0();
         fence_async();
         bar_wg(wg);      // this tile's pieces, from every thread of the warpgroup
-#if STAGGER == 3
-        // ping-pong: a warpgroup issues its rebuild once the other's last one is done (warpgroup 0's
-        // first tile: at once), so one's RoPE and softmax run under the other's rebuild
-        asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %0, 0;\n @p bar.sync %1, 256;\n}" :: "r"((int)(wg == 1 || !first)), "r"(wg == 1 ? 3 : 4) : "memory");
-#elif STAGGER
-        asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %0, 0;\n @p bar.sync 3, 256;\n}" :: "r"((int)(first && wg == 1)) : "memory");
-#endif
 #if PHASES
         CLK(c_b); p_wait += c_b - c_a; c_a = c_b; n_tiles++;
 #endif
@@ -412,21 +400,12 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         const bool contig = __all_sync(0xffffffffu, pk1 == pk0 + 8);
 #endif
         wgmma_wait1(da);
-#if STAGGER == 1
-        asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %0, 0;\n @p bar.arrive 3, 256;\n}" :: "r"((int)(first && wg == 0 && stag)) : "memory");
-#endif
 #if PHASES
         CLK(c_b); p_mma += c_b - c_a; c_a = c_b;
 #endif
         if (contig) rope_score<true, 0>(da, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
         else rope_score<false, 0>(da, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
         wgmma_wait0(db);
-#if STAGGER == 2
-        asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %0, 0;\n @p bar.arrive 3, 256;\n}" :: "r"((int)(first && wg == 0 && stag)) : "memory");
-#elif STAGGER == 3
-        // the other warpgroup's next rebuild may go (when it has one: counts match)
-        asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %0, 0;\n @p bar.arrive %1, 256;\n}" :: "r"((int)(t0 + TILE < stop)), "r"(wg == 0 ? 3 : 4) : "memory");
-#endif
         if (contig) rope_score<true, 1>(db, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
         else rope_score<false, 1>(db, sh, &sh.q[g4][t4], tb, to, pk0, pk1, t4, sq0, sq1, sc, sc2);
         #pragma unroll
@@ -486,9 +465,6 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
             mma(acc[vm], a, pb0, pb1);
         }
         bar_wg(wg);      // every warp done with this stage: the next iteration reloads it
-#if STAGGER
-        first = false;
-#endif
 #if PHASES
         CLK(c_b); p_sm += c_b - c_a;
 #endif
