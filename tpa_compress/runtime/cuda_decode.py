@@ -1125,8 +1125,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz)), ("KSCALE", int(kscale)),
-                     ("SKT", strides[0]), ("SVT", strides[1]), ("PHASES", int(phases)),
-                     ("STAGGER", int(__import__("os").environ.get("TPA_STAGGER", "0")))):
+                     ("SKT", strides[0]), ("SVT", strides[1]), ("PHASES", int(phases))):
         src = src.replace(f"__{key}__", str(val))
     return src
 

@@ -28,7 +28,6 @@
 #define NTH 256
 #define G __G__
 #define KSCALE __KSCALE__            // each key's QK-norm factor read from the cache (weight folded into U)
-#define STAGGER __STAGGER__           // experiment (TPA_STAGGER)
 #define PHASES __PHASES__           // instrumented build (bench_decode_kernel --phases): per-phase clocks
 #define SKT __SKT__                  // row strides of z and z_v (the cache's: K and V entries side by side),
 #define SVT __SVT__                  // compile-time so that a tile's copies take immediate offsets
@@ -299,7 +298,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
             asm volatile("griddepcontrol.launch_dependents;");   // the combine may start its launch
         }
         const bool go = pass ? ws < 0 || (wr >= 0 && wr < TILE) : ws >= 0;
-        if (go && t0 < stop && !(STAGGER == 4 && wg == 1)) load(t0, 0, pass ? wr : (wr < 0 ? TILE : wr), pass && ws >= 0);
+        if (go && t0 < stop) load(t0, 0, pass ? wr : (wr < 0 ? TILE : wr), pass && ws >= 0);
         cp_commit();
     }
 
@@ -348,27 +347,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     const u64 du = desc(su, 128, SBOU), du2 = desc(su + 16 * SBOU, 128, SBOU), dones = desc(sones, 128, 256);
 
     int st = 0;
-#if STAGGER == 4
-    // experiment: warpgroup 1 asks for its first tile once warpgroup 0's has arrived
-    const int stag = start + TILE < stop;   // warpgroup 1 has a tile
-    bool first = true;
-#endif
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
         CLK(c_a);
-#if STAGGER == 4
-        if (first && wg == 1) {
-            asm volatile("bar.sync 3, 256;" ::: "memory");
-            load(t0, 0, -1, false);
-            cp_commit();
-        }
-#endif
         cp_wait0();
         fence_async();
         bar_wg(wg);      // this tile's pieces, from every thread of the warpgroup
-#if STAGGER == 4
-        asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %0, 0;\n @p bar.arrive 3, 256;\n}" :: "r"((int)(first && wg == 0 && stag)) : "memory");
-        first = false;
-#endif
 #if PHASES
         CLK(c_b); p_wait += c_b - c_a; c_a = c_b; n_tiles++;
 #endif
