@@ -51,22 +51,33 @@ def phases(fn, programs: int) -> str:
             f"first start to last end {(end.max() - start.min()).item() / 1e3:.2f} us")
 
 
+COLD = None  # --cold: a scratch buffer (2x L2) written before every call, so the cache comes from DRAM
+
+
 def timed(fn, reps=20, rounds=5):
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    best = float("inf")
-    for _ in range(rounds):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
+    """µs per call, a CUDA graph of reps calls, the best of rounds; with COLD each call
+    follows a write of the scratch buffer (L2 flushed, as in a decode step, where the
+    whole model streams through between two calls of a layer), the writes' own time
+    (measured alone the same way) subtracted."""
+    def graph_us(f):
+        f()
         torch.cuda.synchronize()
-        best = min(best, a.elapsed_time(b) * 1e3 / reps)
-    return best
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(reps):
+                f()
+        best = float("inf")
+        for _ in range(rounds):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            torch.cuda.synchronize()
+            best = min(best, a.elapsed_time(b) * 1e3 / reps)
+        return best
+    if COLD is None:
+        return graph_us(fn)
+    return graph_us(lambda: (COLD.zero_(), fn())) - graph_us(COLD.zero_)
 
 
 def kernel_times(fn, reps=20):
@@ -111,12 +122,16 @@ def main():
     ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
                     "told the step's write slot, the last one: its first tile goes out before the wait); "
                     "comma-separated to compare; default: where available")
+    ap.add_argument("--cold", action="store_true", help="the cache from DRAM: L2 flushed before every timed call")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
     ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
                     "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
                     "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
                     "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)")
     a = ap.parse_args()
+    if a.cold:
+        global COLD
+        COLD = torch.empty(2 * torch.cuda.get_device_properties(0).L2_cache_size, dtype=torch.uint8, device="cuda")
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
     torch.manual_seed(0)
