@@ -1195,6 +1195,28 @@ def launch_pdl(fn, grid, block, shared_mem: int, args: list) -> None:
     _check_cuda(_get_gpu_runtime_library().cuLaunchKernelEx(ctypes.byref(cfg), fn.func, params, None))
 
 
+_PREFETCH = r"""
+extern "C" __global__ void l2_prefetch(const char* __restrict__ p, long long n) {
+    const long long step = (long long)gridDim.x * blockDim.x * 128;
+    for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 128; i < n; i += step)
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(p + i));
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _prefetch_kernel(device_index: int):
+    with torch.cuda.device(device_index):
+        return torch.cuda._compile_kernel(_PREFETCH, "l2_prefetch")
+
+
+def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:
+    """Ask L2 for a tensor's bytes (a cache a later kernel of the step reads), 128-byte
+    lines, on the current stream; nothing waits for them."""
+    n = t.numel() * t.element_size()
+    _prefetch_kernel(t.device.index or 0)(grid=(programs, 1, 1), block=(256, 1, 1), args=[t, n])
+
+
 def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None,
            wslot=None):
     """One decode step's partial states from the cache (da: a kernels.DecodeAttention,

@@ -24,7 +24,7 @@ from ..models.common import rope_cos_sin
 from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
                         entries_written, key_scale_terms, new_entries, new_entries_fused, sdpa_decode,
                         sink_of, tile_update)
-from . import kernels
+from . import cuda_decode, kernels
 from .cache import DTYPE_NAMES, KVCache, quantize
 from .sampling import SamplingParams, sample
 
@@ -88,10 +88,11 @@ def _eager():
 
 
 class Runner:
+    PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
-                 kernel_options: dict | None = None, pdl: bool | None = None):
+                 kernel_options: dict | None = None, pdl: bool | None = None, prefetch: bool | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -144,10 +145,25 @@ class Runner:
                 if kernels.supports(blk.self_attn, lay, lc.kv.dtype):
                     self.kernels[i] = kernels.DecodeAttention(blk.self_attn, lay, sink_of(lay),
                                                               **{"pdl": self.pdl, **(kernel_options or {})})
+        # the decode step asks L2 for a kernel-served layer's cache while the layer before it
+        # runs (a side stream): batch 1 leaves DRAM idle most of the step, and the attention
+        # kernel then reads L2. Where the cache is 1 MB or more and fits in half of L2.
+        self.prefetch, self.pf_stream = set(), None
+        if cuda and (prefetch if prefetch is not None else True):
+            l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
+            self.prefetch = {i for i in self.kernels if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 // 2}
+            self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
         if (cuda if compile is None else compile):
             self._compile()
 
     # -- setup ---------------------------------------------------------------------
+    def _cache_tensors(self, i: int) -> list:
+        lc = self.cache.layers[i]
+        return [t for t in (lc.kv, lc.ks) if t is not None]
+
+    def _cache_nbytes(self, i: int) -> int:
+        return sum(t.numel() * t.element_size() for t in self._cache_tensors(i))
+
     def _compile(self):
         import torch._dynamo
         # one compiled graph serves every layer (weights are graph inputs); a few variants
@@ -271,10 +287,17 @@ class Runner:
         h = self.model.embed(self.tok[:, None])
         x = layers[0].input_layernorm(h)
         for i, block in enumerate(layers):
+            if i + 1 in self.prefetch:  # the next layer's cache into L2 while this one runs
+                self.pf_stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(self.pf_stream):
+                    for t in self._cache_tensors(i + 1):
+                        cuda_decode.prefetch_l2(t)
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
             o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
             h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i])
+        if self.pf_stream is not None:  # (the side stream rejoins: a captured graph needs it)
+            torch.cuda.current_stream().wait_stream(self.pf_stream)
         logits = self.model.logits(x[:, 0])
         self.last_logits = logits  # a static buffer under the graph: read after replay
         nxt = sample(logits, params)
