@@ -1196,7 +1196,7 @@ def launch_pdl(fn, grid, block, shared_mem: int, args: list) -> None:
 
 
 _PREFETCH = r"""
-extern "C" __global__ void l2_prefetch(const char* __restrict__ p, long long n) {
+extern "C" __global__ void l2_prefetch(const char* __restrict__ p, int n) {   // (torch's launcher: ints are int)
     const long long step = (long long)gridDim.x * blockDim.x * 128;
     for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 128; i < n; i += step)
         asm volatile("prefetch.global.L2 [%0];" :: "l"(p + i));
