@@ -201,12 +201,16 @@ def main():
                     "available), 0, 1; comma-separated to compare")
     ap.add_argument("--prefetch", default="auto", help="our runner's L2 prefetch of the next layer's cache: "
                     "auto (where it fits), 0, 1; comma-separated to compare")
+    ap.add_argument("--prefetch-max", type=float, default=None, help="the largest cache prefetched, as a "
+                    "fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.5)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--bandwidth", type=float, default=None, help="peak B/s (default: by GPU name)")
     ap.add_argument("--out", default="bench_generate.json")
     a = ap.parse_args()
+    if a.prefetch_max is not None:
+        Runner.PREFETCH_MAX_L2 = a.prefetch_max
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv,
            "rows": []}
     try:
