@@ -202,7 +202,7 @@ def main():
     ap.add_argument("--prefetch", default="auto", help="our runner's L2 prefetch of the next layer's cache: "
                     "auto (where it fits), 0, 1; comma-separated to compare")
     ap.add_argument("--prefetch-max", type=float, default=None, help="the largest cache prefetched, as a "
-                    "fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.5)")
+                    "fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")

@@ -89,7 +89,8 @@ def _eager():
 
 class Runner:
     PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
-    PREFETCH_MAX_L2 = 0.5   # ... and up to which fraction of L2
+    PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
+                            # both measured faster, docs/benchmarks.md thirteenth run)
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
@@ -148,7 +149,7 @@ class Runner:
                                                               **{"pdl": self.pdl, **(kernel_options or {})})
         # the decode step asks L2 for a kernel-served layer's cache while the layer before it
         # runs (a side stream): batch 1 leaves DRAM idle most of the step, and the attention
-        # kernel then reads L2. Where the cache is 1 MB or more and fits in half of L2.
+        # kernel then reads L2. Where the cache is 1 MB or more and fits in L2 with room to spare.
         self.prefetch, self.pf_stream = set(), None
         if cuda and (prefetch if prefetch is not None else True):
             l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
