@@ -91,6 +91,7 @@ class Runner:
     PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
     PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
                             # both measured faster, docs/benchmarks.md thirteenth run)
+
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
@@ -153,7 +154,8 @@ class Runner:
         self.prefetch, self.pf_stream = set(), None
         if cuda and (prefetch if prefetch is not None else True):
             l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
-            self.prefetch = {i for i in self.kernels if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2}
+            self.prefetch = {i for i in self.kernels
+                             if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2}
             self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
         if (cuda if compile is None else compile):
             self._compile()
