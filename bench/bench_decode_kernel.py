@@ -51,22 +51,33 @@ def phases(fn, programs: int) -> str:
             f"first start to last end {(end.max() - start.min()).item() / 1e3:.2f} us")
 
 
+COLD = None  # --cold: a scratch buffer (2x L2) written before every call, so the cache comes from DRAM
+
+
 def timed(fn, reps=20, rounds=5):
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    best = float("inf")
-    for _ in range(rounds):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
+    """µs per call, a CUDA graph of reps calls, the best of rounds; with COLD each call
+    follows a write of the scratch buffer (L2 flushed, as in a decode step, where the
+    whole model streams through between two calls of a layer), the writes' own time
+    (measured alone the same way) subtracted."""
+    def graph_us(f):
+        f()
         torch.cuda.synchronize()
-        best = min(best, a.elapsed_time(b) * 1e3 / reps)
-    return best
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(reps):
+                f()
+        best = float("inf")
+        for _ in range(rounds):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            torch.cuda.synchronize()
+            best = min(best, a.elapsed_time(b) * 1e3 / reps)
+        return best
+    if COLD is None:
+        return graph_us(fn)
+    return graph_us(lambda: (COLD.zero_(), fn())) - graph_us(COLD.zero_)
 
 
 def kernel_times(fn, reps=20):
@@ -108,12 +119,19 @@ def main():
     ap.add_argument("--phases", action="store_true", help="the wg kernel's time per phase (a build with clocks, "
                     "one call): program prologue, loop (wait / mma / rope / softmax per tile), merge")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
+    ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
+                    "told the step's write slot, the last one: its first tile goes out before the wait); "
+                    "comma-separated to compare; default: where available")
+    ap.add_argument("--cold", action="store_true", help="the cache from DRAM: L2 flushed before every timed call")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
     ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
                     "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
                     "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
                     "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)")
     a = ap.parse_args()
+    if a.cold:
+        global COLD
+        COLD = torch.empty(2 * torch.cuda.get_device_properties(0).L2_cache_size, dtype=torch.uint8, device="cuda")
     cfg = variant_config(a.model)
     layer = next(i for i in range(cfg.num_layers) if cfg.window(i) is None)
     torch.manual_seed(0)
@@ -152,7 +170,8 @@ def main():
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
                         for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
-            for (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(backends, *(
+            for pdl, (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
+                    [int(x) for x in a.pdl.split(",")] if a.pdl else [-1], backends, *(
                     map(int, x.split(",")) for x in (a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds,
                                                      a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z,
                                                      a.k_scale))):
@@ -167,12 +186,14 @@ def main():
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
                                                    per_sm=ps, num_stages=st or None, ds=ds,
                                                    maxnreg=mr or None, latent_combine=bool(lc),
-                                                   ds_dynamic=bool(dy), norm_z=bool(nz), backend=be)
+                                                   ds_dynamic=bool(dy), norm_z=bool(nz), backend=be,
+                                                   pdl=None if pdl < 0 else bool(pdl))
                     kx = ksc if kq else None
                     if kq and kx is None:
                         continue
-                    out = kern(q, k, v, pos, qp, tile, k_scale=kx).float()
-                    us = timed(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx))
+                    ws = torch.tensor([t - 1], device="cuda") if pdl == 2 else None
+                    out = kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws).float()
+                    us = timed(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
                 except Exception as e:  # a config that does not compile or is not served
                     print(f"{kinds} b{b} T{t} {be} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} "
                           f"dyn {dy}: {type(e).__name__}: {str(e)[:200]}", flush=True)
@@ -186,12 +207,12 @@ def main():
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
                             f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}")
                 if a.kernel_times:
-                    info += "\n    kernels (us): " + kernel_times(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx))
+                    info += "\n    kernels (us): " + kernel_times(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
                 info += f" kscale {kq}"
                 if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv) == "wg":
-                    info += "\n    phases: " + phases(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx),
+                    info += "\n    phases: " + phases(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws),
                                                       kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
-                print(f"{kinds:14s} b{b:<3d} T{t:<6d} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
+                print(f"{kinds:14s} b{b:<3d} T{t:<6d} pdl {int(kern.pdl)}{'+slot' if ws is not None else ''} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
                       f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}", flush=True)
 

@@ -76,9 +76,10 @@ def prompts_for(cfg, batch, length, seed=1):
 
 
 def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128",
-         k_basis="orthonormal"):
+         k_basis="orthonormal", pdl=None, prefetch=None):
     model = random_model(cfg, layout, ranks, k_basis=k_basis)
-    r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options)
+    r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options, pdl=pdl,
+               prefetch=prefetch)
     prompts = prompts_for(cfg, batch, context - new)
     r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
     res = r.generate(prompts, new, stop_at_eos=False)
@@ -88,7 +89,7 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
                prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
                predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw,
-               k_basis=k_basis if layout == "converted" else None,
+               k_basis=k_basis if layout == "converted" else None, pdl=r.pdl, prefetch=sorted(r.prefetch),
                norm_from_latent=sum(k.norm_z for k in r.kernels.values()))
     del r, model
     torch.cuda.empty_cache()
@@ -196,12 +197,20 @@ def main():
                     help="converted K up-projection: orthonormal columns (as activation_svd writes) or random")
     ap.add_argument("--cuda-kernels", default="wg", help="the CUDA decode kernel(s) converted rows "
                     "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py)")
+    ap.add_argument("--pdl", default="auto", help="programmatic dependent launch in our runner: auto (where "
+                    "available), 0, 1; comma-separated to compare")
+    ap.add_argument("--prefetch", default="auto", help="our runner's L2 prefetch of the next layer's cache: "
+                    "auto (where it fits), 0, 1; comma-separated to compare")
+    ap.add_argument("--prefetch-max", type=float, default=None, help="the largest cache prefetched, as a "
+                    "fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--bandwidth", type=float, default=None, help="peak B/s (default: by GPU name)")
     ap.add_argument("--out", default="bench_generate.json")
     a = ap.parse_args()
+    if a.prefetch_max is not None:
+        Runner.PREFETCH_MAX_L2 = a.prefetch_max
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv,
            "rows": []}
     try:
@@ -230,7 +239,8 @@ def main():
         cfg = variant_config(name)
         for batch in map(int, a.batches.split(",")):
             for ctx in map(int, a.contexts.split(",")):
-                jobs = [("ours", (lay, cd, ck)) for lay in a.layouts.split(",") if lay
+                jobs = [("ours", (lay, cd, ck, pdl, pf)) for pdl in a.pdl.split(",") for pf in a.prefetch.split(",")
+                        for lay in a.layouts.split(",") if lay
                         for cd in a.cache_dtypes.split(",")
                         for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])]
                 if not a.no_hf:
@@ -241,7 +251,8 @@ def main():
                         cuda_decode.BUILD["kernel"] = row["cuda_kernel"] = what[2]
                     t = time.time()
                     try:
-                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis)
+                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis,
+                                        *(None if x == "auto" else bool(int(x)) for x in what[3:5]))
                                    if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:

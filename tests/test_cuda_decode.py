@@ -70,6 +70,23 @@ def test_cuda_kernel_long_cache(family, rk, rv, kind):
                            d=256, rk=rk, rv=rv, heads=8, t=700, backend="cuda").cuda
 
 
+@pytest.mark.parametrize("wslot", [0, 70, 140, 149])
+@pytest.mark.parametrize("pdl", [True, False])
+def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl):
+    """The wg kernel reads its first tile before griddepcontrol.wait except the step's write
+    slot, which it copies after: 150 slots in chunks of 128 keys, so the slot sits in a first
+    tile of warpgroup 0 (0), 1 (70), a chunk's partial last tile (140, 149). Launched with
+    programmatic dependent launch or torch's launcher."""
+    monkey = pytest.MonkeyPatch()
+    monkey.setitem(cuda_decode.BUILD, "kernel", "wg")
+    try:
+        for k_scale in (False, True):
+            assert kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128,
+                                   heads=8, k_scale=k_scale, wslot=wslot, backend="cuda", pdl=pdl).cuda
+    finally:
+        monkey.undo()
+
+
 def test_cuda_backend_refuses_what_it_does_not_serve():
     """A head dim other than 256, or ranks it is not written for: backend 'cuda' says so;
     'auto' takes the Triton kernel."""
@@ -96,6 +113,22 @@ def latent_model(family, sink):
                     proj.up.weight.copy_(orthonormal_blocks(2, 256, 128, g))
             setattr(blk.self_attn, name, proj)
     return model.to(DEVICE, torch.bfloat16)
+
+
+def test_l2_prefetch_changes_no_output(monkeypatch):
+    """The step's L2 prefetch of the next layer's cache (a side stream, rejoined before the
+    logits; here forced for every layer) is only a hint: the same logits bit for bit, in the
+    CUDA graph and with programmatic dependent launch."""
+    model = latent_model("gemma3", 1)
+    prompts = prompts_of([13, 1, 20])
+    longest, new = max(map(len, prompts)), 12
+    out = {}
+    for pf in (False, True):
+        monkeypatch.setattr(Runner, "PREFETCH_MIN", 0)
+        r = Runner(model, len(prompts), longest + new, compile=False, prefetch=pf)
+        assert r.prefetch == (set(range(1, 6)) if pf else set()) and r.use_graph
+        out[pf] = greedy_steps(r, prompts, new)
+    assert torch.equal(out[False][0], out[True][0]) and out[False][1] == out[True][1]
 
 
 @pytest.mark.parametrize("family,sink", [("gemma3", 1), ("llama", 0)])

@@ -93,12 +93,15 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
 
 
 def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
-                    heads=4, t=150, k_scale=False, **options):
+                    heads=4, t=150, k_scale=False, wslot=None, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine); t cache slots (from 700 the
     queries follow every slot of sequences 0 and 1, so every tile counts). orthonormal: K's up-
-    projection is per-head orthonormal blocks (per_head_svd's form), rk / 2 columns each."""
+    projection is per-head orthonormal blocks (per_head_svd's form), rk / 2 columns each.
+    wslot: a decode step's write: a first call sees the cache without it, then column wslot
+    gets a new, visible, heavy entry and the call that passes wslot must read it (and equal the
+    same call without wslot bit for bit)."""
     cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=heads)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
     attn = model.layers[layer].self_attn
@@ -144,6 +147,14 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     # k_scale: each key's QK-norm factor handed in as a cache holding it would (latent K)
     ksc = A.key_scales(kc, A.key_scale_terms(attn)) if k_scale else None
     got = kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc)
+    if wslot is not None:
+        kc[:, wslot] = torch.randn(kc[:, wslot].shape, generator=g).to(DEVICE, dtype)
+        vc[:, wslot] = 20 * torch.randn(vc[:, wslot].shape, generator=g).to(DEVICE, dtype)
+        k_pos[:, wslot] = q_pos[:, 0].int()
+        ksc = A.key_scales(kc, A.key_scale_terms(attn)) if k_scale else None
+        got = kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc,
+                   wslot=torch.tensor([wslot], device=DEVICE))
+        assert torch.equal(got, kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc))
     if quant:
         kc, vc = dequantize_kv(kc, vc, scale, dtype)
     ref_attn = attn if dtype == torch.float32 else attn.float()

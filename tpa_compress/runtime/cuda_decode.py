@@ -33,6 +33,7 @@ basis. Measured in docs/benchmarks.md (seventh run).
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import warnings
 from pathlib import Path
@@ -900,6 +901,7 @@ __device__ __forceinline__ void cp4a(u32 s, const void* src, bool ok) {
 __device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ __forceinline__ void cp_wait2() { asm volatile("cp.async.wait_group 2;" ::: "memory"); }
 __device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 __device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
     // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
@@ -1164,11 +1166,65 @@ def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False, 
     return _FAILED[key]
 
 
-def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None):
+class _LaunchConfig(ctypes.Structure):   # the driver's CUlaunchConfig
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("n_attrs", ctypes.c_uint)]
+
+
+class _LaunchAttr(ctypes.Structure):     # CUlaunchAttribute: an id, padding, a 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
+
+
+_PROGRAMMATIC_STREAM_SERIALIZATION = 6   # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+
+def launch_pdl(fn, grid, block, shared_mem: int, args: list) -> None:
+    """fn (a torch.cuda._compile_kernel kernel) launched with programmatic dependent launch:
+    its programs may start while the stream's previous kernel finishes (they wait for it with
+    griddepcontrol.wait). torch's launcher takes no launch attributes, hence cuLaunchKernelEx
+    here, with the same argument conversion (tensors: pointers, ints: int, floats: double)."""
+    from torch.cuda._utils import _check_cuda, _get_gpu_runtime_library
+    keep = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else
+            ctypes.c_int(a) if isinstance(a, int) else ctypes.c_double(a) for a in args]
+    params = (ctypes.c_void_p * len(keep))(*[ctypes.cast(ctypes.byref(k), ctypes.c_void_p) for k in keep])
+    attr = _LaunchAttr(id=_PROGRAMMATIC_STREAM_SERIALIZATION)
+    attr.value[0] = 1
+    cfg = _LaunchConfig((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), shared_mem,
+                        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+                        ctypes.cast(ctypes.byref(attr), ctypes.c_void_p), 1)
+    _check_cuda(_get_gpu_runtime_library().cuLaunchKernelEx(ctypes.byref(cfg), fn.func, params, None))
+
+
+_PREFETCH = r"""
+extern "C" __global__ void l2_prefetch(const char* __restrict__ p, int n) {   // (torch's launcher: ints are int)
+    const long long step = (long long)gridDim.x * blockDim.x * 128;
+    for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 128; i < n; i += step)
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(p + i));
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _prefetch_kernel(device_index: int):
+    with torch.cuda.device(device_index):
+        return torch.cuda._compile_kernel(_PREFETCH, "l2_prefetch")
+
+
+def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:
+    """Ask L2 for a tensor's bytes (a cache a later kernel of the step reads), 128-byte
+    lines, on the current stream; nothing waits for them."""
+    n = t.numel() * t.element_size()
+    _prefetch_kernel(t.device.index or 0)(grid=(programs, 1, 1), block=(256, 1, 1), args=[t, n])
+
+
+def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None,
+           wslot=None):
     """One decode step's partial states from the cache (da: a kernels.DecodeAttention,
     which prepared the arguments: qp (B,) int64 query positions, the sink tile ks / vs
     with ns rows and strides sstr, the chunking for tiles of blk keys; k_scale: each
-    key's QK-norm factor (B, T, KV) fp32 as the cache holds it, or None)."""
+    key's QK-norm factor (B, T, KV) fp32 as the cache holds it, or None; wslot: (1,) int64,
+    the cache column this step's entries went to (the wg kernel reads every other row of its
+    first tile before waiting for the previous kernel), or None)."""
     b, t = kc.shape[0], kc.shape[1]
     kind = kind_for(da.rv)
     warps = 8 if kind in ("warp", "wg") else BUILD["warps"]
@@ -1188,9 +1244,15 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     if kind == "wg":
         extra = [k_scale, k_scale.stride(0), k_scale.stride(1)] if kscale else [m, 0, 0]
         extra += list(da.cu_img[kscale])   # U + bias block, pair tables: laid out once (wg_images)
+        extra.append(da.no_slot if wslot is None else wslot)
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
-    fn(grid=(n, b * da.kv, 1), block=(32 * warps, 1, 1), shared_mem=smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale),
-       args=[q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
-             t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
-             vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
-             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra, *([PHASES] if phases else [])])
+    grid, block = (n, b * da.kv, 1), (32 * warps, 1, 1)
+    shared = smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale)
+    args = [q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
+            t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
+            vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
+            float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra, *([PHASES] if phases else [])]
+    if kind == "wg" and da.pdl:
+        launch_pdl(fn, grid, block, shared, args)
+    else:
+        fn(grid=grid, block=block, shared_mem=shared, args=args)

@@ -124,7 +124,10 @@ if triton is not None:
                         HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
                         PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr,
                         LATENT_COMBINE: tl.constexpr, DS_DYNAMIC: tl.constexpr,
-                        NORM_Z: tl.constexpr, HAS_E: tl.constexpr):
+                        NORM_Z: tl.constexpr, HAS_E: tl.constexpr, PDL: tl.constexpr):
+        if PDL:  # launched with programmatic dependent launch: everything read waits for the previous kernel
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // KV
@@ -242,9 +245,12 @@ if triton is not None:
     @triton.jit
     def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV, RV,
                         D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
-                        LATENT: tl.constexpr, RV_P: tl.constexpr, HAS_SINK: tl.constexpr):
+                        LATENT: tl.constexpr, RV_P: tl.constexpr, HAS_SINK: tl.constexpr, PDL: tl.constexpr):
         """LATENT: the chunk states hold latent mixtures (RV wide); they are merged, then
         up-projected once, and the sink tile's own state (head dim) joins here."""
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
@@ -293,6 +299,15 @@ if triton is not None:
 
 _TL_DTYPES = ({torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
               if triton is not None else {})
+
+
+def pdl_available(device: torch.device) -> bool:
+    """Programmatic dependent launch: Hopper or newer, a Triton that launches with it
+    (`launch_pdl`, 3.4+), not the interpreter."""
+    if triton is None or INTERPRET or device.type != "cuda" or torch.version.hip:
+        return False
+    major, minor = (int(x) for x in triton.__version__.split(".")[:2])
+    return (major, minor) >= (3, 4) and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def _p2(n: int, least: int = 16) -> int:
@@ -347,7 +362,7 @@ class DecodeAttention:
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto"):
+                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto", pdl: bool | None = None):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -362,6 +377,10 @@ class DecodeAttention:
         self.latent_combine = latent_combine
         self.fast_trig = (not INTERPRET) if fast_trig is None else fast_trig
         dev = attn.q_proj.weight.device
+        # programmatic dependent launch (None: where available): each kernel's programs start
+        # while the previous kernel finishes and wait for it on the GPU (griddepcontrol)
+        self.pdl = pdl_available(dev) if pdl is None else pdl
+        self.no_slot = torch.full((1,), -1, dtype=torch.long, device=dev)  # wslot unknown (cuda_decode)
         none = torch.zeros(1, device=dev)
         self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = none
         self.rk = self.rv = 1
@@ -437,13 +456,15 @@ class DecodeAttention:
         chunk = triton.cdiv(blocks, n) * block
         return chunk, triton.cdiv(t, chunk)
 
-    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None, k_scale=None):
+    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None, k_scale=None, wslot=None):
         """q (B, H, 1, D) attention-ready; kc/vc (B, T, values) the cache's K and V
         entries (fp8 and int8 are dequantized on load); k_pos (B, T) int32; q_pos (B, 1);
         sink: exact (ks, vs), each (B, kv, n, D), or None; scale: an int8 cache's
         (B, T, 2) fp16 scales (K, V); k_scale: a latent K's cached QK-norm factors (B, T, KV)
         fp32 (layout k_scale), which the wg kernel reads instead of summing squares (the other
-        paths compute the norm themselves). Returns (B, 1, H*D) in q's dtype."""
+        paths compute the norm themselves); wslot: (1,) int64, the cache column this step wrote
+        (the wg kernel reads the rest of its first tile before the previous kernel ends), or
+        None. Returns (B, 1, H*D) in q's dtype."""
         b, t = kc.shape[0], kc.shape[1]
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
@@ -473,7 +494,7 @@ class DecodeAttention:
         sc = scale if int8 else m
         if use_cuda:  # the same chunk states, from the hand-written kernel
             cuda_decode.launch(self, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk,
-                               k_scale)
+                               k_scale, wslot)
         else:
             self._triton_partial(q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
                                  ieee, int8, latent, sink is not None)
@@ -481,8 +502,13 @@ class DecodeAttention:
         bd = min(d, 64)
         _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
                                           self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
-                                          LATENT=latent, RV_P=_p2(self.rv), HAS_SINK=sink_c, num_warps=4)
+                                          LATENT=latent, RV_P=_p2(self.rv), HAS_SINK=sink_c, PDL=self.pdl,
+                                          num_warps=4, **self._pdl_kw)
         return out.view(b, 1, h * d)
+
+    @property
+    def _pdl_kw(self) -> dict:
+        return {"launch_pdl": True} if self.pdl else {}
 
     def _triton_partial(self, q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
                         ieee, int8, latent, has_sink):
@@ -501,6 +527,7 @@ class DecodeAttention:
             K_LATENT=self.k_latent, V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=has_sink,
             PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent,
-            DS_DYNAMIC=self.ds_dynamic, NORM_Z=self.norm_z, HAS_E=self.has_e, num_warps=self.num_warps,
+            DS_DYNAMIC=self.ds_dynamic, NORM_Z=self.norm_z, HAS_E=self.has_e, PDL=self.pdl, num_warps=self.num_warps,
+            **self._pdl_kw,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}),
             **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}))

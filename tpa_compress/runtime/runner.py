@@ -10,6 +10,7 @@ tile update) with torch.compile; the graph then replays them with no launch cost
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field, replace
 
@@ -23,7 +24,7 @@ from ..models.common import rope_cos_sin
 from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
                         entries_written, key_scale_terms, new_entries, new_entries_fused, sdpa_decode,
                         sink_of, tile_update)
-from . import kernels
+from . import cuda_decode, kernels
 from .cache import DTYPE_NAMES, KVCache, quantize
 from .sampling import SamplingParams, sample
 
@@ -87,10 +88,14 @@ def _eager():
 
 
 class Runner:
+    PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
+    PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
+                            # both measured faster, docs/benchmarks.md thirteenth run)
+
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
-                 kernel_options: dict | None = None):
+                 kernel_options: dict | None = None, pdl: bool | None = None, prefetch: bool | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -126,6 +131,10 @@ class Runner:
         self.done = z(batch, dt=torch.bool)
         self.ids = torch.full((batch, max_len), self.pad_id, dtype=torch.long, device=self.device)
         self.use_graph = cuda if cuda_graph is None else cuda_graph
+        # programmatic dependent launch (Hopper+): each kernel of the step starts while the
+        # previous one finishes and waits for its data on the GPU (our kernels and, through
+        # inductor's option, the compiled ones); None: where available
+        self.pdl = kernels.pdl_available(self.device) if pdl is None else pdl
         self.graph, self.graph_params = None, None
         self.entries, self.update, self.tail = new_entries, tile_update, _tail
         self.direct, self.rope_fn, self.bias_fn = direct_decode, rope_cos_sin, _mask_bias
@@ -138,11 +147,27 @@ class Runner:
             for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
                 if kernels.supports(blk.self_attn, lay, lc.kv.dtype):
                     self.kernels[i] = kernels.DecodeAttention(blk.self_attn, lay, sink_of(lay),
-                                                              **(kernel_options or {}))
+                                                              **{"pdl": self.pdl, **(kernel_options or {})})
+        # the decode step asks L2 for a kernel-served layer's cache while the layer before it
+        # runs (a side stream): batch 1 leaves DRAM idle most of the step, and the attention
+        # kernel then reads L2. Where the cache is 1 MB or more and fits in L2 with room to spare.
+        self.prefetch, self.pf_stream = set(), None
+        if cuda and (prefetch if prefetch is not None else True):
+            l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
+            self.prefetch = {i for i in self.kernels
+                             if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2}
+            self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
         if (cuda if compile is None else compile):
             self._compile()
 
     # -- setup ---------------------------------------------------------------------
+    def _cache_tensors(self, i: int) -> list:
+        lc = self.cache.layers[i]
+        return [t for t in (lc.kv, lc.ks) if t is not None]
+
+    def _cache_nbytes(self, i: int) -> int:
+        return sum(t.numel() * t.element_size() for t in self._cache_tensors(i))
+
     def _compile(self):
         import torch._dynamo
         # one compiled graph serves every layer (weights are graph inputs); a few variants
@@ -151,16 +176,19 @@ class Runner:
         # Q/K/V (or their encoders) as one matmul: a copy of those weights (small) buys
         # two fewer kernels per layer and step
         self.fuse_weights()
-        self.entries = torch.compile(new_entries_fused, dynamic=False)
+        import torch._inductor.config as inductor_config
+        pdl = self.pdl and hasattr(inductor_config.triton, "enable_pdl")
+        compile = functools.partial(torch.compile, dynamic=False, options={"triton.enable_pdl": True} if pdl else None)
+        self.entries = compile(new_entries_fused)
         # a plain cache: the write (and a k_scale layout's norm factors) in the same graph, so
         # they fuse into the projection's epilogue instead of launching kernels of their own
-        self.entries_written = torch.compile(entries_written, dynamic=False)
-        self.update = torch.compile(tile_update, dynamic=False)
-        self.tail = torch.compile(_tail, dynamic=False)
-        self.direct = torch.compile(direct_decode, dynamic=False)
-        self.rope_fn = torch.compile(rope_cos_sin, dynamic=False)
-        self.bias_fn = torch.compile(_mask_bias, dynamic=False)
-        quant = torch.compile(quantize, dynamic=False)
+        self.entries_written = compile(entries_written)
+        self.update = compile(tile_update)
+        self.tail = compile(_tail)
+        self.direct = compile(direct_decode)
+        self.rope_fn = compile(rope_cos_sin)
+        self.bias_fn = compile(_mask_bias)
+        quant = compile(quantize)
         for lc in self.cache.layers:
             if lc.quant:
                 lc.quantize = quant
@@ -263,10 +291,17 @@ class Runner:
         h = self.model.embed(self.tok[:, None])
         x = layers[0].input_layernorm(h)
         for i, block in enumerate(layers):
+            if i + 1 in self.prefetch:  # the next layer's cache into L2 while this one runs
+                self.pf_stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(self.pf_stream):
+                    for t in self._cache_tensors(i + 1):
+                        cuda_decode.prefetch_l2(t)
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
             o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
             h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i])
+        if self.pf_stream is not None:  # (the side stream rejoins: a captured graph needs it)
+            torch.cuda.current_stream().wait_stream(self.pf_stream)
         logits = self.model.logits(x[:, 0])
         self.last_logits = logits  # a static buffer under the graph: read after replay
         nxt = sample(logits, params)
@@ -310,7 +345,8 @@ class Runner:
                 self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
             sink = self._sink_tile(attn, lc)
         if i in self.kernels:
-            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks)
+            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks,
+                                   slots[lc.capacity])
         if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
             o = sdpa_decode(attn, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
         elif lay.k.kind == "full" and sink is None:

@@ -183,7 +183,8 @@ __device__ __forceinline__ void rope_score(float (&d)[64], const Smem& sh, const
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
 latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t,
-              const unsigned char* __restrict__ uimg, const unsigned char* __restrict__ timg
+              const unsigned char* __restrict__ uimg, const unsigned char* __restrict__ timg,
+              const long long* __restrict__ wslot
 #if PHASES
               , unsigned long long* __restrict__ phases
 #endif
@@ -225,7 +226,8 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     }
     cp_commit();
 
-    // a warpgroup's tile (64 keys from t0) into stage st: 16-byte pieces. Thread wt copies
+    // a warpgroup's tile (64 keys from t0) into stage st (row >= 0: without its row `row`, or
+    // with `only` that row alone; the loop's calls pass -1, which folds the tests away): 16-byte pieces. Thread wt copies
     // z row wt % 64, pieces wt / 64 + 2 j, and z_v rows NJV (wt / PV) + j, piece wt % PV
     // (where PV, z_v's pieces per row, divides 128; else piece by piece): one base address
     // and steps within the +-2 KB a copy's immediate offset reaches (z: 32 bytes, z_v: one
@@ -239,13 +241,14 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     const u32 vd0 = svv + (u32)(wg * 2 * TILE * VS * 2 + (vr * VS + (wt % PV) * 8) * 2);
     const bf16* zs0 = kbase + zr * SKT + (wt >> 6) * 8;
     const bf16* vs0 = vbase + vr * SVT + (wt % PV) * 8;
-    auto load = [&](int t0, int st) {
+    auto load = [&](int t0, int st, int row, bool only) {
+        auto sel = [&](int r) { return row < 0 || ((r == row) == only); };
         const int left = stop - t0;
         const bf16* zsrc = zs0 + (long long)t0 * SKT;
         const bf16* vsrc = vs0 + (long long)t0 * SVT;
         const u32 zd = zd0 + (u32)(st * TILE * RK * 2), vd = vd0 + (u32)(st * TILE * VS * 2);
         const u32 vst = svv + (u32)((wg * 2 + st) * TILE * VS * 2);
-        if (wt < TILE) {  // first: their address registers are free again before the big copies' turn
+        if (wt < TILE && sel(wt)) {  // first: their address registers are free again before the big copies' turn
             const bool ok = wt < left;
             cp4a(skp + (u32)((wg * 2 + st) * TILE + wt) * 4, ok ? pbase + t0 + wt : pbase, ok);
 #if KSCALE
@@ -254,35 +257,50 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         }
         if (left >= TILE) {  // a whole tile: each copy one base address + an immediate, unpredicated
             #pragma unroll
-            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zsrc + 16 * j, true);
+            for (int j = 0; j < RK / 16; j++) if (sel(zr)) cp16a(zd + j * 256, zsrc + 16 * j, true);
             #pragma unroll
             for (int j = 0; j < RV / 16; j++) {
                 if constexpr (VSTEP) {
-                    cp16a(vd + j * VS * 2, vsrc + j * SVT, true);
+                    if (sel(vr + j)) cp16a(vd + j * VS * 2, vsrc + j * SVT, true);
                 } else {
                     const int i = wt + 128 * j, r = i / PV, c = i % PV;
-                    cp16a(vst + (u32)(r * VS + c * 8) * 2, vbase + (long long)(t0 + r) * SVT + c * 8, true);
+                    if (sel(r)) cp16a(vst + (u32)(r * VS + c * 8) * 2, vbase + (long long)(t0 + r) * SVT + c * 8, true);
                 }
             }
         } else {   // the chunk's last tile: rows past its end zero-filled
             #pragma unroll
-            for (int j = 0; j < RK / 16; j++) cp16a(zd + j * 256, zr < left ? zsrc + 16 * j : kbase, zr < left);
+            for (int j = 0; j < RK / 16; j++) if (sel(zr)) cp16a(zd + j * 256, zr < left ? zsrc + 16 * j : kbase, zr < left);
             #pragma unroll
             for (int j = 0; j < RV / 16; j++) {
                 if constexpr (VSTEP) {
                     const bool ok = vr + j < left;
-                    cp16a(vd + j * VS * 2, ok ? vsrc + j * SVT : vbase, ok);
+                    if (sel(vr + j)) cp16a(vd + j * VS * 2, ok ? vsrc + j * SVT : vbase, ok);
                 } else {
                     const int i = wt + 128 * j, r = i / PV, c = i % PV;
                     const bool ok = r < left;
-                    cp16a(vst + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * SVT + c * 8 : vbase, ok);
+                    if (sel(r)) cp16a(vst + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * SVT + c * 8 : vbase, ok);
                 }
             }
         }
     };
+    // Programmatic dependent launch (cuda_decode.launch): this program may start while the
+    // step's previous kernel still runs. Before griddepcontrol.wait it reads only what no
+    // kernel of this step writes: U's image and the first tile's rows other than the step's
+    // write slot (wslot, its cache column; -1: unknown, the whole tile waits). After it, that
+    // row (an L2 hit: just written), q, the sink tile. Without PDL the wait returns at once.
     int t0 = start + TILE * wg;   // the first tile goes out right behind U
-    if (t0 < stop) load(t0, 0);
-    cp_commit();
+    const long long ws = wslot[0];
+    const int wr = ws < 0 ? -1 : (int)min(ws - t0, (long long)TILE);   // its row in the first tile (TILE: none)
+    #pragma unroll 1
+    for (int pass = 0; pass < 2; pass++) {   // (a loop: one copy of load's code for both)
+        if (pass) {
+            asm volatile("griddepcontrol.wait;" ::: "memory");
+            asm volatile("griddepcontrol.launch_dependents;");   // the combine may start its launch
+        }
+        const bool go = pass ? ws < 0 || (wr >= 0 && wr < TILE) : ws >= 0;
+        if (go && t0 < stop) load(t0, 0, pass ? wr : (wr < 0 ? TILE : wr), pass && ws >= 0);
+        cp_commit();
+    }
 
     if (tid < 128) {
         const int mrow = tid & 63, kb8 = tid >> 6;
@@ -318,7 +336,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
     __SINK_STATE__
-    cp_wait1();          // U (the first tile may still be on its way)
+    cp_wait2();          // U (the first tile may still be on its way)
     fence_async();
     __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
 #if PHASES
@@ -359,7 +377,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         wgmma_commit();
         // the next tile's copies go out while the tensor cores work (the other stage:
         // every warp finished with it at the end of the last iteration)
-        if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1);
+        if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1, -1, false);
         cp_commit();
         const int pk0 = kp[g4], pk1 = kp[g4 + 8];
 #if KSCALE
