@@ -1214,6 +1214,8 @@ def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:
     """Ask L2 for a tensor's bytes (a cache a later kernel of the step reads), 128-byte
     lines, on the current stream; nothing waits for them."""
     n = t.numel() * t.element_size()
+    if n >= 1 << 31:  # (an int in the kernel; L2 is far smaller anyway)
+        raise ValueError(f"prefetch_l2: {n} bytes, at most 2 GiB")
     _prefetch_kernel(t.device.index or 0)(grid=(programs, 1, 1), block=(256, 1, 1), args=[t, n])
 
 
