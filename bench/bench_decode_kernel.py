@@ -207,12 +207,14 @@ def main():
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
                             f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}")
                 if a.kernel_times:
-                    info += "\n    kernels (us): " + kernel_times(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
+                    info += "\n    kernels (us): " + kernel_times(
+                        lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
                 info += f" kscale {kq}"
                 if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv) == "wg":
                     info += "\n    phases: " + phases(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws),
                                                       kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
-                print(f"{kinds:14s} b{b:<3d} T{t:<6d} pdl {int(kern.pdl)}{'+slot' if ws is not None else ''} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
+                pdl_s = f"{int(kern.pdl)}{'+slot' if ws is not None else ''}"
+                print(f"{kinds:14s} b{b:<3d} T{t:<6d} pdl {pdl_s} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
                       f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
                       f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}", flush=True)
 
