@@ -226,14 +226,15 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     }
     cp_commit();
 
-    // a warpgroup's tile (64 keys from t0) into stage st (row >= 0: without its row `row`, or
-    // with `only` that row alone; the loop's calls pass -1, which folds the tests away):
-    // 16-byte pieces. Thread wt copies z row wt % 64, pieces wt / 64 + 2 j, and z_v rows NJV (wt / PV) + j, piece wt % PV
-    // (where PV, z_v's pieces per row, divides 128; else piece by piece): one base address
-    // and steps within the +-2 KB a copy's immediate offset reaches (z: 32 bytes, z_v: one
-    // row), so a whole tile's copies compute no address and overwrite no register a queued
-    // copy still reads (each such overwrite stalls until the copy has issued). The chunk's
-    // last tile: rows past its end zero-filled (their positions too: masked below by the key index)
+    // a warpgroup's tile (64 keys from t0) into stage st (row >= 0: without its row `row`,
+    // or with `only` that row alone; the loop's calls pass -1, which folds the tests away):
+    // 16-byte pieces. Thread wt copies z row wt % 64, pieces wt / 64 + 2 j, and z_v rows
+    // NJV (wt / PV) + j, piece wt % PV (where PV, z_v's pieces per row, divides 128; else
+    // piece by piece): one base address and steps within the +-2 KB a copy's immediate
+    // offset reaches (z: 32 bytes, z_v: one row), so a whole tile's copies compute no
+    // address and overwrite no register a queued copy still reads (each such overwrite
+    // stalls until the copy has issued). The chunk's last tile: rows past its end
+    // zero-filled (their positions too: masked below by the key index)
     constexpr int PV = RV / 8, NJV = RV / 16;
     constexpr bool VSTEP = 128 % PV == 0;
     const int zr = wt & 63, vr = (wt / PV) * NJV;
