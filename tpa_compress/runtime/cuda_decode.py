@@ -26,7 +26,9 @@ for the whole program, so a tile only streams z:
 
 It writes the same per-chunk softmax states as the Triton kernel's `_decode_partial`
 (latent mixtures, LATENT_COMBINE), and the sink tile's own state, so the Triton combine
-finishes the step. Compiled when a layer is set up (`try_build`) with torch's NVRTC (`torch.cuda._compile_kernel`):
+finishes the step. The "wg" kernel is launched with programmatic dependent launch where the
+layer's DecodeAttention has it on (`launch_pdl`: its programs start under the previous
+kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC (`torch.cuda._compile_kernel`):
 no compiler or package beyond torch. Serves head dim 256 with 8 query heads per KV head at
 most, K ranks that are multiples of 16 up to 128, V ranks 128 or 256, a bf16 cache, any K
 basis. Measured in docs/benchmarks.md (seventh run).

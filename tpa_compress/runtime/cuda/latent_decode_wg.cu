@@ -2,22 +2,23 @@
 //
 // Why: the mma.sync kernels re-read U (dims x rank) from shared memory through ldmatrix for
 // every 16 keys, and their issue slots, not DRAM, bound them. Here each of the two
-// warpgroups of a program rebuilds a 64-key tile with asynchronous wgmma,
-// K[64 keys, 256 dims] = z[64, RK] U^T + 1 b^T, with both operands read by the tensor
-// cores straight from shared memory (U stays there for the whole program): 4x less U
-// traffic per key and no instructions spent loading it. Two chains of 128 dims each (U's
-// rows stored 0-63, 128-191, 64-127, 192-255: each half holds whole RoPE pairs), two commit
-// groups: the first half's RoPE and scores run while the second is rebuilt. The prologue is
-// plain copies of per-layer images (cuda_decode.wg_images). The accumulator rows a warp holds
-// are its own 16 keys, so from there each warp works alone, as in the "warp" kernel: QK-norm
-// sums (or each key's factor from the cache: KSCALE), RoPE in registers (a pair's two halves
-// sit in the same thread; KSCALE: on f16 pairs), scores = K q^T by mma.sync with the rotated
-// keys as the A operand (the accumulators are laid out as its fragments; f16 has 3 more
-// mantissa bits than bf16), an online softmax of its own, o^T += z_v^T p^T (p transposed in
-// registers by movmatrix). The 8 warps' states merge once at the end into the chunk's
-// state, which the Triton combine finishes. Operands in shared memory use the no-swizzle
-// core-matrix layout: 8 rows x 16 bytes per 128-byte block, LBO = 128 (the next 8 of K),
-// SBO = the next 8 rows.
+// warpgroups of a program rebuilds a 64-key tile with asynchronous wgmma, K[64 keys,
+// 256 dims] = z[64, RK] U^T + 1 b^T, with both operands read by the tensor cores straight from
+// shared memory (U stays there for the whole program): 4x less U traffic per key and no
+// instructions spent loading it. Two chains of 128 dims each (U's rows stored 0-63,
+// 128-191, 64-127, 192-255: each half holds whole RoPE pairs), two commit groups: the first
+// half's RoPE and scores run while the second is rebuilt. The prologue is plain copies of
+// per-layer images (cuda_decode.wg_images) and, launched with programmatic dependent
+// launch, runs before the wait for the previous kernel, with the first tile (all but the
+// step's write slot). The accumulator rows a warp holds are its own 16 keys, so from there
+// each warp works alone, as in the "warp" kernel: QK-norm sums (or each key's factor from
+// the cache: KSCALE), RoPE in registers (a pair's two halves sit in the same thread;
+// KSCALE: on f16 pairs), scores = K q^T by mma.sync with the rotated keys as the A operand
+// (the accumulators are laid out as its fragments; f16 has 3 more mantissa bits than bf16),
+// an online softmax of its own, o^T += z_v^T p^T (p transposed in registers by movmatrix).
+// The 8 warps' states merge once at the end into the chunk's state, which the Triton
+// combine finishes. Operands in shared memory use the no-swizzle core-matrix layout: 8 rows
+// x 16 bytes per 128-byte block, LBO = 128 (the next 8 of K), SBO = the next 8 rows.
 #define D 256
 #define HALF 128
 #define RK __RK__
