@@ -196,9 +196,10 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     // clock64 per phase, recorded by lane 0 of each warpgroup's first warp (wait: copies +
     // barrier; mma: wgmma issue + the next tile's copies + the wait for the first half;
     // rope: rotate + score, both halves, with the wait for the second between them;
-    // softmax: mask, softmax, z_v p, end barrier)
+    // softmax: mask, softmax, z_v p, end barrier); the prologue's parts: copies before the
+    // PDL wait, the wait, copies after it, tables + q, the sink state, U's arrival
     unsigned long long g_start, g_end, c_start = clock64(), c_pro = 0, c_loop = 0, c_end = 0, p_wait = 0, p_mma = 0,
-        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b;
+        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b, c_w0 = 0, c_w1 = 0, c_issue, c_q, c_sink, c_u;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_start));
 #define CLK(x) x = clock64()
 #else
@@ -296,13 +297,16 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     #pragma unroll 1
     for (int pass = 0; pass < 2; pass++) {   // (a loop: one copy of load's code for both)
         if (pass) {
+            CLK(c_w0);
             asm volatile("griddepcontrol.wait;" ::: "memory");
             asm volatile("griddepcontrol.launch_dependents;");   // the combine may start its launch
+            CLK(c_w1);
         }
         const bool go = pass ? ws < 0 || (wr >= 0 && wr < TILE) : ws >= 0;
         if (go && t0 < stop) load(t0, 0, pass ? wr : (wr < 0 ? TILE : wr), pass && ws >= 0);
         cp_commit();
     }
+    CLK(c_issue);
 
     if (tid < 128) {
         const int mrow = tid & 63, kb8 = tid >> 6;
@@ -337,8 +341,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     #pragma unroll
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
+    CLK(c_q);
     __SINK_STATE__
+    CLK(c_sink);
     cp_wait2();          // U (the first tile may still be on its way)
+    CLK(c_u);
     fence_async();
     __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
 #if PHASES
@@ -488,10 +495,12 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #if PHASES
     c_end = clock64();
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));
-    if (wt == 0) {   // per program and warpgroup: 10 values (bench_decode_kernel --phases reads them)
-        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 10;
+    if (wt == 0) {   // per program and warpgroup: 16 values (bench_decode_kernel --phases reads them)
+        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 16;
         o[0] = g_start; o[1] = g_end; o[2] = c_pro - c_start; o[3] = c_loop - c_pro; o[4] = c_end - c_loop;
         o[5] = p_wait; o[6] = p_mma; o[7] = p_rope; o[8] = p_sm; o[9] = n_tiles;
+        o[10] = c_w0 - c_start; o[11] = c_w1 - c_w0; o[12] = c_issue - c_w1; o[13] = c_q - c_issue;
+        o[14] = c_sink - c_q; o[15] = c_u - c_sink;
     }
 #endif
 }
