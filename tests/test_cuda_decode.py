@@ -72,19 +72,15 @@ def test_cuda_kernel_long_cache(family, rk, rv, kind):
 
 @pytest.mark.parametrize("wslot", [0, 70, 140, 149])
 @pytest.mark.parametrize("pdl", [True, False])
-def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl):
+def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl, monkeypatch):
     """The wg kernel reads its first tile before griddepcontrol.wait except the step's write
     slot, which it copies after: 150 slots in chunks of 128 keys, so the slot sits in a first
     tile of warpgroup 0 (0), 1 (70), a chunk's partial last tile (140, 149). Launched with
     programmatic dependent launch or torch's launcher."""
-    monkey = pytest.MonkeyPatch()
-    monkey.setitem(cuda_decode.BUILD, "kernel", "wg")
-    try:
-        for k_scale in (False, True):
-            assert kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128,
-                                   heads=8, k_scale=k_scale, wslot=wslot, backend="cuda", pdl=pdl).cuda
-    finally:
-        monkey.undo()
+    monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
+    for k_scale in (False, True):
+        assert kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128,
+                               heads=8, k_scale=k_scale, wslot=wslot, backend="cuda", pdl=pdl).cuda
 
 
 def test_cuda_backend_refuses_what_it_does_not_serve():
