@@ -126,6 +126,8 @@ def main():
     ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
                     "told the step's write slot, the last one: its first tile goes out before the wait); "
                     "comma-separated to compare; default: where available")
+    ap.add_argument("--cluster", default="", help="the wg kernel's programs per cluster (U multicast): 1, 2, 4, "
+                    "comma-separated to compare; default: cuda_decode.cluster_for's choice")
     ap.add_argument("--cold", action="store_true", help="the cache from DRAM: L2 flushed before every timed call")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
     ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
@@ -174,13 +176,15 @@ def main():
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
                         for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
-            for pdl, (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
+            for cl, pdl, (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
+                    [int(x) for x in a.cluster.split(",")] if a.cluster else [None],
                     [int(x) for x in a.pdl.split(",")] if a.pdl else [-1], backends, *(
                     map(int, x.split(",")) for x in (a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds,
                                                      a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z,
                                                      a.k_scale))):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
+                cuda_decode.CLUSTER = cl
                 if cb:
                     minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
                     cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "wg",
@@ -205,7 +209,8 @@ def main():
                 ref = out if ref is None else ref  # the first config's output: the others vs it
                 err = ((out - ref).norm() / ref.norm()).item()
                 if kern.cuda:
-                    info = f"cuda {cb} chunks {kern.chunks(b, t, cuda_decode.block_for(kern.rk, kern.rv, kern.g, t), cuda_decode.PER_SM)[1]:4d}"
+                    info = (f"cuda {cb} chunks {kern.chunks(b, t, cuda_decode.block_for(kern.rk, kern.rv, kern.g, t), cuda_decode.PER_SM)[1]:4d}"
+                            f" cluster {getattr(kern, 'cluster', 1)}")
                 else:
                     c = kern.compiled
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "

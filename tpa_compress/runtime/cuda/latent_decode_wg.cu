@@ -62,6 +62,37 @@ __device__ __forceinline__ void mma_h(float (&c)[4], u32 a0, u32 a1, u32 a2, u32
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
 }
+// U's image arrives by bulk copies (the TMA unit), one per program of a cluster, each
+// multicast to every program of the cluster, completing on an mbarrier in each
+__device__ __forceinline__ u32 cluster_reg(int which) {
+    u32 r;
+    if (which) asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+    else asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void mbar_init(u32 bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.mbarrier_init.release.cluster;" :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar) {   // phase 0's completion
+    asm volatile("{\n\t.reg .pred p;\n\tW: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n\t@!p bra W;\n\t}"
+                 :: "r"(bar) : "memory");
+}
+// bytes from global to this offset of shared memory in every program of the cluster in mask
+// (mask 0: this program's alone), counted on the mbarrier at bar's offset in each
+__device__ __forceinline__ void bulk_copy(u32 dst, const void* src, u32 bytes, u32 bar, unsigned short mask) {
+    if (mask)
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
+                     "[%0], [%1], %2, [%3], %4;" :: "r"(dst), "l"(src), "r"(bytes), "r"(bar), "h"(mask) : "memory");
+    else
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                     :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
 __device__ __forceinline__ u32 trans8(u32 x) {  // an 8 x 8 b16 matrix, one row pair per lane, transposed
     u32 r; asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x)); return r;
 }
@@ -85,6 +116,7 @@ struct Smem {
     float4 pr[HALF];                       // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
     float2 dw[HALF];                       // per pair: the norm weight (dim, dim + 128)
 #endif
+    unsigned long long ubar[2];            // U's (and the tables') arrival: an mbarrier (+ 8 bytes: 16 in all)
 };
 struct Merge {                             // the epilogue's, over z / v once the loop is done
     float m[WARPS][G], l[WARPS][G];
@@ -216,17 +248,27 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #endif
 
     // U and its bias block (and, KSCALE, the pair tables pp and to, which sit together) as
-    // laid out once per layer (cuda_decode.wg_images): plain copies, one group, waited for below
-    {
-        const unsigned char* ui = uimg + (long long)h * (32 * SBOU);
-        #pragma unroll
-        for (int i = 0; i < 32 * SBOU / 16 / NTH; i++) cp16a(su + (tid + NTH * i) * 16, ui + (tid + NTH * i) * 16, true);
+    // laid out once per layer (cuda_decode.wg_images), waited for below. Why bulk copies: as
+    // 16-byte cp.async from every program, U's 72 KB took ~2.4 us of the prologue at batch 1
+    // (128 programs: 9 MB from L2, a third of the kernel's L2 traffic); the programs of a
+    // cluster (the launch's, along the chunks: one KV head) each fetch a slice of it for all
+    // of them (multicast). The cluster barrier: every mbarrier set up before any copy lands.
+    const u32 sbar = at(sh.ubar), crank = cluster_reg(0), csize = cluster_reg(1);
+    if (tid == 0) mbar_init(sbar);
+    cluster_sync();
+    if (tid == 0) {
+        constexpr u32 UB = 32 * SBOU;
+        const unsigned short mask = csize > 1 ? (unsigned short)((1u << csize) - 1) : 0;
+        const u32 part = UB / csize;   // (UB = 2^13 x 9: a multiple of 16 for 1, 2, 4, 8 programs)
 #if KSCALE
-        for (int i = tid; i < (int)(sizeof(sh.pp) + sizeof(sh.to)) / 16; i += NTH)
-            cp16a(at(sh.pp) + i * 16, timg + i * 16, true);
+        constexpr u32 TB = sizeof(sh.pp) + sizeof(sh.to);
+        mbar_expect(sbar, UB + TB);
+        if (crank == 0) bulk_copy(at(sh.pp), timg, TB, sbar, mask);
+#else
+        mbar_expect(sbar, UB);
 #endif
+        bulk_copy(su + crank * part, uimg + (long long)h * UB + crank * part, part, sbar, mask);
     }
-    cp_commit();
 
     // a warpgroup's tile (64 keys from t0) into stage st (row >= 0: without its row `row`,
     // or with `only` that row alone; the loop's calls pass -1, which folds the tests away):
@@ -325,14 +367,24 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 
     // q^T, the B operand of scores = K q^T, in f16 (bf16 converts exactly): head hh's
     // k-step ks, lane t4 holds dims 16 ks + 2 t4 (+1) and 16 ks + 8 + 2 t4 (+1); heads G-7 zero
-    for (int i = tid; i < 8 * 64; i += NTH) {
-        const int hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
-        uint2 v = make_uint2(0u, 0u);
+    // (all loads first, as bf16 pairs: one L2 round trip, not one per item; the runner's q
+    // rows have even strides, kernels.DecodeAttention checks)
+    u32 qw[8 * 64 / NTH][2];
+    #pragma unroll
+    for (int j = 0; j < 8 * 64 / NTH; j++) {
+        const int i = tid + NTH * j, hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
+        qw[j][0] = qw[j][1] = 0u;
         if (hh < G) {
-            const bf16* qh = q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h + 16 * ks + 2 * tq;
-            v = make_uint2(packh(bf2f(qh[0]), bf2f(qh[1])), packh(bf2f(qh[8]), bf2f(qh[9])));
+            const u32* qh = reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h + 16 * ks + 2 * tq);
+            qw[j][0] = qh[0]; qw[j][1] = qh[4];
         }
-        sh.q[hh][4 * ks + tq] = v;
+    }
+    #pragma unroll
+    for (int j = 0; j < 8 * 64 / NTH; j++) {
+        const int i = tid + NTH * j, hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
+        auto lo = [](u32 x) { return __uint_as_float(x << 16); };
+        auto hi = [](u32 x) { return __uint_as_float(x & 0xffff0000u); };
+        sh.q[hh][4 * ks + tq] = make_uint2(packh(lo(qw[j][0]), hi(qw[j][0])), packh(lo(qw[j][1]), hi(qw[j][1])));
     }
     // this lane's softmax states, heads 2 t4 and 2 t4 + 1 (log2 units): the maxima shared by
     // the warp's lanes of one t4, the sums this lane's own keys' (added up in the merge)
@@ -344,7 +396,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     CLK(c_q);
     __SINK_STATE__
     CLK(c_sink);
-    cp_wait2();          // U (the first tile may still be on its way)
+    mbar_wait(sbar);     // U (the first tile may still be on its way)
     CLK(c_u);
     fence_async();
     __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
