@@ -32,23 +32,24 @@ def phases(fn, programs: int) -> str:
     warpgroup, the mean over programs in µs (cycles at the clock the programs' own
     globaltimer spans imply) of the prologue and its parts, the loop and its parts, the
     merge; and how far apart the programs started and ended (launch ramp, tail)."""
-    buf = torch.zeros(programs * 2 * 16, dtype=torch.int64, device="cuda")
+    buf = torch.zeros(programs * 2 * 18, dtype=torch.int64, device="cuda")
     cuda_decode.PHASES = buf
     try:
         fn()
         torch.cuda.synchronize()
     finally:
         cuda_decode.PHASES = None
-    v = buf.view(programs, 2, 16).double()
+    v = buf.view(programs, 2, 18).double()
     span_ns = v[:, 0, 1] - v[:, 0, 0]
     ghz = (v[:, 0, 2] + v[:, 0, 3] + v[:, 0, 4]).sum() / span_ns.sum()  # cycles per ns
     us = lambda c: (c / ghz / 1e3).mean().item()  # noqa: E731
     parts = ["prologue", "loop", "merge", "wait", "mma", "rope", "softmax"]
     out = [f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(parts, (2, 3, 4, 5, 6, 7, 8))]
     # the prologue's parts; its rest (after U's arrival) is the barrier
-    pro = ["pre-wait copies", "PDL wait", "post-wait copies", "tables + q", "sink", "U wait"]
-    out.append("| prologue: " + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(pro, range(10, 16)))
-               + f", barrier {us(v[:, :, 2] - v[:, :, 10:16].sum(-1)):.2f}; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}")
+    pro = ["start + U issue", "slot load", "pre-wait copies", "PDL wait", "post-wait copies", "tables + q", "sink",
+           "U wait"]
+    out.append("| prologue: " + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(pro, (16, 17, *range(10, 16))))
+               + f", barrier {us(v[:, :, 2] - v[:, :, 10:18].sum(-1)):.2f}; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}")
     start, end = v[:, 0, 0], v[:, 0, 1]
     return (" ".join(out) + f" | tiles/wg {v[:, :, 9].mean().item():.1f} | clock {ghz:.2f} GHz | starts spread "
             f"{(start.max() - start.min()).item() / 1e3:.2f} us, ends spread {(end.max() - end.min()).item() / 1e3:.2f} us, "
@@ -126,8 +127,6 @@ def main():
     ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
                     "told the step's write slot, the last one: its first tile goes out before the wait); "
                     "comma-separated to compare; default: where available")
-    ap.add_argument("--cluster", default="", help="the wg kernel's programs per cluster (U multicast): 1, 2, 4, "
-                    "comma-separated to compare; default: cuda_decode.cluster_for's choice")
     ap.add_argument("--cold", action="store_true", help="the cache from DRAM: L2 flushed before every timed call")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
     ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
@@ -176,15 +175,13 @@ def main():
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
                         for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
-            for cl, pdl, (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
-                    [int(x) for x in a.cluster.split(",")] if a.cluster else [None],
+            for pdl, (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
                     [int(x) for x in a.pdl.split(",")] if a.pdl else [-1], backends, *(
                     map(int, x.split(",")) for x in (a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds,
                                                      a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z,
                                                      a.k_scale))):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
-                cuda_decode.CLUSTER = cl
                 if cb:
                     minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
                     cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "wg",
@@ -209,8 +206,7 @@ def main():
                 ref = out if ref is None else ref  # the first config's output: the others vs it
                 err = ((out - ref).norm() / ref.norm()).item()
                 if kern.cuda:
-                    info = (f"cuda {cb} chunks {kern.chunks(b, t, cuda_decode.block_for(kern.rk, kern.rv, kern.g, t), cuda_decode.PER_SM)[1]:4d}"
-                            f" cluster {getattr(kern, 'cluster', 1)}")
+                    info = f"cuda {cb} chunks {kern.chunks(b, t, cuda_decode.block_for(kern.rk, kern.rv, kern.g, t), cuda_decode.PER_SM)[1]:4d}"
                 else:
                     c = kern.compiled
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "

@@ -76,9 +76,8 @@ def prompts_for(cfg, batch, length, seed=1):
 
 
 def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128",
-         k_basis="orthonormal", pdl=None, prefetch=None, cluster=None):
+         k_basis="orthonormal", pdl=None, prefetch=None):
     model = random_model(cfg, layout, ranks, k_basis=k_basis)
-    cuda_decode.CLUSTER = cluster
     r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options, pdl=pdl,
                prefetch=prefetch)
     prompts = prompts_for(cfg, batch, context - new)
@@ -91,8 +90,7 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
                predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw,
                k_basis=k_basis if layout == "converted" else None, pdl=r.pdl, prefetch=sorted(r.prefetch),
-               norm_from_latent=sum(k.norm_z for k in r.kernels.values()),
-               cluster=sorted({k.cluster for k in r.kernels.values() if k.cuda}))
+               norm_from_latent=sum(k.norm_z for k in r.kernels.values()))
     del r, model
     torch.cuda.empty_cache()
     return out
@@ -205,8 +203,6 @@ def main():
                     "auto (where it fits), 0, 1; comma-separated to compare")
     ap.add_argument("--prefetch-max", type=float, default=None, help="the largest cache prefetched, as a "
                     "fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)")
-    ap.add_argument("--cluster", default="auto", help="the wg kernel's programs per cluster (converted rows): "
-                    "auto (cuda_decode.cluster_for) or 1, 2, 4, comma-separated to compare")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -243,11 +239,10 @@ def main():
         cfg = variant_config(name)
         for batch in map(int, a.batches.split(",")):
             for ctx in map(int, a.contexts.split(",")):
-                jobs = [("ours", (lay, cd, ck, pdl, pf, cl)) for pdl in a.pdl.split(",") for pf in a.prefetch.split(",")
+                jobs = [("ours", (lay, cd, ck, pdl, pf)) for pdl in a.pdl.split(",") for pf in a.prefetch.split(",")
                         for lay in a.layouts.split(",") if lay
                         for cd in a.cache_dtypes.split(",")
-                        for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])
-                        for cl in (a.cluster.split(",") if lay == "converted" else ["auto"])]
+                        for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])]
                 if not a.no_hf:
                     jobs += [("hf", impl) for impl in a.hf_impls.split(",")]
                 for kind, what in jobs:
@@ -257,8 +252,7 @@ def main():
                     t = time.time()
                     try:
                         row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis,
-                                        *(None if x == "auto" else bool(int(x)) for x in what[3:5]),
-                                        None if what[5] == "auto" else int(what[5]))
+                                        *(None if x == "auto" else bool(int(x)) for x in what[3:5]))
                                    if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:

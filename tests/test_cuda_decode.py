@@ -83,27 +83,6 @@ def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl, monkeypatch):
                                heads=8, k_scale=k_scale, wslot=wslot, backend="cuda", pdl=pdl).cuda
 
 
-@pytest.mark.parametrize("cluster", [1, 2, 4])
-@pytest.mark.parametrize("pdl", [True, False])
-def test_wg_kernel_clusters_share_u(cluster, pdl, monkeypatch):
-    """U's image (and the pair tables) by one multicast bulk copy per program of a cluster:
-    1024 slots in 8 chunks per (sequence, KV head), clusters of 1, 2, 4 programs along them,
-    with or without programmatic dependent launch, the norm factors summed or from the
-    cache (the tables copied too), the step's write slot in the last chunk."""
-    monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
-    monkeypatch.setattr(cuda_decode, "CLUSTER", cluster)
-    used, real = [], cuda_decode.launch_ex
-
-    def recording(fn, grid, block, shared, args, pdl_, cluster_=1):
-        used.append((grid[0], cluster_))
-        real(fn, grid, block, shared, args, pdl_, cluster_)
-    monkeypatch.setattr(cuda_decode, "launch_ex", recording)
-    for k_scale in (False, True):
-        assert kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128, heads=8,
-                               t=1024, n_sm=48, k_scale=k_scale, wslot=1000, backend="cuda", pdl=pdl).cuda
-    assert set(used) == (set() if cluster == 1 and not pdl else {(8, cluster)})
-
-
 def test_cuda_backend_refuses_what_it_does_not_serve():
     """A head dim other than 256, or ranks it is not written for: backend 'cuda' says so;
     'auto' takes the Triton kernel."""

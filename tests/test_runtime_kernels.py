@@ -93,7 +93,7 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
 
 
 def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
-                    heads=4, t=150, k_scale=False, wslot=None, n_sm=16, **options):
+                    heads=4, t=150, k_scale=False, wslot=None, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine); t cache slots (from 700 the
@@ -101,8 +101,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     projection is per-head orthonormal blocks (per_head_svd's form), rk / 2 columns each.
     wslot: a decode step's write: a first call sees the cache without it, then column wslot
     gets a new, visible, heavy entry and the call that passes wslot must read it (and equal the
-    same call without wslot bit for bit). n_sm: the SMs the chunking plans for (chunks per
-    sequence and head: n_sm // 6 at most)."""
+    same call without wslot bit for bit)."""
     cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=heads)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
     attn = model.layers[layer].self_attn
@@ -142,7 +141,7 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     if sink:
         tile = tuple(torch.randn(b, 2, sink, d, generator=g).to(DEVICE, dtype) for _ in range(2))
     kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, **options)
-    kern.n_sm = n_sm  # several chunks per (sequence, head) even here,
+    kern.n_sm = 16  # several chunks per (sequence, head) even here,
     kern.combine_block = 2  # merged over several blocks of chunk states
     assert kern.chunks(b, t)[1] > 2
     # k_scale: each key's QK-norm factor handed in as a cache holding it would (latent K)

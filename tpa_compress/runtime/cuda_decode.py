@@ -26,10 +26,9 @@ for the whole program, so a tile only streams z:
 
 It writes the same per-chunk softmax states as the Triton kernel's `_decode_partial`
 (latent mixtures, LATENT_COMBINE), and the sink tile's own state, so the Triton combine
-finishes the step. The "wg" kernel is launched through `launch_ex`: with programmatic
-dependent launch where the layer's DecodeAttention has it on (its programs start under the
-previous kernel's tail), and in clusters of up to 4 programs along the chunks
-(`cluster_for`) whose U arrives by one multicast bulk copy per program. Compiled when a layer is set up (`try_build`) with torch's NVRTC (`torch.cuda._compile_kernel`):
+finishes the step. The "wg" kernel is launched with programmatic dependent launch where the
+layer's DecodeAttention has it on (`launch_pdl`: its programs start under the previous
+kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC (`torch.cuda._compile_kernel`):
 no compiler or package beyond torch. Serves head dim 256 with 8 query heads per KV head at
 most, K ranks that are multiples of 16 up to 128, V ranks 128 or 256, a bf16 cache, any K
 basis. Measured in docs/benchmarks.md (seventh run).
@@ -1177,71 +1176,23 @@ class _LaunchAttr(ctypes.Structure):     # CUlaunchAttribute: an id, padding, a 
     _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
 
 
-_CLUSTER_DIMENSION = 4                   # CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
 _PROGRAMMATIC_STREAM_SERIALIZATION = 6   # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-CLUSTER = None  # the wg kernel's programs per cluster; None: the largest of 4, 2, 1 that fits (cluster_for)
 
 
-def _config(fn, grid, block, shared_mem: int, pdl: bool, cluster: int):
-    """A CUlaunchConfig on the current stream, with its attributes (kept alive with it)."""
-    attrs = []
-    if pdl:
-        a = _LaunchAttr(id=_PROGRAMMATIC_STREAM_SERIALIZATION)
-        a.value[0] = 1
-        attrs.append(a)
-    if cluster > 1:
-        a = _LaunchAttr(id=_CLUSTER_DIMENSION)
-        a.value[0], a.value[1], a.value[2] = cluster, 1, 1
-        attrs.append(a)
-    arr = (_LaunchAttr * max(len(attrs), 1))(*attrs)
-    cfg = _LaunchConfig((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), shared_mem,
-                        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
-                        ctypes.cast(arr, ctypes.c_void_p), len(attrs))
-    return cfg, arr
-
-
-_FITS: dict = {}
-
-
-def cluster_for(fn, grid, block, shared_mem: int) -> int:
-    """Programs per cluster for the wg kernel (U multicast within a cluster): the largest of
-    4, 2 that divides the chunks (grid x) and whose clusters the GPU holds at once as many
-    programs of as without clusters (cuOccupancyMaxActiveClusters: a cluster's programs
-    must sit in one GPC, whose SM count need not be a multiple); else 1. CLUSTER forces one."""
-    if CLUSTER is not None:
-        return CLUSTER if grid[0] % CLUSTER == 0 else 1
-    from torch.cuda._utils import _check_cuda, _get_gpu_runtime_library
-    programs = grid[0] * grid[1] * grid[2]
-    for c in (4, 2):
-        if grid[0] % c:
-            continue
-        key = (id(fn), c, shared_mem, tuple(block), torch.cuda.current_device())
-        if key not in _FITS:
-            fit = []
-            for cc in (1, c):
-                n = ctypes.c_int(0)
-                cfg, _keep = _config(fn, (cc * 1024, 1, 1), block, shared_mem, False, cc)
-                _check_cuda(_get_gpu_runtime_library().cuOccupancyMaxActiveClusters(
-                    ctypes.byref(n), fn.func, ctypes.byref(cfg)))
-                fit.append(n.value * cc)
-            _FITS[key] = fit
-        alone, clustered = _FITS[key]
-        if clustered >= min(programs, alone):
-            return c
-    return 1
-
-
-def launch_ex(fn, grid, block, shared_mem: int, args: list, pdl: bool, cluster: int = 1) -> None:
-    """fn (a torch.cuda._compile_kernel kernel) launched through cuLaunchKernelEx (torch's
-    launcher takes no launch attributes), with the same argument conversion (tensors:
-    pointers, ints: int, floats: double). pdl: programmatic dependent launch, its programs
-    may start while the stream's previous kernel finishes (they wait for it with
-    griddepcontrol.wait); cluster: programs per cluster along grid x."""
+def launch_pdl(fn, grid, block, shared_mem: int, args: list) -> None:
+    """fn (a torch.cuda._compile_kernel kernel) launched with programmatic dependent launch:
+    its programs may start while the stream's previous kernel finishes (they wait for it with
+    griddepcontrol.wait). torch's launcher takes no launch attributes, hence cuLaunchKernelEx
+    here, with the same argument conversion (tensors: pointers, ints: int, floats: double)."""
     from torch.cuda._utils import _check_cuda, _get_gpu_runtime_library
     keep = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else
             ctypes.c_int(a) if isinstance(a, int) else ctypes.c_double(a) for a in args]
     params = (ctypes.c_void_p * len(keep))(*[ctypes.cast(ctypes.byref(k), ctypes.c_void_p) for k in keep])
-    cfg, _attrs = _config(fn, grid, block, shared_mem, pdl, cluster)
+    attr = _LaunchAttr(id=_PROGRAMMATIC_STREAM_SERIALIZATION)
+    attr.value[0] = 1
+    cfg = _LaunchConfig((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), shared_mem,
+                        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+                        ctypes.cast(ctypes.byref(attr), ctypes.c_void_p), 1)
     _check_cuda(_get_gpu_runtime_library().cuLaunchKernelEx(ctypes.byref(cfg), fn.func, params, None))
 
 
@@ -1306,9 +1257,7 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
             t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
             vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
             float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra, *([PHASES] if phases else [])]
-    cluster = cluster_for(fn, grid, block, shared) if kind == "wg" else 1
-    da.cluster = cluster  # (what the last launch took: the benchmarks print it)
-    if kind == "wg" and (da.pdl or cluster > 1):
-        launch_ex(fn, grid, block, shared, args, da.pdl, cluster)
+    if kind == "wg" and da.pdl:
+        launch_pdl(fn, grid, block, shared, args)
     else:
         fn(grid=grid, block=block, shared_mem=shared, args=args)

@@ -380,7 +380,6 @@ class DecodeAttention:
         # programmatic dependent launch (None: where available): each kernel's programs start
         # while the previous kernel finishes and wait for it on the GPU (griddepcontrol)
         self.pdl = pdl_available(dev) if pdl is None else pdl
-        self.cluster = 1  # programs per cluster of the wg kernel's last launch (cuda_decode.cluster_for)
         self.no_slot = torch.full((1,), -1, dtype=torch.long, device=dev)  # wslot unknown (cuda_decode)
         none = torch.zeros(1, device=dev)
         self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = none

@@ -7,7 +7,7 @@
 // shared memory (U stays there for the whole program): 4x less U traffic per key and no
 // instructions spent loading it. Two chains of 128 dims each (U's rows stored 0-63,
 // 128-191, 64-127, 192-255: each half holds whole RoPE pairs), two commit groups: the first
-// half's RoPE and scores run while the second is rebuilt. The prologue is plain copies of
+// half's RoPE and scores run while the second is rebuilt. The prologue is a bulk copy of
 // per-layer images (cuda_decode.wg_images) and, launched with programmatic dependent
 // launch, runs before the wait for the previous kernel, with the first tile (all but the
 // step's write slot). The accumulator rows a warp holds are its own 16 keys, so from there
@@ -62,19 +62,9 @@ __device__ __forceinline__ void mma_h(float (&c)[4], u32 a0, u32 a1, u32 a2, u32
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
 }
-// U's image arrives by bulk copies (the TMA unit), one per program of a cluster, each
-// multicast to every program of the cluster, completing on an mbarrier in each
-__device__ __forceinline__ u32 cluster_reg(int which) {
-    u32 r;
-    if (which) asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
-    else asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void mbar_init(u32 bar) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.mbarrier_init.release.cluster;" :: "r"(bar) : "memory");
+// U's image arrives by a bulk copy (the TMA unit), completing on an mbarrier
+__device__ __forceinline__ void mbar_init(u32 bar) {   // (visible to the copy's completion: fence)
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.proxy.async.shared::cta;" :: "r"(bar) : "memory");
 }
 __device__ __forceinline__ void mbar_expect(u32 bar, u32 bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
@@ -83,15 +73,9 @@ __device__ __forceinline__ void mbar_wait(u32 bar) {   // phase 0's completion
     asm volatile("{\n\t.reg .pred p;\n\tW: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n\t@!p bra W;\n\t}"
                  :: "r"(bar) : "memory");
 }
-// bytes from global to this offset of shared memory in every program of the cluster in mask
-// (mask 0: this program's alone), counted on the mbarrier at bar's offset in each
-__device__ __forceinline__ void bulk_copy(u32 dst, const void* src, u32 bytes, u32 bar, unsigned short mask) {
-    if (mask)
-        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
-                     "[%0], [%1], %2, [%3], %4;" :: "r"(dst), "l"(src), "r"(bytes), "r"(bar), "h"(mask) : "memory");
-    else
-        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                     :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+__device__ __forceinline__ void bulk_copy(u32 dst, const void* src, u32 bytes, u32 bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
 }
 __device__ __forceinline__ u32 trans8(u32 x) {  // an 8 x 8 b16 matrix, one row pair per lane, transposed
     u32 r; asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x)); return r;
@@ -228,10 +212,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     // clock64 per phase, recorded by lane 0 of each warpgroup's first warp (wait: copies +
     // barrier; mma: wgmma issue + the next tile's copies + the wait for the first half;
     // rope: rotate + score, both halves, with the wait for the second between them;
-    // softmax: mask, softmax, z_v p, end barrier); the prologue's parts: copies before the
-    // PDL wait, the wait, copies after it, tables + q, the sink state, U's arrival
+    // softmax: mask, softmax, z_v p, end barrier); the prologue's parts: the start up to U's
+    // copy issued (+ barrier), the write slot's load, the first tile's copies before the PDL
+    // wait, the wait, copies after it, tables + q, the sink state, U's arrival
     unsigned long long g_start, g_end, c_start = clock64(), c_pro = 0, c_loop = 0, c_end = 0, p_wait = 0, p_mma = 0,
-        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b, c_w0 = 0, c_w1 = 0, c_issue, c_q, c_sink, c_u;
+        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b, c_w0 = 0, c_w1 = 0, c_issue, c_q, c_sink, c_u, c_m, c_ws;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_start));
 #define CLK(x) x = clock64()
 #else
@@ -248,28 +233,23 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #endif
 
     // U and its bias block (and, KSCALE, the pair tables pp and to, which sit together) as
-    // laid out once per layer (cuda_decode.wg_images), waited for below. Why bulk copies: as
-    // 16-byte cp.async from every program, U's 72 KB took ~2.4 us of the prologue at batch 1
-    // (128 programs: 9 MB from L2, a third of the kernel's L2 traffic); the programs of a
-    // cluster (the launch's, along the chunks: one KV head) each fetch a slice of it for all
-    // of them (multicast). The cluster barrier: every mbarrier set up before any copy lands.
-    const u32 sbar = at(sh.ubar), crank = cluster_reg(0), csize = cluster_reg(1);
-    if (tid == 0) mbar_init(sbar);
-    cluster_sync();
+    // laid out once per layer (cuda_decode.wg_images), waited for below: bulk copies by one
+    // thread (as 16-byte cp.async from every thread they cost ~40 more instructions per
+    // thread). (Clusters of 2 or 4 programs that multicast U measured slower: 15.6 and 22.5
+    // against 15.0 us at batch 1, 32K keys.)
+    const u32 sbar = at(sh.ubar);
     if (tid == 0) {
-        constexpr u32 UB = 32 * SBOU;
-        const unsigned short mask = csize > 1 ? (unsigned short)((1u << csize) - 1) : 0;
-        const u32 part = UB / csize;   // (UB = 2^13 x 9: a multiple of 16 for 1, 2, 4, 8 programs)
+        mbar_init(sbar);
 #if KSCALE
-        constexpr u32 TB = sizeof(sh.pp) + sizeof(sh.to);
-        mbar_expect(sbar, UB + TB);
-        if (crank == 0) bulk_copy(at(sh.pp), timg, TB, sbar, mask);
+        mbar_expect(sbar, 32 * SBOU + sizeof(sh.pp) + sizeof(sh.to));
+        bulk_copy(at(sh.pp), timg, sizeof(sh.pp) + sizeof(sh.to), sbar);
 #else
-        mbar_expect(sbar, UB);
+        mbar_expect(sbar, 32 * SBOU);
 #endif
-        bulk_copy(su + crank * part, uimg + (long long)h * UB + crank * part, part, sbar, mask);
+        bulk_copy(su, uimg + (long long)h * (32 * SBOU), 32 * SBOU, sbar);
     }
-
+    __syncthreads();     // the mbarrier set up before any thread waits on it
+    CLK(c_m);
     // a warpgroup's tile (64 keys from t0) into stage st (row >= 0: without its row `row`,
     // or with `only` that row alone; the loop's calls pass -1, which folds the tests away):
     // 16-byte pieces. Thread wt copies z row wt % 64, pieces wt / 64 + 2 j, and z_v rows
@@ -336,6 +316,10 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     int t0 = start + TILE * wg;   // the first tile goes out right behind U
     const long long ws = wslot[0];
     const int wr = ws < 0 ? -1 : (int)min(ws - t0, (long long)TILE);   // its row in the first tile (TILE: none)
+#if PHASES
+    asm volatile("" :: "r"(wr));   // (the clock after the slot's load has landed)
+#endif
+    CLK(c_ws);
     #pragma unroll 1
     for (int pass = 0; pass < 2; pass++) {   // (a loop: one copy of load's code for both)
         if (pass) {
@@ -367,8 +351,8 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 
     // q^T, the B operand of scores = K q^T, in f16 (bf16 converts exactly): head hh's
     // k-step ks, lane t4 holds dims 16 ks + 2 t4 (+1) and 16 ks + 8 + 2 t4 (+1); heads G-7 zero
-    // (all loads first, as bf16 pairs: one L2 round trip, not one per item; the runner's q
-    // rows have even strides, kernels.DecodeAttention checks)
+    // (all loads first, as bf16 pairs: one L2 round trip, not one per item; cuda_decode.launch
+    // hands in q with even strides)
     u32 qw[8 * 64 / NTH][2];
     #pragma unroll
     for (int j = 0; j < 8 * 64 / NTH; j++) {
@@ -547,11 +531,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #if PHASES
     c_end = clock64();
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));
-    if (wt == 0) {   // per program and warpgroup: 16 values (bench_decode_kernel --phases reads them)
-        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 16;
+    if (wt == 0) {   // per program and warpgroup: 18 values (bench_decode_kernel --phases reads them)
+        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 18;
         o[0] = g_start; o[1] = g_end; o[2] = c_pro - c_start; o[3] = c_loop - c_pro; o[4] = c_end - c_loop;
         o[5] = p_wait; o[6] = p_mma; o[7] = p_rope; o[8] = p_sm; o[9] = n_tiles;
-        o[10] = c_w0 - c_start; o[11] = c_w1 - c_w0; o[12] = c_issue - c_w1; o[13] = c_q - c_issue;
+        o[10] = c_w0 - c_ws; o[11] = c_w1 - c_w0; o[16] = c_m - c_start; o[17] = c_ws - c_m; o[12] = c_issue - c_w1; o[13] = c_q - c_issue;
         o[14] = c_sink - c_q; o[15] = c_u - c_sink;
     }
 #endif
