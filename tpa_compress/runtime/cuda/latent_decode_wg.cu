@@ -237,6 +237,10 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     // thread (as 16-byte cp.async from every thread they cost ~40 more instructions per
     // thread). (Clusters of 2 or 4 programs that multicast U measured slower: 15.6 and 22.5
     // against 15.0 us at batch 1, 32K keys.)
+    // the step's write slot (below), asked for first: its load's latency (~0.7 us) under U's
+    // copy instead of after it (asm volatile: kept ahead of the copies' asm)
+    long long ws;
+    asm volatile("ld.global.nc.b64 %0, [%1];" : "=l"(ws) : "l"(wslot));
     const u32 sbar = at(sh.ubar);
     if (tid == 0) {
         mbar_init(sbar);
@@ -314,7 +318,6 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     // write slot (wslot, its cache column; -1: unknown, the whole tile waits). After it, that
     // row (an L2 hit: just written), q, the sink tile. Without PDL the wait returns at once.
     int t0 = start + TILE * wg;   // the first tile goes out right behind U
-    const long long ws = wslot[0];
     const int wr = ws < 0 ? -1 : (int)min(ws - t0, (long long)TILE);   // its row in the first tile (TILE: none)
 #if PHASES
     asm volatile("" :: "r"(wr));   // (the clock after the slot's load has landed)
