@@ -32,23 +32,24 @@ def phases(fn, programs: int) -> str:
     warpgroup, the mean over programs in µs (cycles at the clock the programs' own
     globaltimer spans imply) of the prologue and its parts, the loop and its parts, the
     merge; and how far apart the programs started and ended (launch ramp, tail)."""
-    buf = torch.zeros(programs * 2 * 16, dtype=torch.int64, device="cuda")
+    buf = torch.zeros(programs * 2 * 18, dtype=torch.int64, device="cuda")
     cuda_decode.PHASES = buf
     try:
         fn()
         torch.cuda.synchronize()
     finally:
         cuda_decode.PHASES = None
-    v = buf.view(programs, 2, 16).double()
+    v = buf.view(programs, 2, 18).double()
     span_ns = v[:, 0, 1] - v[:, 0, 0]
     ghz = (v[:, 0, 2] + v[:, 0, 3] + v[:, 0, 4]).sum() / span_ns.sum()  # cycles per ns
     us = lambda c: (c / ghz / 1e3).mean().item()  # noqa: E731
     parts = ["prologue", "loop", "merge", "wait", "mma", "rope", "softmax"]
     out = [f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(parts, (2, 3, 4, 5, 6, 7, 8))]
     # the prologue's parts; its rest (after U's arrival) is the barrier
-    pro = ["pre-wait copies", "PDL wait", "post-wait copies", "tables + q", "sink", "U wait"]
-    out.append("| prologue: " + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(pro, range(10, 16)))
-               + f", barrier {us(v[:, :, 2] - v[:, :, 10:16].sum(-1)):.2f}; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}")
+    pro = ["start + U issue", "slot load", "pre-wait copies", "PDL wait", "post-wait copies", "tables + q", "sink",
+           "U wait"]
+    out.append("| prologue: " + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(pro, (16, 17, *range(10, 16))))
+               + f", barrier {us(v[:, :, 2] - v[:, :, 10:18].sum(-1)):.2f}; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}")
     start, end = v[:, 0, 0], v[:, 0, 1]
     return (" ".join(out) + f" | tiles/wg {v[:, :, 9].mean().item():.1f} | clock {ghz:.2f} GHz | starts spread "
             f"{(start.max() - start.min()).item() / 1e3:.2f} us, ends spread {(end.max() - end.min()).item() / 1e3:.2f} us, "

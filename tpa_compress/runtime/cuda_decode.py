@@ -903,7 +903,6 @@ __device__ __forceinline__ void cp4a(u32 s, const void* src, bool ok) {
 __device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-__device__ __forceinline__ void cp_wait2() { asm volatile("cp.async.wait_group 2;" ::: "memory"); }
 __device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 __device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
     // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
@@ -1027,7 +1026,7 @@ def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "ti
     if kind == "wg":  # its Smem struct: U + bias block, ones, 2 warpgroups x 2 stages of z / z_v / positions
         # (+ the keys' norm factors), q, pair tables
         return (32 * (rk // 8 + 2) * 128 + 2048 + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4 + 4 * kscale)
-                + 8 * (64 + 4) * 8 + ((64 * 16 + 8 * (2 * 64 + 4) * 8) if kscale else 128 * 24))
+                + 8 * (64 + 4) * 8 + ((64 * 16 + 8 * (2 * 64 + 4) * 8) if kscale else 128 * 24) + 16)
     if kind == "warp":  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
         return (256 * (rk + 8) * 2 + 2 * 128 * 16 + rk * 2 + 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
                 + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
@@ -1250,6 +1249,8 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
         extra += list(da.cu_img[kscale])   # U + bias block, pair tables: laid out once (wg_images)
         extra.append(da.no_slot if wslot is None else wslot)
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
+    if kind == "wg" and ((q.stride(0) | q.stride(1)) & 1 or q.data_ptr() % 4):
+        q = q.contiguous()  # (the wg kernel reads q's rows as bf16 pairs)
     grid, block = (n, b * da.kv, 1), (32 * warps, 1, 1)
     shared = smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale)
     args = [q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,

@@ -248,13 +248,19 @@ if triton is not None:
                         LATENT: tl.constexpr, RV_P: tl.constexpr, HAS_SINK: tl.constexpr, PDL: tl.constexpr):
         """LATENT: the chunk states hold latent mixtures (RV wide); they are merged, then
         up-projected once, and the sink tile's own state (head dim) joins here."""
-        if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
         pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
         g = pid % G
+        dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        if LATENT:  # V's up-projection: weights, asked for before the wait for the partials
+            rv = tl.arange(0, RV_P)
+            h = bh % KV
+            vu = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + rv[None, :], mask=rv[None, :] < RV, other=0.0)
+            vb = tl.load(vb_ptr + h * D + dd)
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         base = bh * S * G + g
         mv = tl.full([S_BLK], float("-inf"), dtype=tl.float32)
         for s0 in range(0, S, S_BLK):    # the largest chunk maximum
@@ -265,10 +271,8 @@ if triton is not None:
             ms = tl.load(sm_ptr + pid)
             mx = tl.maximum(mx, ms)
         mx = tl.where(mx == float("-inf"), 0.0, mx)
-        dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         den = tl.zeros([S_BLK], dtype=tl.float32)
         if LATENT:
-            rv = tl.arange(0, RV_P)
             numl = tl.zeros([RV_P], dtype=tl.float32)
         else:
             num = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -286,9 +290,7 @@ if triton is not None:
                 num += tl.sum(a * w[:, None], 0)
         total = tl.sum(den, 0)
         if LATENT:  # U (sum of the weighted mixtures) + b * (their probability mass)
-            h = bh % KV
-            vu = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + rv[None, :], mask=rv[None, :] < RV, other=0.0)
-            num = tl.sum(vu.to(tl.float32) * numl[None, :], 1) + tl.load(vb_ptr + h * D + dd) * total
+            num = tl.sum(vu.to(tl.float32) * numl[None, :], 1) + vb * total
         if HAS_SINK:
             ws = tl.exp(ms - mx)
             total += ws * tl.load(sl_ptr + pid)

@@ -7,7 +7,7 @@
 // shared memory (U stays there for the whole program): 4x less U traffic per key and no
 // instructions spent loading it. Two chains of 128 dims each (U's rows stored 0-63,
 // 128-191, 64-127, 192-255: each half holds whole RoPE pairs), two commit groups: the first
-// half's RoPE and scores run while the second is rebuilt. The prologue is plain copies of
+// half's RoPE and scores run while the second is rebuilt. The prologue is a bulk copy of
 // per-layer images (cuda_decode.wg_images) and, launched with programmatic dependent
 // launch, runs before the wait for the previous kernel, with the first tile (all but the
 // step's write slot). The accumulator rows a warp holds are its own 16 keys, so from there
@@ -62,6 +62,21 @@ __device__ __forceinline__ void mma_h(float (&c)[4], u32 a0, u32 a1, u32 a2, u32
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
 }
+// U's image arrives by a bulk copy (the TMA unit), completing on an mbarrier
+__device__ __forceinline__ void mbar_init(u32 bar) {   // (visible to the copy's completion: fence)
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.proxy.async.shared::cta;" :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar) {   // phase 0's completion
+    asm volatile("{\n\t.reg .pred p;\n\tW: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n\t@!p bra W;\n\t}"
+                 :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void bulk_copy(u32 dst, const void* src, u32 bytes, u32 bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
 __device__ __forceinline__ u32 trans8(u32 x) {  // an 8 x 8 b16 matrix, one row pair per lane, transposed
     u32 r; asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x)); return r;
 }
@@ -85,6 +100,7 @@ struct Smem {
     float4 pr[HALF];                       // per RoPE pair: frequency / rope scale, cos 8f, sin 8f
     float2 dw[HALF];                       // per pair: the norm weight (dim, dim + 128)
 #endif
+    unsigned long long ubar[2];            // U's (and the tables') arrival: an mbarrier (+ 8 bytes: 16 in all)
 };
 struct Merge {                             // the epilogue's, over z / v once the loop is done
     float m[WARPS][G], l[WARPS][G];
@@ -196,10 +212,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     // clock64 per phase, recorded by lane 0 of each warpgroup's first warp (wait: copies +
     // barrier; mma: wgmma issue + the next tile's copies + the wait for the first half;
     // rope: rotate + score, both halves, with the wait for the second between them;
-    // softmax: mask, softmax, z_v p, end barrier); the prologue's parts: copies before the
-    // PDL wait, the wait, copies after it, tables + q, the sink state, U's arrival
+    // softmax: mask, softmax, z_v p, end barrier); the prologue's parts: the start up to U's
+    // copy issued (+ barrier), the write slot's load, the first tile's copies before the PDL
+    // wait, the wait, copies after it, tables + q, the sink state, U's arrival
     unsigned long long g_start, g_end, c_start = clock64(), c_pro = 0, c_loop = 0, c_end = 0, p_wait = 0, p_mma = 0,
-        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b, c_w0 = 0, c_w1 = 0, c_issue, c_q, c_sink, c_u;
+        p_rope = 0, p_sm = 0, n_tiles = 0, c_a, c_b, c_w0 = 0, c_w1 = 0, c_issue, c_q, c_sink, c_u, c_m, c_ws;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_start));
 #define CLK(x) x = clock64()
 #else
@@ -216,18 +233,27 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #endif
 
     // U and its bias block (and, KSCALE, the pair tables pp and to, which sit together) as
-    // laid out once per layer (cuda_decode.wg_images): plain copies, one group, waited for below
-    {
-        const unsigned char* ui = uimg + (long long)h * (32 * SBOU);
-        #pragma unroll
-        for (int i = 0; i < 32 * SBOU / 16 / NTH; i++) cp16a(su + (tid + NTH * i) * 16, ui + (tid + NTH * i) * 16, true);
+    // laid out once per layer (cuda_decode.wg_images), waited for below: bulk copies by one
+    // thread (as 16-byte cp.async from every thread they cost ~40 more instructions per
+    // thread). (Clusters of 2 or 4 programs that multicast U measured slower: 15.6 and 22.5
+    // against 15.0 us at batch 1, 32K keys.)
+    // the step's write slot (below), asked for first: its load's latency (~0.7 us) under U's
+    // copy instead of after it (asm volatile: kept ahead of the copies' asm)
+    long long ws;
+    asm volatile("ld.global.nc.b64 %0, [%1];" : "=l"(ws) : "l"(wslot));
+    const u32 sbar = at(sh.ubar);
+    if (tid == 0) {
+        mbar_init(sbar);
 #if KSCALE
-        for (int i = tid; i < (int)(sizeof(sh.pp) + sizeof(sh.to)) / 16; i += NTH)
-            cp16a(at(sh.pp) + i * 16, timg + i * 16, true);
+        mbar_expect(sbar, 32 * SBOU + sizeof(sh.pp) + sizeof(sh.to));
+        bulk_copy(at(sh.pp), timg, sizeof(sh.pp) + sizeof(sh.to), sbar);
+#else
+        mbar_expect(sbar, 32 * SBOU);
 #endif
+        bulk_copy(su, uimg + (long long)h * (32 * SBOU), 32 * SBOU, sbar);
     }
-    cp_commit();
-
+    __syncthreads();     // the mbarrier set up before any thread waits on it
+    CLK(c_m);
     // a warpgroup's tile (64 keys from t0) into stage st (row >= 0: without its row `row`,
     // or with `only` that row alone; the loop's calls pass -1, which folds the tests away):
     // 16-byte pieces. Thread wt copies z row wt % 64, pieces wt / 64 + 2 j, and z_v rows
@@ -292,8 +318,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     // write slot (wslot, its cache column; -1: unknown, the whole tile waits). After it, that
     // row (an L2 hit: just written), q, the sink tile. Without PDL the wait returns at once.
     int t0 = start + TILE * wg;   // the first tile goes out right behind U
-    const long long ws = wslot[0];
     const int wr = ws < 0 ? -1 : (int)min(ws - t0, (long long)TILE);   // its row in the first tile (TILE: none)
+#if PHASES
+    asm volatile("" :: "r"(wr));   // (the clock after the slot's load has landed)
+#endif
+    CLK(c_ws);
     #pragma unroll 1
     for (int pass = 0; pass < 2; pass++) {   // (a loop: one copy of load's code for both)
         if (pass) {
@@ -325,14 +354,24 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 
     // q^T, the B operand of scores = K q^T, in f16 (bf16 converts exactly): head hh's
     // k-step ks, lane t4 holds dims 16 ks + 2 t4 (+1) and 16 ks + 8 + 2 t4 (+1); heads G-7 zero
-    for (int i = tid; i < 8 * 64; i += NTH) {
-        const int hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
-        uint2 v = make_uint2(0u, 0u);
+    // (all loads first, as bf16 pairs: one L2 round trip, not one per item; cuda_decode.launch
+    // hands in q with even strides)
+    u32 qw[8 * 64 / NTH][2];
+    #pragma unroll
+    for (int j = 0; j < 8 * 64 / NTH; j++) {
+        const int i = tid + NTH * j, hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
+        qw[j][0] = qw[j][1] = 0u;
         if (hh < G) {
-            const bf16* qh = q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h + 16 * ks + 2 * tq;
-            v = make_uint2(packh(bf2f(qh[0]), bf2f(qh[1])), packh(bf2f(qh[8]), bf2f(qh[9])));
+            const u32* qh = reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h + 16 * ks + 2 * tq);
+            qw[j][0] = qh[0]; qw[j][1] = qh[4];
         }
-        sh.q[hh][4 * ks + tq] = v;
+    }
+    #pragma unroll
+    for (int j = 0; j < 8 * 64 / NTH; j++) {
+        const int i = tid + NTH * j, hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
+        auto lo = [](u32 x) { return __uint_as_float(x << 16); };
+        auto hi = [](u32 x) { return __uint_as_float(x & 0xffff0000u); };
+        sh.q[hh][4 * ks + tq] = make_uint2(packh(lo(qw[j][0]), hi(qw[j][0])), packh(lo(qw[j][1]), hi(qw[j][1])));
     }
     // this lane's softmax states, heads 2 t4 and 2 t4 + 1 (log2 units): the maxima shared by
     // the warp's lanes of one t4, the sums this lane's own keys' (added up in the merge)
@@ -344,7 +383,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     CLK(c_q);
     __SINK_STATE__
     CLK(c_sink);
-    cp_wait2();          // U (the first tile may still be on its way)
+    mbar_wait(sbar);     // U (the first tile may still be on its way)
     CLK(c_u);
     fence_async();
     __syncthreads();     // U, the bias and ones blocks, q and the tables visible to all
@@ -495,11 +534,11 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #if PHASES
     c_end = clock64();
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));
-    if (wt == 0) {   // per program and warpgroup: 16 values (bench_decode_kernel --phases reads them)
-        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 16;
+    if (wt == 0) {   // per program and warpgroup: 18 values (bench_decode_kernel --phases reads them)
+        unsigned long long* o = phases + ((long long)(blockIdx.y * gridDim.x + blockIdx.x) * 2 + wg) * 18;
         o[0] = g_start; o[1] = g_end; o[2] = c_pro - c_start; o[3] = c_loop - c_pro; o[4] = c_end - c_loop;
         o[5] = p_wait; o[6] = p_mma; o[7] = p_rope; o[8] = p_sm; o[9] = n_tiles;
-        o[10] = c_w0 - c_start; o[11] = c_w1 - c_w0; o[12] = c_issue - c_w1; o[13] = c_q - c_issue;
+        o[10] = c_w0 - c_ws; o[11] = c_w1 - c_w0; o[16] = c_m - c_start; o[17] = c_ws - c_m; o[12] = c_issue - c_w1; o[13] = c_q - c_issue;
         o[14] = c_sink - c_q; o[15] = c_u - c_sink;
     }
 #endif
