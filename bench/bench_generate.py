@@ -19,10 +19,17 @@ Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
 Memory-bandwidth fraction = bytes one decode step must read (every weight once, the
 LM head included, plus the cached K/V it attends over) / step time / peak bandwidth
 (--bandwidth; by default the GPU's own by name: H200 4.8e12, H100 SXM 3.35e12 B/s).
+Peak memory: the row's, above what was still allocated when it started (memory_before:
+what earlier rows of the process left, 0.09-0.16 GiB after 1-3 rows of 270M). The 270M
+original at batch 1, 32K measured 1.29 GiB this way after three rows and 1.35 alone
+(bench/results/2026-12-02-s14/run05): process-wide buffers, such as cuBLAS workspaces, that
+an earlier row made are not counted again. The raw process peak was 1.35-1.60 GiB depending
+on the rows before.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -75,8 +82,19 @@ def prompts_for(cfg, batch, length, seed=1):
     return torch.randint(3, cfg.vocab_size, (batch, length), generator=g).tolist()
 
 
+def memory_before() -> int:
+    """GPU bytes still allocated before a row builds its model: what earlier rows of this
+    process left behind (compiled graphs, their pools, library workspaces). A row's peak is
+    reported above this, so that it depends less on the rows run before it."""
+    torch._dynamo.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+    return torch.cuda.memory_allocated()
+
+
 def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128",
          k_basis="orthonormal", pdl=None, prefetch=None):
+    before = memory_before()
     model = random_model(cfg, layout, ranks, k_basis=k_basis)
     r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options, pdl=pdl,
                prefetch=prefetch)
@@ -87,7 +105,8 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
     moved = step_bytes(model, r.layouts, context, batch)
     out = dict(runner="ours", layout=layout, ranks=ranks if layout == "converted" else None, cache_dtype=cache_dtype, kernel_options=kernel_options, tok_s=res.decode_tok_s, ms_per_step=ms,
                prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
-               predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory,
+               predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory - before,
+               memory_before=before,
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw,
                k_basis=k_basis if layout == "converted" else None, pdl=r.pdl, prefetch=sorted(r.prefetch),
                norm_from_latent=sum(k.norm_z for k in r.kernels.values()))
@@ -102,6 +121,7 @@ def hf(cfg, impl, batch, context, new, bw):
     d = config_to_hf(cfg)
     d.pop("architectures", None)
     torch.manual_seed(0)
+    before = memory_before()
     hc = Gemma3TextConfig(**{k: v for k, v in d.items() if k != "model_type"})
     with torch.device("cuda"):
         m = Gemma3ForCausalLM(hc).to(torch.bfloat16).eval()
@@ -130,7 +150,7 @@ def hf(cfg, impl, batch, context, new, bw):
         cache_bytes(original_layouts(cfg), context, batch)
     out = dict(runner=f"transformers-{impl}", layout="original", tok_s=batch * (new - 1) / dec,
                ms_per_step=ms, prefill_tok_s=batch * ids.shape[1] / t_one, kv_bytes=None,
-               peak_memory=peak, bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
+               peak_memory=peak - before, memory_before=before, bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
     del m
     torch.cuda.empty_cache()
     return out

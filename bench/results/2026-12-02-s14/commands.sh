@@ -2,7 +2,8 @@
 # session-14 device script, run as `bash devrun.sh runN` from the repository root on the device tool
 # run1: main 6107158 (as shipped in session 13); run2: 91cd34a (U multicast in clusters; its --cluster
 # bench options were removed with the clusters in 6ff54fe); run3: 6ff54fe (U by one bulk copy, q in one
-# round trip); run4: cddf14e (+ the write slot loaded first, V up-projection before the combine's wait)
+# round trip); run4: cddf14e (+ the write slot loaded first, V up-projection before the combine's wait);
+# run5: 68fe4f4 + bench_generate.py memory_before (committed right after)
 set -u
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 SUM='import json,sys
@@ -61,5 +62,18 @@ run4)
     timeout 200 python bench/bench_generate.py --models 270m,1b --batches 1 --contexts 32768 --no-hf --layouts original,converted --out $OUT/e2e_b1_rep$r.json > $OUT/e2e_b1_rep$r.log 2>&1
     python -c "$SUM" $OUT/e2e_b1_rep$r.json
   done
+  ;;
+esac
+P='import json,sys
+for f in sys.argv[1:]:
+    for r in json.load(open(f))["rows"]:
+        print(r["model"], "b%d" % r["batch"], r["context"], r.get("layout"), "%.1f tok/s" % r.get("tok_s", 0), "peak %.3f GiB" % (r.get("peak_memory", 0) / 2**30), "before %.3f GiB" % (r.get("memory_before", 0) / 2**30), r.get("error", ""))'
+case "$1" in
+run5)
+  timeout 200 python bench/bench_generate.py --models 270m --batches 1 --contexts 128,32768 --no-hf --layouts original,converted --out $OUT/e2e_mem.json > $OUT/e2e_mem.log 2>&1
+  python -c "$P" $OUT/e2e_mem.json
+  timeout 100 python bench/bench_generate.py --models 270m --batches 1 --contexts 32768 --no-hf --layouts original --out $OUT/e2e_mem_alone.json > $OUT/e2e_mem_alone.log 2>&1
+  python -c "$P" $OUT/e2e_mem_alone.json
+  grep -i "error\|Trace" $OUT/*.log | head -5
   ;;
 esac
