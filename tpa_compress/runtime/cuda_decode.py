@@ -1052,7 +1052,7 @@ WG_ROWS = torch.cat([torch.arange(0, 64), torch.arange(128, 192), torch.arange(6
 
 def wg_images(up: torch.Tensor, bias: torch.Tensor, invf: torch.Tensor, rscale: float, kv: int):
     """The "wg" kernel's constant shared memory, laid out once per layer so that a program's
-    prologue is plain copies (no loads feeding arithmetic, no sin/cos before the first tile):
+    prologue is two bulk copies (no loads feeding arithmetic, no sin/cos before the first tile):
     per KV head, U (256 dims x r, bf16, rows in WG_ROWS order) in the no-swizzle
     core-matrix layout followed in each 8-row group by the bias block (k = r: the bias in
     bf16 and its rounding error, so 1 * hi + 1 * lo rebuilds it to ~16 bits; the next 16
