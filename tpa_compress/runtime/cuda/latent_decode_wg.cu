@@ -232,15 +232,15 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     const float* ksb = kscale + (long long)b * sks_b + h;   // (sequence, slot, KV head)
 #endif
 
-    // U and its bias block (and, KSCALE, the pair tables pp and to, which sit together) as
-    // laid out once per layer (cuda_decode.wg_images), waited for below: bulk copies by one
-    // thread (as 16-byte cp.async from every thread they cost ~40 more instructions per
-    // thread). (Clusters of 2 or 4 programs that multicast U measured slower: 15.6 and 22.5
-    // against 15.0 us at batch 1, 32K keys.)
     // the step's write slot (below), asked for first: its load's latency (~0.7 us) under U's
     // copy instead of after it (asm volatile: kept ahead of the copies' asm)
     long long ws;
     asm volatile("ld.global.nc.b64 %0, [%1];" : "=l"(ws) : "l"(wslot));
+    // U and its bias block (and, KSCALE, the pair tables pp and to, which sit together) as
+    // laid out once per layer (cuda_decode.wg_images), waited for below: bulk copies by one
+    // thread (as 16-byte cp.async they were 18 copies and their addresses per thread).
+    // (Clusters of 2 or 4 programs that multicast U measured slower: 15.6 and 22.5 against
+    // 15.0 us at batch 1, 32K keys.)
     const u32 sbar = at(sh.ubar);
     if (tid == 0) {
         mbar_init(sbar);
