@@ -1024,7 +1024,7 @@ def _wgmma_defs() -> str:
 
 def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile", kscale: bool = False) -> int:
     if kind == "wg":  # its Smem struct: U + bias block, ones, 2 warpgroups x 2 stages of z / z_v / positions
-        # (+ the keys' norm factors), q, pair tables
+        # (+ the keys' norm factors), q, pair tables, U's mbarrier (16 bytes)
         return (32 * (rk // 8 + 2) * 128 + 2048 + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4 + 4 * kscale)
                 + 8 * (64 + 4) * 8 + ((64 * 16 + 8 * (2 * 64 + 4) * 8) if kscale else 128 * 24) + 16)
     if kind == "warp":  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
