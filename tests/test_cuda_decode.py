@@ -129,7 +129,7 @@ def test_l2_prefetch_changes_no_output(monkeypatch):
         assert r.prefetch == (set(range(1, 6)) if pf else set()) and r.use_graph
         if pf:  # the kernel's constants first (U's image for the wg build), then the cache
             ask = r._prefetch_tensors(1)
-            assert ask[-1] is r.cache.layers[1].kv and any(t is r.kernels[1].vu for t in ask)
+            assert any(t is r.cache.layers[1].kv for t in ask) and any(t is r.kernels[1].vu for t in ask)
         out[pf] = greedy_steps(r, prompts, new)
     assert torch.equal(out[False][0], out[True][0]) and out[False][1] == out[True][1]
 
