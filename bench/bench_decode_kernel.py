@@ -129,11 +129,10 @@ def main():
                     "comma-separated to compare; default: where available")
     ap.add_argument("--cold", action="store_true", help="the cache from DRAM: L2 flushed before every timed call")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL[:PINGPONG]]]]] "
+    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
                     "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
                     "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
-                    "the warp kernel's unrolling of its 16-pair loop (1, 2, 4), the wg kernel's warpgroups "
-                    "taking turns at the tensor cores (0, 1)")
+                    "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)")
     a = ap.parse_args()
     if a.cold:
         global COLD
@@ -184,9 +183,9 @@ def main():
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 if cb:
-                    minb, blk, warps, kind, unroll, pp = (cb.split(":") + [""] * 5)[:6]
+                    minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
                     cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "wg",
-                                             unroll=int(unroll or 4), pingpong=int(pp or 0))
+                                             unroll=int(unroll or 4))
                     cuda_decode.BLOCK = int(blk or 0)
                 try:
                     kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),

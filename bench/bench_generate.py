@@ -109,7 +109,6 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
                memory_before=before,
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw,
                k_basis=k_basis if layout == "converted" else None, pdl=r.pdl, prefetch=sorted(r.prefetch),
-               prefetch_constants=r.PREFETCH_CONSTANTS,
                norm_from_latent=sum(k.norm_z for k in r.kernels.values()))
     del r, model
     torch.cuda.empty_cache()
@@ -217,13 +216,11 @@ def main():
     ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
                     help="converted K up-projection: orthonormal columns (as activation_svd writes) or random")
     ap.add_argument("--cuda-kernels", default="wg", help="the CUDA decode kernel(s) converted rows "
-                    "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py); wg+pp: the wg "
-                    "kernel's warpgroups taking turns at the tensor cores (BUILD pingpong)")
+                    "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py)")
     ap.add_argument("--pdl", default="auto", help="programmatic dependent launch in our runner: auto (where "
                     "available), 0, 1; comma-separated to compare")
     ap.add_argument("--prefetch", default="auto", help="our runner's L2 prefetch of the next layer's cache: "
-                    "auto (where it fits), 0, 1, cache (auto, without the kernel's constants); "
-                    "comma-separated to compare")
+                    "auto (where it fits), 0, 1; comma-separated to compare")
     ap.add_argument("--prefetch-max", type=float, default=None, help="the largest cache prefetched, as a "
                     "fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)")
     ap.add_argument("--new-tokens", type=int, default=64)
@@ -271,15 +268,11 @@ def main():
                 for kind, what in jobs:
                     row = dict(model=name, batch=batch, context=ctx)
                     if kind == "ours" and what[2]:
-                        row["cuda_kernel"] = what[2]
-                        ck, _, flag = what[2].partition("+")
-                        cuda_decode.BUILD.update(kernel=ck, pingpong=int(flag == "pp"))
-                    if kind == "ours":
-                        Runner.PREFETCH_CONSTANTS = what[4] != "cache"
+                        cuda_decode.BUILD["kernel"] = row["cuda_kernel"] = what[2]
                     t = time.time()
                     try:
                         row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis,
-                                        *(None if x in ("auto", "cache") else bool(int(x)) for x in what[3:5]))
+                                        *(None if x == "auto" else bool(int(x)) for x in what[3:5]))
                                    if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:

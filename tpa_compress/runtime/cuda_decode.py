@@ -1109,14 +1109,14 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
 # budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
 # 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
 # per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
-BUILD = {"minb": 1, "warps": 8, "kernel": "wg", "unroll": 4, "pingpong": 0}
+BUILD = {"minb": 1, "warps": 8, "kernel": "wg", "unroll": 4}
 PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
 PHASES = None  # an int64 tensor: the "wg" kernel built with per-phase clocks writes them there (bench --phases)
 
 
 def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int = 8, kind: str = "tile",
            unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0),
-           phases: bool = False, pingpong: bool = False) -> str:
+           phases: bool = False) -> str:
     """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = {"warp": _SRC_WARP, "wg": _WG_PATH.read_text() if kind == "wg" else ""}.get(kind, _SRC)
     src = (src.replace("__SINK__", _SINK).replace("__SINK_STATE__", _SINK_STATE).replace("__MERGE__", _MERGE).replace("__MERGE_ACC__", _MERGE_ACC)
@@ -1126,7 +1126,7 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
            .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
     for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
                      ("UNROLL", unroll), ("NORMZ", int(normz)), ("KSCALE", int(kscale)),
-                     ("SKT", strides[0]), ("SVT", strides[1]), ("PHASES", int(phases)), ("PINGPONG", int(pingpong))):
+                     ("SKT", strides[0]), ("SVT", strides[1]), ("PHASES", int(phases))):
         src = src.replace(f"__{key}__", str(val))
     return src
 
@@ -1134,10 +1134,10 @@ def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int 
 @functools.lru_cache(maxsize=None)
 def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
              kind: str = "tile", unroll: int = 1, normz: bool = False, kscale: bool = False,
-             strides: tuple[int, int] = (0, 0), phases: bool = False, pingpong: bool = False):
+             strides: tuple[int, int] = (0, 0), phases: bool = False):
     """The kernel for these ranks and group size (NVRTC; cached per process); "wg" is built
     for the cache's row strides of z and z_v (strides)."""
-    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases, pingpong)
+    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases)
     with torch.cuda.device(device_index):
         fn = torch.cuda._compile_kernel(src, "latent_decode", compute_capability="90a" if kind == "wg" else None,
                                         nvcc_options=["-std=c++17"])
@@ -1152,15 +1152,13 @@ def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False, 
     """Compile the builds a layer of these shapes can take (both tile sizes; kscale: the
     layer's cache keeps K's norm factors); None when they build, else the reason, warned
     about once per process."""
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz, kscale,
-           BUILD["pingpong"])
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz, kscale)
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
                 wg = kind_for(rv) == "wg"  # built for the cache's row strides (K and V entries side by side)
                 compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"],
-                         normz and kind_for(rv) == "warp", kscale and wg, (rk + rv, rk + rv) if wg else (0, 0),
-                         pingpong=wg and bool(BUILD["pingpong"]))
+                         normz and kind_for(rv) == "warp", kscale and wg, (rk + rv, rk + rv) if wg else (0, 0))
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -1198,15 +1196,8 @@ def launch_pdl(fn, grid, block, shared_mem: int, args: list) -> None:
     _check_cuda(_get_gpu_runtime_library().cuLaunchKernelEx(ctypes.byref(cfg), fn.func, params, None))
 
 
-_PREFETCH_SLOTS = 6   # tensors one prefetch launch takes (grid y picks one)
 _PREFETCH = r"""
-extern "C" __global__ void l2_prefetch(const char* p0, int n0, const char* p1, int n1, const char* p2, int n2,
-                                       const char* p3, int n3, const char* p4, int n4, const char* p5, int n5) {
-    // (torch's launcher: ints are int) program row y: tensor y's 128-byte lines
-    const char* const ps[6] = {p0, p1, p2, p3, p4, p5};
-    const int ns[6] = {n0, n1, n2, n3, n4, n5};
-    const char* p = ps[blockIdx.y];
-    const int n = ns[blockIdx.y];
+extern "C" __global__ void l2_prefetch(const char* __restrict__ p, int n) {   // (torch's launcher: ints are int)
     const long long step = (long long)gridDim.x * blockDim.x * 128;
     for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 128; i < n; i += step)
         asm volatile("prefetch.global.L2 [%0];" :: "l"(p + i));
@@ -1220,20 +1211,13 @@ def _prefetch_kernel(device_index: int):
         return torch.cuda._compile_kernel(_PREFETCH, "l2_prefetch")
 
 
-def prefetch_l2(tensors: list, programs: int = 16) -> None:
-    """Ask L2 for tensors' bytes (what a later kernel of the step reads: a layer's cache, its
-    kernel's constants), 128-byte lines, on the current stream, one launch per six tensors
-    in the order given; nothing waits for them."""
-    for i in range(0, len(tensors), _PREFETCH_SLOTS):
-        part = tensors[i:i + _PREFETCH_SLOTS]
-        args = []
-        for t in part:
-            n = t.numel() * t.element_size()
-            if n >= 1 << 31:  # (an int in the kernel; L2 is far smaller anyway)
-                raise ValueError(f"prefetch_l2: {n} bytes, at most 2 GiB")
-            args += [t, n]
-        args += [part[0], 0] * (_PREFETCH_SLOTS - len(part))   # unused slots: nothing to fetch
-        _prefetch_kernel(part[0].device.index or 0)(grid=(programs, len(part), 1), block=(256, 1, 1), args=args)
+def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:
+    """Ask L2 for a tensor's bytes (a cache a later kernel of the step reads), 128-byte
+    lines, on the current stream; nothing waits for them."""
+    n = t.numel() * t.element_size()
+    if n >= 1 << 31:  # (an int in the kernel; L2 is far smaller anyway)
+        raise ValueError(f"prefetch_l2: {n} bytes, at most 2 GiB")
+    _prefetch_kernel(t.device.index or 0)(grid=(programs, 1, 1), block=(256, 1, 1), args=[t, n])
 
 
 def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None,
@@ -1253,8 +1237,7 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     kscale = kind == "wg" and k_scale is not None and da.has_norm  # (no norm: no factors to read)
     phases = kind == "wg" and PHASES is not None
     fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz,
-                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0), phases,
-                  kind == "wg" and bool(BUILD["pingpong"]))
+                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0), phases)
     # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);
     # with the norm factors from the cache, U and the bias with the weight folded in
     up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)

@@ -449,21 +449,6 @@ class DecodeAttention:
                     raise RuntimeError(f"the CUDA decode kernel does not build here: {err}")
                 self.cuda = False
 
-    def l2_constants(self, k_scale: bool) -> list:
-        """The per-layer constants this layer's decode kernels read every step (the step's L2
-        prefetch asks for them with the cache: between two calls of a layer the whole model
-        streams through L2). k_scale: the cache keeps K's norm factors (the wg build that reads
-        them). Kernel constants first: the partials kernel's prologue waits for them."""
-        if self.cuda and cuda_decode.kind_for(self.rv) == "wg":
-            out = list(self.cu_img[k_scale and self.has_norm])   # U + bias block, pair tables
-        elif self.cuda:
-            out = [self.cu_up, self.cu_raw_up, self.cu_bias]
-        else:
-            out = [self.ku, self.kb] if self.k_latent else []
-        if self.v_latent and self.latent_combine:
-            out += [self.vu, self.vb]   # V's up-projection: the combine's
-        return [t for t in out if t is not None and t.numel() > 1]
-
     def chunks(self, b: int, t: int, block: int | None = None, per_sm: int | None = None) -> tuple[int, int]:
         """(chunk length, chunk count): at most `per_sm` programs per SM, so one wave
         (rounding up made 272 programs for 264 slots at batch 16: a second wave, ~2x)."""

@@ -89,7 +89,6 @@ def _eager():
 
 class Runner:
     PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
-    PREFETCH_CONSTANTS = True  # ... with the attention kernels' per-layer constants (U's image, V's up-projection)
     PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
                             # both measured faster, docs/benchmarks.md thirteenth run)
 
@@ -165,13 +164,6 @@ class Runner:
     def _cache_tensors(self, i: int) -> list:
         lc = self.cache.layers[i]
         return [t for t in (lc.kv, lc.ks) if t is not None]
-
-    def _prefetch_tensors(self, i: int) -> list:
-        """What the step asks L2 for ahead of layer i: its kernel's constants (U's image, V's
-        up-projection: ~100 KB, but every program of the layer waits for U first), then its cache."""
-        lc = self.cache.layers[i]
-        consts = self.kernels[i].l2_constants(lc.ks is not None) if self.PREFETCH_CONSTANTS else []
-        return consts + self._cache_tensors(i)
 
     def _cache_nbytes(self, i: int) -> int:
         return sum(t.numel() * t.element_size() for t in self._cache_tensors(i))
@@ -302,7 +294,8 @@ class Runner:
             if i + 1 in self.prefetch:  # the next layer's cache into L2 while this one runs
                 self.pf_stream.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(self.pf_stream):
-                    cuda_decode.prefetch_l2(self._prefetch_tensors(i + 1))
+                    for t in self._cache_tensors(i + 1):
+                        cuda_decode.prefetch_l2(t)
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
             o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm

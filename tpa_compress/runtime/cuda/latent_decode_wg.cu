@@ -30,7 +30,6 @@
 #define G __G__
 #define KSCALE __KSCALE__            // each key's QK-norm factor read from the cache (weight folded into U)
 #define PHASES __PHASES__           // instrumented build (bench_decode_kernel --phases): per-phase clocks
-#define PINGPONG __PINGPONG__       // the warpgroups take turns issuing their tile's wgmma (below)
 #define SKT __SKT__                  // row strides of z and z_v (the cache's: K and V entries side by side),
 #define SVT __SVT__                  // compile-time so that a tile's copies take immediate offsets
 #define TILE 64                      // keys per warpgroup tile (wgmma M)
@@ -44,10 +43,6 @@ typedef unsigned long long u64;
 // what cp.async / st.shared wrote, made visible to the tensor cores' (async proxy) reads
 __device__ __forceinline__ void fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ __forceinline__ void bar_wg(int wg) { asm volatile("bar.sync %0, 128;" :: "r"(wg + 1) : "memory"); }
-// the tensor cores' turn (PINGPONG): warpgroup wg waits at barrier 3 + wg for the other's
-// arrival (it has issued its wgmma), and arrives at the other's when it has issued its own
-__device__ __forceinline__ void turn_wait(int wg) { asm volatile("bar.sync %0, 256;" :: "r"(wg + 3) : "memory"); }
-__device__ __forceinline__ void turn_pass(int wg) { asm volatile("bar.arrive %0, 256;" :: "r"(4 - wg) : "memory"); }
 // a shared-memory matrix descriptor, no swizzle: start, LBO, SBO in 16-byte units
 __device__ __forceinline__ u64 desc(u32 addr, u32 lbo, u32 sbo) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32);
@@ -400,13 +395,6 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     const u64 du = desc(su, 128, SBOU), du2 = desc(su + 16 * SBOU, 128, SBOU), dones = desc(sones, 128, 256);
 
     int st = 0;
-#if PINGPONG
-    // Both warpgroups' wgmma at once share the tensor cores and both then rotate and score
-    // while the tensor cores idle; in turns (as FlashAttention-3's ping-pong), one
-    // warpgroup's RoPE and softmax run under the other's rebuild. Warpgroup 0 goes first;
-    // each waits for its turn once per tile and passes it on once per tile
-    if (wg == 1) turn_pass(1);
-#endif
     for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
         CLK(c_a);
         cp_wait0();
@@ -426,9 +414,6 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         // 64-127, 192-255: each half holds its RoPE pairs whole), two commit groups: the RoPE
         // and scores of the first half run while the tensor cores rebuild the second
         float da[64], db[64];
-#if PINGPONG
-        turn_wait(wg);
-#endif
         wgmma_fence();
         #pragma unroll
         for (int kk = 0; kk < KS; kk++) wgmma_ss(da, dz + 16 * kk, du + 16 * kk, kk);
@@ -438,9 +423,6 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         for (int kk = 0; kk < KS; kk++) wgmma_ss(db, dz + 16 * kk, du2 + 16 * kk, kk);
         wgmma_ss(db, dones, du2 + 16 * KS, 1);
         wgmma_commit();
-#if PINGPONG
-        turn_pass(wg);
-#endif
         // the next tile's copies go out while the tensor cores work (the other stage:
         // every warp finished with it at the end of the last iteration)
         if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1, -1, false);
@@ -535,13 +517,6 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         CLK(c_b); p_sm += c_b - c_a;
 #endif
     }
-#if PINGPONG
-    {   // an arrival nobody waited for (the warpgroups' tile counts: equal, or wg 0's one more) consumed
-        const int n0 = (stop - start + 2 * TILE - 1) / (2 * TILE), n1 = (stop - start + TILE - 1) / (2 * TILE);
-        if (wg == 0 && n1 == n0) turn_wait(0);
-        if (wg == 1 && n0 == n1 + 1) turn_wait(1);
-    }
-#endif
 #if PHASES
     c_loop = clock64();
 #endif
