@@ -30,3 +30,22 @@ run2)
   tail -3 $OUT/tests.txt
   ;;
 esac
+
+# ---- run4 (a separate script of the same session) ----
+#!/bin/bash
+# run4: main 94e9393 as shipped, batch 32 at 32K (two repeats)
+set -u
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+SUM='import json,sys
+for f in sys.argv[1:]:
+    for r in json.load(open(f))["rows"]:
+        print(r["model"], "b%d" % r["batch"], r["context"], r.get("layout"), "%.1f tok/s" % r.get("tok_s", 0), "peak %.2f GiB" % (r.get("peak_memory", 0) / 2**30), "kv_ok", r.get("kv_bytes") == r.get("predicted_kv_bytes"), r.get("error", ""))'
+case "$1" in
+run4)
+  for r in 1 2; do
+    timeout 270 python bench/bench_generate.py --models 270m,1b --batches 32 --contexts 32768 --no-hf --layouts original,converted --out $OUT/e2e_b32_rep$r.json > $OUT/e2e_b32_rep$r.log 2>&1
+    python -c "$SUM" $OUT/e2e_b32_rep$r.json
+    grep -i "error\|Trace" $OUT/e2e_b32_rep$r.log | head -3
+  done
+  ;;
+esac
