@@ -49,3 +49,25 @@ run4)
   done
   ;;
 esac
+
+# ---- run5 (a separate script of the same session; old13/ = `git archive 6107158 | tar -x -C old13`) ----
+#!/bin/bash
+# run5: batch 32 at 32K, 1B, the thirteenth session's main (6107158, unpacked in old13/) against
+# main as shipped (94e9393), alternating in one lease
+set -u
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+SUM='import json,sys
+for f in sys.argv[1:]:
+    for r in json.load(open(f))["rows"]:
+        print(f.split("/")[-1], r["model"], "b%d" % r["batch"], r["context"], r.get("layout"), "%.1f tok/s" % r.get("tok_s", 0), r.get("error", ""))'
+B="bench/bench_generate.py --models 1b --batches 32 --contexts 32768 --no-hf --layouts original,converted"
+case "$1" in
+run5)
+  for run in old13:1 new:1 new:2 old13:2; do   # alternating: old, new, new, old
+    tree=${run%:*}; pass=${run#*:}
+    d=.; [ $tree = old13 ] && d=old13
+    (cd $d && timeout 120 python $B --out $OUT/b32_${tree}_$pass.json > $OUT/b32_${tree}_$pass.log 2>&1)
+    python -c "$SUM" $OUT/b32_${tree}_$pass.json
+  done
+  ;;
+esac
