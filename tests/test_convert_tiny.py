@@ -193,3 +193,53 @@ def test_convert_heldout_error_is_convert_measurement():
     res, _ = convert(ck, model, rec, eval_model=False, log=lambda m: None)
     k = res.layers[0].k
     assert k["method"] == "activation_svd" and 0 < k["heldout_rel_error"] < 1
+
+
+def test_rank_limits_bound_energy_and_budget_ranks():
+    ck = tiny_ckpt("llama")  # kv_size 32
+    rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": {"energy": 0.9999}},
+                   "v": {"method": "activation_svd", "rank": "budget"}}],
+                 budget={"fraction": 0.6, "context": 64}, rank_limits={"multiple": 8, "max": 16})
+    res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+    ks = [lay.k.rank for lay in res.layouts]
+    vs = [lay.v.rank for lay in res.layouts]
+    assert all(r == 16 for r in ks), ks  # 99.99% energy wants more than the cap
+    assert all(r % 8 == 0 and 8 <= r <= 16 for r in vs), vs
+    free = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": {"energy": 0.9999}}}])
+    res, _ = convert(ck, build_model(ck), free, eval_model=False, log=lambda m: None)
+    assert any(lay.k.rank > 16 for lay in res.layouts)  # so the cap above did something
+
+
+@pytest.mark.parametrize("limits,rank,needle", [
+    ({"multiple": 16}, 24, "rank 24 is outside rank_limits; valid: a multiple of 16"),
+    ({"multiple": 8, "max": 16}, 24, "rank 24 is outside rank_limits; valid: a multiple of 8 up to 16"),
+])
+def test_fixed_rank_outside_rank_limits(limits, rank, needle):
+    ck = tiny_ckpt("llama")
+    rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": rank}}], rank_limits=limits)
+    with pytest.raises(TPAError, match=needle):
+        convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("limits,needle", [
+    ({"multipl": 16}, "rank_limits: unknown key 'multipl'; valid: max, multiple"),
+    ({"multiple": 0}, "rank_limits.multiple: 0 is not valid; expected an integer >= 1"),
+    ({"multiple": 16, "max": 8}, "rank_limits.max 8 is below rank_limits.multiple 16"),
+])
+def test_bad_rank_limits(limits, needle):
+    with pytest.raises(TPAError, match=needle):
+        recipe([{"select": "all", "k": {"method": "identity"}}], rank_limits=limits)
+
+
+def test_chosen_full_width_rank_keeps_the_original():
+    ck = tiny_ckpt("gemma3", num_kv_heads=2, num_heads=4)
+    rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": "budget"},
+                   "v": {"method": "activation_svd", "rank": {"energy": 1.0}}}],
+                 budget={"fraction": 1.0, "context": 64}, k_scale=False)  # (the factors cost bytes)
+    model = build_model(ck)
+    res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
+    for lay, rep in zip(res.layouts, res.layers):
+        assert lay.k.kind == lay.v.kind == "full" and not lay.k_scale and lay.sink == 0
+        assert rep.k["method"] == "keep" and "chose the full width" in rep.k["note"]
+    assert not tensors
+    assert torch.equal(logp(model), logp(build_model(ck)))

@@ -42,7 +42,8 @@ def kind(request, monkeypatch):
 
 @pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads,t", [
     ("gemma3", 5, 1, False, 128, 128, 8, 150), ("gemma3", 0, 2, "blocks", 64, 128, 8, 150),
-    ("gemma3", 5, 1, False, 128, 96, 4, 700)])
+    ("gemma3", 5, 1, False, 128, 96, 4, 700),
+    ("gemma3", 5, 1, "blocks", 80, 128, 8, 700), ("gemma3", 5, 1, False, 96, 112, 4, 300)])  # balanced's ranks
 def test_cuda_kernel_key_scales(family, layer, sink, orthonormal, rk, rv, heads, t, kind):
     """The wg kernel with each key's QK-norm factor read from a table (weight folded into U)."""
     if kind != "wg":

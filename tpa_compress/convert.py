@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,18 +180,34 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             if spectrum is None:
                 raise TPAError(f"{recipe.source}: layer {i} {t}: method {m.name} has no spectrum, so "
                                f"rank '{spec.kind}' cannot apply; give a fixed rank")
-            step = m.rank_step(cfg)
+            # the method's own step and the recipe's rank_limits: multiples of both, capped
+            lim = recipe.rank_limits
+            step = math.lcm(m.rank_step(cfg), lim.multiple)
+            hi = min(len(spectrum), m.max_rank(cfg), lim.max or len(spectrum)) // step * step
+            if hi < step:
+                raise TPAError(f"{recipe.source}: layer {i} {t}: rank_limits (multiple {lim.multiple}, max "
+                               f"{lim.max}) leave {m.name} no rank on this model (its ranks: multiples of "
+                               f"{m.rank_step(cfg)} up to {min(len(spectrum), m.max_rank(cfg))})")
             if spec.kind == "energy":
-                ranks[(i, t)] = energy_rank(spectrum, spec.value, step)
+                ranks[(i, t)] = min(energy_rank(spectrum, spec.value, step), hi)
             else:
                 lay = LayerLayout(Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
                                   Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
                                   cfg.window(i), recipe.cache_dtype)
                 held = lay.tokens_held(recipe.budget.context)
                 per = lay.bytes_per_token() / 2 * held
-                cands.append(Candidate((i, t), spectrum, per, step, min(len(spectrum), m.max_rank(cfg)), step))
+                cands.append(Candidate((i, t), spectrum, per, step, hi, step))
     if cands:
         ranks.update(budget_ranks(cands, _budget_left(cfg, recipe, ranks, {c.key for c in cands})))
+
+    # A chosen (energy / budget) rank at the method's full width caches no fewer values than
+    # the original and decodes slower (a rebuild; K also a norm factor): keep it exact.
+    full_width = {key: f"{methods[key].name} {rules[key[0]][key[1]].rank.kind} chose the full width {r}"
+                  for key, r in ranks.items()
+                  if rules[key[0]][key[1]].rank.kind in ("energy", "budget") and methods[key].name != "identity"
+                  and r >= methods[key].max_rank(cfg)}
+    for key in full_width:
+        del methods[key]
 
     # -- factorize --------------------------------------------------------------
     new_tensors: dict[str, torch.Tensor] = {}
@@ -211,6 +228,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             full = Component("full", cfg.num_kv_heads, cfg.head_dim)
             if (i, t) not in methods:
                 comps[t], info[t] = full, {"method": "keep", "rank": None}
+                if (i, t) in full_width:
+                    info[t]["note"] = full_width[(i, t)] + "; kept exact"
                 continue
             m = methods[(i, t)]
             with fixed_threads():

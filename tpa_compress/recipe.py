@@ -8,6 +8,7 @@
     calibration: {files: [default], tokens: 32768, seq_len: 512, heldout_tokens: 4096}
     eval: {files: [default], seq_len: 512, max_windows: 16}
     budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`
+    rank_limits: {multiple: 16, max: 128}     # bounds on the ranks energy/budget choose
     layers:                       # ordered rules; a later match overrides an earlier one
       - select: all               # all | {type: sliding|global} | {layers: "0-5,17"} | {pattern: "1?"}
         k: {method: activation_svd, rank: 192}
@@ -86,6 +87,16 @@ class Budget:
 
 
 @dataclass
+class RankLimits:
+    """Bounds on every rank a recipe gives or chooses: a multiple of `multiple`, at most
+    `max`. energy and budget ranks are chosen within them; a fixed rank outside them is an
+    error. The budgeted recipes ask for {multiple: 16, max: 128}: the latent ranks the
+    Hopper decode kernel serves (wgmma k-steps of 16; its registers hold a V rank <= 128)."""
+    multiple: int = 1
+    max: int | None = None
+
+
+@dataclass
 class Recipe:
     layers: list[LayerRule]
     model: str | None = None
@@ -97,6 +108,7 @@ class Recipe:
     calibration: Calibration = field(default_factory=Calibration)
     eval: EvalSpec = field(default_factory=EvalSpec)
     budget: Budget | None = None
+    rank_limits: RankLimits = field(default_factory=RankLimits)
     source: str = ""
     raw: dict = field(default_factory=dict)
 
@@ -182,7 +194,7 @@ def _selector(v, where: str) -> Selector:
 
 def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     top = {"model", "seed", "weight_dtype", "cache_dtype", "calibration", "eval", "budget", "layers",
-           "description", "sink_tokens", "k_scale"}
+           "description", "sink_tokens", "k_scale", "rank_limits"}
     _keys(d, top, source)
     if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
         raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
@@ -214,6 +226,12 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     if budget is None and any(c is not None and c.rank.kind == "budget"
                               for r in rules for c in (r.k, r.v)):
         raise TPAError(f"{source}: a rank says 'budget' but there is no top-level 'budget' key")
+    rl = _keys(d.get("rank_limits") or {}, {"multiple", "max"}, f"{source}: rank_limits")
+    limits = RankLimits(_int(rl.get("multiple", 1), f"{source}: rank_limits.multiple"),
+                        None if rl.get("max") is None else _int(rl["max"], f"{source}: rank_limits.max"))
+    if limits.max is not None and limits.max < limits.multiple:
+        raise TPAError(f"{source}: rank_limits.max {limits.max} is below rank_limits.multiple "
+                       f"{limits.multiple}; valid: max >= multiple")
     seed = d.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TPAError(f"{source}: seed {seed!r} is not valid; expected an integer")
@@ -222,7 +240,8 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     if not isinstance(ks, bool):
         raise TPAError(f"{source}: k_scale {ks!r} is not valid; expected true or false")
     return Recipe(layers=rules, model=d.get("model"), seed=seed, weight_dtype=wd, cache_dtype=cd,
-                  sink_tokens=sink, k_scale=ks, calibration=calib, eval=ev, budget=budget, source=source, raw=d)
+                  sink_tokens=sink, k_scale=ks, calibration=calib, eval=ev, budget=budget,
+                  rank_limits=limits, source=source, raw=d)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -250,6 +269,12 @@ def validate_for_model(recipe: Recipe, cfg: ModelConfig) -> None:
             if rule.rank.kind == "fixed" and not 1 <= rule.rank.value <= hi:
                 raise TPAError(f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} out of range "
                                f"for {rule.method} on this model; valid: 1..{hi}")
+            lim = recipe.rank_limits
+            if rule.rank.kind == "fixed" and (rule.rank.value % lim.multiple
+                                              or (lim.max is not None and rule.rank.value > lim.max)):
+                raise TPAError(f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} is outside "
+                               f"rank_limits; valid: a multiple of {lim.multiple}"
+                               + (f" up to {lim.max}" if lim.max is not None else ""))
     if any(cfg.layer_types[i] == "sliding" for i in range(cfg.num_layers)) is False:
         for r in recipe.layers:
             if r.select.kind == "type" and r.select.value == "sliding":
