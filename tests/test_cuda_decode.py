@@ -92,6 +92,16 @@ def test_cuda_backend_refuses_what_it_does_not_serve():
     assert not kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="auto").cuda
     assert not cuda_decode.serves(256, 4, 120, 128, torch.bfloat16)
     assert not cuda_decode.serves(256, 4, 128, 100, torch.bfloat16)
+    assert not cuda_decode.serves(256, 4, 128, 160, torch.bfloat16)  # above 128: the tile kernel, 128 / 256 only
+
+
+@pytest.mark.parametrize("rv", [160, 192])
+def test_v_ranks_between_128_and_256_decode_right(rv, kind):
+    """A V rank the tile kernel is not written for (multiples of 16 between 128 and 256, as
+    rank_limits without a max can choose): backend 'auto' decodes it correctly (in Triton)."""
+    kern = kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks",
+                           d=256, rk=128, rv=rv, heads=8, backend="auto")
+    assert not kern.cuda
 
 
 def latent_model(family, sink):

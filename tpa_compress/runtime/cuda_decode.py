@@ -1100,9 +1100,12 @@ def permute_up(up: torch.Tensor) -> torch.Tensor:
 
 def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     """The shapes this kernel is written for (else the Triton kernel runs)."""
+    # V ranks above 128 take the tile kernel, written for 128 and 256 only (a V rank of 160
+    # passed here before and would have built it for a width it does not handle)
     return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
             and d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
-            and (rv % 128 == 0 or (BUILD["kernel"] in ("warp", "wg") and rv % 16 == 0)) and rv <= 256 and cache_dtype == torch.bfloat16)
+            and (rv % 128 == 0 or (kind_for(rv) in ("warp", "wg") and rv % 16 == 0)) and rv <= 256
+            and cache_dtype == torch.bfloat16)
 
 
 # build knobs (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
