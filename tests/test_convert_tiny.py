@@ -243,3 +243,17 @@ def test_chosen_full_width_rank_keeps_the_original():
         assert rep.k["method"] == "keep" and "chose the full width" in rep.k["note"]
     assert not tensors
     assert torch.equal(logp(model), logp(build_model(ck)))
+
+
+@pytest.mark.parametrize("rk,rv,noted", [(24, 40, True), (32, 144, True), (32, 48, False)])
+def test_convert_notes_ranks_the_gpu_kernel_does_not_take(rk, rv, noted):
+    ck = tiny_ckpt("gemma3", head_dim=256, num_kv_heads=1, num_heads=4)
+    rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": rk},
+                   "v": {"method": "activation_svd", "rank": rv}}])
+    logs = []
+    convert(ck, build_model(ck), rec, eval_model=False, log=logs.append)
+    notes = [m for m in logs if "not ranks the Hopper decode kernel takes" in m]
+    assert (notes == [f"note: layer 5: K rank {rk} / V rank {rv} are not ranks the Hopper decode kernel "
+                      "takes (multiples of 16, at most 128): on the GPU this layer decodes in Triton, "
+                      "slower at long context; rank_limits: {multiple: 16, max: 128} chooses ranks it "
+                      "takes (docs/methods.md)"]) == noted, logs

@@ -27,6 +27,7 @@ from .methods import LayerInputs, get_method
 from .methods.layers import effective_weight, make_proj, set_k_scale
 from .ranks import Candidate, budget_ranks, energy_rank
 from .recipe import Recipe, validate_for_model
+from .runtime.cuda_decode import wg_shape
 
 REPORT_CONTEXTS = (4096, 32768)
 
@@ -260,6 +261,12 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             done += 1
             if bar:
                 bar(done, len(items))
+        if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and not wg_shape(
+                cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank):
+            log(f"note: layer {i}: K rank {comps['k'].rank} / V rank {comps['v'].rank} are not ranks the "
+                "Hopper decode kernel takes (multiples of 16, at most 128): on the GPU this layer "
+                "decodes in Triton, slower at long context; rank_limits: {multiple: 16, max: 128} "
+                "chooses ranks it takes (docs/methods.md)")
         lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
                           k_scale=recipe.k_scale and k_scale_for(cfg, comps["k"]))
         set_k_scale(attn.k_proj, lay.k_scale)

@@ -1098,6 +1098,12 @@ def permute_up(up: torch.Tensor) -> torch.Tensor:
     return words[:, perm].contiguous().view(up.dtype)
 
 
+def wg_shape(d: int, g: int, rk: int, rv: int) -> bool:
+    """The latent ranks and head shapes the Hopper wg kernel is written for (no device
+    check; convert warns about converted layers outside them)."""
+    return d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128 and rv % 16 == 0 and rv <= 128
+
+
 def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     """The shapes this kernel is written for (else the Triton kernel runs)."""
     # V ranks above 128 take the tile kernel, written for 128 and 256 only (a V rank of 160
