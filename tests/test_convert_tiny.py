@@ -253,7 +253,7 @@ def test_convert_notes_ranks_the_gpu_kernel_does_not_take(rk, rv, noted):
     logs = []
     convert(ck, build_model(ck), rec, eval_model=False, log=logs.append)
     notes = [m for m in logs if "not ranks the Hopper decode kernel takes" in m]
-    assert (notes == [f"note: layer 5: K rank {rk} / V rank {rv} are not ranks the Hopper decode kernel "
-                      "takes (multiples of 16, at most 128): on the GPU this layer decodes in Triton, "
-                      "slower at long context; rank_limits: {multiple: 16, max: 128} chooses ranks it "
-                      "takes (docs/methods.md)"]) == noted, logs
+    assert (notes == [f"note: layer (K/V rank) 5 ({rk}/{rv}): not ranks the Hopper decode kernel takes "
+                      "(multiples of 16, at most 128); on the GPU these decode in Triton, slower at long "
+                      "context. rank_limits: {multiple: 16, max: 128} chooses ranks it takes "
+                      "(docs/methods.md)"]) == noted, logs

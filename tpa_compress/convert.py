@@ -218,6 +218,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     bar = progress and progress("factorize")
     done = 0
     wdtype = getattr(torch, recipe.weight_dtype)
+    off_kernel = []  # latent K + V layers whose ranks the Hopper decode kernel does not take
     for i in range(cfg.num_layers):
         attn = model.layers[i].self_attn
         comps, info = {}, {}
@@ -263,16 +264,17 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                 bar(done, len(items))
         if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and not wg_shape(
                 cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank):
-            log(f"note: layer {i}: K rank {comps['k'].rank} / V rank {comps['v'].rank} are not ranks the "
-                "Hopper decode kernel takes (multiples of 16, at most 128): on the GPU this layer "
-                "decodes in Triton, slower at long context; rank_limits: {multiple: 16, max: 128} "
-                "chooses ranks it takes (docs/methods.md)")
+            off_kernel.append(f"{i} ({comps['k'].rank}/{comps['v'].rank})")
         lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
                           k_scale=recipe.k_scale and k_scale_for(cfg, comps["k"]))
         set_k_scale(attn.k_proj, lay.k_scale)
         layouts.append(lay)
         reports.append(LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()))
 
+    if off_kernel:
+        log(f"note: layer (K/V rank) {', '.join(off_kernel)}: not ranks the Hopper decode kernel takes "
+            "(multiples of 16, at most 128); on the GPU these decode in Triton, slower at long context. "
+            "rank_limits: {multiple: 16, max: 128} chooses ranks it takes (docs/methods.md)")
     ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
     orig = original_layouts(cfg, recipe.cache_dtype)
     totals = {}
