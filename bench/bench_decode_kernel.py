@@ -215,7 +215,7 @@ def main():
                     info += "\n    kernels (us): " + kernel_times(
                         lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
                 info += f" kscale {kq}"
-                if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv) == "wg":
+                if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv, kern.rk) == "wg":
                     info += "\n    phases: " + phases(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws),
                                                       kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
                 pdl_s = f"{int(kern.pdl)}{'+slot' if ws is not None else ''}"

@@ -230,12 +230,15 @@ def test_kernel_decode_path_norm_from_latent(family, sink):
 
 def test_cuda_kernel_choice_and_sources(monkeypatch):
     """Which CUDA decode kernel a layer takes (wg on Hopper only, warp elsewhere, tile for V
-    ranks above 128), that each kernel's source has every placeholder filled, and that the
+    ranks above 128 the wg kernel's shared memory cannot hold), that each kernel's source has every placeholder filled, and that the
     wg kernel's buffers fit a Hopper program's shared memory at the largest ranks it serves.
     CPU: nothing is compiled (tests/test_cuda_decode.py runs them on the GPU)."""
     monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
     monkeypatch.setattr(cuda_decode, "hopper", lambda *a: True)
     assert [cuda_decode.kind_for(rv) for rv in (16, 96, 128, 256)] == ["wg", "wg", "wg", "tile"]
+    # V above 128 where the buffers fit (K 112 with V 160, K 64 with V 256), else tile
+    assert [cuda_decode.kind_for(rv, rk) for rk, rv in ((112, 160), (128, 144), (96, 192), (96, 208), (64, 256))] == \
+        ["wg", "tile", "wg", "tile", "wg"]
     assert cuda_decode.block_for(128, 128, 4, 100) == 128
     monkeypatch.setattr(cuda_decode, "hopper", lambda *a: False)
     assert cuda_decode.kind_for(128) == "warp"

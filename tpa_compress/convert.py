@@ -184,10 +184,10 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             # the method's own step and the recipe's rank_limits: multiples of both, capped
             lim = recipe.rank_limits
             step = math.lcm(m.rank_step(cfg), lim.multiple)
-            hi = min(len(spectrum), m.max_rank(cfg), lim.max or len(spectrum)) // step * step
+            hi = min(len(spectrum), m.max_rank(cfg), lim.cap(t) or len(spectrum)) // step * step
             if hi < step:
-                raise TPAError(f"{recipe.source}: layer {i} {t}: rank_limits (multiple {lim.multiple}, max "
-                               f"{lim.max}) leave {m.name} no rank on this model (its ranks: multiples of "
+                raise TPAError(f"{recipe.source}: layer {i} {t}: rank_limits ({lim.describe(t)}) leave "
+                               f"{m.name} no rank on this model (its ranks: multiples of "
                                f"{m.rank_step(cfg)} up to {min(len(spectrum), m.max_rank(cfg))})")
             if spec.kind == "energy":
                 ranks[(i, t)] = min(energy_rank(spectrum, spec.value, step), hi)
@@ -273,8 +273,9 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
 
     if off_kernel:
         log(f"note: layer (K/V rank) {', '.join(off_kernel)}: not ranks the Hopper decode kernel takes "
-            "(multiples of 16, at most 128); on the GPU these decode in Triton, slower at long context. "
-            "rank_limits: {multiple: 16, max: 128} chooses ranks it takes (docs/methods.md)")
+            "(multiples of 16; K at most 128, V 128 or as far as its shared memory holds: K 112 with "
+            "V 160, K 96 with V 192); on the GPU these decode in Triton, slower at long context. "
+            "rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes (docs/methods.md)")
     ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
     orig = original_layouts(cfg, recipe.cache_dtype)
     totals = {}

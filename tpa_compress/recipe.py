@@ -8,7 +8,7 @@
     calibration: {files: [default], tokens: 32768, seq_len: 512, heldout_tokens: 4096}
     eval: {files: [default], seq_len: 512, max_windows: 16}
     budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`
-    rank_limits: {multiple: 16, max: 128}     # bounds on the ranks energy/budget choose
+    rank_limits: {multiple: 16, max: {k: 112, v: 160}}   # bounds on every rank (max: one for both, or per target)
     layers:                       # ordered rules; a later match overrides an earlier one
       - select: all               # all | {type: sliding|global} | {layers: "0-5,17"} | {pattern: "1?"}
         k: {method: activation_svd, rank: 192}
@@ -89,11 +89,19 @@ class Budget:
 @dataclass
 class RankLimits:
     """Bounds on every rank a recipe gives or chooses: a multiple of `multiple`, at most
-    `max`. energy and budget ranks are chosen within them; a fixed rank outside them is an
-    error. The budgeted recipes ask for {multiple: 16, max: 128}: the latent ranks the
-    Hopper decode kernel serves (wgmma k-steps of 16; its registers hold a V rank <= 128)."""
+    `max` (one for K and V, or {k: .., v: ..}). energy and budget ranks are chosen within
+    them; a fixed rank outside them is an error. The budgeted recipes ask for
+    {multiple: 16, max: {k: 112, v: 160}}: latent ranks the Hopper decode kernel serves
+    (wgmma k-steps of 16; its shared memory holds K 112 with V 160; docs/methods.md)."""
     multiple: int = 1
-    max: int | None = None
+    max: dict = field(default_factory=lambda: {"k": None, "v": None})
+
+    def cap(self, target: str) -> int | None:
+        return self.max.get(target)
+
+    def describe(self, target: str) -> str:
+        hi = self.cap(target)
+        return f"a multiple of {self.multiple}" + (f" up to {hi}" if hi is not None else "")
 
 
 @dataclass
@@ -227,11 +235,18 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
                               for r in rules for c in (r.k, r.v)):
         raise TPAError(f"{source}: a rank says 'budget' but there is no top-level 'budget' key")
     rl = _keys(d.get("rank_limits") or {}, {"multiple", "max"}, f"{source}: rank_limits")
-    limits = RankLimits(_int(rl.get("multiple", 1), f"{source}: rank_limits.multiple"),
-                        None if rl.get("max") is None else _int(rl["max"], f"{source}: rank_limits.max"))
-    if limits.max is not None and limits.max < limits.multiple:
-        raise TPAError(f"{source}: rank_limits.max {limits.max} is below rank_limits.multiple "
-                       f"{limits.multiple}; valid: max >= multiple")
+    mult = _int(rl.get("multiple", 1), f"{source}: rank_limits.multiple")
+    mx = rl.get("max")
+    if isinstance(mx, dict):
+        _keys(mx, {"k", "v"}, f"{source}: rank_limits.max")
+        caps = {t: None if mx.get(t) is None else _int(mx[t], f"{source}: rank_limits.max.{t}") for t in "kv"}
+    else:
+        caps = dict.fromkeys("kv", None if mx is None else _int(mx, f"{source}: rank_limits.max"))
+    for t, hi in caps.items():
+        if hi is not None and hi < mult:
+            raise TPAError(f"{source}: rank_limits.max ({t}) {hi} is below rank_limits.multiple {mult}; "
+                           "valid: max >= multiple")
+    limits = RankLimits(mult, caps)
     seed = d.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TPAError(f"{source}: seed {seed!r} is not valid; expected an integer")
@@ -271,10 +286,9 @@ def validate_for_model(recipe: Recipe, cfg: ModelConfig) -> None:
                                f"for {rule.method} on this model; valid: 1..{hi}")
             lim = recipe.rank_limits
             if rule.rank.kind == "fixed" and (rule.rank.value % lim.multiple
-                                              or (lim.max is not None and rule.rank.value > lim.max)):
+                                              or (lim.cap(t) is not None and rule.rank.value > lim.cap(t))):
                 raise TPAError(f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} is outside "
-                               f"rank_limits; valid: a multiple of {lim.multiple}"
-                               + (f" up to {lim.max}" if lim.max is not None else ""))
+                               f"rank_limits; valid: {lim.describe(t)}")
     if any(cfg.layer_types[i] == "sliding" for i in range(cfg.num_layers)) is False:
         for r in recipe.layers:
             if r.select.kind == "type" and r.select.value == "sliding":

@@ -4,7 +4,7 @@ Three kernels write the same per-chunk states (kind_for picks one, BUILD["kernel
 "wg" (cuda/latent_decode_wg.cu, Hopper only, the default there): two warpgroups per
 program rebuild 64-key tiles with wgmma, U resident in shared memory and read by the
 tensor cores; "warp" (the default elsewhere): each warp scores its own 16-key subtiles
-with mma.sync, U in shared memory; "tile" (V ranks 256, described below): each warp owns
+with mma.sync, U in shared memory; "tile" (V ranks 256 the wg kernel cannot hold, described below): each warp owns
 16 RoPE pairs with its slice of U in registers. docs/architecture.md compares them.
 
 Why it exists: the Triton kernel (kernels.py) rebuilds K = U z per tile with U streamed
@@ -30,8 +30,9 @@ finishes the step. The "wg" kernel is launched with programmatic dependent launc
 layer's DecodeAttention has it on (`launch_pdl`: its programs start under the previous
 kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC (`torch.cuda._compile_kernel`):
 no compiler or package beyond torch. Serves head dim 256 with 8 query heads per KV head at
-most, K ranks that are multiples of 16 up to 128, V ranks 128 or 256, a bf16 cache, any K
-basis. Measured in docs/benchmarks.md (seventh run).
+most, K ranks that are multiples of 16 up to 128, V ranks that are multiples of 16 up to 128
+("wg", "warp"), above 128 where the wg kernel's buffers fit (wg_fits), else 128 or 256
+("tile"), a bf16 cache, any K basis. Measured in docs/benchmarks.md (seventh and sixteenth runs).
 """
 from __future__ import annotations
 
@@ -995,12 +996,24 @@ def hopper(device_index: int | None = None) -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-def kind_for(rv: int) -> str:
-    """Which kernel a layer takes: BUILD["kernel"] where it serves the V rank ("wg" on
-    Hopper, else "warp"; V ranks above 128 take "tile")."""
+def kind_for(rv: int, rk: int = 128) -> str:
+    """Which kernel a layer takes: BUILD["kernel"] where it serves the ranks ("wg" on
+    Hopper, else "warp"; V ranks above 128 take "wg" where its buffers fit, else "tile")."""
+    if BUILD["kernel"] == "wg" and hopper() and 128 < rv <= 256 and rv % 16 == 0 and wg_fits(rk, rv):
+        return "wg"
     if BUILD["kernel"] in ("wg", "warp") and rv <= 128:
         return "wg" if BUILD["kernel"] == "wg" and hopper() else "warp"
     return "tile"
+
+
+WG_SMEM_MAX = 232448  # bytes of shared memory a Hopper program may opt in to (227 KB)
+
+
+def wg_fits(rk: int, rv: int) -> bool:
+    """The wg kernel's buffers for these ranks fit a program's shared memory (with or
+    without the cached norm factors): K 128 takes V up to 128, K 112 up to 160, K 96 up to
+    192, K 64 up to 256 (the V stages grow with V's rank, U's image with K's)."""
+    return max(smem_bytes(rk, rv, 1, 128, 8, "wg", ks) for ks in (False, True)) <= WG_SMEM_MAX
 
 
 def _wgmma_defs() -> str:
@@ -1040,7 +1053,7 @@ def block_for(rk: int, rv: int, g: int, t: int) -> int:
     410 vs 431 us at batch 32, 32K keys), else 64 (128 is slower at 512 keys: 15.3 vs 11.9
     us at batch 1); 64 also where 128's buffers exceed a program's shared memory.
     BLOCK, when set, forces one size (bench_decode_kernel --cuda-builds)."""
-    if kind_for(rv) in ("warp", "wg"):
+    if kind_for(rv, rk) in ("warp", "wg"):
         return 128  # 8 warps x 16-key subtiles; 2 warpgroups x 64-key tiles
     blk = BLOCK or (128 if t >= LONG else 64)
     return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
@@ -1101,7 +1114,8 @@ def permute_up(up: torch.Tensor) -> torch.Tensor:
 def wg_shape(d: int, g: int, rk: int, rv: int) -> bool:
     """The latent ranks and head shapes the Hopper wg kernel is written for (no device
     check; convert warns about converted layers outside them)."""
-    return d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128 and rv % 16 == 0 and rv <= 128
+    return (d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128 and rv % 16 == 0
+            and (rv <= 128 or (rv <= 256 and wg_fits(rk, rv))))
 
 
 def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
@@ -1110,7 +1124,7 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     # passed here before and would have built it for a width it does not handle)
     return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
             and d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
-            and (rv % 128 == 0 or (kind_for(rv) in ("warp", "wg") and rv % 16 == 0)) and rv <= 256
+            and (rv % 128 == 0 or (kind_for(rv, rk) in ("warp", "wg") and rv % 16 == 0)) and rv <= 256
             and cache_dtype == torch.bfloat16)
 
 
@@ -1161,13 +1175,14 @@ def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False, 
     """Compile the builds a layer of these shapes can take (both tile sizes; kscale: the
     layer's cache keeps K's norm factors); None when they build, else the reason, warned
     about once per process."""
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind_for(rv), BUILD["unroll"], normz, kscale)
+    kind = kind_for(rv, rk)
+    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind, BUILD["unroll"], normz, kscale)
     if key not in _FAILED:
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
-                wg = kind_for(rv) == "wg"  # built for the cache's row strides (K and V entries side by side)
-                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind_for(rv), BUILD["unroll"],
-                         normz and kind_for(rv) == "warp", kscale and wg, (rk + rv, rk + rv) if wg else (0, 0))
+                wg = kind == "wg"  # built for the cache's row strides (K and V entries side by side)
+                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind, BUILD["unroll"],
+                         normz and kind == "warp", kscale and wg, (rk + rv, rk + rv) if wg else (0, 0))
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -1238,7 +1253,7 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     the cache column this step's entries went to (the wg kernel reads every other row of its
     first tile before waiting for the previous kernel), or None)."""
     b, t = kc.shape[0], kc.shape[1]
-    kind = kind_for(da.rv)
+    kind = kind_for(da.rv, da.rk)
     warps = 8 if kind in ("warp", "wg") else BUILD["warps"]
     # the QK-norm sum from z: the warp kernel's option (the wg kernel measured slower with it,
     # 334 vs 317 us at batch 32, 32K keys: the mma work beside the rebuild costs more than it saves)

@@ -6,8 +6,9 @@ SUM='import json,sys
 for f in sys.argv[1:]:
     for r in json.load(open(f))["rows"]:
         print(f.split("/")[-1], r["model"], "b%d" % r["batch"], r["context"], r.get("layout"), r.get("ranks"), "%.1f tok/s" % r.get("tok_s", 0), "kv %.3f GB" % (r.get("kv_bytes", 0) / 1e9), "kv_ok", r.get("kv_bytes") == r.get("predicted_kv_bytes"), r.get("kernels"), r.get("error", ""))'
-NEW=80,96,128/128,128,128      # balanced as shipped now (rank_limits 16 / 128) on the real 270M
+NEW=80,96,128/128,128,128      # balanced with rank_limits {multiple: 16, max: 128} on the real 270M (runs 1-3)
 OLD=81,91,116/117,163,134      # balanced before rank_limits on the real 270M
+NEW2=80,96,112/112,160,128     # balanced with rank_limits {multiple: 16, max: {k: 112, v: 160}} (run4)
 case "$1" in
 run1)
   TPA_TEST_DEVICE=cuda timeout 300 python -m pytest tests/test_cuda_decode.py -x -q -p no:cacheprovider 2>&1 | tail -5 > $OUT/tests.txt
@@ -42,5 +43,16 @@ run3)   # GPU tests (rank 80 / 96 key-scale cases, V ranks 160 / 192 fall back);
     timeout 100 $G --layouts converted --kernel-options latent_combine_block=128 --out $OUT/c128_$rep.json >> $OUT/log.txt 2>&1; python -c "$SUM" $OUT/c128_$rep.json
   done
   grep -i "error\|Trace" $OUT/log.txt | head -5
+  ;;
+esac
+case "$1" in
+run4)   # the wg kernel with V ranks above 128 (where its buffers fit): GPU tests, then balanced's new ranks end to end
+  TPA_TEST_DEVICE=cuda timeout 240 python -m pytest tests/test_cuda_decode.py -x -q -p no:cacheprovider -k "key_scales or equals_torch_tiles or between or refuses" 2>&1 | tail -15 > $OUT/tests.txt
+  tail -3 $OUT/tests.txt
+  G="python bench/bench_generate.py --models 270m --contexts 32768 --no-hf --ranks $NEW2"
+  timeout 120 $G --batches 1 --layouts original,converted --out $OUT/b1_1.json > $OUT/log.txt 2>&1; python -c "$SUM" $OUT/b1_1.json
+  timeout 120 $G --batches 32 --layouts original,converted --out $OUT/b32.json >> $OUT/log.txt 2>&1; python -c "$SUM" $OUT/b32.json
+  timeout 120 $G --batches 1 --layouts original,converted --out $OUT/b1_2.json >> $OUT/log.txt 2>&1; python -c "$SUM" $OUT/b1_2.json
+  grep -i "error\|Trace\|warn" $OUT/log.txt | grep -v _warn_once | head -5
   ;;
 esac
