@@ -10,8 +10,9 @@ the cache while decoding: prompt = context - new tokens), it runs our runner (bf
 CUDA-graph decode) on the original layout and on a converted one (latent K and V of
 rank 128 on the global layers, random factors except that K's up-projection has
 orthonormal columns, as activation_svd writes it (--k-basis random: not even that),
-1 exact sink token: ~50% of the cache at 32K, as the balanced recipe budgets it; --ranks sets other K/V ranks, per global layer
-too, e.g. the ones a real balanced conversion chose), and
+1 exact sink token: ~50% of the cache at 32K, a proxy for what the balanced recipe budgets;
+--ranks sets other K/V ranks, per global layer too: the real balanced conversion of 270M
+chose 80,96,112/112,160,128, docs/benchmarks.md sixteenth run), and
 transformers' Gemma3ForCausalLM built from the same config with the default dynamic
 cache and with cache_implementation="static". Every timing follows a warm-up call.
 Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
