@@ -1111,19 +1111,22 @@ def permute_up(up: torch.Tensor) -> torch.Tensor:
     return words[:, perm].contiguous().view(up.dtype)
 
 
+def _heads_and_k(d: int, g: int, rk: int) -> bool:
+    """Head dim, query heads per KV head and K rank every CUDA kernel here is written for."""
+    return d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
+
+
 def wg_shape(d: int, g: int, rk: int, rv: int) -> bool:
     """The latent ranks and head shapes the Hopper wg kernel is written for (no device
-    check; convert warns about converted layers outside them)."""
-    return (d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128 and rv % 16 == 0
-            and (rv <= 128 or (rv <= 256 and wg_fits(rk, rv))))
+    check; convert notes converted layers outside them)."""
+    return _heads_and_k(d, g, rk) and rv % 16 == 0 and (rv <= 128 or (rv <= 256 and wg_fits(rk, rv)))
 
 
 def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     """The shapes this kernel is written for (else the Triton kernel runs)."""
-    # V ranks above 128 take the tile kernel, written for 128 and 256 only (a V rank of 160
-    # passed here before and would have built it for a width it does not handle)
-    return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
-            and d == 256 and 1 <= g <= 8 and rk % 16 == 0 and 16 <= rk <= 128
+    # V ranks above 128 the wg kernel cannot hold take the tile kernel, written for 128 and
+    # 256 only (a V rank of 160 passed here before and would have built it for that width)
+    return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel") and _heads_and_k(d, g, rk)
             and (rv % 128 == 0 or (kind_for(rv, rk) in ("warp", "wg") and rv % 16 == 0)) and rv <= 256
             and cache_dtype == torch.bfloat16)
 
