@@ -237,7 +237,7 @@ def test_bad_rank_limits(limits, needle):
         recipe([{"select": "all", "k": {"method": "identity"}}], rank_limits=limits)
 
 
-def test_chosen_full_width_rank_keeps_the_original():
+def test_chosen_full_width_rank_keeps_the_original(tmp_path):
     ck = tiny_ckpt("gemma3", num_kv_heads=2, num_heads=4)
     rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": "budget"},
                    "v": {"method": "activation_svd", "rank": {"energy": 1.0}}}],
@@ -247,8 +247,12 @@ def test_chosen_full_width_rank_keeps_the_original():
     for lay, rep in zip(res.layouts, res.layers):
         assert lay.k.kind == lay.v.kind == "full" and not lay.k_scale and lay.sink == 0
         assert rep.k["method"] == "keep" and "chose the full width" in rep.k["note"]
+    assert res.notes[0] == "layer 0 k: activation_svd budget chose the full width 32; kept exact"
     assert not tensors
     assert torch.equal(logp(model), logp(build_model(ck)))
+    write_output(tmp_path / "o", ck, rec, res, tensors, force=False, model=model)
+    assert "## Notes\n\n- layer 0 k: activation_svd budget chose the full width 32; kept exact\n" in (
+        tmp_path / "o" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("rk,rv,noted", [(24, 40, True), (128, 144, True), (32, 48, False), (96, 192, False)])
@@ -257,7 +261,8 @@ def test_convert_notes_ranks_the_gpu_kernel_does_not_take(rk, rv, noted):
     rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": rk},
                    "v": {"method": "activation_svd", "rank": rv}}])
     logs = []
-    convert(ck, build_model(ck), rec, eval_model=False, log=logs.append)
+    res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=logs.append)
+    assert [n for n in res.notes if "Hopper" in n] == [m[len("note: "):] for m in logs if "Hopper" in m]
     notes = [m for m in logs if "not ranks the Hopper decode kernel takes" in m]
     assert (len(notes) == 1 and notes[0].startswith(f"note: layer (K/V rank) 5 ({rk}/{rv}): not ranks the "
                                                     "Hopper decode kernel takes")) == noted, logs

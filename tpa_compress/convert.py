@@ -48,6 +48,7 @@ class ConversionResult:
     totals: dict
     perplexity: dict = field(default_factory=dict)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the log noted, kept in the report
 
 
 def cpu_threads(spec: str | int = "auto") -> int:
@@ -271,11 +272,14 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         layouts.append(lay)
         reports.append(LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()))
 
+    notes = [f"layer {i} {t}: {why}; kept exact" for (i, t), why in sorted(full_width.items())]
     if off_kernel:
-        log(f"note: layer (K/V rank) {', '.join(off_kernel)}: not ranks the Hopper decode kernel takes "
-            "(multiples of 16; K at most 128, V 128 or as far as its shared memory holds: K 112 with "
-            "V 160, K 96 with V 192); on the GPU these decode in Triton, slower at long context. "
-            "rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes (docs/methods.md)")
+        notes.append(f"layer (K/V rank) {', '.join(off_kernel)}: not ranks the Hopper decode kernel takes "
+                     "(multiples of 16; K at most 128, V 128 or as far as its shared memory holds: K 112 "
+                     "with V 160, K 96 with V 192); on the GPU these decode in Triton, slower at long "
+                     "context. rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes "
+                     "(docs/methods.md)")
+        log("note: " + notes[-1])
     ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
     orig = original_layouts(cfg, recipe.cache_dtype)
     totals = {}
@@ -286,7 +290,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     if ppl_before:
         ppl = {"before": ppl_before, "after": ppl_after,
                "delta_pct": 100 * (ppl_after["perplexity"] / ppl_before["perplexity"] - 1)}
-    return ConversionResult(layouts, reports, totals, ppl, time.time() - t0), new_tensors
+    return ConversionResult(layouts, reports, totals, ppl, time.time() - t0, notes), new_tensors
 
 
 def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
@@ -350,7 +354,7 @@ def report_dict(ckpt, recipe: Recipe, result: ConversionResult) -> dict:
         "model": ckpt.config.name or ckpt.path, "recipe": recipe.source, "seed": recipe.seed,
         "cache_dtype": recipe.cache_dtype, "weight_dtype": recipe.weight_dtype,
         "layers": [vars(r) for r in result.layers], "kv_cache": result.totals,
-        "perplexity": result.perplexity, "seconds": round(result.seconds, 1),
+        "perplexity": result.perplexity, "seconds": round(result.seconds, 1), "notes": result.notes,
     }
 
 

@@ -36,4 +36,6 @@ def render_markdown(r: dict) -> str:
         lines.append(f"| {L['layer']} | {L['type']} | {k['method']} | {k.get('rank') or 'full'} | "
                      f"{_fmt(k.get('heldout_rel_error'))} | {v['method']} | {v.get('rank') or 'full'} | "
                      f"{_fmt(v.get('heldout_rel_error'))} | {L['bytes_per_token']:.0f} |")
+    if r.get("notes"):
+        lines += ["", "## Notes", "", *(f"- {n}" for n in r["notes"])]
     return "\n".join(lines) + "\n"
