@@ -999,7 +999,7 @@ def hopper(device_index: int | None = None) -> bool:
 def kind_for(rv: int, rk: int = 128) -> str:
     """Which kernel a layer takes: BUILD["kernel"] where it serves the ranks ("wg" on
     Hopper, else "warp"; V ranks above 128 take "wg" where its buffers fit, else "tile")."""
-    if BUILD["kernel"] == "wg" and hopper() and 128 < rv <= 256 and rv % 16 == 0 and wg_fits(rk, rv):
+    if BUILD["kernel"] == "wg" and hopper() and rv > 128 and _wg_v_rank(rk, rv):
         return "wg"
     if BUILD["kernel"] in ("wg", "warp") and rv <= 128:
         return "wg" if BUILD["kernel"] == "wg" and hopper() else "warp"
@@ -1014,6 +1014,12 @@ def wg_fits(rk: int, rv: int) -> bool:
     without the cached norm factors): K 128 takes V up to 128, K 112 up to 160, K 96 up to
     192, K 64 up to 256 (the V stages grow with V's rank, U's image with K's)."""
     return max(smem_bytes(rk, rv, 1, 128, 8, "wg", ks) for ks in (False, True)) <= WG_SMEM_MAX
+
+
+def _wg_v_rank(rk: int, rv: int) -> bool:
+    """A V rank the wg kernel takes beside K rank rk: a multiple of 16 up to 128, or above
+    128 where its buffers fit (wg_fits)."""
+    return rv % 16 == 0 and (rv <= 128 or (rv <= 256 and wg_fits(rk, rv)))
 
 
 def _wgmma_defs() -> str:
@@ -1119,7 +1125,7 @@ def _heads_and_k(d: int, g: int, rk: int) -> bool:
 def wg_shape(d: int, g: int, rk: int, rv: int) -> bool:
     """The latent ranks and head shapes the Hopper wg kernel is written for (no device
     check; convert notes converted layers outside them)."""
-    return _heads_and_k(d, g, rk) and rv % 16 == 0 and (rv <= 128 or (rv <= 256 and wg_fits(rk, rv)))
+    return _heads_and_k(d, g, rk) and _wg_v_rank(rk, rv)
 
 
 def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
