@@ -76,6 +76,39 @@ def _tail(block, next_norm, h, o, w_gu=None):
 SDPA_MAX_KEYS = 2048  # above this, SDPA's decode kernels use too few blocks (see direct_decode)
 
 
+def _step_head(model, tok, col, pad, tables, rope_keys, dtype):
+    """A decode step's bookkeeping before layer 0, one compiled unit (a handful of kernels
+    instead of ~20 eager ones): query positions, each position table's write
+    (KVCache.write_positions for one column), the write slot per capacity, cos/sin per
+    RoPE kind, the embedding and layer 0's input norm."""
+    q_pos = (col - pad)[:, None]
+    slots = {}
+    for c, table in tables.items():
+        slots[c] = col % c
+        table.index_copy_(1, slots[c], q_pos.to(table.dtype))
+    ropes = {rk: rope_cos_sin(q_pos, model.cfg.head_dim, *rk, dtype) for rk in rope_keys}
+    h = model.embed(tok[:, None])
+    return q_pos, slots, ropes, h, model.layers[0].input_layernorm(h)
+
+
+def _advance(nxt, eos: int, done, ids, tok, col):
+    """The step's sampled tokens `nxt` (B,) into the static state: finished sequences keep
+    emitting EOS, the token into `ids` and `tok`, the column counter advanced."""
+    if eos >= 0:
+        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        done |= nxt == eos
+    ids.index_copy_(1, col + 1, nxt[:, None])
+    tok.copy_(nxt)
+    col.add_(1)
+
+
+def _greedy_tail(model, x, eos: int, done, ids, tok, col):
+    """A greedy step's end as one compiled unit: logits, argmax, `_advance`."""
+    logits = model.logits(x[:, 0])
+    _advance(logits.argmax(-1), eos, done, ids, tok, col)
+    return logits
+
+
 def _mask_bias(q_pos, k_pos, window, dtype):
     """(B, 1, 1, S) additive mask, made once per step and shared by layers of one kind."""
     ok = allowed(q_pos, k_pos, window)[:, None]
@@ -137,7 +170,9 @@ class Runner:
         self.pdl = kernels.pdl_available(self.device) if pdl is None else pdl
         self.graph, self.graph_params = None, None
         self.entries, self.update, self.tail = new_entries, tile_update, _tail
-        self.direct, self.rope_fn, self.bias_fn = direct_decode, rope_cos_sin, _mask_bias
+        self.direct, self.bias_fn = direct_decode, _mask_bias
+        self.head, self.greedy_tail = _step_head, _greedy_tail
+        self.rope_keys = tuple(dict.fromkeys((cfg.rope_base(i), cfg.rope_scale(i)) for i in range(cfg.num_layers)))
         self.w_qkv, self.w_gu = None, None
         self.entries_written = None  # compiled with the rest (_compile)
         # K and V full or latent: the whole decode attention in Triton (kernels.py),
@@ -186,8 +221,9 @@ class Runner:
         self.update = compile(tile_update)
         self.tail = compile(_tail)
         self.direct = compile(direct_decode)
-        self.rope_fn = compile(rope_cos_sin)
         self.bias_fn = compile(_mask_bias)
+        self.head = compile(_step_head)
+        self.greedy_tail = compile(_greedy_tail)
         quant = compile(quantize)
         for lc in self.cache.layers:
             if lc.quant:
@@ -276,20 +312,14 @@ class Runner:
         -> `tail` (o_proj, the block's `finish`, the next layer's input norm), so the
         compiled path has a handful of kernels per layer.
         """
-        q_pos = (self.col - self.pad)[:, None]
-        self.cache.write_positions(self.col, q_pos)
-        slots = {c: self.col % c for c in self.cache.positions}
-        masks, ropes = {}, {}
+        q_pos, slots, ropes, h, x = self.head(self.model, self.tok, self.col, self.pad, self.cache.positions,
+                                              self.rope_keys, self.dtype)
+        masks = {}
         for i, (lay, lc) in enumerate(zip(self.layouts, self.cache.layers)):
             key = (lc.capacity, lay.window)
             if lay.k.kind == "full" and i not in self.kernels and key not in masks:
                 masks[key] = self.bias_fn(q_pos, self.cache.positions[lc.capacity], lay.window, self.dtype)
-            rk = (self.cfg.rope_base(i), self.cfg.rope_scale(i))
-            if rk not in ropes:
-                ropes[rk] = self.rope_fn(q_pos, self.cfg.head_dim, *rk, self.dtype)
         layers = self.model.layers
-        h = self.model.embed(self.tok[:, None])
-        x = layers[0].input_layernorm(h)
         for i, block in enumerate(layers):
             if i + 1 in self.prefetch:  # the next layer's cache into L2 while this one runs
                 self.pf_stream.wait_stream(torch.cuda.current_stream())
@@ -302,15 +332,12 @@ class Runner:
             h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i])
         if self.pf_stream is not None:  # (the side stream rejoins: a captured graph needs it)
             torch.cuda.current_stream().wait_stream(self.pf_stream)
-        logits = self.model.logits(x[:, 0])
+        if params.greedy:
+            logits = self.greedy_tail(self.model, x, self.eos, self.done, self.ids, self.tok, self.col)
+        else:
+            logits = self.model.logits(x[:, 0])  # (sampling's RNG stays eager: graph-safe as it is)
+            _advance(sample(logits, params), self.eos, self.done, self.ids, self.tok, self.col)
         self.last_logits = logits  # a static buffer under the graph: read after replay
-        nxt = sample(logits, params)
-        if self.eos >= 0:  # finished sequences keep emitting EOS
-            nxt = torch.where(self.done, torch.full_like(nxt, self.eos), nxt)
-            self.done |= nxt == self.eos
-        self.ids.index_copy_(1, self.col + 1, nxt[:, None])
-        self.tok.copy_(nxt)
-        self.col.add_(1)
 
     def _sink_write(self, attn, lay, lc, x, q_pos, cos_sin):
         """Decode of a position < sink (a prompt shorter than the sink): its exact K/V
