@@ -211,11 +211,11 @@ def test_chunks_fill_one_wave():
                 assert n * b * kern.kv > slots // 2  # and the GPU is not left half idle
 
 
-@pytest.mark.parametrize("family,sink", [("gemma3", 1), ("gemma3", 0)])
-def test_kernel_decode_path_norm_from_latent(family, sink):
+@pytest.mark.parametrize("family,sink,entries", [("gemma3", 1, False), ("gemma3", 0, False), ("gemma3", 1, True)])
+def test_kernel_decode_path_norm_from_latent(family, sink, entries):
     """Latent K with per-head orthonormal blocks (per_head_svd's form; 2 KV heads x 16,
     rank 12): the runner's kernels take the QK-norm from z, and decode still equals the
-    reference forward."""
+    reference forward. entries: the Triton entries kernel writes z and its norm factors."""
     model = sink_model(family, "latent_kv", sink)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -225,6 +225,9 @@ def test_kernel_decode_path_norm_from_latent(family, sink):
     prompts = prompts_of([13, 1, 20])
     r = runner_for(model, prompts, 10, fused=True)
     assert len(r.kernels) == 6 and all(k.norm_z for k in r.kernels.values())
+    if entries:
+        r.use_entries_kernels()
+        assert len(r.entry_kernels) == 6 and all(k.k_scale for k in r.entry_kernels.values())
     check_steps(model, prompts, 10, r)
 
 
@@ -304,3 +307,56 @@ def test_wg_images_are_what_the_prologue_wrote(rk, kv):
     assert torch.equal(gi[:256].view(64, 4)[:, :2], wi[:256].view(64, 4)[:, :2])
     half = lambda w: torch.cat([w[:256].view(64, 4)[:, 2:].reshape(-1), w[256:]]).view(torch.float16).float()  # noqa: E731
     assert (half(gi) - half(wi)).abs().max() <= 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
+@pytest.mark.parametrize("kk,vk,ortho", [("full", "full", False), ("latent", "latent", True),
+                                         ("latent", "full", True), ("full", "latent", False),
+                                         ("latent", "latent", False)])
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_entries_kernel_equals_compiled_entries(family, kk, vk, ortho, dtype):
+    """One Triton kernel after the Q/K/V matmul (entries_kernel.py) gives the q, the cache row
+    and a latent K's norm factors of `attention.entries_written` (the compiled path it
+    replaces), at the step's slot and nowhere else; a latent K whose norm factors need U
+    (not the "diag" form) is not served."""
+    from tpa_compress.runtime.entries_kernel import EntriesKernel
+    d, b, cap, slot = 64, 3, 9, 5
+    cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=4)
+    model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
+    attn = model.layers[3].self_attn
+    g = torch.Generator().manual_seed(0)
+    comp = {"k": Component(kk, 2, d, 24), "v": Component(vk, 2, d, 20)}
+    for name in ("k", "v"):
+        if comp[name].kind == "latent":
+            proj = make_proj(cfg.hidden_size, comp[name], 0)
+            with torch.no_grad():
+                for p in proj.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            setattr(attn, f"{name}_proj", proj)
+    if ortho:
+        with torch.no_grad():
+            attn.k_proj.up.weight.copy_(orthonormal_blocks(2, d, 24, g))
+    lay = LayerLayout(comp["k"], comp["v"], attn.window, k_scale=kk == "latent" and attn.qk_norm)
+    attn = attn.to(DEVICE, dtype)
+    terms = A.key_scale_terms(attn) if lay.k_scale else None
+    if not EntriesKernel.serves(attn, lay, dtype, terms):
+        assert terms[0] == "up" and not ortho
+        return
+    w = A.fused_qkv_weight(attn, lay)
+    x = torch.randn(b, 1, cfg.hidden_size, generator=g).to(DEVICE, dtype)
+    cos, sin = model.rope(3, torch.tensor([[7], [30], [2]]), dtype)
+    cos, sin = cos.to(DEVICE), sin.to(DEVICE)
+    nkv = lay.k.values_per_token + lay.v.values_per_token
+    bufs = [torch.zeros(b, cap, nkv, dtype=dtype, device=DEVICE) for _ in range(2)]
+    ks = [torch.ones(b, cap, 2, device=DEVICE) if terms else None for _ in range(2)]
+    slots = torch.tensor([slot], device=DEVICE)
+    with torch.no_grad():
+        want = A.entries_written(attn, lay, w, x, cos, sin, bufs[0], slots, ks[0], terms)
+        got = EntriesKernel(attn, lay, terms)(x @ w.T, cos, sin, bufs[1], slots, ks[1])
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert got.shape == want.shape == (b, 4, 1, d)
+    assert torch.allclose(got.float(), want.float(), atol=tol, rtol=tol)
+    assert torch.allclose(bufs[1].float(), bufs[0].float(), atol=tol, rtol=tol)
+    assert bufs[1][:, slot].abs().amax() > 0 and bufs[1][:, torch.arange(cap) != slot].abs().amax() == 0
+    if terms:
+        assert torch.allclose(ks[1], ks[0], rtol=1e-5) and not torch.equal(ks[1][:, slot], torch.ones(b, 2))

@@ -119,18 +119,25 @@ def test_sink_compiled_cuda_path(kind):
 
 @pytest.mark.parametrize("family", ["gemma3", "llama"])
 @pytest.mark.parametrize("kind", ["original", "latent_kv", "latent_v_only", "tpa_contextual"])
-@pytest.mark.parametrize("written", [False, True])
+@pytest.mark.parametrize("written", [False, True, "kernel"])
 def test_fused_weights_decode_path(family, kind, written):
     """The CUDA decode step's one Q/K/V matmul with one K|V cache write, and the MLP's
     gate|up as one matmul in the tail (run eagerly here): both families' `finish`.
-    written: the entries function writes the cache itself (and a latent K's norm factors)."""
+    written: the entries function writes the cache itself (and a latent K's norm factors);
+    "kernel": the Triton entries kernel does (entries_kernel.py), where it serves the layer."""
+    from tpa_compress.runtime import kernels
     from tpa_compress.runtime.attention import entries_written, new_entries_fused
+    if written == "kernel" and not kernels.available():
+        pytest.skip("triton is not installed")
     model = sink_model(family, kind, 2, layers=[] if kind == "original" else None)
     prompts = prompts_of([10, 1, 4], seed=3)
     r = runner_for(model, prompts, 10)
     r.fuse_weights()
     r.entries = new_entries_fused
     r.entries_written = entries_written if written else None
+    if written == "kernel":
+        r.use_entries_kernels()  # all but a random latent K basis with QK-norm (its norm factors need U)
+        assert sorted(r.entry_kernels) == ([] if kind == "latent_kv" and family == "gemma3" else list(range(6)))
     check_steps(model, prompts, 10, r)
 
 

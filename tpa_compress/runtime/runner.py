@@ -26,6 +26,7 @@ from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries
                         sink_of, tile_update)
 from . import cuda_decode, kernels
 from .cache import DTYPE_NAMES, KVCache, quantize
+from .entries_kernel import EntriesKernel
 from .sampling import SamplingParams, sample
 
 
@@ -128,7 +129,8 @@ class Runner:
     def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
-                 kernel_options: dict | None = None, pdl: bool | None = None, prefetch: bool | None = None):
+                 kernel_options: dict | None = None, pdl: bool | None = None, prefetch: bool | None = None,
+                 entries_kernel: bool | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -174,6 +176,9 @@ class Runner:
         self.head, self.greedy_tail = _step_head, _greedy_tail
         self.rope_keys = tuple(dict.fromkeys((cfg.rope_base(i), cfg.rope_scale(i)) for i in range(cfg.num_layers)))
         self.w_qkv, self.w_gu = None, None
+        # the Q/K/V matmul's epilogue (norms, RoPE, cache write) as one Triton kernel per layer
+        # (EntriesKernel; None: with the compiled CUDA path), else the compiled entries function
+        self.entry_kernels, self.entries_kernel = {}, entries_kernel
         self.entries_written = None  # compiled with the rest (_compile)
         # K and V full or latent: the whole decode attention in Triton (kernels.py),
         # flash-decoding over chunks of the cache, a latent K rebuilt in registers
@@ -211,6 +216,8 @@ class Runner:
         # Q/K/V (or their encoders) as one matmul: a copy of those weights (small) buys
         # two fewer kernels per layer and step
         self.fuse_weights()
+        if self.entries_kernel is not False and self.device.type == "cuda" and kernels.available():
+            self.use_entries_kernels()
         import torch._inductor.config as inductor_config
         pdl = self.pdl and hasattr(inductor_config.triton, "enable_pdl")
         compile = functools.partial(torch.compile, dynamic=False, options={"triton.enable_pdl": True} if pdl else None)
@@ -236,6 +243,16 @@ class Runner:
         self.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
         self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous()
                      for b in self.model.layers]
+
+    def use_entries_kernels(self):
+        """The decode step's Q and cache entries from the fused Q/K/V matmul through one Triton
+        kernel per layer (entries_kernel.py) wherever it serves the layer's cache."""
+        if self.w_qkv is None:
+            self.fuse_weights()
+        self.entry_kernels = {
+            i: EntriesKernel(b.self_attn, lay, lc.ks_terms, pdl=self.pdl)
+            for i, (b, lay, lc) in enumerate(zip(self.model.layers, self.layouts, self.cache.layers))
+            if lc.quant is None and EntriesKernel.serves(b.self_attn, lay, lc.kv.dtype, lc.ks_terms)}
 
     def predicted_kv_bytes(self) -> float:
         return cache_bytes(self.layouts, self.max_len, self.batch)
@@ -357,7 +374,9 @@ class Runner:
     def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False):
         """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
-        if self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
+        if i in self.entry_kernels:
+            q = self.entry_kernels[i](F.linear(x, self.w_qkv[i]), *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
+        elif self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
             q = self.entries_written(attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks,
                                      lc.ks_terms)
         elif self.w_qkv is not None:
