@@ -93,18 +93,24 @@ def memory_before() -> int:
     return torch.cuda.memory_allocated()
 
 
+def parse_options(text: str) -> dict:
+    """"a=1,b=x" -> {"a": 1, "b": "x"} (--kernel-options, --runner-options)."""
+    return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in (o.split("=") for o in text.split(",") if o)}
+
+
 def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128",
-         k_basis="orthonormal", pdl=None, prefetch=None):
+         k_basis="orthonormal", pdl=None, prefetch=None, runner_options=None):
     before = memory_before()
     model = random_model(cfg, layout, ranks, k_basis=k_basis)
     r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options, pdl=pdl,
-               prefetch=prefetch)
+               prefetch=prefetch, **(runner_options or {}))
     prompts = prompts_for(cfg, batch, context - new)
     r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
     res = r.generate(prompts, new, stop_at_eos=False)
     ms = 1e3 * res.decode_s / res.decode_steps
     moved = step_bytes(model, r.layouts, context, batch)
-    out = dict(runner="ours", layout=layout, ranks=ranks if layout == "converted" else None, cache_dtype=cache_dtype, kernel_options=kernel_options, tok_s=res.decode_tok_s, ms_per_step=ms,
+    out = dict(runner="ours", layout=layout, ranks=ranks if layout == "converted" else None, cache_dtype=cache_dtype,
+               kernel_options=kernel_options, runner_options=runner_options, tok_s=res.decode_tok_s, ms_per_step=ms,
                prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
                predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory - before,
                memory_before=before,
@@ -214,6 +220,8 @@ def main():
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
     ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
                     "e.g. latent_combine=0,block_t=64 or backend=cuda (experiments)")
+    ap.add_argument("--runner-options", default="", help="Runner options for our runner, e.g. entries_kernel=0 "
+                    "(experiments)")
     ap.add_argument("--ranks", default="128/128", help="converted layout's K/V latent ranks: one each, "
                     "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M); 0 keeps "
                     "that one full (0/128: latent V only)")
@@ -250,8 +258,7 @@ def main():
             traceback.print_exc()
         print("gpu check", doc["gpu_check"], flush=True)
 
-    kopts = {k: int(v) if v.lstrip("-").isdigit() else v
-             for k, v in (o.split("=") for o in a.kernel_options.split(",") if o)}
+    kopts, ropts = parse_options(a.kernel_options), parse_options(a.runner_options)
 
     def save():
         Path(a.out).write_text(json.dumps(doc, indent=1))
@@ -276,7 +283,7 @@ def main():
                     t = time.time()
                     try:
                         row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis,
-                                        *(None if x == "auto" else bool(int(x)) for x in what[3:5]))
+                                        *(None if x == "auto" else bool(int(x)) for x in what[3:5]), ropts)
                                    if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:

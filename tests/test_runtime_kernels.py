@@ -359,4 +359,4 @@ def test_entries_kernel_equals_compiled_entries(family, kk, vk, ortho, dtype):
     assert torch.allclose(bufs[1].float(), bufs[0].float(), atol=tol, rtol=tol)
     assert bufs[1][:, slot].abs().amax() > 0 and bufs[1][:, torch.arange(cap) != slot].abs().amax() == 0
     if terms:
-        assert torch.allclose(ks[1], ks[0], rtol=1e-5) and not torch.equal(ks[1][:, slot], torch.ones(b, 2))
+        assert torch.allclose(ks[1], ks[0], rtol=1e-5) and not torch.equal(ks[1][:, slot], torch.ones(b, 2, device=DEVICE))
