@@ -360,3 +360,47 @@ def test_entries_kernel_equals_compiled_entries(family, kk, vk, ortho, dtype):
     assert bufs[1][:, slot].abs().amax() > 0 and bufs[1][:, torch.arange(cap) != slot].abs().amax() == 0
     if terms:
         assert torch.allclose(ks[1], ks[0], rtol=1e-5) and not torch.equal(ks[1][:, slot], torch.ones(b, 2, device=DEVICE))
+
+
+@pytest.mark.parametrize("n,k", [(640, 1024), (640, 2048), (1536, 640), (4096, 640), (7, 33)])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_gemv_equals_torch_matmul(n, k, rows):
+    """The decode step's matmul for a row or two (gemv.py) vs torch's, bf16 on the GPU;
+    more rows than gemv.MAX_ROWS go to torch's."""
+    from tpa_compress.runtime import gemv
+    g = torch.Generator().manual_seed(n + k)
+    dtype = torch.bfloat16 if GPU else torch.float32
+    x = torch.randn(rows, 1, k, generator=g).to(DEVICE, dtype)
+    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(DEVICE, dtype)
+    got = gemv.gemv(x, w)
+    want = (x.float() @ w.float().T)
+    assert got.shape == (rows, 1, n) and got.dtype == dtype
+    assert (got.float() - want).abs().max() < (2e-2 if GPU else 1e-5)
+    assert gemv.tiles(n, k, 132)[0] * 132 <= max(n, 132)  # a wave of programs covers the SMs
+
+
+
+def test_gemv_serves_few_rows_and_the_shapes_it_wins_on(monkeypatch):
+    """gemv.linear: the kernel for at most MAX_ROWS rows and W within MAX_N x MAX_K (where it
+    measured faster than cuBLAS), torch's matmul for anything else."""
+    from tpa_compress.runtime import gemv
+    took = []
+    monkeypatch.setattr(gemv, "gemv", lambda x, w: took.append(w.shape) or torch.nn.functional.linear(x, w))
+    for rows, n, k, want in ((1, 640, 2048, True), (gemv.MAX_ROWS, 4096, 640, True), (gemv.MAX_ROWS + 1, 640, 64, False),
+                             (1, gemv.MAX_N + 1, 64, False), (1, 64, gemv.MAX_K + 1, False)):
+        took.clear()
+        gemv.linear(torch.ones(rows, 1, k), torch.ones(n, k))
+        assert bool(took) == want, (rows, n, k)
+
+
+@pytest.mark.parametrize("family,kind", [("gemma3", "original"), ("llama", "latent_kv")])
+def test_kernel_decode_path_with_gemv(family, kind):
+    """Batch 1 and 2 (gemv.MAX_ROWS): the decode step's matmuls through gemv.py, the
+    entries kernel after the Q/K/V one; greedy tokens and logits still equal the reference."""
+    model = sink_model(family, kind, 0, layers=[] if kind == "original" else None)
+    for lengths in ([11], [13, 4]):
+        prompts = prompts_of(lengths)
+        r = runner_for(model, prompts, 8, fused=True, gemv=True)
+        r.use_entries_kernels()
+        assert r.mm is not torch.nn.functional.linear and len(r.entry_kernels) == 6
+        check_steps(model, prompts, 8, r)

@@ -25,6 +25,7 @@ from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries
                         entries_written, key_scale_terms, new_entries, new_entries_fused, sdpa_decode,
                         sink_of, tile_update)
 from . import cuda_decode, kernels
+from . import gemv as gemv_mod
 from .cache import DTYPE_NAMES, KVCache, quantize
 from .entries_kernel import EntriesKernel
 from .sampling import SamplingParams, sample
@@ -51,15 +52,16 @@ class GenerateResult:
         return len(self.tokens) * self.decode_steps / max(self.decode_s, 1e-9)
 
 
-def _finish_gu(block, h, a, w_gu):
+def _finish_gu(block, h, a, w_gu, mm=F.linear):
     """`block.finish` with the MLP's gate and up projections as one matmul (w_gu =
-    [W_gate; W_up]); mirrors Gemma3Block / LlamaBlock.finish (tests compare both)."""
+    [W_gate; W_up]); mirrors Gemma3Block / LlamaBlock.finish (tests compare both).
+    mm: the matmul (x, W) -> x @ W^T."""
     mlp = block.mlp
 
     def ff(x):
-        g, u = (x @ w_gu.T).chunk(2, dim=-1)
+        g, u = mm(x, w_gu).chunk(2, dim=-1)
         g = F.gelu(g, approximate="tanh") if mlp.gelu else F.silu(g)
-        return mlp.down_proj(g * u)
+        return mm(g * u, mlp.down_proj.weight)
     if hasattr(block, "pre_feedforward_layernorm"):  # Gemma 3: sandwich norms
         h = h + block.post_attention_layernorm(a)
         return h + block.post_feedforward_layernorm(ff(block.pre_feedforward_layernorm(h)))
@@ -67,10 +69,10 @@ def _finish_gu(block, h, a, w_gu):
     return h + ff(block.post_attention_layernorm(h))
 
 
-def _tail(block, next_norm, h, o, w_gu=None):
+def _tail(block, next_norm, h, o, w_gu=None, mm=F.linear):
     """o_proj + the block's `finish` + the next layer's input norm: one compiled unit."""
-    a = block.self_attn.o_proj(o)
-    h = block.finish(h, a) if w_gu is None else _finish_gu(block, h, a, w_gu)
+    a = mm(o, block.self_attn.o_proj.weight)
+    h = block.finish(h, a) if w_gu is None else _finish_gu(block, h, a, w_gu, mm)
     return h, next_norm(h)
 
 
@@ -123,7 +125,7 @@ class Runner:
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
                  kernel_options: dict | None = None, pdl: bool | None = None, prefetch: bool | None = None,
-                 entries_kernel: bool | None = None):
+                 entries_kernel: bool | None = None, gemv: bool | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -172,6 +174,10 @@ class Runner:
         # the Q/K/V matmul's epilogue (norms, RoPE, cache write) as one Triton kernel per layer
         # (EntriesKernel; None: with the compiled CUDA path), else the compiled entries function
         self.entry_kernels, self.entries_kernel = {}, entries_kernel
+        # the decode step's matmuls: for a batch of at most gemv.MAX_ROWS on CUDA, our kernel
+        # (gemv.py: cuBLAS leaves most SMs idle for one row); None: there
+        use_gemv = (cuda and batch <= gemv_mod.MAX_ROWS and kernels.available()) if gemv is None else gemv
+        self.mm = gemv_mod.linear if use_gemv else F.linear
         self.entries_written = None  # compiled with the rest (_compile)
         # K and V full or latent: the whole decode attention in Triton (kernels.py),
         # flash-decoding over chunks of the cache, a latent K rebuilt in registers
@@ -339,7 +345,7 @@ class Runner:
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
             o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
-            h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i])
+            h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i], self.mm)
         if self.pf_stream is not None:  # (the side stream rejoins: a captured graph needs it)
             torch.cuda.current_stream().wait_stream(self.pf_stream)
         logits = self.model.logits(x[:, 0])
@@ -367,7 +373,7 @@ class Runner:
         """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
         if i in self.entry_kernels:
-            q = self.entry_kernels[i](F.linear(x, self.w_qkv[i]), *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
+            q = self.entry_kernels[i](self.mm(x, self.w_qkv[i]), *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
         elif self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
             q = self.entries_written(attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks,
                                      lc.ks_terms)
