@@ -67,10 +67,10 @@ def main():
                 err = (gemv.gemv(xs[0], ws[0]).float() - F.linear(xs[0], ws[0]).float()).abs().max().item()
                 t_torch = time_calls(F.linear, xs, ws)
                 t_ours = time_calls(gemv.gemv, xs, ws)
-                bn, bk = gemv.tiles(n, k, torch.cuda.get_device_properties(0).multi_processor_count)
+                bn, k1, k2 = gemv.tiles(n, k, torch.cuda.get_device_properties(0).multi_processor_count)
                 print(f"{model:5s} {name:8s} N={n:6d} K={k:5d} rows={rows}: torch {t_torch:6.2f} us "
                       f"({nbytes / t_torch / 1e6:5.2f} TB/s), gemv {t_ours:6.2f} us ({nbytes / t_ours / 1e6:5.2f} TB/s) "
-                      f"BN={bn} BK={bk}, max |diff| {err:.3g}", flush=True)
+                      f"BN={bn} K={k1}+{k2}, max |diff| {err:.3g}", flush=True)
             del ws
 
 

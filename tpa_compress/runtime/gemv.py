@@ -3,8 +3,9 @@
 For one row cuBLAS picks tiles that leave most SMs idle where W has few rows: on the H200
 Gemma 3 270M's o_proj and down_proj (640 outputs) took ~5 us each for 1.3 and 2.6 MB, a
 tenth of the memory bandwidth (docs/benchmarks.md, seventeenth run). Here each program owns
-BN outputs and reads those rows of W whole (unrolled slices of BK values, all loads in
-flight at once); programs of a wave cover every SM. `linear` is the runner's matmul: this
+BN outputs and reads those rows of W whole (all loads in flight at once, and before the
+wait for the previous kernel under programmatic dependent launch); programs of a wave
+cover every SM. `linear` is the runner's matmul: this
 kernel for up to `MAX_ROWS` rows on CUDA, torch's otherwise. A torch custom op, so the
 compiled pieces of the decode step call it as they call cuBLAS.
 """
@@ -15,7 +16,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .kernels import INTERPRET, _p2, triton
+from .kernels import INTERPRET, _p2, pdl_available, triton
 
 MAX_ROWS = 2  # rows of x up to which the kernel is used (W is read once per row, from L2 after the first)
 MAX_N = MAX_K = 4096  # W's shapes it is used for: measured faster than cuBLAS for every 270M and 1B matmul
@@ -25,30 +26,48 @@ if triton is not None:
     import triton.language as tl
 
     @triton.jit
-    def _gemv(x_ptr, w_ptr, y_ptr, N, K, sx, sw, sy, BN: tl.constexpr, BK: tl.constexpr, K_P: tl.constexpr):
+    def _gemv(x_ptr, w_ptr, y_ptr, N, K, sx, sw, sy, BN: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+              PDL: tl.constexpr):
         n = tl.program_id(0) * BN + tl.arange(0, BN)
         m = tl.program_id(1)
         nm = n < N
-        acc = tl.zeros([BN], dtype=tl.float32)
-        for k0 in tl.static_range(0, K_P, BK):
-            k = k0 + tl.arange(0, BK)
-            km = k < K
-            w = tl.load(w_ptr + n[:, None] * sw + k[None, :], mask=nm[:, None] & km[None, :], other=0.0)
-            xv = tl.load(x_ptr + m * sx + k, mask=km, other=0.0)
-            acc += tl.sum(w.to(tl.float32) * xv.to(tl.float32)[None, :], 1)
+        # the program's rows of W, whole, in two power-of-two pieces (640 = 512 + 128), asked for
+        # before the wait: W does not depend on the previous kernel, so under programmatic dependent
+        # launch its fetch overlaps that kernel's end
+        k1 = tl.arange(0, K1)
+        w1 = tl.load(w_ptr + n[:, None] * sw + k1[None, :], mask=nm[:, None] & (k1[None, :] < K), other=0.0)
+        if K2 > 0:
+            k2 = K1 + tl.arange(0, K2)
+            w2 = tl.load(w_ptr + n[:, None] * sw + k2[None, :], mask=nm[:, None] & (k2[None, :] < K), other=0.0)
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+        x1 = tl.load(x_ptr + m * sx + k1, mask=k1 < K, other=0.0)
+        acc = tl.sum(w1.to(tl.float32) * x1.to(tl.float32)[None, :], 1)
+        if K2 > 0:
+            x2 = tl.load(x_ptr + m * sx + k2, mask=k2 < K, other=0.0)
+            acc += tl.sum(w2.to(tl.float32) * x2.to(tl.float32)[None, :], 1)
         tl.store(y_ptr + m * sy + n, acc.to(y_ptr.dtype.element_ty), mask=nm)
 
 
 @functools.cache
 def _sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count if not INTERPRET else 8
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def tiles(n: int, k: int, sms: int) -> tuple[int, int]:
-    """(BN, BK): ~n / sms outputs per program (a power of two, 1..16), slices of at most
-    4096 weights (32 per thread at 4 warps)."""
-    bn = max(1, min(16, 1 << max(0, (n // sms).bit_length() - 1)))
-    return bn, min(_p2(k), max(64, 4096 // bn))
+@functools.cache
+def _pdl(device_index: int) -> bool:
+    return pdl_available(torch.device("cuda", device_index))
+
+
+def tiles(n: int, k: int, sms: int) -> tuple[int, int, int]:
+    """(BN, K1, K2): ~n / sms outputs per program (a power of two, 1..16, fewer where W's rows
+    are long: at most 8192 weights per program, 64 per thread at 4 warps), each row in a
+    power-of-two piece K1 and a second one K2 >= the rest (0: none)."""
+    k1 = 1 << (k.bit_length() - 1)
+    k2 = 0 if k1 == k else _p2(k - k1)
+    most = min(16, n // sms, 8192 // (k1 + k2))
+    return 1 << max(0, most.bit_length() - 1), k1, k2
 
 
 def gemv_launch(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -59,9 +78,12 @@ def gemv_launch(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x2 = x2.contiguous()
     assert w.stride(1) == 1 and w.shape[1] == k
     y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
-    bn, bk = tiles(n, k, _sms(x.device.index or 0) if x.is_cuda else 8)
+    dev = x.device.index or 0
+    bn, k1, k2 = tiles(n, k, _sms(dev) if x.is_cuda else 8)
+    pdl = x.is_cuda and not INTERPRET and _pdl(dev)
     _gemv[(triton.cdiv(n, bn), x2.shape[0])](x2, w, y, n, k, x2.stride(0), w.stride(0), y.stride(0),
-                                             BN=bn, BK=bk, K_P=triton.cdiv(k, bk) * bk, num_warps=4)
+                                             BN=bn, K1=k1, K2=k2, PDL=pdl, num_warps=4,
+                                             **({"launch_pdl": True} if pdl else {}))
     return y.view(*x.shape[:-1], n)
 
 
