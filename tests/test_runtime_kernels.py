@@ -405,3 +405,18 @@ def test_kernel_decode_path_with_gemv(family, kind):
         r.use_entries_kernels()
         assert r.mm is not torch.nn.functional.linear and len(r.entry_kernels) == 6
         check_steps(model, prompts, 8, r)
+
+
+@pytest.mark.parametrize("gelu", [True, False])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_gemv_with_the_gated_activation_in_its_prologue(gelu, rows):
+    """The down projection straight from the gate|up output (gemv.glu_linear) = the
+    activation, the product and the matmul done apart (gemv.torch_glu_linear)."""
+    from tpa_compress.runtime import gemv
+    g = torch.Generator().manual_seed(rows)
+    dtype = torch.bfloat16 if GPU else torch.float32
+    gu = (2 * torch.randn(rows, 1, 2 * 2048, generator=g)).to(DEVICE, dtype)
+    w = (torch.randn(640, 2048, generator=g) / 2048 ** 0.5).to(DEVICE, dtype)
+    got, want = gemv.glu_linear(gu, w, gelu), gemv.torch_glu_linear(gu, w, gelu)
+    assert got.shape == want.shape == (rows, 1, 640)
+    assert (got.float() - want.float()).abs().max() < (3e-2 if GPU else 1e-5)

@@ -26,8 +26,23 @@ if triton is not None:
     import triton.language as tl
 
     @triton.jit
+    def _x_piece(x_ptr, m, sx, k, K, GLU: tl.constexpr, GELU: tl.constexpr, dt: tl.constexpr):
+        """Values k of x's row m in fp32; GLU: x is the gate|up matmul's output (2K wide) and
+        the row is act(gate) * up, rounded to the model dtype as the unfused step rounds it."""
+        if GLU:
+            g = tl.load(x_ptr + m * sx + k, mask=k < K, other=0.0).to(tl.float32)
+            u = tl.load(x_ptr + m * sx + K + k, mask=k < K, other=0.0).to(tl.float32)
+            if GELU:  # tanh GELU, tanh(y) = 1 - 2 / (exp(2y) + 1)
+                y = 0.7978845608028654 * (g + 0.044715 * g * g * g)
+                g = 0.5 * g * (2.0 - 2.0 / (tl.exp(2.0 * y) + 1.0))
+            else:     # SiLU
+                g = g / (1.0 + tl.exp(-g))
+            return (g.to(dt) * u.to(dt)).to(tl.float32)
+        return tl.load(x_ptr + m * sx + k, mask=k < K, other=0.0).to(tl.float32)
+
+    @triton.jit
     def _gemv(x_ptr, w_ptr, y_ptr, N, K, sx, sw, sy, BN: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-              PDL: tl.constexpr):
+              PDL: tl.constexpr, GLU: tl.constexpr = False, GELU: tl.constexpr = False):
         n = tl.program_id(0) * BN + tl.arange(0, BN)
         m = tl.program_id(1)
         nm = n < N
@@ -42,11 +57,10 @@ if triton is not None:
         if PDL:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
-        x1 = tl.load(x_ptr + m * sx + k1, mask=k1 < K, other=0.0)
-        acc = tl.sum(w1.to(tl.float32) * x1.to(tl.float32)[None, :], 1)
+        dt = y_ptr.dtype.element_ty
+        acc = tl.sum(w1.to(tl.float32) * _x_piece(x_ptr, m, sx, k1, K, GLU, GELU, dt)[None, :], 1)
         if K2 > 0:
-            x2 = tl.load(x_ptr + m * sx + k2, mask=k2 < K, other=0.0)
-            acc += tl.sum(w2.to(tl.float32) * x2.to(tl.float32)[None, :], 1)
+            acc += tl.sum(w2.to(tl.float32) * _x_piece(x_ptr, m, sx, k2, K, GLU, GELU, dt)[None, :], 1)
         tl.store(y_ptr + m * sy + n, acc.to(y_ptr.dtype.element_ty), mask=nm)
 
 
@@ -70,19 +84,21 @@ def tiles(n: int, k: int, sms: int) -> tuple[int, int, int]:
     return 1 << max(0, most.bit_length() - 1), k1, k2
 
 
-def gemv_launch(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x (..., K) with at most a few rows, w (N, K) contiguous -> (..., N) in x's dtype."""
-    k, n = x.shape[-1], w.shape[0]
-    x2 = x.reshape(-1, k)
+def gemv_launch(x: torch.Tensor, w: torch.Tensor, glu: str = "") -> torch.Tensor:
+    """x (..., K) with at most a few rows, w (N, K) contiguous -> (..., N) in x's dtype.
+    glu "gelu" / "silu": x is (..., 2K), a gate|up output, and the product is act(gate) * up."""
+    k, n = w.shape[1], w.shape[0]
+    x2 = x.reshape(-1, x.shape[-1])
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    assert w.stride(1) == 1 and w.shape[1] == k
+    assert w.stride(1) == 1 and x.shape[-1] == (2 * k if glu else k)
     y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
     dev = x.device.index or 0
     bn, k1, k2 = tiles(n, k, _sms(dev) if x.is_cuda else 8)
     pdl = x.is_cuda and not INTERPRET and _pdl(dev)
     _gemv[(triton.cdiv(n, bn), x2.shape[0])](x2, w, y, n, k, x2.stride(0), w.stride(0), y.stride(0),
-                                             BN=bn, K1=k1, K2=k2, PDL=pdl, num_warps=4,
+                                             BN=bn, K1=k1, K2=k2, PDL=pdl, GLU=bool(glu), GELU=glu == "gelu",
+                                             num_warps=4,
                                              **({"launch_pdl": True} if pdl else {}))
     return y.view(*x.shape[:-1], n)
 
@@ -97,9 +113,35 @@ def _(x, w):
     return x.new_empty(*x.shape[:-1], w.shape[0])
 
 
+@torch.library.custom_op("tpa_compress::gemv_glu", mutates_args=())
+def gemv_glu(gu: torch.Tensor, w: torch.Tensor, gelu: bool) -> torch.Tensor:
+    return gemv_launch(gu, w, "gelu" if gelu else "silu")
+
+
+@gemv_glu.register_fake
+def _(gu, w, gelu):
+    return gu.new_empty(*gu.shape[:-1], w.shape[0])
+
+
+def serves(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """At most MAX_ROWS rows and W within MAX_N x MAX_K: where the kernel measured faster."""
+    return x.numel() // x.shape[-1] <= MAX_ROWS and w.shape[0] <= MAX_N and w.shape[1] <= MAX_K
+
+
 def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x @ w^T: the kernel for a few rows (a batch-1 decode step) and a W within MAX_N x MAX_K,
     torch's matmul otherwise."""
-    if x.numel() // x.shape[-1] <= MAX_ROWS and w.shape[0] <= MAX_N and w.shape[1] <= MAX_K:
-        return gemv(x, w)
-    return F.linear(x, w)
+    return gemv(x, w) if serves(x, w) else F.linear(x, w)
+
+
+def torch_glu_linear(gu: torch.Tensor, w: torch.Tensor, gelu: bool) -> torch.Tensor:
+    """act(gate) * up @ w^T from the gate|up matmul's output gu (..., 2K), torch's way
+    (tanh GELU for Gemma, SiLU for Llama)."""
+    g, u = gu.chunk(2, dim=-1)
+    return F.linear((F.gelu(g, approximate="tanh") if gelu else F.silu(g)) * u, w)
+
+
+def glu_linear(gu: torch.Tensor, w: torch.Tensor, gelu: bool) -> torch.Tensor:
+    """`torch_glu_linear` with the activation in the kernel's prologue (one launch fewer per
+    layer) where the kernel serves the shapes."""
+    return gemv_glu(gu, w, gelu) if serves(gu[..., : w.shape[1]], w) else torch_glu_linear(gu, w, gelu)

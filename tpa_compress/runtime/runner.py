@@ -26,6 +26,7 @@ from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries
                         sink_of, tile_update)
 from . import cuda_decode, kernels
 from . import gemv as gemv_mod
+from .gemv import torch_glu_linear
 from .cache import DTYPE_NAMES, KVCache, quantize
 from .entries_kernel import EntriesKernel
 from .sampling import SamplingParams, sample
@@ -52,16 +53,14 @@ class GenerateResult:
         return len(self.tokens) * self.decode_steps / max(self.decode_s, 1e-9)
 
 
-def _finish_gu(block, h, a, w_gu, mm=F.linear):
+def _finish_gu(block, h, a, w_gu, mm=F.linear, glu_mm=torch_glu_linear):
     """`block.finish` with the MLP's gate and up projections as one matmul (w_gu =
     [W_gate; W_up]); mirrors Gemma3Block / LlamaBlock.finish (tests compare both).
-    mm: the matmul (x, W) -> x @ W^T."""
+    mm: the matmul (x, W) -> x @ W^T; glu_mm: the down projection from the gate|up output."""
     mlp = block.mlp
 
     def ff(x):
-        g, u = mm(x, w_gu).chunk(2, dim=-1)
-        g = F.gelu(g, approximate="tanh") if mlp.gelu else F.silu(g)
-        return mm(g * u, mlp.down_proj.weight)
+        return glu_mm(mm(x, w_gu), mlp.down_proj.weight, mlp.gelu)
     if hasattr(block, "pre_feedforward_layernorm"):  # Gemma 3: sandwich norms
         h = h + block.post_attention_layernorm(a)
         return h + block.post_feedforward_layernorm(ff(block.pre_feedforward_layernorm(h)))
@@ -69,10 +68,10 @@ def _finish_gu(block, h, a, w_gu, mm=F.linear):
     return h + ff(block.post_attention_layernorm(h))
 
 
-def _tail(block, next_norm, h, o, w_gu=None, mm=F.linear):
+def _tail(block, next_norm, h, o, w_gu=None, mm=F.linear, glu_mm=torch_glu_linear):
     """o_proj + the block's `finish` + the next layer's input norm: one compiled unit."""
     a = mm(o, block.self_attn.o_proj.weight)
-    h = block.finish(h, a) if w_gu is None else _finish_gu(block, h, a, w_gu, mm)
+    h = block.finish(h, a) if w_gu is None else _finish_gu(block, h, a, w_gu, mm, glu_mm)
     return h, next_norm(h)
 
 
@@ -177,7 +176,7 @@ class Runner:
         # the decode step's matmuls: for a batch of at most gemv.MAX_ROWS on CUDA, our kernel
         # (gemv.py: cuBLAS leaves most SMs idle for one row); None: there
         use_gemv = (cuda and batch <= gemv_mod.MAX_ROWS and kernels.available()) if gemv is None else gemv
-        self.mm = gemv_mod.linear if use_gemv else F.linear
+        self.mm, self.glu_mm = (gemv_mod.linear, gemv_mod.glu_linear) if use_gemv else (F.linear, torch_glu_linear)
         self.entries_written = None  # compiled with the rest (_compile)
         # K and V full or latent: the whole decode attention in Triton (kernels.py),
         # flash-decoding over chunks of the cache, a latent K rebuilt in registers
@@ -345,7 +344,7 @@ class Runner:
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
             o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
-            h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i], self.mm)
+            h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i], self.mm, self.glu_mm)
         if self.pf_stream is not None:  # (the side stream rejoins: a captured graph needs it)
             torch.cuda.current_stream().wait_stream(self.pf_stream)
         logits = self.model.logits(x[:, 0])
