@@ -147,6 +147,18 @@ class LayerCache:
         return (k, v) if self.quant is None else dequantize_kv(k, v, sc, dtype)
 
 
+def write_positions(tables: dict, cols: torch.Tensor, pos: torch.Tensor) -> dict:
+    """Record that columns `cols` (n,) hold positions `pos` (batch, n) in each slot-position
+    table {capacity: (batch, capacity)}; returns the slots written per capacity (a decode
+    step's write slots; the runner's compiled step head calls this too)."""
+    slots = {}
+    for c, table in tables.items():
+        n = min(c, cols.shape[0])  # a ring keeps only the last `c` columns
+        slots[c] = cols[-n:] % c
+        table.index_copy_(1, slots[c], pos[:, -n:].to(table.dtype))
+    return slots
+
+
 class KVCache:
     """All layers' caches for one batch, plus the slot-position tables."""
 
@@ -162,9 +174,7 @@ class KVCache:
 
     def write_positions(self, cols: torch.Tensor, pos: torch.Tensor) -> None:
         """Record that columns `cols` (n,) hold positions `pos` (batch, n) in every table."""
-        for c, table in self.positions.items():
-            n = min(c, cols.shape[0])  # a ring keeps only the last `c` columns
-            table.index_copy_(1, cols[-n:] % c, pos[:, -n:].to(table.dtype))
+        write_positions(self.positions, cols, pos)
 
     @property
     def kv_bytes(self) -> int:

@@ -27,7 +27,7 @@ from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries
 from . import cuda_decode, kernels
 from . import gemv as gemv_mod
 from .gemv import torch_glu_linear
-from .cache import DTYPE_NAMES, KVCache, quantize
+from .cache import DTYPE_NAMES, KVCache, quantize, write_positions
 from .entries_kernel import EntriesKernel
 from .sampling import SamplingParams, sample
 
@@ -88,14 +88,11 @@ SDPA_MAX_KEYS = 2048  # above this, SDPA's decode kernels use too few blocks (se
 
 def _step_head(model, tok, col, pad, tables, rope_keys, dtype):
     """A decode step's bookkeeping before layer 0, one compiled unit (a handful of kernels
-    instead of ~20 eager ones): query positions, each position table's write
-    (KVCache.write_positions for one column), the write slot per capacity, cos/sin per
+    instead of ~20 eager ones): query positions, each position table's write and the
+    write slot per capacity (cache.write_positions for one column), cos/sin per
     RoPE kind, the embedding and layer 0's input norm."""
     q_pos = (col - pad)[:, None]
-    slots = {}
-    for c, table in tables.items():
-        slots[c] = col % c
-        table.index_copy_(1, slots[c], q_pos.to(table.dtype))
+    slots = write_positions(tables, col, q_pos)
     ropes = {rk: rope_cos_sin(q_pos, model.cfg.head_dim, *rk, dtype) for rk in rope_keys}
     h = model.embed(tok[:, None])
     return q_pos, slots, ropes, h, model.layers[0].input_layernorm(h)
