@@ -26,10 +26,20 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.offset = 1.0 if zero_centered else 0.0
 
+    def gain(self) -> torch.Tensor:
+        """The fp32 factor the normalized row is multiplied by (Gemma: 1 + w)."""
+        return self.offset + self.weight.float()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * (self.offset + self.weight.float())).to(x.dtype)
+        return rms_norm(x, self.gain(), self.eps)
+
+
+def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm from its fp32 gain (RMSNorm.gain): fp32 math, rounded to x's dtype. The decode
+    kernels that fuse a norm (runtime/) take the same gain and round the same way."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (xf * gain).to(x.dtype)
 
 
 def rope_inv_freq(head_dim: int, base: float, device=None) -> torch.Tensor:

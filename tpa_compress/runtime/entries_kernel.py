@@ -95,8 +95,8 @@ class EntriesKernel:
         self.qw = self.kw = none
         self.eps = 0.0
         if self.qk_norm:
-            self.qw = (attn.q_norm.offset + attn.q_norm.weight.detach().float()).contiguous()
-            self.kw = (attn.k_norm.offset + attn.k_norm.weight.detach().float()).contiguous()
+            self.qw = attn.q_norm.gain().detach().contiguous()
+            self.kw = attn.k_norm.gain().detach().contiguous()
             self.eps = attn.q_norm.eps
         self.k_scale = ks_terms is not None
         self.gz, self.kc, self.rk, self.ks_heads, self.k_eps, self.k_dim = none, none, 1, 0, 0.0, 1

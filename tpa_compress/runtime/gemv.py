@@ -19,6 +19,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from ..models.common import rms_norm
 from .kernels import INTERPRET, _p2, pdl_available, triton
 
 MAX_ROWS = 2  # rows of x up to which the kernel is used (W is read once per row, from L2 after the first)
@@ -188,21 +189,15 @@ def _(a, h, w, wa, wx, eps_a, eps_x):
 
 def norm_weights(norm) -> tuple[torch.Tensor, float]:
     """An RMSNorm module as (effective fp32 weight, eps), made once (not per step)."""
-    return (norm.offset + norm.weight.detach().float()).contiguous(), norm.eps
-
-
-def _rms(x, nw):
-    w, eps = nw
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w).to(x.dtype)
+    return norm.gain().detach().contiguous(), norm.eps
 
 
 def torch_res_norm_linear(a, h, w, norm_a, norm_x):
     """(norm_x(h') @ w^T, h') with h' = h + norm_a(a) (norm_a None: h + a), torch's way: the
     residual half of a block's finish and the next matmul's input norm. norm_a / norm_x:
     `norm_weights` of the RMSNorms."""
-    h = h + (a if norm_a is None else _rms(a, norm_a))
-    return F.linear(_rms(h, norm_x), w), h
+    h = h + (a if norm_a is None else rms_norm(a, *norm_a))
+    return F.linear(rms_norm(h, *norm_x), w), h
 
 
 def res_norm_linear(a, h, w, norm_a, norm_x):

@@ -396,7 +396,7 @@ class DecodeAttention:
             self.rk = self.ku.shape[1]
             self.has_norm = attn.qk_norm
             if self.has_norm:
-                self.nw = (attn.k_norm.offset + attn.k_norm.weight.detach().float()).contiguous()
+                self.nw = attn.k_norm.gain().detach().contiguous()
                 self.eps = attn.k_norm.eps
                 z_norm = norm_from_latent(self.ku, self.kb, self.nw, self.kv, d) if norm_z else None
                 if z_norm is not None:
