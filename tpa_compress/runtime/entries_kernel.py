@@ -27,7 +27,7 @@ if triton is not None:
     @triton.jit
     def _entries(y_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_ptr, kv_ptr, slot_ptr, ks_ptr, gz_ptr, kc_ptr,
                  sy_b, scs_b, sq_b, sq_h, skv_b, skv_t, sks_b, sks_t,
-                 H, KVF, REST, RK, KS_HEADS, eps, k_eps, k_dim,
+                 H, KVF, REST, RK, KS_HEADS, q_eps, kn_eps, k_eps, k_dim,
                  D: tl.constexpr, REST_P: tl.constexpr, RK_P: tl.constexpr, QK_NORM: tl.constexpr,
                  K_SCALE: tl.constexpr, PDL: tl.constexpr):
         if PDL:  # y comes from the matmul just before
@@ -47,7 +47,7 @@ if triton is not None:
                 is_q = r < H
                 w = tl.where(is_q, tl.load(qw_ptr + dd), tl.load(kw_ptr + dd))
                 wp = tl.where(is_q, tl.load(qw_ptr + half), tl.load(kw_ptr + half))
-                inv = 1.0 / tl.sqrt(tl.sum(x * x, 0) / D + eps)
+                inv = 1.0 / tl.sqrt(tl.sum(x * x, 0) / D + tl.where(is_q, q_eps, kn_eps))
                 x = (x * inv * w).to(q_ptr.dtype.element_ty).to(tl.float32)
                 xp = (xp * inv * wp).to(q_ptr.dtype.element_ty).to(tl.float32)
             c = tl.load(cos_ptr + b * scs_b + dd).to(tl.float32)
@@ -93,11 +93,11 @@ class EntriesKernel:
         self.qk_norm = attn.qk_norm
         none = torch.zeros(1, device=dev)
         self.qw = self.kw = none
-        self.eps = 0.0
+        self.q_eps = self.kn_eps = 0.0
         if self.qk_norm:
             self.qw = attn.q_norm.gain().detach().contiguous()
             self.kw = attn.k_norm.gain().detach().contiguous()
-            self.eps = attn.q_norm.eps
+            self.q_eps, self.kn_eps = attn.q_norm.eps, attn.k_norm.eps
         self.k_scale = ks_terms is not None
         self.gz, self.kc, self.rk, self.ks_heads, self.k_eps, self.k_dim = none, none, 1, 0, 0.0, 1
         if self.k_scale:
@@ -121,7 +121,7 @@ class EntriesKernel:
             y, self.qw, self.kw, cos, sin, q, kv_buf, slot, ks, self.gz, self.kc,
             y.stride(0), cos.stride(0), q.stride(0), q.stride(1), kv_buf.stride(0), kv_buf.stride(1),
             ks.stride(0), ks.stride(1), self.h, self.kvf, self.rest, self.rk, self.ks_heads,
-            self.eps, self.k_eps, float(self.k_dim),
+            self.q_eps, self.kn_eps, self.k_eps, float(self.k_dim),
             D=self.d, REST_P=_p2(self.rest), RK_P=_p2(self.rk), QK_NORM=self.qk_norm, K_SCALE=self.k_scale,
             PDL=self.pdl and not INTERPRET, num_warps=4, **({"launch_pdl": True} if self.pdl else {}))
         return q
