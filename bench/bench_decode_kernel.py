@@ -123,6 +123,9 @@ def main():
     ap.add_argument("--kernel-times", action="store_true", help="also each kernel's GPU time per call")
     ap.add_argument("--phases", action="store_true", help="the wg kernel's time per phase (a build with clocks, "
                     "one call): program prologue, loop (wait / mma / rope / softmax per tile), merge")
+    ap.add_argument("--ranks", default="128/128", help="latent ranks K/V")
+    ap.add_argument("--combine", default="", help="a latent combine's builds RV_BLK:LS_BLK:WARPS:BLOCK_D, "
+                    "comma-separated (RV_BLK 0: the whole latent per tile); default: DecodeAttention's")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
                     "told the step's write slot, the last one: its first tile goes out before the wait); "
@@ -146,7 +149,8 @@ def main():
     kv, d = cfg.num_kv_heads, cfg.head_dim
     for kinds in a.kinds.split(","):
         kk, vk = kinds.split("/")
-        comp = {n: Component(k, kv, d, 128) for n, k in (("k", kk), ("v", vk))}
+        rk, rv = map(int, a.ranks.split("/"))
+        comp = {n: Component(k, kv, d, r) for n, k, r in (("k", kk, rk), ("v", vk, rv))}
         attn = copy.deepcopy(attn0)  # each layout kind on a fresh copy of the layer
         for n in "kv":
             if comp[n].kind == "latent":
@@ -175,8 +179,9 @@ def main():
             ref = None
             backends = [(be, cb) for be in a.backend.split(",")
                         for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
-            for pdl, (be, cb), bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
-                    [int(x) for x in a.pdl.split(",")] if a.pdl else [-1], backends, *(
+            for pdl, (be, cb), cmb, bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
+                    [int(x) for x in a.pdl.split(",")] if a.pdl else [-1], backends,
+                    a.combine.split(",") if a.combine and vk == "latent" else [""], *(
                     map(int, x.split(",")) for x in (a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds,
                                                      a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z,
                                                      a.k_scale))):
@@ -193,6 +198,9 @@ def main():
                                                    maxnreg=mr or None, latent_combine=bool(lc),
                                                    ds_dynamic=bool(dy), norm_z=bool(nz), backend=be,
                                                    pdl=None if pdl < 0 else bool(pdl))
+                    if cmb:
+                        (kern.combine_rv_block, kern.combine_ls_block, kern.combine_warps,
+                         kern.combine_block_d) = map(int, cmb.split(":"))
                     kx = ksc if kq else None
                     if kq and kx is None:
                         continue
@@ -214,7 +222,7 @@ def main():
                 if a.kernel_times:
                     info += "\n    kernels (us): " + kernel_times(
                         lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
-                info += f" kscale {kq}"
+                info += f" kscale {kq}" + (f" combine {cmb}" if cmb else "")
                 if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv, kern.rk) == "wg":
                     info += "\n    phases: " + phases(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws),
                                                       kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)

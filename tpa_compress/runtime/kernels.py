@@ -243,21 +243,27 @@ if triton is not None:
             tl.store(acc_ptr + row[:, None] * D + dd[None, :], acc, mask=gmask[:, None])
 
     @triton.jit
-    def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV, RV,
-                        D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
-                        LATENT: tl.constexpr, RV_P: tl.constexpr, HAS_SINK: tl.constexpr, PDL: tl.constexpr):
+    def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV,
+                        RV: tl.constexpr, D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
+                        LATENT: tl.constexpr, RV_P: tl.constexpr, RV_BLK: tl.constexpr, LS_BLK: tl.constexpr,
+                        HAS_SINK: tl.constexpr, PDL: tl.constexpr):
         """LATENT: the chunk states hold latent mixtures (RV wide); they are merged, then
-        up-projected once, and the sink tile's own state (head dim) joins here."""
+        up-projected once, and the sink tile's own state (head dim) joins here. RV_BLK > 0:
+        the latent in slices of RV_BLK columns, each merged over the chunks (LS_BLK at a
+        time) and up-projected by its slice of U, so no tile holds the whole latent of many
+        chunks (RV_BLK 0: one [LS_BLK, RV] tile per step, U's [BLOCK_D, RV] tile loaded
+        before the wait)."""
         pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
         g = pid % G
+        h = bh % KV
         dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        if LATENT:  # V's up-projection: weights, asked for before the wait for the partials
-            rv = tl.arange(0, RV_P)
-            h = bh % KV
-            vu = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + rv[None, :], mask=rv[None, :] < RV, other=0.0)
+        if LATENT:
             vb = tl.load(vb_ptr + h * D + dd)
+            if RV_BLK == 0:  # V's up-projection, asked for before the wait for the partials
+                rv = tl.arange(0, RV_P)
+                vu = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + rv[None, :], mask=rv[None, :] < RV, other=0.0)
         if PDL:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
@@ -272,25 +278,42 @@ if triton is not None:
             mx = tl.maximum(mx, ms)
         mx = tl.where(mx == float("-inf"), 0.0, mx)
         den = tl.zeros([S_BLK], dtype=tl.float32)
-        if LATENT:
-            numl = tl.zeros([RV_P], dtype=tl.float32)
-        else:
-            num = tl.zeros([BLOCK_D], dtype=tl.float32)
+        num = tl.zeros([BLOCK_D], dtype=tl.float32)
         for s0 in range(0, S, S_BLK):
             s = s0 + tl.arange(0, S_BLK)
             smask = s < S
             w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
             den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
-            if LATENT:
-                a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + rv[None, :],
-                            mask=smask[:, None] & (rv[None, :] < RV), other=0.0)
-                numl += tl.sum(a * w[:, None], 0)
-            else:
+            if not LATENT:
                 a = tl.load(acc_ptr + (base + s[:, None] * G) * D + dd[None, :], mask=smask[:, None], other=0.0)
                 num += tl.sum(a * w[:, None], 0)
         total = tl.sum(den, 0)
         if LATENT:  # U (sum of the weighted mixtures) + b * (their probability mass)
-            num = tl.sum(vu.to(tl.float32) * numl[None, :], 1) + vb * total
+            num += vb * total
+            if RV_BLK == 0:
+                numl = tl.zeros([RV_P], dtype=tl.float32)
+                for s0 in range(0, S, LS_BLK):
+                    s = s0 + tl.arange(0, LS_BLK)
+                    smask = s < S
+                    w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+                    a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + rv[None, :],
+                                mask=smask[:, None] & (rv[None, :] < RV), other=0.0)
+                    numl += tl.sum(a * w[:, None], 0)
+                num += tl.sum(vu.to(tl.float32) * numl[None, :], 1)
+            else:
+                for r0 in tl.static_range(0, RV, RV_BLK):
+                    r = r0 + tl.arange(0, RV_BLK)
+                    rmask = r < RV
+                    numl = tl.zeros([RV_BLK], dtype=tl.float32)
+                    for s0 in range(0, S, LS_BLK):
+                        s = s0 + tl.arange(0, LS_BLK)
+                        smask = s < S
+                        w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+                        a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + r[None, :],
+                                    mask=smask[:, None] & rmask[None, :], other=0.0)
+                        numl += tl.sum(a * w[:, None], 0)
+                    u = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + r[None, :], mask=rmask[None, :], other=0.0)
+                    num += tl.sum(u.to(tl.float32) * numl[None, :], 1)
         if HAS_SINK:
             ws = tl.exp(ms - mx)
             total += ws * tl.load(sl_ptr + pid)
@@ -372,6 +395,8 @@ class DecodeAttention:
         self.block_t, self.num_warps, self.per_sm, self.num_stages = block_t, num_warps, per_sm, num_stages
         self.maxnreg = maxnreg  # a register cap per thread (more programs per SM, spills)
         self.combine_block = 128  # chunk states the combine step loads at once
+        # a latent combine: slices of the latent (0: whole), chunk states per load, warps, head dims per program
+        self.combine_rv_block, self.combine_ls_block, self.combine_warps, self.combine_block_d = 32, 128, 4, 64
         self.ds = ds  # rotation pairs of a latent K rebuilt at a time
         self.ds_dynamic = ds_dynamic  # those slices in a loop (else unrolled)
         # a latent V: merge the chunks' latent mixtures and up-project once in the combine
@@ -501,11 +526,13 @@ class DecodeAttention:
             self._triton_partial(q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
                                  ieee, int8, latent, sink is not None)
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
-        bd = min(d, 64)
+        bd = min(d, self.combine_block_d if latent else 64)
+        s_blk = min(self.combine_block, _p2(n, 2))
         _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
-                                          self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
-                                          LATENT=latent, RV_P=_p2(self.rv), HAS_SINK=sink_c, PDL=self.pdl,
-                                          num_warps=4, **self._pdl_kw)
+                                          RV=self.rv, D=d, S_BLK=s_blk, BLOCK_D=bd, LATENT=latent, RV_P=_p2(self.rv),
+                                          RV_BLK=self.combine_rv_block, LS_BLK=min(self.combine_ls_block, s_blk),
+                                          HAS_SINK=sink_c, PDL=self.pdl,
+                                          num_warps=self.combine_warps if latent else 4, **self._pdl_kw)
         return out.view(b, 1, h * d)
 
     @property
