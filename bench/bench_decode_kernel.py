@@ -124,8 +124,8 @@ def main():
     ap.add_argument("--phases", action="store_true", help="the wg kernel's time per phase (a build with clocks, "
                     "one call): program prologue, loop (wait / mma / rope / softmax per tile), merge")
     ap.add_argument("--ranks", default="128/128", help="latent ranks K/V")
-    ap.add_argument("--combine", default="", help="a latent combine's builds RV_BLK:LS_BLK:WARPS:BLOCK_D, "
-                    "comma-separated (RV_BLK 0: the whole latent per tile); default: DecodeAttention's")
+    ap.add_argument("--combine", default="", help="a latent combine's builds RV_BLK:WARPS:BLOCK_D (latent columns "
+                    "per slice, warps, head dims per program), comma-separated; default: DecodeAttention's")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
                     "told the step's write slot, the last one: its first tile goes out before the wait); "
@@ -199,8 +199,7 @@ def main():
                                                    ds_dynamic=bool(dy), norm_z=bool(nz), backend=be,
                                                    pdl=None if pdl < 0 else bool(pdl))
                     if cmb:
-                        (kern.combine_rv_block, kern.combine_ls_block, kern.combine_warps,
-                         kern.combine_block_d) = map(int, cmb.split(":"))
+                        kern.combine_rv_block, kern.combine_warps, kern.combine_block_d = map(int, cmb.split(":"))
                     kx = ksc if kq else None
                     if kq and kx is None:
                         continue

@@ -52,12 +52,11 @@ def test_kernel_latent_v_up_projected_per_chunk(family, layer, sink, kk, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
-@pytest.mark.parametrize("rv,rv_block", [(20, 0), (20, 16), (40, 16), (48, 16)])
+@pytest.mark.parametrize("rv,rv_block", [(20, 32), (20, 16), (40, 16), (48, 16)])
 def test_kernel_latent_combine_in_slices(rv, rv_block, dtype):
     """The combine merges a latent V in slices of rv_block columns (the last one partial
-    at 20 and 40) or whole (0), two chunk states per load; each equals the torch tiles."""
-    kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", dtype, rv=rv,
-                    attrs=dict(combine_rv_block=rv_block, combine_ls_block=2))
+    at 20 and 40), two chunk states per load; each equals the torch tiles."""
+    kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", dtype, rv=rv, combine_rv_block=rv_block)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
@@ -102,7 +101,7 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
 
 
 def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
-                    heads=4, t=150, k_scale=False, wslot=None, attrs=None, **options):
+                    heads=4, t=150, k_scale=False, wslot=None, **options):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine); t cache slots (from 700 the
@@ -152,8 +151,6 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
     kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, **options)
     kern.n_sm = 16  # several chunks per (sequence, head) even here,
     kern.combine_block = 2  # merged over several blocks of chunk states
-    for k, v in (attrs or {}).items():
-        setattr(kern, k, v)
     assert kern.chunks(b, t)[1] > 2
     # k_scale: each key's QK-norm factor handed in as a cache holding it would (latent K)
     ksc = A.key_scales(kc, A.key_scale_terms(attn)) if k_scale else None

@@ -243,16 +243,23 @@ if triton is not None:
             tl.store(acc_ptr + row[:, None] * D + dd[None, :], acc, mask=gmask[:, None])
 
     @triton.jit
+    def _prefetch_l2(ptrs):
+        """Ask L2 for each pointer's 128-byte line; nothing waits for it."""
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+    @triton.jit
     def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV,
                         RV: tl.constexpr, D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
-                        LATENT: tl.constexpr, RV_P: tl.constexpr, RV_BLK: tl.constexpr, LS_BLK: tl.constexpr,
+                        LATENT: tl.constexpr, RV_BLK: tl.constexpr, U_LINE: tl.constexpr, U_LINES: tl.constexpr,
                         HAS_SINK: tl.constexpr, PDL: tl.constexpr):
-        """LATENT: the chunk states hold latent mixtures (RV wide); they are merged, then
-        up-projected once, and the sink tile's own state (head dim) joins here. RV_BLK > 0:
-        the latent in slices of RV_BLK columns, each merged over the chunks (LS_BLK at a
-        time) and up-projected by its slice of U, so no tile holds the whole latent of many
-        chunks (RV_BLK 0: one [LS_BLK, RV] tile per step, U's [BLOCK_D, RV] tile loaded
-        before the wait)."""
+        """LATENT: the chunk states hold latent mixtures (RV wide). They are merged in
+        slices of RV_BLK columns, each over the chunks and then up-projected by its slice
+        of U, so no tile holds the whole latent of many chunks (at rank 160 and 128 chunks
+        that tile spilled: 10.2 vs 6.0 us alone); the sink tile's own state (head dim)
+        joins here. U_LINES > 0: this program's rows of U (U_LINE elements a line) are asked
+        of L2 before the wait for the partials, as the model's weights have streamed
+        through L2 since the last step."""
         pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
@@ -261,9 +268,9 @@ if triton is not None:
         dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         if LATENT:
             vb = tl.load(vb_ptr + h * D + dd)
-            if RV_BLK == 0:  # V's up-projection, asked for before the wait for the partials
-                rv = tl.arange(0, RV_P)
-                vu = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + rv[None, :], mask=rv[None, :] < RV, other=0.0)
+            if U_LINES > 0:  # the rows are contiguous: BLOCK_D * RV elements
+                off = tl.minimum(tl.arange(0, U_LINES) * U_LINE, BLOCK_D * RV - 1)
+                _prefetch_l2(vu_ptr + (h * D + pid_d * BLOCK_D) * RV + off)
         if PDL:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
@@ -279,41 +286,33 @@ if triton is not None:
         mx = tl.where(mx == float("-inf"), 0.0, mx)
         den = tl.zeros([S_BLK], dtype=tl.float32)
         num = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for s0 in range(0, S, S_BLK):
-            s = s0 + tl.arange(0, S_BLK)
-            smask = s < S
-            w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
-            den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
-            if not LATENT:
-                a = tl.load(acc_ptr + (base + s[:, None] * G) * D + dd[None, :], mask=smask[:, None], other=0.0)
-                num += tl.sum(a * w[:, None], 0)
-        total = tl.sum(den, 0)
         if LATENT:  # U (sum of the weighted mixtures) + b * (their probability mass)
-            num += vb * total
-            if RV_BLK == 0:
-                numl = tl.zeros([RV_P], dtype=tl.float32)
-                for s0 in range(0, S, LS_BLK):
-                    s = s0 + tl.arange(0, LS_BLK)
+            for r0 in range(0, RV, RV_BLK):
+                r = r0 + tl.arange(0, RV_BLK)
+                rmask = r < RV
+                numl = tl.zeros([RV_BLK], dtype=tl.float32)
+                for s0 in range(0, S, S_BLK):
+                    s = s0 + tl.arange(0, S_BLK)
                     smask = s < S
                     w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
-                    a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + rv[None, :],
-                                mask=smask[:, None] & (rv[None, :] < RV), other=0.0)
+                    if r0 == 0:
+                        den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
+                    a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + r[None, :],
+                                mask=smask[:, None] & rmask[None, :], other=0.0)
                     numl += tl.sum(a * w[:, None], 0)
-                num += tl.sum(vu.to(tl.float32) * numl[None, :], 1)
-            else:
-                for r0 in tl.static_range(0, RV, RV_BLK):
-                    r = r0 + tl.arange(0, RV_BLK)
-                    rmask = r < RV
-                    numl = tl.zeros([RV_BLK], dtype=tl.float32)
-                    for s0 in range(0, S, LS_BLK):
-                        s = s0 + tl.arange(0, LS_BLK)
-                        smask = s < S
-                        w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
-                        a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + r[None, :],
-                                    mask=smask[:, None] & rmask[None, :], other=0.0)
-                        numl += tl.sum(a * w[:, None], 0)
-                    u = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + r[None, :], mask=rmask[None, :], other=0.0)
-                    num += tl.sum(u.to(tl.float32) * numl[None, :], 1)
+                u = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + r[None, :], mask=rmask[None, :], other=0.0)
+                num += tl.sum(u.to(tl.float32) * numl[None, :], 1)
+            total = tl.sum(den, 0)
+            num += vb * total
+        else:
+            for s0 in range(0, S, S_BLK):
+                s = s0 + tl.arange(0, S_BLK)
+                smask = s < S
+                w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+                den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
+                a = tl.load(acc_ptr + (base + s[:, None] * G) * D + dd[None, :], mask=smask[:, None], other=0.0)
+                num += tl.sum(a * w[:, None], 0)
+            total = tl.sum(den, 0)
         if HAS_SINK:
             ws = tl.exp(ms - mx)
             total += ws * tl.load(sl_ptr + pid)
@@ -387,7 +386,8 @@ class DecodeAttention:
     def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto", pdl: bool | None = None):
+                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto", pdl: bool | None = None,
+                 combine_rv_block: int = 64, combine_warps: int = 4, combine_block_d: int = 64):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -395,8 +395,8 @@ class DecodeAttention:
         self.block_t, self.num_warps, self.per_sm, self.num_stages = block_t, num_warps, per_sm, num_stages
         self.maxnreg = maxnreg  # a register cap per thread (more programs per SM, spills)
         self.combine_block = 128  # chunk states the combine step loads at once
-        # a latent combine: slices of the latent (0: whole), chunk states per load, warps, head dims per program
-        self.combine_rv_block, self.combine_ls_block, self.combine_warps, self.combine_block_d = 32, 128, 4, 64
+        # a latent combine: latent columns per slice, warps, head dims per program
+        self.combine_rv_block, self.combine_warps, self.combine_block_d = combine_rv_block, combine_warps, combine_block_d
         self.ds = ds  # rotation pairs of a latent K rebuilt at a time
         self.ds_dynamic = ds_dynamic  # those slices in a loop (else unrolled)
         # a latent V: merge the chunks' latent mixtures and up-project once in the combine
@@ -527,10 +527,11 @@ class DecodeAttention:
                                  ieee, int8, latent, sink is not None)
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, self.combine_block_d if latent else 64)
-        s_blk = min(self.combine_block, _p2(n, 2))
+        line = 128 // self.vu.element_size()  # U's elements per L2 line
+        lines = _p2(triton.cdiv(bd * self.rv, line), 1) if latent and self.pdl and not INTERPRET else 0
         _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
-                                          RV=self.rv, D=d, S_BLK=s_blk, BLOCK_D=bd, LATENT=latent, RV_P=_p2(self.rv),
-                                          RV_BLK=self.combine_rv_block, LS_BLK=min(self.combine_ls_block, s_blk),
+                                          RV=self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
+                                          LATENT=latent, RV_BLK=self.combine_rv_block, U_LINE=line, U_LINES=lines,
                                           HAS_SINK=sink_c, PDL=self.pdl,
                                           num_warps=self.combine_warps if latent else 4, **self._pdl_kw)
         return out.view(b, 1, h * d)
