@@ -428,30 +428,3 @@ def test_gemv_with_the_gated_activation_in_its_prologue(gelu, rows):
     got, want = gemv.glu_linear(gu, w, gelu), gemv.torch_glu_linear(gu, w, gelu)
     assert got.shape == want.shape == (rows, 1, 640)
     assert (got.float() - want.float()).abs().max() < (3e-2 if GPU else 1e-5)
-
-
-@pytest.mark.parametrize("family,kind", [("gemma3", "original"), ("llama", "latent_kv")])
-def test_kernel_decode_path_with_fused_norms(family, kind):
-    """Runner(fused_norms=True): each block's residual adds and norms in the prologue of the
-    next matmul (gemv.res_norm_linear) at batch 1 and 2; greedy tokens and logits still equal
-    the reference, and the prologue kernel equals the torch composition it replaces."""
-    from tpa_compress.runtime import gemv
-    model = sink_model(family, kind, 0, layers=[] if kind == "original" else None)
-    for lengths in ([11], [13, 4]):
-        prompts = prompts_of(lengths)
-        r = runner_for(model, prompts, 8, fused=True, gemv=True, fused_norms=True)
-        r.use_entries_kernels()
-        assert r.mm is gemv.linear and len(r.entry_kernels) == len(model.layers)  # the fused step's conditions
-        check_steps(model, prompts, 8, r)
-    g = torch.Generator().manual_seed(4)
-    dtype = torch.bfloat16 if GPU else torch.float32
-    blk = model.layers[1]
-    a, h = (torch.randn(2, 1, 640 + 1, generator=g).to(DEVICE, dtype) for _ in range(2))
-    w = (torch.randn(96, 641, generator=g) / 25).to(DEVICE, dtype)
-    for na in (None, gemv.norm_weights(blk.input_layernorm)):
-        nx = gemv.norm_weights(blk.post_attention_layernorm)
-        nx = (torch.rand(641, generator=g).to(DEVICE) + 0.5, nx[1])  # 641 wide: two pieces of the row
-        na = na if na is None else (torch.rand(641, generator=g).to(DEVICE) + 0.5, na[1])
-        (y, h2), (y0, h0) = gemv.res_norm_linear(a, h, w, na, nx), gemv.torch_res_norm_linear(a, h, w, na, nx)
-        tol = 3e-2 if GPU else 1e-5
-        assert (h2.float() - h0.float()).abs().max() < tol and (y.float() - y0.float()).abs().max() < tol

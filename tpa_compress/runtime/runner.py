@@ -75,14 +75,6 @@ def _tail(block, next_norm, h, o, w_gu=None, mm=F.linear, glu_mm=torch_glu_linea
     return h, next_norm(h)
 
 
-def _last_finish(block, final_norm, h, d):
-    """The last block's residual add of its MLP output d, then the final norm (the step's end
-    with fused norms, where every other block's finish lives in the next matmul's prologue)."""
-    if hasattr(block, "post_feedforward_layernorm"):  # Gemma 3: sandwich norms
-        d = block.post_feedforward_layernorm(d)
-    return final_norm(h + d)
-
-
 SDPA_MAX_KEYS = 2048  # above this, SDPA's decode kernels use too few blocks (see direct_decode)
 
 
@@ -129,7 +121,7 @@ class Runner:
                  compile: bool | None = None, cuda_graph: bool | None = None,
                  tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
                  kernel_options: dict | None = None, pdl: bool | None = None, prefetch: bool | None = None,
-                 entries_kernel: bool | None = None, gemv: bool | None = None, fused_norms: bool = False):
+                 entries_kernel: bool | None = None, gemv: bool | None = None):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -183,22 +175,6 @@ class Runner:
         use_gemv = (cuda and batch <= gemv_mod.MAX_ROWS and kernels.available()) if gemv is None else gemv
         self.mm, self.glu_mm = (gemv_mod.linear, gemv_mod.glu_linear) if use_gemv else (F.linear, torch_glu_linear)
         self.entries_written = None  # compiled with the rest (_compile)
-        # experimental, off by default (not yet timed on a GPU): with gemv and an entries kernel on
-        # every layer, each block's residual adds and norms go into the prologue of the next
-        # matmul (gate|up, the next layer's Q/K/V): two launches fewer per layer
-        self.fused_norms = fused_norms
-        if fused_norms:
-            nw = gemv_mod.norm_weights
-            self.norms_mid, self.norms_end = [], []
-            for i, b in enumerate(model.layers):
-                nxt = model.layers[i + 1].input_layernorm if i + 1 < len(model.layers) else model.norm
-                if hasattr(b, "pre_feedforward_layernorm"):  # Gemma 3: sandwich norms
-                    self.norms_mid.append((nw(b.post_attention_layernorm), nw(b.pre_feedforward_layernorm)))
-                    self.norms_end.append((nw(b.post_feedforward_layernorm), nw(nxt)))
-                else:
-                    self.norms_mid.append((None, nw(b.post_attention_layernorm)))
-                    self.norms_end.append((None, nw(nxt)))
-        self.last_finish = _last_finish
         # K and V full or latent: the whole decode attention in Triton (kernels.py),
         # flash-decoding over chunks of the cache, a latent K rebuilt in registers
         self.kernels = {}
@@ -249,7 +225,6 @@ class Runner:
         self.direct = compile(direct_decode)
         self.bias_fn = compile(_mask_bias)
         self.head = compile(_step_head)
-        self.last_finish = compile(_last_finish)
         self.advance = compile(_advance)
         quant = compile(quantize)
         for lc in self.cache.layers:
@@ -357,9 +332,6 @@ class Runner:
             if lay.k.kind == "full" and i not in self.kernels and key not in masks:
                 masks[key] = self.bias_fn(q_pos, self.cache.positions[lc.capacity], lay.window, self.dtype)
         layers = self.model.layers
-        fused = (self.fused_norms and not write_sink and self.mm is gemv_mod.linear
-                 and len(self.entry_kernels) == len(layers))
-        y = self.mm(x, self.w_qkv[0]) if fused else None  # the Q/K/V matmul's output (fused norms)
         for i, block in enumerate(layers):
             if i + 1 in self.prefetch:  # the next layer's cache into L2 while this one runs
                 self.pf_stream.wait_stream(torch.cuda.current_stream())
@@ -367,16 +339,7 @@ class Runner:
                     for t in self._cache_tensors(i + 1):
                         cuda_decode.prefetch_l2(t)
             cs = ropes[(self.cfg.rope_base(i), self.cfg.rope_scale(i))]
-            o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink, y)
-            if fused:
-                a = self.mm(o, block.self_attn.o_proj.weight)
-                gu, h = gemv_mod.res_norm_linear(a, h, self.w_gu[i], *self.norms_mid[i])
-                d = self.glu_mm(gu, block.mlp.down_proj.weight, block.mlp.gelu)
-                if i + 1 < len(layers):
-                    y, h = gemv_mod.res_norm_linear(d, h, self.w_qkv[i + 1], *self.norms_end[i])
-                else:
-                    x = self.last_finish(block, self.model.norm, h, d)
-                continue
+            o = self._decode_attn(i, x, q_pos, cs, masks, slots, write_sink)
             norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
             h, x = self.tail(block, norm, h, o, None if self.w_gu is None else self.w_gu[i], self.mm, self.glu_mm)
         if self.pf_stream is not None:  # (the side stream rejoins: a captured graph needs it)
@@ -402,13 +365,11 @@ class Runner:
         b, n = self.batch, lc.sink
         return tuple(t.view(b, n, attn.n_kv, attn.head_dim).transpose(1, 2) for t in (lc.sk, lc.sv))
 
-    def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False, y=None):
-        """Attention output before o_proj, (B, 1, H*D). y: the fused Q/K/V matmul's output when
-        the step made it already (fused norms; x is then not this layer's input)."""
+    def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False):
+        """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
         if i in self.entry_kernels:
-            y = self.mm(x, self.w_qkv[i]) if y is None else y
-            q = self.entry_kernels[i](y, *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
+            q = self.entry_kernels[i](self.mm(x, self.w_qkv[i]), *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
         elif self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
             q = self.entries_written(attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks,
                                      lc.ks_terms)
