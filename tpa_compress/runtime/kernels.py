@@ -387,7 +387,7 @@ class DecodeAttention:
                  fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
                  ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
                  ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto", pdl: bool | None = None,
-                 combine_rv_block: int = 64, combine_warps: int = 4, combine_block_d: int = 64):
+                 combine_rv_block: int = 128, combine_warps: int = 4, combine_block_d: int = 64):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
