@@ -254,12 +254,13 @@ if triton is not None:
                         LATENT: tl.constexpr, RV_BLK: tl.constexpr, U_LINE: tl.constexpr, U_LINES: tl.constexpr,
                         HAS_SINK: tl.constexpr, PDL: tl.constexpr):
         """LATENT: the chunk states hold latent mixtures (RV wide). They are merged in
-        slices of RV_BLK columns, each over the chunks and then up-projected by its slice
-        of U, so no tile holds the whole latent of many chunks (at rank 160 and 128 chunks
-        that tile spilled: 10.2 vs 6.0 us alone); the sink tile's own state (head dim)
-        joins here. U_LINES > 0: this program's rows of U (U_LINE elements a line) are asked
-        of L2 before the wait for the partials, as the model's weights have streamed
-        through L2 since the last step."""
+        slices of RV_BLK columns (a loop, not unrolled), each over the chunks and then
+        up-projected by its slice of U; the sink tile's own state (head dim) joins here.
+        End to end (H200, 270M balanced, batch 1, 32K; docs/benchmarks.md, eighteenth run)
+        wider slices were faster up to 128 columns (fewer round trips to L2 after the wait)
+        and 256 slower (the tile of the whole latent, rank 160 padded, spills). U_LINES > 0: this
+        program's rows of U (U_LINE elements a line) are asked of L2 before the wait for the
+        partials, as the model's weights have streamed through L2 since the last step."""
         pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
