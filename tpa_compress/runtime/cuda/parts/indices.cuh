@@ -1,0 +1,12 @@
+const int g4 = lane >> 2, t4 = lane & 3;
+    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
+    const int b = pid_bh / KV, h = pid_bh % KV;
+    const long long qp = qpos[b];
+    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
+    const bool hv = g4 < G;
+    const int start = pid_s * CHUNK;
+    const int stop = min(T, start + CHUNK);
+    const bf16* kbase = kc + (long long)b * skc_b;
+    const bf16* vbase = vc + (long long)b * svc_b;
+    const int* pbase = kpos + (long long)b * sp_b;
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);

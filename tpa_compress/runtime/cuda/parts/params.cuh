@@ -1,0 +1,11 @@
+const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+              const int* __restrict__ kpos, const long long* __restrict__ qpos,
+              const bf16* __restrict__ ku, const float* __restrict__ kb, const float* __restrict__ nw,
+              const float* __restrict__ invf,
+              const bf16* __restrict__ sk, const bf16* __restrict__ sv,
+              float* __restrict__ sm, float* __restrict__ sl, float* __restrict__ sa,
+              float* __restrict__ m_out, float* __restrict__ l_out, float* __restrict__ acc_out,
+              int T, int CHUNK, int KV, int S, int NS,
+              int sq_b, int sq_h, int skc_b, int skc_t, int svc_b, int svc_t, int sp_b,
+              int ss_b, int ss_h, int ss_j,
+              int window, int sink, double eps_d, double scale_d, double rscale_d, int has_norm
