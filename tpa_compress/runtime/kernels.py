@@ -254,7 +254,7 @@ if triton is not None:
                         LATENT: tl.constexpr, RV_BLK: tl.constexpr, U_LINE: tl.constexpr, U_LINES: tl.constexpr,
                         HAS_SINK: tl.constexpr, PDL: tl.constexpr):
         """LATENT: the chunk states hold latent mixtures (RV wide). They are merged in
-        slices of RV_BLK columns (a loop, not unrolled), each over the chunks and then
+        slices of RV_BLK columns (a power of two; a `range` loop), each over the chunks and then
         up-projected by its slice of U; the sink tile's own state (head dim) joins here.
         End to end (H200, 270M balanced, batch 1, 32K; docs/benchmarks.md, eighteenth run)
         wider slices were faster up to 128 columns (fewer round trips to L2 after the wait)
