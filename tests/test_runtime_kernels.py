@@ -7,7 +7,9 @@ venv: the runner then never takes this path).
 """
 import math
 import re
+import shutil
 import struct
+import subprocess
 
 import pytest
 import torch
@@ -260,6 +262,20 @@ def test_cuda_kernel_choice_and_sources(monkeypatch):
     assert wg.count("wgmma.mma_async.sync.aligned.m64n128k16") == 1 and '"+f"(d[63])' in wg
     assert wg.count("wgmma.wait_group.sync.aligned 1;") == 1
     assert cuda_decode.smem_bytes(128, 128, 8, 128, 8, "wg") <= 227 * 1024
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc: the GPU machine's tests build with NVRTC")
+@pytest.mark.parametrize("kind,rk,rv", [("wg", 96, 160), ("warp", 128, 128), ("tile", 128, 256)])
+def test_cuda_kernel_sources_compile(kind, rk, rv, tmp_path):
+    """Each CUDA kernel's source, parts pasted in, compiles for Hopper with nvcc where this
+    machine has it (no GPU needed): an edit to runtime/cuda/ is checked before a GPU runs it."""
+    wg = kind == "wg"
+    src = cuda_decode.source(rk, rv, 4, 1, 128, 8, kind, 4, False, wg, (rk + rv, rk + rv) if wg else (0, 0))
+    f = tmp_path / f"{kind}.cu"
+    f.write_text(src)
+    out = subprocess.run(["nvcc", "-std=c++17", f"-arch=sm_90{'a' if wg else ''}", "-cubin", str(f),
+                          "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("rk,kv", [(128, 1), (64, 2)])

@@ -52,8 +52,10 @@ LONG = 8192     # cache slots from which tiles are 128 keys
 # (cuda/parts/), pasted in at their __NAME__ placeholders by `source`, in this order:
 _PARTS = {
     "SINK": "sink.cuh",              # "tile": the exact sink tile's own state, which the combine merges
+                                     # (warp 0, every head)
     "SINK_STATE": "sink_state.cuh",  # "warp", "wg": chunk 0's exact sink state (warp w, head w), read
                                      # from global memory while U is on its way
+    "SINK_HEAD": "sink_head.cuh",    # both: one head's sink state (a warp; inside SINK / SINK_STATE)
     "MERGE": "merge.cuh",            # "warp": each warp's m / l into the merge buffer, then MERGE_ACC
     "MERGE_ACC": "merge_acc.cuh",    # the epilogue: the 8 warps' softmax states merged into the chunk's
                                      # (over the z / v buffers, once every warp is done)

@@ -17,19 +17,8 @@
 #define SP (BLK + 4)         // padded score rows (floats)
 #define MT (BLK / 16)        // m-tiles of 16 keys
 #define NEG_INF __int_as_float(0xff800000)
-typedef unsigned short bf16;
-typedef unsigned int u32;
-
-__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
-__device__ __forceinline__ u32 pack2(float lo, float hi) {
-    u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
-}
-__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+__HELPERS__
+// the tile kernel's own: shared-memory operands by generic pointer
 __device__ __forceinline__ void ldsm4(u32* r, const void* p) {
     u32 s = (u32)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
@@ -49,23 +38,9 @@ __device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
     u32 s = (u32)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
 }
-__device__ __forceinline__ void cp16a(u32 s, const void* src, bool ok) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
 __device__ __forceinline__ void cp4(void* dst, const void* src, bool ok) {
     u32 s = (u32)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;"); }
-__device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;"); }
-__device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
-    // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
-    // then the special-function unit: the Triton kernel's FAST_TRIG, same constants
-    float k = floorf(x * 0.15915494309189535f + 0.5f);
-    float r = x - k * 6.28125f - k * 0.0019353071795864769f;
-    c = __cosf(r); s = __sinf(r);
 }
 
 struct Smem {

@@ -1,36 +1,6 @@
 
-    // the exact sink tile's own state (head dim), which the combine merges
+    // the exact sink tile's own state (head dim), which the combine merges: warp 0, each head
     if (NS > 0 && pid_s == 0 && w == 0) {
-        for (int gg = 0; gg < G; gg++) {
-            const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + gg) * sq_h;
-            float qv[8];
-            #pragma unroll
-            for (int i = 0; i < 8; i++) qv[i] = bf2f(qrow[lane + 32 * i]);
-            float ms = NEG_INF, ls = 0.f, as[8];
-            #pragma unroll
-            for (int i = 0; i < 8; i++) as[i] = 0.f;
-            for (int j = 0; j < NS; j++) {
-                const bf16* kr = sk + (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
-                const bf16* vr = sv + (long long)b * ss_b + (long long)h * ss_h + (long long)j * ss_j;
-                float s = 0.f;
-                #pragma unroll
-                for (int i = 0; i < 8; i++) s += qv[i] * bf2f(kr[lane + 32 * i]);
-                #pragma unroll
-                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                bool ok = qp - j >= 0;
-                if (window > 0) ok = ok && qp - j < window;
-                s = ok ? s * scale : NEG_INF;
-                const float mn = fmaxf(ms, s);
-                const float msafe = mn == NEG_INF ? 0.f : mn;
-                const float c = __expf(ms - msafe), pj = __expf(s - msafe);
-                ls = ls * c + pj;
-                #pragma unroll
-                for (int i = 0; i < 8; i++) as[i] = as[i] * c + pj * bf2f(vr[lane + 32 * i]);
-                ms = mn;
-            }
-            const int r = pid_bh * G + gg;
-            if (lane == 0) { sm[r] = ms; sl[r] = ls; }
-            #pragma unroll
-            for (int i = 0; i < 8; i++) sa[(long long)r * D + lane + 32 * i] = as[i];
-        }
+        for (int hs = 0; hs < G; hs++) {
+__SINK_HEAD__        }
     }
