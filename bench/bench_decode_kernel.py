@@ -125,7 +125,8 @@ def main():
                     "one call): program prologue, loop (wait / mma / rope / softmax per tile), merge")
     ap.add_argument("--ranks", default="128/128", help="latent ranks K/V")
     ap.add_argument("--combine", default="", help="a latent combine's builds RV_BLK:WARPS:BLOCK_D (latent columns "
-                    "per slice, warps, head dims per program), comma-separated; default: DecodeAttention's")
+                    "per slice, 0: two power-of-two pieces; warps; head dims per program), comma-separated; default: "
+                    "DecodeAttention's")
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
                     "told the step's write slot, the last one: its first tile goes out before the wait); "
