@@ -249,6 +249,13 @@ if triton is not None:
                                   is_pure=False, pack=1)
 
     @triton.jit
+    def _chunk_weights(m_ptr, base, s0, S, G, mx, S_BLK: tl.constexpr):
+        """Chunk states s0 .. s0 + S_BLK of a combine: indices, mask, weights exp(m - mx)."""
+        s = s0 + tl.arange(0, S_BLK)
+        smask = s < S
+        return s, smask, tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+
+    @triton.jit
     def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV,
                         RV: tl.constexpr, D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
                         LATENT: tl.constexpr, RV_BLK: tl.constexpr, RA: tl.constexpr, RB: tl.constexpr,
@@ -296,9 +303,7 @@ if triton is not None:
             numa = tl.zeros([RA], dtype=tl.float32)
             numb = tl.zeros([RB if RB > 0 else 16], dtype=tl.float32)
             for s0 in range(0, S, S_BLK):
-                s = s0 + tl.arange(0, S_BLK)
-                smask = s < S
-                w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+                s, smask, w = _chunk_weights(m_ptr, base, s0, S, G, mx, S_BLK)
                 den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
                 row = (base + s[:, None] * G) * RV
                 numa += tl.sum(tl.load(acc_ptr + row + ra[None, :], mask=smask[:, None], other=0.0) * w[:, None], 0)
@@ -318,9 +323,7 @@ if triton is not None:
                 rmask = r < RV
                 numl = tl.zeros([RV_BLK], dtype=tl.float32)
                 for s0 in range(0, S, S_BLK):
-                    s = s0 + tl.arange(0, S_BLK)
-                    smask = s < S
-                    w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+                    s, smask, w = _chunk_weights(m_ptr, base, s0, S, G, mx, S_BLK)
                     if r0 == 0:
                         den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
                     a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + r[None, :],
@@ -332,9 +335,7 @@ if triton is not None:
             num += vb * total
         else:
             for s0 in range(0, S, S_BLK):
-                s = s0 + tl.arange(0, S_BLK)
-                smask = s < S
-                w = tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
+                s, smask, w = _chunk_weights(m_ptr, base, s0, S, G, mx, S_BLK)
                 den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
                 a = tl.load(acc_ptr + (base + s[:, None] * G) * D + dd[None, :], mask=smask[:, None], other=0.0)
                 num += tl.sum(a * w[:, None], 0)
