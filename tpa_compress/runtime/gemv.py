@@ -56,7 +56,6 @@ if triton is not None:
         # launch its fetch overlaps that kernel's end
         k1 = tl.arange(0, K1)
         w1 = tl.load(w_ptr + n[:, None] * sw + k1[None, :], mask=nm[:, None] & (k1[None, :] < K), other=0.0)
-        k2 = k1  # (unused when K2 is 0)
         if K2 > 0:
             k2 = K1 + tl.arange(0, K2)
             w2 = tl.load(w_ptr + n[:, None] * sw + k2[None, :], mask=nm[:, None] & (k2[None, :] < K), other=0.0)
