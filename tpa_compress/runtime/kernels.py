@@ -258,7 +258,7 @@ if triton is not None:
     @triton.jit
     def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV,
                         RV: tl.constexpr, D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
-                        LATENT: tl.constexpr, RV_BLK: tl.constexpr, RA: tl.constexpr, RB: tl.constexpr,
+                        LATENT: tl.constexpr, RV_BLK: tl.constexpr,
                         U_LINE: tl.constexpr, U_LINES: tl.constexpr, HAS_SINK: tl.constexpr, PDL: tl.constexpr):
         """LATENT: the chunk states hold latent mixtures (RV wide). They are merged in
         slices of RV_BLK columns (a power of two; a `range` loop), each over the chunks and then
@@ -268,9 +268,9 @@ if triton is not None:
         and 256 slower (the tile of the whole latent, rank 160 padded, spills). U_LINES > 0: this
         program's rows of U (U_LINE elements a line) are asked of L2 before the wait for the
         partials, as the model's weights have streamed through L2 since the last step.
-        RV_BLK 0 (not yet timed): two power-of-two pieces of RA and RB columns (RA + RB >= RV,
-        RB 0: none) merged in the same pass over the chunks, no loop over slices (rank 160:
-        128 + 32, no stack where 128-column slices take 408 bytes, ptxas for sm_90)."""
+        Two power-of-two pieces in one pass (rank 160: 128 + 32, no stack where these slices
+        take 408 bytes) timed as a tie (nineteenth run: 2,247 / 21,139 against 2,239 / 21,220
+        tok/s at batch 1 / 32) and were removed, keeping one path."""
         pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
@@ -297,27 +297,7 @@ if triton is not None:
         mx = tl.where(mx == float("-inf"), 0.0, mx)
         den = tl.zeros([S_BLK], dtype=tl.float32)
         num = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if LATENT and RV_BLK == 0:  # U (sum of the weighted mixtures) + b * (their probability mass)
-            ra = tl.arange(0, RA)
-            rb = RA + tl.arange(0, RB if RB > 0 else 16)  # (unused when RB is 0)
-            numa = tl.zeros([RA], dtype=tl.float32)
-            numb = tl.zeros([RB if RB > 0 else 16], dtype=tl.float32)
-            for s0 in range(0, S, S_BLK):
-                s, smask, w = _chunk_weights(m_ptr, base, s0, S, G, mx, S_BLK)
-                den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
-                row = (base + s[:, None] * G) * RV
-                numa += tl.sum(tl.load(acc_ptr + row + ra[None, :], mask=smask[:, None], other=0.0) * w[:, None], 0)
-                if RB > 0:
-                    a = tl.load(acc_ptr + row + rb[None, :], mask=smask[:, None] & (rb[None, :] < RV), other=0.0)
-                    numb += tl.sum(a * w[:, None], 0)
-            ua = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + ra[None, :])
-            num += tl.sum(ua.to(tl.float32) * numa[None, :], 1)
-            if RB > 0:
-                ub = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + rb[None, :], mask=rb[None, :] < RV, other=0.0)
-                num += tl.sum(ub.to(tl.float32) * numb[None, :], 1)
-            total = tl.sum(den, 0)
-            num += vb * total
-        elif LATENT:
+        if LATENT:
             for r0 in range(0, RV, RV_BLK):
                 r = r0 + tl.arange(0, RV_BLK)
                 rmask = r < RV
@@ -422,8 +402,10 @@ class DecodeAttention:
         self.block_t, self.num_warps, self.per_sm, self.num_stages = block_t, num_warps, per_sm, num_stages
         self.maxnreg = maxnreg  # a register cap per thread (more programs per SM, spills)
         self.combine_block = 128  # chunk states the combine step loads at once
-        # a latent combine: latent columns per slice (0: two power-of-two pieces), warps, head dims per program
+        # a latent combine: latent columns per slice (a power of two), warps, head dims per program
         self.combine_rv_block, self.combine_warps, self.combine_block_d = combine_rv_block, combine_warps, combine_block_d
+        if combine_rv_block < 16 or combine_rv_block & (combine_rv_block - 1):
+            raise ValueError(f"combine_rv_block {combine_rv_block}: a power of two, at least 16 (tl.arange)")
         self.ds = ds  # rotation pairs of a latent K rebuilt at a time
         self.ds_dynamic = ds_dynamic  # those slices in a loop (else unrolled)
         # a latent V: merge the chunks' latent mixtures and up-project once in the combine
@@ -556,11 +538,9 @@ class DecodeAttention:
         bd = min(d, self.combine_block_d if latent else 64)
         line = 128 // self.vu.element_size()  # U's elements per L2 line
         lines = _p2(triton.cdiv(bd * self.rv, line), 1) if latent and self.pdl and not INTERPRET else 0
-        ra = 1 << (self.rv.bit_length() - 1)  # the two pieces of combine_rv_block 0
-        rb = 0 if ra == self.rv else _p2(self.rv - ra)
         _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
                                           RV=self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
-                                          LATENT=latent, RV_BLK=self.combine_rv_block, RA=ra, RB=rb,
+                                          LATENT=latent, RV_BLK=self.combine_rv_block,
                                           U_LINE=line, U_LINES=lines,
                                           HAS_SINK=sink_c, PDL=self.pdl,
                                           num_warps=self.combine_warps if latent else 4, **self._pdl_kw)
