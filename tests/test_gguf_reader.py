@@ -120,6 +120,24 @@ def test_bad_files_are_one_line_errors(tmp_path):
         assert msg in text and str(p) in text and "\n" not in text, (name, text)
 
 
+def test_missing_gguf_package_is_named(tmp_path, monkeypatch):
+    """Without the `gguf` package (a broken install), loading says which package is
+    missing instead of calling a good file unreadable."""
+    import sys
+
+    from tpa_compress.load import load_model
+
+    cfg = tiny_config("gemma3")
+    path = write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg))
+    for mod in [m for m in sys.modules if m == "gguf" or m.startswith("gguf.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` now fails
+    with pytest.raises(TPAError) as e:
+        load_model(path)
+    text = str(e.value)
+    assert str(path) in text and "'gguf'" in text and "not installed" in text and "\n" not in text, text
+
+
 def test_loader_uses_it(tmp_path):
     """load_gguf goes through GGUFFile: weights equal the source state dict."""
     from tpa_compress.load import load_model

@@ -196,6 +196,9 @@ def test_command_lossy_misses_gate_with_exit_1(pairs, text_file, tmp_path, monke
     code, out, err = run_cli(monkeypatch, capsys, *args, "--max-kl", str(doc["kl_mean"] * 2),
                              "--min-top1", "0")
     assert code == 0, err
+    # the summary's numbers print whole in an 80-column log (no "0.041…")
+    for v in (f"{doc['kl_mean']:.4g}", f"{doc['ppl_converted']:.4f}", f"{doc['top1']:.4f}"):
+        assert v in out, (v, out)
 
 
 def test_command_default_data_and_explicit_reference(pairs, monkeypatch, capsys):

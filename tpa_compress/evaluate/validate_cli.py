@@ -101,13 +101,16 @@ def validate_cmd(
         table.add_row(str(r["layer"]), "global" if r["window"] is None else str(r["window"]), r["k"],
                       r["v"], f"{r['attn_local']:.3e}", f"{r['attn']:.3e}", f"{r['hidden']:.3e}")
     out.print(table)
+    # one row per measure: nine columns were cut to "0.041…" in an 80-column terminal or a log
     summary = Table(title="next-token distributions")
-    for c in ("windows", "tokens", "mean KL", "max KL", "top-1", "ppl reference", "ppl converted",
-              "Δ ppl", "tok/s"):
-        summary.add_column(c, justify="right")
-    summary.add_row(str(res.windows), str(res.tokens), f"{res.kl_mean:.4g}", f"{res.kl_max:.4g}",
-                    f"{res.top1:.4f}", f"{res.ppl_reference:.4f}", f"{res.ppl_converted:.4f}",
-                    f"{res.ppl_increase_pct:+.2f}%", f"{res.tokens / elapsed:.0f}")
+    summary.add_column("measure")
+    summary.add_column("value", justify="right")
+    for name, value in (("windows", str(res.windows)), ("tokens", str(res.tokens)),
+                        ("mean KL", f"{res.kl_mean:.4g}"), ("max KL", f"{res.kl_max:.4g}"),
+                        ("top-1 agreement", f"{res.top1:.4f}"), ("ppl reference", f"{res.ppl_reference:.4f}"),
+                        ("ppl converted", f"{res.ppl_converted:.4f}"), ("Δ ppl", f"{res.ppl_increase_pct:+.2f}%"),
+                        ("tokens/s (both models)", f"{res.tokens / elapsed:.0f}")):
+        summary.add_row(name, value)
     out.print(summary)
 
     missed = failures(res, limits)

@@ -139,6 +139,10 @@ def load_gguf(path: Path) -> Checkpoint:
         reader = GGUFFile(spath)
     except TPAError:
         raise
+    except ModuleNotFoundError as e:  # a broken install, not a broken file
+        pkg = (e.name or "gguf").split(".")[0]
+        raise TPAError(f"{path}: reading GGUF needs the Python package '{pkg}', which is not "
+                       f"installed (pip install {pkg}; `make demo` installs it)") from e
     except Exception as e:
         raise TPAError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
     cfg = _config_from_metadata(reader, spath)
