@@ -1,4 +1,6 @@
-"""`tpa-compress generate` on a tiny HF folder (CPU), and its bad-input errors."""
+"""`tpa-compress generate` on a tiny HF folder (CPU; with TPA_TEST_DEVICE=cuda also the
+CUDA-graph path), and its bad-input errors."""
+import os
 import sys
 
 import pytest
@@ -28,22 +30,32 @@ def folder(tmp_path_factory):
     return path
 
 
-def test_streams_and_summarises(monkeypatch, capsys, folder):
+DEVICES = ["cpu"] + (["cuda"] if os.environ.get("TPA_TEST_DEVICE") == "cuda" else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_streams_and_summarises(monkeypatch, capsys, folder, device):
     code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "the cat sat",
-                         "--device", "cpu", "--max-new-tokens", "6")
+                         "--device", device, "--max-new-tokens", "6")
     assert code in (0, None), err
     assert out.startswith("the cat sat")
-    assert "prefill 12 tok" in err and "decode 1x" in err and "KV " in err and "peak RSS" in err
+    peak = "peak GPU" if device == "cuda" else "peak RSS"
+    assert "prefill 12 tok" in err and "decode 1x" in err and "KV " in err and peak in err
 
 
-def test_prompt_file_runs_as_one_batch(monkeypatch, capsys, folder, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_prompt_file_runs_as_one_batch(monkeypatch, capsys, folder, tmp_path, device):
     f = tmp_path / "p.txt"
     f.write_text("a dog\n\nthe long walk home\n")
-    code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f, "--device", "cpu",
-                         "--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3")
+    args = ["--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]
+    code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f, "--device", device, *args)
     assert code in (0, None), err
     assert "--- [0] ---" in out and "--- [1] ---" in out and "a dog" in out and "the long walk home" in out
     assert "decode 2x" in err
+    # a fixed seed gives the same completions (the CUDA warm-up draws from the same seed each run)
+    code, again, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f, "--device", device, *args)
+    assert code in (0, None), err
+    assert again == out
 
 
 @pytest.mark.parametrize("args,needles", [
