@@ -6,6 +6,7 @@ Every user error is a `TPAError`: printed as one line (`error: ...`), exit code 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,20 @@ from .errors import TPAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Convert transformer LLMs to TPA / low-rank factorized attention, measured.")
-console = Console(stderr=True)
-out = Console()
+
+
+def make_console(stderr: bool = False, **kw) -> Console:
+    """A rich Console. Into a file or a pipe (a log, CI) it is 160 columns wide: rich's
+    default there, 80, cut the tables' numbers to "(0.500…". A terminal keeps its own
+    width, and COLUMNS, where set, wins."""
+    c = Console(stderr=stderr, **kw)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c = Console(stderr=stderr, width=160, **kw)
+    return c
+
+
+console = make_console(stderr=True)
+out = make_console()
 _state = {"debug": False}
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",

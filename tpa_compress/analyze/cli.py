@@ -81,15 +81,14 @@ def analyze_cmd(
 
     Weight and activation spectra, head-mode ranks, Q/K geometry and a window-aware
     KV-cache table, before any conversion."""
-    from rich.console import Console
 
-    from ..cli import open_model, progress_bar, resolve_device
+    from ..cli import make_console, open_model, progress_bar, resolve_device
     from ..data import default_calib_files, read_texts
     from . import analyze
     from .activations import calibration_windows
     from .report import print_summary, write_report
 
-    console, stdout = Console(stderr=True), Console()
+    console, stdout = make_console(stderr=True), make_console()
     t0 = time.time()
     contexts = parse_contexts(context)
     check_args(batch, calib_tokens, seq_len)

@@ -76,13 +76,12 @@ def generate_cmd(
     prints each completion when done. Ends with prefill / decode speed, the KV bytes
     allocated (and analyze's prediction) and peak memory."""
     import torch
-    from rich.console import Console
 
-    from ..cli import open_model, require_tokenizer, resolve_device, torch_dtype
+    from ..cli import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
     from . import Runner, SamplingParams
     from .cache import check_cache_dtype
 
-    console, stdout = Console(stderr=True), Console(highlight=False)
+    console, stdout = make_console(stderr=True), make_console(highlight=False)
     if max_new_tokens < 1:
         raise TPAError(f"--max-new-tokens {max_new_tokens} is not valid; it must be at least 1")
     check_cache_dtype(cache_dtype, also=("auto",))
