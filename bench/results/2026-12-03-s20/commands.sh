@@ -11,6 +11,11 @@ t1)   # the GPU tests of the CUDA decode path and the exact sinks
 t2)   # tests/test_runtime_kernels.py whole
   s=$SECONDS; env $T timeout 570 python -m pytest tests/test_runtime_kernels.py -q -p no:cacheprovider --durations=5 2>&1 | tail -20 > $OUT/tests_t2.txt; echo "tests in $((SECONDS-s)) s"; tail -10 $OUT/tests_t2.txt
   ;;
+t3)   # the generate command's tests on the CUDA-graph path; keep this call's chunk of the GGUF in /tmp/chunks
+  mkdir -p /tmp/chunks && cp devcarry/c* /tmp/chunks/ 2>/dev/null
+  s=$SECONDS; env $T timeout 300 python -m pytest tests/test_generate_cli.py -q -p no:cacheprovider 2>&1 | tail -15 > $OUT/tests_t3.txt; echo "tests in $((SECONDS-s)) s"; tail -3 $OUT/tests_t3.txt
+  ;;
+chunk) mkdir -p /tmp/chunks && cp devcarry/c* /tmp/chunks/ && ls /tmp/chunks ;;
 probe) # what the device's python has; which carried parts are there
   python -c "import importlib.util as u; print({m: bool(u.find_spec(m)) for m in ['typer','rich','gguf','tensorly','scipy','tokenizers','safetensors','yaml','transformers']})"
   ls -la devcarry 2>&1 | head
