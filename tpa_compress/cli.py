@@ -28,7 +28,7 @@ def make_console(stderr: bool = False, **kw) -> Console:
     width, and COLUMNS, where set, wins."""
     c = Console(stderr=stderr, **kw)
     if not c.is_terminal and "COLUMNS" not in os.environ:
-        c = Console(stderr=stderr, width=160, **kw)
+        c.width = 160
     return c
 
 
