@@ -183,12 +183,15 @@ def convert_cmd(
 
     from .convert import convert, cpu_threads, default_out_dir, write_output
     from .recipe import load_recipe
-    from .save.atomic import check_output_dir
+    from .load.default import resolve_model_path
+    from .save.atomic import check_output_dir, clean_leftovers
 
     rec = load_recipe(recipe)
     model = model or rec.model
     out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
-    check_output_dir(out_dir, force)
+    for line in clean_leftovers(out_dir):
+        console.print(f"[dim]{line}[/dim]")
+    check_output_dir(out_dir, force, protect=[resolve_model_path(model)])
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(threads))
     ckpt, net = open_model(model, variant, "float32", dev)

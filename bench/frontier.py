@@ -1,0 +1,186 @@
+"""The quality frontier: KV-cache bytes at 32K context against held-out perplexity on each
+evaluation domain, for the original model with every cache format, plain weight SVD, and
+every recipe, each with every cache format. Writes JSON rows; `--render` turns one or
+more JSON files into the markdown table and the plot docs/quality.md shows.
+
+    python bench/frontier.py --model gemma3-270m --device cuda --out frontier-gemma.json \\
+        [--recipes recipes/balanced.yaml,...] [--caches bf16,int8,fp8,int4,...] [--windows 130]
+    python bench/frontier.py --render frontier-gemma.json frontier-smollm2.json \\
+        --md frontier.md --plot frontier.png
+
+KV fraction: layout.cache_bytes of the converted layouts in the cache format, over the
+bf16 original's, at 32768 tokens (window-aware; scales, zeros, the full-precision recent
+window, exact sink tokens and K norm factors counted). Perplexity: BOS-led 512-token
+windows of each bundled evaluation text (disjoint from calibration), `--windows` per
+domain (130 x 511 = 66,430 scored tokens), scored by the reference forward with the cache
+format's read semantics simulated (tpa_compress.evaluate.simulate) where it quantizes.
+A recipe is converted in-process on the same device (calibration on the bundled
+calibration mix); a recipe with a `heal:` stage heals there too.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tpa_compress.evaluate.perplexity import make_windows, perplexity  # noqa: E402
+from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
+from tpa_compress.load import load_model  # noqa: E402
+from tpa_compress.load.default import resolve_model_path  # noqa: E402
+from tpa_compress.models import build_model  # noqa: E402
+
+CONTEXT = 32768
+FLOAT_CACHES = ("bf16", "fp16", "fp32")
+
+
+def domains() -> dict[str, list[Path]]:
+    from tpa_compress.data import eval_domains
+    return eval_domains()
+
+
+def eval_windows(tok, windows: int) -> dict[str, torch.Tensor]:
+    from tpa_compress.data import read_texts
+    bos = tok.bos_id if tok.add_bos else None
+    return {name: make_windows(tok.encode(read_texts(files), add_bos=False), 512, bos, windows, source=name)
+            for name, files in domains().items()}
+
+
+def priced(layouts, cache: str):
+    """The layouts as stored in `cache` (a plain float format keeps the recipe's own)."""
+    from tpa_compress.layout import with_cache_format
+    return with_cache_format(layouts, cache)
+
+
+def simulated(model, cache: str):
+    if cache in FLOAT_CACHES:
+        return contextlib.nullcontext()
+    from tpa_compress.evaluate.simulate import simulate_cache
+    return simulate_cache(model, cache)
+
+
+def measure(model, layouts, cache, windows, bos, device) -> dict:
+    base = cache_bytes(original_layouts(model.cfg), CONTEXT)
+    row = {"cache": cache, "kv_fraction": cache_bytes(priced(layouts, cache), CONTEXT) / base, "ppl": {}}
+    with simulated(model, cache):
+        for name, w in windows.items():
+            r = perplexity(model, w, bos, device=device)
+            row["ppl"][name] = {"perplexity": r.perplexity, "tokens": r.tokens}
+    return row
+
+
+def run(a) -> None:
+    from tpa_compress.convert import convert
+    from tpa_compress.recipe import load_recipe
+
+    ckpt = load_model(resolve_model_path(a.model))
+    tok = ckpt.tokenizer
+    windows = eval_windows(tok, a.windows)
+    caches = [c for c in a.caches.split(",") if c]
+    doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": []}
+    if a.device.startswith("cuda"):
+        doc["gpu"] = torch.cuda.get_device_name()
+    variants = [("original", None)] + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
+    for name, recipe_path in variants:
+        model = build_model(ckpt, torch.float32, a.device)
+        info = {}
+        if recipe_path is None:
+            layouts = original_layouts(model.cfg)
+        else:
+            rec = load_recipe(recipe_path)
+            t = time.time()
+            res, _ = convert(ckpt, model, rec, eval_model=False, log=lambda m: print(f"  {m}", flush=True))
+            layouts = res.layouts
+            info = {"convert_s": time.time() - t, "recipe": recipe_path, "notes": res.notes,
+                    "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in layouts],
+                    **({"heal": res.heal} if getattr(res, "heal", None) else {})}
+        for cache in caches:
+            t = time.time()
+            row = {"model": a.model, "variant": name, **measure(model, layouts, cache, windows, tok.add_bos, a.device),
+                   **info, "eval_s": 0.0}
+            row["eval_s"] = time.time() - t
+            doc["rows"].append(row)
+            print(json.dumps({k: row[k] for k in ("variant", "cache", "kv_fraction", "ppl")}), flush=True)
+            Path(a.out).write_text(json.dumps(doc, indent=1))
+        del model
+        if a.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def render(paths: list[str], md: str | None, plot: str | None) -> None:
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    lines = []
+    for doc in docs:
+        rows = doc["rows"]
+        base = {d: v["perplexity"] for r in rows if r["variant"] == "original" and r["cache"] in FLOAT_CACHES
+                for d, v in r["ppl"].items()}
+        doms = list(base)
+        lines += [f"### {doc.get('name') or doc['model']}", "",
+                  "| variant | cache | KV at 32K | " + " | ".join(f"{d} ppl (delta)" for d in doms) + " |",
+                  "|---|---|---:|" + "---:|" * len(doms)]
+        for r in sorted(rows, key=lambda r: -r["kv_fraction"]):
+            cells = [f"{r['ppl'][d]['perplexity']:.3f} ({100 * (r['ppl'][d]['perplexity'] / base[d] - 1):+.2f}%)"
+                     for d in doms]
+            lines.append(f"| {r['variant']} | {r['cache']} | {r['kv_fraction']:.3f}x "
+                         f"({1 / r['kv_fraction']:.1f}x smaller) | " + " | ".join(cells) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    if md:
+        Path(md).write_text(text)
+    print(text)
+    if plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        doms = sorted({d for doc in docs for r in doc["rows"] for d in r["ppl"]})
+        fig, axes = plt.subplots(len(docs), len(doms), figsize=(6 * len(doms), 4.5 * len(docs)), squeeze=False)
+        for i, doc in enumerate(docs):
+            rows = doc["rows"]
+            base = {d: v["perplexity"] for r in rows if r["variant"] == "original" and r["cache"] in FLOAT_CACHES
+                    for d, v in r["ppl"].items()}
+            for j, d in enumerate(doms):
+                ax = axes[i][j]
+                for variant in dict.fromkeys(r["variant"] for r in rows):
+                    pts = sorted((r["kv_fraction"], 100 * (r["ppl"][d]["perplexity"] / base[d] - 1), r["cache"])
+                                 for r in rows if r["variant"] == variant and d in r["ppl"])
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=variant)
+                    for x, y, c in pts:
+                        ax.annotate(c, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("symlog", linthresh=1)
+                ax.set_xlabel("KV cache at 32K (fraction of bf16 original)")
+                ax.set_ylabel(f"perplexity delta on {d} (%)")
+                ax.set_title(f"{doc.get('name') or doc['model']}: {d}")
+                ax.grid(True, which="both", alpha=0.3)
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--recipes", default="recipes/fat.yaml,recipes/balanced.yaml,recipes/aggressive.yaml")
+    ap.add_argument("--caches", default="bf16,int8,fp8,int4")
+    ap.add_argument("--windows", type=int, default=130, help="512-token windows per domain")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default="frontier.json")
+    ap.add_argument("--render", nargs="*", help="JSON files to render instead of measuring")
+    ap.add_argument("--md", default=None)
+    ap.add_argument("--plot", default=None)
+    a = ap.parse_args()
+    if a.render:
+        render(a.render, a.md, a.plot)
+    else:
+        run(a)
+
+
+if __name__ == "__main__":
+    main()
