@@ -34,3 +34,15 @@ def test_recipe_file_errors(tmp_path):
     bad.write_bytes(b"seed: 0\ndescription: \xd0\xff\n")
     with pytest.raises(TPAError, match=r"bad.yaml: not UTF-8 text \(byte 21\)"):
         load_recipe(bad)
+
+
+@pytest.mark.parametrize("select, message", [
+    ('{layers: "50-60"}', r"layers\[0\]\.select\.layers names layer 50\.\.60; this model has 18 layers"),
+    ('{layers: "0-99"}', r"names layer 18\.\.99; this model has 18 layers \(valid: 0\.\.17\)"),
+    ('{pattern: "9?"}', r"layers\[0\]\.select\.pattern '9\?' matches no layer"),
+])
+def test_selector_that_misses_the_model_is_an_error(tmp_path, select, message):
+    f = tmp_path / "r.yaml"
+    f.write_text(f"layers:\n  - select: {select}\n    v: {{method: activation_svd, rank: 64}}\n")
+    with pytest.raises(TPAError, match=message):
+        validate_for_model(load_recipe(f), variant_config("270m"))

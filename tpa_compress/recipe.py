@@ -289,6 +289,16 @@ def validate_for_model(recipe: Recipe, cfg: ModelConfig) -> None:
                                               or (lim.cap(t) is not None and rule.rank.value > lim.cap(t))):
                 raise TPAError(f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} is outside "
                                f"rank_limits; valid: {lim.describe(t)}")
+    n = cfg.num_layers
+    for r, rule in enumerate(recipe.layers):
+        where = f"{recipe.source}: layers[{r}].select"
+        if rule.select.kind == "layers" and max(rule.select.value) >= n:
+            extra = sorted(i for i in rule.select.value if i >= n)
+            raise TPAError(f"{where}.layers names layer {extra[0]}{'..' + str(extra[-1]) if len(extra) > 1 else ''}; "
+                           f"this model has {n} layers (valid: 0..{n - 1})")
+        if rule.select.kind == "pattern" and not any(rule.select.matches(cfg, i) for i in range(n)):
+            raise TPAError(f"{where}.pattern {rule.select.value!r} matches no layer of this model "
+                           f"(layers 0..{n - 1})")
     if any(cfg.layer_types[i] == "sliding" for i in range(cfg.num_layers)) is False:
         for r in recipe.layers:
             if r.select.kind == "type" and r.select.value == "sliding":
