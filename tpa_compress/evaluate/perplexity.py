@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..errors import TPAError
+from ..errors import TPAError, non_finite_error
 
 
 @dataclass
@@ -73,6 +73,8 @@ def perplexity(model, windows: torch.Tensor, bos: bool, progress=None, device="c
         nll = window_nll(model, windows[i].to(device))
         total += float(nll.double().sum())
         count += nll.numel()
+        if not math.isfinite(total):
+            raise non_finite_error(next(model.parameters()).dtype)
         if progress is not None:
             progress(i + 1, windows.shape[0], math.exp(total / count))
     return PerplexityResult(math.exp(total / count), total / count, count, windows.shape[0],

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from ..errors import TPAError
+from ..errors import TPAError, non_finite_error
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
@@ -455,7 +455,9 @@ class Runner:
             torch.cuda.reset_peak_memory_stats()
         sync()
         t0 = time.perf_counter()
-        self.prefill(prompts, params)
+        logits = self.prefill(prompts, params)
+        if not bool(torch.isfinite(logits).all()):
+            raise non_finite_error(self.dtype)
         if on_tokens:
             on_tokens(self.tok.tolist())
         sync()
@@ -470,6 +472,8 @@ class Runner:
                 on_tokens(self.tok.tolist())
         sync()
         t2 = time.perf_counter()
+        if steps and not bool(torch.isfinite(self.last_logits).all()):
+            raise non_finite_error(self.dtype)
         start = longest
         gen = self.ids[:, start:start + 1 + steps].tolist()
         if stop_at_eos and self.eos >= 0:
