@@ -136,3 +136,11 @@ def test_debug_shows_traceback(monkeypatch, capsys, tmp_path, text_file):
                                       "--data", str(text_file)])
     with pytest.raises(TPAError):
         cli.main()
+
+
+def test_variant_on_a_gguf_is_an_error(monkeypatch, capsys, tmp_path, text_file):
+    from tiny import random_state, tiny_config, write_gguf
+    cfg = tiny_config("gemma3")
+    g = write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg))
+    code, err = run_cli(monkeypatch, capsys, "eval", str(g), "--variant", "1b", "--data", str(text_file))
+    assert_one_line_error(code, err, "--variant 1b", "applies only to a gemma_pytorch .ckpt", "m.gguf")

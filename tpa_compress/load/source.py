@@ -79,6 +79,9 @@ def load_model(path: str | Path | None = None, variant: str | None = None) -> Ch
     p = Path(path)
     if not p.exists():
         raise TPAError(f"{p}: no such file or directory")
+    if variant is not None and (p.is_dir() or p.suffix.lower() not in (".ckpt", ".pt", ".pth")):
+        raise TPAError(f"--variant {variant}: applies only to a gemma_pytorch .ckpt; {p} carries its own "
+                       "config; drop --variant")
     if p.is_dir():
         from .hf import load_hf_folder
         return load_hf_folder(p)
