@@ -144,3 +144,25 @@ def test_variant_on_a_gguf_is_an_error(monkeypatch, capsys, tmp_path, text_file)
     g = write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg))
     code, err = run_cli(monkeypatch, capsys, "eval", str(g), "--variant", "1b", "--data", str(text_file))
     assert_one_line_error(code, err, "--variant 1b", "applies only to a gemma_pytorch .ckpt", "m.gguf")
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (lambda c: c["tpa"]["layers"][1]["k"].update(kind="banana"),
+     ["config.json", "tpa.layers[1]", "unknown component kind 'banana'"]),
+    (lambda c: c["tpa"]["layers"][0]["v"].update(kind="latent", rank=1000),
+     ["config.json", "tpa.layers[0]", "latent rank 1000 out of range"]),
+    (lambda c: c["tpa"]["layers"].pop(),
+     ["config.json", "tpa.layers has 5 entries for 6 layers"]),
+    (lambda c: c.update(layer_types=["full_attention"] * 3),
+     ["config.json", "3 layer types for 6 layers"]),
+])
+def test_broken_converted_config_names_the_file_and_entry(monkeypatch, capsys, tmp_path, text_file, edit, needles):
+    from tpa_compress.layout import layouts_to_config, original_layouts
+    cfg = tiny_config("gemma3")
+    save_hf_folder(tmp_path, cfg, random_state(cfg), extra_config={"tpa": layouts_to_config(original_layouts(cfg))})
+    c = json.loads((tmp_path / "config.json").read_text())
+    assert cfg.num_layers == 6
+    edit(c)
+    (tmp_path / "config.json").write_text(json.dumps(c))
+    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path, "--data", text_file)
+    assert_one_line_error(code, err, *needles)

@@ -148,6 +148,23 @@ def layouts_from_config(tpa: dict) -> list[LayerLayout]:
     return [LayerLayout.from_dict(d) for d in tpa["layers"]]
 
 
+def check_tpa_section(tpa, cfg: ModelConfig, where: str) -> None:
+    """A converted folder's `tpa` section, checked against its model before anything is
+    built: one layout per layer, each valid; errors name the file and the entry."""
+    layers = tpa.get("layers") if isinstance(tpa, dict) else None
+    if not isinstance(layers, list):
+        raise TPAError(f"{where}: tpa.layers is missing or not a list")
+    if len(layers) != cfg.num_layers:
+        raise TPAError(f"{where}: tpa.layers has {len(layers)} entries for {cfg.num_layers} layers")
+    for i, d in enumerate(layers):
+        try:
+            LayerLayout.from_dict(d)
+        except TPAError as e:
+            raise TPAError(f"{where}: tpa.layers[{i}]: {e}") from None
+        except (KeyError, TypeError) as e:
+            raise TPAError(f"{where}: tpa.layers[{i}] is malformed ({type(e).__name__}: {e})") from None
+
+
 def shrink_check(c: Component) -> str | None:
     """Why a component cannot shrink the cache, or None when it can."""
     full = c.heads * c.dim

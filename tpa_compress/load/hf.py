@@ -137,7 +137,11 @@ def load_hf_folder(folder: Path) -> Checkpoint:
         raw = json.loads(cfg_path.read_text())
     except ValueError as e:
         raise TPAError(f"{cfg_path}: invalid JSON ({e})") from e
-    cfg = config_from_hf(raw, str(cfg_path))
+    try:
+        cfg = config_from_hf(raw, str(cfg_path))
+    except TPAError as e:
+        msg = str(e)
+        raise TPAError(msg if msg.startswith(str(cfg_path)) else f"{cfg_path}: {msg}") from None
     files = _safetensor_files(folder)
     # canonical name -> (file, name in file); multimodal prefixes are mapped to "model."
     where: dict[str, tuple[Path, str]] = {}
@@ -168,7 +172,9 @@ def load_hf_folder(folder: Path) -> Checkpoint:
     tpa = raw.get("tpa")
     skip = set()
     if tpa:
+        from ..layout import check_tpa_section
         from ..methods.layers import replaced_weight_names
+        check_tpa_section(tpa, cfg, str(cfg_path))
         skip = replaced_weight_names(tpa)
     check_shapes(cfg, shapes, str(folder), skip=skip)
 
