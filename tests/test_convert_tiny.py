@@ -277,3 +277,17 @@ def test_rank_limits_max_per_target():
     assert all(lay.k.rank == 8 for lay in res.layouts)
     assert any(lay.v.kind == "latent" and lay.v.rank > 8 for lay in res.layouts)
     assert all(lay.v.rank % 8 == 0 for lay in res.layouts if lay.v.kind == "latent")
+
+
+def test_converting_a_converted_folder_is_refused_before_calibration(tmp_path):
+    ck = tiny_ckpt("gemma3")
+    model = build_model(ck)
+    rec = recipe([{"select": {"type": "global"}, "v": {"method": "activation_svd", "rank": 8}}])
+    res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
+    write_output(tmp_path / "out", ck, rec, res, tensors, force=False)
+    back = load_model(tmp_path / "out")
+    again = build_model(back)
+    again.layers[0].self_attn.register_forward_hook(lambda *a: pytest.fail("calibration ran"))
+    glob = [i for i, t in enumerate(ck.config.layer_types) if t == "global"]
+    with pytest.raises(TPAError, match=f"already converted \\(layers {', '.join(map(str, glob))} factorized\\)"):
+        convert(back, again, rec, eval_model=False, log=lambda m: None)

@@ -100,6 +100,20 @@ def _windows(tok, files, tokens: int, seq_len: int, skip_tokens: int = 0, source
     return make_windows(ids, seq_len, bos, n, source=source)
 
 
+def refuse_converted(ckpt) -> None:
+    """A converted folder as input: its factorized layers have no original K/V weight to
+    fit, so conversion starts from the original model."""
+    from .layout import layouts_from_config
+    tpa = (ckpt.extra or {}).get("tpa")
+    if not tpa:
+        return
+    done = [i for i, lay in enumerate(layouts_from_config(tpa)) if lay.k.kind != "full" or lay.v.kind != "full"]
+    if done:
+        src = (ckpt.extra.get("tpa_source") or {}).get("model")
+        raise TPAError(f"{ckpt.path}: already converted (layers {', '.join(map(str, done))} factorized); "
+                       f"convert the original model{f' ({src})' if src else ''} instead")
+
+
 def layer_inputs(model, i: int, stats) -> LayerInputs:
     """One layer's weights as float64 on the CPU (methods run there, whatever the model's device)."""
     a = model.layers[i].self_attn
@@ -128,6 +142,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     """Convert `model` in place; returns (result, new tensors by canonical name)."""
     t0 = time.time()
     cfg = model.cfg
+    refuse_converted(ckpt)
     validate_for_model(recipe, cfg)
     torch.manual_seed(recipe.seed)
     tok = ckpt.tokenizer
