@@ -18,7 +18,10 @@ from rich.table import Table
 
 from .errors import TPAError
 
+# Plain click help (rich_markup_mode=None): typer's rich help prints on/off flags as
+# "--force <bool>", as if they took a value.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Convert transformer LLMs to TPA / low-rank factorized attention, measured.")
 
 
@@ -40,8 +43,17 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
           "float16": "float16", "fp16": "float16"}
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+        out.print(f"tpa-compress {version('tpa-compress')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                  help="Print the version and exit.")):
     _state["debug"] = debug
 
 
@@ -96,8 +108,9 @@ def eval_cmd(
     bos: str = typer.Option("auto", "--bos", help="Start each window with BOS: auto (as the "
                             "tokenizer does), yes, no."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
-    dtype: str = typer.Option("float32", "--dtype"),
-    device: str = typer.Option("cpu", "--device"),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, bfloat16, float16 "
+                              "(float16 overflows Gemma)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda, cuda:N."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
     cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="Score through the KV cache "
                                               "stored in this dtype (fp32, bf16, fp16, fp8, int8): the "
@@ -174,7 +187,8 @@ def convert_cmd(
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     do_eval: bool = typer.Option(False, "--eval", help="Measure perplexity before and after."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("auto", "--device", help="Where calibration and evaluation run: auto "
+                               "(cuda when available), cpu, cuda, cuda:N."),
     threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (every "
                                 "core; results do not depend on it)."),
 ):
@@ -248,7 +262,8 @@ def main() -> None:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print("interrupted")
+        console.print(f"interrupted: {' '.join(sys.argv[1:2]) or 'tpa-compress'} stopped; "
+                      "nothing was written (outputs are written whole or not at all)", highlight=False)
         sys.exit(130)
 
 

@@ -75,7 +75,7 @@ def analyze_cmd(
     calib_tokens: int = typer.Option(32768, "--calib-tokens", help="Calibration tokens for activations."),
     seq_len: int = typer.Option(512, "--seq-len", help="Calibration window length in tokens."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda, cuda:N."),
 ):
     """What can be compressed, at what cost, and what cannot (spectra, Q/K geometry, KV-cache costs).
 
