@@ -111,3 +111,9 @@ def test_ckpt_loads_with_weights_only(tmp_path):
     with pytest.raises(TPAError, match="evil.ckpt"):
         load_ckpt(tmp_path / "evil.ckpt")
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name, shown", [("gemma3-270m", "Gemma 3 270M"), ("smollm2-135m", "SmolLM2-135M-Instruct")])
+def test_embedded_models_have_readable_names(name, shown):
+    assert load_model(name).config.name == shown

@@ -13,6 +13,8 @@ from pathlib import Path
 from ..errors import TPAError
 
 EMBEDDED = ("gemma3-270m", "smollm2-135m")
+# Shown in tables and reports (SmolLM2's GGUF names itself "Smollm2 135M 8k Lc100K Mix1 Ep2").
+DISPLAY_NAMES = {"gemma3-270m": "Gemma 3 270M", "smollm2-135m": "SmolLM2-135M-Instruct"}
 
 
 def gemma3_270m_path() -> Path:

@@ -74,8 +74,15 @@ def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str
 
 def load_model(path: str | Path | None = None, variant: str | None = None) -> Checkpoint:
     """Open a model from a path in any supported format (None: the embedded default)."""
-    from .default import resolve_model_path
-    path = resolve_model_path(None if path is None else str(path))
+    from .default import DISPLAY_NAMES, resolve_model_path
+    display = DISPLAY_NAMES.get("gemma3-270m" if path in (None, "default") else str(path))
+    ckpt = _load(resolve_model_path(None if path is None else str(path)), variant)
+    if display:
+        ckpt.config.name = display
+    return ckpt
+
+
+def _load(path: str, variant: str | None) -> Checkpoint:
     p = Path(path)
     if not p.exists():
         raise TPAError(f"{p}: no such file or directory")
