@@ -20,9 +20,8 @@ calibration mix); a recipe with a `heal:` stage heals there too.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tpa_compress.evaluate.perplexity import make_windows, perplexity  # noqa: E402
+from tpa_compress.evaluate.perplexity import make_windows  # noqa: E402
 from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
 from tpa_compress.load.default import resolve_model_path  # noqa: E402
@@ -53,26 +52,39 @@ def eval_windows(tok, windows: int) -> dict[str, torch.Tensor]:
             for name, files in domains().items()}
 
 
-def priced(layouts, cache: str):
-    """The layouts as stored in `cache` (a plain float format keeps the recipe's own)."""
-    from tpa_compress.layout import with_cache_format
-    return with_cache_format(layouts, cache)
-
-
 def simulated(model, cache: str):
-    if cache in FLOAT_CACHES:
-        return contextlib.nullcontext()
-    from tpa_compress.evaluate.simulate import simulate_cache
-    return simulate_cache(model, cache)
+    """The cache format's decode-time reads installed in the reference forward; yields the
+    model's layouts in that format (what cache_bytes prices)."""
+    from tpa_compress.evaluate.simulate import simulated_cache
+    return simulated_cache(model, cache)
 
 
-def measure(model, layouts, cache, windows, bos, device) -> dict:
+@torch.no_grad()
+def batch_nll(model, windows: torch.Tensor, device, batch: int = 16, rows: int = 2048) -> tuple[float, int]:
+    """Summed NLL over `windows` (N, T): the reference forward on `batch` windows at a time,
+    logits `rows` at a time (a 262k vocabulary)."""
+    total, count = 0.0, 0
+    for s in range(0, windows.shape[0], batch):
+        w = windows[s:s + batch].to(device)
+        hidden = model(w)[:, :-1].reshape(-1, model.cfg.hidden_size)
+        tgt = w[:, 1:].reshape(-1)
+        for r in range(0, hidden.shape[0], rows):
+            logits = model.logits(hidden[r:r + rows]).float()
+            total += float(torch.nn.functional.cross_entropy(logits, tgt[r:r + rows], reduction="sum"))
+        count += tgt.numel()
+    if not math.isfinite(total):
+        raise RuntimeError("non-finite NLL")
+    return total, count
+
+
+def measure(model, cache, windows, device) -> dict:
     base = cache_bytes(original_layouts(model.cfg), CONTEXT)
-    row = {"cache": cache, "kv_fraction": cache_bytes(priced(layouts, cache), CONTEXT) / base, "ppl": {}}
-    with simulated(model, cache):
+    row = {"cache": cache, "ppl": {}}
+    with simulated(model, cache) as layouts:
+        row["kv_fraction"] = cache_bytes(layouts, CONTEXT) / base
         for name, w in windows.items():
-            r = perplexity(model, w, bos, device=device)
-            row["ppl"][name] = {"perplexity": r.perplexity, "tokens": r.tokens}
+            total, n = batch_nll(model, w, device)
+            row["ppl"][name] = {"perplexity": math.exp(total / n), "tokens": n}
     return row
 
 
@@ -91,20 +103,16 @@ def run(a) -> None:
     for name, recipe_path in variants:
         model = build_model(ckpt, torch.float32, a.device)
         info = {}
-        if recipe_path is None:
-            layouts = original_layouts(model.cfg)
-        else:
+        if recipe_path is not None:
             rec = load_recipe(recipe_path)
             t = time.time()
             res, _ = convert(ckpt, model, rec, eval_model=False, log=lambda m: print(f"  {m}", flush=True))
-            layouts = res.layouts
             info = {"convert_s": time.time() - t, "recipe": recipe_path, "notes": res.notes,
-                    "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in layouts],
+                    "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in res.layouts],
                     **({"heal": res.heal} if getattr(res, "heal", None) else {})}
         for cache in caches:
             t = time.time()
-            row = {"model": a.model, "variant": name, **measure(model, layouts, cache, windows, tok.add_bos, a.device),
-                   **info, "eval_s": 0.0}
+            row = {"model": a.model, "variant": name, **measure(model, cache, windows, a.device), **info}
             row["eval_s"] = time.time() - t
             doc["rows"].append(row)
             print(json.dumps({k: row[k] for k in ("variant", "cache", "kv_fraction", "ppl")}), flush=True)

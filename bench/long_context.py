@@ -99,13 +99,9 @@ def passkey_hit(model, prompt: list[int], answer: list[int], device) -> bool:
 
 
 def simulated(model, cache: str):
-    """The cache format's read semantics installed in the reference forward (or nothing for
-    a plain floating cache)."""
-    if cache in ("bf16", "fp32", "fp16", "none"):
-        import contextlib
-        return contextlib.nullcontext()
-    from tpa_compress.evaluate.simulate import simulate_cache
-    return simulate_cache(model, cache)
+    """The cache format's decode-time reads installed in the reference forward."""
+    from tpa_compress.evaluate.simulate import simulated_cache
+    return simulated_cache(model, cache)
 
 
 def main():
