@@ -92,12 +92,14 @@ def _files(spec: list[str], default) -> list:
 
 
 def _windows(tok, files, tokens: int, seq_len: int, skip_tokens: int = 0, source=""):
-    """Calibration windows (BOS-led when the tokenizer adds BOS)."""
-    from .evaluate.perplexity import make_windows
-    ids = tok.encode(read_texts(files), add_bos=False)[skip_tokens:]
+    """Calibration windows (BOS-led when the tokenizer adds BOS), alternating between the
+    files (the default mix: both domains), so the token budget draws evenly from each;
+    `skip_tokens` are skipped at the start of each file."""
+    from .evaluate.perplexity import interleaved_windows
+    streams = [tok.encode(read_texts([f]), add_bos=False)[skip_tokens:] for f in files]
     bos = tok.bos_id if tok.add_bos else None
     n = max(1, tokens // seq_len)
-    return make_windows(ids, seq_len, bos, n, source=source)
+    return interleaved_windows(streams, seq_len, bos, n, source=source)
 
 
 def layer_inputs(model, i: int, stats) -> LayerInputs:
