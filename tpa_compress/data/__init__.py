@@ -41,7 +41,7 @@ DOMAINS: dict[str, Domain] = {
 }
 
 __all__ = ["DATA_DIR", "DOMAINS", "calib_domains", "default_calib_files", "default_eval_files",
-           "eval_domains", "read_texts"]
+           "eval_domains", "eval_sets", "read_texts"]
 
 
 def eval_domains() -> dict[str, list[Path]]:
@@ -52,6 +52,15 @@ def eval_domains() -> dict[str, list[Path]]:
 def calib_domains() -> dict[str, list[Path]]:
     """The bundled calibration slices by domain (disjoint from every evaluation slice)."""
     return {name: list(d.calib) for name, d in DOMAINS.items()}
+
+
+def eval_sets(files: list[str | Path] | None) -> dict[str, list[Path]]:
+    """What a quality report scores, by name: every bundled domain (`eval_domains()`) when
+    `files` is empty or None, else the given files as one text, named by their file names."""
+    if not files:
+        return eval_domains()
+    paths = [Path(f) for f in files]
+    return {", ".join(p.name for p in paths): paths}
 
 
 def default_eval_files() -> list[Path]:
