@@ -193,8 +193,8 @@ def main() -> None:
               f"{2 * model_bytes / 1e9:.2f} GB: {'ok' if gpu <= 2 * model_bytes else 'OVER'})")
     print(f"  model {model_bytes / 1e9:.2f} GB fp32; output folder {out_bytes / 1e9:.2f} GB; "
           f"KV at 32K {res.totals['32768']['ratio']:.3f}x"
-          + (f"; perplexity {res.perplexity['before']['perplexity']:.3f} -> "
-             f"{res.perplexity['after']['perplexity']:.3f}" if res.perplexity else ""))
+          + "".join(f"; perplexity {name} {p['before']['perplexity']:.3f} -> {p['after']['perplexity']:.3f}"
+                    for name, p in res.perplexity.items()))
     if args.json:
         doc = {"config": config, "device": args.device, "recipe": str(args.recipe), "eval": args.eval,
                "wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": rss, "peak_gpu_bytes": gpu,

@@ -9,8 +9,10 @@ import pytest
 
 from tpa_compress.data import (
     DATA_DIR,
+    calib_domains,
     default_calib_files,
     default_eval_files,
+    eval_domains,
     read_texts,
 )
 from tpa_compress.data import prepare as P
@@ -29,11 +31,14 @@ def _long_lines(text: str, n: int = 80) -> set[str]:
 
 
 def test_default_files_are_the_committed_slices():
-    (calib,) = default_calib_files()
-    (ev,) = default_eval_files()
-    assert calib == DATA_DIR / "calib_small.txt"
-    assert ev == DATA_DIR / "eval_small.txt"
-    for p in (calib, ev):
+    assert list(eval_domains()) == list(calib_domains()) == ["python-docs", "prose"]
+    assert eval_domains() == {"python-docs": [DATA_DIR / "eval_small.txt"],
+                              "prose": [DATA_DIR / "prose_eval_small.txt"]}
+    assert calib_domains() == {"python-docs": [DATA_DIR / "calib_small.txt"],
+                               "prose": [DATA_DIR / "prose_calib_small.txt"]}
+    assert default_calib_files() == [DATA_DIR / "calib_small.txt", DATA_DIR / "prose_calib_small.txt"]
+    assert default_eval_files() == [DATA_DIR / "eval_small.txt"]
+    for p in default_calib_files() + [f for fs in eval_domains().values() for f in fs]:
         assert p.is_file(), p
         size = p.stat().st_size
         assert 200_000 <= size <= 450_000, (p, size)
@@ -43,19 +48,32 @@ def test_default_files_are_the_committed_slices():
 
 
 def test_slices_are_disjoint():
+    """Across both domains: no document, no first line, no 60+ char line (with a letter
+    or digit: the de-duplication's rule) in a calibration slice and an evaluation slice."""
     calib = read_texts(default_calib_files())
-    ev = read_texts(default_eval_files())
+    ev = read_texts([f for fs in eval_domains().values() for f in fs])
     calib_docs, eval_docs = set(_docs(calib)), set(_docs(ev))
     assert not calib_docs & eval_docs
-    # No document title (first line) on both sides either.
     assert not {d.split("\n", 1)[0] for d in calib_docs} & {d.split("\n", 1)[0] for d in eval_docs}
-    # Stronger: no line of >= 80 characters occurs in both.
-    shared = _long_lines(calib) & _long_lines(ev)
+    key = lambda t: {s for s in _long_lines(t, P.DEDUP_MIN_CHARS) if any(c.isalnum() for c in s)}  # noqa: E731
+    shared = key(calib) & key(ev)
     assert not shared, sorted(shared)[:3]
 
 
+def test_prose_slices_are_clean_prose():
+    text = read_texts(calib_domains()["prose"] + eval_domains()["prose"])
+    import re
+    assert not re.search(r"</?(div|span|a|p|code|em|strong|li|ul|pre|h\d)[ >]", text)
+    for leftover in ("&amp;", "&nbsp;", "&lt;", "Download the ebook", "Table of Contents"):
+        assert leftover not in text, leftover
+    lines = {ln.strip() for ln in text.splitlines()}
+    assert not lines & {"Prev", "Next", "Up", "Home"}  # navigation
+    assert "\n\n\n\n" not in text
+    assert "The Debian" in text and "package" in text
+
+
 def test_slices_have_no_markup_leftovers():
-    text = read_texts(default_calib_files() + default_eval_files())
+    text = read_texts(calib_domains()["python-docs"] + eval_domains()["python-docs"])
     assert ".. index::" not in text
     assert ".. toctree::" not in text
     assert ":func:`" not in text and ":class:`" not in text
@@ -68,7 +86,8 @@ def test_readme_states_source_and_hashes():
     readme = (DATA_DIR / "README.md").read_text(encoding="utf-8")
     assert "python3.11-doc" in readme and "usr/share/doc/python3.11/html/_sources" in readme
     assert "PSF" in readme and "scripts/fetch_python_docs.sh" in readme
-    for p in default_calib_files() + default_eval_files():
+    assert "debian-handbook" in readme and "CC-BY-SA-3.0" in readme and "scripts/fetch_prose.sh" in readme
+    for p in default_calib_files() + [f for fs in eval_domains().values() for f in fs]:
         assert hashlib.sha256(p.read_bytes()).hexdigest() in readme, f"README hash for {p.name} is stale"
 
 

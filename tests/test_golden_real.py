@@ -29,7 +29,21 @@ def test_recipe_does_not_regress(base, name):
 
 
 def test_regression_check_can_fail():
-    g = {"perplexity_after": 10.0, "kv_ratio_32k": 0.5, "heldout_rel_error": {"5.k": 0.1}}
-    worse = {"perplexity_after": 10.2, "kv_ratio_32k": 0.5, "heldout_rel_error": {"5.k": 0.2}}
+    g = {"perplexity_after": {"python-docs": 10.0, "prose": 20.0}, "kv_ratio_32k": 0.5,
+         "heldout_rel_error": {"5.k": 0.1}}
+    worse = {"perplexity_after": {"python-docs": 10.2, "prose": 20.0}, "kv_ratio_32k": 0.5,
+             "heldout_rel_error": {"5.k": 0.2}}
     assert len(G.regressions(g, worse)) == 2
     assert G.regressions(g, g) == []
+    # a domain that got worse fails even when the other got better
+    traded = {**g, "perplexity_after": {"python-docs": 9.0, "prose": 20.5}}
+    assert G.regressions(g, traded) == ["perplexity on prose 20.5 > golden 20.0"]
+    missing = {**g, "perplexity_after": {"python-docs": 10.0}}
+    assert len(G.regressions(g, missing)) == 1
+
+
+def test_golden_covers_both_domains():
+    from tpa_compress.data import eval_domains
+    doc = yaml.safe_load(G.GOLDEN.read_text())
+    for name, rec in doc["recipes"].items():
+        assert list(rec["perplexity_after"]) == list(eval_domains()), name

@@ -101,10 +101,11 @@ def progress_bar(description: str):
 def eval_cmd(
     model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder, .ckpt) or an "
                                           "embedded name: gemma3-270m (default), smollm2-135m."),
-    data: Optional[List[Path]] = typer.Option(None, "--data", help="Text file(s); default: the "
-                                              "bundled evaluation split."),
+    data: Optional[List[Path]] = typer.Option(None, "--data", help="Text file(s), scored as one "
+                                              "text; default: each bundled evaluation domain."),
     seq_len: int = typer.Option(2048, "--seq-len", help="Window length in tokens."),
-    max_windows: Optional[int] = typer.Option(None, "--max-windows", help="Score at most N windows."),
+    max_windows: Optional[int] = typer.Option(None, "--max-windows", help="Score at most N windows "
+                                              "(per domain)."),
     bos: str = typer.Option("auto", "--bos", help="Start each window with BOS: auto (as the "
                             "tokenizer does), yes, no."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
@@ -117,8 +118,9 @@ def eval_cmd(
                                               "windows are decoded token by token with teacher forcing, so "
                                               "every prediction reads the cache. Default: the no-cache forward."),
 ):
-    """Perplexity over non-overlapping windows of real text."""
-    from .data import default_eval_files, read_texts
+    """Perplexity over non-overlapping windows of real text: by default one row per bundled
+    domain (python-docs, prose), each cut and capped on its own; --data: those files alone."""
+    from .data import eval_sets, read_texts
     from .evaluate.perplexity import check_window_args, make_windows, perplexity
     from .runtime.cache import check_cache_dtype
 
@@ -127,38 +129,45 @@ def eval_cmd(
         raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
     if cache_dtype is not None:
         check_cache_dtype(cache_dtype)
-    files = list(data) if data else default_eval_files()
-    text = read_texts(files)
+    sets = eval_sets(data)
+    texts = {name: read_texts(files) for name, files in sets.items()}
     dev = resolve_device(device)
     torch_dtype(dtype)
     ckpt, net = open_model(model, variant, dtype, dev)
     tok = require_tokenizer(ckpt)
     use_bos = tok.add_bos if bos == "auto" else bos == "yes"
-    windows = make_windows(tok.encode(text, add_bos=False), seq_len, tok.bos_id if use_bos else None,
-                           max_windows, source=", ".join(map(str, files)))
-    t = time.time()
+    windows = {name: make_windows(tok.encode(text, add_bos=False), seq_len, tok.bos_id if use_bos else None,
+                                  max_windows, source=", ".join(map(str, sets[name])))
+               for name, text in texts.items()}
+    results, speed = {}, {}
     with progress_bar("perplexity") as bar:
-        if cache_dtype is None:
-            task = bar.add_task("perplexity", total=windows.shape[0], info="")
-            res = perplexity(net, windows, use_bos, device=dev,
-                             progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
-        else:  # all windows as one batch, one decode step per position
-            from .evaluate.cached import cached_perplexity
-            task = bar.add_task(f"through a {cache_dtype} cache", total=windows.shape[1] - 1, info="")
-            res = cached_perplexity(net, windows, use_bos, cache_dtype,
-                                    progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
-    elapsed = time.time() - t
-    table = Table(title="perplexity" + (f" through a {cache_dtype} KV cache" if cache_dtype else ""))
-    for c in ("model", "windows", "tokens", "seq_len", "BOS", "NLL", "perplexity", "tok/s"):
+        for name, w in windows.items():
+            t = time.time()
+            if cache_dtype is None:
+                task = bar.add_task(f"perplexity {name}", total=w.shape[0], info="")
+                results[name] = perplexity(net, w, use_bos, device=dev, progress=lambda i, n, p, task=task: bar.update(
+                    task, completed=i, info=f"ppl {p:.3f}"))
+            else:  # all windows as one batch, one decode step per position
+                from .evaluate.cached import cached_perplexity
+                task = bar.add_task(f"{name} through a {cache_dtype} cache", total=w.shape[1] - 1, info="")
+                results[name] = cached_perplexity(net, w, use_bos, cache_dtype, progress=lambda i, n, p, task=task: (
+                    bar.update(task, completed=i, info=f"ppl {p:.3f}")))
+            speed[name] = results[name].tokens / (time.time() - t)
+    table = Table(title=f"perplexity of {ckpt.config.name or ckpt.path}"
+                  + (f" through a {cache_dtype} KV cache" if cache_dtype else ""))
+    for c in ("data", "windows", "tokens", "seq_len", "BOS", "NLL", "perplexity", "tok/s"):
         table.add_column(c)
-    table.add_row(ckpt.config.name or ckpt.path, str(res.windows), str(res.tokens), str(seq_len),
-                  "yes" if use_bos else "no", f"{res.nll:.4f}", f"{res.perplexity:.4f}",
-                  f"{res.tokens / elapsed:.0f}")
+    for name, res in results.items():
+        table.add_row(name, str(res.windows), str(res.tokens), str(seq_len), "yes" if use_bos else "no",
+                      f"{res.nll:.4f}", f"{res.perplexity:.4f}", f"{speed[name]:.0f}")
     out.print(table)
     if json_out:
         from .save import write_text_atomic
-        doc = {"model": ckpt.path, "data": [str(f) for f in files], "dtype": dtype,
-               "cache_dtype": cache_dtype, **res.to_dict()}
+        doc = {"model": ckpt.path, "dtype": dtype, "cache_dtype": cache_dtype,
+               "domains": {name: {"data": [str(f) for f in sets[name]], **res.to_dict()}
+                           for name, res in results.items()}}
+        if data:  # one text: its numbers also at the top level, as before the domains
+            doc.update({"data": [str(f) for f in data], **next(iter(results.values())).to_dict()})
         write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
 
 
@@ -228,9 +237,13 @@ def convert_cmd(
                       f"{t['converted_bytes'] / 2**20:.2f} MiB", f"{t['ratio']:.3f}")
     out.print(table)
     if res.perplexity:
-        p = res.perplexity
-        out.print(f"perplexity {p['before']['perplexity']:.4f} -> {p['after']['perplexity']:.4f} "
-                  f"({p['delta_pct']:+.2f}%)")
+        ppl = Table(title="perplexity (held-out evaluation text)")
+        for c in ("data", "original", "converted", "change"):
+            ppl.add_column(c)
+        for name, p in res.perplexity.items():
+            ppl.add_row(name, f"{p['before']['perplexity']:.4f}", f"{p['after']['perplexity']:.4f}",
+                        f"{p['delta_pct']:+.2f}%")
+        out.print(ppl)
     out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
 
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from .calibrate import collect_stats
-from .data import default_calib_files, default_eval_files, read_texts
+from .data import default_calib_files, eval_sets, read_texts
 from .errors import TPAError
 from .layout import (K_SCALE_BYTES, Component, LayerLayout, cache_bytes, k_scale_for, layouts_to_config,
                      original_layouts, shrink_check)
@@ -92,12 +92,14 @@ def _files(spec: list[str], default) -> list:
 
 
 def _windows(tok, files, tokens: int, seq_len: int, skip_tokens: int = 0, source=""):
-    """Calibration windows (BOS-led when the tokenizer adds BOS)."""
-    from .evaluate.perplexity import make_windows
-    ids = tok.encode(read_texts(files), add_bos=False)[skip_tokens:]
+    """Calibration windows (BOS-led when the tokenizer adds BOS), alternating between the
+    files (the default mix: both domains), so the token budget draws evenly from each;
+    `skip_tokens` are skipped at the start of each file."""
+    from .evaluate.perplexity import interleaved_windows
+    streams = [tok.encode(read_texts([f]), add_bos=False)[skip_tokens:] for f in files]
     bos = tok.bos_id if tok.add_bos else None
     n = max(1, tokens // seq_len)
-    return make_windows(ids, seq_len, bos, n, source=source)
+    return interleaved_windows(streams, seq_len, bos, n, source=source)
 
 
 def refuse_converted(ckpt) -> None:
@@ -301,10 +303,11 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     for ctx in sorted(set(REPORT_CONTEXTS) | ({recipe.budget.context} if recipe.budget else set())):
         a, b = cache_bytes(orig, ctx), cache_bytes(layouts, ctx)
         totals[str(ctx)] = {"original_bytes": a, "converted_bytes": b, "ratio": b / a}
-    ppl = {}
-    if ppl_before:
-        ppl = {"before": ppl_before, "after": ppl_after,
-               "delta_pct": 100 * (ppl_after["perplexity"] / ppl_before["perplexity"] - 1)}
+    ppl = {}  # per evaluated text (each bundled domain, or the recipe's files as one)
+    for name, before in (ppl_before or {}).items():
+        after = ppl_after[name]
+        ppl[name] = {"before": before, "after": after,
+                     "delta_pct": 100 * (after["perplexity"] / before["perplexity"] - 1)}
     return ConversionResult(layouts, reports, totals, ppl, time.time() - t0, notes), new_tensors
 
 
@@ -317,17 +320,22 @@ def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
     return float((w_eff.double() - w).norm() / w.norm())
 
 
-def _eval(model, tok, recipe: Recipe, progress, label: str) -> dict | None:
+def _eval(model, tok, recipe: Recipe, progress, label: str) -> dict[str, dict]:
+    """Perplexity per evaluated text: each bundled domain for `files: [default]`, else the
+    recipe's files as one text; `max_windows` applies to each."""
     from .evaluate.perplexity import make_windows, perplexity
     ev = recipe.eval
-    files = _files(ev.files, default_eval_files)
-    ids = tok.encode(read_texts(files), add_bos=False)
-    w = make_windows(ids, ev.seq_len, tok.bos_id if tok.add_bos else None, ev.max_windows,
-                     source=", ".join(map(str, files)))
-    bar = progress and progress(label)
-    res = perplexity(model, w, tok.add_bos, progress=bar and (lambda i, n, p: bar(i, n)),
-                     device=next(model.parameters()).device)
-    return res.to_dict()
+    sets = eval_sets(None if ev.files in (["default"], [], None) else ev.files)
+    out = {}
+    for name, files in sets.items():
+        ids = tok.encode(read_texts(files), add_bos=False)
+        w = make_windows(ids, ev.seq_len, tok.bos_id if tok.add_bos else None, ev.max_windows,
+                         source=", ".join(map(str, files)))
+        bar = progress and progress(f"{label} ({name})")
+        res = perplexity(model, w, tok.add_bos, progress=bar and (lambda i, n, p, bar=bar: bar(i, n)),
+                         device=next(model.parameters()).device)
+        out[name] = res.to_dict()
+    return out
 
 
 def output_tensors(ckpt, new_tensors: dict, layouts: list[LayerLayout], model=None) -> dict[str, torch.Tensor]:

@@ -16,17 +16,18 @@ import torch
 from torch import nn
 
 from ..calibrate import collect_stats
-from ..evaluate.perplexity import make_windows
+from ..evaluate.perplexity import interleaved_windows
 from ..methods import LayerInputs, get_method
 from .spectra import eig_energy, summarize
 from ..methods.layers import effective_weight
 
 
-def calibration_windows(tok, text: str, tokens: int, seq_len: int, source: str) -> torch.Tensor:
-    """BOS-led windows when the tokenizer adds BOS (as Gemma is trained), like convert."""
-    ids = tok.encode(text, add_bos=False)
+def calibration_windows(tok, texts: list[str], tokens: int, seq_len: int, source: str) -> torch.Tensor:
+    """BOS-led windows when the tokenizer adds BOS (as Gemma is trained), alternating
+    between the texts (one per file: the default mix is both domains), like convert."""
     bos = tok.bos_id if tok.add_bos else None
-    return make_windows(ids, seq_len, bos, max(1, tokens // seq_len), source=source)
+    streams = [tok.encode(t, add_bos=False) for t in texts]
+    return interleaved_windows(streams, seq_len, bos, max(1, tokens // seq_len), source=source)
 
 
 class _Accumulator:

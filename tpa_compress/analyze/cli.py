@@ -93,7 +93,7 @@ def analyze_cmd(
     contexts = parse_contexts(context)
     check_args(batch, calib_tokens, seq_len)
     files = list(data) if data else default_calib_files()
-    text = read_texts(files)  # checks every file before the model loads
+    texts = [read_texts([f]) for f in files]  # checks every file before the model loads
     dev = resolve_device(device)
     t = time.time()
     ckpt, net = open_model(model, variant, "float32", dev)
@@ -110,7 +110,7 @@ def analyze_cmd(
                       "cache costs only)[/yellow]")
     else:
         src = ", ".join(map(str, files))
-        windows = calibration_windows(tok, text, calib_tokens, seq_len, src)
+        windows = calibration_windows(tok, texts, calib_tokens, seq_len, src)
         calibration = {"files": [_rel(f) for f in files], "tokens": int(windows.numel()),
                        "windows": int(windows.shape[0]), "seq_len": seq_len, "bos": bool(tok.add_bos)}
         if windows.numel() < calib_tokens:

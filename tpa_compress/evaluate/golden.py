@@ -1,5 +1,6 @@
-"""Golden regression values: per-layer held-out errors and perplexity of each shipped
-recipe on the real Gemma 3 270M, with a reduced (CI-sized) calibration and evaluation.
+"""Golden regression values: per-layer held-out errors and perplexity on each bundled
+evaluation domain (python-docs, prose) of each shipped recipe on the real Gemma 3 270M,
+with a reduced (CI-sized) calibration (the default mix of both domains) and evaluation.
 
 `python -m tpa_compress.evaluate.golden` rewrites tests/golden/gemma3-270m.yaml;
 tests/test_golden_real.py recomputes the same numbers and fails when one regresses
@@ -16,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "gemma3-270m.yaml"
 RECIPES = ("identity", "fat", "balanced", "aggressive")
-# CI-sized: 8 x 512 calibration tokens, 1024 held-out, 4 x 512 evaluation windows.
+# CI-sized: 8 x 512 calibration tokens, 1024 held-out, 4 x 512 evaluation windows per domain.
 SIZES = {"tokens": 4096, "heldout_tokens": 1024, "seq_len": 512, "eval_windows": 4}
 TOLERANCE = {"rel_error": 0.02, "abs_error": 1e-4, "perplexity": 0.01}
 
@@ -37,8 +38,8 @@ def measure(ckpt, base_model, name: str) -> dict:
             e = getattr(L, t).get("heldout_rel_error")
             if e is not None:
                 layers[f"{L.layer}.{t}"] = round(float(e), 6)
-    return {"perplexity_before": round(res.perplexity["before"]["perplexity"], 4),
-            "perplexity_after": round(res.perplexity["after"]["perplexity"], 4),
+    return {"perplexity_before": {d: round(p["before"]["perplexity"], 4) for d, p in res.perplexity.items()},
+            "perplexity_after": {d: round(p["after"]["perplexity"], 4) for d, p in res.perplexity.items()},
             "kv_ratio_32k": round(res.totals["32768"]["ratio"], 4),
             "heldout_rel_error": layers}
 
@@ -47,8 +48,10 @@ def regressions(golden: dict, got: dict) -> list[str]:
     """Human-readable list of what got worse than golden + tolerance (empty: pass)."""
     tol = TOLERANCE
     bad = []
-    if got["perplexity_after"] > golden["perplexity_after"] * (1 + tol["perplexity"]):
-        bad.append(f"perplexity {got['perplexity_after']} > golden {golden['perplexity_after']}")
+    for d, g in golden["perplexity_after"].items():  # every domain: none may trade for another
+        p = got["perplexity_after"].get(d)
+        if p is None or p > g * (1 + tol["perplexity"]):
+            bad.append(f"perplexity on {d} {p} > golden {g}")
     if abs(got["kv_ratio_32k"] - golden["kv_ratio_32k"]) > 1e-3:
         bad.append(f"KV ratio at 32K {got['kv_ratio_32k']} != golden {golden['kv_ratio_32k']}")
     for k, g in golden["heldout_rel_error"].items():

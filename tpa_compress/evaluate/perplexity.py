@@ -52,6 +52,21 @@ def make_windows(ids: list[int], seq_len: int, bos_id: int | None, max_windows: 
     return w
 
 
+
+def interleaved_windows(streams: list[list[int]], seq_len: int, bos_id: int | None, max_windows: int | None,
+                        source: str = "text") -> torch.Tensor:
+    """Windows of several token streams (one per file), alternating between them: window 0
+    of each stream, then window 1 of each, ... until `max_windows`, so any budget draws
+    evenly from every stream (a stream that runs out leaves the rest to the others). Each
+    stream is cut as `make_windows` cuts one; a stream too short for a window gives none
+    (when all are, they are cut as one stream). One stream gives `make_windows`' windows."""
+    body = seq_len - 1 if bos_id is not None else seq_len
+    cut = [make_windows(ids, seq_len, bos_id, max_windows, source) for ids in streams if len(ids) >= body]
+    if not cut:  # every stream too short: cut them as one (or say it is too short)
+        return make_windows([t for ids in streams for t in ids], seq_len, bos_id, max_windows, source)
+    order = [w[i] for i in range(max(w.shape[0] for w in cut)) for w in cut if i < w.shape[0]]
+    return torch.stack(order[:max_windows] if max_windows is not None else order)
+
 def window_nll(model, window: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     """Per-position NLL (T-1,) of one window (T,), computing logits in chunks so that
     a 262k-entry vocabulary never needs T x vocab floats at once (128 rows: 134 MB of

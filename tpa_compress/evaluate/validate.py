@@ -95,6 +95,13 @@ def failures(res: ValidationResult, t: Thresholds) -> list[str]:
     return out
 
 
+def domain_failures(results: dict[str, ValidationResult], t: Thresholds) -> list[str]:
+    """The gate on every evaluated text (each bundled domain): one phrase per missed
+    threshold per domain, prefixed with the domain's name. A model passes only if this
+    is empty, i.e. it meets every threshold on every domain."""
+    return [f"{name}: {f}" for name, res in results.items() for f in failures(res, t)]
+
+
 # ----------------------------------------------------------------------------- the models
 
 

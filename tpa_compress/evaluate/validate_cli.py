@@ -1,8 +1,11 @@
 """`tpa-compress validate`: the typer command (registered in tpa_compress/cli.py).
 
-Arguments and thresholds are checked before any model is loaded. A missed threshold
-prints one line on stderr saying which and by how much, and exits with code 1 (input
-errors stay code 2), so CI can tell "worse than allowed" from "could not run".
+Arguments and thresholds are checked before any model is loaded. By default every
+bundled evaluation domain (python-docs, prose) is measured on its own and the gate
+applies to each: a model passes only if it meets every threshold on every domain. A
+missed threshold prints one line on stderr saying which, on which domain and by how
+much, and exits with code 1 (input errors stay code 2), so CI can tell "worse than
+allowed" from "could not run".
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import typer
 
 from ..errors import TPAError
 
-SCHEMA, SCHEMA_VERSION = "tpa-compress.validate", 1
+# 2: results per domain under "domains"; with --data (one text) also at the top level, as in 1
+SCHEMA, SCHEMA_VERSION = "tpa-compress.validate", 2
 
 
 def _component(d: dict | None) -> str:
@@ -28,11 +32,11 @@ def validate_cmd(
     converted: str = typer.Argument(..., help="The converted model folder (or any model)."),
     reference: Optional[str] = typer.Option(None, "--reference", help="The original model; "
                                             "default: the one recorded in CONVERTED/config.json."),
-    data: Optional[List[Path]] = typer.Option(None, "--data", help="Held-out text file(s); "
-                                              "default: the bundled evaluation split."),
+    data: Optional[List[Path]] = typer.Option(None, "--data", help="Held-out text file(s), "
+                                              "measured as one text; default: each bundled evaluation domain."),
     seq_len: int = typer.Option(512, "--seq-len", help="Window length in tokens."),
     max_windows: Optional[int] = typer.Option(16, "--max-windows", help="Use at most N windows "
-                                               "(default 16: ~2 min for 270M on 2 CPU cores)."),
+                                               "per domain (default 16: ~2 min per domain for 270M on 2 CPU cores)."),
     max_kl: Optional[float] = typer.Option(None, "--max-kl", help="Fail if mean KL(reference || "
                                            "converted) in nats per token is above this."),
     min_top1: Optional[float] = typer.Option(None, "--min-top1", help="Fail if top-1 agreement "
@@ -49,17 +53,17 @@ def validate_cmd(
     from rich.table import Table
 
     from ..cli import console, out, progress_bar, resolve_device, torch_dtype
-    from ..data import default_eval_files, read_texts
+    from ..data import eval_sets, read_texts
     from ..load import load_model
     from ..models import build_model
     from .perplexity import check_window_args, make_windows
-    from .validate import (Thresholds, check_comparable, failures, load_reference,
+    from .validate import (Thresholds, check_comparable, domain_failures, load_reference,
                            shared_tokenizer, validate)
 
     check_window_args(seq_len, max_windows)
     limits = Thresholds(max_kl, min_top1, max_ppl_increase).check()
-    files = list(data) if data else default_eval_files()
-    text = read_texts(files)
+    sets = eval_sets(data)
+    texts = {name: read_texts(files) for name, files in sets.items()}
     torch_dtype(dtype)
     dev = resolve_device(device)
 
@@ -68,64 +72,77 @@ def validate_cmd(
         conv = load_model(converted)
         ref = load_reference(conv, reference, variant)
         check_comparable(conv, ref)
-        tok, ids = shared_tokenizer(conv, ref, text)
+        ids = {}
+        for name, text in texts.items():
+            tok, ids[name] = shared_tokenizer(conv, ref, text)
     for ck in (conv, ref):
         if seq_len > ck.config.max_position_embeddings:
             raise TPAError(f"--seq-len {seq_len} is longer than {ck.path} supports "
                            f"({ck.config.max_position_embeddings} positions)")
-    windows = make_windows(ids, seq_len, tok.bos_id if tok.add_bos else None, max_windows,
-                           source=", ".join(map(str, files)))
+    windows = {name: make_windows(i, seq_len, tok.bos_id if tok.add_bos else None, max_windows,
+                                  source=", ".join(map(str, sets[name]))) for name, i in ids.items()}
     with console.status("building both models …"):
         ref_net = build_model(ref, torch_dtype(dtype), dev)
         conv_net = build_model(conv, torch_dtype(dtype), dev)
     console.print(f"[dim]reference {ref.path} ({ref.format}), converted {conv.path}: loaded in "
                   f"{time.time() - t0:.1f}s[/dim]")
 
-    t0 = time.time()
+    results, speed = {}, {}
     with progress_bar("validate") as bar:
-        task = bar.add_task("validate", total=windows.shape[0], info="")
-        res = validate(ref_net, conv_net, windows, device=dev,
-                       progress=lambda i, n, kl: bar.update(task, completed=i, info=f"KL {kl:.4g}"))
-    elapsed = time.time() - t0
+        for name, w in windows.items():
+            t0 = time.time()
+            task = bar.add_task(f"validate {name}", total=w.shape[0], info="")
+            results[name] = validate(ref_net, conv_net, w, device=dev, progress=lambda i, n, kl, task=task: (
+                bar.update(task, completed=i, info=f"KL {kl:.4g}")))
+            speed[name] = results[name].tokens / (time.time() - t0)
 
     tpa_layers = ((conv.extra or {}).get("tpa") or {}).get("layers") or []
-    for row in res.layers:
-        lay = tpa_layers[row["layer"]] if row["layer"] < len(tpa_layers) else {}
-        row["k"], row["v"] = _component(lay.get("k")), _component(lay.get("v"))
-        w = conv.config.window(row["layer"])
-        row["window"] = w
-    table = Table(title=f"per-layer relative error (converted vs reference, {res.tokens} tokens)")
-    for c in ("layer", "window", "K", "V", "attn (own)", "attn", "hidden"):
-        table.add_column(c, justify="right" if c not in ("K", "V") else "left")
-    for r in res.layers:
-        table.add_row(str(r["layer"]), "global" if r["window"] is None else str(r["window"]), r["k"],
-                      r["v"], f"{r['attn_local']:.3e}", f"{r['attn']:.3e}", f"{r['hidden']:.3e}")
-    out.print(table)
-    # one row per measure: nine columns were cut to "0.041…" in an 80-column terminal or a log
+    for name, res in results.items():
+        for row in res.layers:
+            lay = tpa_layers[row["layer"]] if row["layer"] < len(tpa_layers) else {}
+            row["k"], row["v"] = _component(lay.get("k")), _component(lay.get("v"))
+            row["window"] = conv.config.window(row["layer"])
+        table = Table(title=f"per-layer relative error on {name} (converted vs reference, {res.tokens} tokens)")
+        for c in ("layer", "window", "K", "V", "attn (own)", "attn", "hidden"):
+            table.add_column(c, justify="right" if c not in ("K", "V") else "left")
+        for r in res.layers:
+            table.add_row(str(r["layer"]), "global" if r["window"] is None else str(r["window"]), r["k"],
+                          r["v"], f"{r['attn_local']:.3e}", f"{r['attn']:.3e}", f"{r['hidden']:.3e}")
+        out.print(table)
+    # one row per measure, one column per domain: nine columns were cut to "0.041…" in an
+    # 80-column terminal or a log
     summary = Table(title="next-token distributions")
     summary.add_column("measure")
-    summary.add_column("value", justify="right")
-    for name, value in (("windows", str(res.windows)), ("tokens", str(res.tokens)),
-                        ("mean KL", f"{res.kl_mean:.4g}"), ("max KL", f"{res.kl_max:.4g}"),
-                        ("top-1 agreement", f"{res.top1:.4f}"), ("ppl reference", f"{res.ppl_reference:.4f}"),
-                        ("ppl converted", f"{res.ppl_converted:.4f}"), ("Δ ppl", f"{res.ppl_increase_pct:+.2f}%"),
-                        ("tokens/s (both models)", f"{res.tokens / elapsed:.0f}")):
-        summary.add_row(name, value)
+    for name in results:
+        summary.add_column(name, justify="right")
+    for label, fmt in (("windows", lambda r, n: str(r.windows)), ("tokens", lambda r, n: str(r.tokens)),
+                       ("mean KL", lambda r, n: f"{r.kl_mean:.4g}"), ("max KL", lambda r, n: f"{r.kl_max:.4g}"),
+                       ("top-1 agreement", lambda r, n: f"{r.top1:.4f}"),
+                       ("ppl reference", lambda r, n: f"{r.ppl_reference:.4f}"),
+                       ("ppl converted", lambda r, n: f"{r.ppl_converted:.4f}"),
+                       ("Δ ppl", lambda r, n: f"{r.ppl_increase_pct:+.2f}%"),
+                       ("tokens/s (both models)", lambda r, n: f"{speed[n]:.0f}")):
+        summary.add_row(label, *(fmt(r, n) for n, r in results.items()))
     out.print(summary)
 
-    missed = failures(res, limits)
+    missed = domain_failures(results, limits)
     if json_out:
         from ..save import write_text_atomic
         doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "converted": conv.path,
-               "reference": ref.path, "data": [str(f) for f in files],
+               "reference": ref.path,
                "settings": {"seq_len": seq_len, "max_windows": max_windows, "bos": bool(tok.add_bos),
                             "dtype": dtype, "device": dev},
                "thresholds": {k: v for k, v in vars(limits).items()},
-               "passed": not missed, "failures": missed, **res.to_dict()}
+               "passed": not missed, "failures": missed,
+               "domains": {name: {"data": [str(f) for f in sets[name]], **res.to_dict(),
+                                  "passed": not domain_failures({name: res}, limits)}
+                           for name, res in results.items()}}
+        if data:  # one text: its numbers also at the top level, as in schema 1
+            doc.update({"data": [str(f) for f in data], **next(iter(results.values())).to_dict()})
         write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
     if missed:
         console.print(f"[bold red]validation failed:[/bold red] {'; '.join(missed)}",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     if limits.any():
-        out.print("validation passed: every given threshold is met")
+        out.print(f"validation passed: every given threshold is met on {', '.join(results)}")

@@ -20,12 +20,13 @@ def render_markdown(r: dict) -> str:
                      f"{t['ratio']:.3f} |")
     p = r.get("perplexity") or {}
     if p:
-        b, a = p["before"], p["after"]
-        lines += ["", "## Perplexity (held-out evaluation split)", "",
-                  "| | perplexity | tokens | windows × seq_len |", "|---|---|---|---|",
-                  f"| original | {b['perplexity']:.4f} | {b['tokens']} | {b['windows']} × {b['seq_len']} |",
-                  f"| converted | {a['perplexity']:.4f} | {a['tokens']} | {a['windows']} × {a['seq_len']} |",
-                  "", f"Change: {p['delta_pct']:+.2f}%."]
+        lines += ["", "## Perplexity (held-out evaluation text)", "",
+                  "| data | original | converted | change | tokens | windows × seq_len |",
+                  "|---|---|---|---|---|---|"]
+        for name, d in p.items():
+            b, a = d["before"], d["after"]
+            lines.append(f"| {name} | {b['perplexity']:.4f} | {a['perplexity']:.4f} | {d['delta_pct']:+.2f}% | "
+                         f"{b['tokens']} | {b['windows']} × {b['seq_len']} |")
     lines += ["", "## Per layer", "",
               "Errors are relative: held-out = on held-out calibration-split tokens (K pre-norm; "
               "V as o_proj sees it); weight = ‖W_eff − W‖ / ‖W‖.", "",
