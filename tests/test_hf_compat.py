@@ -167,3 +167,11 @@ def test_tokenizer_adds_bos_as_ours(folder):
     for text in ["the cat sat", "", "a, b."]:
         assert theirs(text).input_ids == tok.encode(text)
     assert theirs("the cat").input_ids[0] == tok.bos_id == 2
+
+
+def test_save_pretrained_keeps_the_code(folder, tmp_path):
+    """A folder re-saved by transformers carries modeling_tpa.py and the `tpa` section: both
+    transformers and our loader read it back to the same model."""
+    hf_model(folder).save_pretrained(tmp_path)
+    assert (tmp_path / "modeling_tpa.py").is_file()
+    check_logprobs(tmp_path)
