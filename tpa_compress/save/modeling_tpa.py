@@ -22,10 +22,14 @@ gives each one's kind and rank):
 - tpa_contextual:  a.weight (R*heads, hidden), b.weight (R*dim, hidden), bias
                    -> per head h: sum_r a_{r,h}(x) * b_r(x) + bias
 With `sink` > 0 a factorized projection also holds `sink.weight` (heads*dim, hidden), the
-original projection, used for the tokens at positions < sink of each sequence (their K/V
+original projection (with `sink.bias` where the original K/V projections have biases), used
+for the tokens at positions < sink of each sequence (their K/V
 are kept exact). Positions come from the `position_ids` transformers passes to the
 attention module (a forward pre-hook records them), so prefill, cached decoding in
 `generate` and left-padded batches all pick the right rows.
+
+A family is its transformers classes subclassed below (config: model_type; model: the
+mixin first); tpa_compress/load/hf.py's HF_TYPES names them for the writer.
 
 The cache is transformers' own: it holds full K and V for every token, as the original
 model does. The compressed cache is tpa-compress's runtime (`tpa-compress generate`).
@@ -38,9 +42,9 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, Llama
 
 
 class _Sinked(nn.Module):
-    def _init_sink(self, hidden: int, out: int, sink: int):
+    def _init_sink(self, hidden: int, out: int, sink: int, bias: bool):
         self.n_sink = sink
-        self.sink = nn.Linear(hidden, out, bias=False) if sink else None
+        self.sink = nn.Linear(hidden, out, bias=bias) if sink else None
         self.positions = None  # (B or 1, T) positions of the current call, set by _record_positions
 
     def forward(self, x):
@@ -57,9 +61,9 @@ class _Sinked(nn.Module):
 
 
 class LatentProj(_Sinked):
-    def __init__(self, hidden: int, heads: int, dim: int, rank: int, sink: int):
+    def __init__(self, hidden: int, heads: int, dim: int, rank: int, sink: int, bias: bool):
         super().__init__()
-        self._init_sink(hidden, heads * dim, sink)
+        self._init_sink(hidden, heads * dim, sink, bias)
         self.down = nn.Linear(hidden, rank, bias=False)
         self.up = nn.Linear(rank, heads * dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(heads * dim))
@@ -72,9 +76,9 @@ class LatentProj(_Sinked):
 
 
 class TPAFixedProj(_Sinked):
-    def __init__(self, hidden: int, heads: int, dim: int, rank: int, sink: int):
+    def __init__(self, hidden: int, heads: int, dim: int, rank: int, sink: int, bias: bool):
         super().__init__()
-        self._init_sink(hidden, heads * dim, sink)
+        self._init_sink(hidden, heads * dim, sink, bias)
         self.R, self.heads, self.dim = rank, heads, dim
         self.b = nn.Linear(hidden, rank * dim, bias=False)
         self.head_factor = nn.Parameter(torch.zeros(rank, heads))
@@ -90,9 +94,9 @@ class TPAFixedProj(_Sinked):
 
 
 class TPAContextualProj(_Sinked):
-    def __init__(self, hidden: int, heads: int, dim: int, rank: int, sink: int):
+    def __init__(self, hidden: int, heads: int, dim: int, rank: int, sink: int, bias: bool):
         super().__init__()
-        self._init_sink(hidden, heads * dim, sink)
+        self._init_sink(hidden, heads * dim, sink, bias)
         self.R, self.heads, self.dim = rank, heads, dim
         self.a = nn.Linear(hidden, rank * heads, bias=False)
         self.b = nn.Linear(hidden, rank * dim, bias=False)
@@ -144,8 +148,10 @@ def install_projections(layers: nn.ModuleList, config) -> None:
                 raise ValueError(f"config.json: tpa component kind {c['kind']!r} is not known to this "
                                  f"modeling file; known: full, {', '.join(PROJ_CLASSES)}")
             sink = int(entry.get("sink", 0))
+            exact = getattr(attn, f"{name}_proj")  # the original Linear: its bias says the sink's
             setattr(attn, f"{name}_proj", PROJ_CLASSES[c["kind"]](
-                config.hidden_size, int(c["heads"]), int(c["dim"]), int(c["rank"]), sink))
+                config.hidden_size, int(c["heads"]), int(c["dim"]), int(c["rank"]), sink,
+                exact.bias is not None))
             sinked |= sink > 0
         if sinked:
             attn.register_forward_pre_hook(_record_positions, with_kwargs=True)
