@@ -32,8 +32,7 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
         d = {**d["text_config"], "model_type": "gemma3_text"}
         mt = "gemma3_text"
     if mt not in ("gemma3_text", "llama"):
-        raise TPAError(f"{path}: unsupported model_type {mt!r}; supported: gemma3_text, gemma3, llama, "
-                       f"{', '.join(_CONVERTED_TYPES)}")
+        raise TPAError(f"{path}: unsupported model_type {mt!r}; supported: gemma3_text, gemma3, llama")
     try:
         hidden, heads = int(d["hidden_size"]), int(d["num_attention_heads"])
         common = dict(
