@@ -130,7 +130,7 @@ def test_folder_layout(folder):
     import json
     d = json.loads((folder / "config.json").read_text())
     family = load_model(folder).config.family
-    assert d["model_type"] == {"gemma3": "tpa_gemma3", "llama": "tpa_llama"}[family]
+    assert d["model_type"] == "tpa_" + family
     assert d["auto_map"]["AutoModelForCausalLM"] == "modeling_tpa." + d["architectures"][0]
     assert (folder / "modeling_tpa.py").is_file()
     src = (folder / "modeling_tpa.py").read_text()

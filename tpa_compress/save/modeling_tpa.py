@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 
 class _Sinked(nn.Module):
@@ -180,3 +181,11 @@ class TPALlamaConfig(LlamaConfig):
 
 class TPALlamaForCausalLM(_TPAModel, LlamaForCausalLM):
     config_class = TPALlamaConfig
+
+
+class TPAQwen2Config(Qwen2Config):
+    model_type = "tpa_qwen2"
+
+
+class TPAQwen2ForCausalLM(_TPAModel, Qwen2ForCausalLM):
+    config_class = TPAQwen2Config
