@@ -100,7 +100,7 @@ class TextTokenizer:
 
     def hf_config(self) -> dict:
         """tokenizer_config.json: transformers' generic fast tokenizer over tokenizer.json
-        (so it never consults the model's config.json, whose model_type may be ours), the
+        (the class does not depend on config.json, whose model_type may be ours), the
         special tokens by name, and the BOS flag that its newer versions rebuild the
         post-processor from."""
         name = lambda i: None if i is None else self.tok.id_to_token(i)  # noqa: E731
