@@ -2,11 +2,11 @@
 
 A converted folder keeps the original architecture except the K/V projections of its
 converted layers, which are factorized. Its config.json names a model_type of its own
-(`tpa_gemma3`, `tpa_llama`) and points `auto_map` here, so
+(`tpa_gemma3`, `tpa_llama`, `tpa_qwen2`) and points `auto_map` here, so
 
     AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
 
-builds the original transformers class (Gemma3ForCausalLM, LlamaForCausalLM) with each
+builds the original transformers class (Gemma3ForCausalLM, LlamaForCausalLM, ...) with each
 converted layer's `k_proj` / `v_proj` swapped for the module below that computes exactly
 what tpa-compress computes, and transformers without `trust_remote_code` refuses the folder
 instead of loading it with random K/V weights. Needs only torch and transformers.
@@ -23,10 +23,10 @@ gives each one's kind and rank):
                    -> per head h: sum_r a_{r,h}(x) * b_r(x) + bias
 With `sink` > 0 a factorized projection also holds `sink.weight` (heads*dim, hidden), the
 original projection (with `sink.bias` where the original K/V projections have biases), used
-for the tokens at positions < sink of each sequence (their K/V
-are kept exact). Positions come from the `position_ids` transformers passes to the
-attention module (a forward pre-hook records them), so prefill, cached decoding in
-`generate` and left-padded batches all pick the right rows.
+for the tokens at positions < sink of each sequence (their K/V are kept exact). Positions
+come from the `position_ids` transformers passes to the attention module (a forward
+pre-hook records them), so prefill, cached decoding in `generate` and left-padded batches
+all pick the right rows.
 
 A family is its transformers classes subclassed below (config: model_type; model: the
 mixin first); tpa_compress/load/hf.py's HF_TYPES names them for the writer.
