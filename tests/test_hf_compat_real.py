@@ -3,7 +3,7 @@
 A converted folder (V latent rank 64 on the global layers, sink 1) and an identity
 folder: transformers' logits equal ours within 1e-4 over 600 tokens of held-out text
 (longer than the 512-token window), and transformers' tokenizer of the folder starts
-with BOS and gives our ids.
+with BOS and gives our ids; SmolLM2's adds none, as its original.
 """
 import pytest
 import torch
@@ -65,3 +65,17 @@ def test_tokenizer_starts_with_bos(folder):
     text = "The capital of France is"
     assert theirs(text).input_ids[0] == tok.bos_id == 2
     assert theirs(text).input_ids == tok.encode(text)
+
+
+def test_smollm2_tokenizer_adds_no_bos_as_its_original(tmp_path):
+    """SmolLM2 is not trained with BOS (its GGUF says add_bos_token false; its HF tokenizer adds
+    none): transformers' tokenizer of what we save adds none either."""
+    try:
+        tok = load_model("smollm2-135m").tokenizer
+    except Exception as e:  # model package not installed
+        pytest.skip(str(e))
+    tok.save(tmp_path)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    for text in ["The capital of France is", "<|im_start|>user\nhi<|im_end|>"]:
+        assert theirs(text).input_ids == tok.encode(text)
+    assert tok.add_bos is False and theirs("Hi").input_ids[0] != tok.bos_id
