@@ -175,3 +175,21 @@ def test_save_pretrained_keeps_the_code(folder, tmp_path):
     hf_model(folder).save_pretrained(tmp_path)
     assert (tmp_path / "modeling_tpa.py").is_file()
     check_logprobs(tmp_path)
+
+
+@torch.no_grad()
+def test_bf16_folder_loads_in_bf16(tmp_path):
+    """A folder written in bfloat16 (recipe weight_dtype) loads in bfloat16 by default and runs
+    the factorized projections in it: log-probs as ours in bfloat16 (its rounding allowed)."""
+    tok = char_tokenizer()
+    cfg = tiny_config("gemma3", vocab_size=tok.vocab_size)
+    ck = Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), tok, "", "memory")
+    rec = recipe(RULES["latent_sink"], sink_tokens=1, weight_dtype="bfloat16")
+    res, tensors = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+    write_output(tmp_path / "out", ck, rec, res, tensors, force=False)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), trust_remote_code=True)
+    assert {p.dtype for p in theirs.parameters()} == {torch.bfloat16}
+    ours = build_model(load_model(tmp_path / "out"), dtype=torch.bfloat16)
+    a = ours.logits(ours(IDS)).float().log_softmax(-1)
+    b = theirs(IDS).logits.float().log_softmax(-1)
+    assert (a - b).abs().max().item() <= 1e-2
