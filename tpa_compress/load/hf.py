@@ -16,10 +16,18 @@ from ..errors import TPAError
 from .source import Checkpoint, WeightSource, check_shapes
 
 _LM_PREFIXES = ("model.language_model.", "language_model.model.")
+# family -> (the original's model_type, a converted folder's model_type, the class-name prefix
+# in the modeling code the folder carries: save/modeling_tpa.py). A converted folder names a
+# model_type of its own so that transformers without trust_remote_code refuses it.
+HF_TYPES = {
+    "gemma3": ("gemma3_text", "tpa_gemma3", "TPAGemma3"),
+    "llama": ("llama", "tpa_llama", "TPALlama"),
+}
+_CONVERTED_TYPES = {conv: plain for plain, conv, _ in HF_TYPES.values()}
 
 
 def config_from_hf(d: dict, path: str) -> ModelConfig:
-    mt = d.get("model_type")
+    mt = _CONVERTED_TYPES.get(d.get("model_type"), d.get("model_type"))
     if mt == "gemma3" and "text_config" in d:  # multimodal wrapper
         d = {**d["text_config"], "model_type": "gemma3_text"}
         mt = "gemma3_text"

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
 from ..errors import TPAError
@@ -74,11 +74,40 @@ class TextTokenizer:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
     def save(self, folder: str | Path) -> None:
+        """tokenizer.json + tokenizer_config.json for transformers (`AutoTokenizer` gives the
+        ids `encode` gives, BOS included exactly when `add_bos`), and tokenizer_meta.json,
+        which `tokenizer_from_folder` reads back first."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.tok.save(str(folder / "tokenizer.json"))
+        self.hf_tokenizer().save(str(folder / "tokenizer.json"))
+        (folder / "tokenizer_config.json").write_text(json.dumps(self.hf_config(), indent=2) + "\n")
         meta = {"bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id, "add_bos": self.add_bos}
         (folder / "tokenizer_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def hf_tokenizer(self) -> Tokenizer:
+        """A copy whose post-processor adds BOS iff this tokenizer does: transformers
+        encodes with special tokens by default, and Gemma without its BOS is junk. An
+        existing post-processor that already agrees (e.g. Llama 3's) is kept."""
+        tok = Tokenizer.from_str(self.tok.to_str())
+        probe = "a b"
+        if tok.encode(probe).ids != self.encode(probe):
+            tok.post_processor = None
+            if self.add_bos and self.bos_id is not None:
+                bos = tok.id_to_token(self.bos_id)
+                tok.post_processor = processors.TemplateProcessing(
+                    single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, self.bos_id)])
+        return tok
+
+    def hf_config(self) -> dict:
+        """tokenizer_config.json: transformers' generic fast tokenizer over tokenizer.json
+        (the class does not depend on config.json, whose model_type may be ours), the
+        special tokens by name, and the BOS flag that its newer versions rebuild the
+        post-processor from."""
+        name = lambda i: None if i is None else self.tok.id_to_token(i)  # noqa: E731
+        return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name(self.bos_id),
+                "eos_token": name(self.eos_id), "pad_token": name(self.pad_id),
+                "add_bos_token": bool(self.add_bos and self.bos_id is not None), "add_eos_token": False,
+                "clean_up_tokenization_spaces": False}
 
 
 # --------------------------------------------------------------------------- GGUF

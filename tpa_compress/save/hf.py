@@ -2,26 +2,45 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
 from ..config import ModelConfig
-from ..load.hf import config_to_hf
+from ..load.hf import HF_TYPES, config_to_hf
+
+MODELING_FILE = Path(__file__).with_name("modeling_tpa.py")
 
 
 def save_hf_folder(folder: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor],
                    tokenizer=None, extra_config: dict | None = None,
                    dtype: torch.dtype = torch.float32) -> None:
-    """`folder` must exist (callers write into an `atomic_output_dir`)."""
+    """`folder` must exist (callers write into an `atomic_output_dir`). A converted model
+    (`extra_config` has a `tpa` section) also gets its modeling code (`converted_config`)."""
     folder = Path(folder)
     hf = config_to_hf(cfg)
     hf["torch_dtype"] = str(dtype).removeprefix("torch.")
     hf.update(extra_config or {})
+    if "tpa" in hf:
+        hf.update(converted_config(cfg))
+        shutil.copyfile(MODELING_FILE, folder / MODELING_FILE.name)
     (folder / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
     write_safetensors(folder / "model.safetensors", tensors, dtype, metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(folder)
+
+
+def converted_config(cfg: ModelConfig) -> dict:
+    """config.json keys of a converted folder: its own model_type and the classes of the
+    modeling code it carries (modeling_tpa.py), which transformers loads only with
+    `trust_remote_code=True`; without it, transformers refuses the folder rather than
+    build the original model with random K/V weights."""
+    _, model_type, prefix = HF_TYPES[cfg.family]
+    module = MODELING_FILE.stem
+    return {"model_type": model_type, "architectures": [f"{prefix}ForCausalLM"],
+            "auto_map": {"AutoConfig": f"{module}.{prefix}Config",
+                         "AutoModelForCausalLM": f"{module}.{prefix}ForCausalLM"}}
 
 
 # safetensors' dtype names, in the order of its Rust `Dtype` enum (the file lists larger
