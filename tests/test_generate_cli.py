@@ -161,10 +161,10 @@ def test_one_byte_cache_dtype_recorded_by_convert(monkeypatch, capsys, tmp_path,
 def test_bad_cache_dtypes(monkeypatch, capsys, tmp_path):
     import json
     path = converted_folder(tmp_path, "bf16")
-    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int4")
-    assert_one_line_error(code, err, "--cache-dtype 'int4'", "valid: auto, fp32, bf16, fp16, fp8, int8")
+    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int5")
+    assert_one_line_error(code, err, "--cache-dtype 'int5'", "valid: auto, fp32, bf16, fp16, fp8, int8, int4")
     cfg = json.loads((path / "config.json").read_text())
-    cfg["tpa"]["cache_dtype"] = "int4"
+    cfg["tpa"]["cache_dtype"] = "int5"
     (path / "config.json").write_text(json.dumps(cfg))
     code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--device", "cpu")
-    assert_one_line_error(code, err, "config.json", "tpa.cache_dtype 'int4'", "valid: fp32")
+    assert_one_line_error(code, err, "config.json", "tpa.cache_dtype 'int5'", "valid: fp32")

@@ -1,0 +1,76 @@
+"""KIVI-style grouped integer caches (arXiv 2402.02750): what int4 / int3 / int2 share.
+
+Asymmetric b-bit integers with an fp16 scale and zero per group of G values:
+scale = (max - min) / (2^b - 1), zero = min (both rounded to fp16, and the codes computed
+with the rounded ones), code = clamp(round((x - zero) / scale), 0, 2^b - 1), value =
+code * scale + zero. Priced at b + 32 / G bits a value (`layout.cache_bytes`).
+
+What is quantized is what the cache stores (a full K: normed and rotated; a latent: z;
+TPA: its factors), one component at a time:
+- K per channel over groups of G consecutive tokens (a latent's channels have very
+  different scales; per-channel statistics follow each one);
+- V per token over groups of G consecutive channels for a full V; a factorized V
+  (latent, TPA) per channel like K by default (`CacheSpec.values`).
+Groups of tokens are aligned to cache columns (position 0 starts group 0; a left-padded
+batch aligns them to its longest prompt, and pad entries are kept out of the statistics).
+
+Decode semantics (causal): at query position t, token j is read quantized iff its whole
+group is complete and older than the recent window: (j // G + 1) * G - 1 <= t - recent.
+Newer tokens are read from a bf16 window, so it holds between `recent` and
+recent + G - 1 tokens; a group's statistics use only its own tokens. Exact sink tokens stay
+bf16. `rotate: hadamard` quantizes after the orthogonal rotation of `hadamard.py` and
+rotates back on read.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import CacheFormat, CacheSpec
+from .hadamard import rotate, unrotate
+
+
+class GroupedFormat(CacheFormat):
+    storage, stat_bytes, grouped = torch.uint8, 4, True  # codes in uint8 containers (unpacked)
+
+    def quantize(self, x, dim=-1):
+        x = x.float()
+        levels = 2 ** self.bits - 1
+        lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+        tiny = torch.finfo(torch.float16).tiny
+        scale = ((hi - lo) / levels).to(torch.float16).clamp_min(tiny)
+        zero = lo.to(torch.float16)
+        codes = ((x - zero.float()) / scale.float()).round().clamp(0, levels).to(torch.uint8)
+        return codes, scale, zero
+
+    def dequantize(self, codes, scale, zero):
+        return codes.float() * scale.float() + zero.float()
+
+
+def quantized_read(spec: CacheSpec, j: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Whether query position(s) t read token(s) j quantized (broadcast): always for a
+    per-token format, else once j's group is complete and older than the recent window."""
+    if not spec.format.grouped:
+        return torch.ones(torch.broadcast_shapes(j.shape, t.shape), dtype=torch.bool, device=j.device)
+    g = spec.group
+    return (j // g + 1) * g - 1 <= t - spec.recent
+
+
+def fake_quantize_tokens(x: torch.Tensor, spec: CacheSpec, axis: str, block: int) -> torch.Tensor:
+    """Entries x (B, T, w) of one component, groups of tokens aligned at column 0 -> the values
+    a read of each quantized entry returns (fp32). A grouped format quantizes only the
+    complete groups of tokens (axis `channel`; a partial one is never read quantized) and
+    rotates by blocks of `block` first when the spec says so; a per-token format rounds
+    every entry."""
+    fmt = spec.format
+    x = x.float()
+    if not fmt.grouped:
+        return fmt.dequantize(*fmt.quantize(x, -1))
+    g, (b, t, w) = spec.group, x.shape
+    y = rotate(x, block) if spec.rotate == "hadamard" else x
+    if axis == "channel":
+        n = t // g * g
+        body = y[:, :n].reshape(b, n // g, g, w)
+        out = torch.cat([fmt.dequantize(*fmt.quantize(body, 2)).reshape(b, n, w), y[:, n:]], 1)
+    else:
+        out = fmt.dequantize(*fmt.quantize(y.reshape(b, t, w // g, g), -1)).reshape(b, t, w)
+    return unrotate(out, block) if spec.rotate == "hadamard" else out
