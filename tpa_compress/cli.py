@@ -99,10 +99,15 @@ def eval_cmd(
     dtype: str = typer.Option("float32", "--dtype"),
     device: str = typer.Option("cpu", "--device"),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
-    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="Score through the KV cache "
-                                              "stored in this dtype (fp32, bf16, fp16, fp8, int8): the "
-                                              "windows are decoded token by token with teacher forcing, so "
-                                              "every prediction reads the cache. Default: the no-cache forward."),
+    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="Score through a KV cache "
+                                              "in this format (fp32, bf16, fp16, fp8, int8, int4, int3, int2; "
+                                              "grouped ones take parameters, e.g. int4:recent=32,rotate=hadamard): "
+                                              "every prediction reads keys and values as decoding would. Default: "
+                                              "a converted folder's recorded format when it is quantized (fp8, "
+                                              "int8, int4 ...), else the no-cache forward."),
+    cache_path: str = typer.Option("simulate", "--cache-path", help="How --cache-dtype is scored: "
+                                   "simulate (the decode reads simulated in one forward per window, exact) "
+                                   "or decode (teacher-forced decoding through the runtime cache, slow on CPU)."),
 ):
     """Perplexity over non-overlapping windows of real text."""
     from .data import default_eval_files, read_texts
@@ -112,8 +117,15 @@ def eval_cmd(
     check_window_args(seq_len, max_windows)
     if bos not in ("auto", "yes", "no"):
         raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
+    if cache_path not in ("simulate", "decode"):
+        raise TPAError(f"--cache-path {cache_path!r} is not valid; valid: simulate, decode")
     if cache_dtype is not None:
         check_cache_dtype(cache_dtype)
+    else:
+        from .cache_formats import parse_spec
+        from .runtime.cli import recorded_cache_dtype
+        rec = recorded_cache_dtype(model)
+        cache_dtype = rec if rec is not None and parse_spec(rec).format.lossy else None
     files = list(data) if data else default_eval_files()
     text = read_texts(files)
     dev = resolve_device(device)
@@ -128,6 +140,10 @@ def eval_cmd(
         if cache_dtype is None:
             task = bar.add_task("perplexity", total=windows.shape[0], info="")
             res = perplexity(net, windows, use_bos, device=dev,
+                             progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
+        elif cache_path == "simulate":
+            task = bar.add_task(f"through a {cache_dtype} cache (simulated)", total=windows.shape[0], info="")
+            res = perplexity(net, windows, use_bos, device=dev, cache=cache_dtype,
                              progress=lambda i, n, p: bar.update(task, completed=i, info=f"ppl {p:.3f}"))
         else:  # all windows as one batch, one decode step per position
             from .evaluate.cached import cached_perplexity
@@ -145,7 +161,7 @@ def eval_cmd(
     if json_out:
         from .save import write_text_atomic
         doc = {"model": ckpt.path, "data": [str(f) for f in files], "dtype": dtype,
-               "cache_dtype": cache_dtype, **res.to_dict()}
+               "cache_dtype": cache_dtype, "cache_path": cache_path if cache_dtype else None, **res.to_dict()}
         write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
 
 

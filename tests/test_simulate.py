@@ -1,0 +1,65 @@
+"""The simulated cache (evaluate/simulate.py) scores exactly what teacher-forced decoding
+through the runtime cache scores, for every layout kind, with and without exact sinks."""
+import pytest
+import torch
+
+from test_runtime import LAYOUTS, install, prompts_of, tiny_model
+from tpa_compress.evaluate.cached import cached_perplexity
+from tpa_compress.evaluate.perplexity import perplexity
+from tpa_compress.evaluate.simulate import simulated_cache
+
+KINDS = ["original", "latent_kv", "tpa_fixed", "tpa_contextual"]
+
+
+def model_of(kind, sink=0):
+    if sink:
+        from test_runtime_sink import sink_model
+        return sink_model("gemma3", kind, sink)
+    _, model = tiny_model("gemma3")
+    return install(model, range(model.cfg.num_layers), *LAYOUTS[kind])
+
+
+WINDOWS = torch.tensor(prompts_of([24, 24, 24], seed=2))  # sliding window 8 < 24: the ring wraps
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16", "fp8", "int8"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_simulation_equals_the_runtime_cache(kind, name):
+    model = model_of(kind)
+    sim = perplexity(model, WINDOWS, bos=False, cache=name)
+    run = cached_perplexity(model, WINDOWS, False, name)
+    assert sim.tokens == run.tokens == 3 * 23
+    assert abs(sim.nll - run.nll) < 2e-5 * run.nll, (sim.nll, run.nll)
+    plain = perplexity(model, WINDOWS, bos=False)
+    if name == "fp32":
+        assert abs(sim.nll - plain.nll) < 1e-5
+    else:  # the format costs something: the simulation is not the plain forward
+        assert abs(sim.nll - plain.nll) > 1e-6
+
+
+@pytest.mark.parametrize("name", ["fp8", "int8"])
+def test_simulation_with_exact_sinks(name):
+    model = model_of("latent_kv", sink=1)
+    sim = perplexity(model, WINDOWS, bos=False, cache=name)
+    run = cached_perplexity(model, WINDOWS, False, name)
+    assert abs(sim.nll - run.nll) < 2e-5 * run.nll, (sim.nll, run.nll)
+
+
+def test_simulation_is_removed_afterwards():
+    model = model_of("latent_kv")
+    x = WINDOWS[:1]
+    with torch.no_grad():
+        before = model(x)
+        with simulated_cache(model, "int2:group=4,recent=0"):
+            during = model(x)
+        after = model(x)
+    assert torch.equal(before, after) and not torch.allclose(before, during, atol=1e-4)
+
+
+def test_eval_cache_path_is_checked(monkeypatch, capsys):
+    from test_bad_input import assert_one_line_error
+    from test_generate_cli import run
+    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int4", "--cache-path", "fast")
+    assert_one_line_error(code, err, "--cache-path 'fast'", "valid: simulate, decode")
+    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int4:recent=-2")
+    assert_one_line_error(code, err, "--cache-dtype 'int4:recent=-2'", "recent -2 is not valid")
