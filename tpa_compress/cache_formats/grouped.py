@@ -17,7 +17,8 @@ batch aligns them to its longest prompt, and pad entries are kept out of the sta
 Decode semantics (causal): at query position t, token j is read quantized iff its whole
 group is complete and older than the recent window: (j // G + 1) * G - 1 <= t - recent.
 Newer tokens are read from a bf16 window, so it holds between `recent` and
-recent + G - 1 tokens; a group's statistics use only its own tokens. Exact sink tokens stay
+recent + G - 1 tokens; a group's statistics use only its own tokens, as the window held
+them (bf16-rounded). Exact sink tokens stay
 bf16. `rotate: hadamard` quantizes after the orthogonal rotation of `hadamard.py` and
 rotates back on read.
 """
@@ -44,6 +45,30 @@ class GroupedFormat(CacheFormat):
 
     def dequantize(self, codes, scale, zero):
         return codes.float() * scale.float() + zero.float()
+
+
+def rotation_limit(kind: str, dim: int, width: int) -> int:
+    """The widest Hadamard block of a component (hadamard.rotation_block takes the largest
+    power of two within it): a full K/V rotates each head's head_dim, a factorized one its
+    whole width."""
+    return dim if kind == "full" else width
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes (..., w) uint8 < 2^bits -> (..., ceil(w * bits / 8)) uint8, bit-packed
+    little-endian (value i's bit k is bit i * bits + k of the row)."""
+    w = codes.shape[-1]
+    nbytes = -(-w * bits // 8)
+    b = ((codes[..., None] >> torch.arange(bits, device=codes.device, dtype=torch.uint8)) & 1).flatten(-2)
+    b = torch.nn.functional.pad(b, (0, nbytes * 8 - w * bits)).unflatten(-1, (nbytes, 8))
+    return (b << torch.arange(8, device=codes.device, dtype=torch.uint8)).sum(-1, dtype=torch.uint8)
+
+
+def unpack(packed: torch.Tensor, bits: int, w: int) -> torch.Tensor:
+    """The inverse of `pack`: (..., ceil(w * bits / 8)) uint8 -> codes (..., w) uint8."""
+    b = ((packed[..., None] >> torch.arange(8, device=packed.device, dtype=torch.uint8)) & 1).flatten(-2)
+    b = b[..., :w * bits].unflatten(-1, (w, bits))
+    return (b << torch.arange(bits, device=packed.device, dtype=torch.uint8)).sum(-1, dtype=torch.uint8)
 
 
 def quantized_read(spec: CacheSpec, j: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

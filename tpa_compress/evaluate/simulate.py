@@ -32,7 +32,7 @@ from dataclasses import replace
 import torch
 
 from ..cache_formats import CacheSpec, parse_spec
-from ..cache_formats.grouped import fake_quantize_tokens, quantized_read
+from ..cache_formats.grouped import fake_quantize_tokens, quantized_read, rotation_limit
 from ..cache_formats.hadamard import rotation_block
 from ..layout import Component, LayerLayout
 from ..models.common import attention_mask
@@ -58,17 +58,15 @@ def simulated_cache(model, cache: str, prefill: int = 1):
             attn.__dict__.pop("forward", None)
 
 
-def rotation_limit(c: Component) -> int:
-    """The widest Hadamard block for a component: a head's head_dim for a full one, else
-    its whole width (hadamard.rotation_block takes the largest power of two within)."""
-    return c.dim if c.kind == "full" else c.values_per_token
-
-
 def entry_reads(e: torch.Tensor, spec: CacheSpec, c: Component, axis: str):
-    """A component's entries (B, T, w) -> (quantized read, exact read), fp32."""
+    """A component's entries (B, T, w) -> (quantized read, exact read), fp32. A grouped
+    format quantizes the entries as its bf16 recent window holds them."""
     fmt = spec.format
-    q = fake_quantize_tokens(e, spec, axis, rotation_block(c.values_per_token, rotation_limit(c)))
-    return q, (e.to(torch.bfloat16).float() if fmt.grouped else q)
+    if fmt.grouped:
+        e = e.to(torch.bfloat16).float()
+    q = fake_quantize_tokens(e, spec, axis, rotation_block(c.values_per_token,
+                                                                 rotation_limit(c.kind, c.dim, c.values_per_token)))
+    return q, (e if fmt.grouped else q)
 
 
 def simulated_attention(attn, lay: LayerLayout, x, cos, sin, mask=None, prefill: int = 1):

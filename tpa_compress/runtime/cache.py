@@ -81,6 +81,8 @@ def capacity(layout: LayerLayout, max_len: int) -> int:
 
 
 class LayerCache:
+    grouped = False  # grouped formats (int4, int3, int2) live in GroupedLayerCache
+
     def __init__(self, layout: LayerLayout, batch: int, max_len: int, device):
         name = layout.cache_dtype
         if name not in (*TORCH_CACHE_DTYPES, *QUANT_CACHE_DTYPES):
@@ -163,14 +165,22 @@ class KVCache:
     """All layers' caches for one batch, plus the slot-position tables."""
 
     def __init__(self, layouts: list[LayerLayout], batch: int, max_len: int, device):
+        from .grouped_cache import GroupedLayerCache
         self.batch, self.max_len = batch, max_len
-        self.layers = [LayerCache(lay, batch, max_len, device) for lay in layouts]
+        self.layers = [(GroupedLayerCache if lay.cache.format.grouped else LayerCache)(lay, batch, max_len, device)
+                       for lay in layouts]
         self.positions = {c: torch.full((batch, c), EMPTY, dtype=torch.int32, device=device)
                           for c in sorted({lc.capacity for lc in self.layers})}
+        for lc in self.layers:
+            if lc.grouped:
+                lc.positions = self.positions[lc.capacity]
 
     def reset(self) -> None:
         for p in self.positions.values():
             p.fill_(EMPTY)
+        for lc in self.layers:
+            if lc.grouped:
+                lc.reset()
 
     def write_positions(self, cols: torch.Tensor, pos: torch.Tensor) -> None:
         """Record that columns `cols` (n,) hold positions `pos` (batch, n) in every table."""
