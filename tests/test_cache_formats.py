@@ -48,6 +48,9 @@ def test_grouped_formats_count_every_byte(bits):
     want = (2 * held * 96 * bits / 8 + 2 * (held // 32) * 96 * 4 + 2 * (128 + 31) * 96 * 2
             + 4 * held + 2 * 256 * 2)
     assert cache_bytes([lat], 4096, batch=3) == 3 * want
+    # the spec's leading bf16 columns
+    lead = LayerLayout(FULL, FULL, None, f"int{bits}:group=32,recent=16,sink=4")
+    assert cache_bytes([lead], n) == cache_bytes([lay], n) + 4 * 2 * 256 * 2
     # a short context: the window holds every token, the partial group has its scales
     assert cache_bytes([lay], 5) == 2 * 5 * 256 * bits / 8 + 256 * 4 + 5 * 8 * 4 + 2 * 5 * 256 * 2
 
@@ -65,7 +68,7 @@ def test_specs_round_trip_through_config():
     lay = LayerLayout(FULL, LAT, 512, "int3:group=16,recent=0,rotate=hadamard")
     d = lay.to_dict()
     assert d["cache_dtype"] == "int3"
-    assert d["cache"] == {"group": 16, "recent": 0, "rotate": "hadamard", "values": "auto"}
+    assert d["cache"] == {"group": 16, "recent": 0, "rotate": "hadamard", "values": "auto", "sink": 0}
     assert LayerLayout.from_dict(d) == lay and lay.cache_dtype == "int3:group=16,recent=0,rotate=hadamard"
     assert "cache" not in LayerLayout(FULL, FULL, None, "int8").to_dict()
     assert LayerLayout(FULL, FULL, None, "int4:group=32").cache_dtype == "int4"  # defaults drop out
@@ -144,3 +147,5 @@ def test_quantized_read_rule():
     unq = (~m & (j <= t)).sum(1)
     assert ((unq[2:] >= 2) & (unq[2:] <= 2 + 4 - 1)).all()  # the window holds R .. R+G-1 tokens
     assert quantized_read(parse_spec("int8"), j, t).all()
+    m = quantized_read(parse_spec("int4:group=4,recent=2,sink=1"), j, t) & (j <= t)
+    assert m[5].tolist() == [False] + [True] * 3 + [False] * 8  # the leading column stays exact

@@ -32,7 +32,7 @@ sink costs `sink` full tokens per layer, allocated once.
 grouped one (int4, int3, int2), its parameters: the canonical spec string ("int4", or
 "int4:recent=32,rotate=hadamard"). The formats' numbers price every byte: values at the
 format's bits, scales and zeros per group, a grouped format's bf16 recent window
-(min(recent + group - 1, context) tokens, allocated once), the exact sink tokens
+(min(recent + group - 1, context) tokens, allocated once) and its `sink` leading columns, the exact sink tokens
 (bf16 in a lossy format) and the k_scale factors. config.json keeps the dtype in
 `cache_dtype` and a grouped format's parameters in `cache`.
 """
@@ -143,6 +143,7 @@ class LayerLayout:
             groups = math.ceil(held / g) * w if axis == "channel" else held * (w // g)
             total += held * w * fmt.bits / 8 + groups * fmt.stat_bytes
             total += min(spec.recent + g - 1, context) * w * 2  # the bf16 recent window
+            total += min(spec.sink, context) * w * 2  # the spec's bf16 leading columns
         return total
 
     def tokens_held(self, context: int) -> int:

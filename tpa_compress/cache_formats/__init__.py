@@ -101,12 +101,16 @@ class CacheSpec:
     rotate   none | hadamard: random +-1 signs then a normalized Walsh-Hadamard transform
              over each head's head_dim (a latent: its width, or power-of-two blocks), seed 0.
     values   auto | token | channel: how V groups (auto: token for a full V, else channel).
+    sink     leading token columns never quantized (kept in bf16 beside the groups, and kept
+             out of their group's statistics): Gemma's BOS is an outlier that would widen
+             the range of every channel of group 0. Independent of a layout's exact sink.
     """
     dtype: str = "bf16"
     group: int = 32
     recent: int = 128
     rotate: str = "none"
     values: str = "auto"
+    sink: int = 0
 
     @property
     def format(self) -> CacheFormat:
@@ -148,7 +152,7 @@ def spec_from(dtype, params: dict | None = None, where: str = "cache") -> CacheS
         if not fmt.grouped:
             raise TPAError(f"{where}: {k} is not valid for {dtype}, which takes no parameters; {k} applies to "
                            f"{', '.join(n for n in format_names() if get_format(n).grouped)}")
-    for k in ("group", "recent"):
+    for k in ("group", "recent", "sink"):
         v = params.get(k, getattr(CacheSpec, k))
         lo = 1 if k == "group" else 0
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:

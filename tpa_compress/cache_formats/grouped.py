@@ -16,6 +16,9 @@ batch aligns them to its longest prompt, and pad entries are kept out of the sta
 
 Decode semantics (causal): at query position t, token j is read quantized iff its whole
 group is complete and older than the recent window: (j // G + 1) * G - 1 <= t - recent.
+The first `sink` columns are never read quantized either
+(bf16), and within their group they are replaced by the group's last column before its
+statistics are taken (as pads are), so an outlier BOS does not widen the range.
 Newer tokens are read from a bf16 window, so it holds between `recent` and
 recent + G - 1 tokens; a group's statistics use only its own tokens, as the window held
 them (bf16-rounded). Exact sink tokens stay
@@ -77,7 +80,7 @@ def quantized_read(spec: CacheSpec, j: torch.Tensor, t: torch.Tensor) -> torch.T
     if not spec.format.grouped:
         return torch.ones(torch.broadcast_shapes(j.shape, t.shape), dtype=torch.bool, device=j.device)
     g = spec.group
-    return (j // g + 1) * g - 1 <= t - spec.recent
+    return ((j // g + 1) * g - 1 <= t - spec.recent) & (j >= spec.sink)
 
 
 def fake_quantize_tokens(x: torch.Tensor, spec: CacheSpec, axis: str, block: int) -> torch.Tensor:
@@ -95,6 +98,9 @@ def fake_quantize_tokens(x: torch.Tensor, spec: CacheSpec, axis: str, block: int
     if axis == "channel":
         n = t // g * g
         body = y[:, :n].reshape(b, n // g, g, w)
+        if spec.sink:  # sink columns are read exact: keep them out of the statistics
+            head = (torch.arange(n, device=x.device) < spec.sink).view(1, n // g, g, 1)
+            body = torch.where(head, body[:, :, -1:], body)
         out = torch.cat([fmt.dequantize(*fmt.quantize(body, 2)).reshape(b, n, w), y[:, n:]], 1)
     else:
         out = fmt.dequantize(*fmt.quantize(y.reshape(b, t, w // g, g), -1)).reshape(b, t, w)

@@ -8,6 +8,8 @@ bytes (K and V rows are packed separately, each to ceil(width * bits / 8) bytes)
   capacity, V width / G, 2) for a V grouped per token;
 - `ring` (batch, min(recent + G - 1, max_len), K width + V width) bf16: the recent window,
   every written column whose group is not yet quantized (column c in row c % size);
+- `head` (batch, min(spec sink, max_len), K width + V width) bf16: the spec's leading columns,
+  never quantized (kept out of their group's statistics like pads);
 - `ks` (a latent K's QK-norm factors, fp32) and the exact sink buffers (bf16), as LayerCache.
 
 Columns are appended in order (`append`; prefill passes every prompt column, a decode step
@@ -57,6 +59,8 @@ class GroupedLayerCache:
                       else z(batch, groups, nv, 2, dt=torch.float16))
         self.ring_size = min(self.spec.recent + g - 1, max_len)
         self.ring = z(batch, self.ring_size, nk + nv, dt=torch.bfloat16)
+        self.n_head = min(self.spec.sink, max_len)
+        self.head = z(batch, self.n_head, nk + nv, dt=torch.bfloat16)
         hd = self.spec.rotate == "hadamard"
         self.blocks = tuple(rotation_block(c.values_per_token, rotation_limit(c.kind, c.dim, c.values_per_token))
                             if hd else 1 for c in (layout.k, layout.v))
@@ -70,7 +74,7 @@ class GroupedLayerCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.kc, self.vc, self.kstat, self.vstat, self.ring, self.ks, self.sk,
+        return sum(t.nbytes for t in (self.kc, self.vc, self.kstat, self.vstat, self.ring, self.head, self.ks, self.sk,
                                       self.sv) if t is not None)
 
     def reset(self) -> None:
@@ -92,6 +96,8 @@ class GroupedLayerCache:
         for g0 in range(self.done, done, g):
             if g0 + g > c1 - self.capacity:  # (a group wholly out of a ring's reach is never read)
                 self._quantize_group(g0, self._columns(e, c0, g0, g0 + g), c1)
+        if c0 < self.n_head:
+            self.head[:, c0:min(c1, self.n_head)] = e[:, :min(c1, self.n_head) - c0].to(self.head.dtype)
         lo = max(c0, c1 - self.ring_size)
         if lo < c1:
             cols = torch.arange(lo, c1, device=e.device)
@@ -114,7 +120,8 @@ class GroupedLayerCache:
         g, fmt, nk = self.g, self.fmt, self.nk
         cols = torch.arange(g0, g0 + g, device=x.device)
         pos = self.positions[:, cols % self.capacity]
-        x = torch.where((pos < 0)[..., None], x[:, -1:], x)  # pads never widen the range
+        out = (pos < 0) | (cols < self.n_head)[None]  # pads and the leading columns: read exact or never
+        x = torch.where(out[..., None], x[:, -1:], x)  # so they never widen the range
         kq, ks_, kz = fmt.quantize(rotate(x[..., :nk], self.blocks[0]), 1)
         gs = (g0 // g) % self.kstat.shape[1]
         self.kstat[:, gs] = torch.stack([ks_[:, 0], kz[:, 0]], -1)
@@ -131,8 +138,11 @@ class GroupedLayerCache:
         self.vc.index_copy_(1, slots, pack(vq[:, keep], fmt.bits))
         if self.v_axis == "token":
             self.vstat.index_copy_(1, slots, torch.cat([vs, vz], -1)[:, keep])
-        if self.ks is not None:
-            self._write_ks(slots, self._dequantize(slots)[0])
+        if self.ks is not None:  # from K as read: dequantized, or exact for a leading column
+            kz = self._dequantize(slots)[0]
+            head = cols[keep] < self.n_head
+            kz[:, head] = self.head[:, cols[keep][head], :nk].float()
+            self._write_ks(slots, kz)
 
     def _write_ks(self, slots, z):
         self.ks.index_copy_(1, slots, key_scales(z, self.ks_terms))
@@ -157,11 +167,13 @@ class GroupedLayerCache:
         e = self.capacity if e is None else min(e, self.capacity)
         slots = torch.arange(a, e, device=self.kc.device)
         k, v = self._dequantize(slots)
-        cols = torch.arange(max(self.done, self.n - self.capacity), self.n, device=k.device)
-        hit = (cols % self.capacity >= a) & (cols % self.capacity < e)
-        cols = cols[hit]
-        if len(cols):
-            r = self.ring[:, cols % self.ring_size].float()
-            k[:, cols % self.capacity - a] = r[..., :self.nk]
-            v[:, cols % self.capacity - a] = r[..., self.nk:]
+        lo = max(0, self.n - self.capacity)  # older columns left the slots
+        for cols, buf, size in ((torch.arange(max(self.done, lo), self.n, device=k.device), self.ring, self.ring_size),
+                                (torch.arange(lo, max(lo, min(self.n_head, self.done)), device=k.device), self.head,
+                                 None)):
+            cols = cols[(cols % self.capacity >= a) & (cols % self.capacity < e)]
+            if len(cols):
+                r = buf[:, cols if size is None else cols % size].float()
+                k[:, cols % self.capacity - a] = r[..., :self.nk]
+                v[:, cols % self.capacity - a] = r[..., self.nk:]
         return k.to(dtype), v.to(dtype)
