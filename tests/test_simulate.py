@@ -104,3 +104,20 @@ def test_grouped_runtime_bytes_are_the_pricing(spec):
     assert r.cache.kv_bytes == cache_bytes(r.layouts, 28, 3)
     again, _ = step_logits(Runner(model, 3, 28, cache_dtype=spec), prompts, 8)
     assert torch.equal(logits, again)
+
+
+@pytest.mark.parametrize("spec", ["int4:group=4,recent=2", "int3:group=2,recent=0,sink=1,rotate=hadamard"])
+@pytest.mark.parametrize("kind", ["original", "latent_kv"])
+def test_long_prefill_then_decode_equals_the_simulation(kind, spec):
+    """A prompt longer than the sliding window, prefilled at once (its reads exact, whole
+    groups quantized on the way into the cache), then decode steps: each step's logits are
+    the simulation's with `prefill` = the prompt length."""
+    from test_runtime_quant import step_logits
+    from tpa_compress.runtime import Runner
+    model = model_of(kind)
+    prompt = prompts_of([13], seed=4)
+    got, r = step_logits(Runner(model, 1, 13 + 9, cache_dtype=spec), prompt, 9)
+    seq = r.ids[:, :13 + 8]
+    with torch.no_grad(), simulated_cache(model, spec, prefill=13):
+        want = model.logits(model(seq))[:, 12:]
+    assert (got - want).abs().max().item() < 1e-4 * want.abs().max().item()
