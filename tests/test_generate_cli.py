@@ -161,10 +161,35 @@ def test_one_byte_cache_dtype_recorded_by_convert(monkeypatch, capsys, tmp_path,
 def test_bad_cache_dtypes(monkeypatch, capsys, tmp_path):
     import json
     path = converted_folder(tmp_path, "bf16")
-    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int4")
-    assert_one_line_error(code, err, "--cache-dtype 'int4'", "valid: auto, fp32, bf16, fp16, fp8, int8")
+    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int5")
+    assert_one_line_error(code, err, "--cache-dtype 'int5'", "valid: auto, fp32, bf16, fp16, fp8, int8, int4")
     cfg = json.loads((path / "config.json").read_text())
-    cfg["tpa"]["cache_dtype"] = "int4"
+    cfg["tpa"]["cache_dtype"] = "int5"
     (path / "config.json").write_text(json.dumps(cfg))
     code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--device", "cpu")
-    assert_one_line_error(code, err, "config.json", "tpa.cache_dtype 'int4'", "valid: fp32")
+    assert_one_line_error(code, err, "config.json", "tpa.cache_dtype 'int5'", "valid: fp32")
+
+
+def test_grouped_cache_recorded_by_convert(monkeypatch, capsys, tmp_path):
+    """A recipe's int4 cache: config.json records it per layer, generate stores it (CPU,
+    bytes = the prediction) and eval scores through it (the simulated reads) by default."""
+    import json
+    from dataclasses import replace
+
+    from tpa_compress.layout import cache_bytes, layouts_from_config
+    from tpa_compress.load import load_model
+    name = "int4:group=4,recent=2"
+    path = converted_folder(tmp_path, name)
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["tpa"]["cache_dtype"] == name
+    assert cfg["tpa"]["layers"][0]["cache_dtype"] == "int4"
+    assert cfg["tpa"]["layers"][0]["cache"] == {"group": 4, "recent": 2, "rotate": "none", "values": "auto", "sink": 0}
+    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+                         "--max-new-tokens", "9")
+    assert code in (0, None), err
+    layouts = [replace(lay, cache_dtype=name) for lay in layouts_from_config(load_model(path).extra["tpa"])]
+    want = cache_bytes(layouts, 8 + 9, 1) / 2**20
+    assert f"KV {want:.2f} MiB {name} allocated (layout predicts {want:.2f})" in " ".join(err.split())
+    code, out, err = run(monkeypatch, capsys, "eval", path, "--seq-len", "16", "--max-windows", "2")
+    assert code in (0, None), err
+    assert f"through a {name} KV cache" in " ".join(out.split())

@@ -134,5 +134,5 @@ def test_perplexity_through_the_cache(kind):
 def test_eval_cache_dtype_is_checked(monkeypatch, capsys):
     from test_bad_input import assert_one_line_error
     from test_generate_cli import run
-    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int4")
-    assert_one_line_error(code, err, "--cache-dtype 'int4'", "valid: fp32, bf16, fp16, fp8, int8")
+    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int5")
+    assert_one_line_error(code, err, "--cache-dtype 'int5'", "valid: fp32, bf16, fp16, fp8, int8, int4")

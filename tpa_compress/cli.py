@@ -113,10 +113,15 @@ def eval_cmd(
                               "(float16 overflows Gemma)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda, cuda:N."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
-    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="Score through the KV cache "
-                                              "stored in this dtype (fp32, bf16, fp16, fp8, int8): the "
-                                              "windows are decoded token by token with teacher forcing, so "
-                                              "every prediction reads the cache. Default: the no-cache forward."),
+    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="Score through a KV cache "
+                                              "in this format (fp32, bf16, fp16, fp8, int8, int4, int3, int2; "
+                                              "grouped ones take parameters, e.g. int4:recent=32,rotate=hadamard): "
+                                              "every prediction reads keys and values as decoding would. Default: "
+                                              "a converted folder's recorded format when it is quantized (fp8, "
+                                              "int8, int4 ...), else the no-cache forward."),
+    cache_path: str = typer.Option("simulate", "--cache-path", help="How --cache-dtype is scored: "
+                                   "simulate (the decode reads simulated in one forward per window, exact) "
+                                   "or decode (teacher-forced decoding through the runtime cache, slow on CPU)."),
 ):
     """Perplexity over non-overlapping windows of real text: by default one row per bundled
     domain (python-docs, prose), each cut and capped on its own; --data: those files alone."""
@@ -127,8 +132,15 @@ def eval_cmd(
     check_window_args(seq_len, max_windows)
     if bos not in ("auto", "yes", "no"):
         raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
+    if cache_path not in ("simulate", "decode"):
+        raise TPAError(f"--cache-path {cache_path!r} is not valid; valid: simulate, decode")
     if cache_dtype is not None:
         check_cache_dtype(cache_dtype)
+    else:
+        from .cache_formats import parse_spec
+        from .runtime.cli import recorded_cache_dtype
+        rec = recorded_cache_dtype(model)
+        cache_dtype = rec if rec is not None and parse_spec(rec).format.lossy else None
     sets = eval_sets(data)
     texts = {name: read_texts(files) for name, files in sets.items()}
     dev = resolve_device(device)
@@ -147,6 +159,11 @@ def eval_cmd(
                 task = bar.add_task(f"perplexity {name}", total=w.shape[0], info="")
                 results[name] = perplexity(net, w, use_bos, device=dev, progress=lambda i, n, p, task=task: bar.update(
                     task, completed=i, info=f"ppl {p:.3f}"))
+            elif cache_path == "simulate":
+                task = bar.add_task(f"{name} through a {cache_dtype} cache (simulated)", total=w.shape[0], info="")
+                results[name] = perplexity(net, w, use_bos, device=dev, cache=cache_dtype,
+                                           progress=lambda i, n, p, task=task: bar.update(
+                                               task, completed=i, info=f"ppl {p:.3f}"))
             else:  # all windows as one batch, one decode step per position
                 from .evaluate.cached import cached_perplexity
                 task = bar.add_task(f"{name} through a {cache_dtype} cache", total=w.shape[1] - 1, info="")
@@ -164,6 +181,7 @@ def eval_cmd(
     if json_out:
         from .save import write_text_atomic
         doc = {"model": ckpt.path, "dtype": dtype, "cache_dtype": cache_dtype,
+               "cache_path": cache_path if cache_dtype else None,
                "domains": {name: {"data": [str(f) for f in sets[name]], **res.to_dict()}
                            for name, res in results.items()}}
         if data:  # one text: its numbers also at the top level, as before the domains

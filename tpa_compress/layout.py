@@ -27,17 +27,26 @@ basis fitted to ordinary tokens reconstructs badly. Measured on Gemma 3 270M (BO
 512-token windows): K rank 128 on all layers +51.1% perplexity without the sink, +3.2%
 with it; V rank 128 on the global layers +28.0% vs +2.8% (docs/benchmarks.md). The
 sink costs `sink` full tokens per layer, allocated once.
+
+`cache_dtype` (per layer): a cache format of `tpa_compress.cache_formats` and, for a
+grouped one (int4, int3, int2), its parameters: the canonical spec string ("int4", or
+"int4:recent=32,rotate=hadamard"). The formats' numbers price every byte: values at the
+format's bits, scales and zeros per group, a grouped format's bf16 recent window
+(min(recent + group - 1, context) tokens, allocated once) and its `sink` leading columns, the exact sink tokens
+(bf16 in a lossy format) and the k_scale factors. config.json keeps the dtype in
+`cache_dtype` and a grouped format's parameters in `cache`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
+from .cache_formats import CacheSpec, format_names, parse_spec, spec_from
 from .config import ModelConfig
 from .errors import TPAError
 
 KINDS = ("full", "latent", "tpa_fixed", "tpa_contextual")
-# Bytes per cached value, and per-token-per-component scale overhead (one fp16 scale).
-CACHE_DTYPES = {"fp32": (4, 0), "bf16": (2, 0), "fp16": (2, 0), "fp8": (1, 0), "int8": (1, 2)}
+CACHE_DTYPES = format_names()  # the registered cache formats (cache_formats/); their numbers price bytes
 K_SCALE_BYTES = 4  # a latent K's cached QK-norm factor, per KV head (fp32)
 
 
@@ -73,14 +82,25 @@ class LayerLayout:
     k_scale: bool = False  # a latent K's QK-norm factor cached per entry (fp32 per KV head)
 
     def __post_init__(self):
-        if self.cache_dtype not in CACHE_DTYPES:
-            raise TPAError(f"cache dtype {self.cache_dtype!r} is not valid; valid: "
-                           f"{', '.join(CACHE_DTYPES)}")
+        spec = parse_spec(self.cache_dtype, "cache dtype")
+        object.__setattr__(self, "cache_dtype", spec.name)  # canonical
+        if spec.format.grouped:
+            if self.window is not None and self.window % spec.group:
+                raise TPAError(f"cache group {spec.group} does not divide this layer's sliding window "
+                               f"{self.window}; valid: a divisor of {self.window}")
+            w = self.v.values_per_token
+            if spec.value_axis(self.v.kind) == "token" and w % spec.group:
+                raise TPAError(f"cache group {spec.group} does not divide the {self.v.kind} V width {w} "
+                               f"(values grouped per token); valid: a divisor of {w}")
         if isinstance(self.sink, bool) or not isinstance(self.sink, int) or self.sink < 0:
             raise TPAError(f"sink {self.sink!r} is not valid; expected an integer >= 0")
         if self.k_scale is not False and (self.k_scale is not True or self.k.kind != "latent"):
             raise TPAError(f"k_scale {self.k_scale!r} is not valid for a {self.k.kind} K; valid: true with a "
                            f"latent K, else false")
+
+    @property
+    def cache(self) -> CacheSpec:
+        return parse_spec(self.cache_dtype, "cache dtype")
 
     @property
     def sink_held(self) -> int:
@@ -94,15 +114,37 @@ class LayerLayout:
         means unquantized: bf16 in a one-byte cache)."""
         if not self.sink_held:
             return 0
-        size, scale = CACHE_DTYPES[self.cache_dtype]
-        if size == 1:
-            size, scale = 2, 0
-        return self.sink * sum(c.heads * c.dim * size + scale for c in (self.k, self.v))
+        fmt = self.cache.format
+        size = 2 if fmt.lossy else fmt.bits // 8
+        return self.sink * sum(c.heads * c.dim * size for c in (self.k, self.v))
 
     def bytes_per_token(self) -> float:
-        size, scale = CACHE_DTYPES[self.cache_dtype]
-        return (sum(c.values_per_token * size + scale for c in (self.k, self.v))
+        """Bytes each further token adds (a grouped format's scales amortized over their group)."""
+        spec = self.cache
+        fmt = spec.format
+        stats = ((lambda c: c.values_per_token * fmt.stat_bytes / spec.group) if fmt.grouped
+                 else (lambda c: fmt.stat_bytes))
+        return (sum(c.values_per_token * fmt.bits / 8 + stats(c) for c in (self.k, self.v))
                 + K_SCALE_BYTES * self.k.heads * self.k_scale)
+
+    def bytes_held(self, context: int) -> float:
+        """Bytes of one sequence's cache at `context` tokens, every byte: values, scales and
+        zeros (whole groups: a partial group has its scales allocated), k_scale factors, a
+        grouped format's bf16 recent window and the exact sink tokens."""
+        held = self.tokens_held(context)
+        spec = self.cache
+        fmt = spec.format
+        if not fmt.grouped:
+            return self.bytes_per_token() * held + self.sink_bytes()
+        g = spec.group
+        total = K_SCALE_BYTES * self.k.heads * self.k_scale * held + self.sink_bytes()
+        for c, axis in ((self.k, "channel"), (self.v, spec.value_axis(self.v.kind))):
+            w = c.values_per_token
+            groups = math.ceil(held / g) * w if axis == "channel" else held * (w // g)
+            total += held * w * fmt.bits / 8 + groups * fmt.stat_bytes
+            total += min(spec.recent + g - 1, context) * w * 2  # the bf16 recent window
+            total += min(spec.sink, context) * w * 2  # the spec's bf16 leading columns
+        return total
 
     def tokens_held(self, context: int) -> int:
         return self.tokens_held_in(self.window, context)
@@ -113,12 +155,15 @@ class LayerLayout:
         return context if window is None else min(context, window)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        spec = self.cache
+        d = {**asdict(self), "cache_dtype": spec.dtype}
+        return {**d, "cache": spec.params()} if spec.params() else d
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayerLayout":
+        spec = spec_from(d.get("cache_dtype", "bf16"), d.get("cache"), "tpa layer cache")
         return cls(k=Component(**d["k"]), v=Component(**d["v"]), window=d.get("window"),
-                   cache_dtype=d.get("cache_dtype", "bf16"), sink=d.get("sink", 0),
+                   cache_dtype=spec.name, sink=d.get("sink", 0),
                    k_scale=d.get("k_scale", False))
 
 
@@ -136,8 +181,7 @@ def original_layouts(cfg: ModelConfig, cache_dtype: str = "bf16") -> list[LayerL
 def cache_bytes(layouts: list[LayerLayout], context: int, batch: int = 1) -> float:
     """Total KV-cache bytes for `batch` sequences of `context` tokens (window-aware; the
     exact sink tokens are a separate, always-allocated buffer)."""
-    return batch * sum(lay.bytes_per_token() * lay.tokens_held(context) + lay.sink_bytes()
-                       for lay in layouts)
+    return batch * sum(lay.bytes_held(context) for lay in layouts)
 
 
 def layouts_to_config(layouts: list[LayerLayout]) -> dict:

@@ -3,7 +3,9 @@
     model: gemma3-270m            # optional; a MODEL argument overrides it
     seed: 0
     weight_dtype: float32         # float32 | bfloat16 | float16
-    cache_dtype: bf16             # bf16 | fp16 | fp8 | int8 | fp32
+    cache_dtype: bf16             # fp32 | bf16 | fp16 | fp8 | int8 | int4 | int3 | int2 (cache_formats/)
+    # or, with a grouped format's parameters (instead of cache_dtype):
+    # cache: {dtype: int4, group: 32, recent: 128, rotate: none, values: auto}
     sink_tokens: 1                # leading positions whose K/V stay exact (0: none); see layout.py
     calibration: {files: [default], tokens: 32768, seq_len: 512, heldout_tokens: 4096}
     eval: {files: [default], seq_len: 512, max_windows: 16}
@@ -25,7 +27,7 @@ import yaml
 
 from .config import ModelConfig
 from .errors import TPAError
-from .layout import CACHE_DTYPES
+from .cache_formats import spec_from_recipe
 
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -201,7 +203,7 @@ def _selector(v, where: str) -> Selector:
 
 
 def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
-    top = {"model", "seed", "weight_dtype", "cache_dtype", "calibration", "eval", "budget", "layers",
+    top = {"model", "seed", "weight_dtype", "cache_dtype", "cache", "calibration", "eval", "budget", "layers",
            "description", "sink_tokens", "k_scale", "rank_limits"}
     _keys(d, top, source)
     if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
@@ -215,9 +217,10 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     wd = d.get("weight_dtype", "float32")
     if wd not in WEIGHT_DTYPES:
         raise TPAError(f"{source}: weight_dtype {wd!r} is not valid; valid: {', '.join(WEIGHT_DTYPES)}")
-    cd = d.get("cache_dtype", "bf16")
-    if cd not in CACHE_DTYPES:
-        raise TPAError(f"{source}: cache_dtype {cd!r} is not valid; valid: {', '.join(CACHE_DTYPES)}")
+    if "cache" in d and "cache_dtype" in d:
+        raise TPAError(f"{source}: give cache_dtype or cache, not both")
+    cd = (spec_from_recipe(d["cache"], f"{source}: cache") if "cache" in d
+          else spec_from_recipe(d.get("cache_dtype", "bf16"), f"{source}: cache_dtype")).name
     cal = _keys(d.get("calibration") or {}, {"files", "tokens", "seq_len", "heldout_tokens"},
                 f"{source}: calibration")
     calib = Calibration(**cal)
@@ -275,8 +278,13 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def validate_for_model(recipe: Recipe, cfg: ModelConfig) -> None:
-    """Checks that need the model: ranks in range, methods that apply."""
+    """Checks that need the model: ranks in range, methods that apply, the cache's groups."""
+    from .layout import original_layouts
     from .methods import get_method
+    try:
+        original_layouts(cfg, recipe.cache_dtype)
+    except TPAError as e:
+        raise TPAError(f"{recipe.source}: {'cache' if 'cache' in recipe.raw else 'cache_dtype'}: {e}") from None
     for i in range(cfg.num_layers):
         for t, rule in recipe.rules_for(cfg, i).items():
             m = get_method(rule.method)(rule.params, seed=recipe.seed)

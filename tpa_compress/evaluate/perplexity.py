@@ -8,6 +8,7 @@ and perplexity = exp(total NLL / total predicted tokens).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -82,15 +83,20 @@ def window_nll(model, window: torch.Tensor, chunk: int = 128) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model, windows: torch.Tensor, bos: bool, progress=None, device="cpu") -> PerplexityResult:
+def perplexity(model, windows: torch.Tensor, bos: bool, progress=None, device="cpu",
+               cache: str | None = None) -> PerplexityResult:
+    """`cache`: a cache spec ("int4", "int8", ...): every prediction reads keys and values as
+    decoding through that cache would (evaluate/simulate.py), in one forward per window."""
+    from .simulate import simulated_cache
     total, count = 0.0, 0
-    for i in range(windows.shape[0]):
-        nll = window_nll(model, windows[i].to(device))
-        total += float(nll.double().sum())
-        count += nll.numel()
-        if not math.isfinite(total):
-            raise non_finite_error(next(model.parameters()).dtype)
-        if progress is not None:
-            progress(i + 1, windows.shape[0], math.exp(total / count))
+    with simulated_cache(model, cache) if cache is not None else contextlib.nullcontext():
+        for i in range(windows.shape[0]):
+            nll = window_nll(model, windows[i].to(device))
+            total += float(nll.double().sum())
+            count += nll.numel()
+            if not math.isfinite(total):
+                raise non_finite_error(next(model.parameters()).dtype)
+            if progress is not None:
+                progress(i + 1, windows.shape[0], math.exp(total / count))
     return PerplexityResult(math.exp(total / count), total / count, count, windows.shape[0],
                             windows.shape[1], bos)

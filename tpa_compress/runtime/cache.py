@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import torch
 
+from ..cache_formats import format_names, get_format, parse_spec
 from ..errors import TPAError
 from ..layout import LayerLayout
 from .attention import key_scales, write_entries
@@ -40,29 +41,28 @@ from .attention import key_scales, write_entries
 EMPTY = 2**30  # position of a never-written slot: later than any query, so never attended
 TORCH_CACHE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANT_CACHE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
-CACHE_DTYPE_NAMES = (*TORCH_CACHE_DTYPES, *QUANT_CACHE_DTYPES)
+CACHE_DTYPE_NAMES = format_names()
 DTYPE_NAMES = {v: k for k, v in TORCH_CACHE_DTYPES.items()}
-FP8_MAX = 448.0
 
 
 def check_cache_dtype(name: str, also: tuple[str, ...] = ()) -> None:
-    """The --cache-dtype option's check (`also`: extra values the command accepts)."""
-    valid = (*also, *CACHE_DTYPE_NAMES)
-    if name not in valid:
-        raise TPAError(f"--cache-dtype {name!r} is not valid; valid: {', '.join(valid)}")
+    """The --cache-dtype option's check (`also`: extra values the command accepts); a
+    grouped format may carry parameters (cache_formats.parse_spec)."""
+    if name in also:
+        return
+    if name.partition(":")[0] not in format_names():
+        raise TPAError(f"--cache-dtype {name!r} is not valid; valid: {', '.join((*also, *format_names()))}")
+    parse_spec(name, "--cache-dtype")
 
 
 def quantize(x: torch.Tensor, name: str, nk: int):
-    """Cache entries (..., k values | v values) -> (stored tensor, int8 scales or None)."""
+    """Cache entries (..., k values | v values) -> (stored tensor, int8 scales or None), by
+    the format's own quantize (cache_formats/fp8.py, int8.py), K and V each their own scale."""
+    fmt = get_format(name)
     if name == "fp8":
-        return x.float().clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), None
-    x = x.float()
-    parts = (x[..., :nk], x[..., nk:])
-    tiny = torch.finfo(torch.float16).tiny
-    # the fp16-rounded scale is the one stored, so quantize with exactly it
-    sc = [(p.abs().amax(-1, keepdim=True) / 127).to(torch.float16).clamp_min(tiny) for p in parts]
-    qz = torch.cat([(p / s.float()).round() for p, s in zip(parts, sc)], dim=-1)
-    return qz.clamp(-127, 127).to(torch.int8), torch.cat(sc, dim=-1)
+        return fmt.quantize(x)[0], None
+    (qk, sk, _), (qv, sv, _) = fmt.quantize(x[..., :nk]), fmt.quantize(x[..., nk:])
+    return torch.cat([qk, qv], dim=-1), torch.cat([sk, sv], dim=-1)
 
 
 def dequantize(x: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
@@ -81,11 +81,13 @@ def capacity(layout: LayerLayout, max_len: int) -> int:
 
 
 class LayerCache:
+    grouped = False  # grouped formats (int4, int3, int2) live in GroupedLayerCache
+
     def __init__(self, layout: LayerLayout, batch: int, max_len: int, device):
         name = layout.cache_dtype
-        if name not in CACHE_DTYPE_NAMES:
+        if name not in (*TORCH_CACHE_DTYPES, *QUANT_CACHE_DTYPES):
             raise TPAError(f"cache dtype {name!r} is not supported by the runtime; "
-                           f"valid: {', '.join(CACHE_DTYPE_NAMES)}")
+                           f"valid: {', '.join((*TORCH_CACHE_DTYPES, *QUANT_CACHE_DTYPES))}")
         self.layout = layout
         self.capacity = capacity(layout, max_len)
         self.quant = name if name in QUANT_CACHE_DTYPES else None
@@ -163,14 +165,22 @@ class KVCache:
     """All layers' caches for one batch, plus the slot-position tables."""
 
     def __init__(self, layouts: list[LayerLayout], batch: int, max_len: int, device):
+        from .grouped_cache import GroupedLayerCache
         self.batch, self.max_len = batch, max_len
-        self.layers = [LayerCache(lay, batch, max_len, device) for lay in layouts]
+        self.layers = [(GroupedLayerCache if lay.cache.format.grouped else LayerCache)(lay, batch, max_len, device)
+                       for lay in layouts]
         self.positions = {c: torch.full((batch, c), EMPTY, dtype=torch.int32, device=device)
                           for c in sorted({lc.capacity for lc in self.layers})}
+        for lc in self.layers:
+            if lc.grouped:
+                lc.positions = self.positions[lc.capacity]
 
     def reset(self) -> None:
         for p in self.positions.values():
             p.fill_(EMPTY)
+        for lc in self.layers:
+            if lc.grouped:
+                lc.reset()
 
     def write_positions(self, cols: torch.Tensor, pos: torch.Tensor) -> None:
         """Record that columns `cols` (n,) hold positions `pos` (batch, n) in every table."""

@@ -37,7 +37,7 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
     read without loading the model; None for anything else."""
     import json
 
-    from .cache import CACHE_DTYPE_NAMES
+    from ..cache_formats import parse_spec
     cfg = Path(model) / "config.json" if model else None
     if cfg is None or not cfg.is_file():
         return None
@@ -45,9 +45,8 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
         recorded = (json.loads(cfg.read_text()).get("tpa") or {}).get("cache_dtype")
     except (ValueError, AttributeError):
         return None  # the loader reports a broken config.json properly
-    if recorded is not None and recorded not in CACHE_DTYPE_NAMES:
-        raise TPAError(f"{cfg}: tpa.cache_dtype {recorded!r} is not a KV cache dtype the runtime "
-                       f"stores (valid: {', '.join(CACHE_DTYPE_NAMES)}); pass --cache-dtype to choose one")
+    if recorded is not None:
+        parse_spec(recorded, f"{cfg}: tpa.cache_dtype")
     return recorded
 
 
@@ -67,7 +66,8 @@ def generate_cmd(
                               "CPU), float32, bfloat16, float16."),
     cache_dtype: str = typer.Option("auto", "--cache-dtype", help="KV cache dtype: auto (what a "
                                     "converted folder records, else bf16 on CUDA and the weights' dtype "
-                                    "on CPU), fp32, bf16, fp16, fp8 (e4m3), int8 (per-token scales)."),
+                                    "on CPU), fp32, bf16, fp16, fp8 (e4m3), int8 (per-token scales), int4, int3, int2 "
+                                    "(grouped, KIVI-style; parameters as int4:group=32,recent=128,rotate=hadamard)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
 ):
     """Generate text with the static factorized KV cache (CUDA graph decode on GPU).

@@ -131,6 +131,9 @@ class Runner:
         cache_dtype = cache_dtype or ("bf16" if cuda else DTYPE_NAMES.get(w.dtype, "fp32"))
         self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype)
                                            for lay in layout_of_model(model)]
+        if cuda and self.layouts and self.layouts[0].cache.format.grouped:
+            raise TPAError(f"cache {cache_dtype}: the CUDA runtime does not read grouped integer caches "
+                           f"(int4, int3, int2) yet; generate with --device cpu, or score it with eval --cache-dtype")
         for i, lay in enumerate(self.layouts):
             attn = model.layers[i].self_attn
             for c, proj in ((lay.k, attn.k_proj), (lay.v, attn.v_proj)):
@@ -312,7 +315,10 @@ class Runner:
             tiles = [(ke[:, a:e], ve[:, a:e], q_pos[:, a:e]) for a, e in spans]
             outs.append(attend_tiles(attn, lay, q[:, :, qs:qe], q_pos[:, qs:qe], tiles, sink=sink))
         n = min(t, lc.capacity)  # a ring keeps the last `capacity` columns
-        lc.write(cols[-n:] % lc.capacity, ke[:, -n:], ve[:, -n:])
+        if lc.grouped:  # every column: a grouped cache quantizes whole groups of them
+            lc.append(ke, ve)
+        else:
+            lc.write(cols[-n:] % lc.capacity, ke[:, -n:], ve[:, -n:])
         o = torch.cat(outs, dim=2)
         return attn.o_proj(o.transpose(1, 2).reshape(x.shape[0], t, -1))
 
