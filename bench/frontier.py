@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tpa_compress.evaluate.perplexity import make_windows  # noqa: E402
 from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
-from tpa_compress.load.default import resolve_model_path  # noqa: E402
 from tpa_compress.models import build_model  # noqa: E402
 
 CONTEXT = 32768
@@ -92,7 +91,9 @@ def run(a) -> None:
     from tpa_compress.convert import convert
     from tpa_compress.recipe import load_recipe
 
-    ckpt = load_model(resolve_model_path(a.model))
+    ckpt = load_model(a.model)
+    if a.name:
+        ckpt.config.name = a.name
     tok = ckpt.tokenizer
     windows = eval_windows(tok, a.windows)
     caches = [c for c in a.caches.split(",") if c]
@@ -175,6 +176,7 @@ def render(paths: list[str], md: str | None, plot: str | None) -> None:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--name", default=None, help="the model's name in tables (default: its own)")
     ap.add_argument("--recipes", default="recipes/fat.yaml,recipes/balanced.yaml,recipes/aggressive.yaml")
     ap.add_argument("--caches", default="bf16,int8,fp8,int4")
     ap.add_argument("--windows", type=int, default=130, help="512-token windows per domain")
