@@ -198,7 +198,7 @@ def convert_cmd(
 
         def progress(label):
             tasks[label] = bar.add_task(label, total=None, info="")
-            return lambda i, n: bar.update(tasks[label], completed=i, total=n)
+            return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
 
         res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval,
                                log=lambda m: console.print(f"[dim]{m}[/dim]"))
@@ -214,6 +214,10 @@ def convert_cmd(
         p = res.perplexity
         out.print(f"perplexity {p['before']['perplexity']:.4f} -> {p['after']['perplexity']:.4f} "
                   f"({p['delta_pct']:+.2f}%)")
+    if res.heal:
+        from .report.convert_report import heal_lines
+        for line in heal_lines(res.heal, res.perplexity):
+            out.print(line, highlight=False)
     out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
 
 
