@@ -2,6 +2,7 @@
 the factor tensors, is deterministic for a fixed seed, respects its time bound, saves what it
 trained, and rejects bad `heal:` values before any work."""
 import json
+import os
 import random
 import sys
 
@@ -21,6 +22,7 @@ from tpa_compress.models import build_model
 from tpa_compress.recipe import parse_recipe
 from tpa_compress.save import save_hf_folder
 
+DEVICES = ["cpu"] + (["cuda"] if os.environ.get("TPA_TEST_DEVICE") == "cuda" else [])
 WORDS = "the of a is and river stone light cache token model under over north south quick slow".split()
 
 
@@ -55,11 +57,13 @@ def run_convert(root, d, eval_model=False):
     return ck, model, res, tensors, logs
 
 
-def test_heal_lowers_heldout_kl_and_the_folder_reloads_healed(root, tmp_path):
-    d = recipe_dict(root, heal={})
+@pytest.mark.parametrize("device", DEVICES)
+def test_heal_lowers_heldout_kl_and_the_folder_reloads_healed(root, tmp_path, device):
+    d = recipe_dict(root, heal={"device": device})
     ck, model, res, tensors, _ = run_convert(root, d, eval_model=True)
     h = res.heal
-    assert h["steps"] == 16 and h["stopped_by"] == "steps" and h["device"] == "cpu"
+    assert h["steps"] == 16 and h["stopped_by"] == "steps" and h["device"] == device
+    assert next(model.parameters()).device.type == "cpu"  # back where convert runs
     assert h["heldout_kl_after"] < 0.8 * h["heldout_kl_before"], h
     assert h["loss_last"] < h["loss_first"]
     # the converted model's perplexity before healing is recorded beside convert's before/after
