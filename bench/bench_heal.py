@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+import tpa_compress  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 import torch
 import yaml
 
@@ -86,7 +87,8 @@ def main() -> None:
     print(f"\n| text ({a.windows} x 512) | original | converted | healed |\n|---|---|---|---|")
     for t in windows:
         o, b, af = (ppl[k][t] for k in ("original", "converted", "healed"))
-        print(f"| {Path(t).name} | {o:.4f} | {b:.4f} ({100 * (b / o - 1):+.2f}%) | {af:.4f} ({100 * (af / o - 1):+.2f}%) |")
+        pct = lambda x: f"{x:.4f} ({100 * (x / o - 1):+.2f}%)"  # noqa: E731
+        print(f"| {Path(t).name} | {o:.4f} | {pct(b)} | {pct(af)} |")
     print(f"KV at 32K: {res.totals['32768']['ratio']:.3f} of the original; total {time.time() - t0:.0f} s")
     if a.json:
         Path(a.json).write_text(json.dumps({"perplexity": ppl, "heal": res.heal, "kv_ratio_32k":

@@ -9,7 +9,7 @@
     eval: {files: [default], seq_len: 512, max_windows: 16}
     budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`
     rank_limits: {multiple: 16, max: {k: 112, v: 160}}   # bounds on every rank (max: one for both, or per target)
-    heal: {steps: 200, lr: 1e-4, max_seconds: 600}   # optional: train the factors on the original's logits (heal.py)
+    heal: {steps: 200, lr: 5.0e-5, max_seconds: 600}   # optional: train the factors on the original's logits (heal.py)
     layers:                       # ordered rules; a later match overrides an earlier one
       - select: all               # all | {type: sliding|global} | {layers: "0-5,17"} | {pattern: "1?"}
         k: {method: activation_svd, rank: 192}
@@ -120,7 +120,7 @@ class HealSpec:
     seq_len: int = 512
     batch: int = 8
     steps: int = 200
-    lr: float = 1e-4
+    lr: float = 5e-5
     warmup_steps: int | None = None
     seed: int | None = None
     max_seconds: float = 600.0
