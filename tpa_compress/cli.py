@@ -242,7 +242,7 @@ def convert_cmd(
 
         def progress(label):
             tasks[label] = bar.add_task(label, total=None, info="")
-            return lambda i, n: bar.update(tasks[label], completed=i, total=n)
+            return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
 
         res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval,
                                log=lambda m: console.print(f"[dim]{m}[/dim]"))
@@ -262,6 +262,10 @@ def convert_cmd(
             ppl.add_row(name, f"{p['before']['perplexity']:.4f}", f"{p['after']['perplexity']:.4f}",
                         f"{p['delta_pct']:+.2f}%")
         out.print(ppl)
+    if res.heal:
+        from .report.convert_report import heal_lines
+        for line in heal_lines(res.heal, res.perplexity):
+            out.print(line, highlight=False)
     out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
 
 

@@ -21,6 +21,7 @@ import yaml
 from .calibrate import collect_stats
 from .data import default_calib_files, eval_sets, read_texts
 from .errors import TPAError
+from .heal import heal as heal_stage, prepare as prepare_heal
 from .layout import (K_SCALE_BYTES, Component, LayerLayout, cache_bytes, k_scale_for, layouts_to_config,
                      original_layouts, shrink_check)
 from .methods import LayerInputs, get_method
@@ -49,6 +50,7 @@ class ConversionResult:
     perplexity: dict = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what the log noted, kept in the report
+    heal: dict = field(default_factory=dict)  # the healing stage's report (heal.py), when the recipe heals
 
 
 def cpu_threads(spec: str | int = "auto") -> int:
@@ -155,6 +157,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         r.rank.kind in ("energy", "budget") for rs in rules for r in rs.values())
     converted = sorted({i for i, _ in methods})  # only these layers are measured
     device = next(model.parameters()).device
+    heal_data = prepare_heal(model, tok, recipe, converted)  # checks the heal text before any work
 
     stats = heldout = None
     ppl_before = None
@@ -297,6 +300,10 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                      "context. rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes "
                      "(docs/methods.md)")
         log("note: " + notes[-1])
+    healed = heal_data and heal_stage(model, heal_data, recipe.weight_dtype, progress, log, evaluate=(
+        (lambda: _eval(model, tok, recipe, progress, "eval before heal")) if eval_model else None))
+    if healed:
+        new_tensors.update(healed.tensors)
     ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
     orig = original_layouts(cfg, recipe.cache_dtype)
     totals = {}
@@ -308,7 +315,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         after = ppl_after[name]
         ppl[name] = {"before": before, "after": after,
                      "delta_pct": 100 * (after["perplexity"] / before["perplexity"] - 1)}
-    return ConversionResult(layouts, reports, totals, ppl, time.time() - t0, notes), new_tensors
+    return ConversionResult(layouts, reports, totals, ppl, time.time() - t0, notes,
+                            healed.report if healed else {}), new_tensors
 
 
 def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
@@ -378,6 +386,7 @@ def report_dict(ckpt, recipe: Recipe, result: ConversionResult) -> dict:
         "cache_dtype": recipe.cache_dtype, "weight_dtype": recipe.weight_dtype,
         "layers": [vars(r) for r in result.layers], "kv_cache": result.totals,
         "perplexity": result.perplexity, "seconds": round(result.seconds, 1), "notes": result.notes,
+        **({"heal": result.heal} if result.heal else {}),
     }
 
 

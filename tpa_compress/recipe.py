@@ -11,6 +11,7 @@
     eval: {files: [default], seq_len: 512, max_windows: 16}
     budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`
     rank_limits: {multiple: 16, max: {k: 112, v: 160}}   # bounds on every rank (max: one for both, or per target)
+    heal: {steps: 200, lr: 5.0e-5, max_seconds: 600}   # optional: train the factors on the original's logits (heal.py)
     layers:                       # ordered rules; a later match overrides an earlier one
       - select: all               # all | {type: sliding|global} | {layers: "0-5,17"} | {pattern: "1?"}
         k: {method: activation_svd, rank: 192}
@@ -107,6 +108,31 @@ class RankLimits:
 
 
 @dataclass
+class HealSpec:
+    """The optional healing stage (tpa_compress/heal.py): train the new factor tensors
+    against the original model's next-token distribution. `tokens` is the training pool
+    (cycled, reshuffled every pass), `heldout_tokens` the windows taken from the end of
+    the text that only measure KL; `steps` updates of `batch` windows of `seq_len`, AdamW
+    at `lr` with linear warmup over `warmup_steps` (default: steps // 10) and cosine
+    decay to 0; stops early at `max_seconds` of training. `seed` (default: the recipe's)
+    orders the data. `device`: auto (CUDA when present), cpu or cuda."""
+    files: list[str] = field(default_factory=lambda: ["default"])
+    tokens: int = 65536
+    heldout_tokens: int = 8192
+    seq_len: int = 512
+    batch: int = 8
+    steps: int = 200
+    lr: float = 5e-5
+    warmup_steps: int | None = None
+    seed: int | None = None
+    max_seconds: float = 600.0
+    device: str = "auto"
+
+
+HEAL_DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
 class Recipe:
     layers: list[LayerRule]
     model: str | None = None
@@ -119,6 +145,7 @@ class Recipe:
     eval: EvalSpec = field(default_factory=EvalSpec)
     budget: Budget | None = None
     rank_limits: RankLimits = field(default_factory=RankLimits)
+    heal: HealSpec | None = None
     source: str = ""
     raw: dict = field(default_factory=dict)
 
@@ -179,6 +206,53 @@ def _component(d, where: str) -> ComponentRule | None:
     return ComponentRule(d["method"], _rank(d.get("rank"), f"{where}.rank"), params)
 
 
+def _positive_number(v, where: str) -> float:
+    """A number > 0. YAML 1.1 reads `1e-4` (no dot) as a string, so numeric strings count."""
+    import math
+    try:
+        x = float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else math.nan
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x) or x <= 0:
+        raise TPAError(f"{where}: {v!r} is not valid; expected a number > 0")
+    return x
+
+
+def _heal(d, rules: list[LayerRule], seed: int, source: str) -> HealSpec | None:
+    """The `heal:` section, checked whole before any work (the device too)."""
+    if d is None:
+        return None
+    w = f"{source}: heal"
+    _keys(d, set(HealSpec.__dataclass_fields__), w)
+    h = HealSpec(**d)
+    if not isinstance(h.files, list) or not all(isinstance(f, str) for f in h.files):
+        raise TPAError(f"{w}.files: {h.files!r} is not valid; expected a list of paths or [default]")
+    _int(h.seq_len, f"{w}.seq_len", 2)
+    _int(h.tokens, f"{w}.tokens", h.seq_len)
+    _int(h.heldout_tokens, f"{w}.heldout_tokens", h.seq_len)
+    _int(h.batch, f"{w}.batch")
+    _int(h.steps, f"{w}.steps")
+    h.lr = _positive_number(h.lr, f"{w}.lr")
+    h.max_seconds = _positive_number(h.max_seconds, f"{w}.max_seconds")
+    h.warmup_steps = h.steps // 10 if h.warmup_steps is None else _int(h.warmup_steps, f"{w}.warmup_steps", 0)
+    if h.warmup_steps >= h.steps:
+        raise TPAError(f"{w}.warmup_steps: {h.warmup_steps} is not valid; expected fewer than steps ({h.steps})")
+    if h.seed is None:
+        h.seed = seed
+    elif isinstance(h.seed, bool) or not isinstance(h.seed, int):
+        raise TPAError(f"{w}.seed: {h.seed!r} is not valid; expected an integer")
+    if h.device not in HEAL_DEVICES:
+        raise TPAError(f"{w}.device: {h.device!r} is not valid; valid: {', '.join(HEAL_DEVICES)}")
+    if h.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise TPAError(f"{w}.device: 'cuda' was asked but no CUDA device is available; valid here: auto, cpu")
+    if all(r.k is None and r.v is None for r in rules):
+        raise TPAError(f"{w}: the recipe converts no K/V projection (every rule keeps them), so there is "
+                       "nothing to heal; remove heal or convert a layer")
+    return h
+
+
 def _selector(v, where: str) -> Selector:
     if v in (None, "all"):
         return Selector("all")
@@ -204,7 +278,7 @@ def _selector(v, where: str) -> Selector:
 
 def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     top = {"model", "seed", "weight_dtype", "cache_dtype", "cache", "calibration", "eval", "budget", "layers",
-           "description", "sink_tokens", "k_scale", "rank_limits"}
+           "description", "sink_tokens", "k_scale", "rank_limits", "heal"}
     _keys(d, top, source)
     if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
         raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
@@ -257,9 +331,10 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     ks = d.get("k_scale", True)
     if not isinstance(ks, bool):
         raise TPAError(f"{source}: k_scale {ks!r} is not valid; expected true or false")
+    heal = _heal(d.get("heal"), rules, seed, source)
     return Recipe(layers=rules, model=d.get("model"), seed=seed, weight_dtype=wd, cache_dtype=cd,
                   sink_tokens=sink, k_scale=ks, calibration=calib, eval=ev, budget=budget,
-                  rank_limits=limits, source=source, raw=d)
+                  rank_limits=limits, heal=heal, source=source, raw=d)
 
 
 def load_recipe(path: str | Path) -> Recipe:

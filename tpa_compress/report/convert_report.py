@@ -37,6 +37,29 @@ def render_markdown(r: dict) -> str:
         lines.append(f"| {L['layer']} | {L['type']} | {k['method']} | {k.get('rank') or 'full'} | "
                      f"{_fmt(k.get('heldout_rel_error'))} | {v['method']} | {v.get('rank') or 'full'} | "
                      f"{_fmt(v.get('heldout_rel_error'))} | {L['bytes_per_token']:.0f} |")
+    if r.get("heal"):
+        lines += ["", "## Healing", "", *heal_lines(r["heal"], r.get("perplexity") or {}, bullet="- ")]
     if r.get("notes"):
         lines += ["", "## Notes", "", *(f"- {n}" for n in r["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def heal_lines(h: dict, ppl: dict, bullet: str = "") -> list[str]:
+    """The healing stage's summary (heal.py's report), for report.md and the console."""
+    if h.get("stopped_by") == "nothing to train":
+        return [f"{bullet}healing: no factorized projection to train; skipped"]
+    stop = (f"stopped by max_seconds after {h['steps']} of {h['steps_planned']} steps"
+            if h["stopped_by"] == "max_seconds" else f"{h['steps']} steps")
+    out = [f"{bullet}healing on {h['device']}: {stop} of {h['batch']} x {h['seq_len']} tokens in "
+           f"{h['seconds']:.1f} s (lr {h['lr']:g}, seed {h['seed']}; {h['trained_values']} values in "
+           f"{h['trained_tensors']} factor tensors)",
+           f"{bullet}training loss (KL to the original, per token) {h['loss_first']:.4f} -> {h['loss_last']:.4f}",
+           f"{bullet}held-out KL ({h['heldout_windows']} windows of the heal text, never trained on) "
+           f"{h['heldout_kl_before']:.4f} -> {h['heldout_kl_after']:.4f}"]
+    for name, before in (h.get("perplexity_before_heal") or {}).items():
+        after = ((ppl.get(name) or {}).get("after") or {}).get("perplexity")
+        if after is not None:
+            b = before["perplexity"]
+            out.append(f"{bullet}{name} perplexity of the converted model before -> after healing {b:.4f} -> "
+                       f"{after:.4f} ({100 * (after / b - 1):+.2f}%)")
+    return out
