@@ -111,7 +111,10 @@ def run(a) -> None:
             info = {"convert_s": time.time() - t, "recipe": recipe_path, "notes": res.notes,
                     "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in res.layouts],
                     **({"heal": res.heal} if getattr(res, "heal", None) else {})}
-        for cache in caches:
+        own = rec.cache_dtype if recipe_path is not None else "bf16"
+        from tpa_compress.cache_formats import parse_spec
+        # a recipe that names a quantized cache is measured in that cache alone
+        for cache in (caches if not parse_spec(own).format.lossy else [own]):
             t = time.time()
             row = {"model": a.model, "variant": name, **measure(model, cache, windows, a.device), **info}
             row["eval_s"] = time.time() - t
