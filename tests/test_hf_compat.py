@@ -28,7 +28,7 @@ from tpa_compress.save import save_hf_folder
 
 transformers = pytest.importorskip("transformers")
 
-FAMILIES = ["gemma3", "llama"]
+FAMILIES = ["gemma3", "llama", "qwen2"]
 TOL = 1e-4
 IDS = torch.randint(4, 33, (2, 21), generator=torch.Generator().manual_seed(0))
 RULES = {

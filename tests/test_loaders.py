@@ -17,7 +17,7 @@ from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.models import build_model
 from tpa_compress.save import save_hf_folder
 
-FAMILIES = ["gemma3", "llama"]
+FAMILIES = ["gemma3", "llama", "qwen2"]
 
 
 def logits_of(ckpt, ids):
@@ -40,6 +40,7 @@ def test_gguf_round_trip(tmp_path, family):
     cfg, sd, ref = reference(family)
     ck = load_model(write_gguf(tmp_path / "m.gguf", cfg, sd))
     assert ck.config.family == family and ck.config.num_kv_heads == 2
+    assert ck.config.attention_bias == (family == "qwen2")
     for n in sd:
         torch.testing.assert_close(ck.weights.get(n), sd[n], rtol=0, atol=1e-6)
     torch.testing.assert_close(logits_of(ck, IDS), logits_of(ref, IDS), rtol=0, atol=1e-5)

@@ -34,7 +34,7 @@ def install(model, layers, k: Component | None, v: Component | None, seed=0):
         for name, c in (("k_proj", k), ("v_proj", v)):
             if c is None:
                 continue
-            proj = make_proj(hidden, c)
+            proj = make_proj(hidden, c, bias=model.cfg.attention_bias)
             with torch.no_grad():
                 for p in proj.parameters():
                     p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5))
@@ -71,7 +71,7 @@ LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("family", ["gemma3", "llama"])
+@pytest.mark.parametrize("family", ["gemma3", "llama", "qwen2"])
 @pytest.mark.parametrize("kind", list(LAYOUTS))
 def test_greedy_equals_reference_batch_of_lengths(family, kind):
     _, model = tiny_model(family)

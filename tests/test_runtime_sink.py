@@ -44,7 +44,7 @@ def sink_model(family, kind, sink, layers=None, seed=0, **over):
         attn = model.layers[i].self_attn
         for name, c in (("k_proj", k), ("v_proj", v)):
             if c is not None:
-                proj = make_proj(cfg.hidden_size, c, sink)
+                proj = make_proj(cfg.hidden_size, c, sink, cfg.attention_bias)
                 with torch.no_grad():
                     for p in proj.parameters():
                         p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5))
@@ -93,7 +93,7 @@ def check_steps(model, prompts, new, runner):
 
 @pytest.mark.parametrize("sink", [1, 2])
 @pytest.mark.parametrize("kind", list(LAYOUTS))
-@pytest.mark.parametrize("family", ["gemma3", "llama"])
+@pytest.mark.parametrize("family", ["gemma3", "llama", "qwen2"])
 def test_sink_layouts_equal_reference(family, kind, sink):
     model = sink_model(family, kind, sink)
     # window 8 < the longer prompts: the ring wraps and the sinks leave the window; a
@@ -117,12 +117,13 @@ def test_sink_compiled_cuda_path(kind):
     check_steps(model, prompts, 10, runner_for(model, prompts, 10, compile=True))
 
 
-@pytest.mark.parametrize("family", ["gemma3", "llama"])
+@pytest.mark.parametrize("family", ["gemma3", "llama", "qwen2"])
 @pytest.mark.parametrize("kind", ["original", "latent_kv", "latent_v_only", "tpa_contextual"])
 @pytest.mark.parametrize("written", [False, True, "kernel"])
 def test_fused_weights_decode_path(family, kind, written):
     """The CUDA decode step's one Q/K/V matmul with one K|V cache write, and the MLP's
-    gate|up as one matmul in the tail (run eagerly here): both families' `finish`.
+    gate|up as one matmul in the tail (run eagerly here): every family's `finish`; Qwen2's
+    Q/K/V biases through the fused matmul's bias (attention.fused_qkv_bias).
     written: the entries function writes the cache itself (and a latent K's norm factors);
     "kernel": the Triton entries kernel does (entries_kernel.py), where it serves the layer."""
     from tpa_compress.runtime import kernels

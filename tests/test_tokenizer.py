@@ -161,8 +161,8 @@ def test_bad_inputs(tmp_path):
     p = write_tokenizer_gguf(tmp_path / "odd.gguf", "bert", ["<bos>", "<eos>"], [3, 3])
     with pytest.raises(TPAError, match=r"odd\.gguf.*'bert'.*gpt2, llama"):
         read(p)
-    p = write_tokenizer_gguf(tmp_path / "q.gguf", "gpt2", ["<bos>", "<eos>"], [3, 3], merges=[], pre="qwen2")
-    with pytest.raises(TPAError, match=r"q\.gguf.*'qwen2'.*llama-bpe"):
+    p = write_tokenizer_gguf(tmp_path / "q.gguf", "gpt2", ["<bos>", "<eos>"], [3, 3], merges=[], pre="qwen35")
+    with pytest.raises(TPAError, match=r"q\.gguf.*'qwen35'.*llama-bpe"):
         read(p)
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(TPAError, match="tokenizer.json"):

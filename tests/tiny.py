@@ -40,13 +40,15 @@ def random_state(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for name, shape in weight_shapes(cfg).items():
-        scale = 0.1 if "norm" in name else 0.5 / shape[-1] ** 0.5
+        # biases (Qwen2's Q/K/V) as large as the rows they shift, so dropping one shows
+        scale = 0.1 if "norm" in name else 0.5 if name.endswith(".bias") else 0.5 / shape[-1] ** 0.5
         sd[name] = torch.randn(shape, generator=g) * scale
     return sd
 
 
 def write_gguf(path: Path, cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> Path:
-    """A float32 GGUF as llama.cpp's converter writes it (norm +1 for Gemma, permuted Q/K for Llama)."""
+    """A float32 GGUF as llama.cpp's converter writes it (norm +1 for Gemma, permuted Q/K for
+    Llama, Qwen2's Q/K/V biases as attn_{q,k,v}.bias)."""
     import gguf
 
     arch = cfg.family
@@ -76,7 +78,8 @@ def write_gguf(path: Path, cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> Pat
         t = t.clone()
         if name.startswith("model.layers."):
             _, _, i, rest = name.split(".", 3)
-            gname = f"blk.{i}.{leaf[rest.rsplit('.', 1)[0]]}.weight"
+            module, kind = rest.rsplit(".", 1)
+            gname = f"blk.{i}.{leaf[module]}.{kind}"
         else:
             gname = names[name]
         if arch == "gemma3" and name.endswith("norm.weight"):

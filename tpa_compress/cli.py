@@ -100,7 +100,7 @@ def progress_bar(description: str):
 @app.command("eval")
 def eval_cmd(
     model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder, .ckpt) or an "
-                                          "embedded name: gemma3-270m (default), smollm2-135m."),
+                                          "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."),
     data: Optional[List[Path]] = typer.Option(None, "--data", help="Text file(s), scored as one "
                                               "text; default: each bundled evaluation domain."),
     seq_len: int = typer.Option(2048, "--seq-len", help="Window length in tokens."),

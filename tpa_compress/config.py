@@ -14,12 +14,12 @@ from typing import Any
 
 from .errors import TPAError
 
-FAMILIES = ("gemma3", "llama")
+FAMILIES = ("gemma3", "llama", "qwen2")
 
 
 @dataclass
 class ModelConfig:
-    family: str  # "gemma3" | "llama"
+    family: str  # "gemma3" | "llama" | "qwen2"
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -66,6 +66,11 @@ class ModelConfig:
         return self.num_kv_heads * self.head_dim
 
     @property
+    def attention_bias(self) -> bool:
+        """Q, K and V projections carry a bias (Qwen2): k = W x + b."""
+        return self.family == "qwen2"
+
+    @property
     def qk_norm(self) -> bool:
         """Per-head RMSNorm of Q and K before RoPE (Gemma 3)."""
         return self.family == "gemma3"
@@ -89,6 +94,8 @@ class ModelConfig:
     def n_params(self) -> int:
         d, h = self.hidden_size, self.intermediate_size
         per_layer = d * (self.q_size + 2 * self.kv_size) + self.q_size * d + 3 * d * h
+        if self.attention_bias:
+            per_layer += self.q_size + 2 * self.kv_size
         emb = self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
         return emb + self.num_layers * per_layer
 
@@ -113,6 +120,8 @@ def weight_names(cfg: ModelConfig) -> list[str]:
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."
         names += [p + f"self_attn.{n}_proj.weight" for n in "qkvo"]
+        if cfg.attention_bias:
+            names += [p + f"self_attn.{n}_proj.bias" for n in "qkv"]
         names += [p + f"mlp.{n}_proj.weight" for n in ("gate", "up", "down")]
         names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
         if cfg.family == "gemma3":
@@ -127,6 +136,9 @@ def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for n in weight_names(cfg):
         leaf = n.split(".")[-2]
+        if n.endswith(".bias"):  # q/k/v biases: one value per output row
+            shapes[n] = (cfg.q_size if leaf == "q_proj" else cfg.kv_size,)
+            continue
         shapes[n] = {
             "embed_tokens": (cfg.vocab_size, d), "lm_head": (cfg.vocab_size, d),
             "q_proj": (cfg.q_size, d), "k_proj": (cfg.kv_size, d), "v_proj": (cfg.kv_size, d),

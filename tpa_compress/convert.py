@@ -24,7 +24,7 @@ from .errors import TPAError
 from .heal import heal as heal_stage, prepare as prepare_heal
 from .layout import (K_SCALE_BYTES, Component, LayerLayout, cache_bytes, k_scale_for, layouts_to_config,
                      original_layouts, shrink_check)
-from .methods import LayerInputs, get_method
+from .methods import LayerInputs, carry_bias, get_method
 from .methods.layers import effective_weight, make_proj, set_k_scale
 from .ranks import Candidate, budget_ranks, energy_rank
 from .recipe import Recipe, validate_for_model
@@ -122,7 +122,9 @@ def layer_inputs(model, i: int, stats) -> LayerInputs:
     """One layer's weights as float64 on the CPU (methods run there, whatever the model's device)."""
     a = model.layers[i].self_attn
     w = lambda m: m.weight.detach().to("cpu", torch.float64)  # noqa: E731
-    return LayerInputs(model.cfg, i, w(a.q_proj), w(a.k_proj), w(a.v_proj), w(a.o_proj), stats)
+    b = lambda m: None if m.bias is None else m.bias.detach().to("cpu", torch.float64)  # noqa: E731
+    return LayerInputs(model.cfg, i, w(a.q_proj), w(a.k_proj), w(a.v_proj), w(a.o_proj), stats,
+                       b_k=b(a.k_proj), b_v=b(a.v_proj))
 
 
 def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target: str, x: torch.Tensor) -> float:
@@ -130,6 +132,8 @@ def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target
     with torch.no_grad():
         w = inp.weight(target).to(x.dtype)
         ref = x @ w.T
+        if inp.bias(target) is not None:
+            ref = ref + inp.bias(target).to(x.dtype)
         got = proj.factorized(x).to(x.dtype)  # held-out rows are not positions: no sink
         err = got - ref
         if target == "v":
@@ -256,14 +260,16 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                 continue
             m = methods[(i, t)]
             with fixed_threads():
-                fz = m.factorize(inputs[i], t, ranks[(i, t)])
+                fz = carry_bias(m.factorize(inputs[i], t, ranks[(i, t)]), inputs[i], t)
             why = shrink_check(fz.component)
             if why and m.name != "identity":
                 log(f"warning: layer {i} {t}: {why}")
-            proj = make_proj(cfg.hidden_size, fz.component, sink)
+            proj = make_proj(cfg.hidden_size, fz.component, sink, cfg.attention_bias)
             state = {k: v.to(torch.float32) for k, v in fz.tensors.items()}
             if sink:
                 state["sink.weight"] = inputs[i].weight(t).to(torch.float32)
+                if cfg.attention_bias:
+                    state["sink.bias"] = inputs[i].bias(t).to(torch.float32)
             try:
                 proj.load_state_dict(state)
             except RuntimeError as e:

@@ -99,6 +99,19 @@ def _head_gram(w: torch.Tensor, m2: torch.Tensor, kv: int, D: int) -> torch.Tens
     return (full + full.T) / 2
 
 
+def _affine(stats, proj, w: torch.Tensor):
+    """([W | b], E[x̃ x̃ᵀ], E[x̃]) with x̃ = [x; 1]: the moments of W x + b, what the cache
+    holds. b: a plain Linear projection's bias (Qwen2), else zero (a factorized projection
+    keeps only its linear part here)."""
+    b = proj.bias if isinstance(proj, torch.nn.Linear) and proj.bias is not None else None
+    col = torch.zeros(w.shape[0], 1, dtype=torch.float64) if b is None else b.detach().double()[:, None]
+    mu = stats.mean.double()
+    m2 = stats.second_moment.double()
+    one = torch.ones(1, dtype=torch.float64)
+    m2 = torch.cat([torch.cat([m2, mu[:, None]], 1), torch.cat([mu, one])[None]], 0)
+    return torch.cat([w.double(), col], 1), m2, torch.cat([mu, one])
+
+
 @torch.no_grad()
 def activation_spectra(model, windows: torch.Tensor, progress=None, device: str = "cpu") -> list[dict]:
     """Per layer: summaries and spectra of K pre-norm, K post-norm, V, V through o_proj,
@@ -126,15 +139,15 @@ def activation_spectra(model, windows: torch.Tensor, progress=None, device: str 
             spectra["k_pre"] = k_and_vout.spectrum(inp, "k")
             spectra["v"] = v_raw.spectrum(inp, "v")
             spectra["v_out"] = k_and_vout.spectrum(inp, "v")
-            m2 = stats[i].second_moment
             for t in ("k", "v"):
-                mu = inp.weight(t) @ stats[i].mean
-                second = float(torch.einsum("ri,ij,rj->", inp.weight(t), m2, inp.weight(t)))
+                wb, m2, mean = _affine(stats[i], getattr(a, f"{t}_proj"), inp.weight(t))
+                mu = wb @ mean
+                second = float(torch.einsum("ri,ij,rj->", wb, m2, wb))
                 rec[f"{t}_mean_energy_fraction"] = round(float(mu @ mu) / max(second, 1e-300), 6)
-            if acc.kv > 1:
-                rec["head_mode"] = {
-                    t: {"fixed": _cumulative(eig_energy(_head_gram(inp.weight(t), m2, acc.kv, acc.D))),
-                        "contextual": _cumulative(acc.ctx[t][i])} for t in ("k", "v")}
+                if acc.kv > 1:
+                    rec.setdefault("head_mode", {})[t] = {
+                        "fixed": _cumulative(eig_energy(_head_gram(wb, m2, acc.kv, acc.D))),
+                        "contextual": _cumulative(acc.ctx[t][i])}
         if acc.post_n[i]:
             n = acc.post_n[i]
             mu = acc.post_sum[i] / n

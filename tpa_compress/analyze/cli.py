@@ -65,7 +65,7 @@ def default_out(model: Optional[str], name: str) -> Path:
 
 def analyze_cmd(
     model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder, .ckpt) or an "
-                                          "embedded name: gemma3-270m (default), smollm2-135m."),
+                                          "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."),
     data: Optional[List[Path]] = typer.Option(None, "--data", help="Calibration text file(s); "
                                               "default: the bundled calibration split."),
     context: str = typer.Option("4096,32768", "--context", help="Context lengths to price, "

@@ -1,4 +1,4 @@
-"""GGUF (llama.cpp) files: Gemma 3 (`gemma3`) and Llama (`llama`) architectures.
+"""GGUF (llama.cpp) files: Gemma 3 (`gemma3`), Llama (`llama`) and Qwen2 (`qwen2`) architectures.
 
 The file is opened with our own reader (`gguf_reader.GGUFFile`: header and metadata in
 well under a second, where `gguf.GGUFReader` needs 10-40 s for Gemma's 262k-token
@@ -9,7 +9,9 @@ Two conventions of llama.cpp's converter are undone here so the canonical weight
 equal the Hugging Face ones:
 - Gemma RMSNorm weights are stored as (1 + w): we subtract 1 (zero-centred, as HF).
 - Llama Q/K rows are permuted to interleaved RoPE pairs: we permute them back to
-  the half-split layout that HF's `rotate_half` expects.
+  the half-split layout that HF's `rotate_half` expects. Qwen2 files keep HF's row
+  order (llama.cpp runs them with NEOX-style RoPE) and hold Q/K/V biases
+  (`attn_{q,k,v}.bias`), read as they are.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ _LAYER_NAMES = {
     "post_ffw_norm": "post_feedforward_layernorm",
 }
 # `ffn_norm` is the pre-MLP norm: Llama calls it post_attention_layernorm.
-_FFN_NORM = {"gemma3": "pre_feedforward_layernorm", "llama": "post_attention_layernorm"}
+_FFN_NORM = {"gemma3": "pre_feedforward_layernorm", "llama": "post_attention_layernorm",
+             "qwen2": "post_attention_layernorm"}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
@@ -47,8 +50,8 @@ def _field(reader, key: str, default=None, required: bool = False, path: str = "
 
 def _config_from_metadata(reader, path: str) -> ModelConfig:
     arch = _field(reader, "general.architecture", required=True, path=path)
-    if arch not in ("gemma3", "llama"):
-        raise TPAError(f"{path}: unsupported GGUF architecture {arch!r}; supported: gemma3, llama")
+    if arch not in ("gemma3", "llama", "qwen2"):
+        raise TPAError(f"{path}: unsupported GGUF architecture {arch!r}; supported: gemma3, llama, qwen2")
 
     def g(key, default=None, required=True):
         return _field(reader, f"{arch}.{key}", default, required and default is None, path)
@@ -74,8 +77,8 @@ def _config_from_metadata(reader, path: str) -> ModelConfig:
         pad_token_id=_field(reader, "tokenizer.ggml.padding_token_id"),
         name=str(_field(reader, "general.name", "")),
     )
-    if arch == "llama":
-        return ModelConfig(family="llama", rope_theta=float(g("rope.freq_base", 10000.0)), **common)
+    if arch in ("llama", "qwen2"):
+        return ModelConfig(family=arch, rope_theta=float(g("rope.freq_base", 10000.0)), **common)
     # Gemma 3: every 6th layer is global (5 sliding : 1 global); the local RoPE base
     # (10k) is fixed by the architecture and not stored in the file. Only 27B has a
     # query scale that differs from head_dim (hidden / heads = 168).
@@ -151,8 +154,8 @@ def load_gguf(path: Path) -> Checkpoint:
         canon = _canonical_name(t.name, cfg.family)
         if canon is not None:
             by_name[canon] = t
-    if cfg.family == "llama":
-        by_name.pop("lm_head.weight", None) if cfg.tie_word_embeddings else None
+    if cfg.family != "gemma3" and cfg.tie_word_embeddings:
+        by_name.pop("lm_head.weight", None)
 
     def shape_of(t) -> tuple[int, ...]:
         return tuple(int(x) for x in reversed(t.shape))  # GGUF lists ne0 first

@@ -1,6 +1,6 @@
 """Hugging Face folders: `config.json` + `model.safetensors` (or a sharded index).
 
-Reads both plain HF configs (`model_type` gemma3_text / gemma3 / llama) and the
+Reads both plain HF configs (`model_type` gemma3_text / gemma3 / llama / qwen2) and the
 folders this tool writes (which are HF configs plus a `tpa` section). Multimodal
 Gemma 3 folders are read as their language model; the vision tower is ignored.
 """
@@ -22,6 +22,7 @@ _LM_PREFIXES = ("model.language_model.", "language_model.model.")
 HF_TYPES = {
     "gemma3": ("gemma3_text", "tpa_gemma3", "TPAGemma3"),
     "llama": ("llama", "tpa_llama", "TPALlama"),
+    "qwen2": ("qwen2", "tpa_qwen2", "TPAQwen2"),
 }
 _CONVERTED_TYPES = {conv: plain for plain, conv, _ in HF_TYPES.values()}
 
@@ -31,8 +32,11 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
     if mt == "gemma3" and "text_config" in d:  # multimodal wrapper
         d = {**d["text_config"], "model_type": "gemma3_text"}
         mt = "gemma3_text"
-    if mt not in ("gemma3_text", "llama"):
-        raise TPAError(f"{path}: unsupported model_type {mt!r}; supported: gemma3_text, gemma3, llama")
+    if mt not in ("gemma3_text", "llama", "qwen2"):
+        raise TPAError(f"{path}: unsupported model_type {mt!r}; supported: gemma3_text, gemma3, llama, qwen2")
+    if mt == "qwen2" and d.get("use_sliding_window"):
+        raise TPAError(f"{path}: use_sliding_window = true (Qwen2 sliding-window layers) is not supported; "
+                       "valid: false (every layer full attention, as in the released Qwen2/2.5 models)")
     try:
         hidden, heads = int(d["hidden_size"]), int(d["num_attention_heads"])
         common = dict(
@@ -42,16 +46,16 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
             intermediate_size=int(d["intermediate_size"]),
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             max_position_embeddings=int(d.get("max_position_embeddings", 8192)),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", mt != "llama")),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", mt == "gemma3_text")),
             bos_token_id=d.get("bos_token_id"), eos_token_id=_first(d.get("eos_token_id")),
             pad_token_id=d.get("pad_token_id"), name=str(d.get("_name_or_path", "")),
         )
     except KeyError as e:
         raise TPAError(f"{path}: config.json lacks key {e.args[0]!r}") from e
     rp = d.get("rope_parameters") or {}
-    if mt == "llama":
+    if mt in ("llama", "qwen2"):
         theta = d.get("rope_theta") or rp.get("rope_theta", 10000.0)
-        return ModelConfig(family="llama", rope_theta=float(theta), **common)
+        return ModelConfig(family=mt, rope_theta=float(theta), **common)
     glob = rp.get("full_attention", {}) if isinstance(rp.get("full_attention"), dict) else rp
     local = rp.get("sliding_attention", {}) if isinstance(rp.get("sliding_attention"), dict) else {}
     scaling = d.get("rope_scaling") or glob
@@ -81,11 +85,16 @@ def _first(x):
     return x[0] if isinstance(x, list) else x
 
 
+_HF_NAMES = {"gemma3": ("Gemma3ForCausalLM", "gemma3_text"), "llama": ("LlamaForCausalLM", "llama"),
+             "qwen2": ("Qwen2ForCausalLM", "qwen2")}
+
+
 def config_to_hf(cfg: ModelConfig) -> dict:
     """An HF `config.json` (loadable by transformers) for `cfg`."""
+    arch, model_type = _HF_NAMES[cfg.family]
     d = {
-        "architectures": ["Gemma3ForCausalLM" if cfg.family == "gemma3" else "LlamaForCausalLM"],
-        "model_type": "gemma3_text" if cfg.family == "gemma3" else "llama",
+        "architectures": [arch],
+        "model_type": model_type,
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
@@ -97,6 +106,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     }
     if cfg.family == "llama":
         d.update(rope_theta=cfg.rope_theta, hidden_act="silu")
+        return d
+    if cfg.family == "qwen2":
+        d.update(rope_theta=cfg.rope_theta, hidden_act="silu", use_sliding_window=False,
+                 layer_types=["full_attention"] * cfg.num_layers)
         return d
     glob = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if cfg.rope_scaling_factor != 1.0:

@@ -41,15 +41,20 @@ _TEKKEN_SPLIT = (
     r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
     r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen2's split (transformers' Qwen2Tokenizer.PRETOKENIZE_REGEX): digits one at a time
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _PRE_SPLITS = {
     **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
                      "lfm2", "jina-v5-nano", "dbrx", "smaug-bpe"), _LLAMA3_SPLIT),
     "tekken": _TEKKEN_SPLIT,
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"), _QWEN2_SPLIT),
 }
 # transformers splits these with regexes of models whose architectures we do not load;
 # refuse them rather than tokenize differently.
-_UNSUPPORTED_PRES = ("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "qwen35",
-                     "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2")
+_UNSUPPORTED_PRES = ("qwen35", "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2")
 
 
 @dataclass

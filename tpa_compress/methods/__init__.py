@@ -11,7 +11,7 @@ reads no files and prints nothing.
 from __future__ import annotations
 
 from ..errors import TPAError
-from .base import Factorization, LayerInputs, Method
+from .base import Factorization, LayerInputs, Method, carry_bias
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -46,4 +46,5 @@ def _load_builtin() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-__all__ = ["METHODS", "register", "get_method", "all_methods", "Method", "LayerInputs", "Factorization"]
+__all__ = ["METHODS", "register", "get_method", "all_methods", "Method", "LayerInputs", "Factorization",
+           "carry_bias"]

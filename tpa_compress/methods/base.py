@@ -14,7 +14,10 @@ from ..layout import Component
 
 @dataclass
 class LayerInputs:
-    """One layer's attention weights (float64, HF layout (out, in)) and statistics."""
+    """One layer's attention weights (float64, HF layout (out, in)) and statistics.
+
+    b_k / b_v: the K / V biases of families that have them (Qwen2), else None. A method
+    factorizes the linear part W x only; `carry_bias` adds b to its result."""
     cfg: ModelConfig
     layer: int
     w_q: torch.Tensor
@@ -22,9 +25,14 @@ class LayerInputs:
     w_v: torch.Tensor
     w_o: torch.Tensor
     stats: LayerStats | None = None
+    b_k: torch.Tensor | None = None
+    b_v: torch.Tensor | None = None
 
     def weight(self, target: str) -> torch.Tensor:
         return self.w_k if target == "k" else self.w_v
+
+    def bias(self, target: str) -> torch.Tensor | None:
+        return self.b_k if target == "k" else self.b_v
 
     def v_output_metric(self) -> torch.Tensor:
         """(kv*D, kv*D) block-diagonal metric sum_h W_O,h^T W_O,h over each KV group's
@@ -44,6 +52,20 @@ class Factorization:
     component: Component
     tensors: dict[str, torch.Tensor]  # names relative to the projection module
     info: dict = field(default_factory=dict)  # e.g. fit error, for the report
+
+
+def carry_bias(fz: Factorization, inp: LayerInputs, target: str) -> Factorization:
+    """`fz` with the original projection's bias added to its own `bias` tensor.
+
+    Every factorized kind computes f(x) + bias (methods/layers.py) and every method fits
+    f to W x, the linear part; the original map is W x + b with b constant, so adding b
+    to the output bias carries it exactly, whatever the method. No-op without a bias."""
+    b = inp.bias(target)
+    if b is None:
+        return fz
+    tensors = dict(fz.tensors)
+    tensors["bias"] = tensors["bias"] + b.to(tensors["bias"].dtype)
+    return dataclasses.replace(fz, tensors=tensors)
 
 
 class Method:

@@ -13,6 +13,9 @@ Tensor names inside a layer (`model.layers.{i}.self_attn.{k|v}_proj.<name>`):
 TPA scaling (1/R in the paper) is folded into the factors.
 With a sink (LayerLayout.sink > 0) every factorized kind also holds `sink.weight`
 (heads*dim, hidden): the original projection, used for the first `sink` positions.
+A family with K/V biases (Qwen2, ModelConfig.attention_bias): `full` is the original
+Linear with its `bias`; every factorized kind's `bias` holds the original bias plus the
+method's own (methods.base.carry_bias), and the sink Linear has `sink.bias` too.
 """
 from __future__ import annotations
 
@@ -28,9 +31,9 @@ class _Sinked(nn.Module):
     `forward(x)` assumes x (B, T, hidden) starts at position 0, as in the no-cache
     reference forward; the cached runtime calls `sink`/`encode`/`decode` itself."""
 
-    def _init_sink(self, hidden: int, c: Component, sink: int):
+    def _init_sink(self, hidden: int, c: Component, sink: int, bias: bool):
         self.n_sink = sink
-        self.sink = nn.Linear(hidden, c.heads * c.dim, bias=False) if sink else None
+        self.sink = nn.Linear(hidden, c.heads * c.dim, bias=bias) if sink else None
 
     def factorized(self, x):
         """The factorized map alone, on rows that are not sequence positions (no sink)."""
@@ -45,9 +48,9 @@ class _Sinked(nn.Module):
 
 
 class LatentProj(_Sinked):
-    def __init__(self, hidden: int, c: Component, sink: int = 0):
+    def __init__(self, hidden: int, c: Component, sink: int = 0, bias: bool = False):
         super().__init__()
-        self._init_sink(hidden, c, sink)
+        self._init_sink(hidden, c, sink, bias)
         self.down = nn.Linear(hidden, c.rank, bias=False)
         self.up = nn.Linear(c.rank, c.heads * c.dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(c.heads * c.dim))
@@ -60,9 +63,9 @@ class LatentProj(_Sinked):
 
 
 class TPAFixedProj(_Sinked):
-    def __init__(self, hidden: int, c: Component, sink: int = 0):
+    def __init__(self, hidden: int, c: Component, sink: int = 0, bias: bool = False):
         super().__init__()
-        self._init_sink(hidden, c, sink)
+        self._init_sink(hidden, c, sink, bias)
         self.R, self.heads, self.dim = c.rank, c.heads, c.dim
         self.b = nn.Linear(hidden, c.rank * c.dim, bias=False)
         self.head_factor = nn.Parameter(torch.zeros(c.rank, c.heads))
@@ -78,9 +81,9 @@ class TPAFixedProj(_Sinked):
 
 
 class TPAContextualProj(_Sinked):
-    def __init__(self, hidden: int, c: Component, sink: int = 0):
+    def __init__(self, hidden: int, c: Component, sink: int = 0, bias: bool = False):
         super().__init__()
-        self._init_sink(hidden, c, sink)
+        self._init_sink(hidden, c, sink, bias)
         self.R, self.heads, self.dim = c.rank, c.heads, c.dim
         self.a = nn.Linear(hidden, c.rank * c.heads, bias=False)
         self.b = nn.Linear(hidden, c.rank * c.dim, bias=False)
@@ -98,10 +101,12 @@ class TPAContextualProj(_Sinked):
 PROJ_CLASSES = {"latent": LatentProj, "tpa_fixed": TPAFixedProj, "tpa_contextual": TPAContextualProj}
 
 
-def make_proj(hidden: int, c: Component, sink: int = 0) -> nn.Module:
+def make_proj(hidden: int, c: Component, sink: int = 0, bias: bool = False) -> nn.Module:
+    """The projection of kind c.kind; `bias`: the model's K/V projections have biases
+    (ModelConfig.attention_bias), so the exact ones (full, sink) carry theirs."""
     if c.kind == "full":
-        return nn.Linear(hidden, c.heads * c.dim, bias=False)
-    return PROJ_CLASSES[c.kind](hidden, c, sink)
+        return nn.Linear(hidden, c.heads * c.dim, bias=bias)
+    return PROJ_CLASSES[c.kind](hidden, c, sink, bias)
 
 
 def effective_weight(proj: nn.Module, hidden: int) -> torch.Tensor | None:
@@ -121,8 +126,9 @@ def install_layouts(model, tpa: dict) -> None:
     layouts = layouts_from_config(tpa)
     for block, lay in zip(model.layers, layouts):
         attn = block.self_attn
-        attn.k_proj = make_proj(model.cfg.hidden_size, lay.k, lay.sink)
-        attn.v_proj = make_proj(model.cfg.hidden_size, lay.v, lay.sink)
+        bias = model.cfg.attention_bias
+        attn.k_proj = make_proj(model.cfg.hidden_size, lay.k, lay.sink, bias)
+        attn.v_proj = make_proj(model.cfg.hidden_size, lay.v, lay.sink, bias)
         set_k_scale(attn.k_proj, lay.k_scale)
 
 

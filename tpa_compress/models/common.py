@@ -1,7 +1,8 @@
 """Pieces both model families share: RMSNorm, RoPE, masks, the attention block.
 
 The attention block takes its K and V projections as modules mapping
-x -> (B, T, kv_heads * head_dim) *before* QK-norm and RoPE. The original model uses
+x -> (B, T, kv_heads * head_dim) *before* QK-norm and RoPE (bias included where the
+family has one: Qwen2's k = W x + b). The original model uses
 `nn.Linear`; a converted model plugs in the factorized projections from
 `tpa_compress.methods.layers` without any other change, which is what makes the
 identity conversion exact by construction.
@@ -83,9 +84,10 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         self.n_heads, self.n_kv, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.q_size, bias=False)
-        self.k_proj: nn.Module = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=False)
-        self.v_proj: nn.Module = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=False)
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.q_size, bias=bias)
+        self.k_proj: nn.Module = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=bias)
+        self.v_proj: nn.Module = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=bias)
         self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=False)
         self.qk_norm = cfg.qk_norm
         if self.qk_norm:

@@ -1,4 +1,4 @@
-"""The decoder skeleton both families share: embed -> blocks -> norm -> tied LM head.
+"""The decoder skeleton every family shares: embed -> blocks -> norm -> tied LM head.
 
 `Transformer.forward` is the no-cache reference forward (full causal / sliding
 masks). The cached decoder lives in `tpa_compress.runtime` and reuses these modules.
@@ -13,8 +13,9 @@ from ..errors import TPAError
 from .common import RMSNorm, attention_mask, embed_scale, rope_cos_sin
 from .gemma3 import Gemma3Block
 from .llama import LlamaBlock
+from .qwen2 import Qwen2Block
 
-BLOCKS = {"gemma3": Gemma3Block, "llama": LlamaBlock}
+BLOCKS = {"gemma3": Gemma3Block, "llama": LlamaBlock, "qwen2": Qwen2Block}
 
 
 class Transformer(nn.Module):

@@ -75,6 +75,18 @@ def fused_qkv_weight(attn, lay: LayerLayout) -> torch.Tensor:
                       encode_weight(attn.v_proj, lay.v.kind)]).contiguous()
 
 
+def fused_qkv_bias(attn, lay: LayerLayout) -> torch.Tensor | None:
+    """The bias of the fused matmul's output (a family with Q/K/V biases, Qwen2): Q's, a
+    full K's / V's; zeros for an encoder (a factorized kind adds its bias in `decode`,
+    after the cache). None where the projections have no bias."""
+    if attn.q_proj.bias is None:
+        return None
+    parts = [attn.q_proj.bias]
+    for proj, c in ((attn.k_proj, lay.k), (attn.v_proj, lay.v)):
+        parts.append(proj.bias if c.kind == "full" else attn.q_proj.bias.new_zeros(c.values_per_token))
+    return torch.cat(parts).contiguous()
+
+
 def exact_sink_entries(attn, lay: LayerLayout, x, cos, sin):
     """Exact K (B, kv, T, D; normed, rotated at cos/sin) and V (B, kv, T, D) of x, through
     the original projection a factorized module keeps as `.sink`."""
@@ -83,11 +95,15 @@ def exact_sink_entries(attn, lay: LayerLayout, x, cos, sin):
     return attn.prepare_k(kp(x), cos, sin), attn.split_heads(vp(x), attn.n_kv)
 
 
-def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin):
+def new_entries_fused(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin, b_qkv=None):
     """`new_entries` with the projections as one matmul (the CUDA decode path); returns
-    q and the K|V entries side by side (B, C, k values + v values), one cache write."""
+    q and the K|V entries side by side (B, C, k values + v values), one cache write.
+    b_qkv: `fused_qkv_bias` (None: no biases)."""
     nk, nv = lay.k.values_per_token, lay.v.values_per_token
-    q_pre, k, v = (x @ w_qkv.T).split([attn.n_heads * attn.head_dim, nk, nv], dim=-1)
+    y = x @ w_qkv.T
+    if b_qkv is not None:
+        y = y + b_qkv
+    q_pre, k, v = y.split([attn.n_heads * attn.head_dim, nk, nv], dim=-1)
     q = attn.finish_q(q_pre, cos, sin)
     if lay.k.kind == "full":
         k = attn.prepare_k(k, cos, sin).transpose(1, 2).flatten(2)
@@ -143,10 +159,10 @@ def write_entries(kv_buf, slots, kv, nk: int, ks_buf=None, ks_terms=None) -> Non
 
 
 def entries_written(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin, kv_buf, slots, ks_buf=None,
-                    ks_terms=None):
+                    ks_terms=None, b_qkv=None):
     """`new_entries_fused` and the cache write in one function (compiled as one: the CUDA
     decode step of a plain cache); returns q."""
-    q, kv = new_entries_fused(attn, lay, w_qkv, x, cos, sin)
+    q, kv = new_entries_fused(attn, lay, w_qkv, x, cos, sin, b_qkv)
     write_entries(kv_buf, slots, kv, lay.k.values_per_token, ks_buf, ks_terms)
     return q
 

@@ -52,7 +52,7 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
 
 def generate_cmd(
     model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder incl. converted "
-                                          "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m."),
+                                          "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="The prompt text."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="One prompt per line; "
                                                "all run as one batch."),

@@ -21,7 +21,7 @@ from ..errors import TPAError, non_finite_error
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
-from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_weight,
+from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_bias, fused_qkv_weight,
                         entries_written, key_scale_terms, new_entries, new_entries_fused, sdpa_decode,
                         sink_of, tile_update)
 from . import cuda_decode, kernels
@@ -169,7 +169,7 @@ class Runner:
         self.direct, self.bias_fn = direct_decode, _mask_bias
         self.head, self.advance = _step_head, _advance
         self.rope_keys = tuple(dict.fromkeys((cfg.rope_base(i), cfg.rope_scale(i)) for i in range(cfg.num_layers)))
-        self.w_qkv, self.w_gu = None, None
+        self.w_qkv, self.b_qkv, self.w_gu = None, None, None
         # the Q/K/V matmul's epilogue (norms, RoPE, cache write) as one Triton kernel per layer
         # (EntriesKernel; None: with the compiled CUDA path), else the compiled entries function
         self.entry_kernels, self.entries_kernel = {}, entries_kernel
@@ -239,6 +239,7 @@ class Runner:
         copy of those weights buys fewer kernels per layer and step (launch-bound at
         batch 1)."""
         self.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
+        self.b_qkv = [fused_qkv_bias(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
         self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous()
                      for b in self.model.layers]
 
@@ -375,12 +376,15 @@ class Runner:
         """Attention output before o_proj, (B, 1, H*D)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
         if i in self.entry_kernels:
-            q = self.entry_kernels[i](self.mm(x, self.w_qkv[i]), *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
+            y = self.mm(x, self.w_qkv[i])
+            if self.b_qkv[i] is not None:
+                y = y + self.b_qkv[i]
+            q = self.entry_kernels[i](y, *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
         elif self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
             q = self.entries_written(attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks,
-                                     lc.ks_terms)
+                                     lc.ks_terms, self.b_qkv[i])
         elif self.w_qkv is not None:
-            q, kv = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin)
+            q, kv = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin, self.b_qkv[i])
             lc.write_kv(slots[lc.capacity], kv)
         else:
             q, ke, ve = new_entries(attn, lay, x, *cos_sin)
