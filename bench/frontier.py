@@ -100,7 +100,8 @@ def run(a) -> None:
     doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": []}
     if a.device.startswith("cuda"):
         doc["gpu"] = torch.cuda.get_device_name()
-    variants = [("original", None)] + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
+    variants = ([] if a.skip_original else [("original", None)]) + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
+    recipe_caches = [c for c in (a.recipe_caches or a.caches).split(",") if c]
     for name, recipe_path in variants:
         model = build_model(ckpt, torch.float32, a.device)
         info = {}
@@ -114,7 +115,8 @@ def run(a) -> None:
         own = rec.cache_dtype if recipe_path is not None else "bf16"
         from tpa_compress.cache_formats import parse_spec
         # a recipe that names a quantized cache is measured in that cache alone
-        for cache in (caches if not parse_spec(own).format.lossy else [own]):
+        wanted = caches if recipe_path is None else recipe_caches
+        for cache in (wanted if not parse_spec(own).format.lossy else [own]):
             t = time.time()
             row = {"model": a.model, "variant": name, **measure(model, cache, windows, a.device), **info}
             row["eval_s"] = time.time() - t
@@ -182,6 +184,9 @@ def main():
     ap.add_argument("--name", default=None, help="the model's name in tables (default: its own)")
     ap.add_argument("--recipes", default="recipes/fat.yaml,recipes/balanced.yaml,recipes/aggressive.yaml")
     ap.add_argument("--caches", default="bf16,int8,fp8,int4")
+    ap.add_argument("--recipe-caches", default=None, help="cache formats for the recipes' rows "
+                    "(default: --caches)")
+    ap.add_argument("--skip-original", action="store_true", help="measure only the recipes")
     ap.add_argument("--windows", type=int, default=130, help="512-token windows per domain")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="frontier.json")
