@@ -129,7 +129,14 @@ def run(a) -> None:
 
 
 def render(paths: list[str], md: str | None, plot: str | None) -> None:
-    docs = [json.loads(Path(p).read_text()) for p in paths]
+    docs = []  # one per model: the rows of every file that measured it
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        same = [x for x in docs if (x.get("name") or x["model"]) == (d.get("name") or d["model"])]
+        if same:
+            same[0]["rows"] += d["rows"]
+        else:
+            docs.append(d)
     lines = []
     for doc in docs:
         rows = doc["rows"]
