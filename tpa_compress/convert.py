@@ -104,7 +104,9 @@ def layer_inputs(model, i: int, stats) -> LayerInputs:
     """One layer's weights as float64 on the CPU (methods run there, whatever the model's device)."""
     a = model.layers[i].self_attn
     w = lambda m: m.weight.detach().to("cpu", torch.float64)  # noqa: E731
-    return LayerInputs(model.cfg, i, w(a.q_proj), w(a.k_proj), w(a.v_proj), w(a.o_proj), stats)
+    gain = lambda n: n.gain().detach().to("cpu", torch.float64) if a.qk_norm else None  # noqa: E731
+    return LayerInputs(model.cfg, i, w(a.q_proj), w(a.k_proj), w(a.v_proj), w(a.o_proj), stats,
+                       gain(getattr(a, "k_norm", None)), gain(getattr(a, "q_norm", None)))
 
 
 def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target: str, x: torch.Tensor) -> float:
@@ -157,7 +159,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {cal.seq_len}), "
                 f"{held_w.numel()} held-out")
             stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=converted,
-                                  skip=recipe.sink_tokens)
+                                  skip=recipe.sink_tokens,
+                                  windows_kept=max((m.windows_kept for m in methods.values()), default=0))
         else:  # nothing is fitted (identity): the held-out rows only measure the errors
             log(f"no method fits statistics; {held_w.numel()} held-out tokens measure the errors")
         if n_held:  # held-out rows only serve the error measurement: no moments

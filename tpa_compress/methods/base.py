@@ -22,6 +22,8 @@ class LayerInputs:
     w_v: torch.Tensor
     w_o: torch.Tensor
     stats: LayerStats | None = None
+    k_norm_gain: torch.Tensor | None = None  # (D,) the QK-norm's gain on K (None: no QK-norm)
+    q_norm_gain: torch.Tensor | None = None  # (D,) the QK-norm's gain on Q (None: no QK-norm)
 
     def weight(self, target: str) -> torch.Tensor:
         return self.w_k if target == "k" else self.w_v
@@ -50,6 +52,7 @@ class Method:
     """Base class. Subclasses set `Params` (a dataclass) and implement `factorize`."""
     name = "?"
     needs_calibration = False
+    windows_kept = 0  # whole calibration windows of x the method reads (LayerStats.windows)
 
     @dataclass
     class Params:
