@@ -91,3 +91,36 @@ def test_attn_refit_converts_deterministically_and_never_ends_worse():
 def test_bad_params(name, params, msg):
     with pytest.raises(TPAError, match=msg):
         get_method(name)(params)
+
+
+def test_budget_by_kl_spends_the_same_bytes_by_measured_effect(monkeypatch):
+    import tpa_compress.convert as conv
+    seen = {}
+    real = conv._kl_weights
+
+    def spy(*a, **kw):
+        seen["w"] = real(*a, **kw)
+        return seen["w"]
+
+    monkeypatch.setattr(conv, "_kl_weights", spy)
+    results = {}
+    for by in ("error", "kl"):
+        ck = tiny_ckpt("llama")
+        model = build_model(ck)
+        rule = {"method": "activation_svd", "rank": "budget"}
+        rec = recipe([{"select": "all", "k": rule, "v": rule}], budget={"fraction": 0.5, "context": 64, "by": by})
+        res, _ = convert(ck, model, rec, eval_model=False, log=lambda m: None)
+        results[by] = res
+    w = seen["w"]
+    assert len(w) == 2 * ck.config.num_layers and all(v > 0 for v in w.values())
+    assert len(set(round(v, 12) for v in w.values())) > 1  # measured, not uniform
+    # the same byte budget (the sink token's full K/V lies outside it, so both sit a
+    # little above 0.5 on this 64-token context), spent to within one step of rank
+    r_err, r_kl = (results[b].totals["64"]["ratio"] for b in ("error", "kl"))
+    assert abs(r_kl - r_err) < 0.03 and r_kl < 0.55
+
+
+def test_budget_by_unknown_is_refused():
+    with pytest.raises(TPAError, match="budget.by 'fisher' is not valid; valid: error, kl"):
+        recipe([{"select": "all", "k": {"method": "activation_svd", "rank": "budget"}}],
+               budget={"fraction": 0.5, "by": "fisher"})
