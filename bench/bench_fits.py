@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--calib-tokens", type=int, default=None, help="override calibration.tokens")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--cache", type=Path, help="folder that keeps calibration statistics between runs")
+    ap.add_argument("--base", type=Path, help="reuse the original's perplexities from an earlier --json "
+                    "of the same model, prose file, windows and seq-len")
     a = ap.parse_args()
 
     import torch
@@ -74,10 +77,22 @@ def main() -> None:
     real_collect = conv.collect_stats
 
     def cached_collect(model_, windows, **kw):
-        key = (hashlib.sha1(windows.numpy().tobytes()).hexdigest(), json.dumps(kw.get("layers")),
-               kw.get("moments", True), kw.get("skip", 0), kw.get("sample_rows", 4096), kw.get("windows_kept", 0))
+        # Every moment pass keeps 8 whole windows (for attn_refit), so one calibration
+        # serves every method; the result is kept on disk for later runs (--cache).
+        kw = {k: v for k, v in kw.items() if k != "progress"}
+        if kw.get("moments", True):
+            kw["windows_kept"] = max(kw.get("windows_kept", 0), 8)
+        key = hashlib.sha1(json.dumps([a.model, hashlib.sha1(windows.numpy().tobytes()).hexdigest(),
+                                       kw.get("layers"), kw.get("moments", True), kw.get("skip", 0),
+                                       kw.get("sample_rows", 4096), kw.get("windows_kept", 0)]).encode()).hexdigest()[:16]
+        path = a.cache / f"{key}.pt" if a.cache else None
+        if key not in cache and path is not None and path.exists():
+            cache[key] = torch.load(path, weights_only=False)
         if key not in cache:
-            cache[key] = real_collect(model_, windows, **{k: v for k, v in kw.items() if k != "progress"})
+            cache[key] = real_collect(model_, windows, **kw)
+            if path is not None:
+                a.cache.mkdir(parents=True, exist_ok=True)
+                torch.save(cache[key], path)
         return cache[key]
 
     conv.collect_stats = cached_collect
@@ -87,7 +102,10 @@ def main() -> None:
         return {d: perplexity(model, w, tok.add_bos).perplexity for d, w in evw.items()}
 
     t = time.time()
-    base = score()
+    prev = json.loads(a.base.read_text()) if a.base else None
+    same = prev and (prev["model"], prev["windows"], prev["seq_len"], prev.get("prose")) == (
+        a.model, a.windows, a.seq_len, str(a.prose))
+    base = prev["base"] if same else score()
     print(f"{a.model} original: " + "  ".join(f"{d} {p:.4f}" for d, p in base.items())
           + f"  ({a.windows} x {a.seq_len} per domain, {time.time() - t:.0f}s)", flush=True)
     raw = yaml.safe_load(Path(a.recipe).read_text())
@@ -113,16 +131,19 @@ def main() -> None:
                 ppl = score()
                 ranks = [f"{r.layer}:{r.k['rank']}/{r.v['rank']}" for r in res.layers if r.k["rank"] or r.v["rank"]]
                 ratio = res.totals[str(recipe.budget.context)]["ratio"]
-                row = {"method": spec, "fraction": frac, "by": by, "kv_ratio": ratio, "ranks": ranks,
+                refit = {f"{r.layer}{t}": [round(getattr(r, t)[n], 4) for n in ("start_heldout_loss", "refit_heldout_loss")]
+                         for r in res.layers for t in "kv" if "refit_heldout_loss" in getattr(r, t)}
+                row = {"refit_loss": refit, "method": spec, "fraction": frac, "by": by, "kv_ratio": ratio, "ranks": ranks,
                        "ppl": ppl, "delta_pct": {k: 100 * (ppl[k] / base[k] - 1) for k in ppl}, "fit_s": fit_s}
                 rows.append(row)
                 print(f"{spec:40s} frac {frac:.2f} by {by or 'error':5s} kv {ratio:.3f}  "
                       + "  ".join(f"{k} {v:+.2f}%" for k, v in row["delta_pct"].items())
-                      + f"  ranks {' '.join(ranks)}  ({fit_s:.0f}s fit)", flush=True)
+                      + f"  ranks {' '.join(ranks)}  ({fit_s:.0f}s fit)"
+                      + (f"  refit held-out loss start->end {refit}" if refit else ""), flush=True)
                 for b, (k, v) in zip(model.layers, orig):
                     b.self_attn.k_proj, b.self_attn.v_proj = k, v
     if a.json:
-        a.json.write_text(json.dumps({"model": a.model, "base": base, "windows": a.windows,
+        a.json.write_text(json.dumps({"model": a.model, "prose": str(a.prose), "base": base, "windows": a.windows,
                                       "seq_len": a.seq_len, "rows": rows}, indent=1) + "\n")
 
 

@@ -78,7 +78,7 @@ class AttnRefit(Method):
                            "calibration windows (calibration.tokens / seq_len too small)")
         att = _LayerAttention(inp, x.shape[1])
         n_fit = x.shape[0] - self.params.heldout
-        x_fit, x_held = x[:n_fit], x[n_fit:]
+        x_fit, x_held = att.prepare(x[:n_fit]), att.prepare(x[n_fit:])
         with torch.no_grad():
             ref_fit, ref_held = att.exact(x_fit), att.exact(x_held)
         params = {k: v.float().clone().requires_grad_(True) for k, v in start.tensors.items()}
@@ -106,7 +106,9 @@ class AttnRefit(Method):
 
 class _LayerAttention:
     """One layer's attention, from whole windows of its input x to the o_proj output,
-    with K or V replaced by a latent (down, up, bias) after the sink positions."""
+    with K or V replaced by a latent (down, up, bias) after the sink positions. What
+    does not depend on the factors (queries, the exact other target) is computed once
+    per set of windows (`prepare`)."""
 
     def __init__(self, inp: LayerInputs, T: int):
         c = self.cfg = inp.cfg
@@ -122,25 +124,36 @@ class _LayerAttention:
         b, t, _ = y.shape
         return y.view(b, t, n, self.cfg.head_dim).transpose(1, 2)
 
-    def attend(self, x, k_pre, v_pre):
+    def finish_k(self, k_pre):
+        k = self.heads(k_pre, self.cfg.num_kv_heads)
+        if self.k_gain is not None:
+            k = rms_norm(k, self.k_gain, self.cfg.rms_norm_eps)
+        return apply_rope(k, self.cos, self.sin)
+
+    @torch.no_grad()
+    def prepare(self, x) -> dict:
         c = self.cfg
         q = self.heads(x @ self.wq.T, c.num_heads)
-        k = self.heads(k_pre, c.num_kv_heads)
         if self.q_gain is not None:
-            q, k = rms_norm(q, self.q_gain, c.rms_norm_eps), rms_norm(k, self.k_gain, c.rms_norm_eps)
-        q, k = apply_rope(q, self.cos, self.sin), apply_rope(k, self.cos, self.sin)
-        v = self.heads(v_pre, c.num_kv_heads)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, is_causal=self.mask is None,
+            q = rms_norm(q, self.q_gain, c.rms_norm_eps)
+        return {"x": x, "q": apply_rope(q, self.cos, self.sin), "k": self.finish_k(x @ self.wk.T),
+                "v": self.heads(x @ self.wv.T, c.num_kv_heads)}
+
+    def attend(self, pre: dict, k, v):
+        c = self.cfg
+        o = F.scaled_dot_product_attention(pre["q"], k, v, attn_mask=self.mask, is_causal=self.mask is None,
                                            scale=c.attn_scale, enable_gqa=c.num_heads != c.num_kv_heads)
         return o.transpose(1, 2).flatten(2) @ self.wo.T
 
-    def exact(self, x):
-        return self.attend(x, x @ self.wk.T, x @ self.wv.T)
+    def exact(self, pre: dict):
+        return self.attend(pre, pre["k"], pre["v"])
 
-    def replaced(self, x, target: str, p: dict, sink: int):
+    def replaced(self, pre: dict, target: str, p: dict, sink: int):
+        x = pre["x"]
         w = self.wk if target == "k" else self.wv
         y = (x @ p["down.weight"].T) @ p["up.weight"].T + p["bias"]
         if sink:
             y = torch.cat([x[:, :sink] @ w.T, y[:, sink:]], dim=1)
-        k_pre, v_pre = (y, x @ self.wv.T) if target == "k" else (x @ self.wk.T, y)
-        return self.attend(x, k_pre, v_pre)
+        if target == "k":
+            return self.attend(pre, self.finish_k(y), pre["v"])
+        return self.attend(pre, pre["k"], self.heads(y, self.cfg.num_kv_heads))
