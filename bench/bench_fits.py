@@ -112,12 +112,13 @@ def main() -> None:
     if a.calib_tokens:
         raw["calibration"]["tokens"] = a.calib_tokens
     rows = []
-    for frac in a.fraction or [raw["budget"]["fraction"]]:
+    for frac in a.fraction or [(raw.get("budget") or {}).get("fraction")]:
         for by in a.rank_by or [None]:
             for spec in a.method or ["activation_svd"]:
                 name, params = parse_method(spec)
                 d = copy.deepcopy(raw)
-                d["budget"]["fraction"] = frac
+                if frac is not None:
+                    d["budget"]["fraction"] = frac
                 if by is not None:
                     d["budget"]["by"] = by
                 for rule in d["layers"]:
@@ -130,13 +131,13 @@ def main() -> None:
                 fit_s = time.time() - t
                 ppl = score()
                 ranks = [f"{r.layer}:{r.k['rank']}/{r.v['rank']}" for r in res.layers if r.k["rank"] or r.v["rank"]]
-                ratio = res.totals[str(recipe.budget.context)]["ratio"]
+                ratio = res.totals[str(recipe.budget.context if recipe.budget else 32768)]["ratio"]
                 refit = {f"{r.layer}{t}": [round(getattr(r, t)[n], 4) for n in ("start_heldout_loss", "refit_heldout_loss")]
                          for r in res.layers for t in "kv" if "refit_heldout_loss" in getattr(r, t)}
                 row = {"refit_loss": refit, "method": spec, "fraction": frac, "by": by, "kv_ratio": ratio, "ranks": ranks,
                        "ppl": ppl, "delta_pct": {k: 100 * (ppl[k] / base[k] - 1) for k in ppl}, "fit_s": fit_s}
                 rows.append(row)
-                print(f"{spec:40s} frac {frac:.2f} by {by or 'error':5s} kv {ratio:.3f}  "
+                print(f"{spec:40s} frac {frac or 0:.2f} by {by or 'error':5s} kv {ratio:.3f}  "
                       + "  ".join(f"{k} {v:+.2f}%" for k, v in row["delta_pct"].items())
                       + f"  ranks {' '.join(ranks)}  ({fit_s:.0f}s fit)"
                       + (f"  refit held-out loss start->end {refit}" if refit else ""), flush=True)
