@@ -123,8 +123,10 @@ def layer_inputs(model, i: int, stats) -> LayerInputs:
     a = model.layers[i].self_attn
     w = lambda m: m.weight.detach().to("cpu", torch.float64)  # noqa: E731
     b = lambda m: None if m.bias is None else m.bias.detach().to("cpu", torch.float64)  # noqa: E731
+    gain = lambda n: n.gain().detach().to("cpu", torch.float64) if a.qk_norm else None  # noqa: E731
     return LayerInputs(model.cfg, i, w(a.q_proj), w(a.k_proj), w(a.v_proj), w(a.o_proj), stats,
-                       b_k=b(a.k_proj), b_v=b(a.v_proj))
+                       b_k=b(a.k_proj), b_v=b(a.v_proj), k_norm_gain=gain(getattr(a, "k_norm", None)),
+                       q_norm_gain=gain(getattr(a, "q_norm", None)))
 
 
 def activation_errors(model_cfg, inp: LayerInputs, proj: torch.nn.Module, target: str, x: torch.Tensor) -> float:
@@ -181,7 +183,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {cal.seq_len}), "
                 f"{held_w.numel()} held-out")
             stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=converted,
-                                  skip=recipe.sink_tokens)
+                                  skip=recipe.sink_tokens,
+                                  windows_kept=max((m.windows_kept for m in methods.values()), default=0))
         else:  # nothing is fitted (identity): the held-out rows only measure the errors
             log(f"no method fits statistics; {held_w.numel()} held-out tokens measure the errors")
         if n_held:  # held-out rows only serve the error measurement: no moments
@@ -224,7 +227,12 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                 per = lay.bytes_per_token() / 2 * held
                 cands.append(Candidate((i, t), spectrum, per, step, hi, step))
     if cands:
-        ranks.update(budget_ranks(cands, _budget_left(cfg, recipe, ranks, {c.key for c in cands})))
+        left = _budget_left(cfg, recipe, ranks, {c.key for c in cands})
+        chosen = budget_ranks(cands, left)
+        if recipe.budget.by == "kl":
+            log(f"budget by kl: measuring {len(cands)} components' effect on the logits")
+            chosen = budget_ranks(cands, left, _kl_weights(model, recipe, cands, chosen, methods, inputs, fit_w))
+        ranks.update(chosen)
 
     # A chosen (energy / budget) rank at the method's full width caches no fewer values than
     # the original and decodes slower (a rebuild; K also a norm factor): keep it exact.
@@ -400,6 +408,30 @@ def default_out_dir(model_name: str, recipe_path: str) -> Path:
     stem = Path(recipe_path).stem
     base = Path(model_name).stem if model_name else "gemma3-270m"
     return Path("out") / f"{base}-{stem}"
+
+
+KL_WINDOWS = 4  # calibration windows the `by: kl` budget measures each component on
+
+
+def _kl_weights(model, recipe: Recipe, cands, chosen: dict, methods: dict, inputs: dict, fit_w) -> dict:
+    """ranks.kl weights: each budgeted component factorized alone at its error-budget rank."""
+    from .ranks.kl import kl_weights
+    probes, tails = {}, {}
+    for c in cands:
+        i, t = c.key
+        m, r = methods[c.key], chosen[c.key]
+        with fixed_threads():
+            fz = m.factorize(inputs[i], t, r)
+        proj = make_proj(model.cfg.hidden_size, fz.component, recipe.sink_tokens)
+        state = {k: v.to(torch.float32) for k, v in fz.tensors.items()}
+        if recipe.sink_tokens:
+            state["sink.weight"] = inputs[i].weight(t).to(torch.float32)
+        proj.load_state_dict(state)
+        attn = model.layers[i].self_attn
+        probes[c.key] = (attn, f"{t}_proj", proj.to(next(model.parameters()).device))
+        s = c.spectrum.double().clamp_min(0)
+        tails[c.key] = float(s[r:].sum() / s.sum().clamp_min(1e-300))
+    return kl_weights(model, fit_w[:KL_WINDOWS], probes, tails)
 
 
 def _budget_left(cfg, recipe: Recipe, ranks: dict, budgeted: set) -> float:

@@ -6,6 +6,12 @@ covariance of K and V for any candidate factorization: one pass serves all metho
 A fixed, evenly spaced sample of x rows is also kept for methods that fit non-linear
 forms (contextual TPA) and for held-out error measurement.
 
+With the moments, the queries' second moment is also accumulated per KV group: q as
+attention sees it (after QK-norm) but before RoPE, summed over the group's query heads,
+for methods that weight the K fit by what the scores q.k do with it (score_aware_svd).
+`windows=n` also keeps the first n whole windows of x (every position, sink included),
+for methods that refit against a layer's real attention output (attn_refit).
+
 Only the layers asked for are measured, and the forward pass stops at the input of the
 last of them (a recipe that converts layers 5, 11 and 17 runs 17 of 18 blocks).
 Moments accumulate in float64 on the model's device; the results are on the CPU.
@@ -23,6 +29,14 @@ class LayerStats:
     sum_x: torch.Tensor | None  # (d,) float64; None when collected with moments=False
     xtx: torch.Tensor | None  # (d, d) float64, sum of x x^T; None when moments=False
     sample: torch.Tensor  # (m, d) float32 rows of x
+    qtq: torch.Tensor | None = None  # (kv, D, D) float64, sum over tokens and each group's heads of q q^T
+    windows: torch.Tensor | None = None  # (n, T, d) float32 whole windows of x, when asked for
+
+    @property
+    def query_moment(self) -> torch.Tensor:
+        """(kv, D, D): E[q q^T] per token, summed over each KV group's query heads
+        (q after QK-norm, before RoPE)."""
+        return self.qtq / self.n
 
     @property
     def mean(self) -> torch.Tensor:
@@ -46,7 +60,7 @@ class _Stop(Exception):
 @torch.no_grad()
 def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progress=None,
                   device: str | torch.device | None = None, layers=None,
-                  moments: bool = True, skip: int = 0) -> list[LayerStats | None]:
+                  moments: bool = True, skip: int = 0, windows_kept: int = 0) -> list[LayerStats | None]:
     """Run `windows` (N, T) through `model`; return one LayerStats per layer.
 
     `layers`: the layer indices to measure (None: all); the others get None. When given,
@@ -57,6 +71,7 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
     `skip`: leave out the first `skip` positions of every window (the sink tokens a
     converted layer keeps exact: a factorization never sees them, so they must not
     pull its basis; the BOS sink is an outlier).
+    `windows_kept`: keep the first that many windows of x whole (LayerStats.windows).
     """
     cfg = model.cfg
     d = cfg.hidden_size
@@ -70,8 +85,11 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
     n_tokens = windows.shape[0] * (windows.shape[1] - skip)
     # Evenly spaced rows of the flattened (N*(T-skip)) token stream: deterministic, no RNG.
     keep = torch.linspace(0, n_tokens - 1, min(sample_rows, n_tokens)).round().long()
+    n_kept = min(windows_kept, windows.shape[0])
     for i in want:
         out[i] = LayerStats(0, None, None, torch.zeros(len(keep), d))
+        if n_kept:
+            out[i].windows = torch.zeros(n_kept, windows.shape[1], d)
     acc = {}  # layer -> (sum_x, xtx) on the model's device, float64
     offset = 0
     last = want[-1] if layers is not None else None
@@ -79,17 +97,22 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
     def hook(i, block, h):
         if out[i] is None:
             return
-        x = block.input_layernorm(h)[0, skip:].float()  # (T - skip, d)
         s = out[i]
+        if offset // (windows.shape[1] - skip) < n_kept:
+            s.windows[offset // (windows.shape[1] - skip)] = block.input_layernorm(h)[0].float().cpu()
+        x = block.input_layernorm(h)[0, skip:].float()  # (T - skip, d)
         s.n += x.shape[0]
         if moments:
             xd = x.double()
             if i not in acc:
+                D = cfg.head_dim
                 acc[i] = (torch.zeros(d, dtype=torch.float64, device=x.device),
-                          torch.zeros(d, d, dtype=torch.float64, device=x.device))
-            sx, xtx = acc[i]
+                          torch.zeros(d, d, dtype=torch.float64, device=x.device),
+                          torch.zeros(cfg.num_kv_heads, D, D, dtype=torch.float64, device=x.device))
+            sx, xtx, qtq = acc[i]
             sx += xd.sum(0)
             xtx += xd.T @ xd
+            qtq += _query_moment(block.self_attn, x)
         sel = (keep >= offset) & (keep < offset + x.shape[0])
         if bool(sel.any()):
             s.sample[sel] = x[(keep[sel] - offset).to(x.device)].cpu()
@@ -104,6 +127,18 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
         offset += windows.shape[1] - skip
         if progress is not None:
             progress(w + 1, windows.shape[0])
-    for i, (sx, xtx) in acc.items():
-        out[i].sum_x, out[i].xtx = sx.cpu(), xtx.cpu()
+    for i, (sx, xtx, qtq) in acc.items():
+        out[i].sum_x, out[i].xtx, out[i].qtq = sx.cpu(), xtx.cpu(), qtq.cpu()
     return out
+
+
+def _query_moment(attn, x: torch.Tensor) -> torch.Tensor:
+    """(kv, D, D) float64 sum of q q^T over the rows of x and each KV group's heads, q after
+    the QK-norm (when the model has one) and before RoPE."""
+    q = attn.q_proj(x.to(attn.q_proj.weight.dtype)).float()
+    q = q.view(x.shape[0], attn.n_heads, attn.head_dim)
+    if attn.qk_norm:
+        q = attn.q_norm(q)
+    g = attn.n_heads // attn.n_kv
+    q = q.double().view(x.shape[0], attn.n_kv, g, attn.head_dim).transpose(0, 1).flatten(1, 2)
+    return q.transpose(1, 2) @ q

@@ -27,6 +27,8 @@ class LayerInputs:
     stats: LayerStats | None = None
     b_k: torch.Tensor | None = None
     b_v: torch.Tensor | None = None
+    k_norm_gain: torch.Tensor | None = None  # (D,) the QK-norm's gain on K (None: no QK-norm)
+    q_norm_gain: torch.Tensor | None = None  # (D,) the QK-norm's gain on Q (None: no QK-norm)
 
     def weight(self, target: str) -> torch.Tensor:
         return self.w_k if target == "k" else self.w_v
@@ -72,6 +74,7 @@ class Method:
     """Base class. Subclasses set `Params` (a dataclass) and implement `factorize`."""
     name = "?"
     needs_calibration = False
+    windows_kept = 0  # whole calibration windows of x the method reads (LayerStats.windows)
 
     @dataclass
     class Params:

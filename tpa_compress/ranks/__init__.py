@@ -5,7 +5,9 @@
           fraction (spectrum = the method's own: activation PCA, or weight SVD).
 - budget: one KV byte budget (a fraction of the original cache at a context length)
           spent across all `budget` components, window-aware, greedily where each
-          byte removes the most relative calibration error.
+          byte removes the most relative calibration error; with `by: kl` each
+          component's relative error is weighted by its measured effect on the
+          model's output (ranks/kl.py).
 """
 from __future__ import annotations
 
@@ -37,9 +39,11 @@ def energy_rank(spectrum: torch.Tensor, target: float, step: int = 1) -> int:
     return max(step, r)
 
 
-def budget_ranks(cands: list[Candidate], budget_bytes: float) -> dict[tuple[int, str], int]:
+def budget_ranks(cands: list[Candidate], budget_bytes: float,
+                 weights: dict[tuple[int, str], float] | None = None) -> dict[tuple[int, str], int]:
     """Greedy marginal allocation: start every candidate at min_rank, then repeatedly
-    add `step` ranks where (relative error removed) / (bytes added) is largest."""
+    add `step` ranks where (relative error removed) / (bytes added), times the
+    candidate's weight (default 1: how much a unit of its relative error costs), is largest."""
     ranks = {c.key: c.min_rank for c in cands}
     spent = sum(c.bytes_per_rank * c.min_rank for c in cands)
     if spent > budget_bytes:
@@ -57,7 +61,7 @@ def budget_ranks(cands: list[Candidate], budget_bytes: float) -> dict[tuple[int,
             cost = c.bytes_per_rank * c.step
             if spent + cost > budget_bytes:
                 continue
-            gain = float(rel[k][r:r + c.step].sum()) / cost
+            gain = float(rel[k][r:r + c.step].sum()) / cost * (weights[k] if weights else 1.0)
             if gain > best_gain:
                 best, best_gain = k, gain
         if best is None:
