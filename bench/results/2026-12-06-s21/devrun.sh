@@ -24,7 +24,7 @@ SUMS
   nvidia-smi --query-gpu=name --format=csv,noheader; git log --oneline -1 2>/dev/null ;;
 fg)  # Gemma 3 270M: the original in every cache format, the baselines and shipped recipes
   python bench/frontier.py --model $G --name "Gemma 3 270M" --device cuda \
-    --recipes bench/recipes/weight-svd.yaml,recipes/fat.yaml,recipes/balanced.yaml,recipes/aggressive.yaml \
+    --recipes bench/recipes/weight-svd.yaml,recipes/fat.yaml,recipes/balanced.yaml,recipes/balanced-refit.yaml,recipes/aggressive.yaml \
     --caches bf16,int8,fp8,int4,int4:recent=0,int4:rotate=hadamard,int4:group=128,int3,int3:recent=0,int2 \
     --recipe-caches bf16,int8,int4,int4:recent=0,int3 --out $OUT/frontier-gemma.json > $OUT/fg.log 2>&1
   tail -3 $OUT/fg.log ;;
