@@ -2,7 +2,7 @@
 largest batch that fits, and its decode throughput. A benchmark, not a test.
 
     python bench/bench_budget.py --out budget.json [--model 270m] [--context 32768]
-        [--budget-gib 16] [--rows original:bf16,original:int8,converted:bf16@80,96,112/112,160,128]
+        [--budget-gib 16] [--rows "original:bf16;original:int8;converted:bf16@80,96,112/112,160,128"]
         [--new-tokens 32]
 
 Each row is LAYOUT:CACHE_DTYPE[@K ranks/V ranks]: `original`, or `converted` with latent
@@ -75,14 +75,14 @@ def main():
     ap.add_argument("--model", default="270m")
     ap.add_argument("--context", type=int, default=32768)
     ap.add_argument("--budget-gib", type=float, default=16.0)
-    ap.add_argument("--rows", default="original:bf16,original:int8")
+    ap.add_argument("--rows", default="original:bf16;original:int8", help="rows separated by ;")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--out", default="budget.json")
     a = ap.parse_args()
     cfg = variant_config(a.model)
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv, "rows": []}
     base = cache_bytes(original_layouts(cfg), a.context)
-    for spec in a.rows.split(","):
+    for spec in a.rows.split(";"):
         layout, dtype, ranks = parse_row(spec)
         row = dict(row=spec, model=a.model, context=a.context, budget_gib=a.budget_gib)
         t = time.time()

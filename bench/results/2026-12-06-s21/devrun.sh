@@ -36,7 +36,7 @@ fh)  # Gemma 3 270M healed (150 s of healing each)
 fs)  # SmolLM2-135M (every layer global): the same, one healed recipe
   python bench/frontier.py --model $S --name "SmolLM2-135M-Instruct" --device cuda \
     --recipes bench/recipes/weight-svd.yaml,recipes/fat.yaml,recipes/balanced.yaml,recipes/aggressive.yaml,bench/recipes/balanced-heal150.yaml \
-    --caches bf16,int8,fp8,int4,int4:recent=0,int4:rotate=hadamard,int4:group=128,int3,int2 \
+    --caches bf16,int8,fp8,int4,int4:recent=0,int4:rotate=hadamard,int4:group=64,int3,int2 \
     --recipe-caches bf16,int8,int4,int4:recent=0 --out $OUT/frontier-smollm2.json > $OUT/fs.log 2>&1
   tail -3 $OUT/fs.log ;;
 lc)  # long context: perplexity at 4K/8K and the passkey at 4K/16K/32K, original and balanced
