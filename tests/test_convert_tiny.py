@@ -37,6 +37,9 @@ def tiny_ckpt(family="gemma3", **over):
 
 
 def recipe(layers, **top):
+    """float32 weights unless a test asks otherwise: these tests check exactness (saving in
+    the default bfloat16 and its cost: tests/test_issue31.py)."""
+    top.setdefault("weight_dtype", "float32")
     d = {"calibration": {"tokens": 512, "seq_len": 32, "heldout_tokens": 64},
          "eval": {"seq_len": 32, "max_windows": 4}, "layers": layers, **top}
     return parse_recipe(d, "test.yaml")

@@ -297,6 +297,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                      "context. rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes "
                      "(docs/methods.md)")
         log("note: " + notes[-1])
+    round_to_saved(model, wdtype)
     ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
     orig = original_layouts(cfg, recipe.cache_dtype)
     totals = {}
@@ -309,6 +310,17 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         ppl[name] = {"before": before, "after": after,
                      "delta_pct": 100 * (after["perplexity"] / before["perplexity"] - 1)}
     return ConversionResult(layouts, reports, totals, ppl, time.time() - t0, notes), new_tensors
+
+
+def round_to_saved(model, dtype: torch.dtype) -> None:
+    """Round the model's float32 weights to the dtype they are saved in (`weight_dtype`),
+    keeping float32 storage: the after-eval then scores the model as saved (what loading
+    the folder gives), so the report's change includes the cost of saving in that dtype.
+    Idempotent, so the folder written from these weights holds the same bytes."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dtype == torch.float32:
+                p.copy_(p.to(dtype))
 
 
 def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
@@ -369,7 +381,7 @@ def write_output(out_dir: Path, ckpt, recipe: Recipe, result: ConversionResult, 
                        ckpt.tokenizer, extra, getattr(torch, recipe.weight_dtype))
         (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (tmp / "report.md").write_text(render_markdown(report))
+        (tmp / "report.md").write_text(render_markdown(report, str(out_dir)))
 
 
 def report_dict(ckpt, recipe: Recipe, result: ConversionResult) -> dict:
