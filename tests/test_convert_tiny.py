@@ -271,6 +271,16 @@ def test_convert_notes_ranks_the_gpu_kernel_does_not_take(rk, rv, noted):
                                                     "Hopper decode kernel takes")) == noted, logs
 
 
+@pytest.mark.parametrize("cache_dtype", ["int8", "fp8", "fp16"])
+def test_no_kernel_rank_note_where_the_kernel_cannot_run(cache_dtype):
+    """The Hopper kernel decodes bf16 caches only: other caches decode in Triton anyway."""
+    ck = tiny_ckpt("gemma3", head_dim=256, num_kv_heads=1, num_heads=4)
+    rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": 24},
+                   "v": {"method": "activation_svd", "rank": 40}}], cache_dtype=cache_dtype)
+    res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+    assert not [n for n in res.notes if "Hopper" in n]
+
+
 def test_rank_limits_max_per_target():
     ck = tiny_ckpt("llama")
     rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": {"energy": 0.9999}},

@@ -39,8 +39,9 @@ console = make_console(stderr=True)
 out = make_console()
 _state = {"debug": False}
 
-# eval's default cap per domain: 2 x 4 windows of 2048 tokens take about a minute for
-# Gemma 3 270M on a 2-core laptop (scoring all ~37 windows per domain took minutes)
+# eval's default cap per domain: 2 x 4 windows of 2048 tokens (16k predictions) for
+# Gemma 3 270M; at convert.cpu_threads' 0.9 s per 512-token forward on 2 idle cores that is
+# about 30-40 s plus loading, where all ~35 windows per domain took several minutes
 DEFAULT_EVAL_WINDOWS = 4
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -110,7 +111,7 @@ def eval_cmd(
     seq_len: int = typer.Option(2048, "--seq-len", help="Window length in tokens."),
     max_windows: int = typer.Option(DEFAULT_EVAL_WINDOWS, "--max-windows", help="Score at most N "
                                     f"windows per domain (default {DEFAULT_EVAL_WINDOWS}: about a minute "
-                                    "for 270M on 2 CPU cores; a larger N scores more of the text)."),
+                                    "for 270M on 2 idle CPU cores; a larger N scores more of the text)."),
     bos: str = typer.Option("auto", "--bos", help="Start each window with BOS: auto (as the "
                             "tokenizer does), yes, no."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),

@@ -280,7 +280,9 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             done += 1
             if bar:
                 bar(done, len(items))
-        if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and not wg_shape(
+        # the Hopper kernel serves latent K + V of head dim 256 over a bf16 cache only
+        if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and recipe.cache_dtype == "bf16" \
+                and not wg_shape(
                 cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank):
             off_kernel.append(f"{i} ({comps['k'].rank}/{comps['v'].rank})")
         lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
