@@ -119,3 +119,36 @@ def test_eval_default_caps_windows_per_domain_and_says_what_it_scores(monkeypatc
         assert doc["domains"][d]["windows"] == DEFAULT_EVAL_WINDOWS
         assert f"{d}: {DEFAULT_EVAL_WINDOWS} windows × 32 tokens" in " ".join(err.split())
     assert "--max-windows" in err  # how to score more
+
+
+# ------------------------------------------------------------------ convert's faults, through the CLI
+
+def _recipe_file(tmp_path, select):
+    import yaml
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump({"calibration": {"tokens": 64, "seq_len": 32, "heldout_tokens": 0},
+                                 "layers": [{"select": select, "v": {"method": "activation_svd", "rank": 4}}]}))
+    return p
+
+
+@pytest.mark.parametrize("select, needles", [
+    ({"pattern": "9?"}, ["layers[0].select.pattern '9?' matches no layer", "layers 0..5"]),
+    ({"layers": "0-99"}, ["layers[0].select.layers names layer 6..99", "valid: 0..5"]),
+    ({"layers": "50-60"}, ["names layer 50..60"]),
+])
+def test_convert_selector_missing_the_model_fails_before_calibration(monkeypatch, capsys, tmp_path, model_dir,  # noqa: F811
+                                                                      select, needles):
+    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", _recipe_file(tmp_path, select),
+                        "--out", tmp_path / "out", "--device", "cpu")
+    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(("loaded ", "2 CPU", "1 CPU")))
+    assert_one_line_error(code, err, "r.yaml", *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_out_that_is_a_file_is_refused_even_with_force(monkeypatch, capsys, tmp_path, model_dir):  # noqa: F811
+    f = tmp_path / "out"
+    f.write_text("keep me")
+    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", _recipe_file(tmp_path, "all"),
+                        "--out", f, "--force")
+    assert_one_line_error(code, err, "out", "is a file, not a folder")
+    assert f.read_text() == "keep me"
