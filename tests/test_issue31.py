@@ -152,3 +152,20 @@ def test_convert_out_that_is_a_file_is_refused_even_with_force(monkeypatch, caps
                         "--out", f, "--force")
     assert_one_line_error(code, err, "out", "is a file, not a folder")
     assert f.read_text() == "keep me"
+
+
+def test_eval_float16_overflow_is_an_error_not_a_nan_perplexity(monkeypatch, capsys, tmp_path):
+    from test_domains_cli import char_tokenizer
+    from tiny import random_state, tiny_config
+    from tpa_compress.save import save_hf_folder
+    cfg = tiny_config("gemma3")
+    state = random_state(cfg, 3)
+    state["model.embed_tokens.weight"].fill_(3e4)  # x sqrt(hidden) overflows float16
+    (tmp_path / "m").mkdir()
+    save_hf_folder(tmp_path / "m", cfg, state, char_tokenizer())
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat. " * 20)
+    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path / "m", "--dtype", "float16", "--seq-len", 32,
+                        "--data", text, "--device", "cpu")
+    err = "\n".join(ln for ln in err.splitlines() if ln.startswith("error:"))
+    assert code == 2 and "inf/nan logits in float16" in err, err
