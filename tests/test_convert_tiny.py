@@ -37,6 +37,9 @@ def tiny_ckpt(family="gemma3", **over):
 
 
 def recipe(layers, **top):
+    """float32 weights unless a test asks otherwise: these tests check exactness (saving in
+    the default bfloat16 and its cost: tests/test_issue31.py)."""
+    top.setdefault("weight_dtype", "float32")
     d = {"calibration": {"tokens": 512, "seq_len": 32, "heldout_tokens": 64},
          "eval": {"seq_len": 32, "max_windows": 4}, "layers": layers, **top}
     return parse_recipe(d, "test.yaml")
@@ -266,6 +269,16 @@ def test_convert_notes_ranks_the_gpu_kernel_does_not_take(rk, rv, noted):
     notes = [m for m in logs if "not ranks the Hopper decode kernel takes" in m]
     assert (len(notes) == 1 and notes[0].startswith(f"note: layer (K/V rank) 5 ({rk}/{rv}): not ranks the "
                                                     "Hopper decode kernel takes")) == noted, logs
+
+
+@pytest.mark.parametrize("cache_dtype", ["int8", "fp8", "fp16"])
+def test_no_kernel_rank_note_where_the_kernel_cannot_run(cache_dtype):
+    """The Hopper kernel decodes bf16 caches only: other caches decode in Triton anyway."""
+    ck = tiny_ckpt("gemma3", head_dim=256, num_kv_heads=1, num_heads=4)
+    rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": 24},
+                   "v": {"method": "activation_svd", "rank": 40}}], cache_dtype=cache_dtype)
+    res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
+    assert not [n for n in res.notes if "Hopper" in n]
 
 
 def test_rank_limits_max_per_target():

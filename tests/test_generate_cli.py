@@ -92,7 +92,7 @@ def test_prompt_longer_than_max_length(monkeypatch, capsys, folder):
                        "--device", "cpu", "--max-new-tokens", "8")
     # the model loads first (its tokenizer counts the tokens): drop the "loaded" note
     err = "\n".join(ln for ln in err.splitlines() if not ln.startswith("loaded "))
-    assert_one_line_error(code, err, "prompt of 101 tokens", "max length 64")
+    assert_one_line_error(code, err, "prompt of 101 tokens", "+ --max-new-tokens 8", "supports at most 64")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

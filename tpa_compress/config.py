@@ -87,6 +87,13 @@ class ModelConfig:
     def rope_scale(self, layer: int) -> float:
         return 1.0 if self.layer_types[layer] == "sliding" else self.rope_scaling_factor
 
+    def check_length(self, tokens: int, what: str, source: str = "the model") -> None:
+        """Refuse, before any work, a sequence longer than the model's positions (`what`
+        names the option or input that asked for it); eval, validate and generate share it."""
+        if tokens > self.max_position_embeddings:
+            raise TPAError(f"{what} asks for {tokens} positions; {source} supports at most "
+                           f"{self.max_position_embeddings}")
+
     @property
     def attn_scale(self) -> float:
         return (self.query_pre_attn_scalar or self.head_dim) ** -0.5

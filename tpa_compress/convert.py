@@ -297,7 +297,9 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             done += 1
             if bar:
                 bar(done, len(items))
-        if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and not wg_shape(
+        # the Hopper kernel serves latent K + V of head dim 256 over a bf16 cache only
+        if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and recipe.cache_dtype == "bf16" \
+                and not wg_shape(
                 cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank):
             off_kernel.append(f"{i} ({comps['k'].rank}/{comps['v'].rank})")
         lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
@@ -318,6 +320,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
         (lambda: _eval(model, tok, recipe, progress, "eval before heal")) if eval_model else None))
     if healed:
         new_tensors.update(healed.tensors)
+    round_to_saved(model, wdtype)
     ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
     orig = original_layouts(cfg, recipe.cache_dtype)
     totals = {}
@@ -331,6 +334,17 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                      "delta_pct": 100 * (after["perplexity"] / before["perplexity"] - 1)}
     return ConversionResult(layouts, reports, totals, ppl, time.time() - t0, notes,
                             healed.report if healed else {}), new_tensors
+
+
+def round_to_saved(model, dtype: torch.dtype) -> None:
+    """Round the model's float32 weights to the dtype they are saved in (`weight_dtype`),
+    keeping float32 storage: the after-eval then scores the model as saved (what loading
+    the folder gives), so the report's change includes the cost of saving in that dtype.
+    Idempotent, so the folder written from these weights holds the same bytes."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dtype == torch.float32:
+                p.copy_(p.to(dtype))
 
 
 def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
@@ -391,7 +405,7 @@ def write_output(out_dir: Path, ckpt, recipe: Recipe, result: ConversionResult, 
                        ckpt.tokenizer, extra, getattr(torch, recipe.weight_dtype))
         (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (tmp / "report.md").write_text(render_markdown(report))
+        (tmp / "report.md").write_text(render_markdown(report, str(out_dir)))
 
 
 def report_dict(ckpt, recipe: Recipe, result: ConversionResult) -> dict:

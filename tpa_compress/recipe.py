@@ -2,7 +2,7 @@
 
     model: gemma3-270m            # optional; a MODEL argument overrides it
     seed: 0
-    weight_dtype: float32         # float32 | bfloat16 | float16
+    weight_dtype: bfloat16        # saved tensors: bfloat16 | float32 | float16
     cache_dtype: bf16             # fp32 | bf16 | fp16 | fp8 | int8 | int4 | int3 | int2 (cache_formats/)
     # or, with a grouped format's parameters (instead of cache_dtype):
     # cache: {dtype: int4, group: 32, recent: 128, rotate: none, values: auto}
@@ -139,7 +139,7 @@ class Recipe:
     layers: list[LayerRule]
     model: str | None = None
     seed: int = 0
-    weight_dtype: str = "float32"
+    weight_dtype: str = "bfloat16"  # the saved tensors, converted factors included
     cache_dtype: str = "bf16"
     sink_tokens: int = 1
     k_scale: bool = True  # a latent K on a QK-norm model caches its norm factor (layout.py)
@@ -290,7 +290,7 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
         _keys(r, {"select", "k", "v"}, w)
         rules.append(LayerRule(_selector(r.get("select"), f"{w}.select"),
                                _component(r.get("k"), f"{w}.k"), _component(r.get("v"), f"{w}.v")))
-    wd = d.get("weight_dtype", "float32")
+    wd = d.get("weight_dtype", "bfloat16")
     if wd not in WEIGHT_DTYPES:
         raise TPAError(f"{source}: weight_dtype {wd!r} is not valid; valid: {', '.join(WEIGHT_DTYPES)}")
     if "cache" in d and "cache_dtype" in d:

@@ -61,6 +61,9 @@ def validate_cmd(
                            shared_tokenizer, validate)
 
     check_window_args(seq_len, max_windows)
+    if json_out:
+        from ..save.atomic import check_output_file
+        check_output_file(json_out, "--json")
     limits = Thresholds(max_kl, min_top1, max_ppl_increase).check()
     sets = eval_sets(data)
     texts = {name: read_texts(files) for name, files in sets.items()}
@@ -76,9 +79,7 @@ def validate_cmd(
         for name, text in texts.items():
             tok, ids[name] = shared_tokenizer(conv, ref, text)
     for ck in (conv, ref):
-        if seq_len > ck.config.max_position_embeddings:
-            raise TPAError(f"--seq-len {seq_len} is longer than {ck.path} supports "
-                           f"({ck.config.max_position_embeddings} positions)")
+        ck.config.check_length(seq_len, f"--seq-len {seq_len}", ck.path)
     windows = {name: make_windows(i, seq_len, tok.bos_id if tok.add_bos else None, max_windows,
                                   source=", ".join(map(str, sets[name]))) for name, i in ids.items()}
     with console.status("building both models …"):

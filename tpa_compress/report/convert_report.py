@@ -1,5 +1,8 @@
-"""report.md for a conversion, rendered from report.json's dict."""
+"""report.md for a conversion, rendered from report.json's dict; it ends with what to do
+next with the folder (its path filled in)."""
 from __future__ import annotations
+
+import shlex
 
 
 def _fmt(x, spec=".4f"):
@@ -10,7 +13,23 @@ def _mib(b):
     return f"{b / 2**20:.2f} MiB"
 
 
-def render_markdown(r: dict) -> str:
+def next_steps(folder: str) -> list[str]:
+    """The commands a user runs next on the converted folder, and the transformers snippet
+    (docs/compatibility.md)."""
+    sh = shlex.quote(folder)
+    return ["", "## Next steps", "", "```sh",
+            f"tpa-compress generate {sh} --prompt \"The capital of France is\"   # our runtime: compressed KV cache",
+            f"tpa-compress validate {sh}   # KL, top-1 and perplexity against the original, per domain",
+            f"tpa-compress eval {sh}", "```", "",
+            "In transformers (its own, uncompressed cache; docs/compatibility.md):", "", "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f"tok = AutoTokenizer.from_pretrained({folder!r})",
+            f"model = AutoModelForCausalLM.from_pretrained({folder!r}, trust_remote_code=True)",
+            "ids = tok(\"The capital of France is\", return_tensors=\"pt\")",
+            "print(tok.decode(model.generate(**ids, max_new_tokens=20, do_sample=False)[0]))", "```"]
+
+
+def render_markdown(r: dict, folder: str | None = None) -> str:
     lines = [f"# Conversion report: {r['model']}", "",
              f"Recipe `{r['recipe']}`, seed {r['seed']}, weights {r['weight_dtype']}, "
              f"cache {r['cache_dtype']}, {r['seconds']} s.", "", "## KV cache (batch 1)", "",
@@ -21,6 +40,8 @@ def render_markdown(r: dict) -> str:
     p = r.get("perplexity") or {}
     if p:
         lines += ["", "## Perplexity (held-out evaluation text)", "",
+                  f"original: the input model in float32; converted: the model as saved, every weight "
+                  f"rounded to {r['weight_dtype']}, so the change includes the cost of saving in it.", "",
                   "| data | original | converted | change | tokens | windows × seq_len |",
                   "|---|---|---|---|---|---|"]
         for name, d in p.items():
@@ -41,6 +62,8 @@ def render_markdown(r: dict) -> str:
         lines += ["", "## Healing", "", *heal_lines(r["heal"], r.get("perplexity") or {}, bullet="- ")]
     if r.get("notes"):
         lines += ["", "## Notes", "", *(f"- {n}" for n in r["notes"])]
+    if folder is not None:
+        lines += next_steps(folder)
     return "\n".join(lines) + "\n"
 
 

@@ -96,11 +96,9 @@ def generate_cmd(
     ckpt, net = open_model(model, variant, dtype, dev)
     tok = require_tokenizer(ckpt)
     ids = [tok.encode(t) for t in texts]
-    limit = ckpt.config.max_position_embeddings
     longest = max(len(i) for i in ids)
-    if longest + max_new_tokens > limit:
-        raise TPAError(f"prompt of {longest} tokens + --max-new-tokens {max_new_tokens} exceeds the "
-                       f"model's max length {limit}")
+    ckpt.config.check_length(longest + max_new_tokens, f"a prompt of {longest} tokens + --max-new-tokens "
+                             f"{max_new_tokens}", ckpt.path)
     torch.manual_seed(seed)
     runner = Runner(net, len(ids), longest + max_new_tokens,
                     cache_dtype=None if cache_dtype == "auto" else cache_dtype)
