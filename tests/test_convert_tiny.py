@@ -304,3 +304,21 @@ def test_converting_a_converted_folder_is_refused_before_calibration(tmp_path):
     glob = [i for i, t in enumerate(ck.config.layer_types) if t == "global"]
     with pytest.raises(TPAError, match=f"already converted \\(layers {', '.join(map(str, glob))} factorized\\)"):
         convert(back, again, rec, eval_model=False, log=lambda m: None)
+
+
+def test_budget_ranks_do_not_depend_on_the_cache_format_and_ratio_is_vs_bf16():
+    ck = tiny_ckpt("gemma3")
+    rules = [{"select": "all", "k": {"method": "activation_svd", "rank": "budget"},
+              "v": {"method": "activation_svd", "rank": "budget"}}]
+    got = {}
+    for cd in ("bf16", "int4"):
+        res, _ = convert(ck, build_model(ck), recipe(rules, budget={"fraction": 0.5, "context": 64},
+                                cache_dtype=cd if cd == "bf16" else "int4:group=4,recent=4"),
+                         eval_model=cd == "int4", log=lambda m: None)
+        got[cd] = res
+    assert [(lay.k.rank, lay.v.rank) for lay in got["bf16"].layouts] == \
+        [(lay.k.rank, lay.v.rank) for lay in got["int4"].layouts]
+    bf, q = got["bf16"].totals["32768"], got["int4"].totals["32768"]
+    assert bf["original_bytes"] == q["original_bytes"]  # both against the bf16 original
+    assert q["ratio"] < bf["ratio"]  # the quantized cache shows in the ratio
+    assert set(got["int4"].perplexity) and all(p["after"]["perplexity"] > 0 for p in got["int4"].perplexity.values())

@@ -31,6 +31,10 @@ from .recipe import Recipe, validate_for_model
 from .runtime.cuda_decode import wg_shape
 
 REPORT_CONTEXTS = (4096, 32768)
+# A rank budget is a fraction of the bf16 original's cache, spent as if every entry were bf16:
+# the ranks do not depend on the cache format, which then shrinks every entry by its own
+# factor (so `balanced` with an int4 cache keeps balanced's ranks; docs/recipes.md).
+BUDGET_DTYPE = "bf16"
 
 
 @dataclass
@@ -222,7 +226,7 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
             else:
                 lay = LayerLayout(Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
                                   Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
-                                  cfg.window(i), recipe.cache_dtype)
+                                  cfg.window(i), BUDGET_DTYPE)
                 held = lay.tokens_held(recipe.budget.context)
                 per = lay.bytes_per_token() / 2 * held
                 cands.append(Candidate((i, t), spectrum, per, step, hi, step))
@@ -321,8 +325,11 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
     if healed:
         new_tensors.update(healed.tensors)
     round_to_saved(model, wdtype)
-    ppl_after = _eval(model, tok, recipe, progress, "eval after") if eval_model else None
-    orig = original_layouts(cfg, recipe.cache_dtype)
+    # the converted model as it will run: through the recipe's cache when that cache is lossy
+    from .cache_formats import parse_spec
+    lossy = recipe.cache_dtype if parse_spec(recipe.cache_dtype).format.lossy else None
+    ppl_after = _eval(model, tok, recipe, progress, "eval after", cache=lossy) if eval_model else None
+    orig = original_layouts(cfg)  # the bf16 original: the ratio includes what the cache format saves
     totals = {}
     for ctx in sorted(set(REPORT_CONTEXTS) | ({recipe.budget.context} if recipe.budget else set())):
         a, b = cache_bytes(orig, ctx), cache_bytes(layouts, ctx)
@@ -356,9 +363,10 @@ def _weight_error(inp: LayerInputs, proj, t: str) -> float | None:
     return float((w_eff.double() - w).norm() / w.norm())
 
 
-def _eval(model, tok, recipe: Recipe, progress, label: str) -> dict[str, dict]:
+def _eval(model, tok, recipe: Recipe, progress, label: str, cache: str | None = None) -> dict[str, dict]:
     """Perplexity per evaluated text: each bundled domain for `files: [default]`, else the
-    recipe's files as one text; `max_windows` applies to each."""
+    recipe's files as one text; `max_windows` applies to each. `cache`: a lossy cache format
+    whose decode-time reads are simulated (evaluate/simulate.py)."""
     from .evaluate.perplexity import make_windows, perplexity
     ev = recipe.eval
     sets = eval_sets(None if ev.files in (["default"], [], None) else ev.files)
@@ -369,7 +377,7 @@ def _eval(model, tok, recipe: Recipe, progress, label: str) -> dict[str, dict]:
                          source=", ".join(map(str, files)))
         bar = progress and progress(f"{label} ({name})")
         res = perplexity(model, w, tok.add_bos, progress=bar and (lambda i, n, p, bar=bar: bar(i, n)),
-                         device=next(model.parameters()).device)
+                         device=next(model.parameters()).device, cache=cache)
         out[name] = res.to_dict()
     return out
 
@@ -449,12 +457,12 @@ def _kl_weights(model, recipe: Recipe, cands, chosen: dict, methods: dict, input
 
 
 def _budget_left(cfg, recipe: Recipe, ranks: dict, budgeted: set) -> float:
-    """Bytes the budget leaves for `budgeted` components at the budget's context, after
+    """Bytes (priced in BUDGET_DTYPE) the budget leaves for `budgeted` components at the budget's context, after
     every other component: kept ones at full size, fixed/energy ones priced as latents
     of their rank (their real kind is known only after factorizing), and the QK-norm
     factors every latent K of a QK-norm model caches (layout.k_scale_for)."""
     ctx = recipe.budget.context
-    total = recipe.budget.fraction * cache_bytes(original_layouts(cfg, recipe.cache_dtype), ctx)
+    total = recipe.budget.fraction * cache_bytes(original_layouts(cfg, BUDGET_DTYPE), ctx)
     for i in range(cfg.num_layers):
         for t in ("k", "v"):
             if t == "k" and cfg.qk_norm and recipe.k_scale and ((i, t) in budgeted or (i, t) in ranks):
@@ -463,6 +471,6 @@ def _budget_left(cfg, recipe: Recipe, ranks: dict, budgeted: set) -> float:
                 continue
             c = (Component("latent", cfg.num_kv_heads, cfg.head_dim, ranks[(i, t)]) if (i, t) in ranks
                  else Component("full", cfg.num_kv_heads, cfg.head_dim))
-            lay = LayerLayout(c, c, cfg.window(i), recipe.cache_dtype)
+            lay = LayerLayout(c, c, cfg.window(i), BUDGET_DTYPE)
             total -= lay.bytes_per_token() / 2 * lay.tokens_held(ctx)
     return total
