@@ -176,6 +176,7 @@ def render(paths: list[str], md: str | None, plot: str | None) -> None:
                         ax.annotate(c, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("symlog", linthresh=1)
+                ax.set_ylim(-0.5, 200)  # points above 200% (plain weight SVD) are off the chart; the table has them
                 ax.set_xlabel("KV cache at 32K (fraction of bf16 original)")
                 ax.set_ylabel(f"perplexity delta on {d} (%)")
                 ax.set_title(f"{doc.get('name') or doc['model']}: {d}")
