@@ -169,12 +169,13 @@ def test_prompt_too_long_for_runner():
 @pytest.mark.parametrize("kind", ["original", "latent_kv", "tpa_fixed", "tpa_contextual"])
 def test_fused_projection_path_equals_reference(kind):
     """The CUDA decode path's single Q/K/V matmul (run eagerly here) for each encoder kind."""
-    from tpa_compress.runtime.attention import fused_qkv_weight, new_entries_fused
+    from tpa_compress.runtime.attention import fused_qkv_bias, fused_qkv_weight, new_entries_fused
     _, model = tiny_model("gemma3")
     install(model, range(6), *LAYOUTS[kind])
     prompts = prompts_of([10, 4], seed=3)
     r = Runner(model, 2, 24)
     r.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(model.layers, r.layouts)]
+    r.b_qkv = [fused_qkv_bias(b.self_attn, lay) for b, lay in zip(model.layers, r.layouts)]
     r.entries = new_entries_fused
     check_against_reference(model, prompts, new=10, runner=r)
 
