@@ -102,10 +102,14 @@ def clean_leftovers(out: str | Path) -> list[str]:
     return done
 
 
-def _usual_mode(path: Path) -> None:
-    umask = os.umask(0)
+def _umask() -> int:
+    umask = os.umask(0)  # reading the umask means setting it: put it straight back
     os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
+    return umask
+
+
+def _usual_mode(path: Path) -> None:
+    os.chmod(path, 0o777 & ~_umask())
 
 
 @contextlib.contextmanager
@@ -148,9 +152,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def _usual_file_mode(path: str) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def check_output_file(path: str | Path, flag: str) -> None:
