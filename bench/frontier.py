@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tpa_compress.cache_formats import parse_spec  # noqa: E402
 from tpa_compress.evaluate.perplexity import make_windows  # noqa: E402
 from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
@@ -113,7 +114,6 @@ def run(a) -> None:
                     "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in res.layouts],
                     **({"heal": res.heal} if getattr(res, "heal", None) else {})}
         own = rec.cache_dtype if recipe_path is not None else "bf16"
-        from tpa_compress.cache_formats import parse_spec
         # a recipe that names a quantized cache is measured in that cache alone
         wanted = caches if recipe_path is None else recipe_caches
         for cache in (wanted if not parse_spec(own).format.lossy else [own]):
