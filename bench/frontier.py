@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tpa_compress.cache_formats import parse_spec  # noqa: E402
+from tpa_compress.cache_formats import parse_spec, split_specs  # noqa: E402
 from tpa_compress.evaluate.perplexity import make_windows  # noqa: E402
 from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
@@ -89,7 +89,7 @@ def measure(model, cache, windows, device) -> dict:
 
 
 def run(a) -> None:
-    from tpa_compress.convert import convert
+    from tpa_compress.convert import convert, write_output
     from tpa_compress.recipe import load_recipe
 
     ckpt = load_model(a.model)
@@ -97,19 +97,21 @@ def run(a) -> None:
         ckpt.config.name = a.name
     tok = ckpt.tokenizer
     windows = eval_windows(tok, a.windows)
-    caches = [c for c in a.caches.split(",") if c]
+    caches = split_specs(a.caches)
     doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": []}
     if a.device.startswith("cuda"):
         doc["gpu"] = torch.cuda.get_device_name()
     variants = ([] if a.skip_original else [("original", None)]) + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
-    recipe_caches = [c for c in (a.recipe_caches or a.caches).split(",") if c]
+    recipe_caches = split_specs(a.recipe_caches or a.caches)
     for name, recipe_path in variants:
         model = build_model(ckpt, torch.float32, a.device)
         info = {}
         if recipe_path is not None:
             rec = load_recipe(recipe_path)
             t = time.time()
-            res, _ = convert(ckpt, model, rec, eval_model=False, log=lambda m: print(f"  {m}", flush=True))
+            res, tensors = convert(ckpt, model, rec, eval_model=False, log=lambda m: print(f"  {m}", flush=True))
+            if a.save_dir:  # the converted (healed) folder, for bench/long_context.py
+                write_output(Path(a.save_dir) / name, ckpt, rec, res, tensors, force=True, model=model)
             info = {"convert_s": time.time() - t, "recipe": recipe_path, "notes": res.notes,
                     "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in res.layouts],
                     **({"heal": res.heal} if getattr(res, "heal", None) else {})}
@@ -198,6 +200,7 @@ def main():
     ap.add_argument("--windows", type=int, default=130, help="512-token windows per domain")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="frontier.json")
+    ap.add_argument("--save-dir", default=None, help="write each recipe's converted folder under this directory")
     ap.add_argument("--render", nargs="*", help="JSON files to render instead of measuring")
     ap.add_argument("--md", default=None)
     ap.add_argument("--plot", default=None)

@@ -149,3 +149,10 @@ def test_quantized_read_rule():
     assert quantized_read(parse_spec("int8"), j, t).all()
     m = quantized_read(parse_spec("int4:group=4,recent=2,sink=1"), j, t) & (j <= t)
     assert m[5].tolist() == [False] + [True] * 3 + [False] * 8  # the leading column stays exact
+
+
+def test_spec_lists_split_between_formats_not_parameters():
+    from tpa_compress.cache_formats import split_specs
+    assert split_specs("bf16,int3:group=64,recent=32,int4, int3:sink=1") == [
+        "bf16", "int3:group=64,recent=32", "int4", "int3:sink=1"]
+    assert [parse_spec(s).name for s in split_specs("int4:recent=128,int2:group=64")] == ["int4", "int2:group=64"]

@@ -182,6 +182,19 @@ def parse_spec(text: str, where: str = "--cache-dtype") -> CacheSpec:
     return spec_from(dtype, params, f"{where} {text!r}")
 
 
+def split_specs(text: str) -> list[str]:
+    """A comma-separated list of spec strings -> the strings: a part without a format name
+    (key=value) continues the spec before it, so "bf16,int3:group=64,recent=32,int4" is
+    ["bf16", "int3:group=64,recent=32", "int4"]."""
+    out: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in part and ":" not in part and out:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
 def spec_from_recipe(value, where: str) -> CacheSpec:
     """A recipe's `cache` (a mapping with dtype and parameters) or `cache_dtype` (a string)."""
     if isinstance(value, dict):
@@ -193,4 +206,4 @@ def spec_from_recipe(value, where: str) -> CacheSpec:
 
 
 __all__ = ["CacheFormat", "CacheSpec", "FORMATS", "register", "get_format", "format_names", "parse_spec",
-           "spec_from", "spec_from_recipe"]
+           "spec_from", "spec_from_recipe", "split_specs"]
