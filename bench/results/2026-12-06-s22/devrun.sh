@@ -56,6 +56,9 @@ qf)  # Qwen2.5-Coder 0.5B (24 global layers, 2 KV heads): the frontier
     --caches "bf16,int8,fp8,int4,int3,int3:group=64,sink=1" --recipe-caches "bf16,int4,int3" \
     --out $OUT/qf-qwen.json > $OUT/qf.log 2>&1
   grep -h '^{' $OUT/qf.log | cut -c1-200 ;;
+qh)  # Qwen2 head mode: per-head latents vs shared-factor Tucker vs TPA head factors, equal bytes
+  python bench/qwen2/head_mode.py --model $Q --device cuda --windows 130 --calib-tokens 32768 \
+    --json $OUT/head-mode.json > $OUT/qh.log 2>&1; grep -h '^{\|original' $OUT/qh.log | cut -c1-250 ;;
 qcli)  # Qwen2 through the CLI on the GPU: convert, validate, generate (head_dim 64 kernels)
   tc convert $Q --recipe recipes/balanced.yaml --out /tmp/qbal --device cuda --force > $OUT/q-convert.txt 2>&1; tail -3 $OUT/q-convert.txt
   tc validate /tmp/qbal --device cuda > $OUT/q-validate.txt 2>&1; tail -6 $OUT/q-validate.txt
