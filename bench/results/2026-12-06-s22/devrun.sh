@@ -14,15 +14,15 @@ for step in "$@"; do
 s=$SECONDS
 case "$step" in
 chunk) mkdir -p /tmp/st && cp .stage/[gsq]0* /tmp/st/ && ls /tmp/st ;;
-setup)
-  mkdir -p /tmp/st && cp .stage/[gs]0* /tmp/st/ 2>/dev/null
+setup)  # Gemma (chunks g*) and the wheels the device lacks
+  mkdir -p /tmp/st && cp .stage/[gsq]0* /tmp/st/ 2>/dev/null
   python -m pip install -q --no-deps --no-index --target /tmp/pylib .stage/wh/*.whl 2>&1 | grep -v WARNING | tail -2
-  cat /tmp/st/g0* > $G; cat /tmp/st/s0* > $S
-  sha256sum -c - <<SUMS
-a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  $G
-b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $S
-SUMS
+  cat /tmp/st/g0* > $G
+  echo "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  $G" | sha256sum -c -
   nvidia-smi --query-gpu=name --format=csv,noheader ;;
+ssetup)  # SmolLM2 (chunks s*)
+  mkdir -p /tmp/st && cp .stage/[gsq]0* /tmp/st/ 2>/dev/null; cat /tmp/st/s0* > $S
+  echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $S" | sha256sum -c - ;;
 fq)  # Gemma 3 270M: grouped-cache parameters on the original and on fat (one-shot 4x goal)
   python bench/frontier.py --model $G --name "Gemma 3 270M" --device cuda --recipes recipes/fat.yaml \
     --caches "bf16,int3,int3:sink=1,int3:group=64,int3:group=64,sink=1,int3:group=128,sink=1,int3:recent=32,sink=1,int4:sink=1,int4:group=128,sink=1" \
@@ -49,7 +49,7 @@ lc)  # long context: the original (bf16, int3, the 4x one-shot cache) and the he
     --windows 4 --contexts 4096,16384,32768 --depths 0.1,0.5,0.9 --keys 2 --out $OUT/lc-bh.json >> $OUT/lc.log 2>&1
   grep -h '^{' $OUT/lc.log | cut -c1-400 ;;
 qsetup)
-  cat /tmp/st/q0* > $Q; echo "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  $Q" | sha256sum -c - ;;
+  mkdir -p /tmp/st && cp .stage/[gsq]0* /tmp/st/ 2>/dev/null; cat /tmp/st/q0* > $Q; echo "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  $Q" | sha256sum -c - ;;
 qf)  # Qwen2.5-Coder 0.5B (24 global layers, 2 KV heads): the frontier
   python bench/frontier.py --model $Q --name "Qwen2.5-Coder-0.5B-Instruct" --device cuda \
     --recipes recipes/fat.yaml,recipes/balanced.yaml,bench/recipes/balanced-heal150.yaml \
