@@ -54,7 +54,7 @@ def main():
             for d, f in eval_domains().items()}
 
     def ppl(model):
-        return {d: perplexity(model, w, tok.add_bos).to_dict()["perplexity"] for d, w in wins.items()}
+        return {d: perplexity(model, w, tok.add_bos, device=a.device).to_dict()["perplexity"] for d, w in wins.items()}
 
     base = ppl(build_model(ck, torch.float32, a.device))
     print(f"original: ppl {base}", flush=True)
