@@ -18,10 +18,18 @@ class WeightSource:
     nothing is cached, so peak memory is what the caller keeps.
     """
 
-    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str):
+    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str,
+                 release: Callable[[], None] | None = None):
         self._names = list(names)
         self._getter = getter
         self.path = path
+        self._release = release
+
+    def release(self) -> None:
+        """Close what reading has opened (memory maps of safetensors shards): pages read
+        so far stop counting as this process's memory. Later reads reopen them."""
+        if self._release is not None:
+            self._release()
 
     def names(self) -> list[str]:
         return list(self._names)

@@ -1,0 +1,248 @@
+"""Streaming conversion: memory that does not grow with the model.
+
+The whole-model path (`convert`) builds the model, calibrates it, converts it in place
+and writes it. This path never builds the model: it walks the layers in order, and for
+each one reads its weights from the checkpoint (lazily: safetensors shards through
+`safe_open`, GGUF tensors through their memory map, released after every layer), puts
+that one layer on the device, and drops it before the next.
+
+Sequential calibration: the calibration windows' hidden states are carried from layer to
+layer on the device. For layer i: its statistics are collected from the carried states
+(calibrate.StatsCollector, the code the whole-model pass runs), then layer i's original
+forward turns them into layer i+1's input, then layer i is factorized (on the CPU, as
+always) and its tensors go to the output writer. The carried states are the *original*
+model's: each layer is fitted to the activations the original model feeds it, exactly
+as in the whole-model path, which calibrates the unconverted model. So both paths write
+the same tensors (tests/test_stream.py checks every method family).
+
+A `budget` rank spreads bytes across layers, so it needs every layer's spectrum before
+any layer's rank is known: such a recipe makes two passes, the first only calibrating
+and collecting spectra (the statistics are recomputed in the second rather than kept:
+a d x d float64 moment per converted layer would grow with the model).
+
+Output: shards of at most `shard_bytes` (save/shards.py), written as layers finish,
+inside the atomic output folder; a model that fits in one shard gets the same
+`model.safetensors` as the whole-model path.
+
+Memory, for hidden size d, T-token windows and N calibration + held-out windows: on
+the device one layer in float32 plus the carried states (N x T x d float32) and the
+float64 moments of one layer (d x d); on the host one shard being filled, one layer,
+the embedding matrix once in float32 (read to embed the calibration tokens, then
+dropped), and one layer's statistics.
+
+What needs the whole model does not stream: healing (it trains every layer's factors
+against the original's logits), `--eval` (perplexity of the whole model before and
+after) and `budget: {by: kl}` (each candidate's effect on the final logits):
+`whole_model_reason` names which, and the CLI then takes the whole-model path, whose
+memory is the float32 model on the device plus its output copy.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from ..calibrate import StatsCollector
+from ..calibrate.windows import calibration_windows
+from ..models.common import attention_mask, embed_scale, rope_cos_sin
+from ..ranks.select import full_width as full_width_targets, layer_ranks, spend_budget
+from ..save.shards import SHARD_BYTES, ShardWriter
+from .layer import block_inputs, convert_layer
+from .output import kv_totals, output_config, write_reports
+from .plan import plan_conversion
+
+
+def whole_model_reason(recipe, eval_model: bool) -> str | None:
+    """Why a conversion needs the whole model in memory, or None when it streams."""
+    if eval_model:
+        return "--eval scores the whole model before and after"
+    if recipe.heal is not None:
+        return "healing trains the factors against the whole model's logits"
+    if recipe.budget is not None and recipe.budget.by == "kl":
+        return "budget by kl measures each component's effect on the whole model's logits"
+    return None
+
+
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")
+
+
+def load_block(ckpt, i: int, device) -> torch.nn.Module:
+    """Layer i alone, float32 on `device`, read from the checkpoint (as build_model does)."""
+    from ..errors import TPAError
+    from ..models.transformer import BLOCKS
+    cfg = ckpt.config
+    with torch.device("meta"):
+        block = BLOCKS[cfg.family](cfg, i)
+    block = block.to_empty(device=device)
+    with torch.no_grad():
+        for n, p in [*block.named_parameters(), *block.named_buffers()]:
+            t = ckpt.weights.get(f"model.layers.{i}.{n}", torch.float32)
+            if tuple(t.shape) != tuple(p.shape):
+                raise TPAError(f"{ckpt.path}: tensor 'model.layers.{i}.{n}' has shape {tuple(t.shape)}, "
+                               f"model expects {tuple(p.shape)}")
+            p.copy_(t)
+    return block.eval().requires_grad_(False)
+
+
+class CarriedStates:
+    """The calibration windows' hidden states, one (1, T, d) float32 tensor per window on
+    the device, advanced one layer at a time by the original layer's forward."""
+
+    def __init__(self, ckpt, windows: torch.Tensor, device):
+        cfg = ckpt.config
+        self.cfg, self.device = cfg, device
+        emb = ckpt.weights.get("model.embed_tokens.weight", torch.float32)
+        scale = embed_scale(cfg)
+        self.h = []
+        for w in windows:  # Transformer.embed, on the CPU (the embedding never goes to the device)
+            h = torch.nn.functional.embedding(w[None], emb)
+            h = h * torch.tensor(scale, dtype=h.dtype) if scale != 1.0 else h
+            self.h.append(h.to(device))
+        self.pos = torch.arange(windows.shape[1], device=device)
+
+    def advance(self, i: int, block) -> None:
+        """Run layer i's forward on every window (Transformer.forward's step for that layer)."""
+        cfg, pos, t = self.cfg, self.pos, self.pos.shape[0]
+        w = cfg.window(i)
+        mask = attention_mask(pos, pos, w) if w is not None and w < t else None
+        cos, sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_base(i), cfg.rope_scale(i), torch.float32)
+        with torch.no_grad():
+            self.h = [block(h, lambda x: block.self_attn(x, cos, sin, mask)) for h in self.h]
+
+
+def _calibration(ckpt, recipe, plan, device, fit_w, held_w):
+    """(fit states and their collector, held-out states and theirs); None where not needed."""
+    fit = held = None
+    if plan.needs_stats:
+        kept = max((m.windows_kept for m in plan.methods.values()), default=0)
+        fit = (CarriedStates(ckpt, fit_w, device),
+               StatsCollector(ckpt.config, fit_w.shape[0], fit_w.shape[1], skip=recipe.sink_tokens, windows_kept=kept))
+    if held_w is not None and held_w.shape[0]:
+        from . import HELDOUT_ROWS
+        held = (CarriedStates(ckpt, held_w, device),
+                StatsCollector(ckpt.config, held_w.shape[0], held_w.shape[1], HELDOUT_ROWS, moments=False,
+                               skip=recipe.sink_tokens))
+    return fit, held
+
+
+def _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, label):
+    """Yield (i, LayerInputs or None, held-out sample or None) for each layer up to the last
+    converted one, in order, with one layer on the device at a time; the carried states
+    advance to the last converted layer's input. Layers without a method get None."""
+    fit, held = _calibration(ckpt, recipe, plan, device, fit_w, held_w)
+    last = plan.converted[-1] if plan.converted else -1
+    bar = progress and progress(label)
+    for i in range(last + 1):
+        block = load_block(ckpt, i, device)
+        stats = sample = None
+        if i in plan.converted:
+            for states, col in (s for s in (fit, held) if s):
+                for w, h in enumerate(states.h):
+                    col.add(i, block, h, w)
+            stats = fit[1].pop(i) if fit else None
+            sample = held[1].pop(i).sample if held else None
+        if i < last:
+            for states, _ in (s for s in (fit, held) if s):
+                states.advance(i, block)
+        inp = block_inputs(ckpt.config, i, block, stats) if i in plan.converted else None
+        del block
+        ckpt.weights.release()
+        if bar:
+            bar(i + 1, last + 1)
+        yield i, inp, sample
+
+
+def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", progress=None, log=print,
+                      shard_bytes: int = SHARD_BYTES):
+    """Convert `ckpt` as `recipe` says, one layer at a time, and write the output folder
+    (what `convert` + `write_output` give). Returns the ConversionResult; its `profile`
+    holds the seconds per layer and the device's peak memory."""
+    from ..save import atomic_output_dir
+    from ..save.hf import save_hf_files
+    from . import ConversionResult, conversion_notes
+    t0 = time.time()
+    cfg = ckpt.config
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    plan = plan_conversion(ckpt, recipe)
+    fit_w = held_w = None
+    if plan.needs_stats or plan.methods:
+        fit_w, held_w = calibration_windows(ckpt.tokenizer, recipe, ckpt.path)
+        log(f"streaming one layer at a time on {device}: calibrating on {fit_w.numel()} tokens "
+            f"({fit_w.shape[0]} x {recipe.calibration.seq_len}), {held_w.numel()} held-out")
+        if not plan.needs_stats:
+            fit_w = None
+    ranks = None
+    if any(plan.rules[i][t].rank.kind == "budget" for i, t in plan.methods):
+        ranks, cands = {}, []  # the spectrum pass: every layer's ranks before any is factorized
+        for i, inp, _ in _walk(ckpt, recipe, plan, device, fit_w, None, progress, "spectra"):
+            if inp is None:
+                continue
+            r, c = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
+            ranks.update(r)
+            cands += c
+        ranks.update(spend_budget(cfg, recipe, ranks, cands))
+    names: dict[int, list[str]] = {}
+    for n in ckpt.weights.names():
+        m = _LAYER.match(n)
+        names.setdefault(int(m.group(1)) if m else -1, []).append(n)
+    wdtype = getattr(torch, recipe.weight_dtype)
+    layers, full_width, seconds = {}, {}, {}
+    with atomic_output_dir(out_dir, force=force, protect=[ckpt.path]) as tmp:
+        writer = ShardWriter(tmp, wdtype, shard_bytes)
+        bar = progress and progress("factorize")
+        done = [0]
+
+        def tick():
+            done[0] += 1
+            if bar:
+                bar(done[0], len(plan.methods))
+
+        def finish(i, inp, sample):
+            """Factorize layer i and hand its tensors to the writer."""
+            if inp is not None:
+                layer_rk = ranks
+                if layer_rk is None:
+                    layer_rk, _ = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
+                fw = full_width_targets(cfg, plan.rules, plan.methods, {k: r for k, r in layer_rk.items() if k[0] == i})
+                for key in fw:
+                    del plan.methods[key]
+                full_width.update(fw)
+            else:
+                layer_rk = {}
+            lc = convert_layer(cfg, recipe, i, inp, plan.methods, layer_rk, full_width, sample, log, tick)
+            replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight" for t, c in
+                        (("k", lc.layout.k), ("v", lc.layout.v)) if c.kind != "full"}
+            for n in names.get(i, []):
+                if n not in replaced:
+                    writer.add(n, ckpt.weights.get(n))
+            for n, v in lc.tensors.items():
+                writer.add(n, v)
+            ckpt.weights.release()
+            layers[i] = lc
+
+        t = time.time()
+        for i, inp, sample in _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, "calibrate"):
+            finish(i, inp, sample)
+            seconds[i], t = time.time() - t, time.time()
+        for i in range(len(layers), cfg.num_layers):  # past the last converted layer: copied
+            finish(i, None, None)
+            seconds[i], t = time.time() - t, time.time()
+        for n in names.get(-1, []):  # embedding, final norm, LM head
+            writer.add(n, ckpt.weights.get(n))
+        ckpt.weights.release()
+        files = writer.close()
+        ordered = [layers[i] for i in range(cfg.num_layers)]
+        layouts = [lc.layout for lc in ordered]
+        save_hf_files(tmp, cfg, ckpt.tokenizer, output_config(ckpt, recipe, layouts), wdtype)
+        notes = conversion_notes(full_width, ordered, log)
+        profile = {"path": "stream", "shards": len(files), "layer_seconds": [round(seconds.get(i, 0.0), 3)
+                                                                            for i in range(cfg.num_layers)],
+                   "peak_device_bytes": (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)}
+        result = ConversionResult(layouts, [lc.report for lc in ordered], kv_totals(cfg, recipe, layouts), {},
+                                  time.time() - t0, notes, {}, profile)
+        write_reports(tmp, out_dir, ckpt, recipe, result)
+    return result
