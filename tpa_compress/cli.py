@@ -233,6 +233,9 @@ def convert_cmd(
                                "(cuda when available), cpu, cuda, cuda:N."),
     threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (every "
                                 "core; results do not depend on it)."),
+    whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory "
+                                     "(as --eval, healing and budget by kl do) instead of converting one "
+                                     "layer at a time; the output is the same."),
 ):
     """Convert a model to factorized attention as a YAML recipe says."""
     import torch
@@ -251,12 +254,13 @@ def convert_cmd(
     check_output_dir(out_dir, force, protect=[resolve_model_path(model)])
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(threads))
-    whole = whole_model_reason(rec, do_eval)  # None: one layer at a time (convert/stream.py)
+    whole = whole_model_reason(rec, do_eval) or ("--whole-model" if whole_model else None)  # None: streams
     if whole is None:
         from .load import load_model
+        t = time.time()
         ckpt = load_model(model, variant=variant)
-        console.print(f"[dim]opened {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}): "
-                      "converting one layer at a time[/dim]")
+        console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}) "
+                      f"in {time.time() - t:.1f}s; converting one layer at a time[/dim]")
     else:
         ckpt, net = open_model(model, variant, "float32", dev)
         console.print(f"[dim]whole model in memory: {whole}[/dim]")
