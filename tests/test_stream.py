@@ -111,3 +111,38 @@ def test_what_needs_the_whole_model(recipe_top, eval_model, why):
     rec = recipe([{"select": "all", "k": rule, "v": rule}], **recipe_top)
     got = S.whole_model_reason(rec, eval_model)
     assert (got is None) if why is None else why in got
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "hf-sharded"])
+def test_streaming_from_files_reads_lazily_and_matches(tmp_path, fmt):
+    """From a GGUF file (memory-mapped per tensor) and from a sharded HF folder (safe_open,
+    released per layer): the same output as the whole-model path on the same file."""
+    from test_convert_tiny import CharTok
+    from tiny import random_state, tiny_config, write_gguf
+    from tpa_compress.save.hf import save_hf_files
+    from tpa_compress.save.shards import ShardWriter
+    cfg = tiny_config("llama")
+    sd = random_state(cfg, 3)
+    if fmt == "gguf":
+        path = write_gguf(tmp_path / "m.gguf", cfg, sd)
+    else:
+        path = tmp_path / "m"
+        path.mkdir()
+        w = ShardWriter(path, torch.float32, 30_000)
+        for n, t in sd.items():
+            w.add(n, t)
+        assert len(w.close()) > 2
+        save_hf_files(path, cfg)
+
+    def ckpt():
+        ck = load_model(path)
+        ck.tokenizer = CharTok()
+        return ck
+
+    rec = _recipe("budget", "llama")
+    ck = ckpt()
+    model = build_model(ck)
+    res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
+    write_output(tmp_path / "whole", ck, rec, res, tensors, force=False, model=model)
+    S.convert_streaming(ckpt(), rec, tmp_path / "stream", force=False, log=lambda m: None)
+    assert _digest(tmp_path / "stream") == _digest(tmp_path / "whole")

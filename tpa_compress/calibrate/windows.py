@@ -12,6 +12,8 @@ import torch
 from ..data import default_calib_files, read_texts
 from ..errors import TPAError
 
+HELDOUT_ROWS = 2048  # held-out rows kept per layer for the error measurement
+
 
 def _files(spec: list[str], default) -> list:
     return default() if spec in (["default"], [], None) else [Path(f) for f in spec]

@@ -16,36 +16,23 @@ that does not grow with the model.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import torch
 
 from ..calibrate import collect_stats
-from ..calibrate.windows import _files, _windows, calibration_windows  # noqa: F401 (re-exported)
+from ..calibrate.windows import HELDOUT_ROWS, _files, _windows, calibration_windows  # noqa: F401 (re-exported)
 from ..errors import TPAError  # noqa: F401 (re-exported)
 from ..heal import heal as heal_stage, prepare as prepare_heal
-from ..layout import LayerLayout
 from ..methods.layers import set_k_scale
 from ..ranks.select import BUDGET_DTYPE, full_width as full_width_targets, layer_ranks, spend_budget  # noqa: F401
 from ..threads import cpu_threads, fixed_threads  # noqa: F401 (re-exported)
 from .evaluate import _eval, eval_after, perplexity_change, round_to_saved  # noqa: F401 (re-exported)
-from .layer import (OFF_KERNEL_NOTE, LayerReport, activation_errors, block_inputs,  # noqa: F401
+from .layer import (LayerReport, activation_errors, block_inputs, conversion_notes,  # noqa: F401
                     convert_layer, layer_inputs)
 from .output import (REPORT_CONTEXTS, default_out_dir, kv_totals, output_tensors, report_dict,  # noqa: F401
                      write_output)
 from .plan import Plan, plan_conversion, refuse_converted  # noqa: F401
-
-
-@dataclass
-class ConversionResult:
-    layouts: list[LayerLayout]
-    layers: list[LayerReport]
-    totals: dict
-    perplexity: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)  # what the log noted, kept in the report
-    heal: dict = field(default_factory=dict)  # the healing stage's report (heal.py), when the recipe heals
-    profile: dict = field(default_factory=dict)  # time per layer, peak memory (stream.py); not in the report
+from .result import ConversionResult
 
 
 def convert(ckpt, model, recipe, progress=None, eval_model=True, log=print) -> tuple[ConversionResult, dict]:
@@ -115,9 +102,6 @@ def calibrate(ckpt, model, recipe, plan: Plan, progress, log):
     return stats, heldout, fit_w
 
 
-HELDOUT_ROWS = 2048  # held-out rows kept per layer for the error measurement
-
-
 def choose_ranks(model, recipe, plan: Plan, inputs: dict, fit_w, log) -> tuple[dict, dict]:
     """(rank per (layer, target), the targets kept exact because their chosen rank is the
     full width: removed from plan.methods)."""
@@ -146,12 +130,3 @@ def drop_full_width(cfg, plan: Plan, ranks: dict) -> dict:
     for key in full_width:
         del plan.methods[key]
     return full_width
-
-
-def conversion_notes(full_width: dict, layers, log) -> list[str]:
-    notes = [f"layer {i} {t}: {why}; kept exact" for (i, t), why in sorted(full_width.items())]
-    off_kernel = [lc.off_kernel for lc in layers if lc.off_kernel]
-    if off_kernel:
-        notes.append(f"layer (K/V rank) {', '.join(off_kernel)}: {OFF_KERNEL_NOTE}")
-        log("note: " + notes[-1])
-    return notes

@@ -146,3 +146,13 @@ OFF_KERNEL_NOTE = ("not ranks the Hopper decode kernel takes "
                    "with V 160, K 96 with V 192); on the GPU these decode in Triton, slower at long "
                    "context. rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes "
                    "(docs/methods.md)")
+
+
+def conversion_notes(full_width: dict, layers: list[LayerConversion], log) -> list[str]:
+    """The report's notes: targets kept exact at a full-width rank, ranks off the GPU kernel."""
+    notes = [f"layer {i} {t}: {why}; kept exact" for (i, t), why in sorted(full_width.items())]
+    off = [lc.off_kernel for lc in layers if lc.off_kernel]
+    if off:
+        notes.append(f"layer (K/V rank) {', '.join(off)}: {OFF_KERNEL_NOTE}")
+        log("note: " + notes[-1])
+    return notes

@@ -45,13 +45,18 @@ from pathlib import Path
 import torch
 
 from ..calibrate import StatsCollector
-from ..calibrate.windows import calibration_windows
+from ..calibrate.windows import HELDOUT_ROWS, calibration_windows
+from ..errors import TPAError
 from ..models.common import attention_mask, embed_scale, rope_cos_sin
+from ..models.transformer import BLOCKS
 from ..ranks.select import full_width as full_width_targets, layer_ranks, spend_budget
+from ..save import atomic_output_dir
+from ..save.hf import save_hf_files
 from ..save.shards import SHARD_BYTES, ShardWriter
-from .layer import block_inputs, convert_layer
+from .layer import block_inputs, conversion_notes, convert_layer
 from .output import kv_totals, output_config, write_reports
 from .plan import plan_conversion
+from .result import ConversionResult
 
 
 def whole_model_reason(recipe, eval_model: bool) -> str | None:
@@ -70,8 +75,6 @@ _LAYER = re.compile(r"model\.layers\.(\d+)\.")
 
 def load_block(ckpt, i: int, device) -> torch.nn.Module:
     """Layer i alone, float32 on `device`, read from the checkpoint (as build_model does)."""
-    from ..errors import TPAError
-    from ..models.transformer import BLOCKS
     cfg = ckpt.config
     with torch.device("meta"):
         block = BLOCKS[cfg.family](cfg, i)
@@ -120,7 +123,6 @@ def _calibration(ckpt, recipe, plan, device, fit_w, held_w):
         fit = (CarriedStates(ckpt, fit_w, device),
                StatsCollector(ckpt.config, fit_w.shape[0], fit_w.shape[1], skip=recipe.sink_tokens, windows_kept=kept))
     if held_w is not None and held_w.shape[0]:
-        from . import HELDOUT_ROWS
         held = (CarriedStates(ckpt, held_w, device),
                 StatsCollector(ckpt.config, held_w.shape[0], held_w.shape[1], HELDOUT_ROWS, moments=False,
                                skip=recipe.sink_tokens))
@@ -159,9 +161,6 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
     """Convert `ckpt` as `recipe` says, one layer at a time, and write the output folder
     (what `convert` + `write_output` give). Returns the ConversionResult; its `profile`
     holds the seconds per layer and the device's peak memory."""
-    from ..save import atomic_output_dir
-    from ..save.hf import save_hf_files
-    from . import ConversionResult, conversion_notes
     t0 = time.time()
     cfg = ckpt.config
     device = torch.device(device)
