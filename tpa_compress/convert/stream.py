@@ -154,6 +154,7 @@ def _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, label):
         if bar:
             bar(i + 1, last + 1)
         yield i, inp, sample
+        del inp, stats, sample  # before the next layer loads
 
 
 def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", progress=None, log=print,
@@ -183,6 +184,7 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
             r, c = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
             ranks.update(r)
             cands += c
+            del inp
         ranks.update(spend_budget(cfg, recipe, ranks, cands))
     names: dict[int, list[str]] = {}
     for n in ckpt.weights.names():
@@ -226,6 +228,7 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
         t = time.time()
         for i, inp, sample in _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, "calibrate"):
             finish(i, inp, sample)
+            del inp, sample  # before the next layer loads
             seconds[i], t = time.time() - t, time.time()
         for i in range(len(layers), cfg.num_layers):  # past the last converted layer: copied
             finish(i, None, None)
