@@ -83,22 +83,25 @@ def test_shards_reload_to_the_same_model(tmp_path):
 
 
 def test_one_layer_on_the_device_at_a_time(monkeypatch, tmp_path):
-    """Every layer is loaded once per pass, and the previous one is gone when the next loads."""
-    loaded, live = [], []
+    """Each layer is loaded whole once (calibration) and, for a budget, its attention once
+    more (factorization, statistics from disk); the previous one is gone when the next loads."""
+    loaded, live, whole = [], [], []
     real = S.load_block
 
-    def spy(ckpt, i, device):
+    def spy(ckpt, i, device, **kw):
         gc.collect()
         live.append(sum(r() is not None for r in loaded))
-        block = real(ckpt, i, device)
+        block = real(ckpt, i, device, **kw)
         loaded.append(weakref.ref(block))
+        whole.append(not kw.get("attention_only"))
         return block
 
     monkeypatch.setattr(S, "load_block", spy)
     ck = tiny_ckpt("llama", num_layers=8)
     S.convert_streaming(ck, _recipe("budget", "llama"), tmp_path / "o", force=False, log=lambda m: None)
-    assert len(loaded) == 2 * 8  # the spectrum pass and the conversion pass
+    assert whole == [True] * 8 + [False] * 8
     assert max(live) == 0
+    assert not (tmp_path / "o" / ".stats").exists()
 
 
 @pytest.mark.parametrize("recipe_top,eval_model,why", [

@@ -16,9 +16,11 @@ as in the whole-model path, which calibrates the unconverted model. So both path
 the same tensors (tests/test_stream.py checks every method family).
 
 A `budget` rank spreads bytes across layers, so it needs every layer's spectrum before
-any layer's rank is known: such a recipe makes two passes, the first only calibrating
-and collecting spectra (the statistics are recomputed in the second rather than kept:
-a d x d float64 moment per converted layer would grow with the model).
+any layer's rank is known: such a recipe calibrates every layer first, writing each
+converted layer's statistics to disk (a `.stats` folder inside the temporary output,
+removed before the rename: per converted layer the d x d float64 moment and the row
+samples, about 210 MB at Gemma 3 12B's width), then reads them back one layer at a time
+with that layer's attention weights to factorize it.
 
 Output: shards of at most `shard_bytes` (save/shards.py), written as layers finish,
 inside the atomic output folder; a model that fits in one shard gets the same
@@ -39,12 +41,13 @@ memory is the float32 model on the device plus its output copy.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from ..calibrate import StatsCollector
+from ..calibrate import LayerStats, StatsCollector
 from ..calibrate.windows import HELDOUT_ROWS, calibration_windows
 from ..errors import TPAError
 from ..models.common import attention_mask, embed_scale, rope_cos_sin
@@ -73,20 +76,48 @@ def whole_model_reason(recipe, eval_model: bool) -> str | None:
 _LAYER = re.compile(r"model\.layers\.(\d+)\.")
 
 
-def load_block(ckpt, i: int, device) -> torch.nn.Module:
-    """Layer i alone, float32 on `device`, read from the checkpoint (as build_model does)."""
+def load_block(ckpt, i: int, device, attention_only: bool = False) -> torch.nn.Module:
+    """Layer i alone, float32 on `device`, read from the checkpoint (as build_model does).
+    `attention_only`: only `self_attn` is read (the rest stays on the meta device): what
+    the methods read, once the statistics are known."""
     cfg = ckpt.config
     with torch.device("meta"):
         block = BLOCKS[cfg.family](cfg, i)
-    block = block.to_empty(device=device)
+    part = block.self_attn if attention_only else block
+    prefix = f"model.layers.{i}." + ("self_attn." if attention_only else "")
+    part.to_empty(device=device)
     with torch.no_grad():
-        for n, p in [*block.named_parameters(), *block.named_buffers()]:
-            t = ckpt.weights.get(f"model.layers.{i}.{n}", torch.float32)
+        for n, p in [*part.named_parameters(), *part.named_buffers()]:
+            t = ckpt.weights.get(prefix + n, torch.float32)
             if tuple(t.shape) != tuple(p.shape):
-                raise TPAError(f"{ckpt.path}: tensor 'model.layers.{i}.{n}' has shape {tuple(t.shape)}, "
+                raise TPAError(f"{ckpt.path}: tensor '{prefix + n}' has shape {tuple(t.shape)}, "
                                f"model expects {tuple(p.shape)}")
             p.copy_(t)
     return block.eval().requires_grad_(False)
+
+
+def _spill(path: Path, stats, sample) -> None:
+    """A converted layer's statistics to disk between the budget's two passes."""
+    torch.save({"stats": None if stats is None else vars(stats), "sample": sample}, path)
+
+
+def _unspill(path: Path):
+    d = torch.load(path, weights_only=True)
+    return (None if d["stats"] is None else LayerStats(**d["stats"])), d["sample"]
+
+
+def _reload(ckpt, plan, spill: Path, last: int):
+    """The budget's second pass: each layer's weights again (attention only) and its
+    statistics from disk; no forward pass."""
+    for i in range(last + 1):
+        if i not in plan.converted:
+            yield i, None, None
+            continue
+        stats, sample = _unspill(spill / f"{i}.pt")
+        inp = block_inputs(ckpt.config, i, load_block(ckpt, i, "cpu", attention_only=True), stats)
+        ckpt.weights.release()
+        yield i, inp, sample
+        del inp, stats, sample
 
 
 class CarriedStates:
@@ -175,17 +206,6 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
             f"({fit_w.shape[0]} x {recipe.calibration.seq_len}), {held_w.numel()} held-out")
         if not plan.needs_stats:
             fit_w = None
-    ranks = None
-    if any(plan.rules[i][t].rank.kind == "budget" for i, t in plan.methods):
-        ranks, cands = {}, []  # the spectrum pass: every layer's ranks before any is factorized
-        for i, inp, _ in _walk(ckpt, recipe, plan, device, fit_w, None, progress, "spectra"):
-            if inp is None:
-                continue
-            r, c = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
-            ranks.update(r)
-            cands += c
-            del inp
-        ranks.update(spend_budget(cfg, recipe, ranks, cands))
     names: dict[int, list[str]] = {}
     for n in ckpt.weights.names():
         m = _LAYER.match(n)
@@ -193,6 +213,21 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
     wdtype = getattr(torch, recipe.weight_dtype)
     layers, full_width, seconds = {}, {}, {}
     with atomic_output_dir(out_dir, force=force, protect=[ckpt.path]) as tmp:
+        ranks, layer_source = None, _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, "calibrate")
+        if any(plan.rules[i][t].rank.kind == "budget" for i, t in plan.methods):
+            # every layer's spectrum before any rank: calibrate all, statistics to disk meanwhile
+            spill = tmp / ".stats"
+            spill.mkdir()
+            ranks, cands = {}, []
+            for i, inp, sample in layer_source:
+                if inp is not None:
+                    r, c = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
+                    ranks.update(r)
+                    cands += c
+                    _spill(spill / f"{i}.pt", inp.stats, sample)
+                del inp, sample
+            ranks.update(spend_budget(cfg, recipe, ranks, cands))
+            layer_source = _reload(ckpt, plan, spill, plan.converted[-1])
         writer = ShardWriter(tmp, wdtype, shard_bytes)
         bar = progress and progress("factorize")
         done = [0]
@@ -226,7 +261,7 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
             layers[i] = lc
 
         t = time.time()
-        for i, inp, sample in _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, "calibrate"):
+        for i, inp, sample in layer_source:
             finish(i, inp, sample)
             del inp, sample  # before the next layer loads
             seconds[i], t = time.time() - t, time.time()
@@ -237,6 +272,8 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
             writer.add(n, ckpt.weights.get(n))
         ckpt.weights.release()
         files = writer.close()
+        if (tmp / ".stats").exists():
+            shutil.rmtree(tmp / ".stats")
         ordered = [layers[i] for i in range(cfg.num_layers)]
         layouts = [lc.layout for lc in ordered]
         save_hf_files(tmp, cfg, ckpt.tokenizer, output_config(ckpt, recipe, layouts), wdtype)
