@@ -211,7 +211,8 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
         m = _LAYER.match(n)
         names.setdefault(int(m.group(1)) if m else -1, []).append(n)
     wdtype = getattr(torch, recipe.weight_dtype)
-    layers, full_width, seconds = {}, {}, {}
+    layers, full_width = {}, {}
+    seconds = dict.fromkeys(range(cfg.num_layers), 0.0)  # per layer, both passes of a budget
     with atomic_output_dir(out_dir, force=force, protect=[ckpt.path]) as tmp:
         ranks, layer_source = None, _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, "calibrate")
         if any(plan.rules[i][t].rank.kind == "budget" for i, t in plan.methods):
@@ -219,6 +220,7 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
             spill = tmp / ".stats"
             spill.mkdir()
             ranks, cands = {}, []
+            t = time.time()
             for i, inp, sample in layer_source:
                 if inp is not None:
                     r, c = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
@@ -226,6 +228,7 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
                     cands += c
                     _spill(spill / f"{i}.pt", inp.stats, sample)
                 del inp, sample
+                seconds[i], t = seconds[i] + time.time() - t, time.time()
             ranks.update(spend_budget(cfg, recipe, ranks, cands))
             layer_source = _reload(ckpt, plan, spill, plan.converted[-1])
         writer = ShardWriter(tmp, wdtype, shard_bytes)
@@ -264,10 +267,10 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
         for i, inp, sample in layer_source:
             finish(i, inp, sample)
             del inp, sample  # before the next layer loads
-            seconds[i], t = time.time() - t, time.time()
+            seconds[i], t = seconds[i] + time.time() - t, time.time()
         for i in range(len(layers), cfg.num_layers):  # past the last converted layer: copied
             finish(i, None, None)
-            seconds[i], t = time.time() - t, time.time()
+            seconds[i], t = seconds[i] + time.time() - t, time.time()
         for n in names.get(-1, []):  # embedding, final norm, LM head
             writer.add(n, ckpt.weights.get(n))
         ckpt.weights.release()
@@ -278,8 +281,8 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
         layouts = [lc.layout for lc in ordered]
         save_hf_files(tmp, cfg, ckpt.tokenizer, output_config(ckpt, recipe, layouts), wdtype)
         notes = conversion_notes(full_width, ordered, log)
-        profile = {"path": "stream", "shards": len(files), "layer_seconds": [round(seconds.get(i, 0.0), 3)
-                                                                            for i in range(cfg.num_layers)],
+        profile = {"path": "stream", "shards": len(files),
+                   "layer_seconds": [round(seconds[i], 3) for i in range(cfg.num_layers)],
                    "peak_device_bytes": (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)}
         result = ConversionResult(layouts, [lc.report for lc in ordered], kv_totals(cfg, recipe, layouts), {},
                                   time.time() - t0, notes, {}, profile)
