@@ -124,10 +124,9 @@ class CarriedStates:
     """The calibration windows' hidden states, one (1, T, d) float32 tensor per window on
     the device, advanced one layer at a time by the original layer's forward."""
 
-    def __init__(self, ckpt, windows: torch.Tensor, device):
+    def __init__(self, ckpt, windows: torch.Tensor, device, emb: torch.Tensor):
         cfg = ckpt.config
         self.cfg, self.device = cfg, device
-        emb = ckpt.weights.get("model.embed_tokens.weight", torch.float32)
         scale = embed_scale(cfg)
         self.h = []
         for w in windows:  # Transformer.embed, on the CPU (the embedding never goes to the device)
@@ -149,12 +148,15 @@ class CarriedStates:
 def _calibration(ckpt, recipe, plan, device, fit_w, held_w):
     """(fit states and their collector, held-out states and theirs); None where not needed."""
     fit = held = None
+    if not plan.converted:
+        return fit, held
+    emb = ckpt.weights.get("model.embed_tokens.weight", torch.float32)  # read once, dropped on return
     if plan.needs_stats:
         kept = max((m.windows_kept for m in plan.methods.values()), default=0)
-        fit = (CarriedStates(ckpt, fit_w, device),
+        fit = (CarriedStates(ckpt, fit_w, device, emb),
                StatsCollector(ckpt.config, fit_w.shape[0], fit_w.shape[1], skip=recipe.sink_tokens, windows_kept=kept))
     if held_w is not None and held_w.shape[0]:
-        held = (CarriedStates(ckpt, held_w, device),
+        held = (CarriedStates(ckpt, held_w, device, emb),
                 StatsCollector(ckpt.config, held_w.shape[0], held_w.shape[1], HELDOUT_ROWS, moments=False,
                                skip=recipe.sink_tokens))
     return fit, held
