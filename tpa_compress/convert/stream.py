@@ -190,6 +190,82 @@ def _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, label):
         del inp, stats, sample  # before the next layer loads
 
 
+def _timed(items, seconds: dict):
+    """`items` ((layer, ...) tuples) passed through; seconds[layer] += the time from the
+    previous item to the consumer's request for the next (reading plus the consumer's work)."""
+    t = time.time()
+    for item in items:
+        layer = item[0]
+        yield item
+        del item  # the consumer's layer goes before the next one loads
+        seconds[layer] += time.time() - t
+        t = time.time()
+
+
+def _budget_pass(cfg, recipe, plan, layers, spill: Path):
+    """Every converted layer's ranks but the budget's, and its candidates, from one walk
+    over `layers`; each layer's statistics go to `spill`. Returns (ranks with the budget
+    spent, the layers again: weights re-read, statistics from disk)."""
+    spill.mkdir()
+    ranks, cands = {}, []
+    for i, inp, sample in layers:
+        if inp is not None:
+            r, c = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
+            ranks.update(r)
+            cands += c
+            _spill(spill / f"{i}.pt", inp.stats, sample)
+        del inp, sample  # before the next layer loads
+    ranks.update(spend_budget(cfg, recipe, ranks, cands))
+    return ranks
+
+
+class _LayerWriter:
+    """Converts each layer as it arrives and hands its tensors to the shard writer."""
+
+    def __init__(self, ckpt, recipe, plan, writer: ShardWriter, ranks: dict | None, log, progress):
+        self.ckpt, self.recipe, self.plan, self.writer, self.ranks, self.log = ckpt, recipe, plan, writer, ranks, log
+        self.layers, self.full_width = {}, {}
+        self.names: dict[int, list[str]] = {}  # tensor names by layer; -1: embedding, final norm, LM head
+        for n in ckpt.weights.names():
+            m = _LAYER.match(n)
+            self.names.setdefault(int(m.group(1)) if m else -1, []).append(n)
+        self.bar, self.done = progress and progress("factorize"), 0
+
+    def _tick(self):
+        self.done += 1
+        if self.bar:
+            self.bar(self.done, len(self.plan.methods))
+
+    def layer(self, i: int, inp, sample) -> None:
+        cfg, plan = self.ckpt.config, self.plan
+        ranks = {}
+        if inp is not None:
+            ranks = self.ranks
+            if ranks is None:  # no budget: the layer's ranks are its own
+                ranks, _ = layer_ranks(cfg, self.recipe, plan.rules, plan.methods, i, inp)
+            fw = full_width_targets(cfg, plan.rules, plan.methods, {k: r for k, r in ranks.items() if k[0] == i})
+            for key in fw:
+                del plan.methods[key]
+            self.full_width.update(fw)
+        lc = convert_layer(cfg, self.recipe, i, inp, plan.methods, ranks, self.full_width, sample, self.log,
+                           self._tick)
+        replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight"
+                    for t, c in (("k", lc.layout.k), ("v", lc.layout.v)) if c.kind != "full"}
+        for n in self.names.get(i, []):
+            if n not in replaced:
+                self.writer.add(n, self.ckpt.weights.get(n))
+        for n, v in lc.tensors.items():
+            self.writer.add(n, v)
+        self.ckpt.weights.release()
+        self.layers[i] = lc
+
+    def rest(self) -> None:
+        """The tensors outside the layers."""
+        for n in self.names.get(-1, []):
+            self.writer.add(n, self.ckpt.weights.get(n))
+        self.ckpt.weights.release()
+
+
 def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", progress=None, log=print,
                       shard_bytes: int = SHARD_BYTES):
     """Convert `ckpt` as `recipe` says, one layer at a time, and write the output folder
@@ -208,85 +284,31 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
             f"({fit_w.shape[0]} x {recipe.calibration.seq_len}), {held_w.numel()} held-out")
         if not plan.needs_stats:
             fit_w = None
-    names: dict[int, list[str]] = {}
-    for n in ckpt.weights.names():
-        m = _LAYER.match(n)
-        names.setdefault(int(m.group(1)) if m else -1, []).append(n)
     wdtype = getattr(torch, recipe.weight_dtype)
-    layers, full_width = {}, {}
     seconds = dict.fromkeys(range(cfg.num_layers), 0.0)  # per layer, both passes of a budget
     with atomic_output_dir(out_dir, force=force, protect=[ckpt.path]) as tmp:
-        ranks, layer_source = None, _walk(ckpt, recipe, plan, device, fit_w, held_w, progress, "calibrate")
+        layers = _timed(_walk(ckpt, recipe, plan, device, fit_w, held_w, progress, "calibrate"), seconds)
+        ranks = None
         if any(plan.rules[i][t].rank.kind == "budget" for i, t in plan.methods):
-            # every layer's spectrum before any rank: calibrate all, statistics to disk meanwhile
-            spill = tmp / ".stats"
-            spill.mkdir()
-            ranks, cands = {}, []
-            t = time.time()
-            for i, inp, sample in layer_source:
-                if inp is not None:
-                    r, c = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
-                    ranks.update(r)
-                    cands += c
-                    _spill(spill / f"{i}.pt", inp.stats, sample)
-                del inp, sample
-                seconds[i], t = seconds[i] + time.time() - t, time.time()
-            ranks.update(spend_budget(cfg, recipe, ranks, cands))
-            layer_source = _reload(ckpt, plan, spill, plan.converted[-1])
-        writer = ShardWriter(tmp, wdtype, shard_bytes)
-        bar = progress and progress("factorize")
-        done = [0]
-
-        def tick():
-            done[0] += 1
-            if bar:
-                bar(done[0], len(plan.methods))
-
-        def finish(i, inp, sample):
-            """Factorize layer i and hand its tensors to the writer."""
-            if inp is not None:
-                layer_rk = ranks
-                if layer_rk is None:
-                    layer_rk, _ = layer_ranks(cfg, recipe, plan.rules, plan.methods, i, inp)
-                fw = full_width_targets(cfg, plan.rules, plan.methods, {k: r for k, r in layer_rk.items() if k[0] == i})
-                for key in fw:
-                    del plan.methods[key]
-                full_width.update(fw)
-            else:
-                layer_rk = {}
-            lc = convert_layer(cfg, recipe, i, inp, plan.methods, layer_rk, full_width, sample, log, tick)
-            replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight" for t, c in
-                        (("k", lc.layout.k), ("v", lc.layout.v)) if c.kind != "full"}
-            for n in names.get(i, []):
-                if n not in replaced:
-                    writer.add(n, ckpt.weights.get(n))
-            for n, v in lc.tensors.items():
-                writer.add(n, v)
-            ckpt.weights.release()
-            layers[i] = lc
-
-        t = time.time()
-        for i, inp, sample in layer_source:
-            finish(i, inp, sample)
+            ranks = _budget_pass(cfg, recipe, plan, layers, tmp / ".stats")
+            layers = _timed(_reload(ckpt, plan, tmp / ".stats", plan.converted[-1]), seconds)
+        out = _LayerWriter(ckpt, recipe, plan, ShardWriter(tmp, wdtype, shard_bytes), ranks, log, progress)
+        for i, inp, sample in layers:
+            out.layer(i, inp, sample)
             del inp, sample  # before the next layer loads
-            seconds[i], t = seconds[i] + time.time() - t, time.time()
-        for i in range(len(layers), cfg.num_layers):  # past the last converted layer: copied
-            finish(i, None, None)
-            seconds[i], t = seconds[i] + time.time() - t, time.time()
-        for n in names.get(-1, []):  # embedding, final norm, LM head
-            writer.add(n, ckpt.weights.get(n))
-        ckpt.weights.release()
-        files = writer.close()
-        if (tmp / ".stats").exists():
-            shutil.rmtree(tmp / ".stats")
-        ordered = [layers[i] for i in range(cfg.num_layers)]
+        layers = _timed(((i, None, None) for i in range(len(out.layers), cfg.num_layers)), seconds)
+        for i, _, _ in layers:  # past the last converted layer: copied
+            out.layer(i, None, None)
+        out.rest()
+        files = out.writer.close()
+        shutil.rmtree(tmp / ".stats", ignore_errors=True)
+        ordered = [out.layers[i] for i in range(cfg.num_layers)]
         layouts = [lc.layout for lc in ordered]
         save_hf_files(tmp, cfg, ckpt.tokenizer, output_config(ckpt, recipe, layouts), wdtype)
-        notes = conversion_notes(full_width, ordered, log)
         profile = {"path": "stream", "shards": len(files),
                    "layer_seconds": [round(seconds[i], 3) for i in range(cfg.num_layers)],
                    "peak_device_bytes": (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)}
         result = ConversionResult(layouts, [lc.report for lc in ordered], kv_totals(cfg, recipe, layouts), {},
-                                  time.time() - t0, notes, {}, profile)
+                                  time.time() - t0, conversion_notes(out.full_width, ordered, log), {}, profile)
         write_reports(tmp, out_dir, ckpt, recipe, result)
     return result
