@@ -9,9 +9,9 @@ Each step is its own module:
 - heal.py                  optional training of the new factors (the whole model)
 - convert/evaluate.py      optional perplexity before / after (the whole model)
 - convert/output.py        the output folder, written atomically
-`convert` runs them on a whole model in memory (needed by healing, `--eval` and
-`budget: {by: kl}`); stream.py runs the same steps one layer at a time, with memory
-that does not grow with the model.
+`convert` (here) runs them on a whole model in memory, as healing, `--eval` and
+`budget: {by: kl}` need; convert/stream.py runs the same steps one layer at a time,
+with memory that does not grow with the model, and writes the same bytes.
 """
 from __future__ import annotations
 
