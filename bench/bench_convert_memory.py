@@ -114,12 +114,13 @@ def write_random_folder(folder: Path, cfg, seed: int = 0) -> None:
     tmp.rename(folder)
 
 
-def run_convert(folder: Path, out: Path, recipe: Path, device: str, whole: bool) -> dict:
+def run_convert(folder: Path, out: Path, recipe: Path, device: str, whole: bool, shard_mib: int = 2048) -> dict:
     """`convert` in a subprocess; its wall time, peak RSS and the converter's profile."""
     fd, prof = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     cmd = [sys.executable, "-m", "tpa_compress.cli", "convert", str(folder), "--recipe", str(recipe),
-           "--out", str(out), "--force", "--device", device] + (["--whole-model"] if whole else [])
+           "--out", str(out), "--force", "--device", device, "--max-shard-mib", str(shard_mib)] + (
+        ["--whole-model"] if whole else [])
     env = {**os.environ, "TPA_CONVERT_PROFILE": prof, "PYTHONPATH": str(ROOT) + os.pathsep +
            os.environ.get("PYTHONPATH", "")}
     t = time.time()
@@ -163,6 +164,7 @@ def main(argv=None) -> None:
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "balanced.yaml")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--whole-model", action="store_true", help="measure the whole-model path instead")
+    ap.add_argument("--shard-mib", type=int, default=2048, help="convert's --max-shard-mib")
     ap.add_argument("--keep", action="store_true", help="keep the output folders")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
     a = ap.parse_args(argv)
@@ -187,7 +189,7 @@ def main(argv=None) -> None:
             write_random_folder(folder, cfg)
             print(f"{shape}: wrote {folder} ({folder_bytes(folder) / 2**30:.1f} GiB) in {time.time() - t:.0f}s",
                   file=sys.stderr)
-        res = run_convert(folder, out, a.recipe, device, a.whole_model)
+        res = run_convert(folder, out, a.recipe, device, a.whole_model, a.shard_mib)
         results[shape] = {"layers": cfg.num_layers, "device": device, **res}
         rows.append(row(shape, cfg, res, folder_bytes(folder)))
         if not a.keep:

@@ -233,6 +233,8 @@ def convert_cmd(
                                "(cuda when available), cpu, cuda, cuda:N."),
     threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (every "
                                 "core; results do not depend on it)."),
+    shard_mib: int = typer.Option(2048, "--max-shard-mib", help="Largest output weight file, in MiB "
+                                  "(a streaming conversion holds one while filling it)."),
     whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory "
                                      "(as --eval, healing and budget by kl do) instead of converting one "
                                      "layer at a time; the output is the same."),
@@ -247,6 +249,8 @@ def convert_cmd(
     from .save.atomic import check_output_dir, clean_leftovers
 
     rec = load_recipe(recipe)
+    if shard_mib < 1:
+        raise TPAError(f"--max-shard-mib {shard_mib} is not valid; valid: a positive number of MiB")
     model = model or rec.model
     out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
     for line in clean_leftovers(out_dir):
@@ -274,7 +278,8 @@ def convert_cmd(
             return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
 
         if whole is None:
-            res = convert_streaming(ckpt, rec, out_dir, force, dev, progress=progress, log=log)
+            res = convert_streaming(ckpt, rec, out_dir, force, dev, progress=progress, log=log,
+                                    shard_bytes=shard_mib * 2**20)
         else:
             res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval, log=log)
     if whole is not None:
