@@ -29,8 +29,9 @@ inside the atomic output folder; a model that fits in one shard gets the same
 Memory, for hidden size d, T-token windows and N calibration + held-out windows: on
 the device one layer in float32 plus the carried states (N x T x d float32) and the
 float64 moments of one layer (d x d); on the host one shard being filled, one layer,
-the embedding matrix once in float32 (read to embed the calibration tokens, then
-dropped), and one layer's statistics.
+the embedding matrix once as stored (bf16 for a bf16 folder; read to embed the
+calibration tokens, then dropped), and one layer's statistics. Tensors go to the writer
+as stored, so a bf16 tensor is never copied to float32 on its way out.
 
 What needs the whole model does not stream: healing (it trains every layer's factors
 against the original's logits), `--eval` (perplexity of the whole model before and
@@ -130,7 +131,7 @@ class CarriedStates:
         scale = embed_scale(cfg)
         self.h = []
         for w in windows:  # Transformer.embed, on the CPU (the embedding never goes to the device)
-            h = torch.nn.functional.embedding(w[None], emb)
+            h = torch.nn.functional.embedding(w[None], emb).to(torch.float32)  # rows as stored, then exact
             h = h * torch.tensor(scale, dtype=h.dtype) if scale != 1.0 else h
             self.h.append(h.to(device))
         self.pos = torch.arange(windows.shape[1], device=device)
@@ -150,7 +151,7 @@ def _calibration(ckpt, recipe, plan, device, fit_w, held_w):
     fit = held = None
     if not plan.converted:
         return fit, held
-    emb = ckpt.weights.get("model.embed_tokens.weight", torch.float32)  # read once, dropped on return
+    emb = ckpt.weights.get("model.embed_tokens.weight", None)  # as stored; read once, dropped on return
     if plan.needs_stats:
         kept = max((m.windows_kept for m in plan.methods.values()), default=0)
         fit = (CarriedStates(ckpt, fit_w, device, emb),
@@ -252,8 +253,8 @@ class _LayerWriter:
         replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight"
                     for t, c in (("k", lc.layout.k), ("v", lc.layout.v)) if c.kind != "full"}
         for n in self.names.get(i, []):
-            if n not in replaced:
-                self.writer.add(n, self.ckpt.weights.get(n))
+            if n not in replaced:  # as stored: the writer casts (no float32 copy of a bf16 tensor)
+                self.writer.add(n, self.ckpt.weights.get(n, None))
         for n, v in lc.tensors.items():
             self.writer.add(n, v)
         self.ckpt.weights.release()
@@ -262,7 +263,7 @@ class _LayerWriter:
     def rest(self) -> None:
         """The tensors outside the layers."""
         for n in self.names.get(-1, []):
-            self.writer.add(n, self.ckpt.weights.get(n))
+            self.writer.add(n, self.ckpt.weights.get(n, None))
         self.ckpt.weights.release()
 
 
