@@ -237,6 +237,12 @@ class _LayerWriter:
         if self.bar:
             self.bar(self.done, len(self.plan.methods))
 
+    def _stored(self, name: str) -> torch.Tensor:
+        """A tensor as stored, for the writer to cast (no float32 copy of a bf16 tensor); a
+        float64 one goes through float32 first, as the whole-model path's float32 model does."""
+        t = self.ckpt.weights.get(name, None)
+        return t.float() if t.dtype == torch.float64 else t
+
     def layer(self, i: int, inp, sample) -> None:
         cfg, plan = self.ckpt.config, self.plan
         ranks = {}
@@ -253,8 +259,8 @@ class _LayerWriter:
         replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight"
                     for t, c in (("k", lc.layout.k), ("v", lc.layout.v)) if c.kind != "full"}
         for n in self.names.get(i, []):
-            if n not in replaced:  # as stored: the writer casts (no float32 copy of a bf16 tensor)
-                self.writer.add(n, self.ckpt.weights.get(n, None))
+            if n not in replaced:
+                self.writer.add(n, self._stored(n))
         for n, v in lc.tensors.items():
             self.writer.add(n, v)
         self.ckpt.weights.release()
@@ -263,7 +269,7 @@ class _LayerWriter:
     def rest(self) -> None:
         """The tensors outside the layers."""
         for n in self.names.get(-1, []):
-            self.writer.add(n, self.ckpt.weights.get(n, None))
+            self.writer.add(n, self._stored(n))
         self.ckpt.weights.release()
 
 
