@@ -4,6 +4,7 @@
     python bench/bench_convert_memory.py DIR --shape 12b --layers 8      # 12B's width, 8 layers
     python bench/bench_convert_memory.py DIR --shape tiny --device cpu   # a minute on a laptop
     python bench/bench_convert_memory.py DIR --shape 1b --whole-model    # the whole-model path
+    python bench/bench_convert_memory.py DIR --shape 1b --layers 18 --shard-mib 256  # smaller shards
 
 For each shape it (a) writes a random-weight Hugging Face folder of that shape into
 DIR/<shape>-<layers>L (bf16 safetensors shards of at most 2 GiB, one tensor at a time, so
