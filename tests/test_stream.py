@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from test_convert_tiny import recipe, tiny_ckpt
+from test_domains_cli import model_dir  # noqa: F401  (a fixture)
 from tpa_compress.convert import convert, write_output
 from tpa_compress.convert import stream as S
 from tpa_compress.load import load_model
@@ -149,3 +150,32 @@ def test_streaming_from_files_reads_lazily_and_matches(tmp_path, fmt):
     write_output(tmp_path / "whole", ck, rec, res, tensors, force=False, model=model)
     S.convert_streaming(ckpt(), rec, tmp_path / "stream", force=False, log=lambda m: None)
     assert _digest(tmp_path / "stream") == _digest(tmp_path / "whole")
+
+
+def test_cli_streams_unless_asked_for_the_whole_model(tmp_path, monkeypatch, capsys, model_dir):  # noqa: F811
+    """`convert` streams by default and says so; `--whole-model` writes the same bytes."""
+    import yaml
+    from test_bad_input import run_cli
+    rec = tmp_path / "r.yaml"
+    rec.write_text(yaml.safe_dump({
+        "calibration": {"files": ["default"], "tokens": 256, "seq_len": 32, "heldout_tokens": 64},
+        "budget": {"fraction": 0.5, "context": 64},
+        "layers": [{"select": "all", "k": RULES["budget"], "v": RULES["budget"]}]}))
+    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", rec, "--out", tmp_path / "s",
+                        "--device", "cpu", "--max-shard-mib", 1)
+    assert code == 0 and "one layer at a time" in err, err
+    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", rec, "--out", tmp_path / "w",
+                        "--device", "cpu", "--whole-model")
+    assert code == 0 and "whole model in memory: --whole-model" in err, err
+    assert _digest(tmp_path / "s") == _digest(tmp_path / "w")
+
+
+def test_cli_bad_shard_size_is_one_line(tmp_path, monkeypatch, capsys, model_dir):  # noqa: F811
+    import yaml
+    from test_bad_input import assert_one_line_error, run_cli
+    rec = tmp_path / "r.yaml"
+    rec.write_text(yaml.safe_dump({"layers": [{"select": "all", "k": RULES["identity"]}]}))
+    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", rec,
+                        "--out", tmp_path / "o", "--max-shard-mib", 0)
+    assert_one_line_error(code, err, "--max-shard-mib 0", "valid: a positive number")
+    assert not (tmp_path / "o").exists()
