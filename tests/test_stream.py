@@ -87,17 +87,19 @@ def test_one_layer_on_the_device_at_a_time(monkeypatch, tmp_path):
     """Each layer is loaded whole once (calibration) and, for a budget, its attention once
     more (factorization, statistics from disk); the previous one is gone when the next loads."""
     loaded, live, whole = [], [], []
-    real = S.load_block
 
-    def spy(ckpt, i, device, **kw):
-        gc.collect()
-        live.append(sum(r() is not None for r in loaded))
-        block = real(ckpt, i, device, **kw)
-        loaded.append(weakref.ref(block))
-        whole.append(not kw.get("attention_only"))
-        return block
+    def spy(real, is_whole):
+        def load(ckpt, i, *a):
+            gc.collect()
+            live.append(sum(r() is not None for r in loaded))
+            block = real(ckpt, i, *a)
+            loaded.append(weakref.ref(block))
+            whole.append(is_whole)
+            return block
+        return load
 
-    monkeypatch.setattr(S, "load_block", spy)
+    monkeypatch.setattr(S, "load_block", spy(S.load_block, True))
+    monkeypatch.setattr(S, "load_attention", spy(S.load_attention, False))
     ck = tiny_ckpt("llama", num_layers=8)
     S.convert_streaming(ck, _recipe("budget", "llama"), tmp_path / "o", force=False, log=lambda m: None)
     assert whole == [True] * 8 + [False] * 8

@@ -77,24 +77,34 @@ def whole_model_reason(recipe, eval_model: bool) -> str | None:
 _LAYER = re.compile(r"model\.layers\.(\d+)\.")
 
 
-def load_block(ckpt, i: int, device, attention_only: bool = False) -> torch.nn.Module:
-    """Layer i alone, float32 on `device`, read from the checkpoint (as build_model does).
-    `attention_only`: only `self_attn` is read (the rest stays on the meta device): what
-    the methods read, once the statistics are known."""
-    cfg = ckpt.config
+def load_block(ckpt, i: int, device) -> torch.nn.Module:
+    """Layer i alone, float32 on `device`, read from the checkpoint (as build_model does)."""
     with torch.device("meta"):
-        block = BLOCKS[cfg.family](cfg, i)
-    part = block.self_attn if attention_only else block
-    prefix = f"model.layers.{i}." + ("self_attn." if attention_only else "")
-    part.to_empty(device=device)
+        block = BLOCKS[ckpt.config.family](ckpt.config, i)
+    _read_into(block, f"model.layers.{i}.", ckpt, device)
+    return block.eval().requires_grad_(False)
+
+
+def load_attention(ckpt, i: int) -> torch.nn.Module:
+    """Layer i with only its attention read (on the CPU; the rest stays on the meta device):
+    what the methods read, once the statistics are known."""
+    with torch.device("meta"):
+        block = BLOCKS[ckpt.config.family](ckpt.config, i)
+    _read_into(block.self_attn, f"model.layers.{i}.self_attn.", ckpt, "cpu")
+    return block.eval().requires_grad_(False)
+
+
+def _read_into(module, prefix: str, ckpt, device) -> None:
+    """Materialize `module` (built on the meta device) on `device` with the checkpoint's
+    float32 tensors `prefix` + parameter name."""
+    module.to_empty(device=device)
     with torch.no_grad():
-        for n, p in [*part.named_parameters(), *part.named_buffers()]:
+        for n, p in [*module.named_parameters(), *module.named_buffers()]:
             t = ckpt.weights.get(prefix + n, torch.float32)
             if tuple(t.shape) != tuple(p.shape):
                 raise TPAError(f"{ckpt.path}: tensor '{prefix + n}' has shape {tuple(t.shape)}, "
                                f"model expects {tuple(p.shape)}")
             p.copy_(t)
-    return block.eval().requires_grad_(False)
 
 
 def _spill(path: Path, stats, sample) -> None:
@@ -115,7 +125,7 @@ def _reload(ckpt, plan, spill: Path, last: int):
             yield i, None, None
             continue
         stats, sample = _unspill(spill / f"{i}.pt")
-        inp = block_inputs(ckpt.config, i, load_block(ckpt, i, "cpu", attention_only=True), stats)
+        inp = block_inputs(ckpt.config, i, load_attention(ckpt, i), stats)
         ckpt.weights.release()
         yield i, inp, sample
         del inp, stats, sample
