@@ -233,16 +233,24 @@ def convert_cmd(
                                "(cuda when available), cpu, cuda, cuda:N."),
     threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (every "
                                 "core; results do not depend on it)."),
+    shard_mib: int = typer.Option(2048, "--max-shard-mib", help="Largest output weight file, in MiB "
+                                  "(a streaming conversion holds one while filling it)."),
+    whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory "
+                                     "(as --eval, healing and budget by kl do) instead of converting one "
+                                     "layer at a time; the output is the same."),
 ):
     """Convert a model to factorized attention as a YAML recipe says."""
     import torch
 
     from .convert import convert, cpu_threads, default_out_dir, write_output
+    from .convert.stream import convert_streaming, whole_model_reason
     from .recipe import load_recipe
     from .load.default import resolve_model_path
     from .save.atomic import check_output_dir, clean_leftovers
 
     rec = load_recipe(recipe)
+    if shard_mib < 1:
+        raise TPAError(f"--max-shard-mib {shard_mib} is not valid; valid: a positive number of MiB")
     model = model or rec.model
     out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
     for line in clean_leftovers(out_dir):
@@ -250,8 +258,18 @@ def convert_cmd(
     check_output_dir(out_dir, force, protect=[resolve_model_path(model)])
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(threads))
-    ckpt, net = open_model(model, variant, "float32", dev)
+    whole = whole_model_reason(rec, do_eval) or ("--whole-model" if whole_model else None)  # None: streams
+    if whole is None:
+        from .load import load_model
+        t = time.time()
+        ckpt = load_model(model, variant=variant)
+        console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}) "
+                      f"in {time.time() - t:.1f}s; converting one layer at a time[/dim]")
+    else:
+        ckpt, net = open_model(model, variant, "float32", dev)
+        console.print(f"[dim]whole model in memory: {whole}[/dim]")
     console.print(f"[dim]{torch.get_num_threads()} CPU thread(s)[/dim]")
+    log = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
     with progress_bar("convert") as bar:
         tasks = {}
 
@@ -259,9 +277,14 @@ def convert_cmd(
             tasks[label] = bar.add_task(label, total=None, info="")
             return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
 
-        res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval,
-                               log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    write_output(out_dir, ckpt, rec, res, tensors, force, model=net)
+        if whole is None:
+            res = convert_streaming(ckpt, rec, out_dir, force, dev, progress=progress, log=log,
+                                    shard_bytes=shard_mib * 2**20)
+        else:
+            res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval, log=log)
+    if whole is not None:
+        write_output(out_dir, ckpt, rec, res, tensors, force, model=net)
+    write_profile(res, dev)
     table = Table(title=f"converted -> {out_dir}")
     for c in ("context", "original KV", "converted KV", "ratio"):
         table.add_column(c)
@@ -282,6 +305,19 @@ def convert_cmd(
         for line in heal_lines(res.heal, res.perplexity):
             out.print(line, highlight=False)
     out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
+
+
+def write_profile(res, device: str) -> None:
+    """With TPA_CONVERT_PROFILE=PATH set (bench/bench_convert_memory.py), write the
+    conversion's seconds per layer and the device's peak memory there as JSON."""
+    path = os.environ.get("TPA_CONVERT_PROFILE")
+    if not path:
+        return
+    import torch
+    prof = {"path": "whole", "seconds": res.seconds, **res.profile}
+    if prof.get("peak_device_bytes") is None and device.startswith("cuda"):
+        prof["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
+    Path(path).write_text(json.dumps(prof, indent=2) + "\n")
 
 
 def require_tokenizer(ckpt):

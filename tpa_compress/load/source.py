@@ -18,10 +18,18 @@ class WeightSource:
     nothing is cached, so peak memory is what the caller keeps.
     """
 
-    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str):
+    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str,
+                 release: Callable[[], None] | None = None):
         self._names = list(names)
         self._getter = getter
         self.path = path
+        self._release = release
+
+    def release(self) -> None:
+        """Close what reading has opened (memory maps of safetensors shards): pages read
+        so far stop counting as this process's memory. Later reads reopen them."""
+        if self._release is not None:
+            self._release()
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -29,7 +37,8 @@ class WeightSource:
     def __contains__(self, name: str) -> bool:
         return name in self._names
 
-    def get(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def get(self, name: str, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """The tensor in `dtype`; None: as stored (bf16 safetensors stay bf16, GGUF dequantised)."""
         if name not in self._names:
             raise TPAError(f"{self.path}: tensor {name!r} is missing")
         try:
@@ -38,7 +47,7 @@ class WeightSource:
             raise
         except Exception as e:  # truncated/corrupt data surfaces here
             raise TPAError(f"{self.path}: cannot read tensor {name!r} ({type(e).__name__}: {e})") from e
-        return t.to(dtype)
+        return t if dtype is None else t.to(dtype)
 
     @classmethod
     def from_dict(cls, tensors: dict[str, torch.Tensor], path: str = "<memory>") -> "WeightSource":
