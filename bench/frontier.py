@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields, replace
 import math
 import sys
 import time
@@ -30,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tpa_compress.cache_formats import parse_spec, split_specs  # noqa: E402
+from tpa_compress.cache_formats import CacheSpec, parse_spec, split_specs  # noqa: E402
 from tpa_compress.evaluate.perplexity import make_windows  # noqa: E402
 from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
@@ -98,7 +99,8 @@ def run(a) -> None:
     tok = ckpt.tokenizer
     windows = eval_windows(tok, a.windows)
     caches = split_specs(a.caches)
-    doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": []}
+    doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": [],
+           "cache_defaults": {f.name: f.default for f in fields(CacheSpec)[1:]}}
     if a.device.startswith("cuda"):
         doc["gpu"] = torch.cuda.get_device_name()
     variants = ([] if a.skip_original else [("original", None)]) + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
@@ -130,15 +132,28 @@ def run(a) -> None:
             torch.cuda.empty_cache()
 
 
+def current_names(doc: dict) -> dict:
+    """Rows' cache names under today's spec defaults: files written before `cache_defaults`
+    was recorded were measured with sink=0, then the grouped formats' default."""
+    if "cache_defaults" not in doc:
+        for r in doc["rows"]:
+            spec = parse_spec(r["cache"])
+            if spec.format.grouped and "sink=" not in r["cache"]:
+                r["cache"] = replace(spec, sink=0).name
+    return doc
+
+
 def render(paths: list[str], md: str | None, plot: str | None) -> None:
     docs = []  # one per model: the rows of every file that measured it
     for p in paths:
-        d = json.loads(Path(p).read_text())
+        d = current_names(json.loads(Path(p).read_text()))
         same = [x for x in docs if (x.get("name") or x["model"]) == (d.get("name") or d["model"])]
         if same:
             same[0]["rows"] += d["rows"]
         else:
             docs.append(d)
+    for doc in docs:  # a point measured again (a later file) replaces the earlier row
+        doc["rows"] = list({(r["variant"], r["cache"]): r for r in doc["rows"]}.values())
     lines = []
     for doc in docs:
         rows = doc["rows"]
