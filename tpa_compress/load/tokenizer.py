@@ -278,14 +278,32 @@ def _token_text(value) -> str | None:
 
 
 def tokenizer_from_folder(folder: Path) -> TextTokenizer | None:
+    """tokenizer.json, else a SentencePiece tokenizer.model (gemma_pytorch's), else None."""
     folder = Path(folder)
     file = folder / "tokenizer.json"
     if not file.is_file():
-        return None
+        if not (folder / "tokenizer.model").is_file():
+            return None
+        from .sentencepiece_file import tokenizer_from_sentencepiece
+        sp = tokenizer_from_sentencepiece(folder / "tokenizer.model")
+        meta_file = folder / "tokenizer_meta.json"
+        if meta_file.is_file():  # our own save()
+            m = _read_json(meta_file)
+            sp.bos_id, sp.eos_id, sp.pad_id, sp.add_bos = (m.get("bos_id"), m.get("eos_id"), m.get("pad_id"),
+                                                           bool(m.get("add_bos")))
+        return sp
+    return tokenizer_from_json(file)
+
+
+def tokenizer_from_json(file: Path) -> TextTokenizer:
+    """A tokenizer.json; its special tokens from tokenizer_meta.json (our save) or the
+    Hugging Face config files beside it."""
+    folder = file.parent
     try:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:
-        raise TPAError(f"{file}: not a valid tokenizers file ({type(e).__name__}: {e})") from e
+        raise TPAError(f"{file}: not a valid tokenizers file ({type(e).__name__}: {e}); valid: a tokenizer.json "
+                       "as the tokenizers library writes it, a tokenizer.model, or a Hugging Face folder") from e
 
     meta_file = folder / "tokenizer_meta.json"
     if meta_file.is_file():  # our own save()
