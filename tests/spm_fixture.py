@@ -51,14 +51,15 @@ def sentencepiece_model_from_gguf(gguf_path: Path, out: Path) -> Path:
     return out
 
 
-def train_tiny_sentencepiece(folder: Path, vocab_size: int = 90) -> Path:
+def train_tiny_sentencepiece(folder: Path, vocab_size: int = 90, **options) -> Path:
     """A real SentencePiece BPE model trained on a few sentences (vocabulary `vocab_size`,
-    <unk> 0, <s> 1, </s> 2): for plumbing tests on tiny models."""
+    <unk> 0, <s> 1, </s> 2 unless `options` say otherwise, e.g. bos_id=-1): for plumbing
+    tests on tiny models."""
     import sentencepiece as spm
 
     text = folder / "spm_train.txt"
     text.write_text("\n".join(f"the quick brown fox {i} jumps over the lazy dog; hello world number {i}."
                               for i in range(200)) + "\n")
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "tokenizer"), vocab_size=vocab_size,
-                                   model_type="bpe", character_coverage=1.0, minloglevel=2)
+                                   model_type="bpe", character_coverage=1.0, minloglevel=2, **options)
     return folder / "tokenizer.model"

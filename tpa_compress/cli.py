@@ -85,15 +85,18 @@ def resolve_device(name: str) -> str:
 
 
 def open_model(model: Optional[str], variant: Optional[str] = None, dtype: str = "float32",
-               device: str = "cpu", tokenizer: Optional[Path] = None):
+               device: str = "cpu", tokenizer: Optional[Path] = None, check=None):
     """Load a checkpoint and build its model, with a spinner (GGUF dequantisation takes a while).
-    `tokenizer`: --tokenizer, replacing the one found with the model."""
+    `tokenizer`: --tokenizer, replacing the one found with the model. `check(ckpt)`: runs
+    before the model is built, so arguments that need its config or tokenizer fail first."""
     from .load import load_model
     from .models import build_model
 
     with console.status(f"loading {model or 'default model (Gemma 3 270M)'} …"):
         t = time.time()
         ckpt = load_model(model, variant=variant, tokenizer=tokenizer)
+        if check is not None:
+            check(ckpt)
         net = build_model(ckpt, torch_dtype(dtype), device)
     console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, "
                   f"{ckpt.config.family}) in {time.time() - t:.1f}s[/dim]")
@@ -160,11 +163,13 @@ def eval_cmd(
     texts = {name: read_texts(files) for name, files in sets.items()}
     dev = resolve_device(device)
     torch_dtype(dtype)
-    ckpt, net = open_model(model, variant, dtype, dev, tokenizer)
+    from .load.model_tokenizer import bos_for
+    picked = {}  # the BOS id each window starts with, decided before the model is built
+    ckpt, net = open_model(model, variant, dtype, dev, tokenizer, check=lambda ck: picked.update(
+        bos=bos_for(require_tokenizer(ck), bos, ck.path)))
     ckpt.config.check_length(seq_len, f"--seq-len {seq_len}", ckpt.path)
     tok = require_tokenizer(ckpt)
-    from .load.model_tokenizer import bos_for
-    bos_id = bos_for(tok, bos, ckpt.path)
+    bos_id = picked["bos"]
     use_bos = bos_id is not None
     windows = {name: make_windows(tok.encode(text, add_bos=False), seq_len, bos_id,
                                   None, source=", ".join(map(str, sets[name])))
