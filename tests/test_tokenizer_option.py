@@ -129,6 +129,15 @@ def test_tokenizer_larger_than_the_embedding(spm, text, tmp_path, monkeypatch, c
     assert_one_line_error(code, err, f"tokenizer of {small}", "90 tokens do not fit", "64 rows")
 
 
+def test_tokens_added_past_the_embedding_are_not_counted(tmp_path):
+    """Google's Gemma 3 1B tokenizer.json adds <image_soft_token> after its 262144 rows."""
+    tok = char_tokenizer()
+    m = folder(tmp_path / "m", vocab_size=tok.vocab_size)
+    tok.tok.add_special_tokens(["<image_soft_token>"])
+    tok.save(tmp_path / "t")
+    assert load_model(m, tokenizer=tmp_path / "t").tokenizer.vocab_size == tok.vocab_size
+
+
 def eval_doc(monkeypatch, capsys, tmp_path, *args):
     out = tmp_path / "e.json"
     code, table, err = run(monkeypatch, capsys, "eval", *args, "--seq-len", "16", "--max-windows", "1",

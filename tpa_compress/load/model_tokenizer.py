@@ -3,8 +3,9 @@
 - `read_tokenizer(path)`: `--tokenizer PATH`, a SentencePiece tokenizer.model, a
   tokenizer.json (special tokens from the config files beside it), or a folder with
   either (tokenizer.json first). Anything else is a one-line error naming the path.
-- `fit_tokenizer(ckpt)`: a tokenizer with more tokens than the model has embedding rows
-  is refused (its ids would index past the table). BOS: a Gemma model is trained with
+- `fit_tokenizer(ckpt)`: a tokenizer whose vocabulary has more tokens than the model
+  has embedding rows is refused (its ids would index past the table; tokens added on
+  top, such as Gemma's <image_soft_token>, are not counted). BOS: a Gemma model is trained with
   BOS first in every sequence, so it gets its config's `bos_token_id`, added, whatever
   the tokenizer file says (a bare tokenizer.json names none, and Gemma without BOS
   scores perplexity 70 where it scores 26.5 with it). Other models keep the tokenizer's
@@ -43,8 +44,8 @@ def fit_tokenizer(ckpt, source: str | None = None) -> None:
     `source`: where the tokenizer came from, for errors (default: beside the model)."""
     tok, cfg = ckpt.tokenizer, ckpt.config
     where = source or f"the tokenizer of {ckpt.path}"
-    if tok.vocab_size > cfg.vocab_size:
-        raise TPAError(f"{where}: {tok.vocab_size} tokens do not fit {ckpt.path}, whose embedding has "
+    if tok.base_vocab_size > cfg.vocab_size:
+        raise TPAError(f"{where}: {tok.base_vocab_size} tokens do not fit {ckpt.path}, whose embedding has "
                        f"{cfg.vocab_size} rows; valid: the tokenizer the model was trained with "
                        f"(at most {cfg.vocab_size} tokens)")
     bos = cfg.bos_token_id

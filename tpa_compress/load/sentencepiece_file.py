@@ -43,6 +43,8 @@ class SentencePieceTokenizer(TextTokenizer):
     def vocab_size(self) -> int:
         return self.tok.get_piece_size()
 
+    base_vocab_size = vocab_size
+
     def save(self, folder: str | Path) -> None:
         """tokenizer.model (the file's bytes, unchanged), tokenizer_meta.json (read back
         first by `tokenizer_from_folder`) and tokenizer_config.json naming the special tokens."""
@@ -64,9 +66,13 @@ class SentencePieceTokenizer(TextTokenizer):
 
 
 def tokenizer_from_sentencepiece(path: str | Path) -> SentencePieceTokenizer:
-    import sentencepiece as spm
-
     path = Path(path)
+    try:
+        import sentencepiece as spm
+    except ImportError as e:
+        raise TPAError(f"{path}: reading a SentencePiece tokenizer.model needs the sentencepiece package; "
+                       "install it (pip install 'tpa-compress[models]' or pip install sentencepiece), or pass "
+                       "--tokenizer with a tokenizer.json") from e
     try:
         proc = spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as e:

@@ -78,6 +78,12 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def base_vocab_size(self) -> int:
+        """Tokens of the model's vocabulary proper: Google's Gemma 3 1B tokenizer.json adds
+        <image_soft_token> past the 262144 embedding rows of the text-only model."""
+        return self.tok.get_vocab_size(with_added_tokens=False)
+
     def save(self, folder: str | Path) -> None:
         """tokenizer.json + tokenizer_config.json for transformers (`AutoTokenizer` gives the
         ids `encode` gives, BOS included exactly when `add_bos`), and tokenizer_meta.json,
