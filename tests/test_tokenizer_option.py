@@ -195,3 +195,16 @@ def test_sentencepiece_decode_and_save(spm, tmp_path):
     tok.save(tmp_path / "saved")
     back = read_tokenizer(tmp_path / "saved")  # tokenizer_meta.json keeps the rule
     assert back.add_bos is False and back.encode("hello world") == ids[1:]
+
+
+def test_transformers_reads_a_saved_gemma_tokenizer_model(tmp_path):
+    """A Gemma model's tokenizer.model is saved with tokenizer_class GemmaTokenizer: transformers
+    gives our ids, BOS (the config's) included."""
+    transformers = pytest.importorskip("transformers")
+    spm = train_tiny_sentencepiece(tmp_path, add_dummy_prefix=False)  # Gemma's normalizer adds no "▁"
+    m = folder(tmp_path / "g", "gemma3")
+    ours = load_model(m, tokenizer=spm).tokenizer
+    ours.save(tmp_path / "out")
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    for text in ["hello world", "the lazy dog jumps 42 times"]:
+        assert theirs(text).input_ids == ours.encode(text) and ours.encode(text)[0] == 2

@@ -20,6 +20,7 @@ from .tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_json
 
 VALID = "a tokenizer.model (SentencePiece), a tokenizer.json, or a folder holding one"
 _BOS_FROM_CONFIG = ("gemma3",)
+_HF_SENTENCEPIECE_CLASS = {"gemma3": "GemmaTokenizer"}
 
 
 def read_tokenizer(path: str | Path) -> TextTokenizer:
@@ -53,6 +54,8 @@ def fit_tokenizer(ckpt, source: str | None = None) -> None:
         raise TPAError(f"{ckpt.path}: bos_token_id {bos} is outside the vocabulary (0..{cfg.vocab_size - 1})")
     if cfg.family in _BOS_FROM_CONFIG and bos is not None:
         tok.bos_id, tok.add_bos = bos, True
+    if hasattr(tok, "hf_class"):  # a tokenizer.model: transformers reads Gemma's with GemmaTokenizer
+        tok.hf_class = _HF_SENTENCEPIECE_CLASS.get(cfg.family)
     elif tok.bos_id is None:
         tok.bos_id = bos
 

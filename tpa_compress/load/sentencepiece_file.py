@@ -19,7 +19,11 @@ from .tokenizer import TextTokenizer
 
 
 class SentencePieceTokenizer(TextTokenizer):
-    """TextTokenizer over a `sentencepiece.SentencePieceProcessor` (in `tok`)."""
+    """TextTokenizer over a `sentencepiece.SentencePieceProcessor` (in `tok`). `hf_class`:
+    the transformers class that reads the saved tokenizer.model (set for Gemma models by
+    load/model_tokenizer.py; None: tokenizer_config.json names none)."""
+
+    hf_class: str | None = None
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         ids = list(self.tok.encode(text))
@@ -61,7 +65,8 @@ class SentencePieceTokenizer(TextTokenizer):
 
     def hf_config(self) -> dict:
         name = lambda i: None if i is None else self.tok.id_to_piece(i)  # noqa: E731
-        return {"bos_token": name(self.bos_id), "eos_token": name(self.eos_id), "pad_token": name(self.pad_id),
+        cls = {"tokenizer_class": self.hf_class} if self.hf_class else {}
+        return {**cls, "bos_token": name(self.bos_id), "eos_token": name(self.eos_id), "pad_token": name(self.pad_id),
                 "add_bos_token": bool(self.add_bos and self.bos_id is not None), "add_eos_token": False}
 
 
