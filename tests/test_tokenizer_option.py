@@ -175,6 +175,11 @@ def test_bos_yes_borrows_the_config_id(bare, tmp_path, text, monkeypatch, capsys
     assert doc["bos_id"] == 2 and "yes (id 2)" in table
 
 
+def test_a_tokenizer_model_without_bos_borrows_the_config_id(bare, tmp_path):
+    tok = load_model(bare, tokenizer=train_tiny_sentencepiece(tmp_path, bos_id=-1)).tokenizer
+    assert (tok.bos_id, tok.add_bos) == (2, False)  # llama config: BOS 2; the file adds none
+
+
 def test_bos_yes_with_no_bos_anywhere(tmp_path, text, monkeypatch, capsys):
     m = folder(tmp_path / "m", bos_token_id=None)
     tok = train_tiny_sentencepiece(tmp_path, bos_id=-1)

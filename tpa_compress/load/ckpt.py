@@ -4,7 +4,8 @@
 Loaded with `weights_only=True` (no pickled code runs) and `mmap=True` (tensors stay
 on disk until read). Fused `qkv_proj` rows are Q, then K, then V. The file carries no
 config, so the variant (270m, 1b, 4b, 12b, 27b) comes from `--variant` or is inferred
-from the tensor shapes.
+from the tensor shapes. Its tokenizer is the tokenizer.json or the SentencePiece
+tokenizer.model (as gemma_pytorch ships it) beside it, or `--tokenizer`.
 """
 from __future__ import annotations
 

@@ -5,9 +5,9 @@
   either (tokenizer.json first). Anything else is a one-line error naming the path.
 - `fit_tokenizer(ckpt)`: a tokenizer whose vocabulary has more tokens than the model
   has embedding rows is refused (its ids would index past the table; tokens added on
-  top, such as Gemma's <image_soft_token>, are not counted). BOS: a Gemma model is trained with
-  BOS first in every sequence, so it gets its config's `bos_token_id`, added, whatever
-  the tokenizer file says (a bare tokenizer.json names none, and Gemma without BOS
+  top, such as Gemma's <image_soft_token>, are not counted). BOS: a Gemma model is
+  trained with BOS first in every sequence, so it gets its config's `bos_token_id`,
+  added, whatever the tokenizer file says (a bare tokenizer.json names none, and Gemma without BOS
   scores perplexity 70 where it scores 26.5 with it). Other models keep the tokenizer's
   rule; a tokenizer that names no BOS borrows the config's id, so `--bos yes` can add it.
 """
@@ -54,10 +54,10 @@ def fit_tokenizer(ckpt, source: str | None = None) -> None:
         raise TPAError(f"{ckpt.path}: bos_token_id {bos} is outside the vocabulary (0..{cfg.vocab_size - 1})")
     if cfg.family in _BOS_FROM_CONFIG and bos is not None:
         tok.bos_id, tok.add_bos = bos, True
-    if hasattr(tok, "hf_class"):  # a tokenizer.model: transformers reads Gemma's with GemmaTokenizer
-        tok.hf_class = _HF_SENTENCEPIECE_CLASS.get(cfg.family)
     elif tok.bos_id is None:
         tok.bos_id = bos
+    if hasattr(tok, "hf_class"):  # a tokenizer.model: transformers reads Gemma's with GemmaTokenizer
+        tok.hf_class = _HF_SENTENCEPIECE_CLASS.get(cfg.family)
 
 
 def bos_for(tok: TextTokenizer, choice: str, where: str) -> int | None:

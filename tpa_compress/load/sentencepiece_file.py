@@ -5,7 +5,7 @@ trained with, not a re-implementation's.
 The file names BOS/EOS/PAD/UNK ids (`trainer_spec`; -1 = none) but not whether BOS is
 prepended: SentencePiece leaves that to the caller. Like llama.cpp for sentencepiece
 files without the flag, a file that names a BOS gets it added; a Gemma model takes its
-BOS from its config in any case (load/tokenizer_file.py).
+BOS from its config in any case (load/model_tokenizer.py).
 
 Control pieces (<bos>, <start_of_turn> ...) are never produced from text, as in
 SentencePiece; `decode(skip_special=False)` spells them out.
