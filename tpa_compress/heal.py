@@ -95,7 +95,8 @@ def prepare(model, tok, recipe: Recipe, converted: list[int]) -> HealData | None
     if not converted:
         raise TPAError(f"{where}: the recipe converts no layer of this model, so there is nothing to heal")
     if tok is None:
-        raise TPAError(f"{where}: healing needs a tokenizer (put tokenizer.json beside the model)")
+        raise TPAError(f"{where}: healing needs a tokenizer (put tokenizer.model or tokenizer.json beside "
+                       "the model, or pass --tokenizer PATH)")
     from .evaluate.perplexity import make_windows
     files = _files(spec.files)
     src = ", ".join(map(str, files))

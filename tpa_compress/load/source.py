@@ -81,13 +81,21 @@ def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str
             )
 
 
-def load_model(path: str | Path | None = None, variant: str | None = None) -> Checkpoint:
-    """Open a model from a path in any supported format (None: the embedded default)."""
+def load_model(path: str | Path | None = None, variant: str | None = None,
+               tokenizer: str | Path | None = None) -> Checkpoint:
+    """Open a model from a path in any supported format (None: the embedded default).
+    `tokenizer`: a file or folder replacing the one found with the model (--tokenizer)."""
     from .default import DISPLAY_NAMES, resolve_model_path
+    from .model_tokenizer import fit_tokenizer, read_tokenizer
+    tok = read_tokenizer(tokenizer) if tokenizer is not None else None  # a bad path fails before the model
     display = DISPLAY_NAMES.get("gemma3-270m" if path in (None, "default") else str(path))
     ckpt = _load(resolve_model_path(None if path is None else str(path)), variant)
     if display:
         ckpt.config.name = display
+    if tok is not None:
+        ckpt.tokenizer = tok
+    if ckpt.tokenizer is not None:
+        fit_tokenizer(ckpt, None if tokenizer is None else f"--tokenizer {tokenizer}")
     return ckpt
 
 
