@@ -2,7 +2,7 @@
 evaluation domain (python-docs, prose) of each shipped recipe on the real Gemma 3 270M,
 with a reduced (CI-sized) calibration (the default mix of both domains) and evaluation.
 
-`python -m tpa_compress.evaluate.golden` rewrites tests/golden/gemma3-270m.yaml;
+`make golden` (`python tests/golden_values.py`) rewrites tests/golden/gemma3-270m.yaml;
 tests/test_golden_real.py recomputes the same numbers and fails when one regresses
 beyond its tolerance. Only the sizes are reduced; the recipe is otherwise as shipped.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "gemma3-270m.yaml"
 # fat is covered by fat-int3 (the same conversion, scored through its int3 cache): CI time
 RECIPES = ("identity", "balanced", "aggressive", "fat-int3")
@@ -24,8 +24,8 @@ TOLERANCE = {"rel_error": 0.02, "abs_error": 1e-4, "perplexity": 0.01}
 
 
 def measure(ckpt, base_model, name: str) -> dict:
-    from ..convert import convert
-    from ..recipe import load_recipe
+    from tpa_compress.convert import convert
+    from tpa_compress.recipe import load_recipe
 
     rec = load_recipe(ROOT / "recipes" / f"{name}.yaml")
     rec.calibration = dataclasses.replace(rec.calibration, tokens=SIZES["tokens"],
@@ -63,15 +63,15 @@ def regressions(golden: dict, got: dict) -> list[str]:
 
 
 def main() -> None:
-    from ..load import load_model
-    from ..models import build_model
+    from tpa_compress.load import load_model
+    from tpa_compress.models import build_model
 
     ckpt = load_model("gemma3-270m")
     base = build_model(ckpt)
     doc = {"model": "gemma3-270m", "sizes": SIZES, "tolerance": TOLERANCE,
            "recipes": {n: measure(ckpt, base, n) for n in RECIPES}}
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    GOLDEN.write_text("# Regenerate: python -m tpa_compress.evaluate.golden (see its docstring)\n"
+    GOLDEN.write_text("# Regenerate: make golden (tests/golden_values.py, see its docstring)\n"
                       + yaml.safe_dump(doc, sort_keys=False))
     print(f"wrote {GOLDEN}")
 
