@@ -52,7 +52,7 @@ def validate_cmd(
     """Compare a converted model with its original: per-layer errors, KL, top-1, perplexity."""
     from rich.table import Table
 
-    from ..cli import console, out, progress_bar, resolve_device, torch_dtype
+    from ..cli_common import console, out, progress_bar, resolve_device, torch_dtype
     from ..data import eval_sets, read_texts
     from ..load import load_model
     from ..models import build_model
