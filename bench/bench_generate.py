@@ -12,7 +12,7 @@ rank 128 on the global layers, random factors except that K's up-projection has
 orthonormal columns, as activation_svd writes it (--k-basis random: not even that),
 1 exact sink token: ~50% of the cache at 32K, a proxy for what the balanced recipe budgets;
 --ranks sets other K/V ranks, per global layer too: the real balanced conversion of 270M
-chose 80,96,112/112,160,128, docs/benchmarks.md sixteenth run), and
+chose 80,96,112/112,160,128, bench/results/2026-12-02.md, sixteenth run), and
 transformers' Gemma3ForCausalLM built from the same config with the default dynamic
 cache and with cache_implementation="static". Every timing follows a warm-up call.
 Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
@@ -21,11 +21,10 @@ Memory-bandwidth fraction = bytes one decode step must read (every weight once, 
 LM head included, plus the cached K/V it attends over) / step time / peak bandwidth
 (--bandwidth; by default the GPU's own by name: H200 4.8e12, H100 SXM 3.35e12 B/s).
 Peak memory: the row's, above what was still allocated when it started (memory_before:
-what earlier rows of the process left, 0.09-0.16 GiB after 1-3 rows of 270M). The 270M
-original at batch 1, 32K measured 1.29 GiB this way after three rows and 1.35 alone
-(bench/results/2026-12-02-s14/run05): process-wide buffers, such as cuBLAS workspaces, that
-an earlier row made are not counted again. The raw process peak was 1.35-1.60 GiB depending
-on the rows before.
+what earlier rows of the process left, 0.09-0.16 GiB after 1-3 rows of 270M), so a row's
+peak does not depend on the rows before it, except for process-wide buffers, such as
+cuBLAS workspaces, that an earlier row made (the 270M original at batch 1, 32K: 1.29 GiB
+after three rows, 1.35 alone; bench/results/2026-12-02-s14/run05).
 """
 from __future__ import annotations
 
@@ -170,8 +169,7 @@ def gpu_check(device="cuda"):
     """Greedy tokens of the (CUDA-graph) runner == reference forward, tiny fp32 models:
     original, random latent K/V, and the identity conversion (GQA as TPA, via convert)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_convert_tiny import CharTok
-    from tiny import random_state, tiny_config
+    from tiny import CharTok, random_state, tiny_config
     from tpa_compress.convert import convert
     from tpa_compress.load.source import Checkpoint, WeightSource
     from tpa_compress.models import build_model

@@ -1,6 +1,5 @@
 """The cache-format registry: every format's numbers price `cache_bytes` exactly, specs
 round-trip through config.json, and bad values are one-line errors naming the key."""
-import math
 
 import pytest
 import torch

@@ -3,7 +3,7 @@ tiny end-to-end conversion (deterministic, refit never worse held-out), refusals
 import pytest
 import torch
 
-from test_convert_tiny import recipe, tiny_ckpt
+from tiny import recipe, tiny_ckpt
 from tpa_compress.calibrate import collect_stats
 from tpa_compress.convert import convert, layer_inputs
 from tpa_compress.errors import TPAError

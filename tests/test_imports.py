@@ -116,7 +116,7 @@ def test_circle_finder_finds_a_lazy_circle(tmp_path: Path):
     assert circles(graph) == [{"tpa_compress.app", "tpa_compress.sub.cmd"}]
 
 
-@pytest.mark.subprocess
+@pytest.mark.interpreter
 @pytest.mark.parametrize("module", COMMAND_MODULES)
 def test_command_module_imports_first_in_a_fresh_interpreter(module):
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,

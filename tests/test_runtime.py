@@ -7,8 +7,7 @@ generated position must agree, so a wrong mask, position, ring slot or rebuild s
 import pytest
 import torch
 
-from test_convert_tiny import CharTok
-from tiny import random_state, tiny_config
+from tiny import CharTok, random_state, tiny_config
 from tpa_compress.convert import convert
 from tpa_compress.errors import TPAError
 from tpa_compress.layout import Component, cache_bytes

@@ -1,7 +1,7 @@
 """The Triton decode-attention kernels (runtime/kernels.py) vs the torch tile path, and
 the runner's kernel decode path vs the reference forward.
 
-Runs on CUDA (TPA_TEST_DEVICE=cuda, the GPU machine) or, where triton is installed but
+Runs on CUDA (pytest --device cuda, the GPU machine) or, where triton is installed but
 there is no GPU, in triton's CPU interpreter; skipped where triton is absent (the CPU
 venv: the runner then never takes this path).
 """
@@ -25,7 +25,7 @@ from tpa_compress.runtime import attention as A
 from tpa_compress.runtime import cuda_decode, kernels
 from tpa_compress.runtime.cache import dequantize_kv, quantize
 
-pytestmark = pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
+pytestmark = [pytest.mark.skipif(not kernels.available(), reason="triton is not installed"), pytest.mark.interpreter]
 
 KINDS = [("latent", "latent"), ("latent", "full"), ("full", "latent"), ("full", "full")]
 
@@ -281,8 +281,8 @@ def test_cuda_kernel_sources_compile(kind, rk, rv, tmp_path):
 
 @pytest.mark.parametrize("rk,kv", [(128, 1), (64, 2)])
 def test_wg_images_are_what_the_prologue_wrote(rk, kv):
-    """wg_images (vectorized) equals the shared memory the wg kernel's prologue used to
-    build itself, replayed here copy by copy from its index expressions (U: thread = dim
+    """wg_images (vectorized) equals the shared memory a prologue that copies piece by
+    piece would build, replayed here copy by copy from the kernel's index expressions (U: thread = dim
     row, 16-byte pieces; the bias block; the pair tables)."""
     g = torch.Generator().manual_seed(0)
     d = 256

@@ -99,6 +99,7 @@ def test_one_byte_cache_with_sink_tokens(name, monkeypatch):
 
 
 @pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
+@pytest.mark.interpreter
 @pytest.mark.parametrize("name", QUANT)
 @pytest.mark.parametrize("kind", ["original", "latent_kv"])
 def test_one_byte_cache_kernel_path(kind, name, monkeypatch):
@@ -131,8 +132,7 @@ def test_perplexity_through_the_cache(kind):
     assert 0 < abs(q.nll - ref.nll) < 0.02 * ref.nll
 
 
-def test_eval_cache_dtype_is_checked(monkeypatch, capsys):
-    from test_bad_input import assert_one_line_error
-    from test_generate_cli import run
-    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int5")
+def test_eval_cache_dtype_is_checked(cli_run):
+    from checks import assert_one_line_error
+    code, _, err = cli_run("eval", "--cache-dtype", "int5")
     assert_one_line_error(code, err, "--cache-dtype 'int5'", "valid: fp32, bf16, fp16, fp8, int8, int4")
