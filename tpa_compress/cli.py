@@ -30,7 +30,7 @@ _state = {"debug": False}
 
 # eval's default cap per domain: 2 x 4 windows of 2048 tokens (16k predictions) for
 # Gemma 3 270M; at convert.cpu_threads' 0.9 s per 512-token forward on 2 idle cores that is
-# about 30-40 s plus loading, where all ~35 windows per domain took several minutes
+# about 30-40 s plus loading (all ~35 windows per domain take several minutes)
 DEFAULT_EVAL_WINDOWS = 4
 
 

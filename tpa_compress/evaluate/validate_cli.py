@@ -110,8 +110,8 @@ def validate_cmd(
             table.add_row(str(r["layer"]), "global" if r["window"] is None else str(r["window"]), r["k"],
                           r["v"], f"{r['attn_local']:.3e}", f"{r['attn']:.3e}", f"{r['hidden']:.3e}")
         out.print(table)
-    # one row per measure, one column per domain: nine columns were cut to "0.041…" in an
-    # 80-column terminal or a log
+    # one row per measure, one column per domain: a column per measure and domain would not
+    # fit an 80-column terminal or a log
     summary = Table(title="next-token distributions")
     summary.add_column("measure")
     for name in results:
