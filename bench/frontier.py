@@ -101,7 +101,8 @@ def run(a) -> None:
     doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": []}
     if a.device.startswith("cuda"):
         doc["gpu"] = torch.cuda.get_device_name()
-    variants = ([] if a.skip_original else [("original", None)]) + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
+    variants = (([] if a.skip_original else [("original", None)])
+                + [(Path(r).stem, r) for r in a.recipes.split(",") if r])
     recipe_caches = [c for c in (a.recipe_caches or a.caches).split(",") if c]
     for name, recipe_path in variants:
         model = build_model(ckpt, torch.float32, a.device)

@@ -10,6 +10,7 @@ lists, tolerances, skip conditions).
 import sys
 
 import pytest
+
 import run_options
 
 # Imported before any test module: tpa_compress sets OMP_WAIT_POLICY=PASSIVE, which only
@@ -46,7 +47,6 @@ def device() -> str:
 def model_dir(tmp_path_factory):
     """A tiny random Llama as a Hugging Face folder with a one-character-per-token tokenizer."""
     from tiny import char_tokenizer, random_state, tiny_config
-
     from tpa_compress.save import save_hf_folder
 
     cfg = tiny_config("llama")

@@ -45,7 +45,10 @@ def test_unknown_architecture_in_gguf(cli_run, tmp_path, text_file):
     w = gguf.GGUFWriter(str(p), "mamba")
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", torch.zeros(4, 4).numpy())
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     code, _, err = cli_run("eval", p, "--data", text_file)
     assert_one_line_error(code, err, "odd.gguf", "'mamba'", "gemma3, llama")
 

@@ -13,7 +13,7 @@ from tpa_compress.load import load_model
 from tpa_compress.methods import LayerInputs, get_method
 from tpa_compress.methods.layers import make_proj
 from tpa_compress.models import build_model
-from tpa_compress.ranks import budget_ranks, Candidate, energy_rank
+from tpa_compress.ranks import Candidate, budget_ranks, energy_rank
 
 
 @pytest.mark.parametrize("family", ["gemma3", "llama"])
@@ -210,7 +210,7 @@ def test_chosen_full_width_rank_keeps_the_original(tmp_path):
                  budget={"fraction": 1.0, "context": 64}, k_scale=False)  # (the factors cost bytes)
     model = build_model(ck)
     res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
-    for lay, rep in zip(res.layouts, res.layers):
+    for lay, rep in zip(res.layouts, res.layers, strict=True):
         assert lay.k.kind == lay.v.kind == "full" and not lay.k_scale and lay.sink == 0
         assert rep.k["method"] == "keep" and "chose the full width" in rep.k["note"]
     assert res.notes[0] == "layer 0 k: activation_svd budget chose the full width 32; kept exact"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from corpus import DOMAINS
 from corpus import prose as PR
 from corpus import python_docs as PD
@@ -26,7 +27,7 @@ _BOILERPLATE = ("This shared boilerplate paragraph appears verbatim in every sin
 
 def _fake_doc(name: str, i: int) -> str:
     title = f"Fake document {name}"
-    lines = [".. _label-%d:" % i, "", "*" * len(title), title, "*" * len(title), "",
+    lines = [f".. _label-{i}:", "", "*" * len(title), title, "*" * len(title), "",
              ".. index:: single: fake", "", _BOILERPLATE, ""]
     for j in range(12):
         lines.append(f"Paragraph {j} of {name} explains :func:`thing_{i}_{j}` in some detail, "
@@ -90,7 +91,7 @@ def test_python_docs_is_deterministic_and_splits_by_file(rst_src: Path, tmp_path
     for side, files in (("calib", calib_files), ("eval", eval_files)):
         docs = _docs(a[f"out/{side}.txt"].decode())
         assert len(docs) == len(files)
-        for d, rel in zip(docs, files):
+        for d, rel in zip(docs, files, strict=True):
             assert d.split("\n", 1)[0] == f"Fake document {rel.removesuffix('.rst.txt')}"
         assert m["sides"][side]["bytes"] == len(a[f"out/{side}.txt"])
 
@@ -236,7 +237,8 @@ def test_prose_is_deterministic_and_splits_by_page(html_src: Path, tmp_path: Pat
     calib = [f["path"] for f in m["sides"]["calib"]["files"]]
     ev = [f["path"] for f in m["sides"]["eval"]["files"]]
     assert calib and ev and not set(calib) & set(ev)
-    assert all(split_of(r, PR.EVAL_FRACTION) == "calib" for r in calib) and all(split_of(r, PR.EVAL_FRACTION) == "eval" for r in ev)
+    assert all(split_of(r, PR.EVAL_FRACTION) == "calib" for r in calib)
+    assert all(split_of(r, PR.EVAL_FRACTION) == "eval" for r in ev)
     assert "index.html" not in calib + ev and "sect.tiny.html" not in calib + ev
     assert not any("common" in r.lower() for r in calib + ev)
     full = a["out/prose_calib.txt"].decode() + a["out/prose_eval.txt"].decode()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from corpus.common import DEDUP_MIN_CHARS, DOC_SEPARATOR
 
+from corpus.common import DEDUP_MIN_CHARS, DOC_SEPARATOR
 from tpa_compress.data import (
     DATA_DIR,
     calib_domains,

@@ -1,8 +1,9 @@
 """CI regression: each shipped recipe on the real Gemma 3 270M must not get worse than
 tests/golden/gemma3-270m.yaml (per-layer held-out errors, perplexity, KV ratio)."""
-import golden_values as G
 import pytest
 import yaml
+
+import golden_values as G
 
 pytestmark = pytest.mark.real
 

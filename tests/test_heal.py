@@ -120,7 +120,7 @@ def test_schedule_warms_up_then_decays_to_zero(root):
     assert spec.warmup_steps == 10
     lrs = [lr_at(s, spec) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
-    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:])) and lrs[-1] < 1e-6
+    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:], strict=False)) and lrs[-1] < 1e-6
 
 
 def test_yaml_exponent_lr_is_a_number(root):

@@ -20,7 +20,6 @@ from tpa_compress.layout import Component, LayerLayout
 from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.methods.layers import make_proj
 from tpa_compress.models import build_model
-
 from tpa_compress.runtime import attention as A
 from tpa_compress.runtime import cuda_decode, kernels
 from tpa_compress.runtime.cache import dequantize_kv, quantize
@@ -100,7 +99,8 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
     z = torch.randn(5, 24)
     want = ((z @ q.T + 1) ** 2).sum(-1)
     got = (gz[0, 0] * (z + gz[0, 1]) ** 2).sum(-1) + bb[0]
-    assert torch.allclose(got, want, rtol=1e-4) and torch.allclose(uw, 2 * q) and torch.allclose(bw, torch.full((64,), 2.0))
+    assert torch.allclose(got, want, rtol=1e-4) and torch.allclose(uw, 2 * q)
+    assert torch.allclose(bw, torch.full((64,), 2.0))
 
 
 def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
@@ -244,8 +244,9 @@ def test_kernel_decode_path_norm_from_latent(family, sink, entries):
 
 def test_cuda_kernel_choice_and_sources(monkeypatch):
     """Which CUDA decode kernel a layer takes (wg on Hopper only, warp elsewhere, tile for V
-    ranks above 128 the wg kernel's shared memory cannot hold), that each kernel's source has every placeholder filled, and that the
-    wg kernel's buffers fit a Hopper program's shared memory at the largest ranks it serves.
+    ranks above 128 the wg kernel's shared memory cannot hold), that each kernel's source has
+    every placeholder filled, and that the wg kernel's buffers fit a Hopper program's shared
+    memory at the largest ranks it serves.
     CPU: nothing is compiled (tests/test_cuda_decode.py runs them on the GPU)."""
     monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
     monkeypatch.setattr(cuda_decode, "hopper", lambda *a: True)
@@ -301,7 +302,8 @@ def test_wg_images_are_what_the_prologue_wrote(rk, kv):
     for h in range(kv):
         want = bytearray(32 * sbou)
         for tid in range(256):
-            for kb8 in range(rk // 8):  # cp16a(su + (tid >> 3) * SBOU + kb8 * 128 + (tid & 7) * 16, ku + (h D + tid) RK + kb8 8)
+            # cp16a(su + (tid >> 3) * SBOU + kb8 * 128 + (tid & 7) * 16, ku + (h D + tid) RK + kb8 8)
+            for kb8 in range(rk // 8):
                 dst = (tid >> 3) * sbou + kb8 * 128 + (tid & 7) * 16
                 src = ((h * d + tid) * rk + kb8 * 8) * 2
                 want[dst:dst + 16] = raw[src:src + 16]
@@ -316,7 +318,8 @@ def test_wg_images_are_what_the_prologue_wrote(rk, kv):
     want = bytearray()
     for i in range(64):  # pp[tid] = (f0, f1, packh(cos 8 f0, cos 8 f1), packh(sin .., sin ..))
         f0, f1 = (invf[2 * i] * inv).item(), (invf[2 * i + 1] * inv).item()
-        want += struct.pack("<ff", f0, f1) + h2(math.cos(8 * f0), math.cos(8 * f1)) + h2(math.sin(8 * f0), math.sin(8 * f1))
+        want += struct.pack("<ff", f0, f1) + h2(math.cos(8 * f0), math.cos(8 * f1))
+        want += h2(math.sin(8 * f0), math.sin(8 * f1))
     for o in range(8):   # to[o][pr2] = (packh(cos o f0, cos o f1), packh(sin .., sin ..)); rows of 68
         for pr2 in range(68):
             if pr2 >= 64:
@@ -384,7 +387,8 @@ def test_entries_kernel_equals_compiled_entries(family, kk, vk, ortho, dtype):
     assert torch.allclose(bufs[1].float(), bufs[0].float(), atol=tol, rtol=tol)
     assert bufs[1][:, slot].abs().amax() > 0 and bufs[1][:, torch.arange(cap) != slot].abs().amax() == 0
     if terms:
-        assert torch.allclose(ks[1], ks[0], rtol=1e-5) and not torch.equal(ks[1][:, slot], torch.ones(b, 2, device=DEVICE))
+        assert torch.allclose(ks[1], ks[0], rtol=1e-5)
+        assert not torch.equal(ks[1][:, slot], torch.ones(b, 2, device=DEVICE))
 
 
 @pytest.mark.parametrize("n,k", [(640, 1024), (640, 2048), (1536, 640), (4096, 640), (7, 33)])
@@ -412,8 +416,9 @@ def test_gemv_serves_few_rows_and_the_shapes_it_wins_on(monkeypatch):
     from tpa_compress.runtime import gemv
     took = []
     monkeypatch.setattr(gemv, "gemv", lambda x, w: took.append(w.shape) or torch.nn.functional.linear(x, w))
-    for rows, n, k, want in ((1, 640, 2048, True), (gemv.MAX_ROWS, 4096, 640, True), (gemv.MAX_ROWS + 1, 640, 64, False),
-                             (1, gemv.MAX_N + 1, 64, False), (1, 64, gemv.MAX_K + 1, False)):
+    for rows, n, k, want in ((1, 640, 2048, True), (gemv.MAX_ROWS, 4096, 640, True),
+                             (gemv.MAX_ROWS + 1, 640, 64, False), (1, gemv.MAX_N + 1, 64, False),
+                             (1, 64, gemv.MAX_K + 1, False)):
         took.clear()
         gemv.linear(torch.ones(rows, 1, k), torch.ones(n, k))
         assert bool(took) == want, (rows, n, k)

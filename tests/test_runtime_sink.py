@@ -8,9 +8,9 @@ CPU by default; pytest --device cuda runs the same checks through the CUDA-graph
 (the benchmark run on the GPU machine does).
 """
 import pytest
-import run_options
 import torch
 
+import run_options
 from tiny import CharTok, random_state, recipe, tiny_ckpt, tiny_config
 from tpa_compress.convert import convert
 from tpa_compress.errors import TPAError

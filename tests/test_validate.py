@@ -18,6 +18,7 @@ from tpa_compress.models import build_model
 from tpa_compress.recipe import parse_recipe
 from tpa_compress.save import save_hf_folder
 
+
 def recipe(k, v):
     # float32 weights: identity must measure zero (bfloat16 saving: tests/test_issue31.py)
     return parse_recipe({"calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 0},
