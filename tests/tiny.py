@@ -13,13 +13,16 @@ from tpa_compress.config import ModelConfig, weight_shapes
 
 
 def tiny_config(family: str = "gemma3", **over) -> ModelConfig:
+    """Six layers by default; Gemma 3's every sixth layer and its last are global, so
+    `num_layers=2` is one sliding and one global layer (the interpreter tests' size)."""
+    n = over.get("num_layers", 6)
     base = dict(family=family, vocab_size=97, hidden_size=32, num_layers=6, num_heads=4,
                 num_kv_heads=2, head_dim=16, intermediate_size=48, rms_norm_eps=1e-6,
                 max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=2,
                 eos_token_id=1, pad_token_id=0, name=f"tiny-{family}")
     if family == "gemma3":
         base.update(rope_theta=1_000_000.0, rope_local_theta=10_000.0, sliding_window=8,
-                    layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(6)],
+                    layer_types=["global" if (i + 1) % 6 == 0 or i == n - 1 else "sliding" for i in range(n)],
                     query_pre_attn_scalar=16.0)
     else:
         base.update(rope_theta=10_000.0)
