@@ -80,7 +80,7 @@ def generate_cmd(
     allocated (and analyze's prediction) and peak memory."""
     import torch
 
-    from ..cli import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
+    from ..cli_common import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
     from . import Runner, SamplingParams
     from .cache import check_cache_dtype
 
