@@ -6,6 +6,7 @@ Every user error is a `TPAError`: printed as one line (`error: ...`), exit code 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
