@@ -1,4 +1,5 @@
 """Cached generation: a static factorized KV cache, attention from the factors, sampling."""
+
 from .cache import KVCache
 from .runner import GenerateResult, Runner
 from .sampling import SamplingParams, sample

@@ -7,6 +7,7 @@ counter) and is captured once in a CUDA graph; prefill runs eagerly. `compile=Tr
 (the CUDA default) fuses the small element-wise kernels (norms, RoPE, MLP gate, the
 tile update) with torch.compile; the graph then replays them with no launch cost.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,14 +22,26 @@ from ..errors import TPAError, non_finite_error
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
-from .attention import (allowed, attend_tiles, direct_decode, exact_sink_entries, fused_qkv_bias, fused_qkv_weight,
-                        entries_written, key_scale_terms, new_entries, new_entries_fused, sdpa_decode,
-                        sink_of, tile_update)
 from . import cuda_decode, kernels
 from . import gemv as gemv_mod
-from .gemv import torch_glu_linear
+from .attention import (
+    allowed,
+    attend_tiles,
+    direct_decode,
+    entries_written,
+    exact_sink_entries,
+    fused_qkv_bias,
+    fused_qkv_weight,
+    key_scale_terms,
+    new_entries,
+    new_entries_fused,
+    sdpa_decode,
+    sink_of,
+    tile_update,
+)
 from .cache import DTYPE_NAMES, KVCache, quantize, write_positions
 from .entries_kernel import EntriesKernel
+from .gemv import torch_glu_linear
 from .sampling import SamplingParams, sample
 
 
@@ -61,6 +74,7 @@ def _finish_gu(block, h, a, w_gu, mm=F.linear, glu_mm=torch_glu_linear):
 
     def ff(x):
         return glu_mm(mm(x, w_gu), mlp.down_proj.weight, mlp.gelu)
+
     if hasattr(block, "pre_feedforward_layernorm"):  # Gemma 3: sandwich norms
         h = h + block.post_attention_layernorm(a)
         return h + block.post_feedforward_layernorm(ff(block.pre_feedforward_layernorm(h)))
@@ -115,13 +129,25 @@ def _eager():
 class Runner:
     PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
     PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
-                            # both measured faster, docs/benchmarks.md thirteenth run)
+    # both measured faster, docs/benchmarks.md thirteenth run)
 
-    def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
-                 compile: bool | None = None, cuda_graph: bool | None = None,
-                 tile: int | None = None, query_tile: int = 512, fused: bool | None = None,
-                 kernel_options: dict | None = None, pdl: bool | None = None, prefetch: bool | None = None,
-                 entries_kernel: bool | None = None, gemv: bool | None = None):
+    def __init__(
+        self,
+        model,
+        batch: int,
+        max_len: int,
+        cache_dtype: str | None = None,
+        compile: bool | None = None,
+        cuda_graph: bool | None = None,
+        tile: int | None = None,
+        query_tile: int = 512,
+        fused: bool | None = None,
+        kernel_options: dict | None = None,
+        pdl: bool | None = None,
+        prefetch: bool | None = None,
+        entries_kernel: bool | None = None,
+        gemv: bool | None = None,
+    ):
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
@@ -129,17 +155,20 @@ class Runner:
         self.model, self.cfg, self.device, self.dtype = model, cfg, w.device, w.dtype
         cuda = self.device.type == "cuda"
         cache_dtype = cache_dtype or ("bf16" if cuda else DTYPE_NAMES.get(w.dtype, "fp32"))
-        self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype)
-                                           for lay in layout_of_model(model)]
+        self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype) for lay in layout_of_model(model)]
         if cuda and self.layouts and self.layouts[0].cache.format.grouped:
-            raise TPAError(f"cache {cache_dtype}: the CUDA runtime does not read grouped integer caches "
-                           f"(int4, int3, int2) yet; generate with --device cpu, or score it with eval --cache-dtype")
+            raise TPAError(
+                f"cache {cache_dtype}: the CUDA runtime does not read grouped integer caches "
+                f"(int4, int3, int2) yet; generate with --device cpu, or score it with eval --cache-dtype"
+            )
         for i, lay in enumerate(self.layouts):
             attn = model.layers[i].self_attn
             for c, proj in ((lay.k, attn.k_proj), (lay.v, attn.v_proj)):
                 if sink_of(lay) and c.kind != "full" and getattr(proj, "sink", None) is None:
-                    raise TPAError(f"layer {i}: layout has {lay.sink} sink tokens but the {c.kind} "
-                                   f"projection holds no exact sink weights")
+                    raise TPAError(
+                        f"layer {i}: layout has {lay.sink} sink tokens but the {c.kind} "
+                        f"projection holds no exact sink weights"
+                    )
         # decode steps before every sequence has written its sink positions (host counters:
         # a prompt shorter than the sink writes them eagerly, the graph never does)
         self.max_sink = max((sink_of(lay) for lay in self.layouts), default=0)
@@ -184,18 +213,22 @@ class Runner:
         if (cuda and kernels.available()) if fused is None else fused:
             for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
                 if kernels.supports(blk.self_attn, lay, lc.kv.dtype):
-                    self.kernels[i] = kernels.DecodeAttention(blk.self_attn, lay, sink_of(lay),
-                                                              **{"pdl": self.pdl, **(kernel_options or {})})
+                    self.kernels[i] = kernels.DecodeAttention(
+                        blk.self_attn, lay, sink_of(lay), **{"pdl": self.pdl, **(kernel_options or {})}
+                    )
         # the decode step asks L2 for a kernel-served layer's cache while the layer before it
         # runs (a side stream): batch 1 leaves DRAM idle most of the step, and the attention
         # kernel then reads L2. Where the cache is 1 MB or more and fits in L2 with room to spare.
         self.prefetch, self.pf_stream = set(), None
         if cuda and (prefetch if prefetch is not None else True):
             l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
-            self.prefetch = {i for i in self.kernels
-                             if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2}
+            self.prefetch = {
+                i
+                for i in self.kernels
+                if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2
+            }
             self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
-        if (cuda if compile is None else compile):
+        if cuda if compile is None else compile:
             self._compile()
 
     # -- setup ---------------------------------------------------------------------
@@ -208,6 +241,7 @@ class Runner:
 
     def _compile(self):
         import torch._dynamo
+
         # one compiled graph serves every layer (weights are graph inputs); a few variants
         # per kind of layout
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -217,6 +251,7 @@ class Runner:
         if (self.entries_kernel is None or self.entries_kernel) and self.device.type == "cuda" and kernels.available():
             self.use_entries_kernels()
         import torch._inductor.config as inductor_config
+
         pdl = self.pdl and hasattr(inductor_config.triton, "enable_pdl")
         compile = functools.partial(torch.compile, dynamic=False, options={"triton.enable_pdl": True} if pdl else None)
         self.entries = compile(new_entries_fused)
@@ -240,8 +275,7 @@ class Runner:
         batch 1)."""
         self.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
         self.b_qkv = [fused_qkv_bias(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
-        self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous()
-                     for b in self.model.layers]
+        self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous() for b in self.model.layers]
 
     def use_entries_kernels(self):
         """The decode step's Q and cache entries from the fused Q/K/V matmul through one Triton
@@ -251,7 +285,8 @@ class Runner:
         self.entry_kernels = {
             i: EntriesKernel(b.self_attn, lay, lc.ks_terms, pdl=self.pdl)
             for i, (b, lay, lc) in enumerate(zip(self.model.layers, self.layouts, self.cache.layers))
-            if lc.quant is None and EntriesKernel.serves(b.self_attn, lay, lc.kv.dtype, lc.ks_terms)}
+            if lc.quant is None and EntriesKernel.serves(b.self_attn, lay, lc.kv.dtype, lc.ks_terms)
+        }
 
     def predicted_kv_bytes(self) -> float:
         return cache_bytes(self.layouts, self.max_len, self.batch)
@@ -331,8 +366,9 @@ class Runner:
         -> `tail` (o_proj, the block's `finish`, the next layer's input norm), so the
         compiled path has a handful of kernels per layer.
         """
-        q_pos, slots, ropes, h, x = self.head(self.model, self.tok, self.col, self.pad, self.cache.positions,
-                                              self.rope_keys, self.dtype)
+        q_pos, slots, ropes, h, x = self.head(
+            self.model, self.tok, self.col, self.pad, self.cache.positions, self.rope_keys, self.dtype
+        )
         masks = {}
         for i, (lay, lc) in enumerate(zip(self.layouts, self.cache.layers)):
             key = (lc.capacity, lay.window)
@@ -381,8 +417,9 @@ class Runner:
                 y = y + self.b_qkv[i]
             q = self.entry_kernels[i](y, *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
         elif self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
-            q = self.entries_written(attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks,
-                                     lc.ks_terms, self.b_qkv[i])
+            q = self.entries_written(
+                attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks, lc.ks_terms, self.b_qkv[i]
+            )
         elif self.w_qkv is not None:
             q, kv = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin, self.b_qkv[i])
             lc.write_kv(slots[lc.capacity], kv)
@@ -395,8 +432,9 @@ class Runner:
                 self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
             sink = self._sink_tile(attn, lc)
         if i in self.kernels:
-            return self.kernels[i](q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks,
-                                   slots[lc.capacity])
+            return self.kernels[i](
+                q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks, slots[lc.capacity]
+            )
         if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
             o = sdpa_decode(attn, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
         elif lay.k.kind == "full" and sink is None:
@@ -405,8 +443,10 @@ class Runner:
             pos = self.cache.positions[lc.capacity]
             # no rebuild for a full K: one tile spans the cache
             step = lc.capacity if lay.k.kind == "full" else self.tile
-            tiles = ((*lc.read(self.dtype, a, a + step), pos[:, a:a + step])  # one-byte caches:
-                     for a in range(0, lc.capacity, step))                    # dequantized per tile
+            tiles = (
+                (*lc.read(self.dtype, a, a + step), pos[:, a : a + step])  # one-byte caches:
+                for a in range(0, lc.capacity, step)
+            )  # dequantized per tile
             o = attend_tiles(attn, lay, q, q_pos, tiles, self.update, sink=sink)
         return o.transpose(1, 2).reshape(x.shape[0], 1, -1)
 
@@ -444,9 +484,14 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], max_new_tokens: int,
-                 params: SamplingParams = SamplingParams(), on_tokens=None,
-                 stop_at_eos: bool = True) -> GenerateResult:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        params: SamplingParams = SamplingParams(),
+        on_tokens=None,
+        stop_at_eos: bool = True,
+    ) -> GenerateResult:
         """Generate up to `max_new_tokens` per prompt.
 
         `on_tokens(list_of_ids)` is called with each step's tokens (one host sync per
@@ -456,8 +501,9 @@ class Runner:
             raise TPAError(f"--max-new-tokens {max_new_tokens} must be at least 1")
         longest = max(len(p) for p in prompts)
         if longest + max_new_tokens > self.max_len:
-            raise TPAError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the "
-                           f"max length {self.max_len}")
+            raise TPAError(
+                f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the max length {self.max_len}"
+            )
         self.prepare(params)
         cuda = self.device.type == "cuda"
         sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -485,11 +531,16 @@ class Runner:
         if steps and not bool(torch.isfinite(self.last_logits).all()):
             raise non_finite_error(self.dtype)
         start = longest
-        gen = self.ids[:, start:start + 1 + steps].tolist()
+        gen = self.ids[:, start : start + 1 + steps].tolist()
         if stop_at_eos and self.eos >= 0:
             gen = [g[: g.index(self.eos) + 1] if self.eos in g else g for g in gen]
         return GenerateResult(
-            tokens=gen, prompt_tokens=sum(len(p) for p in prompts), prefill_s=t1 - t0,
-            decode_s=t2 - t1, decode_steps=steps, kv_bytes=self.cache.kv_bytes,
+            tokens=gen,
+            prompt_tokens=sum(len(p) for p in prompts),
+            prefill_s=t1 - t0,
+            decode_s=t2 - t1,
+            decode_steps=steps,
+            kv_bytes=self.cache.kv_bytes,
             predicted_kv_bytes=self.predicted_kv_bytes(),
-            peak_memory=torch.cuda.max_memory_allocated() if cuda else None)
+            peak_memory=torch.cuda.max_memory_allocated() if cuda else None,
+        )
