@@ -1,0 +1,44 @@
+#!/bin/bash
+# session-23 device script: `bash bench/results/2026-12-06-s23/devrun.sh STEP...` from the
+# repository root on the device tool. Weights travel as chunks in .stage/ (git-ignored), one per
+# call, into /tmp/st on the warm machine; `gsetup` joins Gemma's and checks the sha256; `wheels`
+# installs what the device lacks (gguf, tensorly). The plan branch travels as .stage/plan/after.tgz
+# (git archive of tpa_compress tests bench recipes pyproject.toml), unpacked to /tmp/planw/after.
+# Every step writes under $OUT as it goes, so a step cut by the call's limit keeps what it measured.
+set -u
+export PYTHONUNBUFFERED=1
+G=/tmp/gemma-3-270m-q4_k_m.gguf S=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
+export PYTHONPATH=$PWD:/tmp/pylib
+R=bench/recipes W=/tmp/planw
+for step in "$@"; do
+s=$SECONDS
+case "$step" in
+chunk) mkdir -p /tmp/st && cp .stage/[gsq]0* /tmp/st/ 2>/dev/null; ls /tmp/st | tr '\n' ' '; echo ;;
+wheels) python -m pip install -q --no-deps --no-index --target /tmp/pylib .stage/wh/*.whl 2>&1 | grep -v WARNING | tail -2
+  python -c "import torch,triton;print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" ;;
+unpack) rm -rf $W/after && mkdir -p $W/after && tar -xzf .stage/plan/after.tgz -C $W/after && ls $W/after ;;
+gpu)  # the GPU tests of the plan tree (every file that reads --device), one go
+  (cd $W/after && PYTHONPATH=$W/after:/tmp/pylib TPA_KERNEL_CACHE=$W/kcache timeout ${GPU_T:-300} python -m pytest -q \
+     -p no:cacheprovider --device cuda tests/test_plan.py tests/test_kernel_cache.py tests/test_runtime_grouped.py \
+     tests/test_cuda_decode.py tests/test_runtime_kernels.py tests/test_runtime_quant.py tests/test_runtime_sink.py \
+     tests/test_generate_cli.py tests/test_heal.py -x 2>&1 | tail -30) | tee $OUT/gpu.log ;;
+speed)  # decode speed per cache format (frontier point 6): random 270M-shaped weights, original and
+        # balanced-shaped latent layouts, batch 1 and 32 at 32K context, the plan tree's runner
+  (cd $W/after && PYTHONPATH=$W/after timeout ${SPEED_T:-420} python bench/bench_generate.py --models 270m \
+     --batches 1,32 --contexts 32768 --no-hf --new-tokens 64 --ranks 80,96,112/112,160,128 \
+     --cache-dtypes "bf16,int8,fp8,int4,int3:group=128,int3:group=64,recent=32" \
+     --out $OUT/speed.json > $OUT/speed.log 2>&1); grep -h '^{' $OUT/speed.log | cut -c1-260 ;;
+gsetup) cat /tmp/st/g0* > $G && echo "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  $G" | sha256sum -c - ;;
+ssetup) cat /tmp/st/s0* > $S && echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $S" | sha256sum -c - ;;
+kl)  # Gemma 3 270M: balanced's bytes spent by KL, one-shot and healed through the 8x cache
+  python bench/frontier.py --model $G --name "Gemma 3 270M" --device cuda --skip-original --save-dir /tmp/fold \
+    --recipes $R/balanced-kl.yaml,$R/bkh-int3g64r32.yaml --recipe-caches "bf16,int4,int3:group=64,recent=32" \
+    --out $OUT/kl-gemma.json > $OUT/kl.log 2>&1
+  grep -h "variant\|heal:\|ranks" $OUT/kl.log | cut -c1-220 ;;
+lc)  # long context for the saved 8x folders
+  for f in /tmp/fold/bkh*; do python bench/long_context.py --model $f --cache "int3:group=64,recent=32" --seq-lens 4096,8192 \
+    --windows 4 --contexts 4096,16384,32768 --depths 0.1,0.5,0.9 --keys 2 --out $OUT/lc-$(basename $f).json >> $OUT/lc.log 2>&1; done
+  grep -h '^{' $OUT/lc.log | cut -c1-400 ;;
+esac
+echo "step $step: $((SECONDS-s)) s"
+done
