@@ -28,7 +28,7 @@ from .methods import LayerInputs, carry_bias, get_method
 from .methods.layers import effective_weight, make_proj, set_k_scale
 from .ranks import Candidate, budget_ranks, energy_rank
 from .recipe import Recipe, validate_for_model
-from .runtime.cuda_decode import wg_shape
+from .runtime import fast_path_supports
 
 REPORT_CONTEXTS = (4096, 32768)
 # A rank budget is a fraction of the bf16 original's cache, spent as if every entry were bf16:
@@ -303,8 +303,8 @@ def convert(ckpt, model, recipe: Recipe, progress=None, eval_model=True, log=pri
                 bar(done, len(items))
         # the Hopper kernel serves latent K + V of head dim 256 over a bf16 cache only
         if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and recipe.cache_dtype == "bf16" \
-                and not wg_shape(
-                cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank):
+                and not fast_path_supports(
+                cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank, "bf16"):
             off_kernel.append(f"{i} ({comps['k'].rank}/{comps['v'].rank})")
         lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
                           k_scale=recipe.k_scale and k_scale_for(cfg, comps["k"]))
