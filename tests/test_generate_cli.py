@@ -1,6 +1,7 @@
 """`tpa-compress generate` on a tiny HF folder (CPU; with TPA_TEST_DEVICE=cuda also the
 CUDA-graph path), and its bad-input errors."""
 import os
+import re
 import sys
 
 import pytest
@@ -34,13 +35,16 @@ DEVICES = ["cpu"] + (["cuda"] if os.environ.get("TPA_TEST_DEVICE") == "cuda" els
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_streams_and_summarises(monkeypatch, capsys, folder, device):
+def test_streams_and_summarises(monkeypatch, capsys, recwarn, folder, device):
     code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "the cat sat",
                          "--device", device, "--max-new-tokens", "6")
     assert code in (0, None), err
     assert out.startswith("the cat sat")
     peak = "peak GPU" if device == "cuda" else "peak RSS"
     assert "prefill 12 tok" in err and "decode 1x" in err and "KV " in err and peak in err
+    # where the time went, and no framework notice (inductor's TensorFloat32 one on a GPU)
+    assert re.search(r"load [\d.]+s build [\d.]+s capture [\d.]+s prefill [\d.]+s decode [\d.]+s", " ".join(err.split()))
+    assert not [w for w in recwarn if "TensorFloat32" in str(w.message)]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import resource
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -74,7 +75,8 @@ def generate_cmd(
 
     Streams the text of a single prompt as it is generated; a batch (--prompt-file)
     prints each completion when done. Ends with prefill / decode speed, the KV bytes
-    allocated (and analyze's prediction) and peak memory."""
+    allocated (and analyze's prediction), peak memory, and where the time went: load,
+    build (kernels), capture (compile + CUDA graph + a warm-up prefill), prefill, decode."""
     import torch
 
     from ..cli import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
@@ -93,21 +95,28 @@ def generate_cmd(
     torch_dtype(dtype)
     if cache_dtype == "auto":  # before loading: a broken recording fails at once
         cache_dtype = recorded_cache_dtype(model) or "auto"
+    t_load = time.perf_counter()
     ckpt, net = open_model(model, variant, dtype, dev)
+    t_load = time.perf_counter() - t_load
     tok = require_tokenizer(ckpt)
     ids = [tok.encode(t) for t in texts]
     longest = max(len(i) for i in ids)
     ckpt.config.check_length(longest + max_new_tokens, f"a prompt of {longest} tokens + --max-new-tokens "
                              f"{max_new_tokens}", ckpt.path)
     torch.manual_seed(seed)
+    t_build = time.perf_counter()  # the decode plan's kernels (NVRTC, from the disk cache once built)
     runner = Runner(net, len(ids), longest + max_new_tokens,
                     cache_dtype=None if cache_dtype == "auto" else cache_dtype)
+    t_build = time.perf_counter() - t_build
+    t_capture = time.perf_counter()
     if dev.startswith("cuda"):
         with console.status("capturing the decode graph …"):
             runner.prepare(params)
             # one untimed prefill of the same prompts: the first call pays one-time set-up
-            # (kernel builds, library handles; 0.40 s for 6 tokens on an H200), not prefill
+            # (kernel builds, library handles), not prefill
             runner.prefill(ids, params)
+            torch.cuda.synchronize()
+    t_capture = time.perf_counter() - t_capture
 
     stream = len(ids) == 1
     got: list[int] = []
@@ -136,5 +145,6 @@ def generate_cmd(
         f"decode {len(ids)}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
         f"KV {res.kv_bytes / 2**20:.2f} MiB {runner.layouts[0].cache_dtype} allocated "
         f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | "
-        f"peak {'GPU' if res.peak_memory is not None else 'RSS'} {peak / 2**20:.0f} MiB", highlight=False,
-        soft_wrap=True)
+        f"peak {'GPU' if res.peak_memory is not None else 'RSS'} {peak / 2**20:.0f} MiB | "
+        f"load {t_load:.2f}s build {t_build:.2f}s capture {t_capture:.2f}s prefill {res.prefill_s:.2f}s "
+        f"decode {res.decode_s:.2f}s", highlight=False, soft_wrap=True)
