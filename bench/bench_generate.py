@@ -117,6 +117,7 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
                bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw,
                k_basis=k_basis if layout == "converted" else None, pdl=r.pdl, prefetch=sorted(r.prefetch),
                norm_from_latent=sum(k.norm_z for k in r.kernels.values()),
+               plan=sorted({f"{p.entries}/{p.attention}" for p in r.plan}),  # the decode plan's rows
                # which decode kernel each latent layer takes (the CUDA one serves only some ranks)
                kernels=sorted(f"{i}:{cuda_decode.kind_for(k.rv, k.rk) if k.cuda else 'triton'}" for i, k in r.kernels.items()
                               if k.k_latent or k.v_latent))
