@@ -221,7 +221,7 @@ def main():
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
     ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
                     "e.g. latent_combine=0,block_t=64 or backend=cuda (experiments)")
-    ap.add_argument("--runner-options", default="", help="Runner options for our runner, e.g. entries_kernel=0 "
+    ap.add_argument("--runner-options", default="", help="DecodeOptions for our runner (runtime/plan.py), e.g. entries=written or gemv=0 "
                     "(experiments)")
     ap.add_argument("--ranks", default="128/128", help="converted layout's K/V latent ranks: one each, "
                     "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M); 0 keeps "
