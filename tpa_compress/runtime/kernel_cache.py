@@ -59,7 +59,10 @@ def compile_kernel(source: str, name: str, compute_capability: str | None = None
     if path is not None and path.is_file() and path.with_suffix(".name").is_file():
         binary, mangled = path.read_bytes(), path.with_suffix(".name").read_text()
     else:
-        binary, mangled = _nvrtc_compile(source, name, target, None, list(options))
+        out = _nvrtc_compile(source, name, compute_capability=target, nvcc_options=list(options))
+        # (binary, lowered name); older torch returned the binary alone (extern "C" names)
+        binary, mangled = out if isinstance(out, tuple) else (out, name)
+        mangled = mangled or name
         if path is not None:
             try:
                 _write(path, binary)
