@@ -51,6 +51,19 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
     return recorded
 
 
+def summary(res, batch: int, cache_dtype: str, load_s: float, build_s: float, capture_s: float) -> str:
+    """generate's last line: speeds, KV bytes (and the layout's prediction), peak memory, and
+    where the time went."""
+    gpu = res.peak_memory is not None
+    peak = res.peak_memory if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return (f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
+            f"decode {batch}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
+            f"KV {res.kv_bytes / 2**20:.2f} MiB {cache_dtype} allocated "
+            f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | peak {'GPU' if gpu else 'RSS'} "
+            f"{peak / 2**20:.0f} MiB | load {load_s:.2f}s build {build_s:.2f}s capture {capture_s:.2f}s "
+            f"prefill {res.prefill_s:.2f}s decode {res.decode_s:.2f}s")
+
+
 def generate_cmd(
     model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder incl. converted "
                                           "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."),
@@ -138,13 +151,5 @@ def generate_cmd(
         for i, (t, g) in enumerate(zip(texts, res.tokens)):
             stdout.print(f"--- [{i}] ---", markup=False)
             stdout.print(t + tok.decode(g), markup=False, soft_wrap=True)
-    peak = res.peak_memory if res.peak_memory is not None else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    console.print(
-        f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
-        f"decode {len(ids)}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
-        f"KV {res.kv_bytes / 2**20:.2f} MiB {runner.layouts[0].cache_dtype} allocated "
-        f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | "
-        f"peak {'GPU' if res.peak_memory is not None else 'RSS'} {peak / 2**20:.0f} MiB | "
-        f"load {t_load:.2f}s build {t_build:.2f}s capture {t_capture:.2f}s prefill {res.prefill_s:.2f}s "
-        f"decode {res.decode_s:.2f}s", highlight=False, soft_wrap=True)
+    console.print(summary(res, len(ids), runner.layouts[0].cache_dtype, t_load, t_build, t_capture),
+                  highlight=False, soft_wrap=True)
