@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields, replace
 import math
 import sys
 import time
@@ -30,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tpa_compress.cache_formats import parse_spec  # noqa: E402
+from tpa_compress.cache_formats import CacheSpec, parse_spec, split_specs  # noqa: E402
 from tpa_compress.evaluate.perplexity import make_windows  # noqa: E402
 from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
@@ -89,7 +90,7 @@ def measure(model, cache, windows, device) -> dict:
 
 
 def run(a) -> None:
-    from tpa_compress.convert import convert
+    from tpa_compress.convert import convert, write_output
     from tpa_compress.recipe import load_recipe
 
     ckpt = load_model(a.model)
@@ -97,19 +98,22 @@ def run(a) -> None:
         ckpt.config.name = a.name
     tok = ckpt.tokenizer
     windows = eval_windows(tok, a.windows)
-    caches = [c for c in a.caches.split(",") if c]
-    doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": []}
+    caches = split_specs(a.caches)
+    doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": [],
+           "cache_defaults": {f.name: f.default for f in fields(CacheSpec)[1:]}}
     if a.device.startswith("cuda"):
         doc["gpu"] = torch.cuda.get_device_name()
     variants = ([] if a.skip_original else [("original", None)]) + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
-    recipe_caches = [c for c in (a.recipe_caches or a.caches).split(",") if c]
+    recipe_caches = split_specs(a.recipe_caches or a.caches)
     for name, recipe_path in variants:
         model = build_model(ckpt, torch.float32, a.device)
         info = {}
         if recipe_path is not None:
             rec = load_recipe(recipe_path)
             t = time.time()
-            res, _ = convert(ckpt, model, rec, eval_model=False, log=lambda m: print(f"  {m}", flush=True))
+            res, tensors = convert(ckpt, model, rec, eval_model=False, log=lambda m: print(f"  {m}", flush=True))
+            if a.save_dir:  # the converted (healed) folder, for bench/long_context.py
+                write_output(Path(a.save_dir) / name, ckpt, rec, res, tensors, force=True, model=model)
             info = {"convert_s": time.time() - t, "recipe": recipe_path, "notes": res.notes,
                     "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in res.layouts],
                     **({"heal": res.heal} if getattr(res, "heal", None) else {})}
@@ -128,15 +132,28 @@ def run(a) -> None:
             torch.cuda.empty_cache()
 
 
+def current_names(doc: dict) -> dict:
+    """Rows' cache names under today's spec defaults: files written before `cache_defaults`
+    was recorded were measured with sink=0, then the grouped formats' default."""
+    if "cache_defaults" not in doc:
+        for r in doc["rows"]:
+            spec = parse_spec(r["cache"])
+            if spec.format.grouped and "sink=" not in r["cache"]:
+                r["cache"] = replace(spec, sink=0).name
+    return doc
+
+
 def render(paths: list[str], md: str | None, plot: str | None) -> None:
     docs = []  # one per model: the rows of every file that measured it
     for p in paths:
-        d = json.loads(Path(p).read_text())
+        d = current_names(json.loads(Path(p).read_text()))
         same = [x for x in docs if (x.get("name") or x["model"]) == (d.get("name") or d["model"])]
         if same:
             same[0]["rows"] += d["rows"]
         else:
             docs.append(d)
+    for doc in docs:  # a point measured again (a later file) replaces the earlier row
+        doc["rows"] = list({(r["variant"], r["cache"]): r for r in doc["rows"]}.values())
     lines = []
     for doc in docs:
         rows = doc["rows"]
@@ -198,6 +215,7 @@ def main():
     ap.add_argument("--windows", type=int, default=130, help="512-token windows per domain")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="frontier.json")
+    ap.add_argument("--save-dir", default=None, help="write each recipe's converted folder under this directory")
     ap.add_argument("--render", nargs="*", help="JSON files to render instead of measuring")
     ap.add_argument("--md", default=None)
     ap.add_argument("--plot", default=None)

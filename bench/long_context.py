@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tpa_compress.cache_formats import split_specs  # noqa: E402
 from tpa_compress.data import read_texts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
 from tpa_compress.load.default import resolve_model_path  # noqa: E402
@@ -129,7 +130,7 @@ def main():
         model = build_model(ckpt, getattr(torch, a.dtype), a.device)
         tok = ckpt.tokenizer
         max_pos = ckpt.config.max_position_embeddings
-        for cache in a.cache.split(","):
+        for cache in split_specs(a.cache):
             row = dict(model=name, cache=cache, ppl={}, passkey={}, skipped=[])
             t = time.time()
             with simulated(model, cache):

@@ -37,13 +37,13 @@ def test_per_token_formats_price_as_before(name, per_token):
 
 @pytest.mark.parametrize("bits", [4, 3, 2])
 def test_grouped_formats_count_every_byte(bits):
-    lay = LayerLayout(FULL, FULL, None, f"int{bits}:group=32,recent=16")
+    lay = LayerLayout(FULL, FULL, None, f"int{bits}:group=32,recent=16,sink=0")
     assert lay.bytes_per_token() == 2 * 256 * (bits + 1) / 8  # (bits + 32/32) per value
     n = 1000  # K: per channel, ceil(1000/32) = 32 groups; V: per token, 256/32 = 8 groups
     want = (2 * n * 256 * bits / 8 + 32 * 256 * 4 + n * 8 * 4 + 2 * (16 + 31) * 256 * 2)
     assert cache_bytes([lay], n) == want
     # a latent V groups per channel; a sliding layer holds its window; the exact sink
-    lat = LayerLayout(LAT, LAT, 512, f"int{bits}", sink=1, k_scale=True)
+    lat = LayerLayout(LAT, LAT, 512, f"int{bits}:sink=0", sink=1, k_scale=True)
     held = 512
     want = (2 * held * 96 * bits / 8 + 2 * (held // 32) * 96 * 4 + 2 * (128 + 31) * 96 * 2
             + 4 * held + 2 * 256 * 2)
@@ -68,7 +68,7 @@ def test_specs_round_trip_through_config():
     lay = LayerLayout(FULL, LAT, 512, "int3:group=16,recent=0,rotate=hadamard")
     d = lay.to_dict()
     assert d["cache_dtype"] == "int3"
-    assert d["cache"] == {"group": 16, "recent": 0, "rotate": "hadamard", "values": "auto", "sink": 0}
+    assert d["cache"] == {"group": 16, "recent": 0, "rotate": "hadamard", "values": "auto", "sink": 1}
     assert LayerLayout.from_dict(d) == lay and lay.cache_dtype == "int3:group=16,recent=0,rotate=hadamard"
     assert "cache" not in LayerLayout(FULL, FULL, None, "int8").to_dict()
     assert LayerLayout(FULL, FULL, None, "int4:group=32").cache_dtype == "int4"  # defaults drop out
@@ -123,7 +123,7 @@ def test_hadamard_is_orthogonal_and_deterministic():
 def test_grouped_quantization_error_is_bounded_per_group(bits):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 70, 48, generator=g) * torch.logspace(-2, 2, 48)  # channels of very different scales
-    spec = parse_spec(f"int{bits}:group=16")
+    spec = parse_spec(f"int{bits}:group=16,sink=0")
     k = fake_quantize_tokens(x, spec, "channel", 1)
     body = x[:, :64].reshape(2, 4, 16, 48)
     step = (body.amax(2) - body.amin(2)) / (2 ** bits - 1)  # per channel and group of tokens
@@ -137,7 +137,7 @@ def test_grouped_quantization_error_is_bounded_per_group(bits):
 
 
 def test_quantized_read_rule():
-    spec = parse_spec("int4:group=4,recent=2")
+    spec = parse_spec("int4:group=4,recent=2,sink=0")
     t = torch.arange(12)[:, None]
     j = torch.arange(12)[None]
     m = quantized_read(spec, j, t) & (j <= t)
@@ -149,3 +149,23 @@ def test_quantized_read_rule():
     assert quantized_read(parse_spec("int8"), j, t).all()
     m = quantized_read(parse_spec("int4:group=4,recent=2,sink=1"), j, t) & (j <= t)
     assert m[5].tolist() == [False] + [True] * 3 + [False] * 8  # the leading column stays exact
+
+
+def test_spec_lists_split_between_formats_not_parameters():
+    from tpa_compress.cache_formats import split_specs
+    assert split_specs("bf16,int3:group=64,recent=32,int4, int3:sink=1") == [
+        "bf16", "int3:group=64,recent=32", "int4", "int3:sink=1"]
+    assert [parse_spec(s).name for s in split_specs("int4:recent=128,int2:group=64")] == ["int4", "int2:group=64"]
+
+
+def test_grouped_formats_keep_the_first_token_out_by_default():
+    """sink=1 is the default: the first token column (Gemma's BOS, an outlier) stays bf16, out
+    of its group's statistics, and is priced as one bf16 token of each component."""
+    spec = parse_spec("int3")
+    assert spec.sink == 1 and spec.name == "int3" and parse_spec("int3:sink=0").name == "int3:sink=0"
+    lay, off = LayerLayout(FULL, FULL, None, "int3:recent=0"), LayerLayout(FULL, FULL, None, "int3:recent=0,sink=0")
+    assert cache_bytes([lay], 1000) - cache_bytes([off], 1000) == 2 * 256 * 2
+    x = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 0] *= 100  # an outlier first token
+    with_sink, without = (fake_quantize_tokens(x, parse_spec(s), "channel", 1) for s in ("int3", "int3:sink=0"))
+    assert (with_sink[:, 1:32] - x[:, 1:32]).abs().max() < (without[:, 1:32] - x[:, 1:32]).abs().max() / 10

@@ -187,7 +187,7 @@ def test_grouped_cache_recorded_by_convert(monkeypatch, capsys, tmp_path):
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["tpa"]["cache_dtype"] == name
     assert cfg["tpa"]["layers"][0]["cache_dtype"] == "int4"
-    assert cfg["tpa"]["layers"][0]["cache"] == {"group": 4, "recent": 2, "rotate": "none", "values": "auto", "sink": 0}
+    assert cfg["tpa"]["layers"][0]["cache"] == {"group": 4, "recent": 2, "rotate": "none", "values": "auto", "sink": 1}
     code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
                          "--max-new-tokens", "9")
     assert code in (0, None), err

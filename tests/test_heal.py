@@ -208,3 +208,39 @@ def test_cli_convert_heals_with_a_progress_bar(monkeypatch, capsys, root, tmp_pa
     assert "healing on cpu: 4 steps of 4 x 32 tokens" in out
     assert "perplexity of the converted model before -> after healing" in out
     assert json.loads((tmp_path / "o" / "report.json").read_text())["heal"]["steps"] == 4
+
+
+def test_heal_through_a_quantized_cache(root):
+    """through_cache (the default) trains the student as served: K/V read through the recipe's
+    cache rounding, gradients straight through it. The held-out KL is measured the same way;
+    turning it off trains on exact reads, so the factors end up different."""
+    cache = "int3:group=8,recent=0"
+    d = recipe_dict(root, heal={"steps": 8}, cache_dtype=cache)
+    *_, res, through, logs = run_convert(root, d)
+    h = res.heal
+    assert h["through_cache"] == cache and any(f"through the {cache} cache" in m for m in logs)
+    assert h["heldout_kl_after"] < h["heldout_kl_before"]
+    *_, res_off, exact, _ = run_convert(root, recipe_dict(root, heal={"steps": 8, "through_cache": False},
+                                                          cache_dtype=cache))
+    assert res_off.heal["through_cache"] is None
+    assert res_off.heal["heldout_kl_before"] < h["heldout_kl_before"]  # exact reads lose less
+    assert any(not torch.equal(through[n], exact[n]) for n in through)
+    *_, res_bf16, _, _ = run_convert(root, recipe_dict(root, heal={"steps": 8}))
+    assert res_bf16.heal["through_cache"] is None  # a lossless cache: nothing to read through
+
+
+def test_simulated_reads_pass_gradients_straight_through(root):
+    from tpa_compress.evaluate.simulate import simulated_cache
+    _, model, _, _, _ = run_convert(root, recipe_dict(root))
+    ids = torch.randint(4, 33, (2, 40), generator=torch.Generator().manual_seed(5))
+    params = trainable(model)
+    with torch.no_grad(), simulated_cache(model, "int4:group=8,recent=0"):
+        want = model(ids)
+    for p in params.values():
+        p.requires_grad_(True)
+    with simulated_cache(model, "int4:group=8,recent=0"):
+        got = model(ids)
+    assert torch.equal(want, got)  # the same values with autograd on
+    got.square().mean().backward()
+    grads = [p.grad for p in params.values()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)

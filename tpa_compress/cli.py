@@ -44,6 +44,10 @@ _state = {"debug": False}
 # about 30-40 s plus loading, where all ~35 windows per domain took several minutes
 DEFAULT_EVAL_WINDOWS = 4
 
+TOKENIZER_HELP = ("Tokenizer to read text with, instead of the one found with the model: a "
+                  "tokenizer.model (SentencePiece, as gemma_pytorch ships), a tokenizer.json, or a folder "
+                  "holding one.")
+
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 
@@ -81,14 +85,18 @@ def resolve_device(name: str) -> str:
 
 
 def open_model(model: Optional[str], variant: Optional[str] = None, dtype: str = "float32",
-               device: str = "cpu"):
-    """Load a checkpoint and build its model, with a spinner (GGUF dequantisation takes a while)."""
+               device: str = "cpu", tokenizer: Optional[Path] = None, check=None):
+    """Load a checkpoint and build its model, with a spinner (GGUF dequantisation takes a while).
+    `tokenizer`: --tokenizer, replacing the one found with the model. `check(ckpt)`: runs
+    before the model is built, so arguments that need its config or tokenizer fail first."""
     from .load import load_model
     from .models import build_model
 
     with console.status(f"loading {model or 'default model (Gemma 3 270M)'} …"):
         t = time.time()
-        ckpt = load_model(model, variant=variant)
+        ckpt = load_model(model, variant=variant, tokenizer=tokenizer)
+        if check is not None:
+            check(ckpt)
         net = build_model(ckpt, torch_dtype(dtype), device)
     console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, "
                   f"{ckpt.config.family}) in {time.time() - t:.1f}s[/dim]")
@@ -113,7 +121,8 @@ def eval_cmd(
                                     f"windows per domain (default {DEFAULT_EVAL_WINDOWS}: about a minute "
                                     "for 270M on 2 idle CPU cores; a larger N scores more of the text)."),
     bos: str = typer.Option("auto", "--bos", help="Start each window with BOS: auto (as the "
-                            "tokenizer does), yes, no."),
+                            "tokenizer does; Gemma: always, from its config), yes, no."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, bfloat16, float16 "
                               "(float16 overflows Gemma)."),
@@ -154,11 +163,15 @@ def eval_cmd(
     texts = {name: read_texts(files) for name, files in sets.items()}
     dev = resolve_device(device)
     torch_dtype(dtype)
-    ckpt, net = open_model(model, variant, dtype, dev)
+    from .load.model_tokenizer import bos_for
+    picked = {}  # the BOS id each window starts with, decided before the model is built
+    ckpt, net = open_model(model, variant, dtype, dev, tokenizer, check=lambda ck: picked.update(
+        bos=bos_for(require_tokenizer(ck), bos, ck.path)))
     ckpt.config.check_length(seq_len, f"--seq-len {seq_len}", ckpt.path)
     tok = require_tokenizer(ckpt)
-    use_bos = tok.add_bos if bos == "auto" else bos == "yes"
-    windows = {name: make_windows(tok.encode(text, add_bos=False), seq_len, tok.bos_id if use_bos else None,
+    bos_id = picked["bos"]
+    use_bos = bos_id is not None
+    windows = {name: make_windows(tok.encode(text, add_bos=False), seq_len, bos_id,
                                   None, source=", ".join(map(str, sets[name])))
                for name, text in texts.items()}
     for name, w in windows.items():  # what is scored, before the work
@@ -190,12 +203,12 @@ def eval_cmd(
     for c in ("data", "windows", "tokens", "seq_len", "BOS", "NLL", "perplexity", "tok/s"):
         table.add_column(c)
     for name, res in results.items():
-        table.add_row(name, str(res.windows), str(res.tokens), str(seq_len), "yes" if use_bos else "no",
+        table.add_row(name, str(res.windows), str(res.tokens), str(seq_len), f"yes (id {bos_id})" if use_bos else "no",
                       f"{res.nll:.4f}", f"{res.perplexity:.4f}", f"{speed[name]:.0f}")
     out.print(table)
     if json_out:
         from .save import write_text_atomic
-        doc = {"model": ckpt.path, "dtype": dtype, "cache_dtype": cache_dtype,
+        doc = {"model": ckpt.path, "dtype": dtype, "cache_dtype": cache_dtype, "bos_id": bos_id,
                "cache_path": cache_path if cache_dtype else None,
                "domains": {name: {"data": [str(f) for f in sets[name]], **res.to_dict()}
                            for name, res in results.items()}}
@@ -229,20 +242,29 @@ def convert_cmd(
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     do_eval: bool = typer.Option(False, "--eval", help="Measure perplexity before and after."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
     device: str = typer.Option("auto", "--device", help="Where calibration and evaluation run: auto "
                                "(cuda when available), cpu, cuda, cuda:N."),
     threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (every "
                                 "core; results do not depend on it)."),
+    shard_mib: int = typer.Option(2048, "--max-shard-mib", help="Largest output weight file, in MiB "
+                                  "(a streaming conversion holds one while filling it)."),
+    whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory "
+                                     "(as --eval, healing and budget by kl do) instead of converting one "
+                                     "layer at a time; the output is the same."),
 ):
     """Convert a model to factorized attention as a YAML recipe says."""
     import torch
 
     from .convert import convert, cpu_threads, default_out_dir, write_output
+    from .convert.stream import convert_streaming, whole_model_reason
     from .recipe import load_recipe
     from .load.default import resolve_model_path
     from .save.atomic import check_output_dir, clean_leftovers
 
     rec = load_recipe(recipe)
+    if shard_mib < 1:
+        raise TPAError(f"--max-shard-mib {shard_mib} is not valid; valid: a positive number of MiB")
     model = model or rec.model
     out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
     for line in clean_leftovers(out_dir):
@@ -250,8 +272,18 @@ def convert_cmd(
     check_output_dir(out_dir, force, protect=[resolve_model_path(model)])
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(threads))
-    ckpt, net = open_model(model, variant, "float32", dev)
+    whole = whole_model_reason(rec, do_eval) or ("--whole-model" if whole_model else None)  # None: streams
+    if whole is None:
+        from .load import load_model
+        t = time.time()
+        ckpt = load_model(model, variant=variant, tokenizer=tokenizer)
+        console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}) "
+                      f"in {time.time() - t:.1f}s; converting one layer at a time[/dim]")
+    else:
+        ckpt, net = open_model(model, variant, "float32", dev, tokenizer)
+        console.print(f"[dim]whole model in memory: {whole}[/dim]")
     console.print(f"[dim]{torch.get_num_threads()} CPU thread(s)[/dim]")
+    log = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
     with progress_bar("convert") as bar:
         tasks = {}
 
@@ -259,9 +291,14 @@ def convert_cmd(
             tasks[label] = bar.add_task(label, total=None, info="")
             return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
 
-        res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval,
-                               log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    write_output(out_dir, ckpt, rec, res, tensors, force, model=net)
+        if whole is None:
+            res = convert_streaming(ckpt, rec, out_dir, force, dev, progress=progress, log=log,
+                                    shard_bytes=shard_mib * 2**20)
+        else:
+            res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval, log=log)
+    if whole is not None:
+        write_output(out_dir, ckpt, rec, res, tensors, force, model=net)
+    write_profile(res, dev)
     table = Table(title=f"converted -> {out_dir}")
     for c in ("context", "original KV", "converted KV", "ratio"):
         table.add_column(c)
@@ -284,9 +321,23 @@ def convert_cmd(
     out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
 
 
+def write_profile(res, device: str) -> None:
+    """With TPA_CONVERT_PROFILE=PATH set (bench/bench_convert_memory.py), write the
+    conversion's seconds per layer and the device's peak memory there as JSON."""
+    path = os.environ.get("TPA_CONVERT_PROFILE")
+    if not path:
+        return
+    import torch
+    prof = {"path": "whole", "seconds": res.seconds, **res.profile}
+    if prof.get("peak_device_bytes") is None and device.startswith("cuda"):
+        prof["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
+    Path(path).write_text(json.dumps(prof, indent=2) + "\n")
+
+
 def require_tokenizer(ckpt):
     if ckpt.tokenizer is None:
-        raise TPAError(f"{ckpt.path}: no tokenizer found (put tokenizer.json beside the model)")
+        raise TPAError(f"{ckpt.path}: no tokenizer found; put tokenizer.model or tokenizer.json beside "
+                       "the model, or pass --tokenizer PATH")
     return ckpt.tokenizer
 
 

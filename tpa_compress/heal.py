@@ -18,6 +18,11 @@ installed the factorized projections and before the final evaluation.
   by chunk into the final hidden state, so a 262k vocabulary never needs more than one
   chunk of logits. fp32 on the CPU; on CUDA the forward passes run under bf16 autocast
   and the KL itself in fp32. Held-out KL (reported before and after) is fp32 always.
+- Through the cache (`through_cache`, default on): with a lossy cache format the
+  student reads K/V as that cache returns them (evaluate/simulate.py: grouped rounding,
+  recent window, exact sinks), gradients passing straight through the rounding, so the
+  factors learn to work with the cache they are served from. The held-out KL is measured
+  the same way (the teacher always reads exact entries).
 - Data: `tokens` of windows from the start of the text train (a fresh seeded
   permutation every pass over them); `heldout_tokens` of windows from its end only
   measure. With the calibration text, the held-out windows must lie past the tokens
@@ -48,6 +53,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .cache_formats import parse_spec
 from .data import default_calib_files, read_texts
 from .errors import TPAError
 from .methods.layers import _Sinked
@@ -63,6 +69,7 @@ class HealData:
     train: torch.Tensor  # (N, T) token windows
     heldout: torch.Tensor  # (M, T)
     originals: dict = field(default_factory=dict)  # (layer, "k"|"v") -> original projection module
+    cache: str | None = None  # the lossy cache spec the student reads through (through_cache), else None
 
 
 @dataclass
@@ -88,7 +95,8 @@ def prepare(model, tok, recipe: Recipe, converted: list[int]) -> HealData | None
     if not converted:
         raise TPAError(f"{where}: the recipe converts no layer of this model, so there is nothing to heal")
     if tok is None:
-        raise TPAError(f"{where}: healing needs a tokenizer (put tokenizer.json beside the model)")
+        raise TPAError(f"{where}: healing needs a tokenizer (put tokenizer.model or tokenizer.json beside "
+                       "the model, or pass --tokenizer PATH)")
     from .evaluate.perplexity import make_windows
     files = _files(spec.files)
     src = ", ".join(map(str, files))
@@ -110,7 +118,9 @@ def prepare(model, tok, recipe: Recipe, converted: list[int]) -> HealData | None
             raise TPAError(f"{where}: the held-out windows (from token {held_start} of {src}) overlap the "
                            f"{cal_end} tokens calibration uses; give more text or fewer heal.heldout_tokens")
     originals = {(i, t): getattr(model.layers[i].self_attn, f"{t}_proj") for i in converted for t in ("k", "v")}
-    return HealData(spec, win[:n_train], win[win.shape[0] - n_held:], originals)
+    lossy = parse_spec(recipe.cache_dtype).format.lossy
+    return HealData(spec, win[:n_train], win[win.shape[0] - n_held:], originals,
+                    recipe.cache_dtype if spec.through_cache and lossy else None)
 
 
 def trainable(model) -> dict[str, torch.nn.Parameter]:
@@ -138,6 +148,15 @@ def _teacher(model, originals: dict):
     finally:
         for (i, t), m in now.items():
             setattr(model.layers[i].self_attn, f"{t}_proj", m)
+
+
+def _student(model, cache: str | None):
+    """The converted model as it will be served: reading K/V through `cache`'s rounding
+    (a simulation with straight-through gradients) when healing trains through the cache."""
+    if cache is None:
+        return contextlib.nullcontext(model)
+    from .evaluate.simulate import simulated_cache
+    return simulated_cache(model, cache)
 
 
 def _autocast(device: torch.device, on: bool):
@@ -172,15 +191,17 @@ def _chunk(model, device) -> int:
 
 
 @torch.no_grad()
-def heldout_kl(model, originals: dict, windows: torch.Tensor, batch: int) -> float:
-    """Mean per-token KL(original || converted) on `windows`, fp32."""
+def heldout_kl(model, originals: dict, windows: torch.Tensor, batch: int, cache: str | None = None) -> float:
+    """Mean per-token KL(original || converted) on `windows`, fp32; the converted model
+    reads through `cache` when given (the original never does)."""
     device = next(model.parameters()).device
     chunk, total, count = _chunk(model, device), 0.0, 0
     for s in range(0, windows.shape[0], batch):
         ids = windows[s:s + batch].to(device)
         with _teacher(model, originals):
             ht = model(ids)
-        hs = model(ids)
+        with _student(model, cache):
+            hs = model(ids)
         total += _kl_backward(model, hs, ht, chunk, backward=False) * ids.numel()
         count += ids.numel()
     return total / count
@@ -245,7 +266,7 @@ def heal(model, data: HealData, weight_dtype: str, progress=None, log=print, eva
             report.update(_train(model, data, params, device, progress, log))
         _round(params.values(), getattr(torch, weight_dtype))
         log(f"heal: measuring the held-out KL after ({data.heldout.shape[0]} windows)")
-        report["heldout_kl_after"] = heldout_kl(model, data.originals, data.heldout.to(device), spec.batch)
+        report["heldout_kl_after"] = heldout_kl(model, data.originals, data.heldout.to(device), spec.batch, data.cache)
     finally:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -271,7 +292,8 @@ def _round(params, dtype: torch.dtype) -> None:
 def _train(model, data: HealData, params: dict, device: torch.device, progress, log) -> dict:
     spec = data.spec
     log(f"heal: measuring the held-out KL before ({data.heldout.shape[0]} windows)")
-    out = {"heldout_kl_before": heldout_kl(model, data.originals, data.heldout.to(device), spec.batch)}
+    out = {"heldout_kl_before": heldout_kl(model, data.originals, data.heldout.to(device), spec.batch, data.cache),
+           "through_cache": data.cache}
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params.values():
@@ -283,7 +305,8 @@ def _train(model, data: HealData, params: dict, device: torch.device, progress, 
     losses = []
     bar = progress and progress("heal")
     log(f"heal: {spec.steps} steps of {spec.batch} x {spec.seq_len} tokens on {device}, "
-        f"{sum(p.numel() for p in params.values())} trained values in {len(params)} tensors")
+        f"{sum(p.numel() for p in params.values())} trained values in {len(params)} tensors"
+        + (f", reading K/V through the {data.cache} cache" if data.cache else ""))
     t0 = time.time()
     stopped = "steps"
     for step in range(spec.steps):
@@ -298,7 +321,7 @@ def _train(model, data: HealData, params: dict, device: torch.device, progress, 
             grp["lr"] = lr_at(step, spec)
         with torch.no_grad(), _autocast(device, True), _teacher(model, data.originals):
             ht = model(ids)
-        with _autocast(device, True):
+        with _autocast(device, True), _student(model, data.cache):
             hs = model(ids)
         loss = _kl_backward(model, hs, ht, chunk, backward=True)
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)

@@ -117,7 +117,10 @@ class HealSpec:
     the text that only measure KL; `steps` updates of `batch` windows of `seq_len`, AdamW
     at `lr` with linear warmup over `warmup_steps` (default: steps // 10) and cosine
     decay to 0; stops early at `max_seconds` of training. `seed` (default: the recipe's)
-    orders the data. `device`: auto (CUDA when present), cpu or cuda."""
+    orders the data. `device`: auto (CUDA when present), cpu or cuda. `through_cache`:
+    the converted model's forward reads K/V as the recipe's cache format returns them
+    (evaluate/simulate.py, gradients straight through the rounding), so the factors learn
+    to work with the quantized cache they will be served from; a no-op for a lossless cache."""
     files: list[str] = field(default_factory=lambda: ["default"])
     tokens: int = 65536
     heldout_tokens: int = 8192
@@ -129,6 +132,7 @@ class HealSpec:
     seed: int | None = None
     max_seconds: float = 600.0
     device: str = "auto"
+    through_cache: bool = True
 
 
 HEAL_DEVICES = ("auto", "cpu", "cuda")
@@ -243,6 +247,8 @@ def _heal(d, rules: list[LayerRule], seed: int, source: str) -> HealSpec | None:
         h.seed = seed
     elif isinstance(h.seed, bool) or not isinstance(h.seed, int):
         raise TPAError(f"{w}.seed: {h.seed!r} is not valid; expected an integer")
+    if not isinstance(h.through_cache, bool):
+        raise TPAError(f"{w}.through_cache: {h.through_cache!r} is not valid; expected true or false")
     if h.device not in HEAL_DEVICES:
         raise TPAError(f"{w}.device: {h.device!r} is not valid; valid: {', '.join(HEAL_DEVICES)}")
     if h.device == "cuda":

@@ -1,25 +1,22 @@
 """Head mode on Qwen2.5-Coder-0.5B (2 KV heads): per-head latents vs shared-factor Tucker
-vs TPA head factors at equal KV bytes, short CPU protocol.
+vs TPA head factors at equal KV bytes, CPU or GPU.
 
-Calibration on the bundled calibration split (`--calib-tokens`, 512-token windows, plus
+Calibration on the bundled calibration mix (`--calib-tokens`, 512-token windows, plus
 1024 held-out tokens for the per-layer errors), perplexity on the first `--windows`
-512-token windows of the bundled evaluation split (disjoint text; Qwen2 adds no BOS).
-The calibration statistics are collected once from the original model and reused by
-every configuration (they depend only on the original model and the windows).
+512-token windows of each bundled evaluation domain (disjoint text; Qwen2 adds no BOS).
 
-    PYTHONPATH=. python bench/qwen2/head_mode.py --json bench/qwen2/head_mode.json
+    PYTHONPATH=. python bench/qwen2/head_mode.py --device cuda --windows 130 --json head_mode.json
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 
 import torch
 
-import tpa_compress.convert as conv
-from tpa_compress.data import default_eval_files, read_texts
+from tpa_compress.convert import convert
+from tpa_compress.data import eval_domains, read_texts
 from tpa_compress.evaluate.perplexity import make_windows, perplexity
 from tpa_compress.layout import cache_bytes, original_layouts
 from tpa_compress.load import load_model
@@ -44,29 +41,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--calib-tokens", type=int, default=16384)
-    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--windows", type=int, default=8, help="512-token windows per evaluation domain")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", nargs="*", help="config names (prefixes) to run")
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.manual_seed(0)
     ck = load_model(a.model)
-    orig = build_model(ck)
     tok = ck.tokenizer
-    ids = tok.encode(read_texts(default_eval_files()), add_bos=False)
-    win = make_windows(ids, 512, tok.bos_id if tok.add_bos else None, a.windows)
-    base = perplexity(orig, win, tok.add_bos).to_dict()
-    print(f"original: ppl {base['perplexity']:.4f} over {win.numel()} tokens", flush=True)
+    bos = tok.bos_id if tok.add_bos else None
+    wins = {d: make_windows(tok.encode(read_texts(f), add_bos=False), 512, bos, a.windows).to(a.device)
+            for d, f in eval_domains().items()}
 
-    real_collect, memo = conv.collect_stats, {}
+    def ppl(model):
+        return {d: perplexity(model, w, tok.add_bos, device=a.device).to_dict()["perplexity"] for d, w in wins.items()}
 
-    def collect_once(model, windows, *args, **kw):  # stats of the original model, reused
-        key = (tuple(windows.shape), int(windows.sum()), kw.get("moments", True), kw.get("sample_rows"))
-        if key not in memo:
-            memo[key] = real_collect(orig, windows, *args, **kw)
-        return memo[key]
-    conv.collect_stats = collect_once
-
-    rows = [{"config": "original", "perplexity": base["perplexity"], "kv_ratio": 1.0}]
+    base = ppl(build_model(ck, torch.float32, a.device))
+    print(f"original: ppl {base}", flush=True)
+    rows = [{"config": "original", "perplexity": base, "kv_ratio": 1.0}]
     for name, (method, rank, params) in CONFIGS.items():
         if a.only and not any(name.startswith(p) for p in a.only):
             continue
@@ -76,13 +68,13 @@ def main():
                                             "heldout_tokens": 1024},
                             "layers": [{"select": "all", "k": rule, "v": rule}]}, f"<{name}>")
         t = time.time()
-        model = copy.deepcopy(orig)
-        res, _ = conv.convert(ck, model, rec, eval_model=False, log=lambda m: None)
-        ppl = perplexity(model, win, tok.add_bos).to_dict()["perplexity"]
+        model = build_model(ck, torch.float32, a.device)
+        res, _ = convert(ck, model, rec, eval_model=False, log=lambda m: None)
+        p = ppl(model)
         ratio = cache_bytes(res.layouts, 32768) / cache_bytes(original_layouts(ck.config, "bf16"), 32768)
         kerr = sum(L.k["heldout_rel_error"] for L in res.layers) / len(res.layers)
         verr = sum(L.v["heldout_rel_error"] for L in res.layers) / len(res.layers)
-        row = {"config": name, "perplexity": ppl, "delta_pct": 100 * (ppl / base["perplexity"] - 1),
+        row = {"config": name, "perplexity": p, "delta_pct": {d: 100 * (p[d] / base[d] - 1) for d in p},
                "kv_ratio": ratio, "k_kind": res.layouts[0].k.kind, "k_values": res.layouts[0].k.values_per_token,
                "mean_k_heldout_rel_error": kerr, "mean_v_heldout_rel_error": verr, "seconds": time.time() - t}
         rows.append(row)
@@ -90,8 +82,8 @@ def main():
         del model
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"model": a.model, "calib_tokens": a.calib_tokens, "eval_windows": a.windows,
-                       "seq_len": 512, "rows": rows}, f, indent=2)
+            json.dump({"model": a.model, "calib_tokens": a.calib_tokens, "eval_windows_per_domain": a.windows,
+                       "seq_len": 512, "device": a.device, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

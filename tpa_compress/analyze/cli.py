@@ -75,6 +75,9 @@ def analyze_cmd(
     calib_tokens: int = typer.Option(32768, "--calib-tokens", help="Calibration tokens for activations."),
     seq_len: int = typer.Option(512, "--seq-len", help="Calibration window length in tokens."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer for the calibration "
+                                             "text, instead of the one found with the model: a tokenizer.model "
+                                             "(SentencePiece), a tokenizer.json, or a folder holding one."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda, cuda:N."),
 ):
     """What can be compressed, at what cost, and what cannot (spectra, Q/K geometry, KV-cache costs).
@@ -96,7 +99,7 @@ def analyze_cmd(
     texts = [read_texts([f]) for f in files]  # checks every file before the model loads
     dev = resolve_device(device)
     t = time.time()
-    ckpt, net = open_model(model, variant, "float32", dev)
+    ckpt, net = open_model(model, variant, "float32", dev, tokenizer)
     timing = {"load": time.time() - t}
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     t = time.time()
@@ -105,7 +108,7 @@ def analyze_cmd(
     if tok is None:
         if data:
             raise TPAError(f"{ckpt.path}: --data needs a tokenizer, and this model has none "
-                           "(put tokenizer.json beside it)")
+                           "(put tokenizer.model or tokenizer.json beside it, or pass --tokenizer PATH)")
         console.print("[yellow]no tokenizer: activation spectra skipped (weights, geometry and "
                       "cache costs only)[/yellow]")
     else:

@@ -106,15 +106,17 @@ class CacheSpec:
              over each head's head_dim (a latent: its width, or power-of-two blocks), seed 0.
     values   auto | token | channel: how V groups (auto: token for a full V, else channel).
     sink     leading token columns never quantized (kept in bf16 beside the groups, and kept
-             out of their group's statistics): Gemma's BOS is an outlier that would widen
-             the range of every channel of group 0. Independent of a layout's exact sink.
+             out of their group's statistics); default 1: the BOS of Gemma 3, SmolLM2 and
+             Qwen2 is an outlier that widens the range of every channel of group 0 (int3 on
+             Gemma 3 270M: +0.76% perplexity with sink=0, +0.23% with 1; docs/quality.md).
+             Independent of a layout's exact sink.
     """
     dtype: str = "bf16"
     group: int = 32
     recent: int = 128
     rotate: str = "none"
     values: str = "auto"
-    sink: int = 0
+    sink: int = 1
 
     @property
     def format(self) -> CacheFormat:
@@ -186,6 +188,19 @@ def parse_spec(text: str, where: str = "--cache-dtype") -> CacheSpec:
     return spec_from(dtype, params, f"{where} {text!r}")
 
 
+def split_specs(text: str) -> list[str]:
+    """A comma-separated list of spec strings -> the strings: a part without a format name
+    (key=value) continues the spec before it, so "bf16,int3:group=64,recent=32,int4" is
+    ["bf16", "int3:group=64,recent=32", "int4"]."""
+    out: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in part and ":" not in part and out:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
 def spec_from_recipe(value, where: str) -> CacheSpec:
     """A recipe's `cache` (a mapping with dtype and parameters) or `cache_dtype` (a string)."""
     if isinstance(value, dict):
@@ -197,4 +212,4 @@ def spec_from_recipe(value, where: str) -> CacheSpec:
 
 
 __all__ = ["CacheFormat", "CacheSpec", "FORMATS", "register", "get_format", "format_names", "parse_spec",
-           "spec_from", "spec_from_recipe"]
+           "spec_from", "spec_from_recipe", "split_specs"]

@@ -57,6 +57,64 @@ class _Stop(Exception):
     forward pass would be wasted."""
 
 
+class StatsCollector:
+    """Accumulates LayerStats from each layer's input hidden states, window by window.
+
+    `add(i, block, h, w)` takes layer i's input h (1, T, d) for window w (windows in
+    order); `pop(i)` returns layer i's LayerStats (on the CPU) and forgets it. A layer's
+    buffers exist from its first `add` to its `pop`, so a caller that walks the layers
+    one at a time (convert/stream.py) holds one layer's statistics at a time. The
+    whole-model pass (`collect_stats`) and the streaming pass share this code, so both
+    give the same bits."""
+
+    def __init__(self, cfg, n_windows: int, seq_len: int, sample_rows: int = 4096, moments: bool = True,
+                 skip: int = 0, windows_kept: int = 0):
+        self.cfg, self.moments, self.seq_len = cfg, moments, seq_len
+        self.skip = min(skip, seq_len - 1)
+        self.per_window = seq_len - self.skip
+        n_tokens = n_windows * self.per_window
+        # Evenly spaced rows of the flattened (N*(T-skip)) token stream: deterministic, no RNG.
+        self.keep = torch.linspace(0, n_tokens - 1, min(sample_rows, n_tokens)).round().long()
+        self.n_kept = min(windows_kept, n_windows)
+        self.stats: dict[int, LayerStats] = {}
+        self.acc = {}  # layer -> (sum_x, xtx, qtq) on the hidden states' device, float64
+
+    def add(self, i: int, block, h: torch.Tensor, w: int) -> None:
+        cfg, d = self.cfg, self.cfg.hidden_size
+        if i not in self.stats:
+            self.stats[i] = LayerStats(0, None, None, torch.zeros(len(self.keep), d))
+            if self.n_kept:
+                self.stats[i].windows = torch.zeros(self.n_kept, self.seq_len, d)
+        s = self.stats[i]
+        offset = w * self.per_window
+        if w < self.n_kept:
+            s.windows[w] = block.input_layernorm(h)[0].float().cpu()
+        x = block.input_layernorm(h)[0, self.skip:].float()  # (T - skip, d)
+        s.n += x.shape[0]
+        if self.moments:
+            xd = x.double()
+            if i not in self.acc:
+                D = cfg.head_dim
+                self.acc[i] = (torch.zeros(d, dtype=torch.float64, device=x.device),
+                               torch.zeros(d, d, dtype=torch.float64, device=x.device),
+                               torch.zeros(cfg.num_kv_heads, D, D, dtype=torch.float64, device=x.device))
+            sx, xtx, qtq = self.acc[i]
+            sx += xd.sum(0)
+            xtx += xd.T @ xd
+            qtq += _query_moment(block.self_attn, x)
+        keep = self.keep
+        sel = (keep >= offset) & (keep < offset + x.shape[0])
+        if bool(sel.any()):
+            s.sample[sel] = x[(keep[sel] - offset).to(x.device)].cpu()
+
+    def pop(self, i: int) -> LayerStats:
+        s = self.stats.pop(i)
+        if i in self.acc:
+            sx, xtx, qtq = self.acc.pop(i)
+            s.sum_x, s.xtx, s.qtq = sx.cpu(), xtx.cpu(), qtq.cpu()
+        return s
+
+
 @torch.no_grad()
 def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progress=None,
                   device: str | torch.device | None = None, layers=None,
@@ -74,48 +132,21 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
     `windows_kept`: keep the first that many windows of x whole (LayerStats.windows).
     """
     cfg = model.cfg
-    d = cfg.hidden_size
     want = sorted(set(range(cfg.num_layers) if layers is None else layers))
     out: list[LayerStats | None] = [None] * cfg.num_layers
     if not want:
         return out
     if device is None:
         device = next(model.parameters()).device
-    skip = min(skip, windows.shape[1] - 1)
-    n_tokens = windows.shape[0] * (windows.shape[1] - skip)
-    # Evenly spaced rows of the flattened (N*(T-skip)) token stream: deterministic, no RNG.
-    keep = torch.linspace(0, n_tokens - 1, min(sample_rows, n_tokens)).round().long()
-    n_kept = min(windows_kept, windows.shape[0])
-    for i in want:
-        out[i] = LayerStats(0, None, None, torch.zeros(len(keep), d))
-        if n_kept:
-            out[i].windows = torch.zeros(n_kept, windows.shape[1], d)
-    acc = {}  # layer -> (sum_x, xtx) on the model's device, float64
-    offset = 0
+    col = StatsCollector(cfg, windows.shape[0], windows.shape[1], sample_rows, moments, skip, windows_kept)
+    wanted = set(want)
     last = want[-1] if layers is not None else None
+    w = 0
 
     def hook(i, block, h):
-        if out[i] is None:
+        if i not in wanted:
             return
-        s = out[i]
-        if offset // (windows.shape[1] - skip) < n_kept:
-            s.windows[offset // (windows.shape[1] - skip)] = block.input_layernorm(h)[0].float().cpu()
-        x = block.input_layernorm(h)[0, skip:].float()  # (T - skip, d)
-        s.n += x.shape[0]
-        if moments:
-            xd = x.double()
-            if i not in acc:
-                D = cfg.head_dim
-                acc[i] = (torch.zeros(d, dtype=torch.float64, device=x.device),
-                          torch.zeros(d, d, dtype=torch.float64, device=x.device),
-                          torch.zeros(cfg.num_kv_heads, D, D, dtype=torch.float64, device=x.device))
-            sx, xtx, qtq = acc[i]
-            sx += xd.sum(0)
-            xtx += xd.T @ xd
-            qtq += _query_moment(block.self_attn, x)
-        sel = (keep >= offset) & (keep < offset + x.shape[0])
-        if bool(sel.any()):
-            s.sample[sel] = x[(keep[sel] - offset).to(x.device)].cpu()
+        col.add(i, block, h, w)
         if i == last:
             raise _Stop
 
@@ -124,11 +155,11 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
             model(windows[w:w + 1].to(device), hooks=hook)
         except _Stop:
             pass
-        offset += windows.shape[1] - skip
         if progress is not None:
             progress(w + 1, windows.shape[0])
-    for i, (sx, xtx, qtq) in acc.items():
-        out[i].sum_x, out[i].xtx, out[i].qtq = sx.cpu(), xtx.cpu(), qtq.cpu()
+    for i in want:
+        if i in col.stats:
+            out[i] = col.pop(i)
     return out
 
 

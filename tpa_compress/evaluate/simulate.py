@@ -58,14 +58,31 @@ def simulated_cache(model, cache: str, prefill: int = 1):
             attn.__dict__.pop("forward", None)
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the quantized read q, exactly. Backward: the gradient passes to the
+    entries e unchanged (the straight-through estimator), so healing can train through
+    the cache's rounding (heal.py); evaluation never calls backward."""
+
+    @staticmethod
+    def forward(ctx, e, q):
+        return q
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
 def entry_reads(e: torch.Tensor, spec: CacheSpec, c: Component, axis: str):
     """A component's entries (B, T, w) -> (quantized read, exact read), fp32. A grouped
-    format quantizes the entries as its bf16 recent window holds them."""
+    format quantizes the entries as its bf16 recent window holds them. Gradients reach
+    the entries through both reads (straight through the rounding)."""
     fmt = spec.format
     if fmt.grouped:
         e = e.to(torch.bfloat16).float()
-    q = fake_quantize_tokens(e, spec, axis, rotation_block(c.values_per_token,
-                                                                 rotation_limit(c.kind, c.dim, c.values_per_token)))
+    block = rotation_block(c.values_per_token, rotation_limit(c.kind, c.dim, c.values_per_token))
+    q = fake_quantize_tokens(e.detach(), spec, axis, block)
+    if e.requires_grad:
+        q = _StraightThrough.apply(e, q)
     return q, (e if fmt.grouped else q)
 
 

@@ -121,11 +121,11 @@ def reference_source(conv_ckpt, given: str | None) -> tuple[str, bool]:
     return str(model), True
 
 
-def load_reference(conv_ckpt, given: str | None, variant: str | None = None):
+def load_reference(conv_ckpt, given: str | None, variant: str | None = None, tokenizer=None):
     from ..load import load_model
     path, recorded = reference_source(conv_ckpt, given)
     try:
-        return load_model(path, variant=variant)
+        return load_model(path, variant=variant, tokenizer=tokenizer)
     except TPAError as e:
         if not recorded:
             raise
@@ -153,7 +153,7 @@ def shared_tokenizer(conv, ref, text: str):
     tc, tr = conv.tokenizer, ref.tokenizer
     if tc is None and tr is None:
         raise TPAError(f"{conv.path}: no tokenizer found, nor beside the reference {ref.path} "
-                       "(put tokenizer.json beside the model)")
+                       "(put tokenizer.model or tokenizer.json beside the model, or pass --tokenizer PATH)")
     if tc is None or tr is None:
         tok = tc or tr
         return tok, tok.encode(text, add_bos=False)

@@ -48,6 +48,9 @@ def validate_cmd(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant "
                                           "of the reference."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer for both models, "
+                                             "instead of the ones found with them: a tokenizer.model "
+                                             "(SentencePiece), a tokenizer.json, or a folder holding one."),
 ):
     """Compare a converted model with its original: per-layer errors, KL, top-1, perplexity."""
     from rich.table import Table
@@ -72,8 +75,8 @@ def validate_cmd(
 
     with console.status(f"opening {converted} and its reference …"):
         t0 = time.time()
-        conv = load_model(converted)
-        ref = load_reference(conv, reference, variant)
+        conv = load_model(converted, tokenizer=tokenizer)
+        ref = load_reference(conv, reference, variant, tokenizer)
         check_comparable(conv, ref)
         ids = {}
         for name, text in texts.items():

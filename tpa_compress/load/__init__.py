@@ -6,7 +6,7 @@ never held twice) and the tokenizer. The format is picked from the path:
 
 - `*.gguf`                      -> load/gguf.py  (Gemma 3 `gemma3`, Llama `llama`)
 - a folder with `config.json`   -> load/hf.py    (safetensors, single or sharded)
-- `*.ckpt` / `*.pt` / `*.pth`   -> load/ckpt.py  (gemma_pytorch `model_state_dict`)
+- `*.ckpt` / `*.pt` / `*.pth`   -> load/ckpt.py  (gemma_pytorch `model_state_dict`; tokenizer.model beside it)
 - nothing / "default"           -> the embedded Gemma 3 270M (load/default.py)
 """
 from .source import Checkpoint, WeightSource, load_model

@@ -4,7 +4,8 @@
 Loaded with `weights_only=True` (no pickled code runs) and `mmap=True` (tensors stay
 on disk until read). Fused `qkv_proj` rows are Q, then K, then V. The file carries no
 config, so the variant (270m, 1b, 4b, 12b, 27b) comes from `--variant` or is inferred
-from the tensor shapes.
+from the tensor shapes. Its tokenizer is the tokenizer.json or the SentencePiece
+tokenizer.model (as gemma_pytorch ships it) beside it, or `--tokenizer`.
 """
 from __future__ import annotations
 
@@ -106,5 +107,5 @@ def load_ckpt(path: Path, variant: str | ModelConfig | None = None) -> Checkpoin
         return (t[rows] if rows is not None else t).float().clone()
 
     from .tokenizer import tokenizer_from_folder
-    tok = tokenizer_from_folder(path.parent)  # a tokenizer.json saved beside the checkpoint
+    tok = tokenizer_from_folder(path.parent)  # tokenizer.json or gemma_pytorch's tokenizer.model beside it
     return Checkpoint(cfg, WeightSource(sorted(where), get, str(path)), tok, str(path), "ckpt")

@@ -206,4 +206,4 @@ def load_hf_folder(folder: Path) -> Checkpoint:
     from .tokenizer import tokenizer_from_folder
     tok = tokenizer_from_folder(folder)
     extra = {k: raw[k] for k in ("tpa", "tpa_source") if k in raw}
-    return Checkpoint(cfg, WeightSource(sorted(where), get, str(folder)), tok, str(folder), "hf", extra)
+    return Checkpoint(cfg, WeightSource(sorted(where), get, str(folder), handles.clear), tok, str(folder), "hf", extra)

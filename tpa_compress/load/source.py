@@ -18,10 +18,18 @@ class WeightSource:
     nothing is cached, so peak memory is what the caller keeps.
     """
 
-    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str):
+    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str,
+                 release: Callable[[], None] | None = None):
         self._names = list(names)
         self._getter = getter
         self.path = path
+        self._release = release
+
+    def release(self) -> None:
+        """Close what reading has opened (memory maps of safetensors shards): pages read
+        so far stop counting as this process's memory. Later reads reopen them."""
+        if self._release is not None:
+            self._release()
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -29,7 +37,8 @@ class WeightSource:
     def __contains__(self, name: str) -> bool:
         return name in self._names
 
-    def get(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def get(self, name: str, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """The tensor in `dtype`; None: as stored (bf16 safetensors stay bf16, GGUF dequantised)."""
         if name not in self._names:
             raise TPAError(f"{self.path}: tensor {name!r} is missing")
         try:
@@ -38,7 +47,7 @@ class WeightSource:
             raise
         except Exception as e:  # truncated/corrupt data surfaces here
             raise TPAError(f"{self.path}: cannot read tensor {name!r} ({type(e).__name__}: {e})") from e
-        return t.to(dtype)
+        return t if dtype is None else t.to(dtype)
 
     @classmethod
     def from_dict(cls, tensors: dict[str, torch.Tensor], path: str = "<memory>") -> "WeightSource":
@@ -72,13 +81,21 @@ def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str
             )
 
 
-def load_model(path: str | Path | None = None, variant: str | None = None) -> Checkpoint:
-    """Open a model from a path in any supported format (None: the embedded default)."""
+def load_model(path: str | Path | None = None, variant: str | None = None,
+               tokenizer: str | Path | None = None) -> Checkpoint:
+    """Open a model from a path in any supported format (None: the embedded default).
+    `tokenizer`: a file or folder replacing the one found with the model (--tokenizer)."""
     from .default import DISPLAY_NAMES, resolve_model_path
+    from .model_tokenizer import fit_tokenizer, read_tokenizer
+    tok = read_tokenizer(tokenizer) if tokenizer is not None else None  # a bad path fails before the model
     display = DISPLAY_NAMES.get("gemma3-270m" if path in (None, "default") else str(path))
     ckpt = _load(resolve_model_path(None if path is None else str(path)), variant)
     if display:
         ckpt.config.name = display
+    if tok is not None:
+        ckpt.tokenizer = tok
+    if ckpt.tokenizer is not None:
+        fit_tokenizer(ckpt, None if tokenizer is None else f"--tokenizer {tokenizer}")
     return ckpt
 
 

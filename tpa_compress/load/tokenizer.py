@@ -78,6 +78,12 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def base_vocab_size(self) -> int:
+        """Tokens of the model's vocabulary proper: Google's Gemma 3 1B tokenizer.json adds
+        <image_soft_token> past the 262144 embedding rows of the text-only model."""
+        return self.tok.get_vocab_size(with_added_tokens=False)
+
     def save(self, folder: str | Path) -> None:
         """tokenizer.json + tokenizer_config.json for transformers (`AutoTokenizer` gives the
         ids `encode` gives, BOS included exactly when `add_bos`), and tokenizer_meta.json,
@@ -278,14 +284,32 @@ def _token_text(value) -> str | None:
 
 
 def tokenizer_from_folder(folder: Path) -> TextTokenizer | None:
+    """tokenizer.json, else a SentencePiece tokenizer.model (gemma_pytorch's), else None."""
     folder = Path(folder)
     file = folder / "tokenizer.json"
     if not file.is_file():
-        return None
+        if not (folder / "tokenizer.model").is_file():
+            return None
+        from .sentencepiece_file import tokenizer_from_sentencepiece
+        sp = tokenizer_from_sentencepiece(folder / "tokenizer.model")
+        meta_file = folder / "tokenizer_meta.json"
+        if meta_file.is_file():  # our own save()
+            m = _read_json(meta_file)
+            sp.bos_id, sp.eos_id, sp.pad_id, sp.add_bos = (m.get("bos_id"), m.get("eos_id"), m.get("pad_id"),
+                                                           bool(m.get("add_bos")))
+        return sp
+    return tokenizer_from_json(file)
+
+
+def tokenizer_from_json(file: Path) -> TextTokenizer:
+    """A tokenizer.json; its special tokens from tokenizer_meta.json (our save) or the
+    Hugging Face config files beside it."""
+    folder = file.parent
     try:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:
-        raise TPAError(f"{file}: not a valid tokenizers file ({type(e).__name__}: {e})") from e
+        raise TPAError(f"{file}: not a valid tokenizers file ({type(e).__name__}: {e}); valid: a tokenizer.json "
+                       "as the tokenizers library writes it, a tokenizer.model, or a Hugging Face folder") from e
 
     meta_file = folder / "tokenizer_meta.json"
     if meta_file.is_file():  # our own save()

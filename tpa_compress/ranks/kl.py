@@ -60,3 +60,29 @@ def kl_weights(model, windows: torch.Tensor, probes: dict, tails: dict) -> dict:
     if top <= 0:
         return {k: 1.0 for k in out}
     return {k: max(v, 1e-3 * top) for k, v in out.items()}
+
+
+KL_WINDOWS = 4  # calibration windows the `by: kl` budget measures each component on
+
+
+def probe_weights(model, recipe, cands, chosen: dict, methods: dict, inputs: dict, fit_w) -> dict:
+    """kl_weights with each budgeted component factorized alone at its error-budget rank
+    (`chosen`) as the probe; needs the whole model (convert's whole-model path)."""
+    from ..methods.layers import make_proj
+    from ..threads import fixed_threads
+    probes, tails = {}, {}
+    for c in cands:
+        i, t = c.key
+        m, r = methods[c.key], chosen[c.key]
+        with fixed_threads():
+            fz = m.factorize(inputs[i], t, r)
+        proj = make_proj(model.cfg.hidden_size, fz.component, recipe.sink_tokens)
+        state = {k: v.to(torch.float32) for k, v in fz.tensors.items()}
+        if recipe.sink_tokens:
+            state["sink.weight"] = inputs[i].weight(t).to(torch.float32)
+        proj.load_state_dict(state)
+        attn = model.layers[i].self_attn
+        probes[c.key] = (attn, f"{t}_proj", proj.to(next(model.parameters()).device))
+        s = c.spectrum.double().clamp_min(0)
+        tails[c.key] = float(s[r:].sum() / s.sum().clamp_min(1e-300))
+    return kl_weights(model, fit_w[:KL_WINDOWS], probes, tails)

@@ -83,6 +83,9 @@ def generate_cmd(
                                     "on CPU), fp32, bf16, fp16, fp8 (e4m3), int8 (per-token scales), int4, int3, int2 "
                                     "(grouped, KIVI-style; parameters as int4:group=32,recent=128,rotate=hadamard)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer instead of the one "
+                                             "found with the model: a tokenizer.model (SentencePiece), a "
+                                             "tokenizer.json, or a folder holding one."),
 ):
     """Generate text with the static factorized KV cache (CUDA graph decode on GPU).
 
@@ -109,7 +112,7 @@ def generate_cmd(
     if cache_dtype == "auto":  # before loading: a broken recording fails at once
         cache_dtype = recorded_cache_dtype(model) or "auto"
     t_load = time.perf_counter()
-    ckpt, net = open_model(model, variant, dtype, dev)
+    ckpt, net = open_model(model, variant, dtype, dev, tokenizer)
     t_load = time.perf_counter() - t_load
     tok = require_tokenizer(ckpt)
     ids = [tok.encode(t) for t in texts]

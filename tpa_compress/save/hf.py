@@ -18,6 +18,14 @@ def save_hf_folder(folder: str | Path, cfg: ModelConfig, tensors: dict[str, torc
                    dtype: torch.dtype = torch.float32) -> None:
     """`folder` must exist (callers write into an `atomic_output_dir`). A converted model
     (`extra_config` has a `tpa` section) also gets its modeling code (`converted_config`)."""
+    save_hf_files(folder, cfg, tokenizer, extra_config, dtype)
+    write_safetensors(Path(folder) / "model.safetensors", tensors, dtype, metadata={"format": "pt"})
+
+
+def save_hf_files(folder: str | Path, cfg: ModelConfig, tokenizer=None, extra_config: dict | None = None,
+                  dtype: torch.dtype = torch.float32) -> None:
+    """Everything of an HF folder but its weights: config.json, the modeling code of a
+    converted model, the tokenizer (the streaming converter writes the weights in shards)."""
     folder = Path(folder)
     hf = config_to_hf(cfg)
     hf["torch_dtype"] = str(dtype).removeprefix("torch.")
@@ -26,7 +34,6 @@ def save_hf_folder(folder: str | Path, cfg: ModelConfig, tensors: dict[str, torc
         hf.update(converted_config(cfg))
         shutil.copyfile(MODELING_FILE, folder / MODELING_FILE.name)
     (folder / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
-    write_safetensors(folder / "model.safetensors", tensors, dtype, metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(folder)
 
