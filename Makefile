@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 # 2.13.0 is a CPU wheel on our CI machines; override TORCH for a CUDA build elsewhere.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-qwen-1.5b demo test bench-analyze
+.PHONY: install install-qwen-1.5b demo test test-fast golden bench-analyze
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -31,3 +31,13 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -rs --durations=15
+
+# The edit loop: everything but the real-weight and interpreter tests (markers in
+# pyproject.toml), well under two minutes on 2 cores.
+test-fast: install
+	$(PY) -m pytest -q -m "not real and not interpreter"
+
+# Rewrites tests/golden/gemma3-270m.yaml (the regression values tests/test_golden_real.py
+# checks) from the shipped recipes on the real Gemma 3 270M; a few minutes on a CPU.
+golden: install
+	$(PY) tests/golden_values.py

@@ -38,6 +38,7 @@ def main() -> None:
 
     t_start = time.time()
     import tpa_compress  # noqa: F401  first: it sets OMP_WAIT_POLICY before torch loads
+    # isort: split
     import torch
 
     from tpa_compress.analyze.cli import analyze_cmd

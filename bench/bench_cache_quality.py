@@ -8,8 +8,8 @@ the evaluation split (the text `eval` uses) is prefilled with its first `--prefi
 then decoded one true token at a time by the cached runner; every prediction after the
 prefix reads K/V back from a cache stored in the given dtype. Reported: perplexity over
 those positions (and the no-cache forward's over the same positions: an fp32 cache must
-match it), the mean KL from the first listed dtype's distributions and top-1 agreement. Real weights; a model is a path or an embedded name (default:
-gemma3-270m).
+match it), the mean KL from the first listed dtype's distributions and top-1 agreement.
+Real weights; a model is a path or an embedded name (default: gemma3-270m).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tpa_compress.data import default_eval_files, read_texts  # noqa: E402
+from tpa_compress.evaluate.cached import forced_steps  # noqa: E402
 from tpa_compress.evaluate.perplexity import make_windows, window_nll  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
 from tpa_compress.models import build_model  # noqa: E402
-from tpa_compress.evaluate.cached import forced_steps  # noqa: E402
 
 
 def forced_logprobs(model, windows: torch.Tensor, prefix: int, cache_dtype: str) -> torch.Tensor:

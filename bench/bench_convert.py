@@ -102,7 +102,7 @@ class Stages:
         return lambda i, n: None
 
     def table(self) -> list[tuple[str, float]]:
-        return [(a, t1 - t0) for (a, t0), (_, t1) in zip(self.marks, self.marks[1:])]
+        return [(a, t1 - t0) for (a, t0), (_, t1) in zip(self.marks, self.marks[1:], strict=False)]
 
 
 def main() -> None:
@@ -124,6 +124,7 @@ def main() -> None:
     t_start = time.time()
     cpu0 = os.times()
     import tpa_compress  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY)
+    # isort: split
     import torch
 
     from tpa_compress.convert import convert, cpu_threads, write_output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import itertools
 import sys
 from pathlib import Path
@@ -44,15 +45,18 @@ def phases(fn, programs: int) -> str:
     ghz = (v[:, 0, 2] + v[:, 0, 3] + v[:, 0, 4]).sum() / span_ns.sum()  # cycles per ns
     us = lambda c: (c / ghz / 1e3).mean().item()  # noqa: E731
     parts = ["prologue", "loop", "merge", "wait", "mma", "rope", "softmax"]
-    out = [f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(parts, (2, 3, 4, 5, 6, 7, 8))]
+    out = [f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(parts, (2, 3, 4, 5, 6, 7, 8), strict=True)]
     # the prologue's parts; its rest (after U's arrival) is the barrier
     pro = ["start + U issue", "slot load", "pre-wait copies", "PDL wait", "post-wait copies", "tables + q", "sink",
            "U wait"]
-    out.append("| prologue: " + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(pro, (16, 17, *range(10, 16))))
-               + f", barrier {us(v[:, :, 2] - v[:, :, 10:18].sum(-1)):.2f}; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}")
+    pro_parts = zip(pro, (16, 17, *range(10, 16)), strict=True)
+    out.append("| prologue: " + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in pro_parts)
+               + f", barrier {us(v[:, :, 2] - v[:, :, 10:18].sum(-1)):.2f}"
+               + f"; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}")
     start, end = v[:, 0, 0], v[:, 0, 1]
     return (" ".join(out) + f" | tiles/wg {v[:, :, 9].mean().item():.1f} | clock {ghz:.2f} GHz | starts spread "
-            f"{(start.max() - start.min()).item() / 1e3:.2f} us, ends spread {(end.max() - end.min()).item() / 1e3:.2f} us, "
+            f"{(start.max() - start.min()).item() / 1e3:.2f} us, "
+            f"ends spread {(end.max() - end.min()).item() / 1e3:.2f} us, "
             f"first start to last end {(end.max() - start.min()).item() / 1e3:.2f} us")
 
 
@@ -205,8 +209,9 @@ def main():
                     if kq and kx is None:
                         continue
                     ws = torch.tensor([t - 1], device="cuda") if pdl == 2 else None
-                    out = kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws).float()
-                    us = timed(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
+                    call = functools.partial(kern, q, k, v, pos, qp, tile, k_scale=kx, wslot=ws)
+                    out = call().float()
+                    us = timed(call)
                 except Exception as e:  # a config that does not compile or is not served
                     print(f"{kinds} b{b} T{t} {be} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} "
                           f"dyn {dy}: {type(e).__name__}: {str(e)[:200]}", flush=True)
@@ -214,18 +219,17 @@ def main():
                 ref = out if ref is None else ref  # the first config's output: the others vs it
                 err = ((out - ref).norm() / ref.norm()).item()
                 if kern.cuda:
-                    info = f"cuda {cb} chunks {kern.chunks(b, t, cuda_decode.block_for(kern.rk, kern.rv, kern.g, t), cuda_decode.PER_SM)[1]:4d}"
+                    blk = cuda_decode.block_for(kern.rk, kern.rv, kern.g, t)
+                    info = f"cuda {cb} chunks {kern.chunks(b, t, blk, cuda_decode.PER_SM)[1]:4d}"
                 else:
                     c = kern.compiled
                     info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
                             f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}")
                 if a.kernel_times:
-                    info += "\n    kernels (us): " + kernel_times(
-                        lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws))
+                    info += "\n    kernels (us): " + kernel_times(call)
                 info += f" kscale {kq}" + (f" combine {cmb}" if cmb else "")
                 if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv, kern.rk) == "wg":
-                    info += "\n    phases: " + phases(lambda: kern(q, k, v, pos, qp, tile, k_scale=kx, wslot=ws),
-                                                      kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
+                    info += "\n    phases: " + phases(call, kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
                 pdl_s = f"{int(kern.pdl)}{'+slot' if ws is not None else ''}"
                 print(f"{kinds:14s} b{b:<3d} T{t:<6d} pdl {pdl_s} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
                       f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "

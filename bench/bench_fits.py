@@ -82,9 +82,10 @@ def main() -> None:
         kw = {k: v for k, v in kw.items() if k != "progress"}
         if kw.get("moments", True):
             kw["windows_kept"] = max(kw.get("windows_kept", 0), 8)
-        key = hashlib.sha1(json.dumps([a.model, hashlib.sha1(windows.numpy().tobytes()).hexdigest(),
-                                       kw.get("layers"), kw.get("moments", True), kw.get("skip", 0),
-                                       kw.get("sample_rows", 4096), kw.get("windows_kept", 0)]).encode()).hexdigest()[:16]
+        key_parts = [a.model, hashlib.sha1(windows.numpy().tobytes()).hexdigest(),
+                     kw.get("layers"), kw.get("moments", True), kw.get("skip", 0),
+                     kw.get("sample_rows", 4096), kw.get("windows_kept", 0)]
+        key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
         path = a.cache / f"{key}.pt" if a.cache else None
         if key not in cache and path is not None and path.exists():
             cache[key] = torch.load(path, weights_only=False)
@@ -124,7 +125,8 @@ def main() -> None:
                 for rule in d["layers"]:
                     for tgt in ("k", "v"):
                         if rule.get(tgt):
-                            rule[tgt] = {"method": name, "rank": rule[tgt]["rank"], **({"params": params} if params else {})}
+                            rule[tgt] = {"method": name, "rank": rule[tgt]["rank"],
+                                         **({"params": params} if params else {})}
                 recipe = parse_recipe(d, f"{a.recipe} [{spec}, {frac}, {by}]")
                 t = time.time()
                 res, _ = conv.convert(ckpt, model, recipe, eval_model=False, log=lambda *_: None)
@@ -132,16 +134,18 @@ def main() -> None:
                 ppl = score()
                 ranks = [f"{r.layer}:{r.k['rank']}/{r.v['rank']}" for r in res.layers if r.k["rank"] or r.v["rank"]]
                 ratio = res.totals[str(recipe.budget.context if recipe.budget else 32768)]["ratio"]
-                refit = {f"{r.layer}{t}": [round(getattr(r, t)[n], 4) for n in ("start_heldout_loss", "refit_heldout_loss")]
+                losses = ("start_heldout_loss", "refit_heldout_loss")
+                refit = {f"{r.layer}{t}": [round(getattr(r, t)[n], 4) for n in losses]
                          for r in res.layers for t in "kv" if "refit_heldout_loss" in getattr(r, t)}
-                row = {"refit_loss": refit, "method": spec, "fraction": frac, "by": by, "kv_ratio": ratio, "ranks": ranks,
-                       "ppl": ppl, "delta_pct": {k: 100 * (ppl[k] / base[k] - 1) for k in ppl}, "fit_s": fit_s}
+                row = {"refit_loss": refit, "method": spec, "fraction": frac, "by": by, "kv_ratio": ratio,
+                       "ranks": ranks, "ppl": ppl, "delta_pct": {k: 100 * (ppl[k] / base[k] - 1) for k in ppl},
+                       "fit_s": fit_s}
                 rows.append(row)
                 print(f"{spec:40s} frac {frac or 0:.2f} by {by or 'error':5s} kv {ratio:.3f}  "
                       + "  ".join(f"{k} {v:+.2f}%" for k, v in row["delta_pct"].items())
                       + f"  ranks {' '.join(ranks)}  ({fit_s:.0f}s fit)"
                       + (f"  refit held-out loss start->end {refit}" if refit else ""), flush=True)
-                for b, (k, v) in zip(model.layers, orig):
+                for b, (k, v) in zip(model.layers, orig, strict=True):
                     b.self_attn.k_proj, b.self_attn.v_proj = k, v
     if a.json:
         a.json.write_text(json.dumps({"model": a.model, "prose": str(a.prose), "base": base, "windows": a.windows,

@@ -32,12 +32,12 @@ def time_calls(fn, xs, ws, reps=20):
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        for x, w in zip(xs, ws):
+        for x, w in zip(xs, ws, strict=True):
             fn(x, w)
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        for x, w in zip(xs, ws):
+        for x, w in zip(xs, ws, strict=True):
             fn(x, w)
     times = []
     for _ in range(reps):
@@ -69,7 +69,8 @@ def main():
                 t_ours = time_calls(gemv.gemv, xs, ws)
                 bn, k1, k2 = gemv.tiles(n, k, torch.cuda.get_device_properties(0).multi_processor_count)
                 print(f"{model:5s} {name:8s} N={n:6d} K={k:5d} rows={rows}: torch {t_torch:6.2f} us "
-                      f"({nbytes / t_torch / 1e6:5.2f} TB/s), gemv {t_ours:6.2f} us ({nbytes / t_ours / 1e6:5.2f} TB/s) "
+                      f"({nbytes / t_torch / 1e6:5.2f} TB/s), "
+                      f"gemv {t_ours:6.2f} us ({nbytes / t_ours / 1e6:5.2f} TB/s) "
                       f"BN={bn} K={k1}+{k2}, max |diff| {err:.3g}", flush=True)
             del ws
 

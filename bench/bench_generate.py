@@ -12,7 +12,7 @@ rank 128 on the global layers, random factors except that K's up-projection has
 orthonormal columns, as activation_svd writes it (--k-basis random: not even that),
 1 exact sink token: ~50% of the cache at 32K, a proxy for what the balanced recipe budgets;
 --ranks sets other K/V ranks, per global layer too: the real balanced conversion of 270M
-chose 80,96,112/112,160,128, docs/benchmarks.md sixteenth run), and
+chose 80,96,112/112,160,128, bench/results/2026-12-02.md, sixteenth run), and
 transformers' Gemma3ForCausalLM built from the same config with the default dynamic
 cache and with cache_implementation="static". Every timing follows a warm-up call.
 Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).
@@ -21,11 +21,10 @@ Memory-bandwidth fraction = bytes one decode step must read (every weight once, 
 LM head included, plus the cached K/V it attends over) / step time / peak bandwidth
 (--bandwidth; by default the GPU's own by name: H200 4.8e12, H100 SXM 3.35e12 B/s).
 Peak memory: the row's, above what was still allocated when it started (memory_before:
-what earlier rows of the process left, 0.09-0.16 GiB after 1-3 rows of 270M). The 270M
-original at batch 1, 32K measured 1.29 GiB this way after three rows and 1.35 alone
-(bench/results/2026-12-02-s14/run05): process-wide buffers, such as cuBLAS workspaces, that
-an earlier row made are not counted again. The raw process peak was 1.35-1.60 GiB depending
-on the rows before.
+what earlier rows of the process left, 0.09-0.16 GiB after 1-3 rows of 270M), so a row's
+peak does not depend on the rows before it, except for process-wide buffers, such as
+cuBLAS workspaces, that an earlier row made (the 270M original at batch 1, 32K: 1.29 GiB
+after three rows, 1.35 alone; bench/results/2026-12-02-s14/run05).
 """
 from __future__ import annotations
 
@@ -119,8 +118,8 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
                norm_from_latent=sum(k.norm_z for k in r.kernels.values()),
                plan=sorted({f"{p.entries}/{p.attention}" for p in r.plan}),  # the decode plan's rows
                # which decode kernel each latent layer takes (the CUDA one serves only some ranks)
-               kernels=sorted(f"{i}:{cuda_decode.kind_for(k.rv, k.rk) if k.cuda else 'triton'}" for i, k in r.kernels.items()
-                              if k.k_latent or k.v_latent))
+               kernels=sorted(f"{i}:{cuda_decode.kind_for(k.rv, k.rk) if k.cuda else 'triton'}"
+                              for i, k in r.kernels.items() if k.k_latent or k.v_latent))
     del r, model
     torch.cuda.empty_cache()
     return out
@@ -128,6 +127,7 @@ def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_option
 
 def hf(cfg, impl, batch, context, new, bw):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
     from tpa_compress.load.hf import config_to_hf
     d = config_to_hf(cfg)
     d.pop("architectures", None)
@@ -161,8 +161,9 @@ def hf(cfg, impl, batch, context, new, bw):
         cache_bytes(original_layouts(cfg), context, batch)
     out = dict(runner=f"transformers-{impl}", layout="original", tok_s=batch * (new - 1) / dec,
                ms_per_step=ms, prefill_tok_s=batch * ids.shape[1] / t_one, kv_bytes=None,
-               peak_memory=peak - before, memory_before=before, bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw)
-    del m
+               peak_memory=peak - before, memory_before=before, bytes_per_step=moved,
+               bw_fraction=moved / (ms / 1e3) / bw)
+    m = None  # the model goes before empty_cache (run() holds it too)
     torch.cuda.empty_cache()
     return out
 
@@ -171,8 +172,7 @@ def gpu_check(device="cuda"):
     """Greedy tokens of the (CUDA-graph) runner == reference forward, tiny fp32 models:
     original, random latent K/V, and the identity conversion (GQA as TPA, via convert)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_convert_tiny import CharTok
-    from tiny import random_state, tiny_config
+    from tiny import CharTok, random_state, tiny_config
     from tpa_compress.convert import convert
     from tpa_compress.load.source import Checkpoint, WeightSource
     from tpa_compress.models import build_model
@@ -193,7 +193,8 @@ def gpu_check(device="cuda"):
                 g = torch.Generator(device=device).manual_seed(0)
                 for blk in model.layers:
                     for nm, r in (("k_proj", 12), ("v_proj", 10)):
-                        p = make_proj(cfg.hidden_size, Component("latent", cfg.num_kv_heads, cfg.head_dim, r)).to(device)
+                        comp = Component("latent", cfg.num_kv_heads, cfg.head_dim, r)
+                        p = make_proj(cfg.hidden_size, comp).to(device)
                         with torch.no_grad():
                             for t in p.parameters():
                                 t.copy_(torch.randn(t.shape, generator=g, device=device) * 0.5 / t.shape[-1] ** 0.5)
@@ -203,7 +204,7 @@ def gpu_check(device="cuda"):
             r = Runner(model, 3, 40, cache_dtype="fp32", tile=4)
             gen = r.generate(prompts, 12, stop_at_eos=False).tokens
             ok = True
-            for p, t in zip(prompts, gen):
+            for p, t in zip(prompts, gen, strict=True):
                 with torch.no_grad():
                     ref = model.logits(model(torch.tensor([p + t], device=device)))[0]
                 ok &= ref[len(p) - 1: len(p) + 11].argmax(-1).tolist() == t
@@ -283,8 +284,8 @@ def main():
                         cuda_decode.BUILD["kernel"] = row["cuda_kernel"] = what[2]
                     t = time.time()
                     try:
-                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks, a.k_basis,
-                                        *(None if x == "auto" else bool(int(x)) for x in what[3:5]), ropts)
+                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks,
+                                        a.k_basis, *(None if x == "auto" else bool(int(x)) for x in what[3:5]), ropts)
                                    if kind == "ours"
                                    else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
                     except torch.cuda.OutOfMemoryError:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import tpa_compress  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
 import torch
 import yaml
 
@@ -87,7 +89,7 @@ def main() -> None:
     print(f"\n| text ({a.windows} x 512) | original | converted | healed |\n|---|---|---|---|")
     for t in windows:
         o, b, af = (ppl[k][t] for k in ("original", "converted", "healed"))
-        pct = lambda x: f"{x:.4f} ({100 * (x / o - 1):+.2f}%)"  # noqa: E731
+        pct = lambda x, o=o: f"{x:.4f} ({100 * (x / o - 1):+.2f}%)"
         print(f"| {Path(t).name} | {o:.4f} | {pct(b)} | {pct(af)} |")
     print(f"KV at 32K: {res.totals['32768']['ratio']:.3f} of the original; total {time.time() - t0:.0f} s")
     if a.json:

@@ -103,7 +103,8 @@ def run(a) -> None:
            "cache_defaults": {f.name: f.default for f in fields(CacheSpec)[1:]}}
     if a.device.startswith("cuda"):
         doc["gpu"] = torch.cuda.get_device_name()
-    variants = ([] if a.skip_original else [("original", None)]) + [(Path(r).stem, r) for r in a.recipes.split(",") if r]
+    variants = (([] if a.skip_original else [("original", None)])
+                + [(Path(r).stem, r) for r in a.recipes.split(",") if r])
     recipe_caches = split_specs(a.recipe_caches or a.caches)
     for name, recipe_path in variants:
         model = build_model(ckpt, torch.float32, a.device)

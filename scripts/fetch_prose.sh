@@ -58,7 +58,7 @@ if [[ ! -d "$src" ]]; then
 fi
 echo "$(ls "$src"/*.html | wc -l) .html pages under usr/share/doc/debian-handbook/html/en-US"
 
-"$PYTHON" scripts/prepare_prose.py \
+"$PYTHON" scripts/build_corpus.py prose \
     --src "$src" --out data/prose/ \
     --small-bytes "$small_bytes" --small-out tpa_compress/data \
     --package "$pkg" --version "$version" --deb-sha256 "$deb_sha"

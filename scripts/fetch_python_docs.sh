@@ -8,7 +8,7 @@
 # Usage: bash scripts/fetch_python_docs.sh
 # Env:   PYDOC_VERSION=3.11.2-6+deb12u9  pin the package version (default: apt's candidate)
 #        SMALL_BYTES=300000              max size of each committed slice
-#        PYTHON=python3                  interpreter (default: .venv/bin/python if present)
+#        PYTHON=python3                  interpreter (standard library only)
 # Needs: apt-get and dpkg (Debian/Ubuntu with bookworm-era python3.11-doc available).
 set -euo pipefail
 
@@ -18,9 +18,7 @@ cd "$repo"
 pkg="python3.11-doc"
 spec="$pkg${PYDOC_VERSION:+=$PYDOC_VERSION}"
 small_bytes="${SMALL_BYTES:-300000}"
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
+PYTHON="${PYTHON:-python3}"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -54,7 +52,7 @@ if [[ ! -d "$src" ]]; then
 fi
 echo "$(find "$src" -name '*.rst.txt' | wc -l) .rst.txt sources under usr/share/doc/python3.11/html/_sources"
 
-"$PYTHON" -m tpa_compress.data.prepare \
+"$PYTHON" scripts/build_corpus.py python-docs \
     --src "$src" --out data/ \
     --small-bytes "$small_bytes" --small-out tpa_compress/data \
     --package "$pkg" --version "$version" --deb-sha256 "$deb_sha"

@@ -7,7 +7,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from tiny import random_state, tiny_config, write_ckpt, write_gguf
+from tiny import char_tokenizer, random_state, tiny_config, write_ckpt, write_gguf
 from tpa_compress.analyze import analyze
 from tpa_compress.analyze.activations import activation_spectra
 from tpa_compress.analyze.cli import analyze_cmd, parse_contexts
@@ -184,17 +184,6 @@ def test_geometry_matches_materialised_operators():
 
 
 # ----------------------------------------------------------------------------- the command
-def char_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    from tpa_compress.load.tokenizer import TextTokenizer
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
-    vocab.update({c: 4 + i for i, c in enumerate("etaoinshrdlcumwfgypbvkjxqz .,")})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return TextTokenizer(tok, 2, 1, 0, True)
-
-
 def cli(args):
     app = typer.Typer()
     app.command("analyze")(analyze_cmd)

@@ -5,27 +5,10 @@ import sys
 import pytest
 import torch
 
+from checks import assert_one_line_error
 from tiny import random_state, tiny_config, write_gguf
 from tpa_compress import cli
 from tpa_compress.save import save_hf_folder
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    err = capsys.readouterr().err
-    return e.value.code, err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert "Traceback" not in err
-    flat = " ".join(err.split())
-    for n in needles:
-        assert str(n) in flat, (n, err)
 
 
 @pytest.fixture
@@ -35,91 +18,94 @@ def text_file(tmp_path):
     return p
 
 
-def test_missing_model_file(monkeypatch, capsys, tmp_path, text_file):
-    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path / "nope.gguf", "--data", text_file)
+def test_missing_model_file(cli_run, tmp_path, text_file):
+    code, _, err = cli_run("eval", tmp_path / "nope.gguf", "--data", text_file)
     assert_one_line_error(code, err, "nope.gguf", "no such file")
 
 
-def test_unknown_format(monkeypatch, capsys, tmp_path, text_file):
+def test_unknown_format(cli_run, tmp_path, text_file):
     p = tmp_path / "weights.bin"
     p.write_bytes(b"xx")
-    code, err = run_cli(monkeypatch, capsys, "eval", p, "--data", text_file)
+    code, _, err = cli_run("eval", p, "--data", text_file)
     assert_one_line_error(code, err, "weights.bin", "unknown model format", ".gguf")
 
 
-def test_truncated_gguf(monkeypatch, capsys, tmp_path, text_file):
+def test_truncated_gguf(cli_run, tmp_path, text_file):
     cfg = tiny_config("llama")
     p = write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg))
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
-    code, err = run_cli(monkeypatch, capsys, "eval", p, "--data", text_file)
+    code, _, err = cli_run("eval", p, "--data", text_file)
     assert_one_line_error(code, err, "m.gguf")
 
 
-def test_unknown_architecture_in_gguf(monkeypatch, capsys, tmp_path, text_file):
+def test_unknown_architecture_in_gguf(cli_run, tmp_path, text_file):
     import gguf
     p = tmp_path / "odd.gguf"
     w = gguf.GGUFWriter(str(p), "mamba")
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", torch.zeros(4, 4).numpy())
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-    code, err = run_cli(monkeypatch, capsys, "eval", p, "--data", text_file)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    code, _, err = cli_run("eval", p, "--data", text_file)
     assert_one_line_error(code, err, "odd.gguf", "'mamba'", "gemma3, llama")
 
 
-def test_corrupt_safetensors(monkeypatch, capsys, tmp_path, text_file):
+def test_corrupt_safetensors(cli_run, tmp_path, text_file):
     cfg = tiny_config("llama")
     save_hf_folder(tmp_path, cfg, random_state(cfg))
     (tmp_path / "model.safetensors").write_bytes(b"\x00" * 64)
-    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path, "--data", text_file)
+    code, _, err = cli_run("eval", tmp_path, "--data", text_file)
     assert_one_line_error(code, err, "model.safetensors", "not a readable safetensors")
 
 
-def test_shape_mismatch_between_config_and_tensors(monkeypatch, capsys, tmp_path, text_file):
+def test_shape_mismatch_between_config_and_tensors(cli_run, tmp_path, text_file):
     cfg = tiny_config("gemma3")
     save_hf_folder(tmp_path, cfg, random_state(cfg))
     c = json.loads((tmp_path / "config.json").read_text())
     c["intermediate_size"] = 64
     (tmp_path / "config.json").write_text(json.dumps(c))
-    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path, "--data", text_file)
+    code, _, err = cli_run("eval", tmp_path, "--data", text_file)
     assert_one_line_error(code, err, "mlp.gate_proj.weight", "(48, 32)", "(64, 32)")
 
 
-def test_unknown_architecture_in_config(monkeypatch, capsys, tmp_path, text_file):
+def test_unknown_architecture_in_config(cli_run, tmp_path, text_file):
     cfg = tiny_config("llama")
     save_hf_folder(tmp_path, cfg, random_state(cfg))
     c = json.loads((tmp_path / "config.json").read_text())
     c["model_type"] = "gpt_neox"
     (tmp_path / "config.json").write_text(json.dumps(c))
-    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path, "--data", text_file)
+    code, _, err = cli_run("eval", tmp_path, "--data", text_file)
     assert_one_line_error(code, err, "config.json", "'gpt_neox'", "llama")
 
 
-def test_corrupt_ckpt(monkeypatch, capsys, tmp_path, text_file):
+def test_corrupt_ckpt(cli_run, tmp_path, text_file):
     p = tmp_path / "model.ckpt"
     p.write_bytes(b"not a zip file at all")
-    code, err = run_cli(monkeypatch, capsys, "eval", p, "--data", text_file)
+    code, _, err = cli_run("eval", p, "--data", text_file)
     assert_one_line_error(code, err, "model.ckpt", "not a readable torch checkpoint")
 
 
-def test_ckpt_without_state_dict(monkeypatch, capsys, tmp_path, text_file):
+def test_ckpt_without_state_dict(cli_run, tmp_path, text_file):
     p = tmp_path / "model.ckpt"
     torch.save({"weights": torch.zeros(2)}, str(p))
-    code, err = run_cli(monkeypatch, capsys, "eval", p, "--data", text_file)
+    code, _, err = cli_run("eval", p, "--data", text_file)
     assert_one_line_error(code, err, "model.ckpt", "model_state_dict")
 
 
-def test_missing_data_file(monkeypatch, capsys, tmp_path):
-    code, err = run_cli(monkeypatch, capsys, "eval", "--data", tmp_path / "absent.txt")
+def test_missing_data_file(cli_run, tmp_path):
+    code, _, err = cli_run("eval", "--data", tmp_path / "absent.txt")
     assert_one_line_error(code, err, "absent.txt")
 
 
-def test_bad_option_values(monkeypatch, capsys, text_file):
-    code, err = run_cli(monkeypatch, capsys, "eval", "--data", text_file, "--seq-len", "1")
+def test_bad_option_values(cli_run, text_file):
+    code, _, err = cli_run("eval", "--data", text_file, "--seq-len", "1")
     assert_one_line_error(code, err, "--seq-len", "at least 2")
-    code, err = run_cli(monkeypatch, capsys, "eval", "--data", text_file, "--bos", "maybe")
+    code, _, err = cli_run("eval", "--data", text_file, "--bos", "maybe")
     assert_one_line_error(code, err, "--bos", "auto, yes, no")
-    code, err = run_cli(monkeypatch, capsys, "eval", "--data", text_file, "--device", "tpu")
+    code, _, err = cli_run("eval", "--data", text_file, "--device", "tpu")
     assert_one_line_error(code, err, "--device", "cpu, cuda")
 
 
@@ -138,11 +124,11 @@ def test_debug_shows_traceback(monkeypatch, capsys, tmp_path, text_file):
         cli.main()
 
 
-def test_variant_on_a_gguf_is_an_error(monkeypatch, capsys, tmp_path, text_file):
+def test_variant_on_a_gguf_is_an_error(cli_run, tmp_path, text_file):
     from tiny import random_state, tiny_config, write_gguf
     cfg = tiny_config("gemma3")
     g = write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg))
-    code, err = run_cli(monkeypatch, capsys, "eval", str(g), "--variant", "1b", "--data", str(text_file))
+    code, _, err = cli_run("eval", str(g), "--variant", "1b", "--data", str(text_file))
     assert_one_line_error(code, err, "--variant 1b", "applies only to a gemma_pytorch .ckpt", "m.gguf")
 
 
@@ -156,7 +142,7 @@ def test_variant_on_a_gguf_is_an_error(monkeypatch, capsys, tmp_path, text_file)
     (lambda c: c.update(layer_types=["full_attention"] * 3),
      ["config.json", "3 layer types for 6 layers"]),
 ])
-def test_broken_converted_config_names_the_file_and_entry(monkeypatch, capsys, tmp_path, text_file, edit, needles):
+def test_broken_converted_config_names_the_file_and_entry(cli_run, tmp_path, text_file, edit, needles):
     from tpa_compress.layout import layouts_to_config, original_layouts
     cfg = tiny_config("gemma3")
     save_hf_folder(tmp_path, cfg, random_state(cfg), extra_config={"tpa": layouts_to_config(original_layouts(cfg))})
@@ -164,5 +150,5 @@ def test_broken_converted_config_names_the_file_and_entry(monkeypatch, capsys, t
     assert cfg.num_layers == 6
     edit(c)
     (tmp_path / "config.json").write_text(json.dumps(c))
-    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path, "--data", text_file)
+    code, _, err = cli_run("eval", tmp_path, "--data", text_file)
     assert_one_line_error(code, err, *needles)

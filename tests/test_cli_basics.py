@@ -1,28 +1,19 @@
 """What a person expects of the command line: --version, flags shown as flags, one line on Ctrl-C."""
-import sys
 
 import pytest
 
 from tpa_compress import cli
 
 
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", *args])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    got = capsys.readouterr()
-    return e.value.code, got.out, got.err
-
-
-def test_version(monkeypatch, capsys):
+def test_version(cli_run):
     from importlib.metadata import version
-    code, out, _ = run(monkeypatch, capsys, "--version")
+    code, out, _ = cli_run("--version")
     assert code == 0 and out.strip() == f"tpa-compress {version('tpa-compress')}"
 
 
 @pytest.mark.parametrize("command", ["convert", "eval", "generate", "validate", "analyze"])
-def test_help_shows_flags_as_flags_and_every_option_has_help(monkeypatch, capsys, command):
-    code, out, _ = run(monkeypatch, capsys, command, "--help")
+def test_help_shows_flags_as_flags_and_every_option_has_help(cli_run, command):
+    code, out, _ = cli_run(command, "--help")
     assert code == 0
     assert "<bool>" not in out
     import typer.main
@@ -35,11 +26,11 @@ def test_help_shows_flags_as_flags_and_every_option_has_help(monkeypatch, capsys
             assert p.default == "auto", f"{command} --device defaults to {p.default}"
 
 
-def test_ctrl_c_prints_one_line(monkeypatch, capsys):
+def test_ctrl_c_prints_one_line(cli_run, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(cli, "app", boom)
-    code, _, err = run(monkeypatch, capsys, "convert")
+    code, _, err = cli_run("convert")
     assert code == 130
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted: convert stopped; nothing was written" in lines[0]

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from test_convert_tiny import recipe, tiny_ckpt
+from tiny import recipe, tiny_ckpt
 from tpa_compress.calibrate import collect_stats
 from tpa_compress.convert import convert, cpu_threads, output_tensors, write_output
 from tpa_compress.errors import TPAError

@@ -3,54 +3,17 @@ import hashlib
 
 import pytest
 import torch
-import yaml
 
-from tiny import random_state, tiny_config
+from tiny import logp, recipe, tiny_ckpt
 from tpa_compress.calibrate import collect_stats
 from tpa_compress.convert import convert, write_output
 from tpa_compress.errors import TPAError
-from tpa_compress.layout import LayerLayout, cache_bytes, original_layouts
+from tpa_compress.layout import cache_bytes, original_layouts
 from tpa_compress.load import load_model
-from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.methods import LayerInputs, get_method
 from tpa_compress.methods.layers import make_proj
 from tpa_compress.models import build_model
-from tpa_compress.ranks import budget_ranks, Candidate, energy_rank
-from tpa_compress.recipe import parse_recipe
-
-
-class CharTok:
-    """A stand-in tokenizer: bytes -> ids (enough for plumbing tests)."""
-    bos_id, eos_id, pad_id, add_bos = 2, 1, 0, True
-
-    def encode(self, text, add_bos=None):
-        ids = [3 + (b % 90) for b in text.encode()]
-        return ([2] if (self.add_bos if add_bos is None else add_bos) else []) + ids
-
-    def save(self, folder):
-        pass
-
-
-def tiny_ckpt(family="gemma3", **over):
-    cfg = tiny_config(family, **over)
-    return Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "memory")
-
-
-def recipe(layers, **top):
-    """float32 weights unless a test asks otherwise: these tests check exactness (saving in
-    the default bfloat16 and its cost: tests/test_issue31.py)."""
-    top.setdefault("weight_dtype", "float32")
-    d = {"calibration": {"tokens": 512, "seq_len": 32, "heldout_tokens": 64},
-         "eval": {"seq_len": 32, "max_windows": 4}, "layers": layers, **top}
-    return parse_recipe(d, "test.yaml")
-
-
-IDS = torch.randint(3, 90, (1, 40), generator=torch.Generator().manual_seed(1))
-
-
-def logp(model):
-    with torch.no_grad():
-        return model.logits(model(IDS)).log_softmax(-1)
+from tpa_compress.ranks import Candidate, budget_ranks, energy_rank
 
 
 @pytest.mark.parametrize("family", ["gemma3", "llama"])
@@ -247,7 +210,7 @@ def test_chosen_full_width_rank_keeps_the_original(tmp_path):
                  budget={"fraction": 1.0, "context": 64}, k_scale=False)  # (the factors cost bytes)
     model = build_model(ck)
     res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
-    for lay, rep in zip(res.layouts, res.layers):
+    for lay, rep in zip(res.layouts, res.layers, strict=True):
         assert lay.k.kind == lay.v.kind == "full" and not lay.k_scale and lay.sink == 0
         assert rep.k["method"] == "keep" and "chose the full width" in rep.k["note"]
     assert res.notes[0] == "layer 0 k: activation_svd budget chose the full width 32; kept exact"

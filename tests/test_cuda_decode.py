@@ -1,6 +1,6 @@
 """The hand-written CUDA decode kernel (runtime/cuda_decode.py) vs the torch tile path,
 and the runner's decode through it vs the reference forward. GPU only
-(TPA_TEST_DEVICE=cuda): it is CUDA C++ compiled by torch's NVRTC, with no interpreter."""
+(pytest --device cuda): it is CUDA C++ compiled by torch's NVRTC, with no interpreter."""
 import copy
 
 import pytest

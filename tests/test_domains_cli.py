@@ -8,44 +8,11 @@ import sys
 import pytest
 import yaml
 
-from tiny import random_state, tiny_config
 from tpa_compress import cli
 from tpa_compress.data import eval_domains
 from tpa_compress.evaluate.validate import Thresholds, ValidationResult, domain_failures
-from tpa_compress.save import save_hf_folder
 
 DOMAINS = list(eval_domains())
-CHARS = "etaoinshrdlcumwfgypbvkjxqz .,"
-
-
-def char_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    from tpa_compress.load.tokenizer import TextTokenizer
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
-    vocab.update({c: 4 + i for i, c in enumerate(CHARS)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return TextTokenizer(tok, 2, 1, 0, True)
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    cfg = tiny_config("llama")
-    d = tmp_path_factory.mktemp("tiny") / "orig"
-    d.mkdir()
-    save_hf_folder(d, cfg, random_state(cfg, 3), char_tokenizer())
-    return d
-
-
 @pytest.fixture(scope="module")
 def converted(model_dir, tmp_path_factory):
     """A lossy conversion made by `convert --eval` with the default data."""
@@ -68,9 +35,9 @@ def converted(model_dir, tmp_path_factory):
     return root / "out"
 
 
-def test_eval_default_prints_one_row_per_domain(model_dir, tmp_path, monkeypatch, capsys):
+def test_eval_default_prints_one_row_per_domain(cli_run, model_dir, tmp_path):
     js = tmp_path / "e.json"
-    code, out, err = run(monkeypatch, capsys, "eval", model_dir, "--seq-len", 32, "--max-windows", 2,
+    code, out, err = cli_run("eval", model_dir, "--seq-len", 32, "--max-windows", 2,
                          "--json", js)
     assert code == 0, err
     rows = [ln for ln in out.splitlines() if any(f"│ {d} " in ln for d in DOMAINS)]
@@ -84,11 +51,11 @@ def test_eval_default_prints_one_row_per_domain(model_dir, tmp_path, monkeypatch
     assert "perplexity" not in doc  # no top-level number that could be read as "the" quality
 
 
-def test_eval_data_scores_that_file_alone(model_dir, tmp_path, monkeypatch, capsys):
+def test_eval_data_scores_that_file_alone(cli_run, model_dir, tmp_path):
     text = tmp_path / "mine.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 30)
     js = tmp_path / "e.json"
-    code, out, err = run(monkeypatch, capsys, "eval", model_dir, "--data", text, "--seq-len", 32,
+    code, out, err = cli_run("eval", model_dir, "--data", text, "--seq-len", 32,
                          "--max-windows", 2, "--json", js)
     assert code == 0, err
     assert "mine.txt" in out and not any(d in out for d in DOMAINS)
@@ -110,7 +77,7 @@ def test_convert_eval_reports_both_domains(converted):
                f"{p['delta_pct']:+.2f}% |" in md
 
 
-def test_convert_eval_explicit_file_is_one_text(model_dir, tmp_path, monkeypatch, capsys):
+def test_convert_eval_explicit_file_is_one_text(cli_run, model_dir, tmp_path):
     text = tmp_path / "held.txt"
     text.write_text("a rose is a rose is a rose, said she. " * 40)
     rec = tmp_path / "r.yaml"
@@ -119,7 +86,7 @@ def test_convert_eval_explicit_file_is_one_text(model_dir, tmp_path, monkeypatch
         "eval": {"files": [str(text)], "seq_len": 32, "max_windows": 2},
         "layers": [{"select": "all", "k": {"method": "activation_svd", "rank": 4},
                     "v": {"method": "activation_svd", "rank": 4}}]}))
-    code, out, err = run(monkeypatch, capsys, "convert", model_dir, "--recipe", rec, "--out", tmp_path / "o",
+    code, out, err = cli_run("convert", model_dir, "--recipe", rec, "--out", tmp_path / "o",
                          "--eval", "--device", "cpu")
     assert code == 0, err
     assert list(json.loads((tmp_path / "o" / "report.json").read_text())["perplexity"]) == ["held.txt"]
@@ -141,11 +108,11 @@ def test_gate_applies_to_each_domain():
     assert "--max-kl" in missed[0] and "--min-top1" in missed[1]
 
 
-def test_validate_gates_per_domain(converted, model_dir, tmp_path, monkeypatch, capsys):
+def test_validate_gates_per_domain(cli_run, converted, model_dir, tmp_path):
     args = ["validate", converted, "--reference", model_dir, "--seq-len", 32, "--max-windows", 2,
             "--device", "cpu"]
     js = tmp_path / "v.json"
-    code, out, err = run(monkeypatch, capsys, *args, "--json", js)
+    code, out, err = cli_run(*args, "--json", js)
     assert code == 0, err
     doc = json.loads(js.read_text())
     assert doc["schema_version"] == 2 and list(doc["domains"]) == DOMAINS and "kl_mean" not in doc
@@ -156,11 +123,11 @@ def test_validate_gates_per_domain(converted, model_dir, tmp_path, monkeypatch, 
     # a gate between the two domains' KL: passes on one, fails on the other -> the model fails
     worse = max(kl, key=kl.get)
     gate = (kl["python-docs"] + kl["prose"]) / 2
-    code, out, err = run(monkeypatch, capsys, *args, "--max-kl", repr(gate), "--json", js)
+    code, out, err = cli_run(*args, "--max-kl", repr(gate), "--json", js)
     assert code == 1
     doc = json.loads(js.read_text())
     assert doc["passed"] is False and len(doc["failures"]) == 1 and doc["failures"][0].startswith(f"{worse}: ")
     assert {d: doc["domains"][d]["passed"] for d in DOMAINS} == {d: d != worse for d in DOMAINS}
     assert f"validation failed: {worse}: mean KL" in " ".join(err.split())
-    code, out, err = run(monkeypatch, capsys, *args, "--max-kl", repr(max(kl.values()) * 1.01))
+    code, out, err = cli_run(*args, "--max-kl", repr(max(kl.values()) * 1.01))
     assert code == 0 and "validation passed" in out

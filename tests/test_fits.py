@@ -3,7 +3,7 @@ tiny end-to-end conversion (deterministic, refit never worse held-out), refusals
 import pytest
 import torch
 
-from test_convert_tiny import recipe, tiny_ckpt
+from tiny import recipe, tiny_ckpt
 from tpa_compress.calibrate import collect_stats
 from tpa_compress.convert import convert, layer_inputs
 from tpa_compress.errors import TPAError
@@ -24,7 +24,7 @@ def test_rotations_are_rope_by_the_offset():
     assert delta.min() >= 0 and delta.max() <= 300 and len(set(delta.tolist())) > 4
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(D, generator=g, dtype=torch.float64), torch.randn(D, generator=g, dtype=torch.float64)
-    for r, d in zip(rot, delta.tolist()):
+    for r, d in zip(rot, delta.tolist(), strict=True):
         assert torch.allclose(r @ q, _rope(q, d, D, base), atol=1e-5)  # rope_cos_sin: fp32 angles
     # the score of a query at p_q and a key at p_k is (R_{p_q - p_k} q) . k
     for p_q, p_k in [(7, 3), (300, 0), (41, 41)]:

@@ -1,25 +1,13 @@
-"""`tpa-compress generate` on a tiny HF folder (CPU; with TPA_TEST_DEVICE=cuda also the
+"""`tpa-compress generate` on a tiny HF folder (CPU; with pytest --device cuda also the
 CUDA-graph path), and its bad-input errors."""
-import os
 import re
-import sys
 
 import pytest
 import torch
 
-from test_analyze import char_tokenizer
-from test_bad_input import assert_one_line_error
-from tiny import random_state, tiny_config
-from tpa_compress import cli
+from checks import assert_one_line_error
+from tiny import char_tokenizer, random_state, tiny_config
 from tpa_compress.save import save_hf_folder
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    o = capsys.readouterr()
-    return e.value.code, o.out, o.err
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +19,11 @@ def folder(tmp_path_factory):
     return path
 
 
-DEVICES = ["cpu"] + (["cuda"] if os.environ.get("TPA_TEST_DEVICE") == "cuda" else [])
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_streams_and_summarises(monkeypatch, capsys, recwarn, folder, device):
-    code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "the cat sat",
+@pytest.mark.each_device
+def test_streams_and_summarises(cli_run, recwarn, folder, device):
+    code, out, err = cli_run("generate", folder, "--prompt", "the cat sat",
                          "--device", device, "--max-new-tokens", "6")
     assert code in (0, None), err
     assert out.startswith("the cat sat")
@@ -47,17 +34,17 @@ def test_streams_and_summarises(monkeypatch, capsys, recwarn, folder, device):
     assert not [w for w in recwarn if "TensorFloat32" in str(w.message)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_prompt_file_runs_as_one_batch(monkeypatch, capsys, folder, tmp_path, device):
+@pytest.mark.each_device
+def test_prompt_file_runs_as_one_batch(cli_run, folder, tmp_path, device):
     f = tmp_path / "p.txt"
     f.write_text("a dog\n\nthe long walk home\n")
     args = ["--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]
-    code, out, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f, "--device", device, *args)
+    code, out, err = cli_run("generate", folder, "--prompt-file", f, "--device", device, *args)
     assert code in (0, None), err
     assert "--- [0] ---" in out and "--- [1] ---" in out and "a dog" in out and "the long walk home" in out
     assert "decode 2x" in err
     # a fixed seed gives the same completions (the CUDA warm-up draws from the same seed each run)
-    code, again, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f, "--device", device, *args)
+    code, again, err = cli_run("generate", folder, "--prompt-file", f, "--device", device, *args)
     assert code in (0, None), err
     assert again == out
 
@@ -70,29 +57,29 @@ def test_prompt_file_runs_as_one_batch(monkeypatch, capsys, folder, tmp_path, de
     (["--prompt", "hi", "--max-new-tokens", "0"], ["--max-new-tokens 0", "at least 1"]),
     ([], ["exactly one of --prompt"]),
 ])
-def test_bad_arguments(monkeypatch, capsys, folder, args, needles):
-    code, _, err = run(monkeypatch, capsys, "generate", folder, *args)
+def test_bad_arguments(cli_run, folder, args, needles):
+    code, _, err = cli_run("generate", folder, *args)
     assert_one_line_error(code, err, *needles)
 
 
-def test_empty_prompt_file(monkeypatch, capsys, folder, tmp_path):
+def test_empty_prompt_file(cli_run, folder, tmp_path):
     f = tmp_path / "empty.txt"
     f.write_text("\n  \n")
-    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f)
+    code, _, err = cli_run("generate", folder, "--prompt-file", f)
     assert_one_line_error(code, err, "empty.txt", "no prompts")
 
 
-def test_prompt_file_not_text(monkeypatch, capsys, folder, tmp_path):
+def test_prompt_file_not_text(cli_run, folder, tmp_path):
     f = tmp_path / "prompts.bin"
     f.write_bytes(b"fine\n\xd0\x00\xff\n")
-    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", f)
+    code, _, err = cli_run("generate", folder, "--prompt-file", f)
     assert_one_line_error(code, err, "prompts.bin", "not UTF-8", "byte 5")
-    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt-file", tmp_path)
+    code, _, err = cli_run("generate", folder, "--prompt-file", tmp_path)
     assert_one_line_error(code, err, str(tmp_path), "not a regular file")
 
 
-def test_prompt_longer_than_max_length(monkeypatch, capsys, folder):
-    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "word " * 20,
+def test_prompt_longer_than_max_length(cli_run, folder):
+    code, _, err = cli_run("generate", folder, "--prompt", "word " * 20,
                        "--device", "cpu", "--max-new-tokens", "8")
     # the model loads first (its tokenizer counts the tokens): drop the "loaded" note
     err = "\n".join(ln for ln in err.splitlines() if not ln.startswith("loaded "))
@@ -100,8 +87,8 @@ def test_prompt_longer_than_max_length(monkeypatch, capsys, folder):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_requested_but_absent(monkeypatch, capsys, folder):
-    code, _, err = run(monkeypatch, capsys, "generate", folder, "--prompt", "hi", "--device", "cuda")
+def test_cuda_requested_but_absent(cli_run, folder):
+    code, _, err = cli_run("generate", folder, "--prompt", "hi", "--device", "cuda")
     assert_one_line_error(code, err, "--device cuda", "no CUDA device")
 
 
@@ -126,13 +113,13 @@ def converted_folder(root, cache_dtype):
     return root / cache_dtype
 
 
-def test_cache_dtype_recorded_by_convert_is_used(monkeypatch, capsys, tmp_path):
+def test_cache_dtype_recorded_by_convert_is_used(cli_run, tmp_path):
     from dataclasses import replace
 
     from tpa_compress.layout import cache_bytes, layouts_from_config
     from tpa_compress.load import load_model
     path = converted_folder(tmp_path, "fp16")
-    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+    code, out, err = cli_run("generate", path, "--prompt", "the cat", "--device", "cpu",
                          "--max-new-tokens", "5")
     assert code in (0, None), err
     tpa = load_model(path).extra["tpa"]
@@ -141,20 +128,20 @@ def test_cache_dtype_recorded_by_convert_is_used(monkeypatch, capsys, tmp_path):
     want = cache_bytes(layouts, 8 + 5, 1) / 2**20  # "the cat" = 7 chars + BOS
     assert f"KV {want:.2f} MiB fp16 allocated" in " ".join(err.split())
     # an explicit --cache-dtype wins over the recorded one
-    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+    code, out, err = cli_run("generate", path, "--prompt", "the cat", "--device", "cpu",
                          "--max-new-tokens", "5", "--cache-dtype", "fp32")
     assert code in (0, None), err
     assert f"KV {2 * want:.2f} MiB fp32 allocated" in " ".join(err.split())
 
 
 @pytest.mark.parametrize("name", ["fp8", "int8"])
-def test_one_byte_cache_dtype_recorded_by_convert(monkeypatch, capsys, tmp_path, name):
+def test_one_byte_cache_dtype_recorded_by_convert(cli_run, tmp_path, name):
     from dataclasses import replace
 
     from tpa_compress.layout import cache_bytes, layouts_from_config
     from tpa_compress.load import load_model
     path = converted_folder(tmp_path, name)
-    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+    code, out, err = cli_run("generate", path, "--prompt", "the cat", "--device", "cpu",
                          "--max-new-tokens", "5")
     assert code in (0, None), err
     layouts = [replace(lay, cache_dtype=name) for lay in layouts_from_config(load_model(path).extra["tpa"])]
@@ -162,19 +149,19 @@ def test_one_byte_cache_dtype_recorded_by_convert(monkeypatch, capsys, tmp_path,
     assert f"KV {want:.2f} MiB {name} allocated" in " ".join(err.split())
 
 
-def test_bad_cache_dtypes(monkeypatch, capsys, tmp_path):
+def test_bad_cache_dtypes(cli_run, tmp_path):
     import json
     path = converted_folder(tmp_path, "bf16")
-    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--cache-dtype", "int5")
+    code, _, err = cli_run("generate", path, "--prompt", "hi", "--cache-dtype", "int5")
     assert_one_line_error(code, err, "--cache-dtype 'int5'", "valid: auto, fp32, bf16, fp16, fp8, int8, int4")
     cfg = json.loads((path / "config.json").read_text())
     cfg["tpa"]["cache_dtype"] = "int5"
     (path / "config.json").write_text(json.dumps(cfg))
-    code, _, err = run(monkeypatch, capsys, "generate", path, "--prompt", "hi", "--device", "cpu")
+    code, _, err = cli_run("generate", path, "--prompt", "hi", "--device", "cpu")
     assert_one_line_error(code, err, "config.json", "tpa.cache_dtype 'int5'", "valid: fp32")
 
 
-def test_grouped_cache_recorded_by_convert(monkeypatch, capsys, tmp_path):
+def test_grouped_cache_recorded_by_convert(cli_run, tmp_path):
     """A recipe's int4 cache: config.json records it per layer, generate stores it (CPU,
     bytes = the prediction) and eval scores through it (the simulated reads) by default."""
     import json
@@ -188,12 +175,12 @@ def test_grouped_cache_recorded_by_convert(monkeypatch, capsys, tmp_path):
     assert cfg["tpa"]["cache_dtype"] == name
     assert cfg["tpa"]["layers"][0]["cache_dtype"] == "int4"
     assert cfg["tpa"]["layers"][0]["cache"] == {"group": 4, "recent": 2, "rotate": "none", "values": "auto", "sink": 1}
-    code, out, err = run(monkeypatch, capsys, "generate", path, "--prompt", "the cat", "--device", "cpu",
+    code, out, err = cli_run("generate", path, "--prompt", "the cat", "--device", "cpu",
                          "--max-new-tokens", "9")
     assert code in (0, None), err
     layouts = [replace(lay, cache_dtype=name) for lay in layouts_from_config(load_model(path).extra["tpa"])]
     want = cache_bytes(layouts, 8 + 9, 1) / 2**20
     assert f"KV {want:.2f} MiB {name} allocated (layout predicts {want:.2f})" in " ".join(err.split())
-    code, out, err = run(monkeypatch, capsys, "eval", path, "--seq-len", "16", "--max-windows", "2")
+    code, out, err = cli_run("eval", path, "--seq-len", "16", "--max-windows", "2")
     assert code in (0, None), err
     assert f"through a {name} KV cache" in " ".join(out.split())

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from test_tokenizer import BYTES, write_tokenizer_gguf
+from tiny import random_state, tiny_config, write_gguf
 from tpa_compress.errors import TPAError
 from tpa_compress.load import gguf as gguf_loader
 from tpa_compress.load.gguf_reader import GGUFFile
-
-from test_tokenizer import BYTES, write_tokenizer_gguf
-from tiny import random_state, tiny_config, write_gguf
 
 
 def assert_same_as_gguf_reader(path: Path, ours: GGUFFile | None = None):
@@ -35,7 +34,7 @@ def assert_same_as_gguf_reader(path: Path, ours: GGUFFile | None = None):
         assert got.contents() == want, key
     assert ours.alignment == ref.alignment and ours.data_offset == ref.data_offset
     assert [t.name for t in ours.tensors] == [t.name for t in ref.tensors]
-    for i, (a, b) in enumerate(zip(ours.tensors, ref.tensors)):
+    for a, b in zip(ours.tensors, ref.tensors, strict=True):
         assert a.tensor_type == b.tensor_type, a.name
         assert a.shape == tuple(int(x) for x in b.shape), a.name
         assert (a.n_elements, a.n_bytes, a.data_offset) == (b.n_elements, b.n_bytes, b.data_offset), a.name
@@ -181,7 +180,8 @@ def test_tokenizer_builder_same_from_either_reader(tmp_path, model):
 
     tokens = ["<pad>", "<eos>", "<bos>", "  ", "h", "e", "he", "▁", "▁he", "✓"] + BYTES
     types = [3, 3, 3, 4, 1, 1, 1, 1, 1, 1] + [6] * 256
-    path = write_tokenizer_gguf(tmp_path / "t.gguf", model, tokens, types, arch="gemma3" if model == "llama" else "llama",
+    arch = "gemma3" if model == "llama" else "llama"
+    path = write_tokenizer_gguf(tmp_path / "t.gguf", model, tokens, types, arch=arch,
                                 merges=["h e"] if model == "gpt2" else None)
     a = tokenizer_from_gguf(GGUFFile(path), str(path))
     b = tokenizer_from_gguf(gguf.GGUFReader(str(path), "r"), str(path))

@@ -2,18 +2,14 @@
 the factor tensors, is deterministic for a fixed seed, respects its time bound, saves what it
 trained, and rejects bad `heal:` values before any work."""
 import json
-import os
 import random
-import sys
 
 import pytest
 import torch
 import yaml
 
-from test_analyze import char_tokenizer
-from test_bad_input import assert_one_line_error
-from tiny import random_state, tiny_config
-from tpa_compress import cli
+from checks import assert_one_line_error
+from tiny import char_tokenizer, random_state, tiny_config
 from tpa_compress.convert import convert, write_output
 from tpa_compress.errors import TPAError
 from tpa_compress.heal import lr_at, trainable
@@ -22,7 +18,6 @@ from tpa_compress.models import build_model
 from tpa_compress.recipe import parse_recipe
 from tpa_compress.save import save_hf_folder
 
-DEVICES = ["cpu"] + (["cuda"] if os.environ.get("TPA_TEST_DEVICE") == "cuda" else [])
 WORDS = "the of a is and river stone light cache token model under over north south quick slow".split()
 
 
@@ -57,7 +52,7 @@ def run_convert(root, d, eval_model=False):
     return ck, model, res, tensors, logs
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.each_device
 def test_heal_lowers_heldout_kl_and_the_folder_reloads_healed(root, tmp_path, device):
     d = recipe_dict(root, heal={"device": device})
     ck, model, res, tensors, _ = run_convert(root, d, eval_model=True)
@@ -125,7 +120,7 @@ def test_schedule_warms_up_then_decays_to_zero(root):
     assert spec.warmup_steps == 10
     lrs = [lr_at(s, spec) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
-    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:])) and lrs[-1] < 1e-6
+    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:], strict=False)) and lrs[-1] < 1e-6
 
 
 def test_yaml_exponent_lr_is_a_number(root):
@@ -151,14 +146,6 @@ def test_heldout_windows_must_not_overlap_calibration(root):
         run_convert(root, d)
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    o = capsys.readouterr()
-    return e.value.code, o.out, o.err
-
-
 @pytest.mark.parametrize("heal,needle", [
     ({"step": 10}, "heal: unknown key 'step'; valid: batch, device,"),
     ({"steps": 0}, "heal.steps: 0 is not valid; expected an integer >= 1"),
@@ -176,21 +163,21 @@ def run_cli(monkeypatch, capsys, *args):
     ({"device": "tpu"}, "heal.device: 'tpu' is not valid; valid: auto, cpu, cuda"),
     ({"device": "cuda"}, "heal.device: 'cuda' was asked but no CUDA device is available"),
 ])
-def test_bad_heal_values_exit_2_naming_the_key(monkeypatch, capsys, root, tmp_path, heal, needle):
+def test_bad_heal_values_exit_2_naming_the_key(cli_run, monkeypatch, root, tmp_path, heal, needle):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(recipe_dict(root, heal=heal)))
-    code, _, err = run_cli(monkeypatch, capsys, "convert", root / "m", "--recipe", p, "--out", tmp_path / "o")
+    code, _, err = cli_run("convert", root / "m", "--recipe", p, "--out", tmp_path / "o")
     assert_one_line_error(code, err, "r.yaml", needle)
     assert not (tmp_path / "o").exists()
 
 
-def test_heal_on_a_recipe_that_converts_nothing(monkeypatch, capsys, root, tmp_path):
+def test_heal_on_a_recipe_that_converts_nothing(cli_run, root, tmp_path):
     d = recipe_dict(root, heal={})
     d["layers"] = [{"select": "all", "k": "keep"}]
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(d))
-    code, _, err = run_cli(monkeypatch, capsys, "convert", root / "m", "--recipe", p, "--out", tmp_path / "o")
+    code, _, err = cli_run("convert", root / "m", "--recipe", p, "--out", tmp_path / "o")
     assert_one_line_error(code, err, "r.yaml: heal: the recipe converts no K/V projection")
     assert not (tmp_path / "o").exists()
     d["layers"] = [{"select": {"layers": "40-41"}, "k": {"method": "activation_svd", "rank": 8}}]
@@ -198,10 +185,10 @@ def test_heal_on_a_recipe_that_converts_nothing(monkeypatch, capsys, root, tmp_p
         run_convert(root, d)
 
 
-def test_cli_convert_heals_with_a_progress_bar(monkeypatch, capsys, root, tmp_path):
+def test_cli_convert_heals_with_a_progress_bar(cli_run, root, tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(recipe_dict(root, heal={"steps": 4})))
-    code, out, err = run_cli(monkeypatch, capsys, "convert", root / "m", "--recipe", p, "--out", tmp_path / "o",
+    code, out, err = cli_run("convert", root / "m", "--recipe", p, "--out", tmp_path / "o",
                              "--eval")
     assert code in (0, None), err
     assert "heal" in err and "4/4" in err and "loss " in err

@@ -12,10 +12,8 @@ follow each sequence's own positions in prefill and in cached decoding.
 import pytest
 import torch
 
-from test_convert_tiny import recipe
 from test_runtime_sink import sink_model
-from test_validate import char_tokenizer
-from tiny import random_state, tiny_config
+from tiny import char_tokenizer, random_state, recipe, tiny_config
 from tpa_compress.convert import convert, write_output
 from tpa_compress.layout import layouts_to_config, original_layouts
 from tpa_compress.load import load_model

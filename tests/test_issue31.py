@@ -9,10 +9,10 @@ import struct
 
 import pytest
 
-from test_bad_input import assert_one_line_error, run_cli
-from test_convert_tiny import CharTok, recipe, tiny_ckpt
-from test_domains_cli import DOMAINS, model_dir, run  # noqa: F401  (model_dir: a fixture)
+from checks import assert_one_line_error
+from tiny import CharTok, recipe, tiny_ckpt
 from tpa_compress.convert import _eval, convert, write_output
+from tpa_compress.data import eval_domains
 from tpa_compress.load import load_model
 from tpa_compress.models import build_model
 from tpa_compress.recipe import parse_recipe
@@ -77,45 +77,45 @@ def test_report_ends_with_next_steps_naming_the_folder(tmp_path):
 # ------------------------------------------------------------------ checked before the work
 
 @pytest.mark.parametrize("command", ["eval", "validate"])
-def test_json_where_nothing_can_be_written_is_refused_first(monkeypatch, capsys, tmp_path, command):
+def test_json_where_nothing_can_be_written_is_refused_first(cli_run, monkeypatch, tmp_path, command):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     # the model does not exist: the --json check comes first, so the error names --json
     model = tmp_path / "absent-model"
-    code, err = run_cli(monkeypatch, capsys, command, model, "--json", blocker / "r.json")
+    code, _, err = cli_run(command, model, "--json", blocker / "r.json")
     assert_one_line_error(code, err, "--json", "r.json", "cannot write there")
-    code, err = run_cli(monkeypatch, capsys, command, model, "--json", tmp_path)
+    code, _, err = cli_run(command, model, "--json", tmp_path)
     assert_one_line_error(code, err, "--json", "is a folder")
     ro = tmp_path / "readonly"
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, m, **k: False if str(p).startswith(str(ro)) else real_access(p, m, **k))
     ro.mkdir()
-    code, err = run_cli(monkeypatch, capsys, command, model, "--json", ro / "r.json")
+    code, _, err = cli_run(command, model, "--json", ro / "r.json")
     assert_one_line_error(code, err, "--json", "readonly/r.json", "cannot write there")
     assert not (ro / "r.json").exists()
 
 
-def test_eval_seq_len_beyond_the_models_positions_is_an_error(monkeypatch, capsys, model_dir):  # noqa: F811
-    code, err = run_cli(monkeypatch, capsys, "eval", model_dir, "--seq-len", 300, "--device", "cpu")
+def test_eval_seq_len_beyond_the_models_positions_is_an_error(cli_run, model_dir):
+    code, _, err = cli_run("eval", model_dir, "--seq-len", 300, "--device", "cpu")
     err = "\n".join(ln for ln in err.splitlines() if not ln.startswith("loaded "))
     assert_one_line_error(code, err, "--seq-len 300", "asks for 300 positions", "supports at most 256", "orig")
 
 
-def test_validate_seq_len_beyond_the_models_positions_is_an_error(monkeypatch, capsys, model_dir, tmp_path):  # noqa: F811
-    code, err = run_cli(monkeypatch, capsys, "validate", model_dir, "--reference", model_dir,
+def test_validate_seq_len_beyond_the_models_positions_is_an_error(cli_run, model_dir, tmp_path):
+    code, _, err = cli_run("validate", model_dir, "--reference", model_dir,
                         "--seq-len", 300, "--device", "cpu")
     assert_one_line_error(code, err, "--seq-len 300", "supports at most 256")
 
 
 # ------------------------------------------------------------------ a default eval sized for a laptop
 
-def test_eval_default_caps_windows_per_domain_and_says_what_it_scores(monkeypatch, capsys, model_dir, tmp_path):  # noqa: F811
+def test_eval_default_caps_windows_per_domain_and_says_what_it_scores(cli_run, model_dir, tmp_path):
     from tpa_compress.cli import DEFAULT_EVAL_WINDOWS
     js = tmp_path / "e.json"
-    code, out, err = run(monkeypatch, capsys, "eval", model_dir, "--seq-len", 32, "--json", js, "--device", "cpu")
+    code, out, err = cli_run("eval", model_dir, "--seq-len", 32, "--json", js, "--device", "cpu")
     assert code == 0, err
     doc = json.loads(js.read_text())
-    for d in DOMAINS:
+    for d in eval_domains():
         assert doc["domains"][d]["windows"] == DEFAULT_EVAL_WINDOWS
         assert f"{d}: {DEFAULT_EVAL_WINDOWS} windows × 32 tokens" in " ".join(err.split())
     assert "--max-windows" in err  # how to score more
@@ -136,27 +136,25 @@ def _recipe_file(tmp_path, select):
     ({"layers": "0-99"}, ["layers[0].select.layers names layer 6..99", "valid: 0..5"]),
     ({"layers": "50-60"}, ["names layer 50..60"]),
 ])
-def test_convert_selector_missing_the_model_fails_before_calibration(monkeypatch, capsys, tmp_path, model_dir,  # noqa: F811
-                                                                      select, needles):
-    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", _recipe_file(tmp_path, select),
+def test_convert_selector_missing_the_model_fails_before_calibration(cli_run, tmp_path, model_dir, select, needles):
+    code, _, err = cli_run("convert", model_dir, "--recipe", _recipe_file(tmp_path, select),
                         "--out", tmp_path / "out", "--device", "cpu")
     err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(("loaded ", "2 CPU", "1 CPU")))
     assert_one_line_error(code, err, "r.yaml", *needles)
     assert not (tmp_path / "out").exists()
 
 
-def test_convert_out_that_is_a_file_is_refused_even_with_force(monkeypatch, capsys, tmp_path, model_dir):  # noqa: F811
+def test_convert_out_that_is_a_file_is_refused_even_with_force(cli_run, tmp_path, model_dir):
     f = tmp_path / "out"
     f.write_text("keep me")
-    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", _recipe_file(tmp_path, "all"),
+    code, _, err = cli_run("convert", model_dir, "--recipe", _recipe_file(tmp_path, "all"),
                         "--out", f, "--force")
     assert_one_line_error(code, err, "out", "is a file, not a folder")
     assert f.read_text() == "keep me"
 
 
-def test_eval_float16_overflow_is_an_error_not_a_nan_perplexity(monkeypatch, capsys, tmp_path):
-    from test_domains_cli import char_tokenizer
-    from tiny import random_state, tiny_config
+def test_eval_float16_overflow_is_an_error_not_a_nan_perplexity(cli_run, tmp_path):
+    from tiny import char_tokenizer, random_state, tiny_config
     from tpa_compress.save import save_hf_folder
     cfg = tiny_config("gemma3")
     state = random_state(cfg, 3)
@@ -165,7 +163,7 @@ def test_eval_float16_overflow_is_an_error_not_a_nan_perplexity(monkeypatch, cap
     save_hf_folder(tmp_path / "m", cfg, state, char_tokenizer())
     text = tmp_path / "t.txt"
     text.write_text("the cat sat on the mat. " * 20)
-    code, err = run_cli(monkeypatch, capsys, "eval", tmp_path / "m", "--dtype", "float16", "--seq-len", 32,
+    code, _, err = cli_run("eval", tmp_path / "m", "--dtype", "float16", "--seq-len", 32,
                         "--data", text, "--device", "cpu")
     err = "\n".join(ln for ln in err.splitlines() if ln.startswith("error:"))
     assert code == 2 and "inf/nan logits in float16" in err, err

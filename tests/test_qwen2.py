@@ -4,7 +4,7 @@ every method, the convert pipeline, sink tokens and the cached decode paths carr
 import pytest
 import torch
 
-from test_convert_tiny import logp, recipe, tiny_ckpt
+from tiny import logp, recipe, tiny_ckpt
 from tpa_compress.convert import convert, write_output
 from tpa_compress.errors import TPAError
 from tpa_compress.load import load_model

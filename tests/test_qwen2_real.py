@@ -6,7 +6,7 @@ The forward pass vs transformers is in test_reference_real.py."""
 import pytest
 import torch
 
-from test_convert_tiny import recipe
+from tiny import recipe
 from tpa_compress.convert import convert
 from tpa_compress.data import default_eval_files, read_texts
 from tpa_compress.errors import TPAError

@@ -1,9 +1,9 @@
 """Our forward pass vs transformers on the real weights (same GGUF), CPU, fp32.
 
 Over >= 256 tokens of real held-out text (600 for Gemma, longer than its 512-token
-window, so sliding layers are exercised; 256 for the larger Qwen2 models, all global): max |Δ log-prob| < 1e-3, and greedy 32-token
-continuations identical. transformers is the independent reference: it dequantizes
-and maps the GGUF itself (`gguf_file=`).
+window, so sliding layers are exercised; 256 for the larger Qwen2 models, all global):
+max |Δ log-prob| < 1e-3, and greedy 32-token continuations identical. transformers is the
+independent reference: it dequantizes and maps the GGUF itself (`gguf_file=`).
 """
 import os
 

@@ -7,8 +7,7 @@ generated position must agree, so a wrong mask, position, ring slot or rebuild s
 import pytest
 import torch
 
-from test_convert_tiny import CharTok
-from tiny import random_state, tiny_config
+from tiny import CharTok, random_state, tiny_config
 from tpa_compress.convert import convert
 from tpa_compress.errors import TPAError
 from tpa_compress.layout import Component, cache_bytes
@@ -45,7 +44,7 @@ def install(model, layers, k: Component | None, v: Component | None, seed=0):
 def check_against_reference(model, prompts, new=10, runner=None):
     runner = runner or Runner(model, len(prompts), max(map(len, prompts)) + new)
     res = runner.generate(prompts, new, stop_at_eos=False)
-    for p, gen in zip(prompts, res.tokens):
+    for p, gen in zip(prompts, res.tokens, strict=True):
         assert len(gen) == new
         seq = torch.tensor([p + gen])
         with torch.no_grad():
@@ -202,7 +201,7 @@ def test_latent_k_caches_its_norm_factors(family, cache_dtype, written):
     r = Runner(model, 3, 30, cache_dtype=cache_dtype, entries="written" if written else None)
     r.generate(prompts, 5, stop_at_eos=False)
     assert r.cache.kv_bytes == cache_bytes(r.layouts, 30, 3)
-    for i, (lay, lc) in enumerate(zip(r.layouts, r.cache.layers)):
+    for i, (lay, lc) in enumerate(zip(r.layouts, r.cache.layers, strict=True)):
         assert lay.k_scale == (family == "gemma3" and i in (2, 5))
         if not lay.k_scale:
             assert lc.ks is None
@@ -228,6 +227,7 @@ def test_norm_factors_from_the_gram_diagonal(kv):
     pointwise form sum_r g_r (z_r + e_r)^2 + const (no matmul: it fuses into the projection's
     epilogue) and matches 1 / rms(U z + b) in float64 to ~1e-3; a random basis keeps U."""
     from types import SimpleNamespace as NS
+
     from tpa_compress.runtime.attention import key_scale_terms, key_scales
     g = torch.Generator().manual_seed(0)
     r, d = 64, 256

@@ -99,12 +99,14 @@ def test_one_byte_cache_with_sink_tokens(name, monkeypatch):
 
 
 @pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
+@pytest.mark.interpreter
 @pytest.mark.parametrize("name", QUANT)
 @pytest.mark.parametrize("kind", ["original", "latent_kv"])
 def test_one_byte_cache_kernel_path(kind, name, monkeypatch):
     """The Triton decode path (CUDA, or triton's CPU interpreter) reads the one-byte
     cache as the fake-quantized fp32 one."""
-    _, model = tiny_model("gemma3")
+    # two layers off the GPU (one sliding, one global): the interpreter's time is per layer
+    _, model = tiny_model("gemma3", **({} if DEVICE != "cpu" else {"num_layers": 2}))
     model = install(model, range(model.cfg.num_layers), *LAYOUTS[kind]).to(DEVICE)
     prompts = prompts_of([13, 5, 20])
     monkeypatch.setattr(Runner, "__init__", functools.partialmethod(Runner.__init__, attention="cuda", compile=False))
@@ -131,8 +133,7 @@ def test_perplexity_through_the_cache(kind):
     assert 0 < abs(q.nll - ref.nll) < 0.02 * ref.nll
 
 
-def test_eval_cache_dtype_is_checked(monkeypatch, capsys):
-    from test_bad_input import assert_one_line_error
-    from test_generate_cli import run
-    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int5")
+def test_eval_cache_dtype_is_checked(cli_run):
+    from checks import assert_one_line_error
+    code, _, err = cli_run("eval", "--cache-dtype", "int5")
     assert_one_line_error(code, err, "--cache-dtype 'int5'", "valid: fp32, bf16, fp16, fp8, int8, int4")

@@ -4,16 +4,14 @@ for positions < sink) for sink layouts of every factorized kind.
 
 The sink weights are random and unrelated to the factors, so a runner that read a sink
 position from the factorized cache, or missed it, or saw it twice, gets other logits.
-CPU by default; TPA_TEST_DEVICE=cuda runs the same checks through the CUDA-graph decode
+CPU by default; pytest --device cuda runs the same checks through the CUDA-graph decode
 (the benchmark run on the GPU machine does).
 """
-import os
-
 import pytest
 import torch
 
-from test_convert_tiny import CharTok, recipe, tiny_ckpt
-from tiny import random_state, tiny_config
+import run_options
+from tiny import CharTok, random_state, recipe, tiny_ckpt, tiny_config
 from tpa_compress.convert import convert
 from tpa_compress.errors import TPAError
 from tpa_compress.layout import Component, cache_bytes
@@ -22,8 +20,7 @@ from tpa_compress.methods.layers import make_proj
 from tpa_compress.models import build_model
 from tpa_compress.runtime import Runner, SamplingParams
 
-DEVICE = os.environ.get("TPA_TEST_DEVICE", "cpu")
-GPU = DEVICE == "cuda"
+DEVICE, GPU = run_options.DEVICE, run_options.GPU
 TOL = 2e-3 if GPU else 1e-4
 N_KV, D = 2, 16
 LAYOUTS = {
@@ -119,7 +116,7 @@ def test_sink_compiled_cuda_path(kind):
 
 @pytest.mark.parametrize("family", ["gemma3", "llama", "qwen2"])
 @pytest.mark.parametrize("kind", ["original", "latent_kv", "latent_v_only", "tpa_contextual"])
-@pytest.mark.parametrize("written", [False, True, "kernel"])
+@pytest.mark.parametrize("written", [False, True, pytest.param("kernel", marks=pytest.mark.interpreter)])
 def test_fused_weights_decode_path(family, kind, written):
     """The CUDA decode step's one Q/K/V matmul with one K|V cache write, and the MLP's
     gate|up as one matmul in the tail (run eagerly here): every family's `finish`; Qwen2's
@@ -129,12 +126,14 @@ def test_fused_weights_decode_path(family, kind, written):
     from tpa_compress.runtime import kernels
     if written == "kernel" and not kernels.available():
         pytest.skip("triton is not installed")
-    model = sink_model(family, kind, 2, layers=[] if kind == "original" else None)
+    # the kernel in the interpreter off the GPU: two layers (its time is per layer)
+    small = {"num_layers": 2} if written == "kernel" and not GPU else {}
+    model = sink_model(family, kind, 2, layers=[] if kind == "original" else None, **small)
     prompts = prompts_of([10, 1, 4], seed=3)
     r = runner_for(model, prompts, 10, entries={False: "fused", True: "written", "kernel": "kernel"}[written])
     assert r.w_gu is not None and {p.entries for p in r.plan} <= {"kernel", "written", "fused"}
     if written == "kernel":  # all but a random latent K basis with QK-norm (its norm factors need U)
-        assert sorted(r.entry_kernels) == ([] if kind == "latent_kv" and family == "gemma3" else list(range(6)))
+        assert sorted(r.entry_kernels) == ([] if kind == "latent_kv" and family == "gemma3" else list(range(model.cfg.num_layers)))
     check_steps(model, prompts, 10, r)
 
 

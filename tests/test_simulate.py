@@ -56,12 +56,11 @@ def test_simulation_is_removed_afterwards():
     assert torch.equal(before, after) and not torch.allclose(before, during, atol=1e-4)
 
 
-def test_eval_cache_path_is_checked(monkeypatch, capsys):
-    from test_bad_input import assert_one_line_error
-    from test_generate_cli import run
-    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int4", "--cache-path", "fast")
+def test_eval_cache_path_is_checked(cli_run):
+    from checks import assert_one_line_error
+    code, _, err = cli_run("eval", "--cache-dtype", "int4", "--cache-path", "fast")
     assert_one_line_error(code, err, "--cache-path 'fast'", "valid: simulate, decode")
-    code, _, err = run(monkeypatch, capsys, "eval", "--cache-dtype", "int4:recent=-2")
+    code, _, err = cli_run("eval", "--cache-dtype", "int4:recent=-2")
     assert_one_line_error(code, err, "--cache-dtype 'int4:recent=-2'", "recent -2 is not valid")
 
 

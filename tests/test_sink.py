@@ -3,7 +3,7 @@ original K/V, in the reference forward, in the saved folder and in the cache pri
 import pytest
 import torch
 
-from test_convert_tiny import recipe, tiny_ckpt
+from tiny import recipe, tiny_ckpt
 from tpa_compress.calibrate import collect_stats
 from tpa_compress.convert import convert, write_output
 from tpa_compress.errors import TPAError

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from test_bad_input import assert_one_line_error, run_cli
+from checks import assert_one_line_error
 from tpa_compress.errors import TPAError
 from tpa_compress.load import default
 from tpa_compress.load.split_gguf import SplitGGUF, assemble
@@ -54,10 +54,10 @@ def test_hash_mismatch_keeps_no_file(parts):
     assert list((tmp / "cache").iterdir()) == []
 
 
-def test_cli_exit_2_on_a_mismatch(parts, monkeypatch, capsys):
+def test_cli_exit_2_on_a_mismatch(cli_run, parts, monkeypatch):
     tmp, _, spec, _ = parts
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "xdg"))
     monkeypatch.setitem(default.SPLIT_MODELS, "qwen2.5-coder-0.5b",
                         SplitGGUF("fake.gguf", "fakepart", "1.0", 3, "1" * 64, spec.size))
-    code, err = run_cli(monkeypatch, capsys, "eval", "qwen2.5-coder-0.5b")
+    code, _, err = cli_run("eval", "qwen2.5-coder-0.5b")
     assert_one_line_error(code, err, "fake.gguf", "expected 1111")

@@ -8,8 +8,7 @@ import weakref
 import pytest
 import torch
 
-from test_convert_tiny import recipe, tiny_ckpt
-from test_domains_cli import model_dir  # noqa: F401  (a fixture)
+from tiny import recipe, tiny_ckpt
 from tpa_compress.convert import convert, write_output
 from tpa_compress.convert import stream as S
 from tpa_compress.load import load_model
@@ -123,7 +122,7 @@ def test_what_needs_the_whole_model(recipe_top, eval_model, why):
 def test_streaming_from_files_reads_lazily_and_matches(tmp_path, fmt):
     """From a GGUF file (memory-mapped per tensor) and from a sharded HF folder (safe_open,
     released per layer): the same output as the whole-model path on the same file."""
-    from test_convert_tiny import CharTok
+    from tiny import CharTok
     from tiny import random_state, tiny_config, write_gguf
     from tpa_compress.save.hf import save_hf_files
     from tpa_compress.save.shards import ShardWriter
@@ -154,30 +153,29 @@ def test_streaming_from_files_reads_lazily_and_matches(tmp_path, fmt):
     assert _digest(tmp_path / "stream") == _digest(tmp_path / "whole")
 
 
-def test_cli_streams_unless_asked_for_the_whole_model(tmp_path, monkeypatch, capsys, model_dir):  # noqa: F811
+def test_cli_streams_unless_asked_for_the_whole_model(tmp_path, cli_run, model_dir):
     """`convert` streams by default and says so; `--whole-model` writes the same bytes."""
     import yaml
-    from test_bad_input import run_cli
     rec = tmp_path / "r.yaml"
     rec.write_text(yaml.safe_dump({
         "calibration": {"files": ["default"], "tokens": 256, "seq_len": 32, "heldout_tokens": 64},
         "budget": {"fraction": 0.5, "context": 64},
         "layers": [{"select": "all", "k": RULES["budget"], "v": RULES["budget"]}]}))
-    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", rec, "--out", tmp_path / "s",
-                        "--device", "cpu", "--max-shard-mib", 1)
+    code, _, err = cli_run("convert", model_dir, "--recipe", rec, "--out", tmp_path / "s",
+                           "--device", "cpu", "--max-shard-mib", 1)
     assert code == 0 and "one layer at a time" in err, err
-    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", rec, "--out", tmp_path / "w",
-                        "--device", "cpu", "--whole-model")
+    code, _, err = cli_run("convert", model_dir, "--recipe", rec, "--out", tmp_path / "w",
+                           "--device", "cpu", "--whole-model")
     assert code == 0 and "whole model in memory: --whole-model" in err, err
     assert _digest(tmp_path / "s") == _digest(tmp_path / "w")
 
 
-def test_cli_bad_shard_size_is_one_line(tmp_path, monkeypatch, capsys, model_dir):  # noqa: F811
+def test_cli_bad_shard_size_is_one_line(tmp_path, cli_run, model_dir):
     import yaml
-    from test_bad_input import assert_one_line_error, run_cli
+
+    from checks import assert_one_line_error
     rec = tmp_path / "r.yaml"
     rec.write_text(yaml.safe_dump({"layers": [{"select": "all", "k": RULES["identity"]}]}))
-    code, err = run_cli(monkeypatch, capsys, "convert", model_dir, "--recipe", rec,
-                        "--out", tmp_path / "o", "--max-shard-mib", 0)
+    code, _, err = cli_run("convert", model_dir, "--recipe", rec, "--out", tmp_path / "o", "--max-shard-mib", 0)
     assert_one_line_error(code, err, "--max-shard-mib 0", "valid: a positive number")
     assert not (tmp_path / "o").exists()

@@ -14,8 +14,8 @@ import pytest
 from tokenizers import Tokenizer, processors
 
 from tpa_compress.errors import TPAError
-from tpa_compress.load.tokenizer import (TextTokenizer, tokenizer_from_folder,
-                                         tokenizer_from_gguf)
+from tpa_compress.load.model_tokenizer import tokenizer_from_folder
+from tpa_compress.load.tokenizer import TextTokenizer, tokenizer_from_gguf
 
 BYTES = [f"<0x{b:02X}>" for b in range(256)]
 

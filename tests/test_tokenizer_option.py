@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from spm_fixture import train_tiny_sentencepiece
-from test_domains_cli import char_tokenizer
-from tiny import random_state, tiny_config
+from checks import assert_one_line_error
+from tiny import char_tokenizer, random_state, tiny_config
 from tpa_compress import cli
 from tpa_compress.load import load_model
 from tpa_compress.save import save_hf_folder
@@ -28,15 +28,6 @@ def run(monkeypatch, capsys, *args):
         cli.main()
     cap = capsys.readouterr()
     return e.value.code, cap.out, cap.err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    flat = " ".join(err.split())
-    for n in needles:
-        assert str(n) in flat, (n, err)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,11 @@ trip the gate; the chunked statistics must equal a direct full-vocabulary comput
 """
 import json
 import math
-import sys
 
 import pytest
 import torch
 
-from tiny import random_state, tiny_config
-from tpa_compress import cli
+from tiny import CHARS, char_tokenizer, random_state, tiny_config
 from tpa_compress.convert import convert, write_output
 from tpa_compress.evaluate.perplexity import make_windows, perplexity
 from tpa_compress.evaluate.validate import KINDS, Thresholds, failures, validate
@@ -19,19 +17,6 @@ from tpa_compress.load import load_model
 from tpa_compress.models import build_model
 from tpa_compress.recipe import parse_recipe
 from tpa_compress.save import save_hf_folder
-
-CHARS = "etaoinshrdlcumwfgypbvkjxqz .,"
-
-
-def char_tokenizer(chars=CHARS):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    from tpa_compress.load.tokenizer import TextTokenizer
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
-    vocab.update({c: 4 + i for i, c in enumerate(chars)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return TextTokenizer(tok, 2, 1, 0, True)
 
 
 def recipe(k, v):
@@ -72,14 +57,6 @@ def text_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("text") / "heldout.txt"
     p.write_text("the quick brown fox jumps over the lazy dog, and then it rests. " * 40)
     return p
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", "validate", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def one_line(err):
@@ -164,11 +141,10 @@ def test_thresholds_and_failure_messages():
 
 
 @pytest.mark.parametrize("family", ["gemma3", "llama"])
-def test_command_identity_passes_strict_gate_and_writes_json(pairs, text_file, tmp_path,
-                                                             monkeypatch, capsys, family):
+def test_command_identity_passes_strict_gate_and_writes_json(cli_run, pairs, text_file, tmp_path, family):
     _, conv = pairs[family, "identity"]
     js = tmp_path / "v.json"
-    code, out, err = run_cli(monkeypatch, capsys, conv, "--data", text_file, "--seq-len", 32,
+    code, out, err = cli_run("validate", conv, "--data", text_file, "--seq-len", 32,
                              "--max-windows", 3, "--device", "cpu", "--max-kl", "1e-6",
                              "--min-top1", "1", "--max-ppl-increase", "0.001", "--json", js)
     assert code == 0, err
@@ -181,11 +157,11 @@ def test_command_identity_passes_strict_gate_and_writes_json(pairs, text_file, t
     assert not list(tmp_path.glob(".v.json*"))  # no temporary left behind
 
 
-def test_command_lossy_misses_gate_with_exit_1(pairs, text_file, tmp_path, monkeypatch, capsys):
+def test_command_lossy_misses_gate_with_exit_1(cli_run, pairs, text_file, tmp_path):
     _, conv = pairs["llama", "lossy"]
     js = tmp_path / "v.json"
     args = [conv, "--data", text_file, "--seq-len", 32, "--max-windows", 3, "--device", "cpu"]
-    code, out, err = run_cli(monkeypatch, capsys, *args, "--max-kl", "1e-6", "--json", js)
+    code, out, err = cli_run("validate", *args, "--max-kl", "1e-6", "--json", js)
     assert code == 1
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]  # after the progress bar
     assert sum("validation failed" in ln for ln in lines) == 1 and "Traceback" not in err
@@ -194,7 +170,7 @@ def test_command_lossy_misses_gate_with_exit_1(pairs, text_file, tmp_path, monke
     doc = json.loads(js.read_text())  # written before exiting, for CI artifacts
     assert doc["passed"] is False and doc["kl_mean"] > 1e-6 and len(doc["failures"]) == 1
     # the same model within a loose gate passes: the gate compares, it does not always fail
-    code, out, err = run_cli(monkeypatch, capsys, *args, "--max-kl", str(doc["kl_mean"] * 2),
+    code, out, err = cli_run("validate", *args, "--max-kl", str(doc["kl_mean"] * 2),
                              "--min-top1", "0")
     assert code == 0, err
     # the summary's numbers print whole in an 80-column log (no "0.041…")
@@ -202,9 +178,9 @@ def test_command_lossy_misses_gate_with_exit_1(pairs, text_file, tmp_path, monke
         assert v in out, (v, out)
 
 
-def test_command_default_data_and_explicit_reference(pairs, monkeypatch, capsys):
+def test_command_default_data_and_explicit_reference(cli_run, pairs):
     orig, conv = pairs["gemma3", "lossy"]
-    code, out, err = run_cli(monkeypatch, capsys, conv, "--reference", orig, "--seq-len", 64,
+    code, out, err = cli_run("validate", conv, "--reference", orig, "--seq-len", 64,
                              "--max-windows", 2, "--device", "cpu")
     assert code == 0, err
     assert "next-token distributions" in out and "activation_svd" not in err
@@ -230,63 +206,63 @@ def assert_error(code, err, *needles):
     (["--device", "tpu"], ["--device", "tpu", "cpu"]),
     (["--data", "/nonexistent/x.txt"], ["/nonexistent/x.txt", "not found"]),
 ])
-def test_bad_arguments(pairs, monkeypatch, capsys, args, needles):
+def test_bad_arguments(cli_run, pairs, args, needles):
     _, conv = pairs["llama", "identity"]
-    code, out, err = run_cli(monkeypatch, capsys, conv, *args)
+    code, out, err = cli_run("validate", conv, *args)
     assert_error(code, err, *needles)
 
 
-def test_missing_folder(tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(monkeypatch, capsys, tmp_path / "nope")
+def test_missing_folder(cli_run, tmp_path):
+    code, _, err = cli_run("validate", tmp_path / "nope")
     assert_error(code, err, "nope", "no such file")
 
 
-def test_no_recorded_reference_asks_for_one(tmp_path, monkeypatch, capsys, text_file):
+def test_no_recorded_reference_asks_for_one(cli_run, tmp_path, text_file):
     cfg = tiny_config("llama")
     (tmp_path / "plain").mkdir()
     save_hf_folder(tmp_path / "plain", cfg, random_state(cfg), char_tokenizer())
-    code, _, err = run_cli(monkeypatch, capsys, tmp_path / "plain", "--data", text_file)
+    code, _, err = cli_run("validate", tmp_path / "plain", "--data", text_file)
     assert_error(code, err, "plain", "tpa_source.model", "--reference")
 
 
-def test_recorded_reference_gone(tmp_path, monkeypatch, capsys, text_file):
+def test_recorded_reference_gone(cli_run, tmp_path, text_file):
     orig, conv = make_pair(tmp_path, "llama", IDENTITY)
     orig.rename(tmp_path / "moved")
-    code, _, err = run_cli(monkeypatch, capsys, conv, "--data", text_file)
+    code, _, err = cli_run("validate", conv, "--data", text_file)
     assert_error(code, err, str(orig), "does not exist", "--reference")
 
 
-def test_recorded_reference_unreadable(tmp_path, monkeypatch, capsys, text_file):
+def test_recorded_reference_unreadable(cli_run, tmp_path, text_file):
     orig, conv = make_pair(tmp_path, "llama", IDENTITY)
     (orig / "config.json").write_text("{not json")
-    code, _, err = run_cli(monkeypatch, capsys, conv, "--data", text_file)
+    code, _, err = cli_run("validate", conv, "--data", text_file)
     assert_error(code, err, "recorded original model cannot be opened", "--reference")
 
 
-def test_vocab_mismatch(pairs, tmp_path, monkeypatch, capsys, text_file):
+def test_vocab_mismatch(cli_run, pairs, tmp_path, text_file):
     _, conv = pairs["llama", "identity"]
     cfg = tiny_config("llama", vocab_size=101)
     (tmp_path / "other").mkdir()
     save_hf_folder(tmp_path / "other", cfg, random_state(cfg), char_tokenizer())
-    code, _, err = run_cli(monkeypatch, capsys, conv, "--reference", tmp_path / "other",
+    code, _, err = cli_run("validate", conv, "--reference", tmp_path / "other",
                            "--data", text_file)
     assert_error(code, err, "vocabulary mismatch", "97", "101", "other")
 
 
-def test_tokenizer_mismatch_same_vocab_size(pairs, tmp_path, monkeypatch, capsys, text_file):
+def test_tokenizer_mismatch_same_vocab_size(cli_run, pairs, tmp_path, text_file):
     _, conv = pairs["llama", "identity"]
     cfg = tiny_config("llama")
     (tmp_path / "other").mkdir()
     save_hf_folder(tmp_path / "other", cfg, random_state(cfg), char_tokenizer(CHARS[::-1]))
-    code, _, err = run_cli(monkeypatch, capsys, conv, "--reference", tmp_path / "other",
+    code, _, err = cli_run("validate", conv, "--reference", tmp_path / "other",
                            "--data", text_file)
     assert_error(code, err, "tokenizer mismatch", "first at token 0")
 
 
-def test_architecture_mismatch(pairs, monkeypatch, capsys, text_file):
+def test_architecture_mismatch(cli_run, pairs, text_file):
     _, conv = pairs["llama", "identity"]
     orig, _ = pairs["gemma3", "identity"]
-    code, _, err = run_cli(monkeypatch, capsys, conv, "--reference", orig, "--data", text_file)
+    code, _, err = cli_run("validate", conv, "--reference", orig, "--data", text_file)
     assert_error(code, err, "not the same architecture", "gemma3", "llama")
 
 

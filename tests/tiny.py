@@ -13,13 +13,16 @@ from tpa_compress.config import ModelConfig, weight_shapes
 
 
 def tiny_config(family: str = "gemma3", **over) -> ModelConfig:
+    """Six layers by default; Gemma 3's every sixth layer and its last are global, so
+    `num_layers=2` is one sliding and one global layer (the interpreter tests' size)."""
+    n = over.get("num_layers", 6)
     base = dict(family=family, vocab_size=97, hidden_size=32, num_layers=6, num_heads=4,
                 num_kv_heads=2, head_dim=16, intermediate_size=48, rms_norm_eps=1e-6,
                 max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=2,
                 eos_token_id=1, pad_token_id=0, name=f"tiny-{family}")
     if family == "gemma3":
         base.update(rope_theta=1_000_000.0, rope_local_theta=10_000.0, sliding_window=8,
-                    layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(6)],
+                    layer_types=["global" if (i + 1) % 6 == 0 or i == n - 1 else "sliding" for i in range(n)],
                     query_pre_attn_scalar=16.0)
     else:
         base.update(rope_theta=10_000.0)
@@ -113,3 +116,57 @@ def write_ckpt(path: Path, cfg: ModelConfig, sd: dict[str, torch.Tensor], multim
         out["siglip_vision_model.dummy.weight"] = torch.zeros(3)
     torch.save({"model_state_dict": out}, str(path))
     return path
+
+
+# --- stand-ins for a tokenizer and a checkpoint, and a recipe for tiny models ---------
+
+CHARS = "etaoinshrdlcumwfgypbvkjxqz .,"
+
+
+def char_tokenizer(chars: str = CHARS):
+    """A real (tokenizers) tokenizer, one token per character of `chars`; saved with a folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tpa_compress.load.tokenizer import TextTokenizer
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    vocab.update({c: 4 + i for i, c in enumerate(chars)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return TextTokenizer(tok, 2, 1, 0, True)
+
+
+class CharTok:
+    """A stand-in tokenizer: bytes -> ids (enough for plumbing tests)."""
+    bos_id, eos_id, pad_id, add_bos = 2, 1, 0, True
+
+    def encode(self, text, add_bos=None):
+        ids = [3 + (b % 90) for b in text.encode()]
+        return ([2] if (self.add_bos if add_bos is None else add_bos) else []) + ids
+
+    def save(self, folder):
+        pass
+
+
+def tiny_ckpt(family="gemma3", **over):
+    from tpa_compress.load.source import Checkpoint, WeightSource
+    cfg = tiny_config(family, **over)
+    return Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "memory")
+
+
+def recipe(layers, **top):
+    """float32 weights unless a test asks otherwise: these tests check exactness (saving in
+    the default bfloat16 and its cost: tests/test_issue31.py)."""
+    from tpa_compress.recipe import parse_recipe
+    top.setdefault("weight_dtype", "float32")
+    d = {"calibration": {"tokens": 512, "seq_len": 32, "heldout_tokens": 64},
+         "eval": {"seq_len": 32, "max_windows": 4}, "layers": layers, **top}
+    return parse_recipe(d, "test.yaml")
+
+
+IDS = torch.randint(3, 90, (1, 40), generator=torch.Generator().manual_seed(1))
+
+
+def logp(model):
+    """Log-probabilities of the model on a fixed 40-token sequence."""
+    with torch.no_grad():
+        return model.logits(model(IDS)).log_softmax(-1)

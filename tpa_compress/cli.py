@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+# the helpers are re-exported: runtime/cli.py imports them from here until it imports cli_common
+from .cli_common import (DTYPES, TOKENIZER_HELP, console, make_console, open_model, out,  # noqa: F401
+                         progress_bar, require_tokenizer, resolve_device, torch_dtype)
 from .errors import TPAError
 
 # Plain click help (rich_markup_mode=None): typer's rich help prints on/off flags as
@@ -25,31 +27,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Convert transformer LLMs to TPA / low-rank factorized attention, measured.")
 
 
-def make_console(stderr: bool = False, **kw) -> Console:
-    """A rich Console. Into a file or a pipe (a log, CI) it is 160 columns wide: rich's
-    default there, 80, cut the tables' numbers to "(0.500…". A terminal keeps its own
-    width, and COLUMNS, where set, wins."""
-    c = Console(stderr=stderr, **kw)
-    if not c.is_terminal and "COLUMNS" not in os.environ:
-        c.width = 160
-    return c
-
-
-console = make_console(stderr=True)
-out = make_console()
 _state = {"debug": False}
 
 # eval's default cap per domain: 2 x 4 windows of 2048 tokens (16k predictions) for
 # Gemma 3 270M; at convert.cpu_threads' 0.9 s per 512-token forward on 2 idle cores that is
-# about 30-40 s plus loading, where all ~35 windows per domain took several minutes
+# about 30-40 s plus loading (all ~35 windows per domain take several minutes)
 DEFAULT_EVAL_WINDOWS = 4
-
-TOKENIZER_HELP = ("Tokenizer to read text with, instead of the one found with the model: a "
-                  "tokenizer.model (SentencePiece, as gemma_pytorch ships), a tokenizer.json, or a folder "
-                  "holding one.")
-
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
 
 
 def _version(show: bool) -> None:
@@ -64,50 +47,6 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
           _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                   help="Print the version and exit.")):
     _state["debug"] = debug
-
-
-def torch_dtype(name: str):
-    import torch
-    if name not in DTYPES:
-        raise TPAError(f"--dtype {name!r} is not valid; valid: {', '.join(sorted(set(DTYPES)))}")
-    return getattr(torch, DTYPES[name])
-
-
-def resolve_device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise TPAError(f"--device {name!r} is not valid; valid: auto, cpu, cuda, cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TPAError(f"--device {name}: CUDA was requested but no CUDA device is available")
-    return name
-
-
-def open_model(model: Optional[str], variant: Optional[str] = None, dtype: str = "float32",
-               device: str = "cpu", tokenizer: Optional[Path] = None, check=None):
-    """Load a checkpoint and build its model, with a spinner (GGUF dequantisation takes a while).
-    `tokenizer`: --tokenizer, replacing the one found with the model. `check(ckpt)`: runs
-    before the model is built, so arguments that need its config or tokenizer fail first."""
-    from .load import load_model
-    from .models import build_model
-
-    with console.status(f"loading {model or 'default model (Gemma 3 270M)'} …"):
-        t = time.time()
-        ckpt = load_model(model, variant=variant, tokenizer=tokenizer)
-        if check is not None:
-            check(ckpt)
-        net = build_model(ckpt, torch_dtype(dtype), device)
-    console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, "
-                  f"{ckpt.config.family}) in {time.time() - t:.1f}s[/dim]")
-    return ckpt, net
-
-
-def progress_bar(description: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
 
 
 @app.command("eval")
@@ -332,13 +271,6 @@ def write_profile(res, device: str) -> None:
     if prof.get("peak_device_bytes") is None and device.startswith("cuda"):
         prof["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
     Path(path).write_text(json.dumps(prof, indent=2) + "\n")
-
-
-def require_tokenizer(ckpt):
-    if ckpt.tokenizer is None:
-        raise TPAError(f"{ckpt.path}: no tokenizer found; put tokenizer.model or tokenizer.json beside "
-                       "the model, or pass --tokenizer PATH")
-    return ckpt.tokenizer
 
 
 def _register_subcommands() -> None:

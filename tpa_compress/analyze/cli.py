@@ -85,7 +85,7 @@ def analyze_cmd(
     Weight and activation spectra, head-mode ranks, Q/K geometry and a window-aware
     KV-cache table, before any conversion."""
 
-    from ..cli import make_console, open_model, progress_bar, resolve_device
+    from ..cli_common import make_console, open_model, progress_bar, resolve_device
     from ..data import default_calib_files, read_texts
     from . import analyze
     from .activations import calibration_windows

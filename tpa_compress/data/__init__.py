@@ -4,10 +4,11 @@ Each domain is split by whole document into a calibration and an evaluation slic
 share no document and no line of 60+ characters (README.md next to this file):
 
 - ``python-docs``: ``calib_small.txt`` / ``eval_small.txt``, the Python 3.11
-  documentation (Debian ``python3.11-doc``, PSF license; ``tpa_compress.data.prepare``);
+  documentation (Debian ``python3.11-doc``, PSF license);
 - ``prose``: ``prose_calib_small.txt`` / ``prose_eval_small.txt``, English prose from The
-  Debian Administrator's Handbook (Debian ``debian-handbook``, GPL-2.0+ or CC-BY-SA-3.0;
-  ``scripts/prepare_prose.py``).
+  Debian Administrator's Handbook (Debian ``debian-handbook``, GPL-2.0+ or CC-BY-SA-3.0).
+
+Both are built by ``scripts/build_corpus.py`` (``scripts/corpus/``, one file per domain).
 
 The default calibration (a recipe's ``calibration.files: [default]``) is both domains'
 calibration slices; quality is reported per domain of ``eval_domains()``.

@@ -55,7 +55,7 @@ def validate_cmd(
     """Compare a converted model with its original: per-layer errors, KL, top-1, perplexity."""
     from rich.table import Table
 
-    from ..cli import console, out, progress_bar, resolve_device, torch_dtype
+    from ..cli_common import console, out, progress_bar, resolve_device, torch_dtype
     from ..data import eval_sets, read_texts
     from ..load import load_model
     from ..models import build_model
@@ -113,8 +113,8 @@ def validate_cmd(
             table.add_row(str(r["layer"]), "global" if r["window"] is None else str(r["window"]), r["k"],
                           r["v"], f"{r['attn_local']:.3e}", f"{r['attn']:.3e}", f"{r['hidden']:.3e}")
         out.print(table)
-    # one row per measure, one column per domain: nine columns were cut to "0.041…" in an
-    # 80-column terminal or a log
+    # one row per measure, one column per domain: a column per measure and domain would not
+    # fit an 80-column terminal or a log
     summary = Table(title="next-token distributions")
     summary.add_column("measure")
     for name in results:

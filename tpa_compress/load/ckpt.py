@@ -106,6 +106,6 @@ def load_ckpt(path: Path, variant: str | ModelConfig | None = None) -> Checkpoin
         t = sd[k]
         return (t[rows] if rows is not None else t).float().clone()
 
-    from .tokenizer import tokenizer_from_folder
+    from .model_tokenizer import tokenizer_from_folder
     tok = tokenizer_from_folder(path.parent)  # tokenizer.json or gemma_pytorch's tokenizer.model beside it
     return Checkpoint(cfg, WeightSource(sorted(where), get, str(path)), tok, str(path), "ckpt")

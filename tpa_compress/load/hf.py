@@ -203,7 +203,7 @@ def load_hf_folder(folder: Path) -> Checkpoint:
         f, inner = where[name]
         return handle(f).get_tensor(inner)
 
-    from .tokenizer import tokenizer_from_folder
+    from .model_tokenizer import tokenizer_from_folder
     tok = tokenizer_from_folder(folder)
     extra = {k: raw[k] for k in ("tpa", "tpa_source") if k in raw}
     return Checkpoint(cfg, WeightSource(sorted(where), get, str(folder), handles.clear), tok, str(folder), "hf", extra)

@@ -16,11 +16,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import TPAError
-from .tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_json
+from .sentencepiece_file import tokenizer_from_sentencepiece
+from .tokenizer import TextTokenizer, read_json, tokenizer_from_json
 
 VALID = "a tokenizer.model (SentencePiece), a tokenizer.json, or a folder holding one"
 _BOS_FROM_CONFIG = ("gemma3",)
 _HF_SENTENCEPIECE_CLASS = {"gemma3": "GemmaTokenizer"}
+
+
+def tokenizer_from_folder(folder: Path) -> TextTokenizer | None:
+    """tokenizer.json, else a SentencePiece tokenizer.model (gemma_pytorch's), else None."""
+    folder = Path(folder)
+    file = folder / "tokenizer.json"
+    if not file.is_file():
+        if not (folder / "tokenizer.model").is_file():
+            return None
+        sp = tokenizer_from_sentencepiece(folder / "tokenizer.model")
+        meta_file = folder / "tokenizer_meta.json"
+        if meta_file.is_file():  # our own save()
+            m = read_json(meta_file)
+            sp.bos_id, sp.eos_id, sp.pad_id, sp.add_bos = (m.get("bos_id"), m.get("eos_id"), m.get("pad_id"),
+                                                           bool(m.get("add_bos")))
+        return sp
+    return tokenizer_from_json(file)
 
 
 def read_tokenizer(path: str | Path) -> TextTokenizer:
@@ -35,7 +53,6 @@ def read_tokenizer(path: str | Path) -> TextTokenizer:
     if p.suffix == ".json":
         return tokenizer_from_json(p)
     if p.suffix == ".model":
-        from .sentencepiece_file import tokenizer_from_sentencepiece
         return tokenizer_from_sentencepiece(p)
     raise TPAError(f"--tokenizer {p}: unknown tokenizer file (suffix {p.suffix or 'none'}); valid: {VALID}")
 

@@ -271,7 +271,7 @@ def _add_file_tokens(tok, tokens, types, vocab: set[str], ids: dict, byte_level:
 # --------------------------------------------------------------------------- folder
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -281,24 +281,6 @@ def _read_json(path: Path) -> dict:
 def _token_text(value) -> str | None:
     """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
     return value.get("content") if isinstance(value, dict) else value
-
-
-def tokenizer_from_folder(folder: Path) -> TextTokenizer | None:
-    """tokenizer.json, else a SentencePiece tokenizer.model (gemma_pytorch's), else None."""
-    folder = Path(folder)
-    file = folder / "tokenizer.json"
-    if not file.is_file():
-        if not (folder / "tokenizer.model").is_file():
-            return None
-        from .sentencepiece_file import tokenizer_from_sentencepiece
-        sp = tokenizer_from_sentencepiece(folder / "tokenizer.model")
-        meta_file = folder / "tokenizer_meta.json"
-        if meta_file.is_file():  # our own save()
-            m = _read_json(meta_file)
-            sp.bos_id, sp.eos_id, sp.pad_id, sp.add_bos = (m.get("bos_id"), m.get("eos_id"), m.get("pad_id"),
-                                                           bool(m.get("add_bos")))
-        return sp
-    return tokenizer_from_json(file)
 
 
 def tokenizer_from_json(file: Path) -> TextTokenizer:
@@ -313,7 +295,7 @@ def tokenizer_from_json(file: Path) -> TextTokenizer:
 
     meta_file = folder / "tokenizer_meta.json"
     if meta_file.is_file():  # our own save()
-        m = _read_json(meta_file)
+        m = read_json(meta_file)
         return TextTokenizer(tok, m.get("bos_id"), m.get("eos_id"), m.get("pad_id"), bool(m.get("add_bos")))
 
     # A Hugging Face folder: special tokens by name in tokenizer_config.json, else
@@ -321,7 +303,7 @@ def tokenizer_from_json(file: Path) -> TextTokenizer:
     cfg = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins
         if (folder / name).is_file():
-            cfg.update(_read_json(folder / name))
+            cfg.update(read_json(folder / name))
 
     def token_id(key: str) -> int | None:
         text = _token_text(cfg.get(key))

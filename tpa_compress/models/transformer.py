@@ -60,7 +60,7 @@ class Transformer(nn.Module):
             cos, sin = ropes[key]
             if hooks is not None:
                 hooks(i, block, h)
-            attn = lambda x, blk=block: blk.self_attn(x, cos, sin, masks[w])  # noqa: E731
+            attn = lambda x, blk=block, c=cos, s=sin, m=masks[w]: blk.self_attn(x, c, s, m)  # noqa: E731
             h = block(h, attn)
         return self.norm(h)
 

@@ -95,7 +95,7 @@ def generate_cmd(
     build (kernels), capture (compile + CUDA graph + a warm-up prefill), prefill, decode."""
     import torch
 
-    from ..cli import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
+    from ..cli_common import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
     from . import Runner, SamplingParams
     from .cache import check_cache_dtype
 
