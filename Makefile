@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 # 2.13.0 is a CPU wheel on our CI machines; override TORCH for a CUDA build elsewhere.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-qwen-1.5b demo test test-fast golden bench-analyze
+.PHONY: install install-qwen-1.5b demo test test-fast lint golden bench-analyze
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -29,8 +29,12 @@ demo: install
 	$(VENV)/bin/tpa-compress generate out/demo-balanced --max-new-tokens 48 \
 		--prompt "The Python standard library provides"
 
-test: install
+test: install lint
 	$(PY) -m pytest -q -rs --durations=15
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The edit loop: everything but the real-weight and interpreter tests (markers in
 # pyproject.toml), well under two minutes on 2 cores.

@@ -15,6 +15,7 @@ position tables say so), so each decode step attends over a full `context`-token
 without spending minutes prefilling batch x context tokens: the kernels' work does not
 depend on the cached values. Decode tok/s = batch * steps / time, after a warm-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ from tpa_compress.layout import cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.runtime import Runner, SamplingParams  # noqa: E402
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def parse_row(text: str) -> tuple[str, str, str]:
@@ -64,8 +65,13 @@ def decode_at_full_context(model, batch: int, context: int, new: int, cache_dtyp
         r.step(p)
     torch.cuda.synchronize()
     dt = time.perf_counter() - t
-    out = dict(kv_bytes=r.cache.kv_bytes, predicted_kv_bytes=r.predicted_kv_bytes(), ms_per_step=1e3 * dt / new,
-               tok_s=batch * new / dt, peak_memory=torch.cuda.max_memory_allocated())
+    out = dict(
+        kv_bytes=r.cache.kv_bytes,
+        predicted_kv_bytes=r.predicted_kv_bytes(),
+        ms_per_step=1e3 * dt / new,
+        tok_s=batch * new / dt,
+        peak_memory=torch.cuda.max_memory_allocated(),
+    )
     del r
     return out
 

@@ -11,6 +11,7 @@ those positions (and the no-cache forward's over the same positions: an fp32 cac
 match it), the mean KL from the first listed dtype's distributions and top-1 agreement.
 Real weights; a model is a path or an embedded name (default: gemma3-270m).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,11 +55,17 @@ def main():
         tok = ck.tokenizer
         ids = tok.encode(read_texts(default_eval_files()), add_bos=False)
         win = make_windows(ids, a.seq_len, tok.bos_id if tok.add_bos else None, a.windows).to(a.device)
-        targets = win[:, a.prefix:]
+        targets = win[:, a.prefix :]
         with torch.no_grad():  # the no-cache forward over the same positions: what an exact cache gives
-            exact = torch.stack([window_nll(model, w)[a.prefix - 1:] for w in win]).float()
-        rows.append(dict(model=name, cache_dtype="none (no-cache forward)", tokens=exact.numel(),
-                         ppl=math.exp(exact.mean().item())))
+            exact = torch.stack([window_nll(model, w)[a.prefix - 1 :] for w in win]).float()
+        rows.append(
+            dict(
+                model=name,
+                cache_dtype="none (no-cache forward)",
+                tokens=exact.numel(),
+                ppl=math.exp(exact.mean().item()),
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
         ref = None
         for cd in a.cache_dtypes.split(","):
@@ -66,9 +73,17 @@ def main():
             with torch.no_grad():
                 lp = forced_logprobs(model, win, a.prefix, cd)
             nll = -lp.gather(-1, targets[..., None]).squeeze(-1)
-            row = dict(model=name, cache_dtype=cd, windows=a.windows, seq_len=a.seq_len, prefix=a.prefix,
-                       tokens=nll.numel(), ppl=math.exp(nll.mean().item()), seconds=round(time.time() - t, 1),
-                       max_abs_nll_vs_no_cache=(nll - exact).abs().max().item())
+            row = dict(
+                model=name,
+                cache_dtype=cd,
+                windows=a.windows,
+                seq_len=a.seq_len,
+                prefix=a.prefix,
+                tokens=nll.numel(),
+                ppl=math.exp(nll.mean().item()),
+                seconds=round(time.time() - t, 1),
+                max_abs_nll_vs_no_cache=(nll - exact).abs().max().item(),
+            )
             if ref is None:
                 ref = lp
                 row["kl_vs_first"] = 0.0

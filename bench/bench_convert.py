@@ -18,6 +18,7 @@ on CUDA, peak GPU memory (torch.cuda.max_memory_allocated), each against its bud
 CPU (270M): <= 180 s and peak RSS <= 2x the fp32 model bytes; CUDA (1B): <= 30 s and
 peak GPU memory <= 2x the model bytes. `--json FILE` writes the same numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,18 @@ class HashTokenizer:
         return self.vocab
 
     def save(self, folder) -> None:
-        (Path(folder) / "tokenizer_meta.json").write_text(json.dumps(
-            {"bench": "HashTokenizer (synthetic ids)", "bos_id": self.bos_id, "eos_id": self.eos_id,
-             "pad_id": self.pad_id, "add_bos": self.add_bos}) + "\n")
+        (Path(folder) / "tokenizer_meta.json").write_text(
+            json.dumps(
+                {
+                    "bench": "HashTokenizer (synthetic ids)",
+                    "bos_id": self.bos_id,
+                    "eos_id": self.eos_id,
+                    "pad_id": self.pad_id,
+                    "add_bos": self.add_bos,
+                }
+            )
+            + "\n"
+        )
 
 
 def random_checkpoint(device: str):
@@ -80,15 +90,25 @@ def random_checkpoint(device: str):
         scale = 0.1 if name.endswith("norm.weight") else shape[-1] ** -0.5
         return torch.randn(shape, generator=g, device=device).mul_(scale)  # one transient copy
 
-    return Checkpoint(cfg, WeightSource(sorted(shapes), get, "<random gemma3-1b>"),
-                      HashTokenizer(cfg.vocab_size, cfg.bos_token_id), "", "random")
+    return Checkpoint(
+        cfg,
+        WeightSource(sorted(shapes), get, "<random gemma3-1b>"),
+        HashTokenizer(cfg.vocab_size, cfg.bos_token_id),
+        "",
+        "random",
+    )
 
 
 class Stages:
     """Wall time per stage: `begin(label)` ends the running stage and starts `label`;
     convert's progress labels (calibrate, eval before, factorize, eval after) begin theirs."""
-    NAMES = {"calibrate": "calibrate (fit + held-out passes)", "eval before": "eval before (+ ranks)",
-             "factorize": "factorize + held-out errors", "eval after": "eval after"}
+
+    NAMES = {
+        "calibrate": "calibrate (fit + held-out passes)",
+        "eval before": "eval before (+ ranks)",
+        "factorize": "factorize + held-out errors",
+        "eval after": "eval after",
+    }
 
     def __init__(self, sync):
         self.sync, self.marks = sync, []
@@ -107,14 +127,19 @@ class Stages:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", choices=CONFIGS, default=None,
-                    help="default: gemma3-270m on cpu, gemma3-1b-random on cuda")
+    ap.add_argument(
+        "--config", choices=CONFIGS, default=None, help="default: gemma3-270m on cpu, gemma3-1b-random on cuda"
+    )
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "balanced.yaml")
     ap.add_argument("--threads", default="auto", help="CPU threads: N or auto (as convert --threads)")
     ap.add_argument("--eval", action="store_true", help="also measure perplexity before/after (as --eval)")
-    ap.add_argument("--calib-tokens", type=int, default=None,
-                    help="override the recipe's calibration tokens (held-out scales with it)")
+    ap.add_argument(
+        "--calib-tokens",
+        type=int,
+        default=None,
+        help="override the recipe's calibration tokens (held-out scales with it)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: a temp dir, removed)")
     ap.add_argument("--profile", type=Path, default=None, help="write cProfile stats here")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
@@ -124,6 +149,7 @@ def main() -> None:
     t_start = time.time()
     cpu0 = os.times()
     import tpa_compress  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY)
+
     # isort: split
     import torch
 
@@ -143,12 +169,14 @@ def main() -> None:
     prof = None
     if args.profile:
         import cProfile
+
         prof = cProfile.Profile()
         prof.enable()
 
     stages.begin("open checkpoint (+ tokenizer)")
     if config == "gemma3-270m":
         from tpa_compress.load import load_model
+
         ckpt = load_model(None)
     else:
         ckpt = random_checkpoint(args.device)
@@ -159,12 +187,17 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     if args.calib_tokens:
         import dataclasses
+
         cal = recipe.calibration
-        recipe.calibration = dataclasses.replace(cal, tokens=args.calib_tokens, heldout_tokens=max(
-            cal.seq_len, cal.heldout_tokens * args.calib_tokens // max(1, cal.tokens)))
+        recipe.calibration = dataclasses.replace(
+            cal,
+            tokens=args.calib_tokens,
+            heldout_tokens=max(cal.seq_len, cal.heldout_tokens * args.calib_tokens // max(1, cal.tokens)),
+        )
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-convert-")) / "out"
-    res, tensors = convert(ckpt, model, recipe, progress=stages.progress, eval_model=args.eval,
-                           log=lambda m: print(f"  {m}"))
+    res, tensors = convert(
+        ckpt, model, recipe, progress=stages.progress, eval_model=args.eval, log=lambda m: print(f"  {m}")
+    )
     stages.begin("write output folder")
     write_output(out, ckpt, recipe, res, tensors, force=True, model=model)
     stages.begin("end")
@@ -181,27 +214,48 @@ def main() -> None:
         shutil.rmtree(out.parent, ignore_errors=True)
 
     budget = BUDGET_S["cuda" if cuda else "cpu"]
-    print(f"\nconvert benchmark: {config}, {args.recipe.name}{' --eval' if args.eval else ''}, "
-          f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"\nconvert benchmark: {config}, {args.recipe.name}{' --eval' if args.eval else ''}, "
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     for label, sec in stages.table():
         print(f"  {label:<42} {sec:8.1f} s")
     print(f"  {'total wall':<42} {wall:8.1f} s   (budget {budget:.0f} s: {'ok' if wall <= budget else 'OVER'})")
     print(f"  {'CPU time (user + sys)':<42} {cpu:8.1f} s")
-    print(f"  {'peak RSS':<42} {rss / 1e9:8.2f} GB  (2x model = {2 * model_bytes / 1e9:.2f} GB: "
-          f"{'ok' if rss <= 2 * model_bytes else 'OVER'})")
+    print(
+        f"  {'peak RSS':<42} {rss / 1e9:8.2f} GB  (2x model = {2 * model_bytes / 1e9:.2f} GB: "
+        f"{'ok' if rss <= 2 * model_bytes else 'OVER'})"
+    )
     if gpu is not None:
-        print(f"  {'peak GPU memory (max_memory_allocated)':<42} {gpu / 1e9:8.2f} GB  (2x model = "
-              f"{2 * model_bytes / 1e9:.2f} GB: {'ok' if gpu <= 2 * model_bytes else 'OVER'})")
-    print(f"  model {model_bytes / 1e9:.2f} GB fp32; output folder {out_bytes / 1e9:.2f} GB; "
-          f"KV at 32K {res.totals['32768']['ratio']:.3f}x"
-          + "".join(f"; perplexity {name} {p['before']['perplexity']:.3f} -> {p['after']['perplexity']:.3f}"
-                    for name, p in res.perplexity.items()))
+        print(
+            f"  {'peak GPU memory (max_memory_allocated)':<42} {gpu / 1e9:8.2f} GB  (2x model = "
+            f"{2 * model_bytes / 1e9:.2f} GB: {'ok' if gpu <= 2 * model_bytes else 'OVER'})"
+        )
+    print(
+        f"  model {model_bytes / 1e9:.2f} GB fp32; output folder {out_bytes / 1e9:.2f} GB; "
+        f"KV at 32K {res.totals['32768']['ratio']:.3f}x"
+        + "".join(
+            f"; perplexity {name} {p['before']['perplexity']:.3f} -> {p['after']['perplexity']:.3f}"
+            for name, p in res.perplexity.items()
+        )
+    )
     if args.json:
-        doc = {"config": config, "device": args.device, "recipe": str(args.recipe), "eval": args.eval,
-               "wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": rss, "peak_gpu_bytes": gpu,
-               "model_bytes": model_bytes, "stages": stages.table(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "kv_ratio_32k": res.totals["32768"]["ratio"],
-               "perplexity": res.perplexity}
+        doc = {
+            "config": config,
+            "device": args.device,
+            "recipe": str(args.recipe),
+            "eval": args.eval,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "peak_rss_bytes": rss,
+            "peak_gpu_bytes": gpu,
+            "model_bytes": model_bytes,
+            "stages": stages.table(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "kv_ratio_32k": res.totals["32768"]["ratio"],
+            "perplexity": res.perplexity,
+        }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -24,6 +24,7 @@ a shape whose folders do not fit the free space is refused before anything is wr
 `--keep` keeps the folders (default: the output is removed after each run, the input
 kept for the next run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,22 +42,67 @@ sys.path.insert(0, str(ROOT))
 
 # Gemma 3 text configs (google/gemma-3-*-pt config.json, text_config where multimodal)
 SHAPES = {
-    "1b": dict(hidden_size=1152, num_layers=26, num_heads=4, num_kv_heads=1, head_dim=256,
-               intermediate_size=6912, sliding_window=512, query_pre_attn_scalar=256.0,
-               rope_scaling_factor=1.0, max_position_embeddings=32768),
-    "4b": dict(hidden_size=2560, num_layers=34, num_heads=8, num_kv_heads=4, head_dim=256,
-               intermediate_size=10240, sliding_window=1024, query_pre_attn_scalar=256.0,
-               rope_scaling_factor=8.0, max_position_embeddings=131072),
-    "12b": dict(hidden_size=3840, num_layers=48, num_heads=16, num_kv_heads=8, head_dim=256,
-                intermediate_size=15360, sliding_window=1024, query_pre_attn_scalar=256.0,
-                rope_scaling_factor=8.0, max_position_embeddings=131072),
-    "27b": dict(hidden_size=5376, num_layers=62, num_heads=32, num_kv_heads=16, head_dim=128,
-                intermediate_size=21504, sliding_window=1024, query_pre_attn_scalar=168.0,
-                rope_scaling_factor=8.0, max_position_embeddings=131072),
+    "1b": dict(
+        hidden_size=1152,
+        num_layers=26,
+        num_heads=4,
+        num_kv_heads=1,
+        head_dim=256,
+        intermediate_size=6912,
+        sliding_window=512,
+        query_pre_attn_scalar=256.0,
+        rope_scaling_factor=1.0,
+        max_position_embeddings=32768,
+    ),
+    "4b": dict(
+        hidden_size=2560,
+        num_layers=34,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=256,
+        intermediate_size=10240,
+        sliding_window=1024,
+        query_pre_attn_scalar=256.0,
+        rope_scaling_factor=8.0,
+        max_position_embeddings=131072,
+    ),
+    "12b": dict(
+        hidden_size=3840,
+        num_layers=48,
+        num_heads=16,
+        num_kv_heads=8,
+        head_dim=256,
+        intermediate_size=15360,
+        sliding_window=1024,
+        query_pre_attn_scalar=256.0,
+        rope_scaling_factor=8.0,
+        max_position_embeddings=131072,
+    ),
+    "27b": dict(
+        hidden_size=5376,
+        num_layers=62,
+        num_heads=32,
+        num_kv_heads=16,
+        head_dim=128,
+        intermediate_size=21504,
+        sliding_window=1024,
+        query_pre_attn_scalar=168.0,
+        rope_scaling_factor=8.0,
+        max_position_embeddings=131072,
+    ),
     # CPU smoke test: the real vocabulary (Gemma's tokenizer), everything else small
-    "tiny": dict(hidden_size=128, num_layers=6, num_heads=4, num_kv_heads=2, head_dim=64,
-                 intermediate_size=256, sliding_window=64, query_pre_attn_scalar=64.0,
-                 rope_scaling_factor=1.0, max_position_embeddings=4096),
+    "tiny": dict(
+        hidden_size=128,
+        num_layers=6,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=64,
+        intermediate_size=256,
+        sliding_window=64,
+        query_pre_attn_scalar=64.0,
+        rope_scaling_factor=1.0,
+        max_position_embeddings=4096,
+    ),
 }
 VOCAB = 262144
 SHARD_BYTES = 2 * 2**30
@@ -64,18 +110,30 @@ SHARD_BYTES = 2 * 2**30
 
 def model_config(shape: str, layers: int | None = None):
     from tpa_compress.config import ModelConfig
+
     s = dict(SHAPES[shape])
     n = layers or s.pop("num_layers")
     s.pop("num_layers", None)
     return ModelConfig(
-        family="gemma3", vocab_size=VOCAB, num_layers=n, rms_norm_eps=1e-6, tie_word_embeddings=True,
-        bos_token_id=2, eos_token_id=1, pad_token_id=0, name=f"gemma3-{shape}-random",
-        rope_theta=1_000_000.0, rope_local_theta=10_000.0,
-        layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(n)], **s)
+        family="gemma3",
+        vocab_size=VOCAB,
+        num_layers=n,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=2,
+        eos_token_id=1,
+        pad_token_id=0,
+        name=f"gemma3-{shape}-random",
+        rope_theta=1_000_000.0,
+        rope_local_theta=10_000.0,
+        layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(n)],
+        **s,
+    )
 
 
 def param_count(cfg) -> int:
     from tpa_compress.config import weight_shapes
+
     total = 0
     for shape in weight_shapes(cfg).values():
         n = 1
@@ -105,7 +163,7 @@ def write_random_folder(folder: Path, cfg, seed: int = 0) -> None:
         scale = 0.1 if "norm" in name else 0.5 / shape[-1] ** 0.5
         t = torch.empty(shape, dtype=torch.bfloat16)
         for r in range(0, shape[0], 8192):  # rows in chunks: no float32 copy of a whole embedding
-            part = t[r:r + 8192]
+            part = t[r : r + 8192]
             part.copy_(torch.randn(part.shape, generator=g) * scale)
         writer.add(name, t)
         del t
@@ -119,11 +177,27 @@ def run_convert(folder: Path, out: Path, recipe: Path, device: str, whole: bool,
     """`convert` in a subprocess; its wall time, peak RSS and the converter's profile."""
     fd, prof = tempfile.mkstemp(suffix=".json")
     os.close(fd)
-    cmd = [sys.executable, "-m", "tpa_compress.cli", "convert", str(folder), "--recipe", str(recipe),
-           "--out", str(out), "--force", "--device", device, "--max-shard-mib", str(shard_mib)] + (
-        ["--whole-model"] if whole else [])
-    env = {**os.environ, "TPA_CONVERT_PROFILE": prof, "PYTHONPATH": str(ROOT) + os.pathsep +
-           os.environ.get("PYTHONPATH", "")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "tpa_compress.cli",
+        "convert",
+        str(folder),
+        "--recipe",
+        str(recipe),
+        "--out",
+        str(out),
+        "--force",
+        "--device",
+        device,
+        "--max-shard-mib",
+        str(shard_mib),
+    ] + (["--whole-model"] if whole else [])
+    env = {
+        **os.environ,
+        "TPA_CONVERT_PROFILE": prof,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     t = time.time()
     p = subprocess.Popen(cmd, env=env)
     _, status, usage = os.wait4(p.pid, 0)  # this child's rusage alone
@@ -146,22 +220,27 @@ def row(shape: str, cfg, res: dict, in_bytes: int) -> str:
     per = f"{sum(converted) / len(converted):.2f}" if converted else "-"
     every = res.get("layer_seconds") or []
     gpu = res.get("peak_device_bytes")
-    return (f"| {shape} | {cfg.num_layers} | {param_count(cfg) / 1e9:.2f} | {in_bytes / gib:.1f} | "
-            f"{res.get('path', '?')} | {res['wall_s']:.0f} | {res['peak_rss_bytes'] / gib:.2f} | "
-            f"{'-' if gpu is None else f'{gpu / gib:.2f}'} | {per} | "
-            f"{f'{sum(every) / len(every):.2f}' if every else '-'} |")
+    return (
+        f"| {shape} | {cfg.num_layers} | {param_count(cfg) / 1e9:.2f} | {in_bytes / gib:.1f} | "
+        f"{res.get('path', '?')} | {res['wall_s']:.0f} | {res['peak_rss_bytes'] / gib:.2f} | "
+        f"{'-' if gpu is None else f'{gpu / gib:.2f}'} | {per} | "
+        f"{f'{sum(every) / len(every):.2f}' if every else '-'} |"
+    )
 
 
-HEADER = ("| shape | layers | params (B) | input (GiB) | path | wall (s) | peak host RSS (GiB) | "
-          "peak GPU (GiB) | s per converted layer | s per layer |\n|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| shape | layers | params (B) | input (GiB) | path | wall (s) | peak host RSS (GiB) | "
+    "peak GPU (GiB) | s per converted layer | s per layer |\n|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", type=Path, help="where the random folders and outputs go")
     ap.add_argument("--shape", action="append", choices=list(SHAPES), help="repeatable; default 1b")
-    ap.add_argument("--layers", type=int, help="override the shape's layer count (a multiple of 6 keeps "
-                    "the 5:1 pattern)")
+    ap.add_argument(
+        "--layers", type=int, help="override the shape's layer count (a multiple of 6 keeps the 5:1 pattern)"
+    )
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "balanced.yaml")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--whole-model", action="store_true", help="measure the whole-model path instead")
@@ -172,6 +251,7 @@ def main(argv=None) -> None:
     device = a.device
     if device == "auto":
         import torch
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
     a.dir.mkdir(parents=True, exist_ok=True)
     rows, results = [], {}
@@ -182,14 +262,19 @@ def main(argv=None) -> None:
         need = 2 * param_count(cfg) * (1 if folder.exists() else 2)  # bf16 output, and input unless there
         free = shutil.disk_usage(a.dir).free
         if need > free:
-            print(f"{shape}: needs about {need / 2**30:.0f} GiB of disk in {a.dir}, {free / 2**30:.0f} GiB free; "
-                  "skipped (--layers N measures fewer layers of the same width)", file=sys.stderr)
+            print(
+                f"{shape}: needs about {need / 2**30:.0f} GiB of disk in {a.dir}, {free / 2**30:.0f} GiB free; "
+                "skipped (--layers N measures fewer layers of the same width)",
+                file=sys.stderr,
+            )
             continue
         if not folder.exists():
             t = time.time()
             write_random_folder(folder, cfg)
-            print(f"{shape}: wrote {folder} ({folder_bytes(folder) / 2**30:.1f} GiB) in {time.time() - t:.0f}s",
-                  file=sys.stderr)
+            print(
+                f"{shape}: wrote {folder} ({folder_bytes(folder) / 2**30:.1f} GiB) in {time.time() - t:.0f}s",
+                file=sys.stderr,
+            )
         res = run_convert(folder, out, a.recipe, device, a.whole_model, a.shard_mib)
         results[shape] = {"layers": cfg.num_layers, "device": device, **res}
         rows.append(row(shape, cfg, res, folder_bytes(folder)))

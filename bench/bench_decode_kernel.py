@@ -7,6 +7,7 @@ Gemma 3 270M shapes (4 query heads, 1 KV head, head dim 256), latent ranks 128, 
 random cache contents, all keys visible. Prints microseconds per call and the cache
 bytes read per call / time (effective bandwidth).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,17 +48,30 @@ def phases(fn, programs: int) -> str:
     parts = ["prologue", "loop", "merge", "wait", "mma", "rope", "softmax"]
     out = [f"{n} {us(v[:, :, i]):.2f}" for n, i in zip(parts, (2, 3, 4, 5, 6, 7, 8), strict=True)]
     # the prologue's parts; its rest (after U's arrival) is the barrier
-    pro = ["start + U issue", "slot load", "pre-wait copies", "PDL wait", "post-wait copies", "tables + q", "sink",
-           "U wait"]
+    pro = [
+        "start + U issue",
+        "slot load",
+        "pre-wait copies",
+        "PDL wait",
+        "post-wait copies",
+        "tables + q",
+        "sink",
+        "U wait",
+    ]
     pro_parts = zip(pro, (16, 17, *range(10, 16)), strict=True)
-    out.append("| prologue: " + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in pro_parts)
-               + f", barrier {us(v[:, :, 2] - v[:, :, 10:18].sum(-1)):.2f}"
-               + f"; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}")
+    out.append(
+        "| prologue: "
+        + ", ".join(f"{n} {us(v[:, :, i]):.2f}" for n, i in pro_parts)
+        + f", barrier {us(v[:, :, 2] - v[:, :, 10:18].sum(-1)):.2f}"
+        + f"; program 0 (the sink tile) {us(v[:1, :, 2]):.2f}"
+    )
     start, end = v[:, 0, 0], v[:, 0, 1]
-    return (" ".join(out) + f" | tiles/wg {v[:, :, 9].mean().item():.1f} | clock {ghz:.2f} GHz | starts spread "
-            f"{(start.max() - start.min()).item() / 1e3:.2f} us, "
-            f"ends spread {(end.max() - end.min()).item() / 1e3:.2f} us, "
-            f"first start to last end {(end.max() - start.min()).item() / 1e3:.2f} us")
+    return (
+        " ".join(out) + f" | tiles/wg {v[:, :, 9].mean().item():.1f} | clock {ghz:.2f} GHz | starts spread "
+        f"{(start.max() - start.min()).item() / 1e3:.2f} us, "
+        f"ends spread {(end.max() - end.min()).item() / 1e3:.2f} us, "
+        f"first start to last end {(end.max() - start.min()).item() / 1e3:.2f} us"
+    )
 
 
 COLD = None  # --cold: a scratch buffer (2x L2) written before every call, so the cache comes from DRAM
@@ -68,6 +82,7 @@ def timed(fn, reps=20, rounds=5):
     follows a write of the scratch buffer (L2 flushed, as in a decode step, where the
     whole model streams through between two calls of a layer), the writes' own time
     (measured alone the same way) subtracted."""
+
     def graph_us(f):
         f()
         torch.cuda.synchronize()
@@ -84,6 +99,7 @@ def timed(fn, reps=20, rounds=5):
             torch.cuda.synchronize()
             best = min(best, a.elapsed_time(b) * 1e3 / reps)
         return best
+
     if COLD is None:
         return graph_us(fn)
     return graph_us(lambda: (COLD.zero_(), fn())) - graph_us(COLD.zero_)
@@ -120,27 +136,51 @@ def main():
     ap.add_argument("--latent-combine", default="1")
     ap.add_argument("--ds-dynamic", default="0", help="1: the K slices in a loop, not unrolled")
     ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
-    ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
-                    help="a latent K's up-projection: orthonormal (what activation_svd writes) or random")
-    ap.add_argument("--k-scale", default="0", help="1: each latent key's QK-norm factor from a per-key table "
-                    "(as a k_scale cache holds it; the wg kernel reads it instead of summing squares), comma-separated")
+    ap.add_argument(
+        "--k-basis",
+        default="orthonormal",
+        choices=["orthonormal", "random"],
+        help="a latent K's up-projection: orthonormal (what activation_svd writes) or random",
+    )
+    ap.add_argument(
+        "--k-scale",
+        default="0",
+        help="1: each latent key's QK-norm factor from a per-key table "
+        "(as a k_scale cache holds it; the wg kernel reads it instead of summing squares), comma-separated",
+    )
     ap.add_argument("--kernel-times", action="store_true", help="also each kernel's GPU time per call")
-    ap.add_argument("--phases", action="store_true", help="the wg kernel's time per phase (a build with clocks, "
-                    "one call): program prologue, loop (wait / mma / rope / softmax per tile), merge")
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="the wg kernel's time per phase (a build with clocks, "
+        "one call): program prologue, loop (wait / mma / rope / softmax per tile), merge",
+    )
     ap.add_argument("--ranks", default="128/128", help="latent ranks K/V")
-    ap.add_argument("--combine", default="", help="a latent combine's builds RV_BLK:WARPS:BLOCK_D (latent columns "
-                    "per slice, 0: two power-of-two pieces; warps; head dims per program), comma-separated; default: "
-                    "DecodeAttention's")
+    ap.add_argument(
+        "--combine",
+        default="",
+        help="a latent combine's builds RV_BLK:WARPS:BLOCK_D (latent columns "
+        "per slice, 0: two power-of-two pieces; warps; head dims per program), comma-separated; default: "
+        "DecodeAttention's",
+    )
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
-    ap.add_argument("--pdl", default="", help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
-                    "told the step's write slot, the last one: its first tile goes out before the wait); "
-                    "comma-separated to compare; default: where available")
+    ap.add_argument(
+        "--pdl",
+        default="",
+        help="programmatic dependent launch: 0, 1, or 2 (1 + the wg kernel "
+        "told the step's write slot, the last one: its first tile goes out before the wait); "
+        "comma-separated to compare; default: where available",
+    )
     ap.add_argument("--cold", action="store_true", help="the cache from DRAM: L2 flushed before every timed call")
     ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
-    ap.add_argument("--cuda-builds", default="1", help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
-                    "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
-                    "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
-                    "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)")
+    ap.add_argument(
+        "--cuda-builds",
+        default="1",
+        help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
+        "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
+        "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
+        "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)",
+    )
     a = ap.parse_args()
     if a.cold:
         global COLD
@@ -170,39 +210,70 @@ def main():
         lay = LayerLayout(comp["k"], comp["v"], None, sink=a.sink)
         sink = a.sink if "latent" in kinds else 0
         for b, t in itertools.product(map(int, a.batches.split(",")), map(int, a.contexts.split(","))):
-            kc = torch.randn(b, t, lay.k.values_per_token + lay.v.values_per_token, device="cuda",
-                             dtype=torch.bfloat16)
-            k, v = kc[..., :lay.k.values_per_token], kc[..., lay.k.values_per_token:]
+            kc = torch.randn(b, t, lay.k.values_per_token + lay.v.values_per_token, device="cuda", dtype=torch.bfloat16)
+            k, v = kc[..., : lay.k.values_per_token], kc[..., lay.k.values_per_token :]
             pos = torch.arange(t, device="cuda", dtype=torch.int32).expand(b, t).contiguous()
             qp = torch.full((b, 1), t - 1, device="cuda")
             q = torch.randn(b, cfg.num_heads, 1, d, device="cuda", dtype=torch.bfloat16)
             tile = (torch.randn(b, kv, sink, d, device="cuda", dtype=torch.bfloat16),) * 2 if sink else None
             moved = kc.nbytes
             # the factors' table (a rebuild of the whole cache): only when a --k-scale 1 row needs it
-            ksc = (key_scales(k, key_scale_terms(attn))
-                   if kk == "latent" and attn.qk_norm and "1" in a.k_scale.split(",") else None)
+            ksc = (
+                key_scales(k, key_scale_terms(attn))
+                if kk == "latent" and attn.qk_norm and "1" in a.k_scale.split(",")
+                else None
+            )
             ref = None
-            backends = [(be, cb) for be in a.backend.split(",")
-                        for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])]
+            backends = [
+                (be, cb) for be in a.backend.split(",") for cb in (a.cuda_builds.split(",") if be == "cuda" else [""])
+            ]
             for pdl, (be, cb), cmb, bt, w, ft, ps, st, ds, mr, lc, dy, nz, kq in itertools.product(
-                    [int(x) for x in a.pdl.split(",")] if a.pdl else [-1], backends,
-                    a.combine.split(",") if a.combine and vk == "latent" else [""], *(
-                    map(int, x.split(",")) for x in (a.block_t, a.warps, a.fast_trig, a.per_sm, a.stages, a.ds,
-                                                     a.maxnreg, a.latent_combine, a.ds_dynamic, a.norm_z,
-                                                     a.k_scale))):
+                [int(x) for x in a.pdl.split(",")] if a.pdl else [-1],
+                backends,
+                a.combine.split(",") if a.combine and vk == "latent" else [""],
+                *(
+                    map(int, x.split(","))
+                    for x in (
+                        a.block_t,
+                        a.warps,
+                        a.fast_trig,
+                        a.per_sm,
+                        a.stages,
+                        a.ds,
+                        a.maxnreg,
+                        a.latent_combine,
+                        a.ds_dynamic,
+                        a.norm_z,
+                        a.k_scale,
+                    )
+                ),
+            ):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
                 if cb:
                     minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
-                    cuda_decode.BUILD.update(minb=int(minb), warps=int(warps or 8), kernel=kind or "wg",
-                                             unroll=int(unroll or 4))
+                    cuda_decode.BUILD.update(
+                        minb=int(minb), warps=int(warps or 8), kernel=kind or "wg", unroll=int(unroll or 4)
+                    )
                     cuda_decode.BLOCK = int(blk or 0)
                 try:
-                    kern = kernels.DecodeAttention(attn, lay, sink, block_t=bt, num_warps=w, fast_trig=bool(ft),
-                                                   per_sm=ps, num_stages=st or None, ds=ds,
-                                                   maxnreg=mr or None, latent_combine=bool(lc),
-                                                   ds_dynamic=bool(dy), norm_z=bool(nz), backend=be,
-                                                   pdl=None if pdl < 0 else bool(pdl))
+                    kern = kernels.DecodeAttention(
+                        attn,
+                        lay,
+                        sink,
+                        block_t=bt,
+                        num_warps=w,
+                        fast_trig=bool(ft),
+                        per_sm=ps,
+                        num_stages=st or None,
+                        ds=ds,
+                        maxnreg=mr or None,
+                        latent_combine=bool(lc),
+                        ds_dynamic=bool(dy),
+                        norm_z=bool(nz),
+                        backend=be,
+                        pdl=None if pdl < 0 else bool(pdl),
+                    )
                     if cmb:
                         kern.combine_rv_block, kern.combine_warps, kern.combine_block_d = map(int, cmb.split(":"))
                     kx = ksc if kq else None
@@ -213,8 +284,11 @@ def main():
                     out = call().float()
                     us = timed(call)
                 except Exception as e:  # a config that does not compile or is not served
-                    print(f"{kinds} b{b} T{t} {be} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} "
-                          f"dyn {dy}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                    print(
+                        f"{kinds} b{b} T{t} {be} block {bt} warps {w} fast {ft} per_sm {ps} stages {st} ds {ds} "
+                        f"dyn {dy}: {type(e).__name__}: {str(e)[:200]}",
+                        flush=True,
+                    )
                     continue
                 ref = out if ref is None else ref  # the first config's output: the others vs it
                 err = ((out - ref).norm() / ref.norm()).item()
@@ -223,17 +297,22 @@ def main():
                     info = f"cuda {cb} chunks {kern.chunks(b, t, blk, cuda_decode.PER_SM)[1]:4d}"
                 else:
                     c = kern.compiled
-                    info = (f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
-                            f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}")
+                    info = (
+                        f"triton chunks {kern.chunks(b, t)[1]:4d} regs {c.n_regs} spills {c.n_spills} "
+                        f"wgmma {c.asm['ptx'].count('wgmma.mma_async')} mma.sync {c.asm['ptx'].count('mma.sync')}"
+                    )
                 if a.kernel_times:
                     info += "\n    kernels (us): " + kernel_times(call)
                 info += f" kscale {kq}" + (f" combine {cmb}" if cmb else "")
                 if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv, kern.rk) == "wg":
                     info += "\n    phases: " + phases(call, kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
                 pdl_s = f"{int(kern.pdl)}{'+slot' if ws is not None else ''}"
-                print(f"{kinds:14s} b{b:<3d} T{t:<6d} pdl {pdl_s} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
-                      f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
-                      f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}", flush=True)
+                print(
+                    f"{kinds:14s} b{b:<3d} T{t:<6d} pdl {pdl_s} block {bt:3d} warps {w} fast {ft} per_sm {ps} "
+                    f"stages {st} ds {ds} dyn {dy} nz {int(kern.norm_z)} maxnreg {mr} lc {lc}: {us:8.1f} us "
+                    f"{moved / us / 1e3:7.0f} GB/s  rel.err {err:.1e}  {info}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ split (Python docs) and of --prose, and restored. Prints one row per variant: KV
 fraction at the budget context, K/V ranks of the converted layers, perplexity delta
 per domain against the original.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--cache", type=Path, help="folder that keeps calibration statistics between runs")
-    ap.add_argument("--base", type=Path, help="reuse the original's perplexities from an earlier --json "
-                    "of the same model, prose file, windows and seq-len")
+    ap.add_argument(
+        "--base",
+        type=Path,
+        help="reuse the original's perplexities from an earlier --json "
+        "of the same model, prose file, windows and seq-len",
+    )
     a = ap.parse_args()
 
     import torch
@@ -70,8 +75,9 @@ def main() -> None:
     tok = ckpt.tokenizer
     bos = tok.bos_id if tok.add_bos else None
     domains = {"code": default_eval_files(), "prose": [a.prose]}
-    evw = {d: make_windows(tok.encode(read_texts(f), add_bos=False), a.seq_len, bos, a.windows)
-           for d, f in domains.items()}
+    evw = {
+        d: make_windows(tok.encode(read_texts(f), add_bos=False), a.seq_len, bos, a.windows) for d, f in domains.items()
+    }
 
     cache = {}
     real_collect = conv.collect_stats
@@ -82,9 +88,15 @@ def main() -> None:
         kw = {k: v for k, v in kw.items() if k != "progress"}
         if kw.get("moments", True):
             kw["windows_kept"] = max(kw.get("windows_kept", 0), 8)
-        key_parts = [a.model, hashlib.sha1(windows.numpy().tobytes()).hexdigest(),
-                     kw.get("layers"), kw.get("moments", True), kw.get("skip", 0),
-                     kw.get("sample_rows", 4096), kw.get("windows_kept", 0)]
+        key_parts = [
+            a.model,
+            hashlib.sha1(windows.numpy().tobytes()).hexdigest(),
+            kw.get("layers"),
+            kw.get("moments", True),
+            kw.get("skip", 0),
+            kw.get("sample_rows", 4096),
+            kw.get("windows_kept", 0),
+        ]
         key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
         path = a.cache / f"{key}.pt" if a.cache else None
         if key not in cache and path is not None and path.exists():
@@ -105,10 +117,18 @@ def main() -> None:
     t = time.time()
     prev = json.loads(a.base.read_text()) if a.base else None
     same = prev and (prev["model"], prev["windows"], prev["seq_len"], prev.get("prose")) == (
-        a.model, a.windows, a.seq_len, str(a.prose))
+        a.model,
+        a.windows,
+        a.seq_len,
+        str(a.prose),
+    )
     base = prev["base"] if same else score()
-    print(f"{a.model} original: " + "  ".join(f"{d} {p:.4f}" for d, p in base.items())
-          + f"  ({a.windows} x {a.seq_len} per domain, {time.time() - t:.0f}s)", flush=True)
+    print(
+        f"{a.model} original: "
+        + "  ".join(f"{d} {p:.4f}" for d, p in base.items())
+        + f"  ({a.windows} x {a.seq_len} per domain, {time.time() - t:.0f}s)",
+        flush=True,
+    )
     raw = yaml.safe_load(Path(a.recipe).read_text())
     if a.calib_tokens:
         raw["calibration"]["tokens"] = a.calib_tokens
@@ -125,8 +145,11 @@ def main() -> None:
                 for rule in d["layers"]:
                     for tgt in ("k", "v"):
                         if rule.get(tgt):
-                            rule[tgt] = {"method": name, "rank": rule[tgt]["rank"],
-                                         **({"params": params} if params else {})}
+                            rule[tgt] = {
+                                "method": name,
+                                "rank": rule[tgt]["rank"],
+                                **({"params": params} if params else {}),
+                            }
                 recipe = parse_recipe(d, f"{a.recipe} [{spec}, {frac}, {by}]")
                 t = time.time()
                 res, _ = conv.convert(ckpt, model, recipe, eval_model=False, log=lambda *_: None)
@@ -135,21 +158,48 @@ def main() -> None:
                 ranks = [f"{r.layer}:{r.k['rank']}/{r.v['rank']}" for r in res.layers if r.k["rank"] or r.v["rank"]]
                 ratio = res.totals[str(recipe.budget.context if recipe.budget else 32768)]["ratio"]
                 losses = ("start_heldout_loss", "refit_heldout_loss")
-                refit = {f"{r.layer}{t}": [round(getattr(r, t)[n], 4) for n in losses]
-                         for r in res.layers for t in "kv" if "refit_heldout_loss" in getattr(r, t)}
-                row = {"refit_loss": refit, "method": spec, "fraction": frac, "by": by, "kv_ratio": ratio,
-                       "ranks": ranks, "ppl": ppl, "delta_pct": {k: 100 * (ppl[k] / base[k] - 1) for k in ppl},
-                       "fit_s": fit_s}
+                refit = {
+                    f"{r.layer}{t}": [round(getattr(r, t)[n], 4) for n in losses]
+                    for r in res.layers
+                    for t in "kv"
+                    if "refit_heldout_loss" in getattr(r, t)
+                }
+                row = {
+                    "refit_loss": refit,
+                    "method": spec,
+                    "fraction": frac,
+                    "by": by,
+                    "kv_ratio": ratio,
+                    "ranks": ranks,
+                    "ppl": ppl,
+                    "delta_pct": {k: 100 * (ppl[k] / base[k] - 1) for k in ppl},
+                    "fit_s": fit_s,
+                }
                 rows.append(row)
-                print(f"{spec:40s} frac {frac or 0:.2f} by {by or 'error':5s} kv {ratio:.3f}  "
-                      + "  ".join(f"{k} {v:+.2f}%" for k, v in row["delta_pct"].items())
-                      + f"  ranks {' '.join(ranks)}  ({fit_s:.0f}s fit)"
-                      + (f"  refit held-out loss start->end {refit}" if refit else ""), flush=True)
+                print(
+                    f"{spec:40s} frac {frac or 0:.2f} by {by or 'error':5s} kv {ratio:.3f}  "
+                    + "  ".join(f"{k} {v:+.2f}%" for k, v in row["delta_pct"].items())
+                    + f"  ranks {' '.join(ranks)}  ({fit_s:.0f}s fit)"
+                    + (f"  refit held-out loss start->end {refit}" if refit else ""),
+                    flush=True,
+                )
                 for b, (k, v) in zip(model.layers, orig, strict=True):
                     b.self_attn.k_proj, b.self_attn.v_proj = k, v
     if a.json:
-        a.json.write_text(json.dumps({"model": a.model, "prose": str(a.prose), "base": base, "windows": a.windows,
-                                      "seq_len": a.seq_len, "rows": rows}, indent=1) + "\n")
+        a.json.write_text(
+            json.dumps(
+                {
+                    "model": a.model,
+                    "prose": str(a.prose),
+                    "base": base,
+                    "windows": a.windows,
+                    "seq_len": a.seq_len,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

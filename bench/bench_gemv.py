@@ -6,6 +6,7 @@ Each timed call reads a different copy of W (copies in all > 4x L2, as in a deco
 where the whole model streams between two uses of a layer's weight), 64 calls in one CUDA
 graph, median of 20 replays. Prints us per call and the bandwidth W's bytes imply.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,17 +62,20 @@ def main():
         for name, n, k in SHAPES[model]:
             nbytes = n * k * 2
             copies = max(8, min(64, 4 * l2 // nbytes + 1))
-            ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(copies)]
+            ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k**0.5 for _ in range(copies)]
             for rows in map(int, a.rows.split(",")):
                 xs = [torch.randn(rows, 1, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
                 err = (gemv.gemv(xs[0], ws[0]).float() - F.linear(xs[0], ws[0]).float()).abs().max().item()
                 t_torch = time_calls(F.linear, xs, ws)
                 t_ours = time_calls(gemv.gemv, xs, ws)
                 bn, k1, k2 = gemv.tiles(n, k, torch.cuda.get_device_properties(0).multi_processor_count)
-                print(f"{model:5s} {name:8s} N={n:6d} K={k:5d} rows={rows}: torch {t_torch:6.2f} us "
-                      f"({nbytes / t_torch / 1e6:5.2f} TB/s), "
-                      f"gemv {t_ours:6.2f} us ({nbytes / t_ours / 1e6:5.2f} TB/s) "
-                      f"BN={bn} K={k1}+{k2}, max |diff| {err:.3g}", flush=True)
+                print(
+                    f"{model:5s} {name:8s} N={n:6d} K={k:5d} rows={rows}: torch {t_torch:6.2f} us "
+                    f"({nbytes / t_torch / 1e6:5.2f} TB/s), "
+                    f"gemv {t_ours:6.2f} us ({nbytes / t_ours / 1e6:5.2f} TB/s) "
+                    f"BN={bn} K={k1}+{k2}, max |diff| {err:.3g}",
+                    flush=True,
+                )
             del ws
 
 

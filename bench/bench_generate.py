@@ -26,6 +26,7 @@ peak does not depend on the rows before it, except for process-wide buffers, suc
 cuBLAS workspaces, that an earlier row made (the 270M original at batch 1, 32K: 1.29 GiB
 after three rows, 1.35 alone; bench/results/2026-12-02-s14/run05).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,33 +94,70 @@ def memory_before() -> int:
 
 
 def parse_options(text: str) -> dict:
-    """"a=1,b=x" -> {"a": 1, "b": "x"} (--kernel-options, --runner-options)."""
+    """ "a=1,b=x" -> {"a": 1, "b": "x"} (--kernel-options, --runner-options)."""
     return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in (o.split("=") for o in text.split(",") if o)}
 
 
-def ours(cfg, layout, batch, context, new, bw, cache_dtype="bf16", kernel_options=None, ranks="128/128",
-         k_basis="orthonormal", pdl=None, prefetch=None, runner_options=None):
+def ours(
+    cfg,
+    layout,
+    batch,
+    context,
+    new,
+    bw,
+    cache_dtype="bf16",
+    kernel_options=None,
+    ranks="128/128",
+    k_basis="orthonormal",
+    pdl=None,
+    prefetch=None,
+    runner_options=None,
+):
     before = memory_before()
     model = random_model(cfg, layout, ranks, k_basis=k_basis)
-    r = Runner(model, batch, context, cache_dtype=cache_dtype, kernel_options=kernel_options, pdl=pdl,
-               prefetch=prefetch, **(runner_options or {}))
+    r = Runner(
+        model,
+        batch,
+        context,
+        cache_dtype=cache_dtype,
+        kernel_options=kernel_options,
+        pdl=pdl,
+        prefetch=prefetch,
+        **(runner_options or {}),
+    )
     prompts = prompts_for(cfg, batch, context - new)
     r.generate(prompts, 8, stop_at_eos=False)  # warm-up: compile + capture + first prefill
     res = r.generate(prompts, new, stop_at_eos=False)
     ms = 1e3 * res.decode_s / res.decode_steps
     moved = step_bytes(model, r.layouts, context, batch)
-    out = dict(runner="ours", layout=layout, ranks=ranks if layout == "converted" else None, cache_dtype=cache_dtype,
-               kernel_options=kernel_options, runner_options=runner_options, tok_s=res.decode_tok_s, ms_per_step=ms,
-               prefill_tok_s=res.prefill_tok_s, kv_bytes=res.kv_bytes,
-               predicted_kv_bytes=res.predicted_kv_bytes, peak_memory=res.peak_memory - before,
-               memory_before=before,
-               bytes_per_step=moved, bw_fraction=moved / (ms / 1e3) / bw,
-               k_basis=k_basis if layout == "converted" else None, pdl=r.pdl, prefetch=sorted(r.prefetch),
-               norm_from_latent=sum(k.norm_z for k in r.kernels.values()),
-               plan=sorted({f"{p.entries}/{p.attention}" for p in r.plan}),  # the decode plan's rows
-               # which decode kernel each latent layer takes (the CUDA one serves only some ranks)
-               kernels=sorted(f"{i}:{cuda_decode.kind_for(k.rv, k.rk) if k.cuda else 'triton'}"
-                              for i, k in r.kernels.items() if k.k_latent or k.v_latent))
+    out = dict(
+        runner="ours",
+        layout=layout,
+        ranks=ranks if layout == "converted" else None,
+        cache_dtype=cache_dtype,
+        kernel_options=kernel_options,
+        runner_options=runner_options,
+        tok_s=res.decode_tok_s,
+        ms_per_step=ms,
+        prefill_tok_s=res.prefill_tok_s,
+        kv_bytes=res.kv_bytes,
+        predicted_kv_bytes=res.predicted_kv_bytes,
+        peak_memory=res.peak_memory - before,
+        memory_before=before,
+        bytes_per_step=moved,
+        bw_fraction=moved / (ms / 1e3) / bw,
+        k_basis=k_basis if layout == "converted" else None,
+        pdl=r.pdl,
+        prefetch=sorted(r.prefetch),
+        norm_from_latent=sum(k.norm_z for k in r.kernels.values()),
+        plan=sorted({f"{p.entries}/{p.attention}" for p in r.plan}),  # the decode plan's rows
+        # which decode kernel each latent layer takes (the CUDA one serves only some ranks)
+        kernels=sorted(
+            f"{i}:{cuda_decode.kind_for(k.rv, k.rk) if k.cuda else 'triton'}"
+            for i, k in r.kernels.items()
+            if k.k_latent or k.v_latent
+        ),
+    )
     del r, model
     torch.cuda.empty_cache()
     return out
@@ -129,6 +167,7 @@ def hf(cfg, impl, batch, context, new, bw):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     from tpa_compress.load.hf import config_to_hf
+
     d = config_to_hf(cfg)
     d.pop("architectures", None)
     torch.manual_seed(0)
@@ -157,12 +196,21 @@ def hf(cfg, impl, batch, context, new, bw):
     t_one = min(run(1), run(1))
     dec = max(t_all - t_one, 1e-9)
     ms = 1e3 * dec / (new - 1)
-    moved = sum(p.numel() * p.element_size() for p in m.parameters()) + \
-        cache_bytes(original_layouts(cfg), context, batch)
-    out = dict(runner=f"transformers-{impl}", layout="original", tok_s=batch * (new - 1) / dec,
-               ms_per_step=ms, prefill_tok_s=batch * ids.shape[1] / t_one, kv_bytes=None,
-               peak_memory=peak - before, memory_before=before, bytes_per_step=moved,
-               bw_fraction=moved / (ms / 1e3) / bw)
+    moved = sum(p.numel() * p.element_size() for p in m.parameters()) + cache_bytes(
+        original_layouts(cfg), context, batch
+    )
+    out = dict(
+        runner=f"transformers-{impl}",
+        layout="original",
+        tok_s=batch * (new - 1) / dec,
+        ms_per_step=ms,
+        prefill_tok_s=batch * ids.shape[1] / t_one,
+        kv_bytes=None,
+        peak_memory=peak - before,
+        memory_before=before,
+        bytes_per_step=moved,
+        bw_fraction=moved / (ms / 1e3) / bw,
+    )
     m = None  # the model goes before empty_cache (run() holds it too)
     torch.cuda.empty_cache()
     return out
@@ -177,6 +225,7 @@ def gpu_check(device="cuda"):
     from tpa_compress.load.source import Checkpoint, WeightSource
     from tpa_compress.models import build_model
     from tpa_compress.recipe import parse_recipe
+
     res = {}
     for family in ("gemma3", "llama"):
         for layout in ("original", "latent", "identity"):
@@ -184,9 +233,13 @@ def gpu_check(device="cuda"):
             ck = Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "m")
             model = build_model(ck)
             if layout == "identity":
-                rec = parse_recipe({"calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
-                                    "layers": [{"select": "all", "k": {"method": "identity"},
-                                                "v": {"method": "identity"}}]}, "identity")
+                rec = parse_recipe(
+                    {
+                        "calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
+                        "layers": [{"select": "all", "k": {"method": "identity"}, "v": {"method": "identity"}}],
+                    },
+                    "identity",
+                )
                 convert(ck, model, rec, eval_model=False, log=lambda m: None)
             model = model.to(device)
             if layout == "latent":
@@ -207,7 +260,7 @@ def gpu_check(device="cuda"):
             for p, t in zip(prompts, gen, strict=True):
                 with torch.no_grad():
                     ref = model.logits(model(torch.tensor([p + t], device=device)))[0]
-                ok &= ref[len(p) - 1: len(p) + 11].argmax(-1).tolist() == t
+                ok &= ref[len(p) - 1 : len(p) + 11].argmax(-1).tolist() == t
             res[f"{family}-{layout}"] = bool(ok)
     return res
 
@@ -220,23 +273,52 @@ def main():
     ap.add_argument("--layouts", default="original,converted")
     ap.add_argument("--hf-impls", default="dynamic,static")
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
-    ap.add_argument("--kernel-options", default="", help="DecodeAttention options for our runner, "
-                    "e.g. latent_combine=0,block_t=64 or backend=cuda (experiments)")
-    ap.add_argument("--runner-options", default="", help="DecodeOptions for our runner (runtime/plan.py), e.g. entries=written or gemv=0 "
-                    "(experiments)")
-    ap.add_argument("--ranks", default="128/128", help="converted layout's K/V latent ranks: one each, "
-                    "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M); 0 keeps "
-                    "that one full (0/128: latent V only)")
-    ap.add_argument("--k-basis", default="orthonormal", choices=["orthonormal", "random"],
-                    help="converted K up-projection: orthonormal columns (as activation_svd writes) or random")
-    ap.add_argument("--cuda-kernels", default="wg", help="the CUDA decode kernel(s) converted rows "
-                    "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py)")
-    ap.add_argument("--pdl", default="auto", help="programmatic dependent launch in our runner: auto (where "
-                    "available), 0, 1; comma-separated to compare")
-    ap.add_argument("--prefetch", default="auto", help="our runner's L2 prefetch of the next layer's cache: "
-                    "auto (where it fits), 0, 1; comma-separated to compare")
-    ap.add_argument("--prefetch-max", type=float, default=None, help="the largest cache prefetched, as a "
-                    "fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)")
+    ap.add_argument(
+        "--kernel-options",
+        default="",
+        help="DecodeAttention options for our runner, e.g. latent_combine=0,block_t=64 or backend=cuda (experiments)",
+    )
+    ap.add_argument(
+        "--runner-options",
+        default="",
+        help="DecodeOptions for our runner (runtime/plan.py), e.g. entries=written or gemv=0 (experiments)",
+    )
+    ap.add_argument(
+        "--ranks",
+        default="128/128",
+        help="converted layout's K/V latent ranks: one each, "
+        "or one per global layer, e.g. 81,91,117/118,165,136 (balanced on 270M); 0 keeps "
+        "that one full (0/128: latent V only)",
+    )
+    ap.add_argument(
+        "--k-basis",
+        default="orthonormal",
+        choices=["orthonormal", "random"],
+        help="converted K up-projection: orthonormal columns (as activation_svd writes) or random",
+    )
+    ap.add_argument(
+        "--cuda-kernels",
+        default="wg",
+        help="the CUDA decode kernel(s) converted rows "
+        "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py)",
+    )
+    ap.add_argument(
+        "--pdl",
+        default="auto",
+        help="programmatic dependent launch in our runner: auto (where available), 0, 1; comma-separated to compare",
+    )
+    ap.add_argument(
+        "--prefetch",
+        default="auto",
+        help="our runner's L2 prefetch of the next layer's cache: "
+        "auto (where it fits), 0, 1; comma-separated to compare",
+    )
+    ap.add_argument(
+        "--prefetch-max",
+        type=float,
+        default=None,
+        help="the largest cache prefetched, as a fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)",
+    )
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -245,10 +327,10 @@ def main():
     a = ap.parse_args()
     if a.prefetch_max is not None:
         Runner.PREFETCH_MAX_L2 = a.prefetch_max
-    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv,
-           "rows": []}
+    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv, "rows": []}
     try:
         import transformers
+
         doc["transformers"] = transformers.__version__
     except ImportError:
         pass
@@ -272,10 +354,15 @@ def main():
         cfg = variant_config(name)
         for batch in map(int, a.batches.split(",")):
             for ctx in map(int, a.contexts.split(",")):
-                jobs = [("ours", (lay, cd, ck, pdl, pf)) for pdl in a.pdl.split(",") for pf in a.prefetch.split(",")
-                        for lay in a.layouts.split(",") if lay
-                        for cd in a.cache_dtypes.split(",")
-                        for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])]
+                jobs = [
+                    ("ours", (lay, cd, ck, pdl, pf))
+                    for pdl in a.pdl.split(",")
+                    for pf in a.prefetch.split(",")
+                    for lay in a.layouts.split(",")
+                    if lay
+                    for cd in a.cache_dtypes.split(",")
+                    for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])
+                ]
                 if not a.no_hf:
                     jobs += [("hf", impl) for impl in a.hf_impls.split(",")]
                 for kind, what in jobs:
@@ -284,10 +371,24 @@ def main():
                         cuda_decode.BUILD["kernel"] = row["cuda_kernel"] = what[2]
                     t = time.time()
                     try:
-                        row.update(ours(cfg, what[0], batch, ctx, a.new_tokens, a.bandwidth, what[1], kopts, a.ranks,
-                                        a.k_basis, *(None if x == "auto" else bool(int(x)) for x in what[3:5]), ropts)
-                                   if kind == "ours"
-                                   else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth))
+                        row.update(
+                            ours(
+                                cfg,
+                                what[0],
+                                batch,
+                                ctx,
+                                a.new_tokens,
+                                a.bandwidth,
+                                what[1],
+                                kopts,
+                                a.ranks,
+                                a.k_basis,
+                                *(None if x == "auto" else bool(int(x)) for x in what[3:5]),
+                                ropts,
+                            )
+                            if kind == "ours"
+                            else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth)
+                        )
                     except torch.cuda.OutOfMemoryError:
                         row.update(runner=kind, layout=what, error="OOM")
                     except Exception as e:  # a failed baseline must not end the run

@@ -14,6 +14,7 @@ every text users will see (--text, repeatable; default: the bundled evaluation s
 
 --json FILE writes the numbers and the heal report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,16 @@ def main() -> None:
     model = build_model(ckpt, torch.float32, a.device)
     tok = ckpt.tokenizer
     texts = [Path(t) for t in a.text] if a.text else default_eval_files()
-    windows = {str(t): make_windows(tok.encode(read_texts([t]), add_bos=False), 512,
-                                    tok.bos_id if tok.add_bos else None, a.windows, source=str(t)) for t in texts}
+    windows = {
+        str(t): make_windows(
+            tok.encode(read_texts([t]), add_bos=False),
+            512,
+            tok.bos_id if tok.add_bos else None,
+            a.windows,
+            source=str(t),
+        )
+        for t in texts
+    }
     ppl: dict[str, dict] = {}
 
     def measure(label: str) -> None:
@@ -93,8 +102,18 @@ def main() -> None:
         print(f"| {Path(t).name} | {o:.4f} | {pct(b)} | {pct(af)} |")
     print(f"KV at 32K: {res.totals['32768']['ratio']:.3f} of the original; total {time.time() - t0:.0f} s")
     if a.json:
-        Path(a.json).write_text(json.dumps({"perplexity": ppl, "heal": res.heal, "kv_ratio_32k":
-                                            res.totals["32768"]["ratio"], "windows": a.windows}, indent=1) + "\n")
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "perplexity": ppl,
+                    "heal": res.heal,
+                    "kv_ratio_32k": res.totals["32768"]["ratio"],
+                    "windows": a.windows,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

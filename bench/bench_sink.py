@@ -7,6 +7,7 @@ Prints perplexity on 6 x 512 evaluation windows for four one-shot latent convers
 (activation_svd), each without and with the exact sink token. A measurement, not a test;
 results in docs/benchmarks.md. About 10 minutes on 2 CPU cores.
 """
+
 import sys
 import time
 
@@ -24,7 +25,7 @@ from tpa_compress.methods import get_method
 from tpa_compress.methods.layers import make_proj
 from tpa_compress.models import build_model
 
-t0=time.time()
+t0 = time.time()
 ckpt = load_model("gemma3-270m")
 base = build_model(ckpt)
 tok = ckpt.tokenizer
@@ -36,20 +37,24 @@ mode = sys.argv[1] if len(sys.argv) > 1 else "bos"
 bos = BOS if mode == "bos" else None
 cal = make_windows(cal_ids, 512, bos, 8)
 ev = make_windows(ev_ids, 512, bos, 6)
-print("loaded", time.time()-t0, flush=True)
+print("loaded", time.time() - t0, flush=True)
 stats = collect_stats(base, cal)
-print("stats", time.time()-t0, flush=True)
+print("stats", time.time() - t0, flush=True)
 orig = {i: (b.self_attn.k_proj, b.self_attn.v_proj) for i, b in enumerate(base.layers)}
+
 
 class Sink(nn.Module):
     """factorized everywhere except the first position, which uses the original."""
+
     def __init__(self, fact, full):
         super().__init__()
         self.fact, self.full = fact, full
+
     def forward(self, x):
         y = self.fact(x).clone()
         y[:, :1] = self.full(x[:, :1])
         return y
+
 
 def build(target, rank, layers, sink):
     m = get_method("activation_svd")(None, seed=0)
@@ -63,18 +68,27 @@ def build(target, rank, layers, sink):
         mod = Sink(proj, orig[i][0 if target == "k" else 1]) if sink else proj
         setattr(a, target + "_proj", mod)
 
+
 def reset():
     for i, b in enumerate(base.layers):
         b.self_attn.k_proj, b.self_attn.v_proj = orig[i]
+
 
 p0 = perplexity(base, ev, bos=bos is not None).perplexity
 print(f"mode={mode} baseline {p0:.3f}", flush=True)
 glob = [i for i in range(cfg.num_layers) if cfg.layer_types[i] == "global"]
 allL = list(range(cfg.num_layers))
-for name, target, rank, layers in [("V192 all", "v", 192, allL), ("K128 all", "k", 128, allL),
-                                   ("V128 glob", "v", 128, glob), ("K128 glob", "k", 128, glob)]:
+for name, target, rank, layers in [
+    ("V192 all", "v", 192, allL),
+    ("K128 all", "k", 128, allL),
+    ("V128 glob", "v", 128, glob),
+    ("K128 glob", "k", 128, glob),
+]:
     for sink in (False, True):
         reset()
         build(target, rank, layers, sink)
         p = perplexity(base, ev, bos=bos is not None).perplexity
-        print(f"{name:10s} sink={sink!s:5s} ppl {p:.3f} ({100*(p/p0-1):+.1f}%)  t={time.time()-t0:.0f}", flush=True)
+        print(
+            f"{name:10s} sink={sink!s:5s} ppl {p:.3f} ({100 * (p / p0 - 1):+.1f}%)  t={time.time() - t0:.0f}",
+            flush=True,
+        )

@@ -10,6 +10,7 @@ them. The split with the higher log-probability is the one the model was trained
 
     PYTHONPATH=. python bench/bench_space_runs.py [--runs 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from spm_fixture import sentencepiece_model_from_gguf  # noqa: E402
 from test_formats_real import _segments  # noqa: E402
-
 from tpa_compress.data import eval_sets, read_texts  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
 from tpa_compress.load.model_tokenizer import read_tokenizer  # noqa: E402
@@ -65,14 +65,16 @@ def main() -> None:
     print(f"python-docs: {len(a)} SentencePiece tokens, {len(b)} GGUF tokens, {len(runs)} runs split differently")
     size = lambda ids: [len(g.tokenizer.decode([t])) for t in ids]  # noqa: E731
     better = []
-    for (pa, pb), x, y in runs[:args.runs]:
-        lx = run_logprob(net, 2, a[max(0, pa - args.context):pa], x)
-        ly = run_logprob(net, 2, b[max(0, pb - args.context):pb], y)
+    for (pa, pb), x, y in runs[: args.runs]:
+        lx = run_logprob(net, 2, a[max(0, pa - args.context) : pa], x)
+        ly = run_logprob(net, 2, b[max(0, pb - args.context) : pb], y)
         better.append(lx - ly)
         print(f"{len(g.tokenizer.decode(x)):3d} chars | SentencePiece {size(x)} {lx:7.2f} | GGUF {size(y)} {ly:7.2f}")
     n = len(better)
-    print(f"SentencePiece's split more likely in {sum(d > 0 for d in better)}/{n} runs; "
-          f"mean log-prob difference {sum(better) / n:+.2f} nats per run")
+    print(
+        f"SentencePiece's split more likely in {sum(d > 0 for d in better)}/{n} runs; "
+        f"mean log-prob difference {sum(better) / n:+.2f} nats per run"
+    )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,15 @@ format's read semantics simulated (tpa_compress.evaluate.simulate) where it quan
 A recipe is converted in-process on the same device (calibration on the bundled
 calibration mix); a recipe with a `heal:` stage heals there too.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields, replace
 import math
 import sys
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -43,20 +44,25 @@ FLOAT_CACHES = ("bf16", "fp16", "fp32")
 
 def domains() -> dict[str, list[Path]]:
     from tpa_compress.data import eval_domains
+
     return eval_domains()
 
 
 def eval_windows(tok, windows: int) -> dict[str, torch.Tensor]:
     from tpa_compress.data import read_texts
+
     bos = tok.bos_id if tok.add_bos else None
-    return {name: make_windows(tok.encode(read_texts(files), add_bos=False), 512, bos, windows, source=name)
-            for name, files in domains().items()}
+    return {
+        name: make_windows(tok.encode(read_texts(files), add_bos=False), 512, bos, windows, source=name)
+        for name, files in domains().items()
+    }
 
 
 def simulated(model, cache: str):
     """The cache format's decode-time reads installed in the reference forward; yields the
     model's layouts in that format (what cache_bytes prices)."""
     from tpa_compress.evaluate.simulate import simulated_cache
+
     return simulated_cache(model, cache)
 
 
@@ -66,12 +72,12 @@ def batch_nll(model, windows: torch.Tensor, device, batch: int = 16, rows: int =
     logits `rows` at a time (a 262k vocabulary)."""
     total, count = 0.0, 0
     for s in range(0, windows.shape[0], batch):
-        w = windows[s:s + batch].to(device)
+        w = windows[s : s + batch].to(device)
         hidden = model(w)[:, :-1].reshape(-1, model.cfg.hidden_size)
         tgt = w[:, 1:].reshape(-1)
         for r in range(0, hidden.shape[0], rows):
-            logits = model.logits(hidden[r:r + rows]).float()
-            total += float(torch.nn.functional.cross_entropy(logits, tgt[r:r + rows], reduction="sum"))
+            logits = model.logits(hidden[r : r + rows]).float()
+            total += float(torch.nn.functional.cross_entropy(logits, tgt[r : r + rows], reduction="sum"))
         count += tgt.numel()
     if not math.isfinite(total):
         raise RuntimeError("non-finite NLL")
@@ -99,12 +105,19 @@ def run(a) -> None:
     tok = ckpt.tokenizer
     windows = eval_windows(tok, a.windows)
     caches = split_specs(a.caches)
-    doc = {"model": a.model, "name": ckpt.config.name, "device": a.device, "argv": sys.argv, "rows": [],
-           "cache_defaults": {f.name: f.default for f in fields(CacheSpec)[1:]}}
+    doc = {
+        "model": a.model,
+        "name": ckpt.config.name,
+        "device": a.device,
+        "argv": sys.argv,
+        "rows": [],
+        "cache_defaults": {f.name: f.default for f in fields(CacheSpec)[1:]},
+    }
     if a.device.startswith("cuda"):
         doc["gpu"] = torch.cuda.get_device_name()
-    variants = (([] if a.skip_original else [("original", None)])
-                + [(Path(r).stem, r) for r in a.recipes.split(",") if r])
+    variants = ([] if a.skip_original else [("original", None)]) + [
+        (Path(r).stem, r) for r in a.recipes.split(",") if r
+    ]
     recipe_caches = split_specs(a.recipe_caches or a.caches)
     for name, recipe_path in variants:
         model = build_model(ckpt, torch.float32, a.device)
@@ -115,13 +128,17 @@ def run(a) -> None:
             res, tensors = convert(ckpt, model, rec, eval_model=False, log=lambda m: print(f"  {m}", flush=True))
             if a.save_dir:  # the converted (healed) folder, for bench/long_context.py
                 write_output(Path(a.save_dir) / name, ckpt, rec, res, tensors, force=True, model=model)
-            info = {"convert_s": time.time() - t, "recipe": recipe_path, "notes": res.notes,
-                    "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in res.layouts],
-                    **({"heal": res.heal} if getattr(res, "heal", None) else {})}
+            info = {
+                "convert_s": time.time() - t,
+                "recipe": recipe_path,
+                "notes": res.notes,
+                "ranks": [(lay.k.rank or None, lay.v.rank or None) for lay in res.layouts],
+                **({"heal": res.heal} if getattr(res, "heal", None) else {}),
+            }
         own = rec.cache_dtype if recipe_path is not None else "bf16"
         # a recipe that names a quantized cache is measured in that cache alone
         wanted = caches if recipe_path is None else recipe_caches
-        for cache in (wanted if not parse_spec(own).format.lossy else [own]):
+        for cache in wanted if not parse_spec(own).format.lossy else [own]:
             t = time.time()
             row = {"model": a.model, "variant": name, **measure(model, cache, windows, a.device), **info}
             row["eval_s"] = time.time() - t
@@ -158,17 +175,28 @@ def render(paths: list[str], md: str | None, plot: str | None) -> None:
     lines = []
     for doc in docs:
         rows = doc["rows"]
-        base = {d: v["perplexity"] for r in rows if r["variant"] == "original" and r["cache"] in FLOAT_CACHES
-                for d, v in r["ppl"].items()}
+        base = {
+            d: v["perplexity"]
+            for r in rows
+            if r["variant"] == "original" and r["cache"] in FLOAT_CACHES
+            for d, v in r["ppl"].items()
+        }
         doms = list(base)
-        lines += [f"### {doc.get('name') or doc['model']}", "",
-                  "| variant | cache | KV at 32K | " + " | ".join(f"{d} ppl (delta)" for d in doms) + " |",
-                  "|---|---|---:|" + "---:|" * len(doms)]
+        lines += [
+            f"### {doc.get('name') or doc['model']}",
+            "",
+            "| variant | cache | KV at 32K | " + " | ".join(f"{d} ppl (delta)" for d in doms) + " |",
+            "|---|---|---:|" + "---:|" * len(doms),
+        ]
         for r in sorted(rows, key=lambda r: -r["kv_fraction"]):
-            cells = [f"{r['ppl'][d]['perplexity']:.3f} ({100 * (r['ppl'][d]['perplexity'] / base[d] - 1):+.2f}%)"
-                     for d in doms]
-            lines.append(f"| {r['variant']} | {r['cache']} | {r['kv_fraction']:.3f}x "
-                         f"({1 / r['kv_fraction']:.1f}x smaller) | " + " | ".join(cells) + " |")
+            cells = [
+                f"{r['ppl'][d]['perplexity']:.3f} ({100 * (r['ppl'][d]['perplexity'] / base[d] - 1):+.2f}%)"
+                for d in doms
+            ]
+            lines.append(
+                f"| {r['variant']} | {r['cache']} | {r['kv_fraction']:.3f}x "
+                f"({1 / r['kv_fraction']:.1f}x smaller) | " + " | ".join(cells) + " |"
+            )
         lines.append("")
     text = "\n".join(lines)
     if md:
@@ -176,19 +204,28 @@ def render(paths: list[str], md: str | None, plot: str | None) -> None:
     print(text)
     if plot:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         doms = sorted({d for doc in docs for r in doc["rows"] for d in r["ppl"]})
         fig, axes = plt.subplots(len(docs), len(doms), figsize=(6 * len(doms), 4.5 * len(docs)), squeeze=False)
         for i, doc in enumerate(docs):
             rows = doc["rows"]
-            base = {d: v["perplexity"] for r in rows if r["variant"] == "original" and r["cache"] in FLOAT_CACHES
-                    for d, v in r["ppl"].items()}
+            base = {
+                d: v["perplexity"]
+                for r in rows
+                if r["variant"] == "original" and r["cache"] in FLOAT_CACHES
+                for d, v in r["ppl"].items()
+            }
             for j, d in enumerate(doms):
                 ax = axes[i][j]
                 for variant in dict.fromkeys(r["variant"] for r in rows):
-                    pts = sorted((r["kv_fraction"], 100 * (r["ppl"][d]["perplexity"] / base[d] - 1), r["cache"])
-                                 for r in rows if r["variant"] == variant and d in r["ppl"])
+                    pts = sorted(
+                        (r["kv_fraction"], 100 * (r["ppl"][d]["perplexity"] / base[d] - 1), r["cache"])
+                        for r in rows
+                        if r["variant"] == variant and d in r["ppl"]
+                    )
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=variant)
                     for x, y, c in pts:
                         ax.annotate(c, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
@@ -210,8 +247,7 @@ def main():
     ap.add_argument("--name", default=None, help="the model's name in tables (default: its own)")
     ap.add_argument("--recipes", default="recipes/fat.yaml,recipes/balanced.yaml,recipes/aggressive.yaml")
     ap.add_argument("--caches", default="bf16,int8,fp8,int4")
-    ap.add_argument("--recipe-caches", default=None, help="cache formats for the recipes' rows "
-                    "(default: --caches)")
+    ap.add_argument("--recipe-caches", default=None, help="cache formats for the recipes' rows (default: --caches)")
     ap.add_argument("--skip-original", action="store_true", help="measure only the recipes")
     ap.add_argument("--windows", type=int, default=130, help="512-token windows per domain")
     ap.add_argument("--device", default="cuda")

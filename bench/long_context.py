@@ -18,6 +18,7 @@ is"; the answer scores 1 when the model's greedy next tokens spell the key exact
 matches). Keys come from a seeded generator: the same set for every model. Contexts past
 the model's positions are skipped and say so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ from tpa_compress.load import load_model  # noqa: E402
 from tpa_compress.load.default import resolve_model_path  # noqa: E402
 from tpa_compress.models import build_model  # noqa: E402
 
-INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
-         "I will quiz you about the important information there.\n")
+INTRO = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+    "I will quiz you about the important information there.\n"
+)
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = "\nWhat is the pass key? The pass key is"
@@ -49,9 +52,11 @@ def eval_documents() -> dict[str, list[str]]:
     """Evaluation documents per domain (the bundled slices; two blank lines separate documents)."""
     try:
         from tpa_compress.data import eval_domains
+
         domains = eval_domains()
     except ImportError:
         from tpa_compress.data import default_eval_files
+
         domains = {"python-docs": default_eval_files()}
     return {name: [d for d in read_texts(files).split("\n\n\n") if d.strip()] for name, files in domains.items()}
 
@@ -64,7 +69,7 @@ def long_windows(tok, docs: list[str], seq_len: int, limit: int) -> torch.Tensor
     out = []
     for doc in ids:
         for s in range(0, len(doc) - body + 1, body):
-            out.append(([bos] if bos is not None else []) + doc[s:s + body])
+            out.append(([bos] if bos is not None else []) + doc[s : s + body])
             if len(out) == limit:
                 return torch.tensor(out)
     return torch.tensor(out) if out else None
@@ -75,8 +80,8 @@ def window_nll_sum(model, w: torch.Tensor) -> tuple[float, int]:
     hidden = model(w[None])[0, :-1]
     total = 0.0
     for s in range(0, hidden.shape[0], 256):
-        logits = model.logits(hidden[s:s + 256]).float()
-        total += float(torch.nn.functional.cross_entropy(logits, w[1 + s:1 + s + 256], reduction="sum"))
+        logits = model.logits(hidden[s : s + 256]).float()
+        total += float(torch.nn.functional.cross_entropy(logits, w[1 + s : 1 + s + 256], reduction="sum"))
     return total, hidden.shape[0]
 
 
@@ -94,14 +99,15 @@ def passkey_prompt(tok, context: int, depth: float, key: str) -> tuple[list[int]
 @torch.no_grad()
 def passkey_hit(model, prompt: list[int], answer: list[int], device) -> bool:
     ids = torch.tensor(prompt + answer, device=device)
-    hidden = model(ids[None])[0, len(prompt) - 1:-1]
+    hidden = model(ids[None])[0, len(prompt) - 1 : -1]
     pred = model.logits(hidden).argmax(-1)
-    return bool((pred == ids[len(prompt):]).all())
+    return bool((pred == ids[len(prompt) :]).all())
 
 
 def simulated(model, cache: str):
     """The cache format's decode-time reads installed in the reference forward."""
     from tpa_compress.evaluate.simulate import simulated_cache
+
     return simulated_cache(model, cache)
 
 
@@ -123,8 +129,7 @@ def main():
     depths = [float(d) for d in a.depths.split(",") if d]
     keys = {(c, d): [str(rng.randrange(10000, 100000)) for _ in range(a.keys)] for c in contexts for d in depths}
     docs = eval_documents()
-    doc = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "argv": sys.argv,
-           "rows": []}
+    doc = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "argv": sys.argv, "rows": []}
     for name in a.model:
         ckpt = load_model(resolve_model_path(name))
         model = build_model(ckpt, getattr(torch, a.dtype), a.device)

@@ -7,6 +7,7 @@ profiles N eager decode steps (compiled pieces, no CUDA graph, so every kernel i
 visible) and prints the kernels sorted by GPU time per step; also times the graphed
 step for comparison (step time - kernel time = launch gaps the graph could not hide).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def main():
     cfg = variant_config(a.model)
     model = random_model(cfg, a.layout, a.ranks)
     params = SamplingParams()
-    r = Runner(model, a.batch, a.context, kernel_options=parse_options(a.kernel_options),
-               **parse_options(a.runner_options))
+    r = Runner(
+        model, a.batch, a.context, kernel_options=parse_options(a.kernel_options), **parse_options(a.runner_options)
+    )
     prompts = prompts_for(cfg, a.batch, a.context - 2 * a.steps - 8)
     r.generate(prompts, 4, stop_at_eos=False)
     # graphed step time
@@ -75,8 +77,10 @@ def main():
             agg[e.name][1] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
     total = sum(v[1] for v in agg.values()) / a.steps
     n = sum(v[0] for v in agg.values()) / a.steps
-    print(f"{a.model} {a.layout} b{a.batch} ctx{a.context}: graphed step {graph_ms:.3f} ms, "
-          f"eager step {eager_ms:.3f} ms, kernel time {total / 1e3:.3f} ms in {n:.0f} kernels/step")
+    print(
+        f"{a.model} {a.layout} b{a.batch} ctx{a.context}: graphed step {graph_ms:.3f} ms, "
+        f"eager step {eager_ms:.3f} ms, kernel time {total / 1e3:.3f} ms in {n:.0f} kernels/step"
+    )
     for name, (c, us) in sorted(agg.items(), key=lambda kv: -kv[1][1])[: a.top]:
         print(f"{us / a.steps:9.1f} us {c / a.steps:6.1f}x  {name[:110]}")
 

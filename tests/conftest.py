@@ -7,6 +7,7 @@ lists, tolerances, skip conditions).
 `make test-fast` leaves out the tests marked `real` (real weights) and `interpreter`
 (Triton's CPU interpreter, or a fresh Python interpreter).
 """
+
 import sys
 
 import pytest
@@ -19,8 +20,12 @@ import tpa_compress  # noqa: F401
 
 
 def pytest_addoption(parser):
-    parser.addoption("--device", default="cpu", help="device for the device-dependent tests: cpu (default), "
-                     "cuda, cuda:N; with a CUDA device they also run the CUDA-graph / kernel paths")
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="device for the device-dependent tests: cpu (default), "
+        "cuda, cuda:N; with a CUDA device they also run the CUDA-graph / kernel paths",
+    )
 
 
 def pytest_configure(config):

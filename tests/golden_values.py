@@ -6,6 +6,7 @@ with a reduced (CI-sized) calibration (the default mix of both domains) and eval
 tests/test_golden_real.py recomputes the same numbers and fails when one regresses
 beyond its tolerance. Only the sizes are reduced; the recipe is otherwise as shipped.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ def sized_recipe(name: str):
     from tpa_compress.recipe import load_recipe
 
     rec = load_recipe(ROOT / "recipes" / f"{name}.yaml")
-    rec.calibration = dataclasses.replace(rec.calibration, tokens=SIZES["tokens"],
-                                          heldout_tokens=SIZES["heldout_tokens"], seq_len=SIZES["seq_len"])
+    rec.calibration = dataclasses.replace(
+        rec.calibration, tokens=SIZES["tokens"], heldout_tokens=SIZES["heldout_tokens"], seq_len=SIZES["seq_len"]
+    )
     rec.eval = dataclasses.replace(rec.eval, seq_len=SIZES["seq_len"], max_windows=SIZES["eval_windows"])
     return rec
 
@@ -61,9 +63,11 @@ def measure(ckpt, base_model, name: str) -> dict:
             e = getattr(L, t).get("heldout_rel_error")
             if e is not None:
                 layers[f"{L.layer}.{t}"] = round(float(e), 6)
-    return {"perplexity_after": {d: round(p["perplexity"], 4) for d, p in after.items()},
-            "kv_ratio_32k": round(res.totals["32768"]["ratio"], 4),
-            "heldout_rel_error": layers}
+    return {
+        "perplexity_after": {d: round(p["perplexity"], 4) for d, p in after.items()},
+        "kv_ratio_32k": round(res.totals["32768"]["ratio"], 4),
+        "heldout_rel_error": layers,
+    }
 
 
 def regressions(golden: dict, got: dict) -> list[str]:
@@ -90,11 +94,16 @@ def main() -> None:
     ckpt = load_model("gemma3-270m")
     base = build_model(ckpt)
     before = perplexity_before(ckpt, base)
-    doc = {"model": "gemma3-270m", "sizes": SIZES, "tolerance": TOLERANCE,
-           "recipes": {n: {"perplexity_before": before, **measure(ckpt, base, n)} for n in RECIPES}}
+    doc = {
+        "model": "gemma3-270m",
+        "sizes": SIZES,
+        "tolerance": TOLERANCE,
+        "recipes": {n: {"perplexity_before": before, **measure(ckpt, base, n)} for n in RECIPES},
+    }
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    GOLDEN.write_text("# Regenerate: make golden (tests/golden_values.py, see its docstring)\n"
-                      + yaml.safe_dump(doc, sort_keys=False))
+    GOLDEN.write_text(
+        "# Regenerate: make golden (tests/golden_values.py, see its docstring)\n" + yaml.safe_dump(doc, sort_keys=False)
+    )
     print(f"wrote {GOLDEN}")
 
 

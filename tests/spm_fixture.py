@@ -10,6 +10,7 @@ UNK as control; SentencePiece needs it as UNKNOWN. The flags a GGUF does not car
 Gemma's: BPE with byte fallback, digits split, no dummy prefix (the GGUF's
 add_space_prefix = false), whitespace kept as is and escaped to "▁".
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,9 @@ def sentencepiece_model_from_gguf(gguf_path: Path, out: Path) -> Path:
     assert field("tokenizer.ggml.add_space_prefix") is False
     unk = field("tokenizer.ggml.unknown_token_id")
     m = pb.ModelProto()
-    for i, (piece, score, kind) in enumerate(zip(field("tokenizer.ggml.tokens"), field("tokenizer.ggml.scores"),
-                                                 field("tokenizer.ggml.token_type"))):
+    for i, (piece, score, kind) in enumerate(
+        zip(field("tokenizer.ggml.tokens"), field("tokenizer.ggml.scores"), field("tokenizer.ggml.token_type"))
+    ):
         p = m.pieces.add()
         p.piece = _SPACE * len(piece) if " " in piece and not piece.strip() else piece
         p.score = score
@@ -58,8 +60,17 @@ def train_tiny_sentencepiece(folder: Path, vocab_size: int = 90, **options) -> P
     import sentencepiece as spm
 
     text = folder / "spm_train.txt"
-    text.write_text("\n".join(f"the quick brown fox {i} jumps over the lazy dog; hello world number {i}."
-                              for i in range(200)) + "\n")
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "tokenizer"), vocab_size=vocab_size,
-                                   model_type="bpe", character_coverage=1.0, minloglevel=2, **options)
+    text.write_text(
+        "\n".join(f"the quick brown fox {i} jumps over the lazy dog; hello world number {i}." for i in range(200))
+        + "\n"
+    )
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        minloglevel=2,
+        **options,
+    )
     return folder / "tokenizer.model"

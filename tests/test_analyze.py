@@ -1,5 +1,6 @@
 """`analyze`: spectra vs direct SVD, the cache table vs hand-computed bytes, activation
 and geometry numbers vs brute force on tiny models, the command on every loader format."""
+
 import json
 
 import pytest
@@ -20,7 +21,7 @@ from tpa_compress.load.source import Checkpoint, WeightSource
 from tpa_compress.models import build_model
 from tpa_compress.save import save_hf_folder
 
-MiB = 2 ** 20
+MiB = 2**20
 
 
 def known_rank(m, n, sv, seed=0):
@@ -119,6 +120,7 @@ def captured(model):
         for name, t in (("k", k), ("kn", kn), ("v", a.v_proj(x))):
             if t is not None:
                 got.setdefault((i, name), []).append(t.double())
+
     with torch.no_grad():
         for w in WINDOWS:
             model(w[None], hooks=hook)
@@ -163,8 +165,8 @@ def test_geometry_matches_materialised_operators():
         a = b.self_attn
         s = (1 + a.q_norm.weight) * (1 + a.k_norm.weight)
         for h in range(cfg.num_heads):
-            wq = a.q_proj.weight[h * D:(h + 1) * D].double() * s.double()[:, None]
-            wk = a.k_proj.weight[(h // group) * D:(h // group + 1) * D].double()
+            wq = a.q_proj.weight[h * D : (h + 1) * D].double() * s.double()[:, None]
+            wk = a.k_proj.weight[(h // group) * D : (h // group + 1) * D].double()
             ops[i, h] = g = wk.T @ wq  # hidden x hidden: fine at hidden 32
             op = head_operator(wq, wk, topk=4)
             sv = torch.linalg.svdvals(g)
@@ -197,16 +199,36 @@ def test_command_full_report_on_hf_folder(tmp_path, monkeypatch):
     (tmp_path / "m").mkdir()
     save_hf_folder(tmp_path / "m", cfg, random_state(cfg, 1), char_tokenizer())
     out = tmp_path / "rep"
-    res = cli([str(tmp_path / "m"), "--out", str(out), "--calib-tokens", "256", "--seq-len", "32",
-               "--context", "64,1k", "--batch", "2"])
+    res = cli(
+        [
+            str(tmp_path / "m"),
+            "--out",
+            str(out),
+            "--calib-tokens",
+            "256",
+            "--seq-len",
+            "32",
+            "--context",
+            "64,1k",
+            "--batch",
+            "2",
+        ]
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "report.json").read_text())
     assert doc["schema"] == "tpa-compress.analyze" and doc["schema_version"] == 1
     assert doc["settings"]["contexts"] == [64, 1024] and doc["settings"]["calibration"]["tokens"] == 256
     assert set(doc["activations"][0]) >= {"k_pre", "k_post", "v", "v_out", "head_mode"}
     assert {p.name for p in out.glob("*.png")} == {
-        "activation_spectra.png", "activation_energy.png", "weight_spectra.png", "weight_energy.png",
-        "ranks_by_layer.png", "kv_bytes_vs_context.png", "qk_geometry.png", "head_mode.png"}
+        "activation_spectra.png",
+        "activation_energy.png",
+        "weight_spectra.png",
+        "weight_energy.png",
+        "ranks_by_layer.png",
+        "kv_bytes_vs_context.png",
+        "qk_geometry.png",
+        "head_mode.png",
+    }
     md = (out / "report.md").read_text()
     assert "## Findings" in md and "![" in md and "LARGER" in md
     assert "Candidate layouts" in res.output
@@ -217,12 +239,16 @@ def test_command_full_report_on_hf_folder(tmp_path, monkeypatch):
 @pytest.mark.parametrize("fmt", ["gguf", "ckpt"])
 def test_command_runs_on_other_formats_without_tokenizer(tmp_path, monkeypatch, fmt):
     cfg = tiny_config("gemma3" if fmt == "ckpt" else "llama")
-    path = (write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg)) if fmt == "gguf"
-            else write_ckpt(tmp_path / "m.ckpt", cfg, random_state(cfg)))
+    path = (
+        write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg))
+        if fmt == "gguf"
+        else write_ckpt(tmp_path / "m.ckpt", cfg, random_state(cfg))
+    )
     args = [str(path), "--out", str(tmp_path / "rep")]
     monkeypatch.setattr("tpa_compress.analyze.report.write_plots", lambda doc, out: [])  # drawn above
     if fmt == "ckpt":
         import tpa_compress.load.ckpt as ckmod  # a tiny config is not a published variant
+
         monkeypatch.setitem(ckmod.VARIANTS, "tiny", {k: getattr(cfg, k) for k in ckmod.VARIANTS["270m"]})
         args += ["--variant", "tiny"]
     res = cli(args)
@@ -233,11 +259,17 @@ def test_command_runs_on_other_formats_without_tokenizer(tmp_path, monkeypatch, 
     assert res.exit_code != 0 and "needs a tokenizer" in str(res.exception)
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--context", "4096,abc"], "--context"), (["--context", "0"], "--context"),
-    (["--batch", "0"], "--batch"), (["--seq-len", "1"], "--seq-len"),
-    (["--calib-tokens", "8", "--seq-len", "16"], "--calib-tokens"),
-    (["--data", "/nonexistent/x.txt"], "not found")])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--context", "4096,abc"], "--context"),
+        (["--context", "0"], "--context"),
+        (["--batch", "0"], "--batch"),
+        (["--seq-len", "1"], "--seq-len"),
+        (["--calib-tokens", "8", "--seq-len", "16"], "--calib-tokens"),
+        (["--data", "/nonexistent/x.txt"], "not found"),
+    ],
+)
 def test_command_bad_arguments_fail_before_loading(args, msg):
     res = cli(["/nonexistent/model.gguf", *args])  # the model is never opened
     assert isinstance(res.exception, TPAError) and msg in str(res.exception)
@@ -247,15 +279,27 @@ def test_command_bad_arguments_fail_before_loading(args, msg):
 def test_converted_model_prices_its_own_layout(tmp_path):
     from tpa_compress.convert import convert, write_output
     from tpa_compress.recipe import parse_recipe
+
     cfg = tiny_config("llama")
     ck = Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), char_tokenizer(), "", "memory")
-    rec = parse_recipe({"calibration": {"tokens": 128, "seq_len": 32, "heldout_tokens": 0},
-                        "layers": [{"select": "all", "k": {"method": "activation_svd", "rank": 8},
-                                    "v": {"method": "activation_svd", "rank": 8}}]}, "t.yaml")
+    rec = parse_recipe(
+        {
+            "calibration": {"tokens": 128, "seq_len": 32, "heldout_tokens": 0},
+            "layers": [
+                {
+                    "select": "all",
+                    "k": {"method": "activation_svd", "rank": 8},
+                    "v": {"method": "activation_svd", "rank": 8},
+                }
+            ],
+        },
+        "t.yaml",
+    )
     model = build_model(ck)
     res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
     write_output(tmp_path / "conv", ck, rec, res, tensors, force=False)
     from tpa_compress.load import load_model
+
     conv = load_model(tmp_path / "conv")
     net = build_model(conv)
     doc = analyze(conv, net, WINDOWS, [64], 1)
@@ -274,15 +318,26 @@ def test_cache_table_equals_runtime_allocation(tmp_path):
     from tpa_compress.convert import convert
     from tpa_compress.recipe import parse_recipe
     from tpa_compress.runtime.runner import Runner
+
     cfg = tiny_config("gemma3", sliding_window=16)
     ck = Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), char_tokenizer(), "", "memory")
     net = build_model(ck)
     doc = analyze(ck, net, None, [40], 3)
     orig = next(c for c in doc["cache"]["candidates"] if c["name"] == "original" and c["cache_dtype"] == "bf16")
     assert orig["total_bytes"]["40"] == Runner(net, batch=3, max_len=40, cache_dtype="bf16").cache.kv_bytes
-    rec = parse_recipe({"calibration": {"tokens": 128, "seq_len": 32, "heldout_tokens": 0},
-                        "layers": [{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": 8},
-                                    "v": {"method": "activation_svd", "rank": 5}}]}, "t.yaml")
+    rec = parse_recipe(
+        {
+            "calibration": {"tokens": 128, "seq_len": 32, "heldout_tokens": 0},
+            "layers": [
+                {
+                    "select": {"type": "global"},
+                    "k": {"method": "activation_svd", "rank": 8},
+                    "v": {"method": "activation_svd", "rank": 5},
+                }
+            ],
+        },
+        "t.yaml",
+    )
     convert(ck, net, rec, eval_model=False, log=lambda m: None)
     ck.extra = {"tpa": True}
     doc = analyze(ck, net, None, [40], 3)

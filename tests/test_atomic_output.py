@@ -1,5 +1,6 @@
 """Output folders: refused before the work when they cannot or must not be written, left
 with the user's usual permissions, and what killed runs left is cleaned up next time."""
+
 import os
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from tpa_compress.errors import TPAError
 from tpa_compress.save.atomic import atomic_output_dir, check_output_dir, check_output_file, clean_leftovers
 
-DEAD_PID = 2 ** 22 + 12345  # above Linux's pid_max default: no such process
+DEAD_PID = 2**22 + 12345  # above Linux's pid_max default: no such process
 
 
 def test_file_as_output_is_refused_even_with_force(tmp_path):

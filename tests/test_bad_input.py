@@ -1,4 +1,5 @@
 """Bad input: a one-line error naming the file and the problem, exit code 2, no traceback."""
+
 import json
 import sys
 
@@ -41,6 +42,7 @@ def test_truncated_gguf(cli_run, tmp_path, text_file):
 
 def test_unknown_architecture_in_gguf(cli_run, tmp_path, text_file):
     import gguf
+
     p = tmp_path / "odd.gguf"
     w = gguf.GGUFWriter(str(p), "mamba")
     w.add_block_count(1)
@@ -112,38 +114,48 @@ def test_bad_option_values(cli_run, text_file):
 def test_text_too_short_for_one_window(tmp_path):
     from tpa_compress.errors import TPAError
     from tpa_compress.evaluate.perplexity import make_windows
+
     with pytest.raises(TPAError, match=r"short\.txt: 10 tokens is too short for one window of 2048"):
         make_windows(list(range(10)), 2048, 2, None, source=str(tmp_path / "short.txt"))
 
 
 def test_debug_shows_traceback(monkeypatch, capsys, tmp_path, text_file):
     from tpa_compress.errors import TPAError
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", "--debug", "eval", str(tmp_path / "x.gguf"),
-                                      "--data", str(text_file)])
+
+    monkeypatch.setattr(
+        sys, "argv", ["tpa-compress", "--debug", "eval", str(tmp_path / "x.gguf"), "--data", str(text_file)]
+    )
     with pytest.raises(TPAError):
         cli.main()
 
 
 def test_variant_on_a_gguf_is_an_error(cli_run, tmp_path, text_file):
     from tiny import random_state, tiny_config, write_gguf
+
     cfg = tiny_config("gemma3")
     g = write_gguf(tmp_path / "m.gguf", cfg, random_state(cfg))
     code, _, err = cli_run("eval", str(g), "--variant", "1b", "--data", str(text_file))
     assert_one_line_error(code, err, "--variant 1b", "applies only to a gemma_pytorch .ckpt", "m.gguf")
 
 
-@pytest.mark.parametrize("edit, needles", [
-    (lambda c: c["tpa"]["layers"][1]["k"].update(kind="banana"),
-     ["config.json", "tpa.layers[1]", "unknown component kind 'banana'"]),
-    (lambda c: c["tpa"]["layers"][0]["v"].update(kind="latent", rank=1000),
-     ["config.json", "tpa.layers[0]", "latent rank 1000 out of range"]),
-    (lambda c: c["tpa"]["layers"].pop(),
-     ["config.json", "tpa.layers has 5 entries for 6 layers"]),
-    (lambda c: c.update(layer_types=["full_attention"] * 3),
-     ["config.json", "3 layer types for 6 layers"]),
-])
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (
+            lambda c: c["tpa"]["layers"][1]["k"].update(kind="banana"),
+            ["config.json", "tpa.layers[1]", "unknown component kind 'banana'"],
+        ),
+        (
+            lambda c: c["tpa"]["layers"][0]["v"].update(kind="latent", rank=1000),
+            ["config.json", "tpa.layers[0]", "latent rank 1000 out of range"],
+        ),
+        (lambda c: c["tpa"]["layers"].pop(), ["config.json", "tpa.layers has 5 entries for 6 layers"]),
+        (lambda c: c.update(layer_types=["full_attention"] * 3), ["config.json", "3 layer types for 6 layers"]),
+    ],
+)
 def test_broken_converted_config_names_the_file_and_entry(cli_run, tmp_path, text_file, edit, needles):
     from tpa_compress.layout import layouts_to_config, original_layouts
+
     cfg = tiny_config("gemma3")
     save_hf_folder(tmp_path, cfg, random_state(cfg), extra_config={"tpa": layouts_to_config(original_layouts(cfg))})
     c = json.loads((tmp_path / "config.json").read_text())

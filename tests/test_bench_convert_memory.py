@@ -1,5 +1,6 @@
 """bench/bench_convert_memory.py's shapes are Gemma 3's: the 1B's parameter count is the
 published one (999,885,952), and each shape builds a config the converter accepts."""
+
 import sys
 from pathlib import Path
 

@@ -22,8 +22,9 @@ def test_registry_lists_every_format_in_order():
     assert [get_format(n).bits for n in format_names()] == [32, 16, 16, 8, 8, 4, 3, 2]
 
 
-@pytest.mark.parametrize("name,per_token", [("fp32", 2048), ("bf16", 1024), ("fp16", 1024), ("fp8", 512),
-                                            ("int8", 516)])
+@pytest.mark.parametrize(
+    "name,per_token", [("fp32", 2048), ("bf16", 1024), ("fp16", 1024), ("fp8", 512), ("int8", 516)]
+)
 def test_per_token_formats_price_as_before(name, per_token):
     lay = LayerLayout(FULL, FULL, None, name)
     assert lay.bytes_per_token() == per_token
@@ -39,13 +40,12 @@ def test_grouped_formats_count_every_byte(bits):
     lay = LayerLayout(FULL, FULL, None, f"int{bits}:group=32,recent=16,sink=0")
     assert lay.bytes_per_token() == 2 * 256 * (bits + 1) / 8  # (bits + 32/32) per value
     n = 1000  # K: per channel, ceil(1000/32) = 32 groups; V: per token, 256/32 = 8 groups
-    want = (2 * n * 256 * bits / 8 + 32 * 256 * 4 + n * 8 * 4 + 2 * (16 + 31) * 256 * 2)
+    want = 2 * n * 256 * bits / 8 + 32 * 256 * 4 + n * 8 * 4 + 2 * (16 + 31) * 256 * 2
     assert cache_bytes([lay], n) == want
     # a latent V groups per channel; a sliding layer holds its window; the exact sink
     lat = LayerLayout(LAT, LAT, 512, f"int{bits}:sink=0", sink=1, k_scale=True)
     held = 512
-    want = (2 * held * 96 * bits / 8 + 2 * (held // 32) * 96 * 4 + 2 * (128 + 31) * 96 * 2
-            + 4 * held + 2 * 256 * 2)
+    want = 2 * held * 96 * bits / 8 + 2 * (held // 32) * 96 * 4 + 2 * (128 + 31) * 96 * 2 + 4 * held + 2 * 256 * 2
     assert cache_bytes([lat], 4096, batch=3) == 3 * want
     # the spec's leading bf16 columns
     lead = LayerLayout(FULL, FULL, None, f"int{bits}:group=32,recent=16,sink=4")
@@ -56,6 +56,7 @@ def test_grouped_formats_count_every_byte(bits):
 
 def test_grouped_kv_fraction_at_32k_gemma():
     from tpa_compress.load.ckpt import variant_config
+
     cfg = variant_config("270m")
     base = cache_bytes(original_layouts(cfg, "bf16"), 32768)
     frac = cache_bytes(original_layouts(cfg, "int4:recent=0"), 32768) / base
@@ -74,16 +75,19 @@ def test_specs_round_trip_through_config():
     assert LayerLayout(FULL, FULL, None, "int4:group=32").cache_dtype == "int4"  # defaults drop out
 
 
-@pytest.mark.parametrize("raw,needles", [
-    ({"cache_dtype": "int5"}, ["cache_dtype 'int5' is not valid", "int4"]),
-    ({"cache": {"dtype": "int4", "group": 0}}, ["cache: group 0 is not valid", ">= 1"]),
-    ({"cache": {"dtype": "int4", "recent": -1}}, ["cache: recent -1 is not valid"]),
-    ({"cache": {"dtype": "int4", "rotate": "random"}}, ["cache: rotate 'random'", "none, hadamard"]),
-    ({"cache": {"dtype": "int8", "group": 8}}, ["cache: group is not valid for int8"]),
-    ({"cache": {"dtype": "int4", "size": 8}}, ["cache: unknown key 'size'"]),
-    ({"cache": {"group": 8}}, ["cache: missing key 'dtype'"]),
-    ({"cache": {"dtype": "int4"}, "cache_dtype": "int8"}, ["not both"]),
-])
+@pytest.mark.parametrize(
+    "raw,needles",
+    [
+        ({"cache_dtype": "int5"}, ["cache_dtype 'int5' is not valid", "int4"]),
+        ({"cache": {"dtype": "int4", "group": 0}}, ["cache: group 0 is not valid", ">= 1"]),
+        ({"cache": {"dtype": "int4", "recent": -1}}, ["cache: recent -1 is not valid"]),
+        ({"cache": {"dtype": "int4", "rotate": "random"}}, ["cache: rotate 'random'", "none, hadamard"]),
+        ({"cache": {"dtype": "int8", "group": 8}}, ["cache: group is not valid for int8"]),
+        ({"cache": {"dtype": "int4", "size": 8}}, ["cache: unknown key 'size'"]),
+        ({"cache": {"group": 8}}, ["cache: missing key 'dtype'"]),
+        ({"cache": {"dtype": "int4"}, "cache_dtype": "int8"}, ["not both"]),
+    ],
+)
 def test_recipe_cache_errors(raw, needles):
     with pytest.raises(TPAError) as e:
         parse_recipe({"layers": RULES, **raw}, "r.yaml")
@@ -126,13 +130,13 @@ def test_grouped_quantization_error_is_bounded_per_group(bits):
     spec = parse_spec(f"int{bits}:group=16,sink=0")
     k = fake_quantize_tokens(x, spec, "channel", 1)
     body = x[:, :64].reshape(2, 4, 16, 48)
-    step = (body.amax(2) - body.amin(2)) / (2 ** bits - 1)  # per channel and group of tokens
+    step = (body.amax(2) - body.amin(2)) / (2**bits - 1)  # per channel and group of tokens
     err = (k[:, :64] - x[:, :64]).abs().reshape(2, 4, 16, 48)
     assert (err <= step[:, :, None] / 2 * 1.01 + 1e-3).all()
     assert torch.equal(k[:, 64:], x[:, 64:])  # the partial group is never read quantized
     v = fake_quantize_tokens(x, spec, "token", 1)
     vs = x.reshape(2, 70, 3, 16)
-    step = (vs.amax(-1) - vs.amin(-1)) / (2 ** bits - 1)
+    step = (vs.amax(-1) - vs.amin(-1)) / (2**bits - 1)
     assert ((v - x).abs().reshape(2, 70, 3, 16) <= step[..., None] / 2 * 1.01 + 1e-3).all()
 
 
@@ -153,8 +157,13 @@ def test_quantized_read_rule():
 
 def test_spec_lists_split_between_formats_not_parameters():
     from tpa_compress.cache_formats import split_specs
+
     assert split_specs("bf16,int3:group=64,recent=32,int4, int3:sink=1") == [
-        "bf16", "int3:group=64,recent=32", "int4", "int3:sink=1"]
+        "bf16",
+        "int3:group=64,recent=32",
+        "int4",
+        "int3:sink=1",
+    ]
     assert [parse_spec(s).name for s in split_specs("int4:recent=128,int2:group=64")] == ["int4", "int2:group=64"]
 
 

@@ -1,4 +1,5 @@
 """Calibration windows draw evenly from every domain of the default mix."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,6 +13,7 @@ from tpa_compress.evaluate.perplexity import interleaved_windows, make_windows
 
 class CharTok:
     """One token per character (ids = code points), BOS 0."""
+
     bos_id, add_bos = 0, True
 
     def encode(self, text, add_bos=False):
@@ -33,7 +35,7 @@ def test_default_calibration_alternates_domains():
     for k in range(6):
         src = py if k % 2 == 0 else prose
         i = k // 2
-        assert _text(win[k]) == src[i * body:(i + 1) * body], k
+        assert _text(win[k]) == src[i * body : (i + 1) * body], k
 
 
 def test_a_recipe_budget_smaller_than_one_domain_still_sees_both():

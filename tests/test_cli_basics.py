@@ -7,6 +7,7 @@ from tpa_compress import cli
 
 def test_version(cli_run):
     from importlib.metadata import version
+
     code, out, _ = cli_run("--version")
     assert code == 0 and out.strip() == f"tpa-compress {version('tpa-compress')}"
 
@@ -17,6 +18,7 @@ def test_help_shows_flags_as_flags_and_every_option_has_help(cli_run, command):
     assert code == 0
     assert "<bool>" not in out
     import typer.main
+
     cmd = typer.main.get_command(cli.app).commands[command]
     options = [p for p in cmd.params if p.param_type_name == "option"]
     assert options
@@ -29,6 +31,7 @@ def test_help_shows_flags_as_flags_and_every_option_has_help(cli_run, command):
 def test_ctrl_c_prints_one_line(cli_run, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(cli, "app", boom)
     code, _, err = cli_run("convert")
     assert code == 130

@@ -2,6 +2,7 @@
 (with the early stop) equals the full pass on those layers, the written folder is the
 same whether the original tensors come from the model or the checkpoint, and the thread
 count does not change the bytes."""
+
 import hashlib
 
 import pytest
@@ -13,8 +14,13 @@ from tpa_compress.convert import convert, cpu_threads, output_tensors, write_out
 from tpa_compress.errors import TPAError
 from tpa_compress.models import build_model
 
-SVD = [{"select": {"layers": "1,3"}, "k": {"method": "activation_svd", "rank": 12},
-        "v": {"method": "activation_svd", "rank": 8}}]
+SVD = [
+    {
+        "select": {"layers": "1,3"},
+        "k": {"method": "activation_svd", "rank": 12},
+        "v": {"method": "activation_svd", "rank": 8},
+    }
+]
 
 
 def test_layer_subset_stats_equal_full_pass():
@@ -61,8 +67,12 @@ def test_thread_count_does_not_change_the_bytes(tmp_path):
             ck = tiny_ckpt("llama")
             res, t = convert(ck, build_model(ck), recipe(SVD), eval_model=True, log=lambda m: None)
             write_output(tmp_path / f"o{n}", ck, recipe(SVD), res, t, force=False)
-            digests.append((hashlib.sha256((tmp_path / f"o{n}" / "model.safetensors").read_bytes()).hexdigest(),
-                            {k: p["after"]["perplexity"] for k, p in res.perplexity.items()}))
+            digests.append(
+                (
+                    hashlib.sha256((tmp_path / f"o{n}" / "model.safetensors").read_bytes()).hexdigest(),
+                    {k: p["after"]["perplexity"] for k, p in res.perplexity.items()},
+                )
+            )
     finally:
         torch.set_num_threads(old)
     assert digests[0] == digests[1]
@@ -70,6 +80,7 @@ def test_thread_count_does_not_change_the_bytes(tmp_path):
 
 def test_cpu_threads():
     import os
+
     assert 1 <= cpu_threads("auto") <= (os.cpu_count() or 1)
     assert cpu_threads("3") == 3 and cpu_threads(2) == 2
     for bad in ("0", "-1", "many"):

@@ -1,4 +1,5 @@
 """convert on tiny random models: identity is exact, outputs reload and run, bad recipes fail clearly."""
+
 import hashlib
 
 import pytest
@@ -40,8 +41,15 @@ def test_activation_svd_full_rank_is_exact_and_error_falls_with_rank():
     errs = []
     for r in (8, 16, full):
         m = build_model(ck)
-        rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": r},
-                       "v": {"method": "activation_svd", "rank": r}}])
+        rec = recipe(
+            [
+                {
+                    "select": "all",
+                    "k": {"method": "activation_svd", "rank": r},
+                    "v": {"method": "activation_svd", "rank": r},
+                }
+            ]
+        )
         res, _ = convert(ck, m, rec, eval_model=False, log=lambda m: None)
         errs.append(max(L.v["heldout_rel_error"] for L in res.layers))
         if r == full:
@@ -55,9 +63,17 @@ def test_output_aware_v_beats_plain_pca_through_o_proj():
     win = torch.randint(3, 90, (8, 32), generator=torch.Generator().manual_seed(2))
     st = collect_stats(model, win)
     a = model.layers[1].self_attn
-    inp = LayerInputs(ck.config, 1, a.q_proj.weight.double(), a.k_proj.weight.double(),
-                      a.v_proj.weight.double(), a.o_proj.weight.double(), st[1])
+    inp = LayerInputs(
+        ck.config,
+        1,
+        a.q_proj.weight.double(),
+        a.k_proj.weight.double(),
+        a.v_proj.weight.double(),
+        a.o_proj.weight.double(),
+        st[1],
+    )
     from tpa_compress.convert import activation_errors
+
     errs = {}
     for aware in (True, False):
         fz = get_method("activation_svd")({"output_aware": aware}).factorize(inp, "v", 6)
@@ -71,8 +87,16 @@ def test_conversion_is_deterministic(tmp_path):
     digests = []
     for run in range(2):
         ck = tiny_ckpt("gemma3")
-        rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": 12},
-                       "v": {"method": "per_head_svd", "rank": 8}}], seed=7)
+        rec = recipe(
+            [
+                {
+                    "select": {"type": "global"},
+                    "k": {"method": "activation_svd", "rank": 12},
+                    "v": {"method": "per_head_svd", "rank": 8},
+                }
+            ],
+            seed=7,
+        )
         res, t = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
         write_output(tmp_path / f"o{run}", ck, rec, res, t, force=False)
         digests.append(hashlib.sha256((tmp_path / f"o{run}" / "model.safetensors").read_bytes()).hexdigest())
@@ -93,14 +117,17 @@ def test_refuses_non_empty_output_and_input_overwrite(tmp_path):
         write_output(tmp_path / "o", ck, rec, res, t, force=True)
 
 
-@pytest.mark.parametrize("layers,needle", [
-    ([{"select": "all", "k": {"methd": "identity"}}], "unknown key 'methd'; valid: method, params, rank"),
-    ([{"select": "all", "k": {"method": "svd"}}], "unknown method 'svd'; valid:"),
-    ([{"select": {"type": "local"}, "k": {"method": "identity"}}], "'local' is not valid; valid: sliding, global"),
-    ([{"select": "all", "v": {"method": "activation_svd", "rank": {"energy": 1.5}}}], "0 < energy <= 1"),
-    ([{"select": "all", "v": {"method": "activation_svd", "rank": "budget"}}], "no top-level 'budget'"),
-    ([{"select": "all", "v": {"method": "activation_svd", "params": {"whiten": 1}}}], "unknown parameter 'whiten'"),
-])
+@pytest.mark.parametrize(
+    "layers,needle",
+    [
+        ([{"select": "all", "k": {"methd": "identity"}}], "unknown key 'methd'; valid: method, params, rank"),
+        ([{"select": "all", "k": {"method": "svd"}}], "unknown method 'svd'; valid:"),
+        ([{"select": {"type": "local"}, "k": {"method": "identity"}}], "'local' is not valid; valid: sliding, global"),
+        ([{"select": "all", "v": {"method": "activation_svd", "rank": {"energy": 1.5}}}], "0 < energy <= 1"),
+        ([{"select": "all", "v": {"method": "activation_svd", "rank": "budget"}}], "no top-level 'budget'"),
+        ([{"select": "all", "v": {"method": "activation_svd", "params": {"whiten": 1}}}], "unknown parameter 'whiten'"),
+    ],
+)
 def test_bad_recipes(layers, needle):
     with pytest.raises(TPAError, match=".*" + needle.replace("(", r"\(").replace("'", "'")):
         recipe(layers)
@@ -134,6 +161,7 @@ def test_budget_spends_where_error_falls_fastest():
 
 def test_cache_bytes_window_aware_gemma3_1b():
     from tpa_compress.load.ckpt import variant_config
+
     cfg = variant_config("1b")
     lay = original_layouts(cfg, "bf16")
     per_token = 2 * 256 * 2  # K + V, 1 KV head, head_dim 256, bf16
@@ -145,8 +173,15 @@ def test_cache_bytes_window_aware_gemma3_1b():
 
 def test_energy_ranks_respect_method_rank_step():
     ck = tiny_ckpt("llama")  # kv_heads = 2
-    rec = recipe([{"select": "all", "k": {"method": "per_head_svd", "rank": {"energy": 0.9}},
-                   "v": {"method": "tucker_shared", "rank": {"energy": 0.9}}}])
+    rec = recipe(
+        [
+            {
+                "select": "all",
+                "k": {"method": "per_head_svd", "rank": {"energy": 0.9}},
+                "v": {"method": "tucker_shared", "rank": {"energy": 0.9}},
+            }
+        ]
+    )
     res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
     for lay in res.layouts:
         assert lay.k.rank % 2 == 0 and lay.v.rank % 2 == 0
@@ -163,9 +198,17 @@ def test_convert_heldout_error_is_convert_measurement():
 
 def test_rank_limits_bound_energy_and_budget_ranks():
     ck = tiny_ckpt("llama")  # kv_size 32
-    rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": {"energy": 0.9999}},
-                   "v": {"method": "activation_svd", "rank": "budget"}}],
-                 budget={"fraction": 0.6, "context": 64}, rank_limits={"multiple": 8, "max": 16})
+    rec = recipe(
+        [
+            {
+                "select": "all",
+                "k": {"method": "activation_svd", "rank": {"energy": 0.9999}},
+                "v": {"method": "activation_svd", "rank": "budget"},
+            }
+        ],
+        budget={"fraction": 0.6, "context": 64},
+        rank_limits={"multiple": 8, "max": 16},
+    )
     res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
     ks = [lay.k.rank for lay in res.layouts]
     vs = [lay.v.rank for lay in res.layouts]
@@ -176,11 +219,14 @@ def test_rank_limits_bound_energy_and_budget_ranks():
     assert any(lay.k.rank > 16 for lay in res.layouts)  # so the cap above did something
 
 
-@pytest.mark.parametrize("limits,rank,needle", [
-    ({"multiple": 16}, 24, "rank 24 is outside rank_limits; valid: a multiple of 16"),
-    ({"multiple": 8, "max": 16}, 24, "rank 24 is outside rank_limits; valid: a multiple of 8 up to 16"),
-    ({"multiple": 8, "max": {"v": 16}}, 24, None),  # the cap is V's: K 24 is fine
-])
+@pytest.mark.parametrize(
+    "limits,rank,needle",
+    [
+        ({"multiple": 16}, 24, "rank 24 is outside rank_limits; valid: a multiple of 16"),
+        ({"multiple": 8, "max": 16}, 24, "rank 24 is outside rank_limits; valid: a multiple of 8 up to 16"),
+        ({"multiple": 8, "max": {"v": 16}}, 24, None),  # the cap is V's: K 24 is fine
+    ],
+)
 def test_fixed_rank_outside_rank_limits(limits, rank, needle):
     ck = tiny_ckpt("llama")
     rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": rank}}], rank_limits=limits)
@@ -191,13 +237,16 @@ def test_fixed_rank_outside_rank_limits(limits, rank, needle):
         convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
 
 
-@pytest.mark.parametrize("limits,needle", [
-    ({"multipl": 16}, "rank_limits: unknown key 'multipl'; valid: max, multiple"),
-    ({"multiple": 0}, "rank_limits.multiple: 0 is not valid; expected an integer >= 1"),
-    ({"multiple": 16, "max": 8}, r"rank_limits.max \(k\) 8 is below rank_limits.multiple 16"),
-    ({"max": {"k": 8, "q": 8}}, "rank_limits.max: unknown key 'q'; valid: k, v"),
-    ({"max": {"v": 0}}, "rank_limits.max.v: 0 is not valid"),
-])
+@pytest.mark.parametrize(
+    "limits,needle",
+    [
+        ({"multipl": 16}, "rank_limits: unknown key 'multipl'; valid: max, multiple"),
+        ({"multiple": 0}, "rank_limits.multiple: 0 is not valid; expected an integer >= 1"),
+        ({"multiple": 16, "max": 8}, r"rank_limits.max \(k\) 8 is below rank_limits.multiple 16"),
+        ({"max": {"k": 8, "q": 8}}, "rank_limits.max: unknown key 'q'; valid: k, v"),
+        ({"max": {"v": 0}}, "rank_limits.max.v: 0 is not valid"),
+    ],
+)
 def test_bad_rank_limits(limits, needle):
     with pytest.raises(TPAError, match=needle):
         recipe([{"select": "all", "k": {"method": "identity"}}], rank_limits=limits)
@@ -205,9 +254,17 @@ def test_bad_rank_limits(limits, needle):
 
 def test_chosen_full_width_rank_keeps_the_original(tmp_path):
     ck = tiny_ckpt("gemma3", num_kv_heads=2, num_heads=4)
-    rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": "budget"},
-                   "v": {"method": "activation_svd", "rank": {"energy": 1.0}}}],
-                 budget={"fraction": 1.0, "context": 64}, k_scale=False)  # (the factors cost bytes)
+    rec = recipe(
+        [
+            {
+                "select": "all",
+                "k": {"method": "activation_svd", "rank": "budget"},
+                "v": {"method": "activation_svd", "rank": {"energy": 1.0}},
+            }
+        ],
+        budget={"fraction": 1.0, "context": 64},
+        k_scale=False,
+    )  # (the factors cost bytes)
     model = build_model(ck)
     res, tensors = convert(ck, model, rec, eval_model=False, log=lambda m: None)
     for lay, rep in zip(res.layouts, res.layers, strict=True):
@@ -217,38 +274,64 @@ def test_chosen_full_width_rank_keeps_the_original(tmp_path):
     assert not tensors
     assert torch.equal(logp(model), logp(build_model(ck)))
     write_output(tmp_path / "o", ck, rec, res, tensors, force=False, model=model)
-    assert "## Notes\n\n- layer 0 k: activation_svd budget chose the full width 32; kept exact\n" in (
-        tmp_path / "o" / "report.md").read_text()
+    assert (
+        "## Notes\n\n- layer 0 k: activation_svd budget chose the full width 32; kept exact\n"
+        in (tmp_path / "o" / "report.md").read_text()
+    )
 
 
 @pytest.mark.parametrize("rk,rv,noted", [(24, 40, True), (128, 144, True), (32, 48, False), (96, 192, False)])
 def test_convert_notes_ranks_the_gpu_kernel_does_not_take(rk, rv, noted):
     ck = tiny_ckpt("gemma3", head_dim=256, num_kv_heads=1, num_heads=4)
-    rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": rk},
-                   "v": {"method": "activation_svd", "rank": rv}}])
+    rec = recipe(
+        [
+            {
+                "select": {"type": "global"},
+                "k": {"method": "activation_svd", "rank": rk},
+                "v": {"method": "activation_svd", "rank": rv},
+            }
+        ]
+    )
     logs = []
     res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=logs.append)
-    assert [n for n in res.notes if "Hopper" in n] == [m[len("note: "):] for m in logs if "Hopper" in m]
+    assert [n for n in res.notes if "Hopper" in n] == [m[len("note: ") :] for m in logs if "Hopper" in m]
     notes = [m for m in logs if "not ranks the Hopper decode kernel takes" in m]
-    assert (len(notes) == 1 and notes[0].startswith(f"note: layer (K/V rank) 5 ({rk}/{rv}): not ranks the "
-                                                    "Hopper decode kernel takes")) == noted, logs
+    assert (
+        len(notes) == 1
+        and notes[0].startswith(f"note: layer (K/V rank) 5 ({rk}/{rv}): not ranks the Hopper decode kernel takes")
+    ) == noted, logs
 
 
 @pytest.mark.parametrize("cache_dtype", ["int8", "fp8", "fp16"])
 def test_no_kernel_rank_note_where_the_kernel_cannot_run(cache_dtype):
     """The Hopper kernel decodes bf16 caches only: other caches decode in Triton anyway."""
     ck = tiny_ckpt("gemma3", head_dim=256, num_kv_heads=1, num_heads=4)
-    rec = recipe([{"select": {"type": "global"}, "k": {"method": "activation_svd", "rank": 24},
-                   "v": {"method": "activation_svd", "rank": 40}}], cache_dtype=cache_dtype)
+    rec = recipe(
+        [
+            {
+                "select": {"type": "global"},
+                "k": {"method": "activation_svd", "rank": 24},
+                "v": {"method": "activation_svd", "rank": 40},
+            }
+        ],
+        cache_dtype=cache_dtype,
+    )
     res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
     assert not [n for n in res.notes if "Hopper" in n]
 
 
 def test_rank_limits_max_per_target():
     ck = tiny_ckpt("llama")
-    rec = recipe([{"select": "all", "k": {"method": "activation_svd", "rank": {"energy": 0.9999}},
-                   "v": {"method": "activation_svd", "rank": {"energy": 0.9}}}],
-                 rank_limits={"multiple": 8, "max": {"k": 8}})
+    rec = recipe(
+        [
+            {
+                "select": "all",
+                "k": {"method": "activation_svd", "rank": {"energy": 0.9999}},
+                "v": {"method": "activation_svd", "rank": {"energy": 0.9}},
+            }
+        ],
+        rank_limits={"multiple": 8, "max": {"k": 8}},
+    )
     res, _ = convert(ck, build_model(ck), rec, eval_model=False, log=lambda m: None)
     assert all(lay.k.rank == 8 for lay in res.layouts)
     assert any(lay.v.kind == "latent" and lay.v.rank > 8 for lay in res.layouts)
@@ -271,16 +354,30 @@ def test_converting_a_converted_folder_is_refused_before_calibration(tmp_path):
 
 def test_budget_ranks_do_not_depend_on_the_cache_format_and_ratio_is_vs_bf16():
     ck = tiny_ckpt("gemma3")
-    rules = [{"select": "all", "k": {"method": "activation_svd", "rank": "budget"},
-              "v": {"method": "activation_svd", "rank": "budget"}}]
+    rules = [
+        {
+            "select": "all",
+            "k": {"method": "activation_svd", "rank": "budget"},
+            "v": {"method": "activation_svd", "rank": "budget"},
+        }
+    ]
     got = {}
     for cd in ("bf16", "int4"):
-        res, _ = convert(ck, build_model(ck), recipe(rules, budget={"fraction": 0.5, "context": 64},
-                                cache_dtype=cd if cd == "bf16" else "int4:group=4,recent=4"),
-                         eval_model=cd == "int4", log=lambda m: None)
+        res, _ = convert(
+            ck,
+            build_model(ck),
+            recipe(
+                rules,
+                budget={"fraction": 0.5, "context": 64},
+                cache_dtype=cd if cd == "bf16" else "int4:group=4,recent=4",
+            ),
+            eval_model=cd == "int4",
+            log=lambda m: None,
+        )
         got[cd] = res
-    assert [(lay.k.rank, lay.v.rank) for lay in got["bf16"].layouts] == \
-        [(lay.k.rank, lay.v.rank) for lay in got["int4"].layouts]
+    assert [(lay.k.rank, lay.v.rank) for lay in got["bf16"].layouts] == [
+        (lay.k.rank, lay.v.rank) for lay in got["int4"].layouts
+    ]
     bf, q = got["bf16"].totals["32768"], got["int4"].totals["32768"]
     assert bf["original_bytes"] == q["original_bytes"]  # both against the bf16 original
     assert q["ratio"] < bf["ratio"]  # the quantized cache shows in the ratio

@@ -1,6 +1,7 @@
 """scripts/corpus: the builder of the bundled text, run on fake source trees of each
 domain (reST for python-docs, HTML for prose): selection, cleaning, de-duplication,
 the split and the slices."""
+
 from __future__ import annotations
 
 import json
@@ -21,17 +22,31 @@ def _docs(text: str) -> list[str]:
 # --- python-docs ------------------------------------------------------------------
 
 _SECTIONS = ["tutorial", "library", "reference", "howto", "faq", "whatsnew", "distutils"]
-_BOILERPLATE = ("This shared boilerplate paragraph appears verbatim in every single "
-                "document of the fake tree and must be kept only once.")
+_BOILERPLATE = (
+    "This shared boilerplate paragraph appears verbatim in every single "
+    "document of the fake tree and must be kept only once."
+)
 
 
 def _fake_doc(name: str, i: int) -> str:
     title = f"Fake document {name}"
-    lines = [f".. _label-{i}:", "", "*" * len(title), title, "*" * len(title), "",
-             ".. index:: single: fake", "", _BOILERPLATE, ""]
+    lines = [
+        f".. _label-{i}:",
+        "",
+        "*" * len(title),
+        title,
+        "*" * len(title),
+        "",
+        ".. index:: single: fake",
+        "",
+        _BOILERPLATE,
+        "",
+    ]
     for j in range(12):
-        lines.append(f"Paragraph {j} of {name} explains :func:`thing_{i}_{j}` in some detail, "
-                     f"with the number {i * 1000 + j} so that every line is unique.")
+        lines.append(
+            f"Paragraph {j} of {name} explains :func:`thing_{i}_{j}` in some detail, "
+            f"with the number {i * 1000 + j} so that every line is unique."
+        )
         lines.append(f"It continues with ``literal_{i}_{j}`` and a :ref:`link <target-{j}>` here.")
         lines.append("")
     lines += ["Example::", "", f"   >>> print({i})", f"   {i}", ""]
@@ -58,8 +73,24 @@ def rst_src(tmp_path: Path) -> Path:
 
 def _run_rst(src: Path, root: Path) -> dict[str, bytes]:
     out, small = root / "out", root / "small"
-    rc = main(DOMAINS, ["python-docs", "--src", str(src), "--out", str(out), "--small-bytes", "6000",
-                 "--small-out", str(small), "--package", "fake-doc", "--version", "1.0"])
+    rc = main(
+        DOMAINS,
+        [
+            "python-docs",
+            "--src",
+            str(src),
+            "--out",
+            str(out),
+            "--small-bytes",
+            "6000",
+            "--small-out",
+            str(small),
+            "--package",
+            "fake-doc",
+            "--version",
+            "1.0",
+        ],
+    )
     assert rc == 0
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
@@ -68,8 +99,13 @@ def _run_rst(src: Path, root: Path) -> dict[str, bytes]:
 def test_python_docs_is_deterministic_and_splits_by_file(rst_src: Path, tmp_path: Path):
     a = _run_rst(rst_src, tmp_path / "a")
     b = _run_rst(rst_src, tmp_path / "b")
-    assert set(a) == {"out/calib.txt", "out/eval.txt", "out/manifest.json",
-                      "small/calib_small.txt", "small/eval_small.txt"}
+    assert set(a) == {
+        "out/calib.txt",
+        "out/eval.txt",
+        "out/manifest.json",
+        "small/calib_small.txt",
+        "small/eval_small.txt",
+    }
     assert a == b
 
     m = json.loads(a["out/manifest.json"])
@@ -109,7 +145,8 @@ def test_python_docs_is_deterministic_and_splits_by_file(rst_src: Path, tmp_path
         assert 0 < len(small) <= 6000
         assert set(_docs(small.decode())) <= set(_docs(a[f"out/{side}.txt"].decode()))
         assert m["small"][side]["files"] and set(m["small"][side]["files"]) <= set(
-            calib_files if side == "calib" else eval_files)
+            calib_files if side == "calib" else eval_files
+        )
 
 
 def test_python_docs_split_is_a_function_of_the_path_alone():
@@ -125,47 +162,51 @@ def test_python_docs_split_is_a_function_of_the_path_alone():
 
 
 def test_clean_rst_examples():
-    src = "\n".join([
-        ".. _target:",
-        "",
-        "Title",
-        "=====",
-        "",
-        ".. function:: spam(x, y=1)",
-        "   :noindex:",
-        "",
-        "   Return :func:`~os.path.join` of ``x`` and see :ref:`the docs",
-        "   <somewhere>` or `Python <https://python.org>`_.",
-        "",
-        "   .. versionadded:: 3.2",
-        "",
-        ".. index:: single: spam",
-        "   pair: eggs",
-        "",
-        ".. a comment",
-        "   continued",
-        "",
-        "* Example::",
-        "",
-        "     x = :func:`kept`",
-        "",
-        "Done.",
-    ])
-    assert PD.clean_rst(src) == "\n".join([
-        "Title",
-        "",
-        "spam(x, y=1)",
-        "",
-        "   Return join of `x` and see the docs or Python.",
-        "",
-        "   New in version 3.2.",
-        "",
-        "* Example:",
-        "",
-        "     x = :func:`kept`",
-        "",
-        "Done.",
-    ])
+    src = "\n".join(
+        [
+            ".. _target:",
+            "",
+            "Title",
+            "=====",
+            "",
+            ".. function:: spam(x, y=1)",
+            "   :noindex:",
+            "",
+            "   Return :func:`~os.path.join` of ``x`` and see :ref:`the docs",
+            "   <somewhere>` or `Python <https://python.org>`_.",
+            "",
+            "   .. versionadded:: 3.2",
+            "",
+            ".. index:: single: spam",
+            "   pair: eggs",
+            "",
+            ".. a comment",
+            "   continued",
+            "",
+            "* Example::",
+            "",
+            "     x = :func:`kept`",
+            "",
+            "Done.",
+        ]
+    )
+    assert PD.clean_rst(src) == "\n".join(
+        [
+            "Title",
+            "",
+            "spam(x, y=1)",
+            "",
+            "   Return join of `x` and see the docs or Python.",
+            "",
+            "   New in version 3.2.",
+            "",
+            "* Example:",
+            "",
+            "     x = :func:`kept`",
+            "",
+            "Done.",
+        ]
+    )
 
 
 # --- prose --------------------------------------------------------------------------
@@ -174,9 +215,11 @@ _BOILER = "This sidebar paragraph is repeated verbatim on every page and must be
 
 
 def _page(name: str, i: int) -> str:
-    paras = "".join(f'<div class="para">\n\t\tParagraph {j} of {name} says <code class="command">cmd{i}</code> '
-                    f'&amp; more, number {i * 100 + j}, so that each line is unique.\n\t</div>'
-                    for j in range(12))
+    paras = "".join(
+        f'<div class="para">\n\t\tParagraph {j} of {name} says <code class="command">cmd{i}</code> '
+        f"&amp; more, number {i * 100 + j}, so that each line is unique.\n\t</div>"
+        for j in range(12)
+    )
     return (
         '<?xml version="1.0" encoding="UTF-8"?><html><head><title>T</title></head><body>'
         '<div id="banner"><a href="x"><span class="text">Download the ebook</span></a></div>'
@@ -185,7 +228,7 @@ def _page(name: str, i: int) -> str:
         f'<div class="section"><div class="titlepage"><h2 class="title">1.{i}. Page {name}</h2></div>'
         '<a id="id-1" class="indexterm"></a>'
         '<div class="toc"><dl class="toc"><dt>1.1. Contents</dt></dl></div>'
-        f'{paras}'
+        f"{paras}"
         '<div class="itemizedlist"><ul><li class="listitem"><div class="para">first item</div></li>'
         '<li class="listitem"><div class="para">second item</div></li></ul></div>'
         '<pre class="screen"><code class="computeroutput">$ </code><strong>apt update</strong></pre>'
@@ -194,7 +237,8 @@ def _page(name: str, i: int) -> str:
         '<div class="sidebar"><div class="titlepage"><p class="title"><strong><span class="emphasis">'
         f'<em>TIP</em></span> Useful</strong></p></div><div class="para">{_BOILER}</div></div>'
         '</div><ul class="docnav"><li class="next"><a href="n"><strong>Next</strong></a></li></ul>'
-        '</body></html>')
+        "</body></html>"
+    )
 
 
 def test_extract_keeps_prose_only():
@@ -204,8 +248,19 @@ def test_extract_keeps_prose_only():
     assert paras[1] == "Paragraph 0 of apt says cmd3 & more, number 300, so that each line is unique."
     assert "- first item" in paras and "- second item" in paras
     assert "TIP Useful" in paras and _BOILER in paras
-    for gone in ("Download the ebook", "Prev", "Next", "Contents", "apt update", "Figure", "cell",
-                 "Product Site", "<", "&amp;", "\t"):
+    for gone in (
+        "Download the ebook",
+        "Prev",
+        "Next",
+        "Contents",
+        "apt update",
+        "Figure",
+        "cell",
+        "Product Site",
+        "<",
+        "&amp;",
+        "\t",
+    ):
         assert gone not in text, gone
 
 
@@ -222,8 +277,24 @@ def html_src(tmp_path: Path) -> Path:
 
 
 def _run_html(src: Path, root: Path) -> dict[str, bytes]:
-    rc = main(DOMAINS, ["prose", "--src", str(src), "--out", str(root / "out"), "--small-bytes", "9000",
-                 "--small-out", str(root / "small"), "--package", "fake", "--version", "1"])
+    rc = main(
+        DOMAINS,
+        [
+            "prose",
+            "--src",
+            str(src),
+            "--out",
+            str(root / "out"),
+            "--small-bytes",
+            "9000",
+            "--small-out",
+            str(root / "small"),
+            "--package",
+            "fake",
+            "--version",
+            "1",
+        ],
+    )
     assert rc == 0
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -231,8 +302,13 @@ def _run_html(src: Path, root: Path) -> dict[str, bytes]:
 def test_prose_is_deterministic_and_splits_by_page(html_src: Path, tmp_path: Path):
     a, b = _run_html(html_src, tmp_path / "a"), _run_html(html_src, tmp_path / "b")
     assert a == b
-    assert set(a) == {"out/prose_calib.txt", "out/prose_eval.txt", "out/manifest.json",
-                      "small/prose_calib_small.txt", "small/prose_eval_small.txt"}
+    assert set(a) == {
+        "out/prose_calib.txt",
+        "out/prose_eval.txt",
+        "out/manifest.json",
+        "small/prose_calib_small.txt",
+        "small/prose_eval_small.txt",
+    }
     m = json.loads(a["out/manifest.json"])
     calib = [f["path"] for f in m["sides"]["calib"]["files"]]
     ev = [f["path"] for f in m["sides"]["eval"]["files"]]
@@ -253,6 +329,7 @@ def test_prose_is_deterministic_and_splits_by_page(html_src: Path, tmp_path: Pat
 
 def test_prose_split_is_a_function_of_the_name():
     import hashlib
+
     rel = "sect.apt-get.html"
     h = int(hashlib.sha256(rel.encode()).hexdigest()[:16], 16) / 2**64
     assert split_of(rel, PR.EVAL_FRACTION) == ("eval" if h < PR.EVAL_FRACTION else "calib")

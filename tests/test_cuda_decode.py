@@ -1,6 +1,7 @@
 """The hand-written CUDA decode kernel (runtime/cuda_decode.py) vs the torch tile path,
 and the runner's decode through it vs the reference forward. GPU only
 (pytest --device cuda): it is CUDA C++ compiled by torch's NVRTC, with no interpreter."""
+
 import copy
 
 import pytest
@@ -20,17 +21,17 @@ pytestmark = pytest.mark.skipif(not (GPU and kernels.available()), reason="needs
 # head dim 256 (the kernel's), 2 KV heads, query heads per KV head 2 or 4
 CASES = [
     # family, layer, sink, orthonormal, rk, rv, heads
-    ("gemma3", 5, 1, False, 128, 128, 8),               # global layer, sink, any K basis
-    ("gemma3", 5, 1, "blocks", 128, 128, 8),            # orthonormal blocks, bias in the span
+    ("gemma3", 5, 1, False, 128, 128, 8),  # global layer, sink, any K basis
+    ("gemma3", 5, 1, "blocks", 128, 128, 8),  # orthonormal blocks, bias in the span
     ("gemma3", 5, 1, "blocks, bias off the span", 128, 128, 4),
-    ("gemma3", 0, 2, "blocks", 128, 128, 8),            # sliding window + 2 sink tokens
-    ("gemma3", 5, 0, "blocks", 64, 256, 8),             # other ranks, no sink
-    ("llama", 3, 1, False, 128, 128, 8),                # no QK-norm
+    ("gemma3", 0, 2, "blocks", 128, 128, 8),  # sliding window + 2 sink tokens
+    ("gemma3", 5, 0, "blocks", 64, 256, 8),  # other ranks, no sink
+    ("llama", 3, 1, False, 128, 128, 8),  # no QK-norm
     ("llama", 3, 0, False, 96, 128, 4),
-    ("gemma3", 5, 1, "blocks", 48, 64, 8),              # V ranks below 128: the warp kernel only
+    ("gemma3", 5, 1, "blocks", 48, 64, 8),  # V ranks below 128: the warp kernel only
     ("llama", 3, 1, False, 112, 96, 2),
     ("gemma3", 0, 1, False, 128, 16, 8),
-    ("gemma3", 5, 1, "blocks", 96, 160, 8),             # V above 128: wg where its buffers fit
+    ("gemma3", 5, 1, "blocks", 96, 160, 8),  # V above 128: wg where its buffers fit
 ]
 
 
@@ -41,19 +42,40 @@ def kind(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads,t", [
-    ("gemma3", 5, 1, False, 128, 128, 8, 150), ("gemma3", 0, 2, "blocks", 64, 128, 8, 150),
-    ("gemma3", 5, 1, False, 128, 96, 4, 700),
-    ("gemma3", 5, 1, "blocks", 80, 128, 8, 700), ("gemma3", 5, 1, False, 96, 112, 4, 300),  # balanced's ranks
-    # V above 128 where the buffers fit: K 112 / V 160, K 96 / V 192, K 64 / V 256
-    ("gemma3", 5, 1, "blocks", 112, 160, 8, 700), ("gemma3", 0, 2, False, 96, 192, 4, 300),
-    ("gemma3", 5, 1, "blocks", 64, 256, 4, 300)])
+@pytest.mark.parametrize(
+    "family,layer,sink,orthonormal,rk,rv,heads,t",
+    [
+        ("gemma3", 5, 1, False, 128, 128, 8, 150),
+        ("gemma3", 0, 2, "blocks", 64, 128, 8, 150),
+        ("gemma3", 5, 1, False, 128, 96, 4, 700),
+        ("gemma3", 5, 1, "blocks", 80, 128, 8, 700),
+        ("gemma3", 5, 1, False, 96, 112, 4, 300),  # balanced's ranks
+        # V above 128 where the buffers fit: K 112 / V 160, K 96 / V 192, K 64 / V 256
+        ("gemma3", 5, 1, "blocks", 112, 160, 8, 700),
+        ("gemma3", 0, 2, False, 96, 192, 4, 300),
+        ("gemma3", 5, 1, "blocks", 64, 256, 4, 300),
+    ],
+)
 def test_cuda_kernel_key_scales(family, layer, sink, orthonormal, rk, rv, heads, t, kind):
     """The wg kernel with each key's QK-norm factor read from a table (weight folded into U)."""
     if kind != "wg":
         pytest.skip("the norm factors from the cache are the wg kernel's option")
-    assert kernel_vs_tiles(family, layer, sink, "latent", "latent", torch.bfloat16, orthonormal=orthonormal,
-                           d=256, rk=rk, rv=rv, heads=heads, t=t, k_scale=True, backend="cuda").cuda
+    assert kernel_vs_tiles(
+        family,
+        layer,
+        sink,
+        "latent",
+        "latent",
+        torch.bfloat16,
+        orthonormal=orthonormal,
+        d=256,
+        rk=rk,
+        rv=rv,
+        heads=heads,
+        t=t,
+        k_scale=True,
+        backend="cuda",
+    ).cuda
 
 
 @pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads", CASES)
@@ -62,8 +84,20 @@ def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv
         pytest.skip("the tile kernel serves V ranks 128 and 256")
     if kind == "warp" and rv > 128:
         pytest.skip("the warp kernel serves V ranks up to 128")
-    kern = kernel_vs_tiles(family, layer, sink, "latent", "latent", torch.bfloat16, orthonormal=orthonormal,
-                           d=256, rk=rk, rv=rv, heads=heads, backend="cuda")
+    kern = kernel_vs_tiles(
+        family,
+        layer,
+        sink,
+        "latent",
+        "latent",
+        torch.bfloat16,
+        orthonormal=orthonormal,
+        d=256,
+        rk=rk,
+        rv=rv,
+        heads=heads,
+        backend="cuda",
+    )
     assert kern.cuda
 
 
@@ -73,8 +107,20 @@ def test_cuda_kernel_long_cache(family, rk, rv, kind):
     through both stages of its buffers, and every tile has visible keys."""
     if kind == "tile" and rv % 128:
         pytest.skip("the tile kernel serves V ranks 128 and 256")
-    assert kernel_vs_tiles(family, 5 if family == "gemma3" else 3, 1, "latent", "latent", torch.bfloat16,
-                           d=256, rk=rk, rv=rv, heads=8, t=700, backend="cuda").cuda
+    assert kernel_vs_tiles(
+        family,
+        5 if family == "gemma3" else 3,
+        1,
+        "latent",
+        "latent",
+        torch.bfloat16,
+        d=256,
+        rk=rk,
+        rv=rv,
+        heads=8,
+        t=700,
+        backend="cuda",
+    ).cuda
 
 
 @pytest.mark.parametrize("wslot", [0, 70, 140, 149])
@@ -86,8 +132,22 @@ def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl, monkeypatch):
     programmatic dependent launch or torch's launcher."""
     monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
     for k_scale in (False, True):
-        assert kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128,
-                               heads=8, k_scale=k_scale, wslot=wslot, backend="cuda", pdl=pdl).cuda
+        assert kernel_vs_tiles(
+            "gemma3",
+            5,
+            1,
+            "latent",
+            "latent",
+            torch.bfloat16,
+            d=256,
+            rk=128,
+            rv=128,
+            heads=8,
+            k_scale=k_scale,
+            wslot=wslot,
+            backend="cuda",
+            pdl=pdl,
+        ).cuda
 
 
 def test_cuda_backend_refuses_what_it_does_not_serve():
@@ -105,8 +165,20 @@ def test_cuda_backend_refuses_what_it_does_not_serve():
 def test_v_ranks_between_128_and_256_decode_right(rv, kind):
     """A V rank the tile kernel is not written for (multiples of 16 between 128 and 256, as
     rank_limits without a max can choose): backend 'auto' decodes it correctly (in Triton)."""
-    kern = kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks",
-                           d=256, rk=128, rv=rv, heads=8, backend="auto")
+    kern = kernel_vs_tiles(
+        "gemma3",
+        5,
+        1,
+        "latent",
+        "latent",
+        torch.bfloat16,
+        orthonormal="blocks",
+        d=256,
+        rk=128,
+        rv=rv,
+        heads=8,
+        backend="auto",
+    )
     assert not kern.cuda
 
 
@@ -164,7 +236,7 @@ def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink, kind):
         for b, pr in enumerate(prompts):
             with torch.no_grad():
                 ref = ref_model.logits(ref_model(torch.tensor([pr + gen[b]], device=DEVICE)))[0]
-            ref = ref[len(pr) - 1: len(pr) - 1 + new]
+            ref = ref[len(pr) - 1 : len(pr) - 1 + new]
             assert (got[b].argmax(-1) == ref.argmax(-1)).float().mean() >= 0.75
             err = max(err, ((got[b] - ref).abs().max() / ref.abs().max()).item())
         errs[backend] = err
@@ -179,21 +251,36 @@ def test_cuda_kernel_tile_sizes(block, monkeypatch):
     monkeypatch.setitem(cuda_decode.BUILD, "kernel", "tile")
     monkeypatch.setattr(cuda_decode, "BLOCK", block)
     for rv, heads in ((128, 8), (256, 8)):
-        kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256, rk=128,
-                        rv=rv, heads=heads, backend="cuda")
+        kernel_vs_tiles(
+            "gemma3",
+            5,
+            1,
+            "latent",
+            "latent",
+            torch.bfloat16,
+            orthonormal="blocks",
+            d=256,
+            rk=128,
+            rv=rv,
+            heads=heads,
+            backend="cuda",
+        )
     assert cuda_decode.block_for(128, 256, 8, 32768) == 64 and cuda_decode.block_for(128, 128, 4, 150) == block
 
 
 def test_cuda_kernel_that_does_not_build_falls_back_to_triton(monkeypatch):
     """An NVRTC failure (a private torch API) leaves the layer to the Triton kernel, with
     one warning; backend 'cuda' says why instead."""
+
     def broken(*a, **k):
         raise RuntimeError("nvrtc: simulated failure")
+
     monkeypatch.setattr(cuda_decode, "compiled", broken)
     monkeypatch.setattr(cuda_decode, "_FAILED", {})
     with pytest.warns(RuntimeWarning, match="simulated failure"):
-        kern = kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256,
-                               rk=128, rv=128, heads=8)
+        kern = kernel_vs_tiles(
+            "gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256, rk=128, rv=128, heads=8
+        )
     assert not kern.cuda
     with pytest.raises(RuntimeError, match="does not build here"):
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128, backend="cuda")
@@ -201,8 +288,9 @@ def test_cuda_kernel_that_does_not_build_falls_back_to_triton(monkeypatch):
 
 def test_cuda_chunks_are_whole_tiles(kind):
     model = sink_model("gemma3", "latent_kv", 1)
-    kern = kernels.DecodeAttention(model.layers[5].self_attn,
-                                   LayerLayout(*(Component("latent", 2, 16, 8),) * 2, None, sink=1), 1)
+    kern = kernels.DecodeAttention(
+        model.layers[5].self_attn, LayerLayout(*(Component("latent", 2, 16, 8),) * 2, None, sink=1), 1
+    )
     kern.n_sm = 132
     for b in (1, 3, 32):
         for t in (1, 63, 64, 65, 32768):

@@ -32,10 +32,14 @@ def _long_lines(text: str, n: int = 80) -> set[str]:
 
 def test_default_files_are_the_committed_slices():
     assert list(eval_domains()) == list(calib_domains()) == ["python-docs", "prose"]
-    assert eval_domains() == {"python-docs": [DATA_DIR / "eval_small.txt"],
-                              "prose": [DATA_DIR / "prose_eval_small.txt"]}
-    assert calib_domains() == {"python-docs": [DATA_DIR / "calib_small.txt"],
-                               "prose": [DATA_DIR / "prose_calib_small.txt"]}
+    assert eval_domains() == {
+        "python-docs": [DATA_DIR / "eval_small.txt"],
+        "prose": [DATA_DIR / "prose_eval_small.txt"],
+    }
+    assert calib_domains() == {
+        "python-docs": [DATA_DIR / "calib_small.txt"],
+        "prose": [DATA_DIR / "prose_calib_small.txt"],
+    }
     assert default_calib_files() == [DATA_DIR / "calib_small.txt", DATA_DIR / "prose_calib_small.txt"]
     assert default_eval_files() == [DATA_DIR / "eval_small.txt"]
     for p in default_calib_files() + [f for fs in eval_domains().values() for f in fs]:
@@ -63,6 +67,7 @@ def test_slices_are_disjoint():
 def test_prose_slices_are_clean_prose():
     text = read_texts(calib_domains()["prose"] + eval_domains()["prose"])
     import re
+
     assert not re.search(r"</?(div|span|a|p|code|em|strong|li|ul|pre|h\d)[ >]", text)
     for leftover in ("&amp;", "&nbsp;", "&lt;", "Download the ebook", "Table of Contents"):
         assert leftover not in text, leftover
@@ -122,8 +127,14 @@ def test_read_texts_errors(tmp_path: Path, kind: str):
     msg = str(ei.value)
     assert str(p) in msg
     assert "\n" not in msg
-    expect = {"missing": "not found", "directory": "directory", "empty": "empty", "blank": "empty",
-              "binary": "UTF-8", "nul": "binary"}[kind]
+    expect = {
+        "missing": "not found",
+        "directory": "directory",
+        "empty": "empty",
+        "blank": "empty",
+        "binary": "UTF-8",
+        "nul": "binary",
+    }[kind]
     assert expect in msg
 
 

@@ -1,5 +1,6 @@
 """score_aware_svd and attn_refit: the RoPE algebra, optimality in their own metric, a
 tiny end-to-end conversion (deterministic, refit never worse held-out), refusals."""
+
 import pytest
 import torch
 
@@ -60,8 +61,9 @@ def test_score_aware_minimises_its_metric(family):
             errs.append(float((d @ cov @ d.T * a).sum()))  # E[δkᵀ A δk], mean error is zero
         assert errs[0] <= errs[1] * (1 + 1e-9) + 1e-12
     # and the two differ: the metric is not a multiple of the identity
-    assert not torch.allclose(sa.factorize(inp, "k", 2).tensors["down.weight"],
-                              plain.factorize(inp, "k", 2).tensors["down.weight"])
+    assert not torch.allclose(
+        sa.factorize(inp, "k", 2).tensors["down.weight"], plain.factorize(inp, "k", 2).tensors["down.weight"]
+    )
 
 
 def test_attn_refit_converts_deterministically_and_never_ends_worse():
@@ -79,15 +81,20 @@ def test_attn_refit_converts_deterministically_and_never_ends_worse():
     assert runs[0].keys() == runs[1].keys()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     # the refit moved the factors off the closed-form start on this layer (K or V)
-    assert any(getattr(res.layers[1], t)["refit_heldout_loss"] < getattr(res.layers[1], t)["start_heldout_loss"]
-               for t in ("k", "v"))
+    assert any(
+        getattr(res.layers[1], t)["refit_heldout_loss"] < getattr(res.layers[1], t)["start_heldout_loss"]
+        for t in ("k", "v")
+    )
 
 
-@pytest.mark.parametrize("name,params,msg", [
-    ("score_aware_svd", {"offsets": 0}, "offsets"),
-    ("attn_refit", {"base": "tucker"}, "base 'tucker'"),
-    ("attn_refit", {"windows": 2, "heldout": 2}, "heldout < windows"),
-])
+@pytest.mark.parametrize(
+    "name,params,msg",
+    [
+        ("score_aware_svd", {"offsets": 0}, "offsets"),
+        ("attn_refit", {"base": "tucker"}, "base 'tucker'"),
+        ("attn_refit", {"windows": 2, "heldout": 2}, "heldout < windows"),
+    ],
+)
 def test_bad_params(name, params, msg):
     with pytest.raises(TPAError, match=msg):
         get_method(name)(params)
@@ -95,6 +102,7 @@ def test_bad_params(name, params, msg):
 
 def test_budget_by_kl_spends_the_same_bytes_by_measured_effect(monkeypatch):
     import tpa_compress.convert as conv
+
     seen = {}
     real = conv._kl_weights
 
@@ -122,5 +130,7 @@ def test_budget_by_kl_spends_the_same_bytes_by_measured_effect(monkeypatch):
 
 def test_budget_by_unknown_is_refused():
     with pytest.raises(TPAError, match="budget.by 'fisher' is not valid; valid: error, kl"):
-        recipe([{"select": "all", "k": {"method": "activation_svd", "rank": "budget"}}],
-               budget={"fraction": 0.5, "by": "fisher"})
+        recipe(
+            [{"select": "all", "k": {"method": "activation_svd", "rank": "budget"}}],
+            budget={"fraction": 0.5, "by": "fisher"},
+        )

@@ -8,6 +8,7 @@ config: without it this scored perplexity 70 where the GGUF scores 26.5), and wi
 tokenizer given by --tokenizer. All windows are short (1 x 128 tokens per domain) to
 keep CI fast; the tokenizers are compared on the whole evaluation text.
 """
+
 import json
 import os
 import sys
@@ -61,8 +62,14 @@ def files(gguf, tmp_path_factory):
     alone = root / "ckpt_alone"  # no tokenizer beside it: --tokenizer
     alone.mkdir()
     os.symlink(ckpt, alone / "model.ckpt")
-    return {"gguf": gguf.path, "hf": root / "hf", "ckpt + tokenizer.model": ckpt,
-            "ckpt + bare tokenizer.json": bare / "model.ckpt", "ckpt alone": alone / "model.ckpt", "spm": spm}
+    return {
+        "gguf": gguf.path,
+        "hf": root / "hf",
+        "ckpt + tokenizer.model": ckpt,
+        "ckpt + bare tokenizer.json": bare / "model.ckpt",
+        "ckpt alone": alone / "model.ckpt",
+        "spm": spm,
+    }
 
 
 def _segments(g, ids):
@@ -98,15 +105,33 @@ def test_sentencepiece_ids_equal_gguf_tokenizer(gguf, files):
         for x, y in differ:  # only whitespace runs, the same text, longer than any whitespace piece
             assert isinstance(x, tuple) and isinstance(y, tuple), (name, x, y)
             assert g.decode(list(x)) == g.decode(list(y)) and len(g.decode(list(x))) > LONGEST_SPACE_PIECE
-        print(f"{name}: {len(a)} SentencePiece tokens, {len(b)} GGUF tokens; {len(differ)} whitespace runs "
-              f"({sorted({len(g.decode(list(x))) for x, _ in differ})} characters) tokenized differently")
+        print(
+            f"{name}: {len(a)} SentencePiece tokens, {len(b)} GGUF tokens; {len(differ)} whitespace runs "
+            f"({sorted({len(g.decode(list(x))) for x, _ in differ})} characters) tokenized differently"
+        )
     assert spm.encode("Hello world", add_bos=False) == g.encode("Hello world", add_bos=False)
 
 
 def eval_json(monkeypatch, capsys, out, *args):
-    monkeypatch.setattr(sys, "argv", ["tpa-compress", "eval", *map(str, args), "--seq-len", str(SEQ_LEN),
-                                      "--max-windows", "2", "--device", "cpu", "--dtype", "bfloat16",
-                                      "--json", str(out)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "tpa-compress",
+            "eval",
+            *map(str, args),
+            "--seq-len",
+            str(SEQ_LEN),
+            "--max-windows",
+            "2",
+            "--device",
+            "cpu",
+            "--dtype",
+            "bfloat16",
+            "--json",
+            str(out),
+        ],
+    )
     try:
         cli.main()
     except SystemExit as e:
@@ -125,8 +150,10 @@ def text(tmp_path_factory):
 
 
 def test_same_perplexity_in_every_format(files, text, monkeypatch, capsys, tmp_path):
-    docs = {name: eval_json(monkeypatch, capsys, tmp_path / f"{i}.json", files[name], "--data", text)
-            for i, name in enumerate(["gguf", "hf", "ckpt + tokenizer.model", "ckpt + bare tokenizer.json"])}
+    docs = {
+        name: eval_json(monkeypatch, capsys, tmp_path / f"{i}.json", files[name], "--data", text)
+        for i, name in enumerate(["gguf", "hf", "ckpt + tokenizer.model", "ckpt + bare tokenizer.json"])
+    }
     want = docs["gguf"]
     for name, got in docs.items():
         print(f"{name:28s} perplexity {got['perplexity']:.4f} ({got['windows']} x {SEQ_LEN} tokens)")

@@ -1,6 +1,7 @@
 """Our GGUF reader (tpa_compress.load.gguf_reader) returns what gguf.GGUFReader returns:
 every metadata value, every tensor's name / type / shape / offset / bytes; tiny files
 written here, and (`real`) the embedded Gemma 3 270M."""
+
 from __future__ import annotations
 
 import time
@@ -54,9 +55,16 @@ def test_model_file_matches_gguf_reader(tmp_path, family):
 def test_tokenizer_file_matches_gguf_reader(tmp_path):
     tokens = ["<pad>", "<eos>", "<bos>", "  ", "héllo", "▁w", "", "✓"] + BYTES
     types = [3, 3, 3, 4, 1, 1, 1, 1] + [6] * 256
-    path = write_tokenizer_gguf(tmp_path / "t.gguf", "gpt2", tokens, types, arch="llama",
-                                merges=["h é", "▁ w"], scores=[float(-i) for i in range(len(tokens))],
-                                pre="smollm")
+    path = write_tokenizer_gguf(
+        tmp_path / "t.gguf",
+        "gpt2",
+        tokens,
+        types,
+        arch="llama",
+        merges=["h é", "▁ w"],
+        scores=[float(-i) for i in range(len(tokens))],
+        pre="smollm",
+    )
     assert_same_as_gguf_reader(path)
 
 
@@ -73,8 +81,9 @@ def test_quantised_and_f16_tensors(tmp_path):
     w.add_bool("test.flag", False)
     w.add_float64("test.f64", 1e-300)
     q8 = rng.standard_normal((40, 64)).astype(np.float32)
-    w.add_tensor("q8", gguf.quants.quantize(q8, gguf.GGMLQuantizationType.Q8_0),
-                 raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor(
+        "q8", gguf.quants.quantize(q8, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0
+    )
     w.add_tensor("h", rng.standard_normal((3, 5)).astype(np.float16))
     w.add_tensor("v", rng.standard_normal(7).astype(np.float32))
     w.write_header_to_file()
@@ -87,8 +96,9 @@ def test_quantised_and_f16_tensors(tmp_path):
     ref = {t.name: t for t in gguf.GGUFReader(str(path), "r").tensors}
     ours = {t.name: t for t in GGUFFile(path).tensors}
     for name, shape in (("q8", (40, 64)), ("h", (3, 5)), ("v", (7,))):
-        want = torch.from_numpy(np.array(gguf.quants.dequantize(ref[name].data, ref[name].tensor_type),
-                                         dtype=np.float32)).reshape(shape)
+        want = torch.from_numpy(
+            np.array(gguf.quants.dequantize(ref[name].data, ref[name].tensor_type), dtype=np.float32)
+        ).reshape(shape)
         got = gguf_loader.dequantize_tensor(ours[name])
         assert got.shape == shape and torch.equal(got, want), name
     old = gguf_loader._CHUNK_VALUES
@@ -153,6 +163,7 @@ def test_real_gemma_matches_gguf_reader():
     import gguf
 
     from tpa_compress.load.default import gemma3_270m_path
+
     try:
         path = gemma3_270m_path()
     except TPAError as e:
@@ -181,8 +192,9 @@ def test_tokenizer_builder_same_from_either_reader(tmp_path, model):
     tokens = ["<pad>", "<eos>", "<bos>", "  ", "h", "e", "he", "▁", "▁he", "✓"] + BYTES
     types = [3, 3, 3, 4, 1, 1, 1, 1, 1, 1] + [6] * 256
     arch = "gemma3" if model == "llama" else "llama"
-    path = write_tokenizer_gguf(tmp_path / "t.gguf", model, tokens, types, arch=arch,
-                                merges=["h e"] if model == "gpt2" else None)
+    path = write_tokenizer_gguf(
+        tmp_path / "t.gguf", model, tokens, types, arch=arch, merges=["h e"] if model == "gpt2" else None
+    )
     a = tokenizer_from_gguf(GGUFFile(path), str(path))
     b = tokenizer_from_gguf(gguf.GGUFReader(str(path), "r"), str(path))
     assert a.tok.to_str() == b.tok.to_str()

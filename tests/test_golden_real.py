@@ -1,5 +1,6 @@
 """CI regression: each shipped recipe on the real Gemma 3 270M must not get worse than
 tests/golden/gemma3-270m.yaml (per-layer held-out errors, perplexity, KV ratio)."""
+
 import pytest
 import yaml
 
@@ -12,6 +13,7 @@ pytestmark = pytest.mark.real
 def base():
     from tpa_compress.load import load_model
     from tpa_compress.models import build_model
+
     try:
         ckpt = load_model("gemma3-270m")
     except Exception as e:
@@ -29,10 +31,16 @@ def test_recipe_does_not_regress(base, name):
 
 
 def test_regression_check_can_fail():
-    g = {"perplexity_after": {"python-docs": 10.0, "prose": 20.0}, "kv_ratio_32k": 0.5,
-         "heldout_rel_error": {"5.k": 0.1}}
-    worse = {"perplexity_after": {"python-docs": 10.2, "prose": 20.0}, "kv_ratio_32k": 0.5,
-             "heldout_rel_error": {"5.k": 0.2}}
+    g = {
+        "perplexity_after": {"python-docs": 10.0, "prose": 20.0},
+        "kv_ratio_32k": 0.5,
+        "heldout_rel_error": {"5.k": 0.1},
+    }
+    worse = {
+        "perplexity_after": {"python-docs": 10.2, "prose": 20.0},
+        "kv_ratio_32k": 0.5,
+        "heldout_rel_error": {"5.k": 0.2},
+    }
     assert len(G.regressions(g, worse)) == 2
     assert G.regressions(g, g) == []
     # a domain that got worse fails even when the other got better
@@ -44,6 +52,7 @@ def test_regression_check_can_fail():
 
 def test_golden_covers_both_domains():
     from tpa_compress.data import eval_domains
+
     doc = yaml.safe_load(G.GOLDEN.read_text())
     for name, rec in doc["recipes"].items():
         assert list(rec["perplexity_after"]) == list(eval_domains()), name

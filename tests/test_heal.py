@@ -1,6 +1,7 @@
 """Healing (tpa_compress/heal.py) on tiny random models: it lowers the held-out KL, trains only
 the factor tensors, is deterministic for a fixed seed, respects its time bound, saves what it
 trained, and rejects bad `heal:` values before any work."""
+
 import json
 import random
 
@@ -34,13 +35,30 @@ def root(tmp_path_factory):
 
 def recipe_dict(root, heal=None, v=None, **top):
     text = str(root / "text.txt")
-    d = {"seed": 3, "calibration": {"files": [text], "tokens": 512, "seq_len": 32, "heldout_tokens": 64},
-         "eval": {"files": [text], "seq_len": 32, "max_windows": 4},
-         "layers": [{"select": "all", "k": {"method": "activation_svd", "rank": 8},
-                     "v": v or {"method": "activation_svd", "rank": 8}}], **top}
+    d = {
+        "seed": 3,
+        "calibration": {"files": [text], "tokens": 512, "seq_len": 32, "heldout_tokens": 64},
+        "eval": {"files": [text], "seq_len": 32, "max_windows": 4},
+        "layers": [
+            {
+                "select": "all",
+                "k": {"method": "activation_svd", "rank": 8},
+                "v": v or {"method": "activation_svd", "rank": 8},
+            }
+        ],
+        **top,
+    }
     if heal is not None:
-        d["heal"] = {"files": [text], "tokens": 2048, "heldout_tokens": 512, "seq_len": 32, "batch": 4,
-                     "steps": 16, "lr": 3e-3, **heal}
+        d["heal"] = {
+            "files": [text],
+            "tokens": 2048,
+            "heldout_tokens": 512,
+            "seq_len": 32,
+            "batch": 4,
+            "steps": 16,
+            "lr": 3e-3,
+            **heal,
+        }
     return d
 
 
@@ -83,8 +101,7 @@ def test_only_factor_tensors_change(root):
     _, plain, _, plain_t, _ = run_convert(root, recipe_dict(root, v=tpa_v))
     _, healed, res, healed_t, _ = run_convert(root, recipe_dict(root, heal={}, v=tpa_v))
     names = set(trainable(healed))
-    assert any(n.endswith("k_proj.down.weight") for n in names) and any(n.endswith("v_proj.head_factor")
-                                                                        for n in names)
+    assert any(n.endswith("k_proj.down.weight") for n in names) and any(n.endswith("v_proj.head_factor") for n in names)
     assert not any("sink" in n for n in names)
     a, b = plain.state_dict(), healed.state_dict()
     assert a.keys() == b.keys() and any(k.endswith("sink.weight") for k in a)
@@ -146,23 +163,26 @@ def test_heldout_windows_must_not_overlap_calibration(root):
         run_convert(root, d)
 
 
-@pytest.mark.parametrize("heal,needle", [
-    ({"step": 10}, "heal: unknown key 'step'; valid: batch, device,"),
-    ({"steps": 0}, "heal.steps: 0 is not valid; expected an integer >= 1"),
-    ({"steps": -5}, "heal.steps: -5 is not valid"),
-    ({"steps": 2.5}, "heal.steps: 2.5 is not valid"),
-    ({"lr": 0}, "heal.lr: 0 is not valid; expected a number > 0"),
-    ({"lr": -1e-4}, "heal.lr: -0.0001 is not valid"),
-    ({"lr": "fast"}, "heal.lr: 'fast' is not valid; expected a number > 0"),
-    ({"lr": "nan"}, "heal.lr: 'nan' is not valid"),
-    ({"max_seconds": 0}, "heal.max_seconds: 0 is not valid"),
-    ({"batch": 0}, "heal.batch: 0 is not valid"),
-    ({"tokens": 16}, "heal.tokens: 16 is not valid; expected an integer >= 32"),
-    ({"warmup_steps": 16}, "heal.warmup_steps: 16 is not valid; expected fewer than steps (16)"),
-    ({"seed": "x"}, "heal.seed: 'x' is not valid; expected an integer"),
-    ({"device": "tpu"}, "heal.device: 'tpu' is not valid; valid: auto, cpu, cuda"),
-    ({"device": "cuda"}, "heal.device: 'cuda' was asked but no CUDA device is available"),
-])
+@pytest.mark.parametrize(
+    "heal,needle",
+    [
+        ({"step": 10}, "heal: unknown key 'step'; valid: batch, device,"),
+        ({"steps": 0}, "heal.steps: 0 is not valid; expected an integer >= 1"),
+        ({"steps": -5}, "heal.steps: -5 is not valid"),
+        ({"steps": 2.5}, "heal.steps: 2.5 is not valid"),
+        ({"lr": 0}, "heal.lr: 0 is not valid; expected a number > 0"),
+        ({"lr": -1e-4}, "heal.lr: -0.0001 is not valid"),
+        ({"lr": "fast"}, "heal.lr: 'fast' is not valid; expected a number > 0"),
+        ({"lr": "nan"}, "heal.lr: 'nan' is not valid"),
+        ({"max_seconds": 0}, "heal.max_seconds: 0 is not valid"),
+        ({"batch": 0}, "heal.batch: 0 is not valid"),
+        ({"tokens": 16}, "heal.tokens: 16 is not valid; expected an integer >= 32"),
+        ({"warmup_steps": 16}, "heal.warmup_steps: 16 is not valid; expected fewer than steps (16)"),
+        ({"seed": "x"}, "heal.seed: 'x' is not valid; expected an integer"),
+        ({"device": "tpu"}, "heal.device: 'tpu' is not valid; valid: auto, cpu, cuda"),
+        ({"device": "cuda"}, "heal.device: 'cuda' was asked but no CUDA device is available"),
+    ],
+)
 def test_bad_heal_values_exit_2_naming_the_key(cli_run, monkeypatch, root, tmp_path, heal, needle):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     p = tmp_path / "r.yaml"
@@ -188,8 +208,7 @@ def test_heal_on_a_recipe_that_converts_nothing(cli_run, root, tmp_path):
 def test_cli_convert_heals_with_a_progress_bar(cli_run, root, tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(recipe_dict(root, heal={"steps": 4})))
-    code, out, err = cli_run("convert", root / "m", "--recipe", p, "--out", tmp_path / "o",
-                             "--eval")
+    code, out, err = cli_run("convert", root / "m", "--recipe", p, "--out", tmp_path / "o", "--eval")
     assert code in (0, None), err
     assert "heal" in err and "4/4" in err and "loss " in err
     assert "healing on cpu: 4 steps of 4 x 32 tokens" in out
@@ -207,8 +226,9 @@ def test_heal_through_a_quantized_cache(root):
     h = res.heal
     assert h["through_cache"] == cache and any(f"through the {cache} cache" in m for m in logs)
     assert h["heldout_kl_after"] < h["heldout_kl_before"]
-    *_, res_off, exact, _ = run_convert(root, recipe_dict(root, heal={"steps": 8, "through_cache": False},
-                                                          cache_dtype=cache))
+    *_, res_off, exact, _ = run_convert(
+        root, recipe_dict(root, heal={"steps": 8, "through_cache": False}, cache_dtype=cache)
+    )
     assert res_off.heal["through_cache"] is None
     assert res_off.heal["heldout_kl_before"] < h["heldout_kl_before"]  # exact reads lose less
     assert any(not torch.equal(through[n], exact[n]) for n in through)
@@ -218,6 +238,7 @@ def test_heal_through_a_quantized_cache(root):
 
 def test_simulated_reads_pass_gradients_straight_through(root):
     from tpa_compress.evaluate.simulate import simulated_cache
+
     _, model, _, _, _ = run_convert(root, recipe_dict(root))
     ids = torch.randint(4, 33, (2, 40), generator=torch.Generator().manual_seed(5))
     params = trainable(model)

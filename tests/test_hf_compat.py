@@ -9,6 +9,7 @@ factors, or a factorized row computed by the sink, changes the output). Sequence
 longer than the tiny Gemma's 8-token window, and a left-padded batch checks that sinks
 follow each sequence's own positions in prefill and in cached decoding.
 """
+
 import pytest
 import torch
 
@@ -30,8 +31,9 @@ FAMILIES = ["gemma3", "llama", "qwen2"]
 TOL = 1e-4
 IDS = torch.randint(4, 33, (2, 21), generator=torch.Generator().manual_seed(0))
 RULES = {
-    "latent_sink": [{"select": "all", "k": {"method": "activation_svd", "rank": 6},
-                     "v": {"method": "activation_svd", "rank": 5}}],
+    "latent_sink": [
+        {"select": "all", "k": {"method": "activation_svd", "rank": 6}, "v": {"method": "activation_svd", "rank": 5}}
+    ],
     "identity": [{"select": "all", "k": {"method": "identity"}, "v": {"method": "identity"}}],
 }
 
@@ -43,8 +45,7 @@ def pipeline_folder(path, family, case):
     ck = Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), tok, "", "memory")
     if case == "unconverted":  # every layer keeps its original K/V
         path.mkdir()
-        save_hf_folder(path, cfg, random_state(cfg, 3), tok,
-                       {"tpa": layouts_to_config(original_layouts(cfg))})
+        save_hf_folder(path, cfg, random_state(cfg, 3), tok, {"tpa": layouts_to_config(original_layouts(cfg))})
         return path
     model = build_model(ck)
     rec = recipe(RULES[case], sink_tokens=1 if case == "latent_sink" else 0)
@@ -63,8 +64,7 @@ def random_kind_folder(path, family, kind, sink):
 
 
 def hf_model(folder):
-    m = transformers.AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True,
-                                                          dtype=torch.float32)
+    m = transformers.AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, dtype=torch.float32)
     m.generation_config.eos_token_id = None  # compare fixed-length continuations
     return m.eval()
 
@@ -90,18 +90,28 @@ def check_generate(folder, lengths=(13, 4), new=10):
     longest = max(lengths)
     ids = torch.tensor([[0] * (longest - len(p)) + p for p in prompts])
     mask = (torch.arange(longest) >= torch.tensor([longest - n for n in lengths])[:, None]).long()
-    out = hf_model(folder).generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
-                                    pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    out = hf_model(folder).generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=new,
+        do_sample=False,
+        pad_token_id=0,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     got = out.sequences[:, longest:].tolist()
     assert got == want
     steps = torch.stack(out.logits, 1).log_softmax(-1)
     for b, p in enumerate(prompts):
         ref = ours.logits(ours(torch.tensor([p + got[b]])))[0].log_softmax(-1)
-        assert (steps[b] - ref[len(p) - 1: len(p) - 1 + new]).abs().max().item() <= TOL
+        assert (steps[b] - ref[len(p) - 1 : len(p) - 1 + new]).abs().max().item() <= TOL
 
 
-@pytest.fixture(scope="module", params=[(f, c) for f in FAMILIES for c in ("latent_sink", "identity", "unconverted")],
-                ids=lambda p: "-".join(p))
+@pytest.fixture(
+    scope="module",
+    params=[(f, c) for f in FAMILIES for c in ("latent_sink", "identity", "unconverted")],
+    ids=lambda p: "-".join(p),
+)
 def folder(request, tmp_path_factory):
     family, case = request.param
     return pipeline_folder(tmp_path_factory.mktemp(case) / "out", family, case)
@@ -126,14 +136,14 @@ def test_every_kind_and_sink(tmp_path, family, kind, sink):
 
 def test_folder_layout(folder):
     import json
+
     d = json.loads((folder / "config.json").read_text())
     family = load_model(folder).config.family
     assert d["model_type"] == "tpa_" + family
     assert d["auto_map"]["AutoModelForCausalLM"] == "modeling_tpa." + d["architectures"][0]
     assert (folder / "modeling_tpa.py").is_file()
     src = (folder / "modeling_tpa.py").read_text()
-    imports = {line.split()[1].split(".")[0] for line in src.splitlines()
-               if line.startswith(("import ", "from "))}
+    imports = {line.split()[1].split(".")[0] for line in src.splitlines() if line.startswith(("import ", "from "))}
     assert imports <= {"__future__", "torch", "transformers"}  # loads without tpa-compress
 
 
@@ -145,6 +155,7 @@ def test_refused_without_trust_remote_code(folder, monkeypatch):
     # No argument: transformers asks on a terminal, then refuses; with the prompt off (its
     # CI setting) it refuses at once.
     from transformers import dynamic_module_utils
+
     monkeypatch.setattr(dynamic_module_utils, "TIME_OUT_REMOTE_CODE", 0)
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         transformers.AutoModelForCausalLM.from_pretrained(str(folder))

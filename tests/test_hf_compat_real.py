@@ -5,6 +5,7 @@ folder: transformers' logits equal ours within 1e-4 over 600 tokens of held-out 
 (longer than the 512-token window), and transformers' tokenizer of the folder starts
 with BOS and gives our ids; SmolLM2's adds none, as its original.
 """
+
 import pytest
 import torch
 
@@ -18,10 +19,11 @@ pytestmark = pytest.mark.real
 transformers = pytest.importorskip("transformers")
 
 RECIPES = {
-    "latent_v_global": {"calibration": {"tokens": 2048, "seq_len": 256, "heldout_tokens": 0},
-                        "sink_tokens": 1,
-                        "layers": [{"select": {"type": "global"},
-                                    "v": {"method": "activation_svd", "rank": 64}}]},
+    "latent_v_global": {
+        "calibration": {"tokens": 2048, "seq_len": 256, "heldout_tokens": 0},
+        "sink_tokens": 1,
+        "layers": [{"select": {"type": "global"}, "v": {"method": "activation_svd", "rank": 64}}],
+    },
     "identity": {"layers": [{"select": "all", "k": {"method": "identity"}, "v": {"method": "identity"}}]},
 }
 
@@ -51,8 +53,9 @@ def test_logits_match_ours(folder):
     ours = build_model(ck)
     a = ours.logits(ours(ids))
     del ours
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True,
-                                                               dtype=torch.float32).eval()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(
+        str(folder), trust_remote_code=True, dtype=torch.float32
+    ).eval()
     b = theirs(ids).logits
     diff = (a - b).abs().max().item()
     print(f"{folder.parent.name}: max |Δ logit| over {ids.shape[1]} tokens = {diff:.3e}")

@@ -1,6 +1,7 @@
 """No import circles in tpa_compress: a static walk of every import statement (those inside
 functions too: a lazy import still ties two modules together), and each command module
 imported first in a fresh interpreter."""
+
 from __future__ import annotations
 
 import ast
@@ -19,8 +20,12 @@ KNOWN_CIRCLES = [
     {"tpa_compress.runtime.cache", "tpa_compress.runtime.grouped_cache"},
     {"tpa_compress.load.ckpt", "tpa_compress.load.gguf", "tpa_compress.load.hf", "tpa_compress.load.source"},
 ]
-COMMAND_MODULES = ["tpa_compress.cli", "tpa_compress.analyze.cli", "tpa_compress.evaluate.validate_cli",
-                   "tpa_compress.runtime.cli"]
+COMMAND_MODULES = [
+    "tpa_compress.cli",
+    "tpa_compress.analyze.cli",
+    "tpa_compress.evaluate.validate_cli",
+    "tpa_compress.runtime.cli",
+]
 
 
 def _modules(root: Path) -> dict[str, tuple[Path, bool]]:
@@ -118,6 +123,7 @@ def test_circle_finder_finds_a_lazy_circle(tmp_path: Path):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("module", COMMAND_MODULES)
 def test_command_module_imports_first_in_a_fresh_interpreter(module):
-    r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]

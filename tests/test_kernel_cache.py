@@ -1,6 +1,7 @@
 """The on-disk cache of NVRTC-built kernels (runtime/kernel_cache.py): a second build of the
 same source loads the stored binary instead of compiling; another source or option is
 another entry. Keys need no GPU; building needs CUDA (TPA_TEST_DEVICE=cuda)."""
+
 import pytest
 import torch
 
@@ -18,9 +19,17 @@ extern "C" __global__ void add_one(float* p, int n) {
 def test_keys_follow_source_name_target_and_options(monkeypatch, tmp_path):
     k = kernel_cache.key(SRC, "add_one", "90", ("-std=c++17",))
     assert k == kernel_cache.key(SRC, "add_one", "90", ("-std=c++17",))
-    assert len({k, kernel_cache.key(SRC + " ", "add_one", "90", ("-std=c++17",)),
+    assert (
+        len(
+            {
+                k,
+                kernel_cache.key(SRC + " ", "add_one", "90", ("-std=c++17",)),
                 kernel_cache.key(SRC, "add_one", "90a", ("-std=c++17",)),
-                kernel_cache.key(SRC, "add_one", "90", ())}) == 4
+                kernel_cache.key(SRC, "add_one", "90", ()),
+            }
+        )
+        == 4
+    )
     monkeypatch.setenv("TPA_KERNEL_CACHE", str(tmp_path))
     assert kernel_cache.cache_dir() == tmp_path
     monkeypatch.setenv("TPA_KERNEL_CACHE", "0")
@@ -30,6 +39,7 @@ def test_keys_follow_source_name_target_and_options(monkeypatch, tmp_path):
 @pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
 def test_second_build_loads_from_disk(monkeypatch, tmp_path):
     import torch.cuda._utils as cu
+
     monkeypatch.setenv("TPA_KERNEL_CACHE", str(tmp_path))
     x = torch.zeros(300, device="cuda")
     kernel_cache.compile_kernel(SRC, "add_one")(grid=(2, 1, 1), block=(256, 1, 1), args=[x, 300])
@@ -37,6 +47,7 @@ def test_second_build_loads_from_disk(monkeypatch, tmp_path):
 
     def no_compiler(*a, **k):
         raise AssertionError("compiled again")
+
     monkeypatch.setattr(cu, "_nvrtc_compile", no_compiler)
     kernel_cache.compile_kernel(SRC, "add_one")(grid=(2, 1, 1), block=(256, 1, 1), args=[x, 300])
     torch.cuda.synchronize()

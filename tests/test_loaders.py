@@ -4,6 +4,7 @@ transformers (the independent reference) also loads the HF folders we write, so 
 forward pass of both families is checked here on CPU in seconds, sliding windows
 included (sequences longer than the tiny window).
 """
+
 import json
 
 import pytest
@@ -56,8 +57,7 @@ def test_hf_round_trip_and_transformers_agrees(tmp_path, family, tied):
     ck = load_model(tmp_path)
     assert ck.config == cfg
     ours = logits_of(ck, IDS)
-    torch.testing.assert_close(ours, logits_of(Checkpoint(cfg, WeightSource.from_dict(sd)), IDS),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(ours, logits_of(Checkpoint(cfg, WeightSource.from_dict(sd)), IDS), rtol=0, atol=0)
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32)
     with torch.no_grad():
@@ -67,6 +67,7 @@ def test_hf_round_trip_and_transformers_agrees(tmp_path, family, tied):
 
 def test_hf_sharded(tmp_path):
     from safetensors.torch import save_file
+
     cfg, sd, ref = reference("llama")
     save_hf_folder(tmp_path, cfg, sd)
     (tmp_path / "model.safetensors").unlink()
@@ -91,6 +92,7 @@ def test_ckpt_round_trip(tmp_path, multimodal):
 
 def test_ckpt_variants_match_published_shapes():
     from tpa_compress.load.ckpt import variant_config
+
     c = variant_config("1b")
     assert (c.num_layers, c.num_kv_heads, c.head_dim, c.hidden_size) == (26, 1, 256, 1152)
     c = variant_config("27b")

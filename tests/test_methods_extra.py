@@ -1,4 +1,5 @@
 """tucker_shared and contextual_t6 on tiny random layers: exactness, monotonicity, runtime modules, refusals."""
+
 import pytest
 import torch
 
@@ -20,8 +21,11 @@ def layer(kv_heads=2, head_dim=16, hidden=48, m=400, seed=0, const_col=False, w_
     sd = random_state(cfg, seed)
     g = torch.Generator().manual_seed(seed + 1)
     # Anisotropic, non-zero-mean attention inputs, so whitening matters.
-    x = torch.randn(m, hidden, generator=g) @ (torch.randn(hidden, hidden, generator=g) / hidden ** 0.5
-                                                 * torch.logspace(0, -1.5, hidden)) + 0.3
+    x = (
+        torch.randn(m, hidden, generator=g)
+        @ (torch.randn(hidden, hidden, generator=g) / hidden**0.5 * torch.logspace(0, -1.5, hidden))
+        + 0.3
+    )
     if const_col:
         x[:, 0] = 1.0
     w = lambda n: sd[f"model.layers.0.self_attn.{n}_proj.weight"].double()  # noqa: E731

@@ -1,5 +1,6 @@
 """A forward pass that overflows is an error, never a printed perplexity or an empty
 generation (float16 on Gemma overflows: its activations exceed 65504)."""
+
 import pytest
 import torch
 

@@ -1,6 +1,7 @@
 """The decode plan (runtime/plan.py): which backend each layer takes, from one table, and
 the options that steer it. CPU; the paths themselves are checked against the reference
 forward elsewhere (test_runtime*.py)."""
+
 import pytest
 
 from test_runtime import LAYOUTS, install, tiny_model
@@ -14,8 +15,9 @@ def test_cpu_defaults():
     install(model, [2, 5], *LAYOUTS["latent_kv"])
     r = Runner(model, 2, 30)
     # original layers: SDPA over a short full cache; latent ones: the torch tiles; eager entries
-    assert [(p.entries, p.attention) for p in r.plan] == \
-        [("eager", "tiles") if i in (2, 5) else ("eager", "sdpa") for i in range(6)]
+    assert [(p.entries, p.attention) for p in r.plan] == [
+        ("eager", "tiles") if i in (2, 5) else ("eager", "sdpa") for i in range(6)
+    ]
     assert r.use_graph is False and r.w_qkv is None and r.kernels == {}
     assert "attention tiles" in describe(r.plan) and "layers 0,1,3,4" in describe(r.plan)
 
@@ -44,7 +46,7 @@ def test_bad_options_are_one_line_errors():
 def test_fast_path_supports():
     """convert's question: the Hopper kernel's ranks, with a cache format it reads."""
     assert fast_path_supports(256, 4, 128, 128, "bf16") and fast_path_supports(256, 4, 112, 160, "bf16")
-    assert not fast_path_supports(256, 4, 120, 128, "bf16")    # K rank not a multiple of 16
-    assert not fast_path_supports(128, 4, 128, 128, "bf16")    # head dim
-    assert not fast_path_supports(256, 4, 128, 128, "int8")    # a cache it does not read
+    assert not fast_path_supports(256, 4, 120, 128, "bf16")  # K rank not a multiple of 16
+    assert not fast_path_supports(128, 4, 128, 128, "bf16")  # head dim
+    assert not fast_path_supports(256, 4, 128, 128, "int8")  # a cache it does not read
     assert not fast_path_supports(256, 4, 128, 128, "int4:group=32")

@@ -1,6 +1,7 @@
 """Qwen2 (the Llama block with Q/K/V biases) on tiny random models: the biases matter, and
 every method, the convert pipeline, sink tokens and the cached decode paths carry them
 (k = W x + b). The forward itself is checked against transformers in test_loaders.py."""
+
 import pytest
 import torch
 
@@ -34,8 +35,10 @@ def test_exact_conversions_keep_the_biases_and_round_trip(tmp_path, sink):
     ck = tiny_ckpt("qwen2")
     ref = logp(build_model(ck))
     model = build_model(ck)
-    rec = recipe([{"select": "all", "k": {"method": "identity"},
-                   "v": {"method": "activation_svd", "rank": ck.config.kv_size}}], sink_tokens=sink)
+    rec = recipe(
+        [{"select": "all", "k": {"method": "identity"}, "v": {"method": "activation_svd", "rank": ck.config.kv_size}}],
+        sink_tokens=sink,
+    )
     res, tensors = convert(ck, model, rec, **QUIET)
     assert all(lay.sink == sink for lay in res.layouts)
     assert (logp(model) - ref).abs().max() < 1e-4
@@ -80,8 +83,15 @@ def test_every_method_adds_the_original_bias(name):
 
 
 def test_hf_config_with_sliding_window_layers_is_refused():
-    d = {"model_type": "qwen2", "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2,
-         "vocab_size": 97, "intermediate_size": 48, "use_sliding_window": True}
+    d = {
+        "model_type": "qwen2",
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "vocab_size": 97,
+        "intermediate_size": 48,
+        "use_sliding_window": True,
+    }
     with pytest.raises(TPAError, match="use_sliding_window"):
         config_from_hf(d, "config.json")
     d["use_sliding_window"] = False

@@ -3,6 +3,7 @@ on its real weights: the tokenizer equals transformers' Qwen2Tokenizer on the fi
 vocabulary and merges, Qwen2 adds no BOS, and exact conversions stay exact (the biases
 survive identity K and a full-rank latent V with an exact sink token).
 The forward pass vs transformers is in test_reference_real.py."""
+
 import pytest
 import torch
 
@@ -29,6 +30,7 @@ def qwen():
 def test_tokenizer_matches_transformers_and_adds_no_bos(qwen):
     transformers = pytest.importorskip("transformers")
     from tpa_compress.load.gguf_reader import GGUFFile
+
     r = GGUFFile(qwen.path)
     tokens = r.fields["tokenizer.ggml.tokens"].contents()
     merges = [tuple(m.split(" ", 1)) for m in r.fields["tokenizer.ggml.merges"].contents()]
@@ -48,8 +50,10 @@ def test_exact_conversion_keeps_the_biases(qwen):
     ids = torch.tensor([qwen.tokenizer.encode(read_texts(default_eval_files()))[:96]])
     with torch.no_grad():
         ref = model.logits(model(ids)).log_softmax(-1)
-    rec = recipe([{"select": "all", "k": {"method": "identity"},
-                   "v": {"method": "activation_svd", "rank": cfg.kv_size}}], sink_tokens=1)
+    rec = recipe(
+        [{"select": "all", "k": {"method": "identity"}, "v": {"method": "activation_svd", "rank": cfg.kv_size}}],
+        sink_tokens=1,
+    )
     rec.calibration.tokens, rec.calibration.seq_len, rec.calibration.heldout_tokens = 1024, 256, 256
     res, _ = convert(qwen, model, rec, eval_model=False, log=lambda m: None)
     assert all(lay.k.kind == "tpa_fixed" and lay.v.kind == "latent" and lay.sink == 1 for lay in res.layouts)

@@ -1,4 +1,5 @@
 """Every shipped recipe parses and applies to both families."""
+
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_shipped_recipe_validates(path):
     rec = load_recipe(path)
-    smollm = tiny_config("llama", hidden_size=576, num_heads=9, num_kv_heads=3, head_dim=64,
-                         num_layers=30, intermediate_size=1536)
+    smollm = tiny_config(
+        "llama", hidden_size=576, num_heads=9, num_kv_heads=3, head_dim=64, num_layers=30, intermediate_size=1536
+    )
     for cfg in (variant_config("270m"), variant_config("1b"), smollm):
         validate_for_model(rec, cfg)
         assert any(rec.rules_for(cfg, i) for i in range(cfg.num_layers))
@@ -36,11 +38,14 @@ def test_recipe_file_errors(tmp_path):
         load_recipe(bad)
 
 
-@pytest.mark.parametrize("select, message", [
-    ('{layers: "50-60"}', r"layers\[0\]\.select\.layers names layer 50\.\.60; this model has 18 layers"),
-    ('{layers: "0-99"}', r"names layer 18\.\.99; this model has 18 layers \(valid: 0\.\.17\)"),
-    ('{pattern: "9?"}', r"layers\[0\]\.select\.pattern '9\?' matches no layer"),
-])
+@pytest.mark.parametrize(
+    "select, message",
+    [
+        ('{layers: "50-60"}', r"layers\[0\]\.select\.layers names layer 50\.\.60; this model has 18 layers"),
+        ('{layers: "0-99"}', r"names layer 18\.\.99; this model has 18 layers \(valid: 0\.\.17\)"),
+        ('{pattern: "9?"}', r"layers\[0\]\.select\.pattern '9\?' matches no layer"),
+    ],
+)
 def test_selector_that_misses_the_model_is_an_error(tmp_path, select, message):
     f = tmp_path / "r.yaml"
     f.write_text(f"layers:\n  - select: {select}\n    v: {{method: activation_svd, rank: 64}}\n")

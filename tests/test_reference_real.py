@@ -5,6 +5,7 @@ window, so sliding layers are exercised; 256 for the larger Qwen2 models, all gl
 max |Δ log-prob| < 1e-3, and greedy 32-token continuations identical. transformers is the
 independent reference: it dequantizes and maps the GGUF itself (`gguf_file=`).
 """
+
 import os
 
 import pytest
@@ -16,10 +17,13 @@ from tpa_compress.load.default import gemma3_270m_path, smollm2_path, split_mode
 from tpa_compress.models import build_model
 
 pytestmark = pytest.mark.real
-MODELS = {"gemma3-270m": gemma3_270m_path, "smollm2-135m": smollm2_path,
-          # Qwen2 (Q/K/V biases, 2 KV heads); the 1.5B is opt-in (`make install-qwen-1.5b`)
-          "qwen2.5-coder-0.5b": lambda: split_model_path("qwen2.5-coder-0.5b"),
-          "qwen2.5-coder-1.5b": lambda: split_model_path("qwen2.5-coder-1.5b")}
+MODELS = {
+    "gemma3-270m": gemma3_270m_path,
+    "smollm2-135m": smollm2_path,
+    # Qwen2 (Q/K/V biases, 2 KV heads); the 1.5B is opt-in (`make install-qwen-1.5b`)
+    "qwen2.5-coder-0.5b": lambda: split_model_path("qwen2.5-coder-0.5b"),
+    "qwen2.5-coder-1.5b": lambda: split_model_path("qwen2.5-coder-1.5b"),
+}
 LOGPROB_TOKENS = {"qwen2.5-coder-0.5b": 256, "qwen2.5-coder-1.5b": 256}  # else 600
 
 
@@ -62,6 +66,7 @@ def test_greedy_continuation_matches_transformers(pair):
     for _ in range(32):
         nxt = ours.logits(ours(seq)[:, -1]).argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], dim=1)
-    ref = theirs.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32,
-                          do_sample=False, min_new_tokens=32)
-    assert seq[0, ids.shape[1]:].tolist() == ref[0, ids.shape[1]:].tolist()
+    ref = theirs.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False, min_new_tokens=32
+    )
+    assert seq[0, ids.shape[1] :].tolist() == ref[0, ids.shape[1] :].tolist()

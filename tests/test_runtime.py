@@ -4,6 +4,7 @@ Tiny random models (fp32, CPU). Greedy generation is checked token by token agai
 the reference forward of each sequence alone (no padding), and the logits of every
 generated position must agree, so a wrong mask, position, ring slot or rebuild shows.
 """
+
 import pytest
 import torch
 
@@ -50,7 +51,7 @@ def check_against_reference(model, prompts, new=10, runner=None):
         with torch.no_grad():
             ref_logits = model.logits(model(seq))[0]
         # the token after position j of the prompt+generated sequence
-        ref_next = ref_logits[len(p) - 1: len(p) - 1 + new].argmax(-1).tolist()
+        ref_next = ref_logits[len(p) - 1 : len(p) - 1 + new].argmax(-1).tolist()
         assert gen == ref_next
     return runner, res
 
@@ -96,9 +97,9 @@ def test_cached_logits_match_reference_each_step():
     for _ in range(6):
         r.step(p)
         got.append(r.last_logits[0].clone())
-    seq = r.ids[:, :len(prompt) + 7]
+    seq = r.ids[:, : len(prompt) + 7]
     with torch.no_grad():
-        ref = model.logits(model(seq))[0, len(prompt) - 1: len(prompt) + 6]
+        ref = model.logits(model(seq))[0, len(prompt) - 1 : len(prompt) + 6]
     assert (torch.stack(got) - ref).abs().max() < 1e-4
     assert int(r.col) == len(prompt) + 6
 
@@ -107,10 +108,14 @@ def test_cached_logits_match_reference_each_step():
 def test_identity_conversion_generates_as_original(family):
     ck, model = tiny_model(family)
     ref_model = build_model(ck)
-    rec = parse_recipe({"calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
-                        "eval": {"seq_len": 32, "max_windows": 1},
-                        "layers": [{"select": "all", "k": {"method": "identity"},
-                                    "v": {"method": "identity"}}]}, "t.yaml")
+    rec = parse_recipe(
+        {
+            "calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
+            "eval": {"seq_len": 32, "max_windows": 1},
+            "layers": [{"select": "all", "k": {"method": "identity"}, "v": {"method": "identity"}}],
+        },
+        "t.yaml",
+    )
     convert(ck, model, rec, eval_model=False, log=lambda m: None)
     assert type(model.layers[0].self_attn.k_proj).__name__ == "TPAFixedProj"
     prompts = prompts_of([9, 17], seed=4)
@@ -139,18 +144,20 @@ def test_sampling_is_seeded_and_respects_top_k():
     for _ in range(2):
         torch.manual_seed(5)
         r = Runner(model, 2, 20)
-        outs.append(r.generate(prompts, 8, SamplingParams(temperature=1.0, top_k=1),
-                               stop_at_eos=False).tokens)
+        outs.append(r.generate(prompts, 8, SamplingParams(temperature=1.0, top_k=1), stop_at_eos=False).tokens)
     greedy = Runner(model, 2, 20).generate(prompts, 8, stop_at_eos=False).tokens
     assert outs[0] == outs[1] == greedy  # top-k 1 is greedy whatever the seed
 
 
-@pytest.mark.parametrize("kw,needle", [
-    (dict(temperature=-1.0), "--temperature -1.0"),
-    (dict(top_p=0.0), "--top-p 0.0"),
-    (dict(top_p=1.5), "--top-p 1.5"),
-    (dict(top_k=-2), "--top-k -2"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        (dict(temperature=-1.0), "--temperature -1.0"),
+        (dict(top_p=0.0), "--top-p 0.0"),
+        (dict(top_p=1.5), "--top-p 1.5"),
+        (dict(top_k=-2), "--top-k -2"),
+    ],
+)
 def test_invalid_sampling(kw, needle):
     with pytest.raises(TPAError, match=needle):
         SamplingParams(**kw)
@@ -179,6 +186,7 @@ def test_fused_projection_path_equals_reference(kind):
 def test_direct_decode_path_for_long_full_caches(monkeypatch):
     """Above SDPA_MAX_KEYS the full-K caches use plain matmuls over the whole cache."""
     import tpa_compress.runtime.backends.sdpa as sdpa
+
     monkeypatch.setattr(sdpa, "SDPA_MAX_KEYS", 4)
     for kind in ("original", "latent_v_only"):
         _, model = tiny_model("gemma3")
@@ -187,14 +195,17 @@ def test_direct_decode_path_for_long_full_caches(monkeypatch):
         assert all(p.attention == "direct" for p in r.plan)
 
 
-@pytest.mark.parametrize("family,cache_dtype,written", [("gemma3", "fp32", False), ("gemma3", "bf16", True),
-                                                         ("gemma3", "int8", False), ("llama", "fp32", False)])
+@pytest.mark.parametrize(
+    "family,cache_dtype,written",
+    [("gemma3", "fp32", False), ("gemma3", "bf16", True), ("gemma3", "int8", False), ("llama", "fp32", False)],
+)
 def test_latent_k_caches_its_norm_factors(family, cache_dtype, written):
     """A latent K with QK-norm keeps each entry's 1 / rms(U z + b) beside z (layout k_scale),
     from z as stored (int8: dequantized); priced by the layout; none without QK-norm.
     written: through the compiled decode step's entries function (run eagerly here)."""
     from tpa_compress.layout import LayerLayout
     from tpa_compress.runtime.cache import dequantize
+
     _, model = tiny_model(family, sliding_window=16)
     install(model, [2, 5], *LAYOUTS["latent_kv"])
     prompts = prompts_of([9, 17, 4], seed=2)
@@ -217,8 +228,12 @@ def test_latent_k_caches_its_norm_factors(family, cache_dtype, written):
         assert torch.allclose(lc.ks[:, :n].double(), want, rtol=1e-5)
     with pytest.raises(TPAError, match="k_scale"):
         LayerLayout(Component("full", N_KV, D), Component("full", N_KV, D), k_scale=True)
-    assert LayerLayout.from_dict({"k": {"kind": "full", "heads": 1, "dim": 4},
-                                  "v": {"kind": "full", "heads": 1, "dim": 4}}).k_scale is False
+    assert (
+        LayerLayout.from_dict(
+            {"k": {"kind": "full", "heads": 1, "dim": 4}, "v": {"kind": "full", "heads": 1, "dim": 4}}
+        ).k_scale
+        is False
+    )
 
 
 @pytest.mark.parametrize("kv", [1, 2])
@@ -229,6 +244,7 @@ def test_norm_factors_from_the_gram_diagonal(kv):
     from types import SimpleNamespace as NS
 
     from tpa_compress.runtime.attention import key_scale_terms, key_scales
+
     g = torch.Generator().manual_seed(0)
     r, d = 64, 256
     z = torch.randn(2, 300, r, generator=g) * 2
@@ -255,15 +271,24 @@ def test_recipe_can_turn_the_norm_factors_off():
     default caches them, priced. A value that is not a boolean is a one-line error."""
     from tpa_compress.layout import layouts_to_config
     from tpa_compress.methods.layers import install_layouts, layout_of_model
-    base = {"calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
-            "eval": {"seq_len": 32, "max_windows": 1},
-            "layers": [{"select": "all", "k": {"method": "activation_svd", "rank": 4},
-                        "v": {"method": "activation_svd", "rank": 4}}]}
+
+    base = {
+        "calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 32},
+        "eval": {"seq_len": 32, "max_windows": 1},
+        "layers": [
+            {
+                "select": "all",
+                "k": {"method": "activation_svd", "rank": 4},
+                "v": {"method": "activation_svd", "rank": 4},
+            }
+        ],
+    }
     per_token = {}
     for on in (True, False):
         ck, model = tiny_model("gemma3")
-        res, _ = convert(ck, model, parse_recipe({**base, "k_scale": on}, "t.yaml"), eval_model=False,
-                         log=lambda m: None)
+        res, _ = convert(
+            ck, model, parse_recipe({**base, "k_scale": on}, "t.yaml"), eval_model=False, log=lambda m: None
+        )
         assert [lay.k_scale for lay in res.layouts] == [on] * len(res.layouts)
         assert [lay.k_scale for lay in layout_of_model(model)] == [on] * len(res.layouts)
         per_token[on] = sum(lay.bytes_per_token() for lay in res.layouts)

@@ -3,6 +3,7 @@ device's default plan (on CUDA: compiled step, fused entries, torch attention ba
 no CUDA graph, since a grouped cache appends on the host) gives the logits of the
 simulated cache (evaluate/simulate.py) teacher-forced on the runner's own tokens.
 CPU by default; TPA_TEST_DEVICE=cuda runs it on the GPU against the CPU simulation."""
+
 import copy
 
 import pytest
@@ -25,7 +26,7 @@ def test_grouped_cache_decodes_on_the_device_as_simulated(kind, spec):
     r = Runner(model.to(DEVICE), 1, 13 + 9, cache_dtype=spec)
     assert not r.use_graph and all(p.attention in ("sdpa", "direct", "tiles") for p in r.plan)
     got, r = step_logits(r, prompt, 9)
-    seq = r.ids[:, :13 + 8].cpu()
+    seq = r.ids[:, : 13 + 8].cpu()
     with torch.no_grad(), simulated_cache(ref, spec, prefill=13):
         want = ref.logits(ref(seq))[:, 12:]
     assert (got.cpu() - want).abs().max().item() < 1e-4 * want.abs().max().item()
@@ -39,8 +40,7 @@ def test_grouped_cache_bf16_model_on_the_device():
     ref = copy.deepcopy(model)
     prompts = prompts_of([20, 20, 20], seed=1)  # unpadded: the simulation reads r.ids as they are
     spec = "int4:group=4,recent=2"
-    got, r = step_logits(Runner(copy.deepcopy(model).to(DEVICE, torch.bfloat16), 3, 28, cache_dtype=spec),
-                         prompts, 8)
+    got, r = step_logits(Runner(copy.deepcopy(model).to(DEVICE, torch.bfloat16), 3, 28, cache_dtype=spec), prompts, 8)
     assert torch.isfinite(got).all()
     seq = r.ids[:, :27].cpu()
     with torch.no_grad(), simulated_cache(ref, spec, prefill=20):

@@ -5,6 +5,7 @@ Runs on CUDA (pytest --device cuda, the GPU machine) or, where triton is install
 there is no GPU, in triton's CPU interpreter; skipped where triton is absent (the CPU
 venv: the runner then never takes this path).
 """
+
 import math
 import re
 import shutil
@@ -74,14 +75,17 @@ def test_kernel_latent_k_slices_in_a_loop(family, layer, sink, ds, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
-@pytest.mark.parametrize("layer,sink,ds_dynamic,orthonormal", [
-    (5, 1, False, "blocks"), (0, 2, True, "blocks"), (5, 1, False, "blocks, bias off the span")])
+@pytest.mark.parametrize(
+    "layer,sink,ds_dynamic,orthonormal",
+    [(5, 1, False, "blocks"), (0, 2, True, "blocks"), (5, 1, False, "blocks, bias off the span")],
+)
 def test_kernel_norm_from_latent(layer, sink, ds_dynamic, orthonormal, dtype):
     """A latent K whose per-head basis is orthonormal (per_head_svd's blocks here): the
     kernel takes the QK-norm's sum of squares from z, and matches the torch tiles; with
     the bias off the basis' span (activation_svd's form) the shift e is 0 and skipped."""
-    kern = kernel_vs_tiles("gemma3", layer, sink, "latent", "latent", dtype, orthonormal=orthonormal,
-                           ds_dynamic=ds_dynamic)
+    kern = kernel_vs_tiles(
+        "gemma3", layer, sink, "latent", "latent", dtype, orthonormal=orthonormal, ds_dynamic=ds_dynamic
+    )
     assert kern.norm_z
     if dtype == torch.float32:  # in bf16 the rounded U^T b is no longer 0: e stays, exact anyway
         assert kern.has_e == ("off" not in orthonormal)
@@ -107,8 +111,24 @@ def test_norm_from_latent_refuses_a_non_diagonal_gram():
     assert torch.allclose(bw, torch.full((64,), 2.0))
 
 
-def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=False, d=64, rk=24, rv=20,
-                    heads=4, t=150, k_scale=False, wslot=None, **options):
+def kernel_vs_tiles(
+    family,
+    layer,
+    sink,
+    kk,
+    vk,
+    dtype,
+    quant=None,
+    orthonormal=False,
+    d=64,
+    rk=24,
+    rv=20,
+    heads=4,
+    t=150,
+    k_scale=False,
+    wslot=None,
+    **options,
+):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
     keys than one chunk (several partial states to combine); t cache slots (from 700 the
@@ -167,23 +187,34 @@ def kernel_vs_tiles(family, layer, sink, kk, vk, dtype, quant=None, orthonormal=
         vc[:, wslot] = 20 * torch.randn(vc[:, wslot].shape, generator=g).to(DEVICE, dtype)
         k_pos[:, wslot] = q_pos[:, 0].int()
         ksc = A.key_scales(kc, A.key_scale_terms(attn)) if k_scale else None
-        got = kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc,
-                   wslot=torch.tensor([wslot], device=DEVICE))
+        got = kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc, wslot=torch.tensor([wslot], device=DEVICE))
         assert torch.equal(got, kern(q, kc, vc, k_pos, q_pos, tile, scale, k_scale=ksc))
     if quant:
         kc, vc = dequantize_kv(kc, vc, scale, dtype)
     ref_attn = attn if dtype == torch.float32 else attn.float()
     with torch.no_grad():
-        ref = A.attend_tiles(ref_attn, lay, q.float(), q_pos, [(kc.float(), vc.float(), k_pos)],
-                             sink=None if tile is None else tuple(x.float() for x in tile))
+        ref = A.attend_tiles(
+            ref_attn,
+            lay,
+            q.float(),
+            q_pos,
+            [(kc.float(), vc.float(), k_pos)],
+            sink=None if tile is None else tuple(x.float() for x in tile),
+        )
     ref = ref.transpose(1, 2).reshape(b, 1, -1)
     tol = 2e-4 if dtype == torch.float32 else 0.03 * ref.abs().max().item()
     assert (got.float() - ref).abs().max().item() < tol
     return kern
 
 
-CASES = [("gemma3", "latent_kv", 2), ("gemma3", "latent_k_only", 0), ("llama", "latent_kv", 1),
-         ("llama", "latent_k_only", 2), ("gemma3", "latent_v_only", 1), ("gemma3", "original", 0)]
+CASES = [
+    ("gemma3", "latent_kv", 2),
+    ("gemma3", "latent_k_only", 0),
+    ("llama", "latent_kv", 1),
+    ("llama", "latent_k_only", 2),
+    ("gemma3", "latent_v_only", 1),
+    ("gemma3", "original", 0),
+]
 
 
 @pytest.mark.parametrize("family,kind,sink", CASES)
@@ -235,7 +266,7 @@ def test_kernel_decode_path_norm_from_latent(family, sink, entries):
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for blk in model.layers:
-            up = blk.self_attn.k_proj.up.weight                  # (2 * 16, 12)
+            up = blk.self_attn.k_proj.up.weight  # (2 * 16, 12)
             up.copy_(orthonormal_blocks(2, 16, 12, g).to(up.dtype))
     prompts = prompts_of([13, 1, 20])
     r = runner_for(model, prompts, 10, attention="cuda", entries="kernel" if entries else None)
@@ -255,8 +286,13 @@ def test_cuda_kernel_choice_and_sources(monkeypatch):
     monkeypatch.setattr(cuda_decode, "hopper", lambda *a: True)
     assert [cuda_decode.kind_for(rv) for rv in (16, 96, 128, 256)] == ["wg", "wg", "wg", "tile"]
     # V above 128 where the buffers fit (K 112 with V 160, K 64 with V 256), else tile
-    assert [cuda_decode.kind_for(rv, rk) for rk, rv in ((112, 160), (128, 144), (96, 192), (96, 208), (64, 256))] == \
-        ["wg", "tile", "wg", "tile", "wg"]
+    assert [cuda_decode.kind_for(rv, rk) for rk, rv in ((112, 160), (128, 144), (96, 192), (96, 208), (64, 256))] == [
+        "wg",
+        "tile",
+        "wg",
+        "tile",
+        "wg",
+    ]
     assert cuda_decode.block_for(128, 128, 4, 100) == 128
     monkeypatch.setattr(cuda_decode, "hopper", lambda *a: False)
     assert cuda_decode.kind_for(128) == "warp"
@@ -278,8 +314,11 @@ def test_cuda_kernel_sources_compile(kind, rk, rv, tmp_path):
     src = cuda_decode.source(rk, rv, 4, 1, 128, 8, kind, 4, False, wg, (rk + rv, rk + rv) if wg else (0, 0))
     f = tmp_path / f"{kind}.cu"
     f.write_text(src)
-    out = subprocess.run(["nvcc", "-std=c++17", f"-arch=sm_90{'a' if wg else ''}", "-cubin", str(f),
-                          "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
+    out = subprocess.run(
+        ["nvcc", "-std=c++17", f"-arch=sm_90{'a' if wg else ''}", "-cubin", str(f), "-o", str(tmp_path / "k.cubin")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
 
 
@@ -309,12 +348,12 @@ def test_wg_images_are_what_the_prologue_wrote(rk, kv):
             for kb8 in range(rk // 8):
                 dst = (tid >> 3) * sbou + kb8 * 128 + (tid & 7) * 16
                 src = ((h * d + tid) * rk + kb8 * 8) * 2
-                want[dst:dst + 16] = raw[src:src + 16]
+                want[dst : dst + 16] = raw[src : src + 16]
             bf = bias[h * d + tid].item()
             hi = torch.tensor(bf).to(torch.bfloat16)
             lo = torch.tensor(bf - hi.float().item()).to(torch.bfloat16)
             row = (tid >> 3) * sbou + (rk // 8) * 128 + (tid & 7) * 16
-            want[row:row + 4] = hi.view(torch.int16).numpy().tobytes() + lo.view(torch.int16).numpy().tobytes()
+            want[row : row + 4] = hi.view(torch.int16).numpy().tobytes() + lo.view(torch.int16).numpy().tobytes()
         assert bytes(img[h].numpy()) == bytes(want)
     inv = torch.tensor(1.0 / rscale, dtype=torch.float32)
     h2 = lambda a, b: torch.tensor([a, b], dtype=torch.float32).to(torch.float16).numpy().tobytes()  # noqa: E731
@@ -323,7 +362,7 @@ def test_wg_images_are_what_the_prologue_wrote(rk, kv):
         f0, f1 = (invf[2 * i] * inv).item(), (invf[2 * i + 1] * inv).item()
         want += struct.pack("<ff", f0, f1) + h2(math.cos(8 * f0), math.cos(8 * f1))
         want += h2(math.sin(8 * f0), math.sin(8 * f1))
-    for o in range(8):   # to[o][pr2] = (packh(cos o f0, cos o f1), packh(sin .., sin ..)); rows of 68
+    for o in range(8):  # to[o][pr2] = (packh(cos o f0, cos o f1), packh(sin .., sin ..)); rows of 68
         for pr2 in range(68):
             if pr2 >= 64:
                 want += bytes(8)
@@ -341,9 +380,16 @@ def test_wg_images_are_what_the_prologue_wrote(rk, kv):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32] + ([torch.bfloat16] if GPU else []))
-@pytest.mark.parametrize("kk,vk,ortho", [("full", "full", False), ("latent", "latent", True),
-                                         ("latent", "full", True), ("full", "latent", False),
-                                         ("latent", "latent", False)])
+@pytest.mark.parametrize(
+    "kk,vk,ortho",
+    [
+        ("full", "full", False),
+        ("latent", "latent", True),
+        ("latent", "full", True),
+        ("full", "latent", False),
+        ("latent", "latent", False),
+    ],
+)
 @pytest.mark.parametrize("family", ["gemma3", "llama"])
 def test_entries_kernel_equals_compiled_entries(family, kk, vk, ortho, dtype):
     """One Triton kernel after the Q/K/V matmul (entries_kernel.py) gives the q, the cache row
@@ -351,6 +397,7 @@ def test_entries_kernel_equals_compiled_entries(family, kk, vk, ortho, dtype):
     replaces), at the step's slot and nowhere else; a latent K whose norm factors need U
     (not the "diag" form) is not served."""
     from tpa_compress.runtime.entries_kernel import EntriesKernel
+
     d, b, cap, slot = 64, 3, 9, 5
     cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=4)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
@@ -400,28 +447,33 @@ def test_gemv_equals_torch_matmul(n, k, rows):
     """The decode step's matmul for a row or two (gemv.py) vs torch's, bf16 on the GPU;
     more rows than gemv.MAX_ROWS go to torch's."""
     from tpa_compress.runtime import gemv
+
     g = torch.Generator().manual_seed(n + k)
     dtype = torch.bfloat16 if GPU else torch.float32
     x = torch.randn(rows, 1, k, generator=g).to(DEVICE, dtype)
-    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(DEVICE, dtype)
+    w = (torch.randn(n, k, generator=g) / k**0.5).to(DEVICE, dtype)
     got = gemv.gemv(x, w)
-    want = (x.float() @ w.float().T)
+    want = x.float() @ w.float().T
     assert got.shape == (rows, 1, n) and got.dtype == dtype
     assert (got.float() - want).abs().max() < (2e-2 if GPU else 1e-5)
     bn, k1, k2 = gemv.tiles(n, k, 132)
     assert bn * 132 <= max(n, 132) and k1 + k2 >= k > k1 - (k2 == 0)  # a wave covers the SMs; W's rows whole
 
 
-
 def test_gemv_serves_few_rows_and_the_shapes_it_wins_on(monkeypatch):
     """gemv.linear: the kernel for at most MAX_ROWS rows and W within MAX_N x MAX_K (where it
     measured faster than cuBLAS), torch's matmul for anything else."""
     from tpa_compress.runtime import gemv
+
     took = []
     monkeypatch.setattr(gemv, "gemv", lambda x, w: took.append(w.shape) or torch.nn.functional.linear(x, w))
-    for rows, n, k, want in ((1, 640, 2048, True), (gemv.MAX_ROWS, 4096, 640, True),
-                             (gemv.MAX_ROWS + 1, 640, 64, False), (1, gemv.MAX_N + 1, 64, False),
-                             (1, 64, gemv.MAX_K + 1, False)):
+    for rows, n, k, want in (
+        (1, 640, 2048, True),
+        (gemv.MAX_ROWS, 4096, 640, True),
+        (gemv.MAX_ROWS + 1, 640, 64, False),
+        (1, gemv.MAX_N + 1, 64, False),
+        (1, 64, gemv.MAX_K + 1, False),
+    ):
         took.clear()
         gemv.linear(torch.ones(rows, 1, k), torch.ones(n, k))
         assert bool(took) == want, (rows, n, k)
@@ -445,10 +497,11 @@ def test_gemv_with_the_gated_activation_in_its_prologue(gelu, rows):
     """The down projection straight from the gate|up output (gemv.glu_linear) = the
     activation, the product and the matmul done apart (gemv.torch_glu_linear)."""
     from tpa_compress.runtime import gemv
+
     g = torch.Generator().manual_seed(rows)
     dtype = torch.bfloat16 if GPU else torch.float32
     gu = (2 * torch.randn(rows, 1, 2 * 2048, generator=g)).to(DEVICE, dtype)
-    w = (torch.randn(640, 2048, generator=g) / 2048 ** 0.5).to(DEVICE, dtype)
+    w = (torch.randn(640, 2048, generator=g) / 2048**0.5).to(DEVICE, dtype)
     got, want = gemv.glu_linear(gu, w, gelu), gemv.torch_glu_linear(gu, w, gelu)
     assert got.shape == want.shape == (rows, 1, 640)
     assert (got.float() - want.float()).abs().max() < (3e-2 if GPU else 1e-5)

@@ -5,6 +5,7 @@ logits of an fp32-cache runner whose writes are quantized and dequantized on the
 (the same numbers, stored wide). Against the unquantized reference the error is only
 bounded, and the allocated bytes must be `cache_bytes`' prediction.
 """
+
 import functools
 
 import pytest
@@ -35,8 +36,8 @@ def test_quantize_round_trip(name):
     else:
         assert sc is None
         back = dequantize(qz, None, torch.float32)
-        big = x.abs() > 2.0 ** -6  # e4m3 normals: 3 mantissa bits
-        assert ((back - x).abs()[big] <= x.abs()[big] * 2.0 ** -4).all()
+        big = x.abs() > 2.0**-6  # e4m3 normals: 3 mantissa bits
+        assert ((back - x).abs()[big] <= x.abs()[big] * 2.0**-4).all()
     assert torch.isfinite(back).all() and (back[1, 2] == 0).all()
 
 
@@ -46,12 +47,12 @@ def fake_quant_runner(model, prompts, new, name, monkeypatch):
 
     def write_kv(self, slots, kv):
         qz, sc = quantize(kv, name, self.nk)
-        kv = torch.cat(dequantize_kv(qz[..., :self.nk], qz[..., self.nk:], sc, torch.float32), -1)
+        kv = torch.cat(dequantize_kv(qz[..., : self.nk], qz[..., self.nk :], sc, torch.float32), -1)
         real(self, slots, kv)
+
     monkeypatch.setattr(cache_mod.LayerCache, "write_kv", write_kv)
     try:
-        return step_logits(Runner(model, len(prompts), max(map(len, prompts)) + new, cache_dtype="fp32"),
-                           prompts, new)
+        return step_logits(Runner(model, len(prompts), max(map(len, prompts)) + new, cache_dtype="fp32"), prompts, new)
     finally:
         monkeypatch.setattr(cache_mod.LayerCache, "write_kv", real)
 
@@ -88,6 +89,7 @@ def test_one_byte_cache_is_exactly_fake_quantization(kind, name, monkeypatch):
 @pytest.mark.parametrize("name", QUANT)
 def test_one_byte_cache_with_sink_tokens(name, monkeypatch):
     from test_runtime_sink import sink_model
+
     model = sink_model("gemma3", "latent_kv", 1)
     prompts = prompts_of([13, 1, 20])
     want, _ = fake_quant_runner(model, prompts, 8, name, monkeypatch)
@@ -122,6 +124,7 @@ def test_perplexity_through_the_cache(kind):
     a one-byte cache scores a little differently."""
     from tpa_compress.evaluate.cached import cached_perplexity
     from tpa_compress.evaluate.perplexity import perplexity
+
     _, model = tiny_model("gemma3")
     install(model, range(model.cfg.num_layers), *LAYOUTS[kind])
     windows = torch.tensor(prompts_of([24, 24, 24], seed=2))  # window 8 < 24: the ring wraps
@@ -135,5 +138,6 @@ def test_perplexity_through_the_cache(kind):
 
 def test_eval_cache_dtype_is_checked(cli_run):
     from checks import assert_one_line_error
+
     code, _, err = cli_run("eval", "--cache-dtype", "int5")
     assert_one_line_error(code, err, "--cache-dtype 'int5'", "valid: fp32, bf16, fp16, fp8, int8, int4")

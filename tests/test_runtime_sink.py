@@ -7,6 +7,7 @@ position from the factorized cache, or missed it, or saw it twice, gets other lo
 CPU by default; pytest --device cuda runs the same checks through the CUDA-graph decode
 (the benchmark run on the GPU machine does).
 """
+
 import pytest
 import torch
 
@@ -72,7 +73,7 @@ def greedy_steps(runner, prompts, new):
         runner.step(p)
         got.append(runner.last_logits.clone())
     longest = max(map(len, prompts))
-    return torch.stack(got, 1), runner.ids[:, longest:longest + new].tolist()
+    return torch.stack(got, 1), runner.ids[:, longest : longest + new].tolist()
 
 
 def check_steps(model, prompts, new, runner):
@@ -82,7 +83,7 @@ def check_steps(model, prompts, new, runner):
     for b, pr in enumerate(prompts):
         with torch.no_grad():
             ref = model.logits(model(torch.tensor([pr + gen[b]], device=DEVICE)))[0]
-        ref = ref[len(pr) - 1: len(pr) - 1 + new]
+        ref = ref[len(pr) - 1 : len(pr) - 1 + new]
         assert gen[b] == ref.argmax(-1).tolist()
         err = (got[b].float() - ref).abs().max().item()
         assert err < TOL, (b, err)
@@ -124,6 +125,7 @@ def test_fused_weights_decode_path(family, kind, written):
     written: the entries function writes the cache itself (and a latent K's norm factors);
     "kernel": the Triton entries kernel does (entries_kernel.py), where it serves the layer."""
     from tpa_compress.runtime import kernels
+
     if written == "kernel" and not kernels.available():
         pytest.skip("triton is not installed")
     # the kernel in the interpreter off the GPU: two layers (its time is per layer)
@@ -133,7 +135,9 @@ def test_fused_weights_decode_path(family, kind, written):
     r = runner_for(model, prompts, 10, entries={False: "fused", True: "written", "kernel": "kernel"}[written])
     assert r.w_gu is not None and {p.entries for p in r.plan} <= {"kernel", "written", "fused"}
     if written == "kernel":  # all but a random latent K basis with QK-norm (its norm factors need U)
-        assert sorted(r.entry_kernels) == ([] if kind == "latent_kv" and family == "gemma3" else list(range(model.cfg.num_layers)))
+        assert sorted(r.entry_kernels) == (
+            [] if kind == "latent_kv" and family == "gemma3" else list(range(model.cfg.num_layers))
+        )
     check_steps(model, prompts, 10, r)
 
 
@@ -141,8 +145,9 @@ def test_converted_with_sink_generates_as_reference():
     """A real conversion (activation SVD rank 4, recipe sink_tokens 2), not random factors."""
     ck = tiny_ckpt("gemma3")
     model = build_model(ck)
-    layers = [{"select": "all", "k": {"method": "activation_svd", "rank": 4},
-               "v": {"method": "activation_svd", "rank": 4}}]
+    layers = [
+        {"select": "all", "k": {"method": "activation_svd", "rank": 4}, "v": {"method": "activation_svd", "rank": 4}}
+    ]
     res, _ = convert(ck, model, recipe(layers, sink_tokens=2), eval_model=False, log=lambda m: None)
     assert all(lay.sink == 2 for lay in res.layouts)
     model = model.to(DEVICE)

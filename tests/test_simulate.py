@@ -1,5 +1,6 @@
 """The simulated cache (evaluate/simulate.py) scores exactly what teacher-forced decoding
 through the runtime cache scores, for every layout kind, with and without exact sinks."""
+
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ KINDS = ["original", "latent_kv", "tpa_fixed", "tpa_contextual"]
 def model_of(kind, sink=0):
     if sink:
         from test_runtime_sink import sink_model
+
         return sink_model("gemma3", kind, sink)
     _, model = tiny_model("gemma3")
     return install(model, range(model.cfg.num_layers), *LAYOUTS[kind])
@@ -58,14 +60,21 @@ def test_simulation_is_removed_afterwards():
 
 def test_eval_cache_path_is_checked(cli_run):
     from checks import assert_one_line_error
+
     code, _, err = cli_run("eval", "--cache-dtype", "int4", "--cache-path", "fast")
     assert_one_line_error(code, err, "--cache-path 'fast'", "valid: simulate, decode")
     code, _, err = cli_run("eval", "--cache-dtype", "int4:recent=-2")
     assert_one_line_error(code, err, "--cache-dtype 'int4:recent=-2'", "recent -2 is not valid")
 
 
-GROUPED = ["int4:group=4,recent=0", "int4:group=4,recent=3", "int3:group=2,recent=5,rotate=hadamard",
-           "int2:group=8,recent=1,values=token", "int4:group=4,recent=0,sink=1", "int2:group=2,recent=1,sink=3"]
+GROUPED = [
+    "int4:group=4,recent=0",
+    "int4:group=4,recent=3",
+    "int3:group=2,recent=5,rotate=hadamard",
+    "int2:group=8,recent=1,values=token",
+    "int4:group=4,recent=0,sink=1",
+    "int2:group=2,recent=1,sink=3",
+]
 
 
 @pytest.mark.parametrize("spec", GROUPED)
@@ -96,6 +105,7 @@ def test_grouped_runtime_bytes_are_the_pricing(spec):
     from test_runtime_quant import step_logits
     from tpa_compress.layout import cache_bytes
     from tpa_compress.runtime import Runner
+
     model = model_of("original")  # K and V rows of 32 values: whole bytes at every width
     prompts = prompts_of([13, 5, 20])  # left-padded: pads stay out of the groups' ranges
     logits, r = step_logits(Runner(model, 3, 28, cache_dtype=spec), prompts, 8)
@@ -113,10 +123,11 @@ def test_long_prefill_then_decode_equals_the_simulation(kind, spec):
     the simulation's with `prefill` = the prompt length."""
     from test_runtime_quant import step_logits
     from tpa_compress.runtime import Runner
+
     model = model_of(kind)
     prompt = prompts_of([13], seed=4)
     got, r = step_logits(Runner(model, 1, 13 + 9, cache_dtype=spec), prompt, 9)
-    seq = r.ids[:, :13 + 8]
+    seq = r.ids[:, : 13 + 8]
     with torch.no_grad(), simulated_cache(model, spec, prefill=13):
         want = model.logits(model(seq))[:, 12:]
     assert (got - want).abs().max().item() < 1e-4 * want.abs().max().item()

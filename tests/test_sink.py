@@ -1,5 +1,6 @@
 """Exact sink tokens: the first `sink_tokens` positions of a converted layer keep the
 original K/V, in the reference forward, in the saved folder and in the cache price."""
+
 import pytest
 import torch
 
@@ -11,8 +12,7 @@ from tpa_compress.layout import Component, LayerLayout, cache_bytes
 from tpa_compress.load import load_model
 from tpa_compress.models import build_model
 
-LOSSY = [{"select": "all", "k": {"method": "activation_svd", "rank": 4},
-          "v": {"method": "activation_svd", "rank": 4}}]
+LOSSY = [{"select": "all", "k": {"method": "activation_svd", "rank": 4}, "v": {"method": "activation_svd", "rank": 4}}]
 
 
 def _kv_at(model, ids):

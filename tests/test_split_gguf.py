@@ -1,5 +1,6 @@
 """split_gguf: chunk packages joined in order, hash-checked, never imported; a missing
 part or a wrong hash is a one-line error naming the file (exit 2 through the CLI)."""
+
 import hashlib
 import sys
 
@@ -57,7 +58,8 @@ def test_hash_mismatch_keeps_no_file(parts):
 def test_cli_exit_2_on_a_mismatch(cli_run, parts, monkeypatch):
     tmp, _, spec, _ = parts
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "xdg"))
-    monkeypatch.setitem(default.SPLIT_MODELS, "qwen2.5-coder-0.5b",
-                        SplitGGUF("fake.gguf", "fakepart", "1.0", 3, "1" * 64, spec.size))
+    monkeypatch.setitem(
+        default.SPLIT_MODELS, "qwen2.5-coder-0.5b", SplitGGUF("fake.gguf", "fakepart", "1.0", 3, "1" * 64, spec.size)
+    )
     code, _, err = cli_run("eval", "qwen2.5-coder-0.5b")
     assert_one_line_error(code, err, "fake.gguf", "expected 1111")

@@ -1,5 +1,6 @@
 """The streaming converter (convert/stream.py) writes what the whole-model path writes,
 one layer at a time."""
+
 import gc
 import hashlib
 import json
@@ -59,20 +60,26 @@ def test_streaming_writes_what_the_whole_model_path_writes(tmp_path, family, nam
 
 
 def test_streaming_a_layer_subset_copies_the_layers_past_the_last(tmp_path):
-    rec = recipe([{"select": {"layers": "1,3"}, "k": RULES["activation_svd"], "v": RULES["identity"]}],
-                 sink_tokens=1)
+    rec = recipe([{"select": {"layers": "1,3"}, "k": RULES["activation_svd"], "v": RULES["identity"]}], sink_tokens=1)
     whole, stream = _both(tmp_path, "llama", rec)
     assert stream == whole
-    assert [r["k"]["method"] for r in stream[1]["layers"]] == ["keep", "activation_svd", "keep",
-                                                               "activation_svd", "keep", "keep"]
+    assert [r["k"]["method"] for r in stream[1]["layers"]] == [
+        "keep",
+        "activation_svd",
+        "keep",
+        "activation_svd",
+        "keep",
+        "keep",
+    ]
 
 
 def test_shards_reload_to_the_same_model(tmp_path):
     """Shards far smaller than the model: several files and an index, the same tensors."""
     rec = _recipe("activation_svd", "gemma3")
     S.convert_streaming(tiny_ckpt("gemma3"), rec, tmp_path / "one", force=False, log=lambda m: None)
-    S.convert_streaming(tiny_ckpt("gemma3"), rec, tmp_path / "many", force=False, log=lambda m: None,
-                        shard_bytes=20_000)
+    S.convert_streaming(
+        tiny_ckpt("gemma3"), rec, tmp_path / "many", force=False, log=lambda m: None, shard_bytes=20_000
+    )
     shards = sorted((tmp_path / "many").glob("model-*-of-*.safetensors"))
     assert len(shards) > 3 and (tmp_path / "many" / "model.safetensors.index.json").exists()
     assert not (tmp_path / "many" / "model.safetensors").exists()
@@ -95,6 +102,7 @@ def test_one_layer_on_the_device_at_a_time(monkeypatch, tmp_path):
             loaded.append(weakref.ref(block))
             whole.append(is_whole)
             return block
+
         return load
 
     monkeypatch.setattr(S, "load_block", spy(S.load_block, True))
@@ -106,11 +114,14 @@ def test_one_layer_on_the_device_at_a_time(monkeypatch, tmp_path):
     assert not (tmp_path / "o" / ".stats").exists()
 
 
-@pytest.mark.parametrize("recipe_top,eval_model,why", [
-    ({}, True, "--eval"),
-    ({"budget": {"fraction": 0.5, "context": 64, "by": "kl"}}, False, "kl"),
-    ({}, False, None),
-])
+@pytest.mark.parametrize(
+    "recipe_top,eval_model,why",
+    [
+        ({}, True, "--eval"),
+        ({"budget": {"fraction": 0.5, "context": 64, "by": "kl"}}, False, "kl"),
+        ({}, False, None),
+    ],
+)
 def test_what_needs_the_whole_model(recipe_top, eval_model, why):
     rule = RULES["budget"] if "budget" in recipe_top else RULES["activation_svd"]
     rec = recipe([{"select": "all", "k": rule, "v": rule}], **recipe_top)
@@ -122,10 +133,10 @@ def test_what_needs_the_whole_model(recipe_top, eval_model, why):
 def test_streaming_from_files_reads_lazily_and_matches(tmp_path, fmt):
     """From a GGUF file (memory-mapped per tensor) and from a sharded HF folder (safe_open,
     released per layer): the same output as the whole-model path on the same file."""
-    from tiny import CharTok
-    from tiny import random_state, tiny_config, write_gguf
+    from tiny import CharTok, random_state, tiny_config, write_gguf
     from tpa_compress.save.hf import save_hf_files
     from tpa_compress.save.shards import ShardWriter
+
     cfg = tiny_config("llama")
     sd = random_state(cfg, 3)
     if fmt == "gguf":
@@ -156,16 +167,24 @@ def test_streaming_from_files_reads_lazily_and_matches(tmp_path, fmt):
 def test_cli_streams_unless_asked_for_the_whole_model(tmp_path, cli_run, model_dir):
     """`convert` streams by default and says so; `--whole-model` writes the same bytes."""
     import yaml
+
     rec = tmp_path / "r.yaml"
-    rec.write_text(yaml.safe_dump({
-        "calibration": {"files": ["default"], "tokens": 256, "seq_len": 32, "heldout_tokens": 64},
-        "budget": {"fraction": 0.5, "context": 64},
-        "layers": [{"select": "all", "k": RULES["budget"], "v": RULES["budget"]}]}))
-    code, _, err = cli_run("convert", model_dir, "--recipe", rec, "--out", tmp_path / "s",
-                           "--device", "cpu", "--max-shard-mib", 1)
+    rec.write_text(
+        yaml.safe_dump(
+            {
+                "calibration": {"files": ["default"], "tokens": 256, "seq_len": 32, "heldout_tokens": 64},
+                "budget": {"fraction": 0.5, "context": 64},
+                "layers": [{"select": "all", "k": RULES["budget"], "v": RULES["budget"]}],
+            }
+        )
+    )
+    code, _, err = cli_run(
+        "convert", model_dir, "--recipe", rec, "--out", tmp_path / "s", "--device", "cpu", "--max-shard-mib", 1
+    )
     assert code == 0 and "one layer at a time" in err, err
-    code, _, err = cli_run("convert", model_dir, "--recipe", rec, "--out", tmp_path / "w",
-                           "--device", "cpu", "--whole-model")
+    code, _, err = cli_run(
+        "convert", model_dir, "--recipe", rec, "--out", tmp_path / "w", "--device", "cpu", "--whole-model"
+    )
     assert code == 0 and "whole model in memory: --whole-model" in err, err
     assert _digest(tmp_path / "s") == _digest(tmp_path / "w")
 
@@ -174,6 +193,7 @@ def test_cli_bad_shard_size_is_one_line(tmp_path, cli_run, model_dir):
     import yaml
 
     from checks import assert_one_line_error
+
     rec = tmp_path / "r.yaml"
     rec.write_text(yaml.safe_dump({"layers": [{"select": "all", "k": RULES["identity"]}]}))
     code, _, err = cli_run("convert", model_dir, "--recipe", rec, "--out", tmp_path / "o", "--max-shard-mib", 0)

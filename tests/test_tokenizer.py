@@ -3,6 +3,7 @@
 Fast tests use tiny GGUFs written here; `real` tests check token ids against
 transformers' own GGUF tokenizer on the two real files.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,10 +21,19 @@ from tpa_compress.load.tokenizer import TextTokenizer, tokenizer_from_gguf
 BYTES = [f"<0x{b:02X}>" for b in range(256)]
 
 
-def write_tokenizer_gguf(path: Path, model: str, tokens: list[str], types: list[int],
-                         arch: str = "gemma3", merges: list[str] | None = None,
-                         scores: list[float] | None = None, pre: str | None = None,
-                         add_bos: bool | None = True, bos: str = "<bos>", eos: str = "<eos>") -> Path:
+def write_tokenizer_gguf(
+    path: Path,
+    model: str,
+    tokens: list[str],
+    types: list[int],
+    arch: str = "gemma3",
+    merges: list[str] | None = None,
+    scores: list[float] | None = None,
+    pre: str | None = None,
+    add_bos: bool | None = True,
+    bos: str = "<bos>",
+    eos: str = "<eos>",
+) -> Path:
     """A GGUF with only tokenizer metadata, as llama.cpp's converter names it."""
     import gguf
 
@@ -59,8 +69,7 @@ def tiny_gemma(tmp_path) -> TextTokenizer:
     # merges are derived from the vocabulary, ranked by file position.
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
     user = ["\n", "  "]  # "  " is respelled "▁▁" (Gemma stores multi-space tokens as spaces)
-    words = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "hello",
-             "▁w", "or", "ld", "▁wor", "▁world"]
+    words = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "hello", "▁w", "or", "ld", "▁wor", "▁world"]
     tokens = specials + user + BYTES + words
     types = [3] * len(specials) + [4] * len(user) + [6] * 256 + [1] * len(words)
     return read(write_tokenizer_gguf(tmp_path / "g.gguf", "llama", tokens, types))
@@ -88,8 +97,18 @@ def write_byte_level_gguf(path: Path, pre: str) -> Path:
     tokens = ["<|endoftext|>", "<|im_start|>", *alphabet, "Ġw", "or", "Ġwor", "ld", "Ġworld", "12", "123"]
     types = [3, 3] + [1] * (len(tokens) - 2)
     merges = ["Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "1 2", "12 3"]
-    return write_tokenizer_gguf(path, "gpt2", tokens, types, arch="llama", merges=merges, pre=pre,
-                                add_bos=False, bos="<|im_start|>", eos="<|endoftext|>")
+    return write_tokenizer_gguf(
+        path,
+        "gpt2",
+        tokens,
+        types,
+        arch="llama",
+        merges=merges,
+        pre=pre,
+        add_bos=False,
+        bos="<|im_start|>",
+        eos="<|endoftext|>",
+    )
 
 
 def test_byte_level_tokenizer(tmp_path):
@@ -116,8 +135,9 @@ def test_hf_folder_bos_from_config_or_post_processor(tiny_gemma, tmp_path):
     # Recent transformers saves no add_bos_token flag; BOS lives in the post-processor.
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
     tok.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<bos>", "eos_token": {"content": "<eos>"}, "pad_token": "<pad>"}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<bos>", "eos_token": {"content": "<eos>"}, "pad_token": "<pad>"})
+    )
     t = tokenizer_from_folder(tmp_path)
     assert (t.bos_id, t.eos_id, t.pad_id, t.add_bos) == (2, 1, 0, True)
     assert t.encode("hello") == [2, tiny_gemma.tok.token_to_id("hello")]  # BOS once, from us
@@ -127,17 +147,46 @@ def test_hf_folder_bos_from_config_or_post_processor(tiny_gemma, tmp_path):
 
 def write_llama_gguf(path: Path) -> Path:
     """Sentencepiece vocabulary of a Llama-architecture file: merges come from the scores."""
-    words = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "hello", "▁h", "▁hello",
-             "▁w", "or", "ld", "▁wor", "▁world"]
+    words = [
+        "▁",
+        "h",
+        "e",
+        "l",
+        "o",
+        "w",
+        "r",
+        "d",
+        "he",
+        "ll",
+        "llo",
+        "hello",
+        "▁h",
+        "▁hello",
+        "▁w",
+        "or",
+        "ld",
+        "▁wor",
+        "▁world",
+    ]
     tokens = ["<unk>", "<s>", "</s>", *BYTES, *words]
     types = [2, 3, 3] + [6] * 256 + [1] * len(words)
     scores = [0.0] * 259 + [-float(i) for i in range(len(words))]
-    return write_tokenizer_gguf(path, "llama", tokens, types, arch="llama", scores=scores,
-                                add_bos=None, bos="<s>", eos="</s>")
+    return write_tokenizer_gguf(
+        path, "llama", tokens, types, arch="llama", scores=scores, add_bos=None, bos="<s>", eos="</s>"
+    )
 
 
-TINY_TEXTS = ["hello world", " hello world", "  hello  world\n", "héllo wörld", "<s>hello</s>",
-              "<start_of_turn>hello<|im_start|>", "", "world hello hello 1234 12 1212", "\n\n  \t"]
+TINY_TEXTS = [
+    "hello world",
+    " hello world",
+    "  hello  world\n",
+    "héllo wörld",
+    "<s>hello</s>",
+    "<start_of_turn>hello<|im_start|>",
+    "",
+    "world hello hello 1234 12 1212",
+    "\n\n  \t",
+]
 
 
 @pytest.mark.parametrize("kind", ["gemma", "llama", "smollm", "llama-bpe"])

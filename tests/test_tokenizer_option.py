@@ -4,6 +4,7 @@ files, and the BOS each window starts with (tiny models, fast).
 Bad input (a missing or unreadable tokenizer, one with more tokens than the model's
 embedding rows, `--bos yes` with no BOS known) is a one-line error naming the file,
 exit 2, before any work."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import sys
 import pytest
 import yaml
 
-from spm_fixture import train_tiny_sentencepiece
 from checks import assert_one_line_error
+from spm_fixture import train_tiny_sentencepiece
 from tiny import char_tokenizer, random_state, tiny_config
 from tpa_compress import cli
 from tpa_compress.load import load_model
@@ -57,17 +58,36 @@ def text(tmp_path):
 
 def command(name, model, tok, text, tmp):
     recipe = tmp / "r.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "calibration": {"files": [str(text)], "tokens": 64, "seq_len": 16, "heldout_tokens": 0},
-        "layers": [{"select": "all", "k": {"method": "activation_svd", "rank": 4},
-                    "v": {"method": "activation_svd", "rank": 4}}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "calibration": {"files": [str(text)], "tokens": 64, "seq_len": 16, "heldout_tokens": 0},
+                "layers": [
+                    {
+                        "select": "all",
+                        "k": {"method": "activation_svd", "rank": 4},
+                        "v": {"method": "activation_svd", "rank": 4},
+                    }
+                ],
+            }
+        )
+    )
     return {
         "eval": ["eval", model, "--data", text, "--seq-len", "16", "--max-windows", "1"],
-        "analyze": ["analyze", model, "--data", text, "--seq-len", "16", "--calib-tokens", "32",
-                    "--out", tmp / "report"],
+        "analyze": [
+            "analyze",
+            model,
+            "--data",
+            text,
+            "--seq-len",
+            "16",
+            "--calib-tokens",
+            "32",
+            "--out",
+            tmp / "report",
+        ],
         "generate": ["generate", model, "--prompt", "hello world", "--max-new-tokens", "2", "--device", "cpu"],
-        "validate": ["validate", model, "--reference", model, "--data", text, "--seq-len", "16",
-                     "--max-windows", "1"],
+        "validate": ["validate", model, "--reference", model, "--data", text, "--seq-len", "16", "--max-windows", "1"],
         "convert": ["convert", model, "--recipe", recipe, "--out", tmp / "out"],
     }[name] + ["--tokenizer", tok]
 
@@ -90,16 +110,18 @@ def test_every_command_takes_a_tokenizer_model(name, bare, spm, text, tmp_path, 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_missing_tokenizer_fails_before_work(name, bare, text, tmp_path, monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, *command(name, bare, tmp_path / "absent.model", text, tmp_path))
-    assert_one_line_error(code, err, "--tokenizer", "absent.model", "no such file", "tokenizer.model",
-                          "tokenizer.json")
+    assert_one_line_error(code, err, "--tokenizer", "absent.model", "no such file", "tokenizer.model", "tokenizer.json")
     assert "loaded" not in err and not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
 
 
-@pytest.mark.parametrize("file, content, needles", [
-    ("bad.model", b"not a protobuf at all", ["bad.model", "not a readable SentencePiece model"]),
-    ("bad.json", b"{\"model\": 3}", ["bad.json", "not a valid tokenizers file"]),
-    ("tok.txt", b"x", ["tok.txt", "unknown tokenizer file", "tokenizer.model"]),
-])
+@pytest.mark.parametrize(
+    "file, content, needles",
+    [
+        ("bad.model", b"not a protobuf at all", ["bad.model", "not a readable SentencePiece model"]),
+        ("bad.json", b'{"model": 3}', ["bad.json", "not a valid tokenizers file"]),
+        ("tok.txt", b"x", ["tok.txt", "unknown tokenizer file", "tokenizer.model"]),
+    ],
+)
 def test_unreadable_tokenizer(file, content, needles, bare, text, tmp_path, monkeypatch, capsys):
     (tmp_path / file).write_bytes(content)
     code, out, err = run(monkeypatch, capsys, "eval", bare, "--data", text, "--tokenizer", tmp_path / file)
@@ -131,8 +153,7 @@ def test_tokens_added_past_the_embedding_are_not_counted(tmp_path):
 
 def eval_doc(monkeypatch, capsys, tmp_path, *args):
     out = tmp_path / "e.json"
-    code, table, err = run(monkeypatch, capsys, "eval", *args, "--seq-len", "16", "--max-windows", "1",
-                           "--json", out)
+    code, table, err = run(monkeypatch, capsys, "eval", *args, "--seq-len", "16", "--max-windows", "1", "--json", out)
     assert code in (0, None), err
     return json.loads(out.read_text()), table
 
@@ -143,8 +164,9 @@ def test_gemma_takes_bos_from_its_config(tmp_path, text, monkeypatch, capsys):
     char_tokenizer().tok.save(str(tmp_path / "tokenizer.json"))  # bare: no post-processor, no config
     doc, table = eval_doc(monkeypatch, capsys, tmp_path, m, "--data", text, "--tokenizer", tmp_path / "tokenizer.json")
     assert doc["bos_id"] == 2 and doc["bos"] is True and "yes (id 2)" in table
-    doc, table = eval_doc(monkeypatch, capsys, tmp_path, m, "--data", text, "--tokenizer",
-                          tmp_path / "tokenizer.json", "--bos", "no")
+    doc, table = eval_doc(
+        monkeypatch, capsys, tmp_path, m, "--data", text, "--tokenizer", tmp_path / "tokenizer.json", "--bos", "no"
+    )
     assert doc["bos_id"] is None and doc["bos"] is False
 
 
@@ -174,8 +196,9 @@ def test_a_tokenizer_model_without_bos_borrows_the_config_id(bare, tmp_path):
 def test_bos_yes_with_no_bos_anywhere(tmp_path, text, monkeypatch, capsys):
     m = folder(tmp_path / "m", bos_token_id=None)
     tok = train_tiny_sentencepiece(tmp_path, bos_id=-1)
-    code, out, err = run(monkeypatch, capsys, "eval", m, "--data", text, "--tokenizer", tok, "--bos", "yes",
-                         "--seq-len", "16")
+    code, out, err = run(
+        monkeypatch, capsys, "eval", m, "--data", text, "--tokenizer", tok, "--bos", "yes", "--seq-len", "16"
+    )
     assert_one_line_error(code, err, "--bos yes", str(m), "names a BOS token", "--bos no")
     doc, table = eval_doc(monkeypatch, capsys, tmp_path, m, "--data", text, "--tokenizer", tok)
     assert doc["bos_id"] is None and doc["bos"] is False
@@ -183,6 +206,7 @@ def test_bos_yes_with_no_bos_anywhere(tmp_path, text, monkeypatch, capsys):
 
 def test_sentencepiece_decode_and_save(spm, tmp_path):
     from tpa_compress.load.model_tokenizer import read_tokenizer
+
     tok = read_tokenizer(spm)
     ids = tok.encode("hello world")
     assert ids[0] == tok.bos_id == 1 and tok.decode(ids) == "hello world"

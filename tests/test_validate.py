@@ -3,6 +3,7 @@
 Identity conversions must measure ≈ 0 everywhere; lossy ones must measure more and
 trip the gate; the chunked statistics must equal a direct full-vocabulary computation.
 """
+
 import json
 import math
 
@@ -21,8 +22,14 @@ from tpa_compress.save import save_hf_folder
 
 def recipe(k, v):
     # float32 weights: identity must measure zero (bfloat16 saving: tests/test_issue31.py)
-    return parse_recipe({"calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 0},
-                         "weight_dtype": "float32", "layers": [{"select": "all", "k": k, "v": v}]}, "t.yaml")
+    return parse_recipe(
+        {
+            "calibration": {"tokens": 256, "seq_len": 32, "heldout_tokens": 0},
+            "weight_dtype": "float32",
+            "layers": [{"select": "all", "k": k, "v": v}],
+        },
+        "t.yaml",
+    )
 
 
 IDENTITY = ({"method": "identity"}, {"method": "identity"})
@@ -105,7 +112,9 @@ def test_chunked_statistics_equal_a_direct_computation(pairs, text_file):
         def grab(tag):
             def hook(i, block, h):
                 acts.setdefault((tag, i), []).append(h)
+
             return hook
+
         hr, hc = ref(w, hooks=grab("r")), cnv(w, hooks=grab("c"))
         lr = ref.logits(hr[:, :-1]).double().log_softmax(-1)
         lc = cnv.logits(hc[:, :-1]).double().log_softmax(-1)
@@ -124,9 +133,20 @@ def test_chunked_statistics_equal_a_direct_computation(pairs, text_file):
 
 def test_thresholds_and_failure_messages():
     from tpa_compress.evaluate.validate import ValidationResult
-    res = ValidationResult([], kl_mean=0.02, kl_max=0.5, top1=0.9, ppl_reference=10.0,
-                           ppl_converted=10.5, nll_reference=0, nll_converted=0, tokens=1,
-                           windows=1, seq_len=2)
+
+    res = ValidationResult(
+        [],
+        kl_mean=0.02,
+        kl_max=0.5,
+        top1=0.9,
+        ppl_reference=10.0,
+        ppl_converted=10.5,
+        nll_reference=0,
+        nll_converted=0,
+        tokens=1,
+        windows=1,
+        seq_len=2,
+    )
     assert failures(res, Thresholds(0.05, 0.85, 6)) == []
     msgs = failures(res, Thresholds(0.01, 0.95, 2))
     assert len(msgs) == 3
@@ -144,9 +164,26 @@ def test_thresholds_and_failure_messages():
 def test_command_identity_passes_strict_gate_and_writes_json(cli_run, pairs, text_file, tmp_path, family):
     _, conv = pairs[family, "identity"]
     js = tmp_path / "v.json"
-    code, out, err = cli_run("validate", conv, "--data", text_file, "--seq-len", 32,
-                             "--max-windows", 3, "--device", "cpu", "--max-kl", "1e-6",
-                             "--min-top1", "1", "--max-ppl-increase", "0.001", "--json", js)
+    code, out, err = cli_run(
+        "validate",
+        conv,
+        "--data",
+        text_file,
+        "--seq-len",
+        32,
+        "--max-windows",
+        3,
+        "--device",
+        "cpu",
+        "--max-kl",
+        "1e-6",
+        "--min-top1",
+        "1",
+        "--max-ppl-increase",
+        "0.001",
+        "--json",
+        js,
+    )
     assert code == 0, err
     doc = json.loads(js.read_text())
     assert doc["schema"] == "tpa-compress.validate" and doc["passed"] and doc["failures"] == []
@@ -170,8 +207,7 @@ def test_command_lossy_misses_gate_with_exit_1(cli_run, pairs, text_file, tmp_pa
     doc = json.loads(js.read_text())  # written before exiting, for CI artifacts
     assert doc["passed"] is False and doc["kl_mean"] > 1e-6 and len(doc["failures"]) == 1
     # the same model within a loose gate passes: the gate compares, it does not always fail
-    code, out, err = cli_run("validate", *args, "--max-kl", str(doc["kl_mean"] * 2),
-                             "--min-top1", "0")
+    code, out, err = cli_run("validate", *args, "--max-kl", str(doc["kl_mean"] * 2), "--min-top1", "0")
     assert code == 0, err
     # the summary's numbers print whole in an 80-column log (no "0.041…")
     for v in (f"{doc['kl_mean']:.4g}", f"{doc['ppl_converted']:.4f}", f"{doc['top1']:.4f}"):
@@ -180,8 +216,9 @@ def test_command_lossy_misses_gate_with_exit_1(cli_run, pairs, text_file, tmp_pa
 
 def test_command_default_data_and_explicit_reference(cli_run, pairs):
     orig, conv = pairs["gemma3", "lossy"]
-    code, out, err = cli_run("validate", conv, "--reference", orig, "--seq-len", 64,
-                             "--max-windows", 2, "--device", "cpu")
+    code, out, err = cli_run(
+        "validate", conv, "--reference", orig, "--seq-len", 64, "--max-windows", 2, "--device", "cpu"
+    )
     assert code == 0, err
     assert "next-token distributions" in out and "activation_svd" not in err
 
@@ -197,15 +234,18 @@ def assert_error(code, err, *needles):
         assert str(n) in line, (n, err)
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--min-top1", "1.5"], ["--min-top1", "1.5", "0..1"]),
-    (["--max-kl", "-1"], ["--max-kl", "-1"]),
-    (["--max-ppl-increase", "nan"], ["--max-ppl-increase", "finite"]),
-    (["--seq-len", "1"], ["--seq-len"]),
-    (["--max-windows", "0"], ["--max-windows"]),
-    (["--device", "tpu"], ["--device", "tpu", "cpu"]),
-    (["--data", "/nonexistent/x.txt"], ["/nonexistent/x.txt", "not found"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--min-top1", "1.5"], ["--min-top1", "1.5", "0..1"]),
+        (["--max-kl", "-1"], ["--max-kl", "-1"]),
+        (["--max-ppl-increase", "nan"], ["--max-ppl-increase", "finite"]),
+        (["--seq-len", "1"], ["--seq-len"]),
+        (["--max-windows", "0"], ["--max-windows"]),
+        (["--device", "tpu"], ["--device", "tpu", "cpu"]),
+        (["--data", "/nonexistent/x.txt"], ["/nonexistent/x.txt", "not found"]),
+    ],
+)
 def test_bad_arguments(cli_run, pairs, args, needles):
     _, conv = pairs["llama", "identity"]
     code, out, err = cli_run("validate", conv, *args)
@@ -244,8 +284,7 @@ def test_vocab_mismatch(cli_run, pairs, tmp_path, text_file):
     cfg = tiny_config("llama", vocab_size=101)
     (tmp_path / "other").mkdir()
     save_hf_folder(tmp_path / "other", cfg, random_state(cfg), char_tokenizer())
-    code, _, err = cli_run("validate", conv, "--reference", tmp_path / "other",
-                           "--data", text_file)
+    code, _, err = cli_run("validate", conv, "--reference", tmp_path / "other", "--data", text_file)
     assert_error(code, err, "vocabulary mismatch", "97", "101", "other")
 
 
@@ -254,8 +293,7 @@ def test_tokenizer_mismatch_same_vocab_size(cli_run, pairs, tmp_path, text_file)
     cfg = tiny_config("llama")
     (tmp_path / "other").mkdir()
     save_hf_folder(tmp_path / "other", cfg, random_state(cfg), char_tokenizer(CHARS[::-1]))
-    code, _, err = cli_run("validate", conv, "--reference", tmp_path / "other",
-                           "--data", text_file)
+    code, _, err = cli_run("validate", conv, "--reference", tmp_path / "other", "--data", text_file)
     assert_error(code, err, "tokenizer mismatch", "first at token 0")
 
 
@@ -275,6 +313,7 @@ def test_real_gemma_one_truncated_layer():
     layers 0-4 must measure exactly zero, layer 5 its own error, and the 262k-vocabulary
     chunked statistics must agree with the perplexity evaluator on the same windows."""
     import copy
+
     try:
         ck = load_model("gemma3-270m")
     except Exception as e:  # the real weights are an optional install
@@ -285,6 +324,7 @@ def test_real_gemma_one_truncated_layer():
     u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
     w.copy_((u[:, :128] * s[:128]) @ vh[:128])
     from tpa_compress.data import default_eval_files, read_texts
+
     ids = ck.tokenizer.encode(read_texts(default_eval_files())[:5000], add_bos=False)
     win = make_windows(ids, 64, ck.tokenizer.bos_id, 2)
     res = validate(ref, conv, win)

@@ -2,6 +2,7 @@
 
 For fast tests of shapes and plumbing; numbers are tested on the real weights.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,14 +17,31 @@ def tiny_config(family: str = "gemma3", **over) -> ModelConfig:
     """Six layers by default; Gemma 3's every sixth layer and its last are global, so
     `num_layers=2` is one sliding and one global layer (the interpreter tests' size)."""
     n = over.get("num_layers", 6)
-    base = dict(family=family, vocab_size=97, hidden_size=32, num_layers=6, num_heads=4,
-                num_kv_heads=2, head_dim=16, intermediate_size=48, rms_norm_eps=1e-6,
-                max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=2,
-                eos_token_id=1, pad_token_id=0, name=f"tiny-{family}")
+    base = dict(
+        family=family,
+        vocab_size=97,
+        hidden_size=32,
+        num_layers=6,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        intermediate_size=48,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=2,
+        eos_token_id=1,
+        pad_token_id=0,
+        name=f"tiny-{family}",
+    )
     if family == "gemma3":
-        base.update(rope_theta=1_000_000.0, rope_local_theta=10_000.0, sliding_window=8,
-                    layer_types=["global" if (i + 1) % 6 == 0 or i == n - 1 else "sliding" for i in range(n)],
-                    query_pre_attn_scalar=16.0)
+        base.update(
+            rope_theta=1_000_000.0,
+            rope_local_theta=10_000.0,
+            sliding_window=8,
+            layer_types=["global" if (i + 1) % 6 == 0 or i == n - 1 else "sliding" for i in range(n)],
+            query_pre_attn_scalar=16.0,
+        )
     else:
         base.update(rope_theta=10_000.0)
     base.update(over)
@@ -35,7 +53,7 @@ def orthonormal_blocks(kv: int, d: int, r: int, g: torch.Generator) -> torch.Ten
     each (per_head_svd's form; its Gram matrix is diagonal)."""
     up, c = torch.zeros(kv * d, r), r // kv
     for h in range(kv):
-        up[h * d:(h + 1) * d, h * c:(h + 1) * c] = torch.linalg.qr(torch.randn(d, c, generator=g))[0]
+        up[h * d : (h + 1) * d, h * c : (h + 1) * c] = torch.linalg.qr(torch.randn(d, c, generator=g))[0]
     return up
 
 
@@ -69,14 +87,26 @@ def write_gguf(path: Path, cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> Pat
     w.add_uint32(f"{arch}.vocab_size", cfg.vocab_size)
     if arch == "gemma3":
         w.add_sliding_window(cfg.sliding_window)
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    leaf = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-            "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
-            "self_attn.k_norm": "attn_k_norm", "input_layernorm": "attn_norm",
-            "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-            "post_attention_layernorm": "post_attention_norm" if arch == "gemma3" else "ffn_norm",
-            "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    leaf = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "self_attn.q_norm": "attn_q_norm",
+        "self_attn.k_norm": "attn_k_norm",
+        "input_layernorm": "attn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "post_attention_layernorm": "post_attention_norm" if arch == "gemma3" else "ffn_norm",
+        "pre_feedforward_layernorm": "ffn_norm",
+        "post_feedforward_layernorm": "post_ffw_norm",
+    }
     for name, t in sd.items():
         t = t.clone()
         if name.startswith("model.layers."):
@@ -108,8 +138,7 @@ def write_ckpt(path: Path, cfg: ModelConfig, sd: dict[str, torch.Tensor], multim
             continue
         elif name.endswith("q_proj.weight"):
             base = name[: -len("q_proj.weight")]
-            out[base + "qkv_proj.weight"] = torch.cat(
-                [t, sd[base + "k_proj.weight"], sd[base + "v_proj.weight"]])
+            out[base + "qkv_proj.weight"] = torch.cat([t, sd[base + "k_proj.weight"], sd[base + "v_proj.weight"]])
         else:
             out[name.replace("q_norm", "query_norm").replace("k_norm", "key_norm")] = t
     if multimodal:
@@ -128,6 +157,7 @@ def char_tokenizer(chars: str = CHARS):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     from tpa_compress.load.tokenizer import TextTokenizer
+
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
     vocab.update({c: 4 + i for i, c in enumerate(chars)})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -137,6 +167,7 @@ def char_tokenizer(chars: str = CHARS):
 
 class CharTok:
     """A stand-in tokenizer: bytes -> ids (enough for plumbing tests)."""
+
     bos_id, eos_id, pad_id, add_bos = 2, 1, 0, True
 
     def encode(self, text, add_bos=None):
@@ -149,6 +180,7 @@ class CharTok:
 
 def tiny_ckpt(family="gemma3", **over):
     from tpa_compress.load.source import Checkpoint, WeightSource
+
     cfg = tiny_config(family, **over)
     return Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 3)), CharTok(), "", "memory")
 
@@ -157,9 +189,14 @@ def recipe(layers, **top):
     """float32 weights unless a test asks otherwise: these tests check exactness (saving in
     the default bfloat16 and its cost: tests/test_issue31.py)."""
     from tpa_compress.recipe import parse_recipe
+
     top.setdefault("weight_dtype", "float32")
-    d = {"calibration": {"tokens": 512, "seq_len": 32, "heldout_tokens": 64},
-         "eval": {"seq_len": 32, "max_windows": 4}, "layers": layers, **top}
+    d = {
+        "calibration": {"tokens": 512, "seq_len": 32, "heldout_tokens": 64},
+        "eval": {"seq_len": 32, "max_windows": 4},
+        "layers": layers,
+        **top,
+    }
     return parse_recipe(d, "test.yaml")
 
 

@@ -1,4 +1,5 @@
 """tpa-compress: convert transformer LLMs to TPA / low-rank factorized attention, measured."""
+
 import os
 
 # OpenMP threads that busy-wait make LAPACK calls pathological when the cores are shared

@@ -3,6 +3,7 @@
 Every user error is a `TPAError`: printed as one line (`error: ...`), exit code 2;
 `--debug` shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,21 +11,35 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
 
 # the helpers are re-exported: runtime/cli.py imports them from here until it imports cli_common
-from .cli_common import (DTYPES, TOKENIZER_HELP, console, make_console, open_model, out,  # noqa: F401
-                         progress_bar, require_tokenizer, resolve_device, torch_dtype)
+from .cli_common import (  # noqa: F401
+    DTYPES,
+    TOKENIZER_HELP,
+    console,
+    make_console,
+    open_model,
+    out,
+    progress_bar,
+    require_tokenizer,
+    resolve_device,
+    torch_dtype,
+)
 from .errors import TPAError
 
 # Plain click help (rich_markup_mode=None): typer's rich help prints on/off flags as
 # "--force <bool>", as if they took a value.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  help="Convert transformer LLMs to TPA / low-rank factorized attention, measured.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Convert transformer LLMs to TPA / low-rank factorized attention, measured.",
+)
 
 
 _state = {"debug": False}
@@ -38,44 +53,66 @@ DEFAULT_EVAL_WINDOWS = 4
 def _version(show: bool) -> None:
     if show:
         from importlib.metadata import version
+
         out.print(f"tpa-compress {version('tpa-compress')}", highlight=False)
         raise typer.Exit()
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-          _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                  help="Print the version and exit.")):
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+):
     _state["debug"] = debug
 
 
 @app.command("eval")
 def eval_cmd(
-    model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder, .ckpt) or an "
-                                          "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."),
-    data: Optional[List[Path]] = typer.Option(None, "--data", help="Text file(s), scored as one "
-                                              "text; default: each bundled evaluation domain."),
+    model: Optional[str] = typer.Argument(
+        None,
+        help="Model path (.gguf, HF folder, .ckpt) or an "
+        "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b.",
+    ),
+    data: Optional[list[Path]] = typer.Option(
+        None, "--data", help="Text file(s), scored as one text; default: each bundled evaluation domain."
+    ),
     seq_len: int = typer.Option(2048, "--seq-len", help="Window length in tokens."),
-    max_windows: int = typer.Option(DEFAULT_EVAL_WINDOWS, "--max-windows", help="Score at most N "
-                                    f"windows per domain (default {DEFAULT_EVAL_WINDOWS}: about a minute "
-                                    "for 270M on 2 idle CPU cores; a larger N scores more of the text)."),
-    bos: str = typer.Option("auto", "--bos", help="Start each window with BOS: auto (as the "
-                            "tokenizer does; Gemma: always, from its config), yes, no."),
+    max_windows: int = typer.Option(
+        DEFAULT_EVAL_WINDOWS,
+        "--max-windows",
+        help="Score at most N "
+        f"windows per domain (default {DEFAULT_EVAL_WINDOWS}: about a minute "
+        "for 270M on 2 idle CPU cores; a larger N scores more of the text).",
+    ),
+    bos: str = typer.Option(
+        "auto",
+        "--bos",
+        help="Start each window with BOS: auto (as the tokenizer does; Gemma: always, from its config), yes, no.",
+    ),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
-    dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, bfloat16, float16 "
-                              "(float16 overflows Gemma)."),
+    dtype: str = typer.Option(
+        "float32", "--dtype", help="Weights dtype: float32, bfloat16, float16 (float16 overflows Gemma)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda, cuda:N."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
-    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="Score through a KV cache "
-                                              "in this format (fp32, bf16, fp16, fp8, int8, int4, int3, int2; "
-                                              "grouped ones take parameters, e.g. int4:recent=32,rotate=hadamard): "
-                                              "every prediction reads keys and values as decoding would. Default: "
-                                              "a converted folder's recorded format when it is quantized (fp8, "
-                                              "int8, int4 ...), else the no-cache forward."),
-    cache_path: str = typer.Option("simulate", "--cache-path", help="How --cache-dtype is scored: "
-                                   "simulate (the decode reads simulated in one forward per window, exact) "
-                                   "or decode (teacher-forced decoding through the runtime cache, slow on CPU)."),
+    cache_dtype: Optional[str] = typer.Option(
+        None,
+        "--cache-dtype",
+        help="Score through a KV cache "
+        "in this format (fp32, bf16, fp16, fp8, int8, int4, int3, int2; "
+        "grouped ones take parameters, e.g. int4:recent=32,rotate=hadamard): "
+        "every prediction reads keys and values as decoding would. Default: "
+        "a converted folder's recorded format when it is quantized (fp8, "
+        "int8, int4 ...), else the no-cache forward.",
+    ),
+    cache_path: str = typer.Option(
+        "simulate",
+        "--cache-path",
+        help="How --cache-dtype is scored: "
+        "simulate (the decode reads simulated in one forward per window, exact) "
+        "or decode (teacher-forced decoding through the runtime cache, slow on CPU).",
+    ),
 ):
     """Perplexity over non-overlapping windows of real text: by default one row per bundled
     domain (python-docs, prose), each cut and capped on its own; --data: those files alone."""
@@ -93,30 +130,44 @@ def eval_cmd(
     else:
         from .cache_formats import parse_spec
         from .runtime.cli import recorded_cache_dtype
+
         rec = recorded_cache_dtype(model)
         cache_dtype = rec if rec is not None and parse_spec(rec).format.lossy else None
     if json_out:
         from .save.atomic import check_output_file
+
         check_output_file(json_out, "--json")
     sets = eval_sets(data)
     texts = {name: read_texts(files) for name, files in sets.items()}
     dev = resolve_device(device)
     torch_dtype(dtype)
     from .load.model_tokenizer import bos_for
+
     picked = {}  # the BOS id each window starts with, decided before the model is built
-    ckpt, net = open_model(model, variant, dtype, dev, tokenizer, check=lambda ck: picked.update(
-        bos=bos_for(require_tokenizer(ck), bos, ck.path)))
+    ckpt, net = open_model(
+        model,
+        variant,
+        dtype,
+        dev,
+        tokenizer,
+        check=lambda ck: picked.update(bos=bos_for(require_tokenizer(ck), bos, ck.path)),
+    )
     ckpt.config.check_length(seq_len, f"--seq-len {seq_len}", ckpt.path)
     tok = require_tokenizer(ckpt)
     bos_id = picked["bos"]
     use_bos = bos_id is not None
-    windows = {name: make_windows(tok.encode(text, add_bos=False), seq_len, bos_id,
-                                  None, source=", ".join(map(str, sets[name])))
-               for name, text in texts.items()}
+    windows = {
+        name: make_windows(
+            tok.encode(text, add_bos=False), seq_len, bos_id, None, source=", ".join(map(str, sets[name]))
+        )
+        for name, text in texts.items()
+    }
     for name, w in windows.items():  # what is scored, before the work
         more = "; --max-windows N scores more" if w.shape[0] > max_windows else ""
-        console.print(f"{name}: {min(max_windows, w.shape[0])} windows × {seq_len} tokens "
-                      f"(of {w.shape[0]} in the text{more})", highlight=False)
+        console.print(
+            f"{name}: {min(max_windows, w.shape[0])} windows × {seq_len} tokens (of {w.shape[0]} in the text{more})",
+            highlight=False,
+        )
     windows = {name: w[:max_windows] for name, w in windows.items()}
     results, speed = {}, {}
     with progress_bar("perplexity") as bar:
@@ -124,33 +175,64 @@ def eval_cmd(
             t = time.time()
             if cache_dtype is None:
                 task = bar.add_task(f"perplexity {name}", total=w.shape[0], info="")
-                results[name] = perplexity(net, w, use_bos, device=dev, progress=lambda i, n, p, task=task: bar.update(
-                    task, completed=i, info=f"ppl {p:.3f}"))
+                results[name] = perplexity(
+                    net,
+                    w,
+                    use_bos,
+                    device=dev,
+                    progress=lambda i, n, p, task=task: bar.update(task, completed=i, info=f"ppl {p:.3f}"),
+                )
             elif cache_path == "simulate":
                 task = bar.add_task(f"{name} through a {cache_dtype} cache (simulated)", total=w.shape[0], info="")
-                results[name] = perplexity(net, w, use_bos, device=dev, cache=cache_dtype,
-                                           progress=lambda i, n, p, task=task: bar.update(
-                                               task, completed=i, info=f"ppl {p:.3f}"))
+                results[name] = perplexity(
+                    net,
+                    w,
+                    use_bos,
+                    device=dev,
+                    cache=cache_dtype,
+                    progress=lambda i, n, p, task=task: bar.update(task, completed=i, info=f"ppl {p:.3f}"),
+                )
             else:  # all windows as one batch, one decode step per position
                 from .evaluate.cached import cached_perplexity
+
                 task = bar.add_task(f"{name} through a {cache_dtype} cache", total=w.shape[1] - 1, info="")
-                results[name] = cached_perplexity(net, w, use_bos, cache_dtype, progress=lambda i, n, p, task=task: (
-                    bar.update(task, completed=i, info=f"ppl {p:.3f}")))
+                results[name] = cached_perplexity(
+                    net,
+                    w,
+                    use_bos,
+                    cache_dtype,
+                    progress=lambda i, n, p, task=task: bar.update(task, completed=i, info=f"ppl {p:.3f}"),
+                )
             speed[name] = results[name].tokens / (time.time() - t)
-    table = Table(title=f"perplexity of {ckpt.config.name or ckpt.path}"
-                  + (f" through a {cache_dtype} KV cache" if cache_dtype else ""))
+    table = Table(
+        title=f"perplexity of {ckpt.config.name or ckpt.path}"
+        + (f" through a {cache_dtype} KV cache" if cache_dtype else "")
+    )
     for c in ("data", "windows", "tokens", "seq_len", "BOS", "NLL", "perplexity", "tok/s"):
         table.add_column(c)
     for name, res in results.items():
-        table.add_row(name, str(res.windows), str(res.tokens), str(seq_len), f"yes (id {bos_id})" if use_bos else "no",
-                      f"{res.nll:.4f}", f"{res.perplexity:.4f}", f"{speed[name]:.0f}")
+        table.add_row(
+            name,
+            str(res.windows),
+            str(res.tokens),
+            str(seq_len),
+            f"yes (id {bos_id})" if use_bos else "no",
+            f"{res.nll:.4f}",
+            f"{res.perplexity:.4f}",
+            f"{speed[name]:.0f}",
+        )
     out.print(table)
     if json_out:
         from .save import write_text_atomic
-        doc = {"model": ckpt.path, "dtype": dtype, "cache_dtype": cache_dtype, "bos_id": bos_id,
-               "cache_path": cache_path if cache_dtype else None,
-               "domains": {name: {"data": [str(f) for f in sets[name]], **res.to_dict()}
-                           for name, res in results.items()}}
+
+        doc = {
+            "model": ckpt.path,
+            "dtype": dtype,
+            "cache_dtype": cache_dtype,
+            "bos_id": bos_id,
+            "cache_path": cache_path if cache_dtype else None,
+            "domains": {name: {"data": [str(f) for f in sets[name]], **res.to_dict()} for name, res in results.items()},
+        }
         if data:  # one text: its numbers also at the top level, as before the domains
             doc.update({"data": [str(f) for f in data], **next(iter(results.values())).to_dict()})
         write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
@@ -160,12 +242,14 @@ def eval_cmd(
 def methods_cmd():
     """List the factorization methods (see docs/methods.md for their specs)."""
     from .methods import all_methods
+
     table = Table(title="factorization methods")
     table.add_column("name")
     table.add_column("calibrated")
     table.add_column("what it does")
     for name, cls in all_methods().items():
         import sys as _s
+
         doc = (_s.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         table.add_row(name, "yes" if cls.needs_calibration else "no", doc.split("—", 1)[-1].strip())
     out.print(table)
@@ -173,32 +257,39 @@ def methods_cmd():
 
 @app.command("convert")
 def convert_cmd(
-    model: Optional[str] = typer.Argument(None, help="Model path or embedded name; overrides the "
-                                          "recipe's `model:`."),
+    model: Optional[str] = typer.Argument(None, help="Model path or embedded name; overrides the recipe's `model:`."),
     recipe: Path = typer.Option(..., "--recipe", help="Recipe YAML (see recipes/)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
-                                           "out/<model>-<recipe>)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: out/<model>-<recipe>)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     do_eval: bool = typer.Option(False, "--eval", help="Measure perplexity before and after."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
-    device: str = typer.Option("auto", "--device", help="Where calibration and evaluation run: auto "
-                               "(cuda when available), cpu, cuda, cuda:N."),
-    threads: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (every "
-                                "core; results do not depend on it)."),
-    shard_mib: int = typer.Option(2048, "--max-shard-mib", help="Largest output weight file, in MiB "
-                                  "(a streaming conversion holds one while filling it)."),
-    whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory "
-                                     "(as --eval, healing and budget by kl do) instead of converting one "
-                                     "layer at a time; the output is the same."),
+    device: str = typer.Option(
+        "auto", "--device", help="Where calibration and evaluation run: auto (cuda when available), cpu, cuda, cuda:N."
+    ),
+    threads: str = typer.Option(
+        "auto", "--threads", help="CPU threads: N, or auto (every core; results do not depend on it)."
+    ),
+    shard_mib: int = typer.Option(
+        2048,
+        "--max-shard-mib",
+        help="Largest output weight file, in MiB (a streaming conversion holds one while filling it).",
+    ),
+    whole_model: bool = typer.Option(
+        False,
+        "--whole-model",
+        help="Hold the whole model in memory "
+        "(as --eval, healing and budget by kl do) instead of converting one "
+        "layer at a time; the output is the same.",
+    ),
 ):
     """Convert a model to factorized attention as a YAML recipe says."""
     import torch
 
     from .convert import convert, cpu_threads, default_out_dir, write_output
     from .convert.stream import convert_streaming, whole_model_reason
-    from .recipe import load_recipe
     from .load.default import resolve_model_path
+    from .recipe import load_recipe
     from .save.atomic import check_output_dir, clean_leftovers
 
     rec = load_recipe(recipe)
@@ -214,10 +305,13 @@ def convert_cmd(
     whole = whole_model_reason(rec, do_eval) or ("--whole-model" if whole_model else None)  # None: streams
     if whole is None:
         from .load import load_model
+
         t = time.time()
         ckpt = load_model(model, variant=variant, tokenizer=tokenizer)
-        console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}) "
-                      f"in {time.time() - t:.1f}s; converting one layer at a time[/dim]")
+        console.print(
+            f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}) "
+            f"in {time.time() - t:.1f}s; converting one layer at a time[/dim]"
+        )
     else:
         ckpt, net = open_model(model, variant, "float32", dev, tokenizer)
         console.print(f"[dim]whole model in memory: {whole}[/dim]")
@@ -231,8 +325,9 @@ def convert_cmd(
             return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
 
         if whole is None:
-            res = convert_streaming(ckpt, rec, out_dir, force, dev, progress=progress, log=log,
-                                    shard_bytes=shard_mib * 2**20)
+            res = convert_streaming(
+                ckpt, rec, out_dir, force, dev, progress=progress, log=log, shard_bytes=shard_mib * 2**20
+            )
         else:
             res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval, log=log)
     if whole is not None:
@@ -242,19 +337,25 @@ def convert_cmd(
     for c in ("context", "original KV", "converted KV", "ratio"):
         table.add_column(c)
     for ctx, t in res.totals.items():
-        table.add_row(ctx, f"{t['original_bytes'] / 2**20:.2f} MiB",
-                      f"{t['converted_bytes'] / 2**20:.2f} MiB", f"{t['ratio']:.3f}")
+        table.add_row(
+            ctx,
+            f"{t['original_bytes'] / 2**20:.2f} MiB",
+            f"{t['converted_bytes'] / 2**20:.2f} MiB",
+            f"{t['ratio']:.3f}",
+        )
     out.print(table)
     if res.perplexity:
         ppl = Table(title=f"perplexity (held-out evaluation text; converted: as saved, {rec.weight_dtype} weights)")
         for c in ("data", "original", "converted", "change"):
             ppl.add_column(c)
         for name, p in res.perplexity.items():
-            ppl.add_row(name, f"{p['before']['perplexity']:.4f}", f"{p['after']['perplexity']:.4f}",
-                        f"{p['delta_pct']:+.2f}%")
+            ppl.add_row(
+                name, f"{p['before']['perplexity']:.4f}", f"{p['after']['perplexity']:.4f}", f"{p['delta_pct']:+.2f}%"
+            )
         out.print(ppl)
     if res.heal:
         from .report.convert_report import heal_lines
+
         for line in heal_lines(res.heal, res.perplexity):
             out.print(line, highlight=False)
     out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
@@ -267,6 +368,7 @@ def write_profile(res, device: str) -> None:
     if not path:
         return
     import torch
+
     prof = {"path": "whole", "seconds": res.seconds, **res.profile}
     if prof.get("peak_device_bytes") is None and device.startswith("cuda"):
         prof["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -276,10 +378,13 @@ def write_profile(res, device: str) -> None:
 def _register_subcommands() -> None:
     """Commands that live beside their pipeline stage (imported lazily: a fast --help)."""
     from .analyze.cli import analyze_cmd
+
     app.command("analyze")(analyze_cmd)
     from .runtime.cli import generate_cmd
+
     app.command("generate")(generate_cmd)
     from .evaluate.validate_cli import validate_cmd
+
     app.command("validate")(validate_cmd)
 
 
@@ -295,8 +400,11 @@ def main() -> None:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print(f"interrupted: {' '.join(sys.argv[1:2]) or 'tpa-compress'} stopped; "
-                      "nothing was written (outputs are written whole or not at all)", highlight=False)
+        console.print(
+            f"interrupted: {' '.join(sys.argv[1:2]) or 'tpa-compress'} stopped; "
+            "nothing was written (outputs are written whole or not at all)",
+            highlight=False,
+        )
         sys.exit(130)
 
 

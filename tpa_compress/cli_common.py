@@ -6,6 +6,7 @@ their pipeline stage (analyze/cli.py, evaluate/validate_cli.py, runtime/cli.py);
 import their helpers from here, never from cli.py, so no command module imports the app
 that imports it.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,12 +32,19 @@ def make_console(stderr: bool = False, **kw) -> Console:
 console = make_console(stderr=True)
 out = make_console()
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def torch_dtype(name: str):
     import torch
+
     if name not in DTYPES:
         raise TPAError(f"--dtype {name!r} is not valid; valid: {', '.join(sorted(set(DTYPES)))}")
     return getattr(torch, DTYPES[name])
@@ -44,6 +52,7 @@ def torch_dtype(name: str):
 
 def resolve_device(name: str) -> str:
     import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
@@ -53,13 +62,21 @@ def resolve_device(name: str) -> str:
     return name
 
 
-TOKENIZER_HELP = ("Tokenizer to read text with, instead of the one found with the model: a "
-                  "tokenizer.model (SentencePiece, as gemma_pytorch ships), a tokenizer.json, or a folder "
-                  "holding one.")
+TOKENIZER_HELP = (
+    "Tokenizer to read text with, instead of the one found with the model: a "
+    "tokenizer.model (SentencePiece, as gemma_pytorch ships), a tokenizer.json, or a folder "
+    "holding one."
+)
 
 
-def open_model(model: Optional[str], variant: Optional[str] = None, dtype: str = "float32",
-               device: str = "cpu", tokenizer: Optional[Path] = None, check=None):
+def open_model(
+    model: Optional[str],
+    variant: Optional[str] = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    tokenizer: Optional[Path] = None,
+    check=None,
+):
     """Load a checkpoint and build its model, with a spinner (GGUF dequantisation takes a while).
     `tokenizer`: --tokenizer, replacing the one found with the model. `check(ckpt)`: runs
     before the model is built, so arguments that need its config or tokenizer fail first."""
@@ -72,20 +89,39 @@ def open_model(model: Optional[str], variant: Optional[str] = None, dtype: str =
         if check is not None:
             check(ckpt)
         net = build_model(ckpt, torch_dtype(dtype), device)
-    console.print(f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, "
-                  f"{ckpt.config.family}) in {time.time() - t:.1f}s[/dim]")
+    console.print(
+        f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, "
+        f"{ckpt.config.family}) in {time.time() - t:.1f}s[/dim]"
+    )
     return ckpt, net
 
 
 def require_tokenizer(ckpt):
     if ckpt.tokenizer is None:
-        raise TPAError(f"{ckpt.path}: no tokenizer found; put tokenizer.model or tokenizer.json beside "
-                       "the model, or pass --tokenizer PATH")
+        raise TPAError(
+            f"{ckpt.path}: no tokenizer found; put tokenizer.model or tokenizer.json beside "
+            "the model, or pass --tokenizer PATH"
+        )
     return ckpt.tokenizer
 
 
 def progress_bar(description: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

@@ -6,6 +6,7 @@ names follow the Hugging Face convention (`model.layers.{i}.self_attn.q_proj.wei
 so that an HF folder is read and written without renaming. Gemma's RMSNorm weights
 are kept zero-centred (the layer scales by 1 + w), as in HF checkpoints.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,13 +49,9 @@ class ModelConfig:
         if not self.layer_types:
             self.layer_types = ["global"] * self.num_layers
         if len(self.layer_types) != self.num_layers:
-            raise TPAError(
-                f"config has {len(self.layer_types)} layer types for {self.num_layers} layers"
-            )
+            raise TPAError(f"config has {len(self.layer_types)} layer types for {self.num_layers} layers")
         if self.num_heads % self.num_kv_heads:
-            raise TPAError(
-                f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
-            )
+            raise TPAError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
 
     # -- derived facts ---------------------------------------------------------
     @property
@@ -91,8 +88,9 @@ class ModelConfig:
         """Refuse, before any work, a sequence longer than the model's positions (`what`
         names the option or input that asked for it); eval, validate and generate share it."""
         if tokens > self.max_position_embeddings:
-            raise TPAError(f"{what} asks for {tokens} positions; {source} supports at most "
-                           f"{self.max_position_embeddings}")
+            raise TPAError(
+                f"{what} asks for {tokens} positions; {source} supports at most {self.max_position_embeddings}"
+            )
 
     @property
     def attn_scale(self) -> float:
@@ -111,7 +109,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -132,8 +130,12 @@ def weight_names(cfg: ModelConfig) -> list[str]:
         names += [p + f"mlp.{n}_proj.weight" for n in ("gate", "up", "down")]
         names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
         if cfg.family == "gemma3":
-            names += [p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight",
-                      p + "pre_feedforward_layernorm.weight", p + "post_feedforward_layernorm.weight"]
+            names += [
+                p + "self_attn.q_norm.weight",
+                p + "self_attn.k_norm.weight",
+                p + "pre_feedforward_layernorm.weight",
+                p + "post_feedforward_layernorm.weight",
+            ]
     return names
 
 
@@ -147,9 +149,16 @@ def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[n] = (cfg.q_size if leaf == "q_proj" else cfg.kv_size,)
             continue
         shapes[n] = {
-            "embed_tokens": (cfg.vocab_size, d), "lm_head": (cfg.vocab_size, d),
-            "q_proj": (cfg.q_size, d), "k_proj": (cfg.kv_size, d), "v_proj": (cfg.kv_size, d),
-            "o_proj": (d, cfg.q_size), "gate_proj": (f, d), "up_proj": (f, d), "down_proj": (d, f),
-            "q_norm": (cfg.head_dim,), "k_norm": (cfg.head_dim,),
+            "embed_tokens": (cfg.vocab_size, d),
+            "lm_head": (cfg.vocab_size, d),
+            "q_proj": (cfg.q_size, d),
+            "k_proj": (cfg.kv_size, d),
+            "v_proj": (cfg.kv_size, d),
+            "o_proj": (d, cfg.q_size),
+            "gate_proj": (f, d),
+            "up_proj": (f, d),
+            "down_proj": (d, f),
+            "q_norm": (cfg.head_dim,),
+            "k_norm": (cfg.head_dim,),
         }.get(leaf, (d,))
     return shapes

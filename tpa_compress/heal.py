@@ -42,6 +42,7 @@ installed the factorized projections and before the final evaluation.
 - Device: `auto` trains on CUDA when present; the model moves there for the stage and
   back to where convert runs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,9 +96,12 @@ def prepare(model, tok, recipe: Recipe, converted: list[int]) -> HealData | None
     if not converted:
         raise TPAError(f"{where}: the recipe converts no layer of this model, so there is nothing to heal")
     if tok is None:
-        raise TPAError(f"{where}: healing needs a tokenizer (put tokenizer.model or tokenizer.json beside "
-                       "the model, or pass --tokenizer PATH)")
+        raise TPAError(
+            f"{where}: healing needs a tokenizer (put tokenizer.model or tokenizer.json beside "
+            "the model, or pass --tokenizer PATH)"
+        )
     from .evaluate.perplexity import make_windows
+
     files = _files(spec.files)
     src = ", ".join(map(str, files))
     ids = tok.encode(read_texts(files), add_bos=False)
@@ -105,9 +109,11 @@ def prepare(model, tok, recipe: Recipe, converted: list[int]) -> HealData | None
     n_train, n_held = spec.tokens // spec.seq_len, spec.heldout_tokens // spec.seq_len
     win = make_windows(ids, spec.seq_len, bos, None, source=src)
     if win.shape[0] < n_train + n_held:
-        raise TPAError(f"{where}: {src} has {len(ids)} tokens, too few for {spec.tokens} training + "
-                       f"{spec.heldout_tokens} held-out tokens in windows of {spec.seq_len}; "
-                       "give more text (heal.files) or fewer tokens")
+        raise TPAError(
+            f"{where}: {src} has {len(ids)} tokens, too few for {spec.tokens} training + "
+            f"{spec.heldout_tokens} held-out tokens in windows of {spec.seq_len}; "
+            "give more text (heal.files) or fewer tokens"
+        )
     body = spec.seq_len - (bos is not None)
     held_start = (win.shape[0] - n_held) * body  # first stream token of the held-out windows
     cal = recipe.calibration
@@ -115,12 +121,19 @@ def prepare(model, tok, recipe: Recipe, converted: list[int]) -> HealData | None
         cal_body = cal.seq_len - (bos is not None)
         cal_end = min(max(1, (cal.tokens + cal.heldout_tokens) // cal.seq_len), len(ids) // cal_body) * cal_body
         if held_start < cal_end:
-            raise TPAError(f"{where}: the held-out windows (from token {held_start} of {src}) overlap the "
-                           f"{cal_end} tokens calibration uses; give more text or fewer heal.heldout_tokens")
+            raise TPAError(
+                f"{where}: the held-out windows (from token {held_start} of {src}) overlap the "
+                f"{cal_end} tokens calibration uses; give more text or fewer heal.heldout_tokens"
+            )
     originals = {(i, t): getattr(model.layers[i].self_attn, f"{t}_proj") for i in converted for t in ("k", "v")}
     lossy = parse_spec(recipe.cache_dtype).format.lossy
-    return HealData(spec, win[:n_train], win[win.shape[0] - n_held:], originals,
-                    recipe.cache_dtype if spec.through_cache and lossy else None)
+    return HealData(
+        spec,
+        win[:n_train],
+        win[win.shape[0] - n_held :],
+        originals,
+        recipe.cache_dtype if spec.through_cache and lossy else None,
+    )
 
 
 def trainable(model) -> dict[str, torch.nn.Parameter]:
@@ -156,6 +169,7 @@ def _student(model, cache: str | None):
     if cache is None:
         return contextlib.nullcontext(model)
     from .evaluate.simulate import simulated_cache
+
     return simulated_cache(model, cache)
 
 
@@ -174,9 +188,9 @@ def _kl_backward(model, h_student, h_teacher, chunk: int, backward: bool) -> flo
     total = 0.0
     for s in range(0, n, chunk):
         with torch.set_grad_enabled(backward):
-            ls = model.logits(hs[s:s + chunk]).float().log_softmax(-1)
+            ls = model.logits(hs[s : s + chunk]).float().log_softmax(-1)
             with torch.no_grad():
-                lt = model.logits(ht[s:s + chunk]).float().log_softmax(-1)
+                lt = model.logits(ht[s : s + chunk]).float().log_softmax(-1)
             kl = F.kl_div(ls, lt, reduction="sum", log_target=True) / n
         if backward:
             kl.backward()
@@ -197,7 +211,7 @@ def heldout_kl(model, originals: dict, windows: torch.Tensor, batch: int, cache:
     device = next(model.parameters()).device
     chunk, total, count = _chunk(model, device), 0.0, 0
     for s in range(0, windows.shape[0], batch):
-        ids = windows[s:s + batch].to(device)
+        ids = windows[s : s + batch].to(device)
         with _teacher(model, originals):
             ht = model(ids)
         with _student(model, cache):
@@ -245,11 +259,22 @@ def heal(model, data: HealData, weight_dtype: str, progress=None, log=print, eva
     (i, n, info) as convert's progress bars do."""
     spec = data.spec
     params = trainable(model)
-    report = {"device": None, "steps_planned": spec.steps, "steps": 0, "stopped_by": None,
-              "seconds": 0.0, "seed": spec.seed, "lr": spec.lr, "warmup_steps": spec.warmup_steps,
-              "batch": spec.batch, "seq_len": spec.seq_len, "train_windows": data.train.shape[0],
-              "heldout_windows": data.heldout.shape[0],
-              "trained_tensors": len(params), "trained_values": sum(p.numel() for p in params.values())}
+    report = {
+        "device": None,
+        "steps_planned": spec.steps,
+        "steps": 0,
+        "stopped_by": None,
+        "seconds": 0.0,
+        "seed": spec.seed,
+        "lr": spec.lr,
+        "warmup_steps": spec.warmup_steps,
+        "batch": spec.batch,
+        "seq_len": spec.seq_len,
+        "train_windows": data.train.shape[0],
+        "heldout_windows": data.heldout.shape[0],
+        "trained_tensors": len(params),
+        "trained_values": sum(p.numel() for p in params.values()),
+    }
     if evaluate:
         report["perplexity_before_heal"] = evaluate()
     if not params:
@@ -292,8 +317,10 @@ def _round(params, dtype: torch.dtype) -> None:
 def _train(model, data: HealData, params: dict, device: torch.device, progress, log) -> dict:
     spec = data.spec
     log(f"heal: measuring the held-out KL before ({data.heldout.shape[0]} windows)")
-    out = {"heldout_kl_before": heldout_kl(model, data.originals, data.heldout.to(device), spec.batch, data.cache),
-           "through_cache": data.cache}
+    out = {
+        "heldout_kl_before": heldout_kl(model, data.originals, data.heldout.to(device), spec.batch, data.cache),
+        "through_cache": data.cache,
+    }
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params.values():
@@ -304,9 +331,11 @@ def _train(model, data: HealData, params: dict, device: torch.device, progress, 
     chunk = _chunk(model, device)
     losses = []
     bar = progress and progress("heal")
-    log(f"heal: {spec.steps} steps of {spec.batch} x {spec.seq_len} tokens on {device}, "
+    log(
+        f"heal: {spec.steps} steps of {spec.batch} x {spec.seq_len} tokens on {device}, "
         f"{sum(p.numel() for p in params.values())} trained values in {len(params)} tensors"
-        + (f", reading K/V through the {data.cache} cache" if data.cache else ""))
+        + (f", reading K/V through the {data.cache} cache" if data.cache else "")
+    )
     t0 = time.time()
     stopped = "steps"
     for step in range(spec.steps):
@@ -316,7 +345,7 @@ def _train(model, data: HealData, params: dict, device: torch.device, progress, 
             break
         while order.numel() < spec.batch:  # a fresh permutation every pass over the pool
             order = torch.cat([order, torch.randperm(data.train.shape[0], generator=g)])
-        ids, order = data.train[order[:spec.batch]].to(device), order[spec.batch:]
+        ids, order = data.train[order[: spec.batch]].to(device), order[spec.batch :]
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, spec)
         with torch.no_grad(), _autocast(device, True), _teacher(model, data.originals):
@@ -330,8 +359,14 @@ def _train(model, data: HealData, params: dict, device: torch.device, progress, 
         losses.append(loss)
         if bar:
             bar(step + 1, spec.steps, f"loss {loss:.4f}")
-    out.update(steps=len(losses), stopped_by=stopped, seconds=round(time.time() - t0, 2),
-               loss_first=losses[0], loss_last=losses[-1], losses=[round(x, 6) for x in losses])
+    out.update(
+        steps=len(losses),
+        stopped_by=stopped,
+        seconds=round(time.time() - t0, 2),
+        loss_first=losses[0],
+        loss_last=losses[-1],
+        losses=[round(x, 6) for x in losses],
+    )
     if stopped == "max_seconds":
         log(f"heal: max_seconds {spec.max_seconds:g} reached after {len(losses)} of {spec.steps} steps")
     return out

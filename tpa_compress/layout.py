@@ -36,10 +36,11 @@ format's bits, scales and zeros per group, a grouped format's bf16 recent window
 (bf16 in a lossy format) and the k_scale factors. config.json keeps the dtype in
 `cache_dtype` and a grouped format's parameters in `cache`.
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from .cache_formats import CacheSpec, format_names, parse_spec, spec_from
 from .config import ModelConfig
@@ -60,16 +61,22 @@ class Component:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise TPAError(f"unknown component kind {self.kind!r}; valid: {', '.join(KINDS)}")
-        limit = {"latent": self.heads * self.dim, "tpa_fixed": self.heads * self.dim,
-                 "tpa_contextual": self.heads * self.dim}.get(self.kind)
+        limit = {
+            "latent": self.heads * self.dim,
+            "tpa_fixed": self.heads * self.dim,
+            "tpa_contextual": self.heads * self.dim,
+        }.get(self.kind)
         if limit is not None and not 1 <= self.rank <= limit:
             raise TPAError(f"{self.kind} rank {self.rank} out of range; valid: 1..{limit}")
 
     @property
     def values_per_token(self) -> int:
-        return {"full": self.heads * self.dim, "latent": self.rank,
-                "tpa_fixed": self.rank * self.dim,
-                "tpa_contextual": self.rank * (self.heads + self.dim)}[self.kind]
+        return {
+            "full": self.heads * self.dim,
+            "latent": self.rank,
+            "tpa_fixed": self.rank * self.dim,
+            "tpa_contextual": self.rank * (self.heads + self.dim),
+        }[self.kind]
 
 
 @dataclass(frozen=True)
@@ -86,17 +93,22 @@ class LayerLayout:
         object.__setattr__(self, "cache_dtype", spec.name)  # canonical
         if spec.format.grouped:
             if self.window is not None and self.window % spec.group:
-                raise TPAError(f"cache group {spec.group} does not divide this layer's sliding window "
-                               f"{self.window}; valid: a divisor of {self.window}")
+                raise TPAError(
+                    f"cache group {spec.group} does not divide this layer's sliding window "
+                    f"{self.window}; valid: a divisor of {self.window}"
+                )
             w = self.v.values_per_token
             if spec.value_axis(self.v.kind) == "token" and w % spec.group:
-                raise TPAError(f"cache group {spec.group} does not divide the {self.v.kind} V width {w} "
-                               f"(values grouped per token); valid: a divisor of {w}")
+                raise TPAError(
+                    f"cache group {spec.group} does not divide the {self.v.kind} V width {w} "
+                    f"(values grouped per token); valid: a divisor of {w}"
+                )
         if isinstance(self.sink, bool) or not isinstance(self.sink, int) or self.sink < 0:
             raise TPAError(f"sink {self.sink!r} is not valid; expected an integer >= 0")
         if self.k_scale is not False and (self.k_scale is not True or self.k.kind != "latent"):
-            raise TPAError(f"k_scale {self.k_scale!r} is not valid for a {self.k.kind} K; valid: true with a "
-                           f"latent K, else false")
+            raise TPAError(
+                f"k_scale {self.k_scale!r} is not valid for a {self.k.kind} K; valid: true with a latent K, else false"
+            )
 
     @property
     def cache(self) -> CacheSpec:
@@ -122,10 +134,13 @@ class LayerLayout:
         """Bytes each further token adds (a grouped format's scales amortized over their group)."""
         spec = self.cache
         fmt = spec.format
-        stats = ((lambda c: c.values_per_token * fmt.stat_bytes / spec.group) if fmt.grouped
-                 else (lambda c: fmt.stat_bytes))
-        return (sum(c.values_per_token * fmt.bits / 8 + stats(c) for c in (self.k, self.v))
-                + K_SCALE_BYTES * self.k.heads * self.k_scale)
+        stats = (
+            (lambda c: c.values_per_token * fmt.stat_bytes / spec.group) if fmt.grouped else (lambda c: fmt.stat_bytes)
+        )
+        return (
+            sum(c.values_per_token * fmt.bits / 8 + stats(c) for c in (self.k, self.v))
+            + K_SCALE_BYTES * self.k.heads * self.k_scale
+        )
 
     def bytes_held(self, context: int) -> float:
         """Bytes of one sequence's cache at `context` tokens, every byte: values, scales and
@@ -160,11 +175,16 @@ class LayerLayout:
         return {**d, "cache": spec.params()} if spec.params() else d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LayerLayout":
+    def from_dict(cls, d: dict) -> LayerLayout:
         spec = spec_from(d.get("cache_dtype", "bf16"), d.get("cache"), "tpa layer cache")
-        return cls(k=Component(**d["k"]), v=Component(**d["v"]), window=d.get("window"),
-                   cache_dtype=spec.name, sink=d.get("sink", 0),
-                   k_scale=d.get("k_scale", False))
+        return cls(
+            k=Component(**d["k"]),
+            v=Component(**d["v"]),
+            window=d.get("window"),
+            cache_dtype=spec.name,
+            sink=d.get("sink", 0),
+            k_scale=d.get("k_scale", False),
+        )
 
 
 def k_scale_for(cfg: ModelConfig, k: Component) -> bool:
@@ -213,8 +233,7 @@ def shrink_check(c: Component) -> str | None:
     """Why a component cannot shrink the cache, or None when it can."""
     full = c.heads * c.dim
     if c.values_per_token >= full and c.kind != "full":
-        why = (f"{c.kind} rank {c.rank} caches {c.values_per_token} values per token, not fewer "
-               f"than the original {full}")
+        why = f"{c.kind} rank {c.rank} caches {c.values_per_token} values per token, not fewer than the original {full}"
         if c.kind == "tpa_contextual" and c.heads == 1:
             why += " (with one KV head, caching both a and b never shrinks the cache)"
         return why

@@ -18,6 +18,7 @@
         v: {method: activation_svd, rank: {energy: 0.99}, params: {output_aware: true}}
 Layers no rule matches keep their original K/V.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -26,9 +27,9 @@ from pathlib import Path
 
 import yaml
 
+from .cache_formats import spec_from_recipe
 from .config import ModelConfig
 from .errors import TPAError
-from .cache_formats import spec_from_recipe
 
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 BUDGET_BY = ("error", "kl")
@@ -98,6 +99,7 @@ class RankLimits:
     them; a fixed rank outside them is an error. The budgeted recipes ask for
     {multiple: 16, max: {k: 112, v: 160}}: latent ranks the Hopper decode kernel serves
     (wgmma k-steps of 16; its shared memory holds K 112 with V 160; docs/methods.md)."""
+
     multiple: int = 1
     max: dict = field(default_factory=lambda: {"k": None, "v": None})
 
@@ -121,6 +123,7 @@ class HealSpec:
     the converted model's forward reads K/V as the recipe's cache format returns them
     (evaluate/simulate.py, gradients straight through the rounding), so the factors learn
     to work with the quantized cache they will be served from; a no-op for a lossless cache."""
+
     files: list[str] = field(default_factory=lambda: ["default"])
     tokens: int = 65536
     heldout_tokens: int = 8192
@@ -203,6 +206,7 @@ def _component(d, where: str) -> ComponentRule | None:
     if "method" not in d:
         raise TPAError(f"{where}: missing key 'method'")
     from .methods import get_method
+
     try:
         cls = get_method(d["method"])
     except TPAError as e:
@@ -215,6 +219,7 @@ def _component(d, where: str) -> ComponentRule | None:
 def _positive_number(v, where: str) -> float:
     """A number > 0. YAML 1.1 reads `1e-4` (no dot) as a string, so numeric strings count."""
     import math
+
     try:
         x = float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else math.nan
     except ValueError:
@@ -253,11 +258,14 @@ def _heal(d, rules: list[LayerRule], seed: int, source: str) -> HealSpec | None:
         raise TPAError(f"{w}.device: {h.device!r} is not valid; valid: {', '.join(HEAL_DEVICES)}")
     if h.device == "cuda":
         import torch
+
         if not torch.cuda.is_available():
             raise TPAError(f"{w}.device: 'cuda' was asked but no CUDA device is available; valid here: auto, cpu")
     if all(r.k is None and r.v is None for r in rules):
-        raise TPAError(f"{w}: the recipe converts no K/V projection (every rule keeps them), so there is "
-                       "nothing to heal; remove heal or convert a layer")
+        raise TPAError(
+            f"{w}: the recipe converts no K/V projection (every rule keeps them), so there is "
+            "nothing to heal; remove heal or convert a layer"
+        )
     return h
 
 
@@ -267,7 +275,7 @@ def _selector(v, where: str) -> Selector:
     _keys(v, {"type", "layers", "pattern"}, where)
     if len(v) != 1:
         raise TPAError(f"{where}: give exactly one of type, layers, pattern")
-    (k, val), = v.items()
+    ((k, val),) = v.items()
     if k == "type":
         if val not in ("sliding", "global"):
             raise TPAError(f"{where}.type: {val!r} is not valid; valid: sliding, global")
@@ -279,14 +287,28 @@ def _selector(v, where: str) -> Selector:
                 a, _, b = part.strip().partition("-")
                 idx.update(range(int(a), int(b or a) + 1))
             except ValueError:
-                raise TPAError(f"{where}.layers: {val!r} is not valid; expected e.g. \"0-5,17\"") from None
+                raise TPAError(f'{where}.layers: {val!r} is not valid; expected e.g. "0-5,17"') from None
         return Selector("layers", idx)
     return Selector("pattern", str(val))
 
 
 def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
-    top = {"model", "seed", "weight_dtype", "cache_dtype", "cache", "calibration", "eval", "budget", "layers",
-           "description", "sink_tokens", "k_scale", "rank_limits", "heal"}
+    top = {
+        "model",
+        "seed",
+        "weight_dtype",
+        "cache_dtype",
+        "cache",
+        "calibration",
+        "eval",
+        "budget",
+        "layers",
+        "description",
+        "sink_tokens",
+        "k_scale",
+        "rank_limits",
+        "heal",
+    }
     _keys(d, top, source)
     if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
         raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
@@ -294,17 +316,24 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     for j, r in enumerate(d["layers"]):
         w = f"{source}: layers[{j}]"
         _keys(r, {"select", "k", "v"}, w)
-        rules.append(LayerRule(_selector(r.get("select"), f"{w}.select"),
-                               _component(r.get("k"), f"{w}.k"), _component(r.get("v"), f"{w}.v")))
+        rules.append(
+            LayerRule(
+                _selector(r.get("select"), f"{w}.select"),
+                _component(r.get("k"), f"{w}.k"),
+                _component(r.get("v"), f"{w}.v"),
+            )
+        )
     wd = d.get("weight_dtype", "bfloat16")
     if wd not in WEIGHT_DTYPES:
         raise TPAError(f"{source}: weight_dtype {wd!r} is not valid; valid: {', '.join(WEIGHT_DTYPES)}")
     if "cache" in d and "cache_dtype" in d:
         raise TPAError(f"{source}: give cache_dtype or cache, not both")
-    cd = (spec_from_recipe(d["cache"], f"{source}: cache") if "cache" in d
-          else spec_from_recipe(d.get("cache_dtype", "bf16"), f"{source}: cache_dtype")).name
-    cal = _keys(d.get("calibration") or {}, {"files", "tokens", "seq_len", "heldout_tokens"},
-                f"{source}: calibration")
+    cd = (
+        spec_from_recipe(d["cache"], f"{source}: cache")
+        if "cache" in d
+        else spec_from_recipe(d.get("cache_dtype", "bf16"), f"{source}: cache_dtype")
+    ).name
+    cal = _keys(d.get("calibration") or {}, {"files", "tokens", "seq_len", "heldout_tokens"}, f"{source}: calibration")
     calib = Calibration(**cal)
     _int(calib.tokens, f"{source}: calibration.tokens", 16)
     _int(calib.seq_len, f"{source}: calibration.seq_len", 2)
@@ -317,10 +346,10 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
             raise TPAError(f"{source}: budget.fraction {b.get('fraction')!r} is not valid; expected 0 < f <= 1")
         if b.get("by", "error") not in BUDGET_BY:
             raise TPAError(f"{source}: budget.by {b['by']!r} is not valid; valid: {', '.join(BUDGET_BY)}")
-        budget = Budget(float(b["fraction"]), _int(b.get("context", 32768), f"{source}: budget.context"),
-                        b.get("by", "error"))
-    if budget is None and any(c is not None and c.rank.kind == "budget"
-                              for r in rules for c in (r.k, r.v)):
+        budget = Budget(
+            float(b["fraction"]), _int(b.get("context", 32768), f"{source}: budget.context"), b.get("by", "error")
+        )
+    if budget is None and any(c is not None and c.rank.kind == "budget" for r in rules for c in (r.k, r.v)):
         raise TPAError(f"{source}: a rank says 'budget' but there is no top-level 'budget' key")
     rl = _keys(d.get("rank_limits") or {}, {"multiple", "max"}, f"{source}: rank_limits")
     mult = _int(rl.get("multiple", 1), f"{source}: rank_limits.multiple")
@@ -332,8 +361,9 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
         caps = dict.fromkeys("kv", None if mx is None else _int(mx, f"{source}: rank_limits.max"))
     for t, hi in caps.items():
         if hi is not None and hi < mult:
-            raise TPAError(f"{source}: rank_limits.max ({t}) {hi} is below rank_limits.multiple {mult}; "
-                           "valid: max >= multiple")
+            raise TPAError(
+                f"{source}: rank_limits.max ({t}) {hi} is below rank_limits.multiple {mult}; valid: max >= multiple"
+            )
     limits = RankLimits(mult, caps)
     seed = d.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -343,9 +373,22 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     if not isinstance(ks, bool):
         raise TPAError(f"{source}: k_scale {ks!r} is not valid; expected true or false")
     heal = _heal(d.get("heal"), rules, seed, source)
-    return Recipe(layers=rules, model=d.get("model"), seed=seed, weight_dtype=wd, cache_dtype=cd,
-                  sink_tokens=sink, k_scale=ks, calibration=calib, eval=ev, budget=budget,
-                  rank_limits=limits, heal=heal, source=source, raw=d)
+    return Recipe(
+        layers=rules,
+        model=d.get("model"),
+        seed=seed,
+        weight_dtype=wd,
+        cache_dtype=cd,
+        sink_tokens=sink,
+        k_scale=ks,
+        calibration=calib,
+        eval=ev,
+        budget=budget,
+        rank_limits=limits,
+        heal=heal,
+        source=source,
+        raw=d,
+    )
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -367,6 +410,7 @@ def validate_for_model(recipe: Recipe, cfg: ModelConfig) -> None:
     """Checks that need the model: ranks in range, methods that apply, the cache's groups."""
     from .layout import original_layouts
     from .methods import get_method
+
     try:
         original_layouts(cfg, recipe.cache_dtype)
     except TPAError as e:
@@ -376,25 +420,32 @@ def validate_for_model(recipe: Recipe, cfg: ModelConfig) -> None:
             m = get_method(rule.method)(rule.params, seed=recipe.seed)
             hi = m.max_rank(cfg)
             if rule.rank.kind == "fixed" and not 1 <= rule.rank.value <= hi:
-                raise TPAError(f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} out of range "
-                               f"for {rule.method} on this model; valid: 1..{hi}")
+                raise TPAError(
+                    f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} out of range "
+                    f"for {rule.method} on this model; valid: 1..{hi}"
+                )
             lim = recipe.rank_limits
-            if rule.rank.kind == "fixed" and (rule.rank.value % lim.multiple
-                                              or (lim.cap(t) is not None and rule.rank.value > lim.cap(t))):
-                raise TPAError(f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} is outside "
-                               f"rank_limits; valid: {lim.describe(t)}")
+            if rule.rank.kind == "fixed" and (
+                rule.rank.value % lim.multiple or (lim.cap(t) is not None and rule.rank.value > lim.cap(t))
+            ):
+                raise TPAError(
+                    f"{recipe.source}: layer {i} {t}: rank {int(rule.rank.value)} is outside "
+                    f"rank_limits; valid: {lim.describe(t)}"
+                )
     n = cfg.num_layers
     for r, rule in enumerate(recipe.layers):
         where = f"{recipe.source}: layers[{r}].select"
         if rule.select.kind == "layers" and max(rule.select.value) >= n:
             extra = sorted(i for i in rule.select.value if i >= n)
-            raise TPAError(f"{where}.layers names layer {extra[0]}{'..' + str(extra[-1]) if len(extra) > 1 else ''}; "
-                           f"this model has {n} layers (valid: 0..{n - 1})")
+            raise TPAError(
+                f"{where}.layers names layer {extra[0]}{'..' + str(extra[-1]) if len(extra) > 1 else ''}; "
+                f"this model has {n} layers (valid: 0..{n - 1})"
+            )
         if rule.select.kind == "pattern" and not any(rule.select.matches(cfg, i) for i in range(n)):
-            raise TPAError(f"{where}.pattern {rule.select.value!r} matches no layer of this model "
-                           f"(layers 0..{n - 1})")
+            raise TPAError(f"{where}.pattern {rule.select.value!r} matches no layer of this model (layers 0..{n - 1})")
     if any(cfg.layer_types[i] == "sliding" for i in range(cfg.num_layers)) is False:
         for r in recipe.layers:
             if r.select.kind == "type" and r.select.value == "sliding":
-                raise TPAError(f"{recipe.source}: select type 'sliding' matches no layer: "
-                               f"{cfg.family} has only global layers")
+                raise TPAError(
+                    f"{recipe.source}: select type 'sliding' matches no layer: {cfg.family} has only global layers"
+                )

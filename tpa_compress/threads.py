@@ -1,5 +1,6 @@
 """CPU thread counts: how many the forward passes use, and the fixed count the methods'
 linear algebra runs on (so the output bytes do not depend on either)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,7 @@ def cpu_threads(spec: str | int = "auto") -> int:
     eigh / SVD run on one thread (`fixed_threads`), so converted files are byte-identical.
     """
     import os
+
     if spec == "auto":
         return os.cpu_count() or 1
     try:

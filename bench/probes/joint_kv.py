@@ -10,6 +10,7 @@ with the best split r_k + r_v = r, (b) one joint latent of rank r on [A_k; A_v].
 
     PYTHONPATH=. python bench/probes/joint_kv.py --model gemma3-270m --tokens 8192
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def main():
         def f(mod, args):
             x = args[0].flatten(0, -2).double()
             cov[i] = cov.get(i, 0) + x.T @ x
+
         return f
+
     hs = [blk.self_attn.k_proj.register_forward_pre_hook(hook(i)) for i, blk in enumerate(model.layers)]
     with torch.no_grad():
         for w in win:
@@ -67,7 +70,7 @@ def main():
         # V of KV head j feeds query heads j*g..(j+1)*g-1: weight its rows by those o_proj columns
         lv = []
         for j in range(att.n_kv):
-            cols = torch.cat([wo[:, (j * g + h) * d:(j * g + h + 1) * d] for h in range(g)], 0)  # (g*hidden, d)
+            cols = torch.cat([wo[:, (j * g + h) * d : (j * g + h + 1) * d] for h in range(g)], 0)  # (g*hidden, d)
             gram = cols.T @ cols
             e, u = torch.linalg.eigh(gram)
             lv.append((u * e.clamp_min(0).sqrt()) @ u.T)

@@ -7,6 +7,7 @@ Calibration on the bundled calibration mix (`--calib-tokens`, 512-token windows,
 
     PYTHONPATH=. python bench/qwen2/head_mode.py --device cuda --windows 130 --json head_mode.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def main():
     ck = load_model(a.model)
     tok = ck.tokenizer
     bos = tok.bos_id if tok.add_bos else None
-    wins = {d: make_windows(tok.encode(read_texts(f), add_bos=False), 512, bos, a.windows).to(a.device)
-            for d, f in eval_domains().items()}
+    wins = {
+        d: make_windows(tok.encode(read_texts(f), add_bos=False), 512, bos, a.windows).to(a.device)
+        for d, f in eval_domains().items()
+    }
 
     def ppl(model):
         return {d: perplexity(model, w, tok.add_bos, device=a.device).to_dict()["perplexity"] for d, w in wins.items()}
@@ -63,10 +66,16 @@ def main():
         if a.only and not any(name.startswith(p) for p in a.only):
             continue
         rule = {"method": method, "rank": rank, **({"params": params} if params else {})}
-        rec = parse_recipe({"seed": 0, "cache_dtype": "bf16", "sink_tokens": 1,
-                            "calibration": {"files": ["default"], "tokens": a.calib_tokens, "seq_len": 512,
-                                            "heldout_tokens": 1024},
-                            "layers": [{"select": "all", "k": rule, "v": rule}]}, f"<{name}>")
+        rec = parse_recipe(
+            {
+                "seed": 0,
+                "cache_dtype": "bf16",
+                "sink_tokens": 1,
+                "calibration": {"files": ["default"], "tokens": a.calib_tokens, "seq_len": 512, "heldout_tokens": 1024},
+                "layers": [{"select": "all", "k": rule, "v": rule}],
+            },
+            f"<{name}>",
+        )
         t = time.time()
         model = build_model(ck, torch.float32, a.device)
         res, _ = convert(ck, model, rec, eval_model=False, log=lambda m: None)
@@ -74,16 +83,34 @@ def main():
         ratio = cache_bytes(res.layouts, 32768) / cache_bytes(original_layouts(ck.config, "bf16"), 32768)
         kerr = sum(L.k["heldout_rel_error"] for L in res.layers) / len(res.layers)
         verr = sum(L.v["heldout_rel_error"] for L in res.layers) / len(res.layers)
-        row = {"config": name, "perplexity": p, "delta_pct": {d: 100 * (p[d] / base[d] - 1) for d in p},
-               "kv_ratio": ratio, "k_kind": res.layouts[0].k.kind, "k_values": res.layouts[0].k.values_per_token,
-               "mean_k_heldout_rel_error": kerr, "mean_v_heldout_rel_error": verr, "seconds": time.time() - t}
+        row = {
+            "config": name,
+            "perplexity": p,
+            "delta_pct": {d: 100 * (p[d] / base[d] - 1) for d in p},
+            "kv_ratio": ratio,
+            "k_kind": res.layouts[0].k.kind,
+            "k_values": res.layouts[0].k.values_per_token,
+            "mean_k_heldout_rel_error": kerr,
+            "mean_v_heldout_rel_error": verr,
+            "seconds": time.time() - t,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
         del model
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"model": a.model, "calib_tokens": a.calib_tokens, "eval_windows_per_domain": a.windows,
-                       "seq_len": 512, "device": a.device, "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "model": a.model,
+                    "calib_tokens": a.calib_tokens,
+                    "eval_windows_per_domain": a.windows,
+                    "seq_len": 512,
+                    "device": a.device,
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -166,8 +166,15 @@ def write(path: Path, data: bytes) -> dict:
     return {"bytes": len(data), "sha256": sha256(data)}
 
 
-def build(domain: Domain, src: Path, out: Path, *, small_bytes: int = 0,
-          small_out: Path = PACKAGE_DATA, source: dict | None = None) -> dict:
+def build(
+    domain: Domain,
+    src: Path,
+    out: Path,
+    *,
+    small_bytes: int = 0,
+    small_out: Path = PACKAGE_DATA,
+    source: dict | None = None,
+) -> dict:
     """Run the whole pipeline; return the manifest (also written to out/manifest.json)."""
     src = Path(src)
     if not src.is_dir():
@@ -199,16 +206,21 @@ def build(domain: Domain, src: Path, out: Path, *, small_bytes: int = 0,
             "output": name,
             **write(out / name, join(mine)),
             "n_files": len(mine),
-            "files": [{"path": d.rel, "source_sha256": d.source_sha256,
-                       "bytes": len(d.text.encode("utf-8"))} for d in mine],
+            "files": [
+                {"path": d.rel, "source_sha256": d.source_sha256, "bytes": len(d.text.encode("utf-8"))} for d in mine
+            ],
         }
     if small_bytes > 0:
         small_out = Path(small_out)
         for side in SIDES:
             chosen = small_selection([d for d in docs if d.side == side], small_bytes)
             name = domain.small_names[side]
-            manifest["small"][side] = {"output": name, **write(small_out / name, join(chosen)),
-                                       "n_files": len(chosen), "files": [d.rel for d in chosen]}
+            manifest["small"][side] = {
+                "output": name,
+                **write(small_out / name, join(chosen)),
+                "n_files": len(chosen),
+                "files": [d.rel for d in chosen],
+            }
         update_readme(domain, small_out / "README.md", manifest)
     text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
     (out / "manifest.json").write_text(text, encoding="utf-8")
@@ -227,14 +239,19 @@ def stats_block(domain: Domain, manifest: dict) -> str:
     ]
     for side in SIDES:
         s = manifest["sides"][side]
-        rows.append(f"| {domain.out_dir}/{s['output']} (not committed) | {s['n_files']} | {s['bytes']:,} | "
-                    f"`{s['sha256']}` |")
+        rows.append(
+            f"| {domain.out_dir}/{s['output']} (not committed) | {s['n_files']} | {s['bytes']:,} | `{s['sha256']}` |"
+        )
     for side in SIDES:
         s = manifest["small"][side]
         rows.append(f"| {s['output']} | {s['n_files']} | {s['bytes']:,} | `{s['sha256']}` |")
     n_excl = sum(len(v) for v in manifest["excluded"].values())
-    rows += ["", f"{domain.excluded_label}: {n_excl} ("
-             + "; ".join(f"{k}: {len(v)}" for k, v in manifest["excluded"].items()) + ")."]
+    rows += [
+        "",
+        f"{domain.excluded_label}: {n_excl} ("
+        + "; ".join(f"{k}: {len(v)}" for k, v in manifest["excluded"].items())
+        + ").",
+    ]
     return "\n".join(rows)
 
 
@@ -247,22 +264,32 @@ def update_readme(domain: Domain, path: Path, manifest: dict) -> None:
     a, b = text.find(begin), text.find(end)
     if a < 0 or b < a:
         return
-    path.write_text(text[: a + len(begin)] + "\n" + stats_block(domain, manifest) + "\n" + text[b:],
-                    encoding="utf-8")
+    path.write_text(text[: a + len(begin)] + "\n" + stats_block(domain, manifest) + "\n" + text[b:], encoding="utf-8")
 
 
 def main(domains: dict[str, Domain], argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 scripts/build_corpus.py",
-                                 description="Build a domain's calibration/evaluation split.")
+    ap = argparse.ArgumentParser(
+        prog="python3 scripts/build_corpus.py", description="Build a domain's calibration/evaluation split."
+    )
     ap.add_argument("domain", choices=sorted(domains))
-    ap.add_argument("--src", required=True, type=Path,
-                    help="the unpacked package's folder of pages (the domain's path_in_package)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="where the full split and manifest.json go (default: the domain's data/ folder)")
-    ap.add_argument("--small-bytes", type=int, default=None,
-                    help="max size of each committed slice (default: the domain's; 0: no slices)")
-    ap.add_argument("--small-out", type=Path, default=PACKAGE_DATA,
-                    help="where the slices go (default: tpa_compress/data)")
+    ap.add_argument(
+        "--src", required=True, type=Path, help="the unpacked package's folder of pages (the domain's path_in_package)"
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the full split and manifest.json go (default: the domain's data/ folder)",
+    )
+    ap.add_argument(
+        "--small-bytes",
+        type=int,
+        default=None,
+        help="max size of each committed slice (default: the domain's; 0: no slices)",
+    )
+    ap.add_argument(
+        "--small-out", type=Path, default=PACKAGE_DATA, help="where the slices go (default: tpa_compress/data)"
+    )
     ap.add_argument("--package", default=None, help="source package name, recorded in the manifest")
     ap.add_argument("--version", default=None, help="source package version, recorded in the manifest")
     ap.add_argument("--deb-sha256", default=None, help="sha256 of the .deb, recorded in the manifest")
@@ -270,8 +297,7 @@ def main(domains: dict[str, Domain], argv: list[str] | None = None) -> int:
     domain = domains[a.domain]
     out = a.out if a.out is not None else Path(domain.out_dir)
     small_bytes = a.small_bytes if a.small_bytes is not None else domain.default_small_bytes
-    source = {k: v for k, v in (("package", a.package), ("version", a.version),
-                                ("deb_sha256", a.deb_sha256)) if v}
+    source = {k: v for k, v in (("package", a.package), ("version", a.version), ("deb_sha256", a.deb_sha256)) if v}
     m = build(domain, a.src, out, small_bytes=small_bytes, small_out=a.small_out, source=source)
     for side in SIDES:
         s = m["sides"][side]

@@ -38,14 +38,23 @@ EXCLUDED_PAGES = {"index.html": "title page, legal notice and table of contents"
 
 # Elements dropped with their whole subtree: by tag, by class, by id.
 SKIP_TAGS = {"head", "script", "style", "pre", "img", "table"}
-SKIP_CLASSES = {"docnav", "toc", "indexterm", "figure", "mediaobject", "informalfigure", "example",
-                "informalexample", "table", "informaltable", "calloutlist"}
+SKIP_CLASSES = {
+    "docnav",
+    "toc",
+    "indexterm",
+    "figure",
+    "mediaobject",
+    "informalfigure",
+    "example",
+    "informalexample",
+    "table",
+    "informaltable",
+    "calloutlist",
+}
 SKIP_IDS = {"banner", "title"}
 # Elements that end the paragraph before them and start a new one.
-BLOCK_TAGS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd", "ul", "ol", "dl",
-              "blockquote", "br"}
-VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-             "track", "wbr"}
+BLOCK_TAGS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd", "ul", "ol", "dl", "blockquote", "br"}
+VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 _SPACE = re.compile(r"\s+")
 
 

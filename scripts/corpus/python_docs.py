@@ -59,25 +59,57 @@ EVAL_FRACTION = 0.15
 # Directives dropped together with their indented body (metadata, navigation,
 # includes, grammar, images).
 DROP_BLOCK = {
-    "audit-event", "audit-event-table", "contents", "currentmodule", "figure",
-    "highlight", "image", "include", "index", "limited-api-list", "literalinclude",
-    "module", "moduleauthor", "only", "productionlist", "program", "raw",
-    "sectionauthor", "tabularcolumns", "testcleanup", "testsetup", "toctree",
+    "audit-event",
+    "audit-event-table",
+    "contents",
+    "currentmodule",
+    "figure",
+    "highlight",
+    "image",
+    "include",
+    "index",
+    "limited-api-list",
+    "literalinclude",
+    "module",
+    "moduleauthor",
+    "only",
+    "productionlist",
+    "program",
+    "raw",
+    "sectionauthor",
+    "tabularcolumns",
+    "testcleanup",
+    "testsetup",
+    "toctree",
 }
 # Directives whose body is code: kept verbatim.
 CODE_DIRECTIVES = {"code", "code-block", "doctest", "sourcecode", "testcode", "testoutput"}
 # Admonition-like directives: header replaced by a label.
 LABELS = {
-    "attention": "Attention:", "caution": "Caution:", "danger": "Danger:",
-    "hint": "Hint:", "important": "Important:", "impl-detail": "CPython implementation detail:",
-    "note": "Note:", "seealso": "See also:", "tip": "Tip:", "warning": "Warning:",
+    "attention": "Attention:",
+    "caution": "Caution:",
+    "danger": "Danger:",
+    "hint": "Hint:",
+    "important": "Important:",
+    "impl-detail": "CPython implementation detail:",
+    "note": "Note:",
+    "seealso": "See also:",
+    "tip": "Tip:",
+    "warning": "Warning:",
 }
 # Object descriptions: header is the signature, with Sphinx's prefix.
 PREFIXES = {
-    "abstractmethod": "abstractmethod ", "awaitablefunction": "awaitable ",
-    "awaitablemethod": "awaitable ", "class": "class ", "classmethod": "classmethod ",
-    "coroutinefunction": "coroutine ", "coroutinemethod": "coroutine ", "decorator": "@",
-    "decoratormethod": "@", "exception": "exception ", "staticmethod": "static ",
+    "abstractmethod": "abstractmethod ",
+    "awaitablefunction": "awaitable ",
+    "awaitablemethod": "awaitable ",
+    "class": "class ",
+    "classmethod": "classmethod ",
+    "coroutinefunction": "coroutine ",
+    "coroutinemethod": "coroutine ",
+    "decorator": "@",
+    "decoratormethod": "@",
+    "exception": "exception ",
+    "staticmethod": "static ",
 }
 
 _DIRECTIVE = re.compile(r"^(\s*)\.\.\s+([A-Za-z][\w:-]*)::(?:\s+(.*))?$")

@@ -10,6 +10,7 @@ itself, with forward hooks on the model's own modules (nothing is recomputed):
 Per layer the state is a few small matrices; the pass holds one window's activations,
 and skips the last block's attention and MLP (only that block's input is analysed).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,8 @@ from torch import nn
 from ..calibrate import collect_stats
 from ..evaluate.perplexity import interleaved_windows
 from ..methods import LayerInputs, get_method
-from .spectra import eig_energy, summarize
 from ..methods.layers import effective_weight
+from .spectra import eig_energy, summarize
 
 
 def calibration_windows(tok, texts: list[str], tokens: int, seq_len: int, source: str) -> torch.Tensor:
@@ -56,6 +57,7 @@ class _Accumulator:
             self.post_sum[i] += k.sum(0).double().cpu()
             # fp32 within a window, fp64 across windows: accurate, and 2x cheaper than fp64
             self.post_xtx[i] += (k.T @ k).double().cpu()
+
         return hook
 
     def _heads(self, i, t):
@@ -63,6 +65,7 @@ class _Accumulator:
             z = out.detach().reshape(-1, self.kv, self.D).double()
             ev = torch.linalg.eigvalsh(z @ z.transpose(1, 2)).flip(-1).clamp_min(0)
             self.ctx[t][i] += ev.sum(0).cpu()
+
         return hook
 
     def remove(self):
@@ -134,8 +137,7 @@ def activation_spectra(model, windows: torch.Tensor, progress=None, device: str 
         rec = {"layer": i, "type": cfg.layer_types[i], "tokens": stats[i].n}
         spectra = {}
         if w["k"] is not None and w["v"] is not None:
-            inp = LayerInputs(cfg, i, w["q"].double(), w["k"].double(), w["v"].double(),
-                              w["o"].double(), stats[i])
+            inp = LayerInputs(cfg, i, w["q"].double(), w["k"].double(), w["v"].double(), w["o"].double(), stats[i])
             spectra["k_pre"] = k_and_vout.spectrum(inp, "k")
             spectra["v"] = v_raw.spectrum(inp, "v")
             spectra["v_out"] = k_and_vout.spectrum(inp, "v")
@@ -147,7 +149,8 @@ def activation_spectra(model, windows: torch.Tensor, progress=None, device: str 
                 if acc.kv > 1:
                     rec.setdefault("head_mode", {})[t] = {
                         "fixed": _cumulative(eig_energy(_head_gram(wb, m2, acc.kv, acc.D))),
-                        "contextual": _cumulative(acc.ctx[t][i])}
+                        "contextual": _cumulative(acc.ctx[t][i]),
+                    }
         if acc.post_n[i]:
             n = acc.post_n[i]
             mu = acc.post_sum[i] / n

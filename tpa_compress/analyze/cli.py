@@ -3,6 +3,7 @@
 Arguments are checked before the model is loaded, so a bad --context or --data fails
 in a second with one line (TPAError), not after a minute of loading.
 """
+
 from __future__ import annotations
 
 import re
@@ -11,7 +12,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -25,8 +26,10 @@ def parse_contexts(spec: str) -> list[int]:
         p = part.strip().lower()
         m = re.fullmatch(r"(\d+)(k?)", p)
         if not m or int(m.group(1)) == 0:
-            raise TPAError(f"--context {spec!r}: {part.strip()!r} is not a positive token count; "
-                           "valid: comma-separated integers, e.g. 4096,32768 or 4k,32k")
+            raise TPAError(
+                f"--context {spec!r}: {part.strip()!r} is not a positive token count; "
+                "valid: comma-separated integers, e.g. 4096,32768 or 4k,32k"
+            )
         out.append(int(m.group(1)) * (1024 if m.group(2) else 1))
     return sorted(set(out))
 
@@ -35,6 +38,7 @@ def check_args(batch: int, calib_tokens: int, seq_len: int) -> None:
     if batch < 1:
         raise TPAError(f"--batch {batch} must be at least 1")
     from ..evaluate.perplexity import check_window_args
+
     check_window_args(seq_len)
     if calib_tokens < seq_len:
         raise TPAError(f"--calib-tokens {calib_tokens} is less than one window (--seq-len {seq_len})")
@@ -52,7 +56,7 @@ def _command_line() -> str | None:
     """How this report was made, for report.md (None when called as a function)."""
     argv = sys.argv
     if "analyze" in argv[1:]:
-        return "tpa-compress " + " ".join(shlex.quote(a) for a in argv[argv.index("analyze"):])
+        return "tpa-compress " + " ".join(shlex.quote(a) for a in argv[argv.index("analyze") :])
     if argv and argv[0].endswith(str(Path("analyze") / "cli.py")):
         return "python -m tpa_compress.analyze.cli " + " ".join(shlex.quote(a) for a in argv[1:])
     return None
@@ -64,20 +68,29 @@ def default_out(model: Optional[str], name: str) -> Path:
 
 
 def analyze_cmd(
-    model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder, .ckpt) or an "
-                                          "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."),
-    data: Optional[List[Path]] = typer.Option(None, "--data", help="Calibration text file(s); "
-                                              "default: the bundled calibration split."),
-    context: str = typer.Option("4096,32768", "--context", help="Context lengths to price, "
-                                "comma-separated (k = 1024)."),
+    model: Optional[str] = typer.Argument(
+        None,
+        help="Model path (.gguf, HF folder, .ckpt) or an "
+        "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b.",
+    ),
+    data: Optional[list[Path]] = typer.Option(
+        None, "--data", help="Calibration text file(s); default: the bundled calibration split."
+    ),
+    context: str = typer.Option(
+        "4096,32768", "--context", help="Context lengths to price, comma-separated (k = 1024)."
+    ),
     batch: int = typer.Option(1, "--batch", help="Sequences per batch, for cache totals."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: out/analyze/<model>)."),
     calib_tokens: int = typer.Option(32768, "--calib-tokens", help="Calibration tokens for activations."),
     seq_len: int = typer.Option(512, "--seq-len", help="Calibration window length in tokens."),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer for the calibration "
-                                             "text, instead of the one found with the model: a tokenizer.model "
-                                             "(SentencePiece), a tokenizer.json, or a folder holding one."),
+    tokenizer: Optional[Path] = typer.Option(
+        None,
+        "--tokenizer",
+        help="Tokenizer for the calibration "
+        "text, instead of the one found with the model: a tokenizer.model "
+        "(SentencePiece), a tokenizer.json, or a folder holding one.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda, cuda:N."),
 ):
     """What can be compressed, at what cost, and what cannot (spectra, Q/K geometry, KV-cache costs).
@@ -107,18 +120,25 @@ def analyze_cmd(
     windows, calibration = None, None
     if tok is None:
         if data:
-            raise TPAError(f"{ckpt.path}: --data needs a tokenizer, and this model has none "
-                           "(put tokenizer.model or tokenizer.json beside it, or pass --tokenizer PATH)")
-        console.print("[yellow]no tokenizer: activation spectra skipped (weights, geometry and "
-                      "cache costs only)[/yellow]")
+            raise TPAError(
+                f"{ckpt.path}: --data needs a tokenizer, and this model has none "
+                "(put tokenizer.model or tokenizer.json beside it, or pass --tokenizer PATH)"
+            )
+        console.print(
+            "[yellow]no tokenizer: activation spectra skipped (weights, geometry and cache costs only)[/yellow]"
+        )
     else:
         src = ", ".join(map(str, files))
         windows = calibration_windows(tok, texts, calib_tokens, seq_len, src)
-        calibration = {"files": [_rel(f) for f in files], "tokens": int(windows.numel()),
-                       "windows": int(windows.shape[0]), "seq_len": seq_len, "bos": bool(tok.add_bos)}
+        calibration = {
+            "files": [_rel(f) for f in files],
+            "tokens": int(windows.numel()),
+            "windows": int(windows.shape[0]),
+            "seq_len": seq_len,
+            "bos": bool(tok.add_bos),
+        }
         if windows.numel() < calib_tokens:
-            console.print(f"[yellow]{src}: only {windows.numel()} calibration tokens "
-                          f"(asked {calib_tokens})[/yellow]")
+            console.print(f"[yellow]{src}: only {windows.numel()} calibration tokens (asked {calib_tokens})[/yellow]")
     timing["tokenize"] = time.time() - t
     out = out or default_out(model, ckpt.config.name)
     with progress_bar("analyze") as bar:
@@ -129,8 +149,11 @@ def analyze_cmd(
             return lambda i, n: bar.update(tasks[name], completed=i, total=n)
 
         doc = analyze(ckpt, net, windows, contexts, batch, calibration, stage=stage, device=dev)
-    doc["timing"]["seconds"] = {**{k: round(v, 2) for k, v in timing.items()}, **doc["timing"]["seconds"],
-                                "total_before_writing": round(time.time() - t0, 2)}
+    doc["timing"]["seconds"] = {
+        **{k: round(v, 2) for k, v in timing.items()},
+        **doc["timing"]["seconds"],
+        "total_before_writing": round(time.time() - t0, 2),
+    }
     doc["timing"]["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     doc["timing"]["peak_rss_after_load_bytes"] = rss_loaded
     written = write_report(doc, out, _command_line())

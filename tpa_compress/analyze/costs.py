@@ -6,6 +6,7 @@ only), in one cache dtype. Candidates that cannot shrink the cache (any contextu
 on a one-KV-head model, for instance) are kept and flagged, with `shrink_check`'s reason:
 showing what does not work is part of the answer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,7 @@ class Candidate:
         for i in range(cfg.num_layers):
             hit = self.scope == "all" or cfg.window(i) is None
             k = self.k if hit else full
-            out.append(LayerLayout(k, self.v if hit else full, cfg.window(i), cache_dtype,
-                                   k_scale=k_scale_for(cfg, k)))
+            out.append(LayerLayout(k, self.v if hit else full, cfg.window(i), cache_dtype, k_scale=k_scale_for(cfg, k)))
         return out
 
 
@@ -53,8 +53,15 @@ def candidates(cfg: ModelConfig) -> list[Candidate]:
     half = Component("latent", kv, D, max(1, n // 2))
     c.append(Candidate(f"latent_v_r{half.rank}", f"latent V only, r={half.rank}", full, half))
     if any(w is not None for w in map(cfg.window, range(cfg.num_layers))):
-        c.append(Candidate(f"latent_kv_r{half.rank}_global", f"latent K+V, r={half.rank}, global layers",
-                           half, half, scope="global"))
+        c.append(
+            Candidate(
+                f"latent_kv_r{half.rank}_global",
+                f"latent K+V, r={half.rank}, global layers",
+                half,
+                half,
+                scope="global",
+            )
+        )
     return c
 
 
@@ -75,26 +82,47 @@ def price(cfg: ModelConfig, lays: list[LayerLayout], contexts: list[int], batch:
     reasons = sorted({why for lay in lays for comp in (lay.k, lay.v) if (why := shrink_check(comp))})
     worst = max(vs_same.values())
     flag = "larger" if worst > 1 + 1e-12 else ("no_saving" if reasons and worst >= 1 - 1e-12 else None)
-    return {"bytes_per_token_per_layer": per_type,
-            "bytes_per_token_all_layers": sum(lay.bytes_per_token() for lay in lays),
-            "total_bytes": totals, "ratio_vs_original_bf16": vs_bf16,
-            "ratio_vs_original_same_dtype": vs_same, "flag": flag, "reasons": reasons}
+    return {
+        "bytes_per_token_per_layer": per_type,
+        "bytes_per_token_all_layers": sum(lay.bytes_per_token() for lay in lays),
+        "total_bytes": totals,
+        "ratio_vs_original_bf16": vs_bf16,
+        "ratio_vs_original_same_dtype": vs_same,
+        "flag": flag,
+        "reasons": reasons,
+    }
 
 
-def cost_table(cfg: ModelConfig, contexts: list[int], batch: int,
-               converted: list[LayerLayout] | None = None) -> list[dict]:
+def cost_table(
+    cfg: ModelConfig, contexts: list[int], batch: int, converted: list[LayerLayout] | None = None
+) -> list[dict]:
     """Every candidate in every cache dtype (and the model's own layout, if converted)."""
     rows = []
     if converted:
-        rows.append({"name": "as_converted", "label": "this model's own (converted) layout",
-                     "cache_dtype": converted[0].cache_dtype, "scope": "per_layer", "k": None, "v": None,
-                     **price(cfg, converted, contexts, batch)})
+        rows.append(
+            {
+                "name": "as_converted",
+                "label": "this model's own (converted) layout",
+                "cache_dtype": converted[0].cache_dtype,
+                "scope": "per_layer",
+                "k": None,
+                "v": None,
+                **price(cfg, converted, contexts, batch),
+            }
+        )
     for cand in candidates(cfg):
         for dt in CACHE_DTYPES:
-            rows.append({"name": cand.name, "label": cand.label, "cache_dtype": dt, "scope": cand.scope,
-                         "k": {"kind": cand.k.kind, "rank": cand.k.rank},
-                         "v": {"kind": cand.v.kind, "rank": cand.v.rank},
-                         **price(cfg, cand.layouts(cfg, dt), contexts, batch)})
+            rows.append(
+                {
+                    "name": cand.name,
+                    "label": cand.label,
+                    "cache_dtype": dt,
+                    "scope": cand.scope,
+                    "k": {"kind": cand.k.kind, "rank": cand.k.rank},
+                    "v": {"kind": cand.v.kind, "rank": cand.v.rank},
+                    **price(cfg, cand.layouts(cfg, dt), contexts, batch),
+                }
+            )
     return rows
 
 
@@ -106,8 +134,15 @@ def layer_type_table(cfg: ModelConfig, contexts: list[int], batch: int, cache_dt
     for t in sorted(set(cfg.layer_types), key=lambda t: t != "global"):
         sel = [lay for lay, lt in zip(lays, cfg.layer_types) if lt == t]
         b = {str(ctx): cache_bytes(sel, ctx, batch) for ctx in contexts}
-        rows.append({"type": t, "layers": len(sel), "window": sel[0].window,
-                     "bytes_per_token_per_layer": sel[0].bytes_per_token(),
-                     "tokens_held": {str(ctx): sel[0].tokens_held(ctx) for ctx in contexts},
-                     "bytes": b, "share": {str(ctx): b[str(ctx)] / total[ctx] for ctx in contexts}})
+        rows.append(
+            {
+                "type": t,
+                "layers": len(sel),
+                "window": sel[0].window,
+                "bytes_per_token_per_layer": sel[0].bytes_per_token(),
+                "tokens_held": {str(ctx): sel[0].tokens_held(ctx) for ctx in contexts},
+                "bytes": b,
+                "share": {str(ctx): b[str(ctx)] / total[ctx] for ctx in contexts},
+            }
+        )
     return rows

@@ -14,12 +14,13 @@ Every quantity comes from head_dim-sized factors (float64):
 - cross-layer Gram <g_L, g_L'>_F = tr((W_K,L W_K,L'ᵀ)(S W_Q,L' (S W_Q,L)ᵀ)), head_dim ×
   head_dim blocks, computed one layer row at a time.
 """
+
 from __future__ import annotations
 
 import torch
 
-from .spectra import summarize
 from ..methods.layers import effective_weight
+from .spectra import summarize
 
 TOPK = 8
 
@@ -63,8 +64,7 @@ def head_operator(wq: torch.Tensor, wk: torch.Tensor, topk: int = TOPK, rk: torc
     sym = torch.linalg.eigvalsh((m + m.T) / 4)  # ½ R J Rᵀ, symmetrised against round-off
     sym = sym[sym.abs().argsort(descending=True)]
     pos, tot = float(sym.clamp_min(0).sum()), float(sym.abs().sum())
-    return {"energy": s.pow(2), "dirs": dirs, "sym_eigs": sym,
-            "positive_fraction": pos / tot if tot > 0 else 0.0}
+    return {"energy": s.pow(2), "dirs": dirs, "sym_eigs": sym, "positive_fraction": pos / tot if tot > 0 else 0.0}
 
 
 def _grams(stack_k: torch.Tensor, stacks_q: list[torch.Tensor], D: int) -> list[torch.Tensor]:
@@ -75,10 +75,10 @@ def _grams(stack_k: torch.Tensor, stacks_q: list[torch.Tensor], D: int) -> list[
     k32 = stack_k.float()
     gs = [torch.zeros(n, n, dtype=torch.float64) for _ in stacks_q]
     for a in range(n):
-        kk = (k32[a * D:(a + 1) * D] @ k32[a * D:].T).double()
+        kk = (k32[a * D : (a + 1) * D] @ k32[a * D :].T).double()
         for g, sq in zip(gs, stacks_q):
             q32 = sq.float()
-            prod = kk * (q32[a * D:(a + 1) * D] @ q32[a * D:].T).double()
+            prod = kk * (q32[a * D : (a + 1) * D] @ q32[a * D :].T).double()
             row = prod.view(D, n - a, D).sum((0, 2))
             g[a, a:] = row
             g[a:, a] = row
@@ -102,17 +102,23 @@ def qk_geometry(model, topk: int = TOPK, progress=None) -> dict | None:
         for h in range(H):
             op = head_operator(qs[i][h], ks[i][h // group], topk, rks[h // group])
             dirs[i, h] = op["dirs"]
-            heads.append({**summarize(op["energy"]), "fro_norm": float(op["energy"].sum().sqrt()),
-                          "positive_fraction": round(op["positive_fraction"], 6),
-                          "top_signed_eigs": [float(x) for x in op["sym_eigs"][:4]]})
+            heads.append(
+                {
+                    **summarize(op["energy"]),
+                    "fro_norm": float(op["energy"].sum().sqrt()),
+                    "positive_fraction": round(op["positive_fraction"], 6),
+                    "top_signed_eigs": [float(x) for x in op["sym_eigs"][:4]],
+                }
+            )
         per_layer.append({"layer": i, "type": cfg.layer_types[i], "heads": heads})
         if progress:
             progress(i + 1, L + H)
     grams = []
     for kv in range(cfg.num_kv_heads):
         heads = range(kv * group, (kv + 1) * group)
-        grams += _grams(torch.cat([ks[i][kv] for i in range(L)]),
-                        [torch.cat([qs[i][h] for i in range(L)]) for h in heads], D)
+        grams += _grams(
+            torch.cat([ks[i][kv] for i in range(L)]), [torch.cat([qs[i][h] for i in range(L)]) for h in heads], D
+        )
         if progress:
             progress(L + heads[-1] + 1, L + H)
     cos, overlap = [], []

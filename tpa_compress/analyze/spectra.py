@@ -5,6 +5,7 @@ eigenvalues of a covariance. Ranks use `ranks.energy_rank`, the function convert
 `rank: {energy: f}` step uses, so a rank reported here is the rank convert would pick
 from the same spectrum.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,9 +45,12 @@ def energy_kept(energy: torch.Tensor, rank: int) -> float:
 def summarize(energy: torch.Tensor) -> dict:
     """The per-spectrum numbers every report table shows."""
     e = energy.double().clamp_min(0)
-    return {"dim": int(e.numel()), "energy_ranks": energy_ranks(e),
-            "effective_rank": round(effective_rank(e), 3),
-            "total_energy": float(e.sum())}
+    return {
+        "dim": int(e.numel()),
+        "energy_ranks": energy_ranks(e),
+        "effective_rank": round(effective_rank(e), 3),
+        "total_energy": float(e.sum()),
+    }
 
 
 def svd_energy(w: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ parameters. Its `name` is the canonical string ("int4", or "int4:recent=32,rotat
 when a parameter is not the default), which `--cache-dtype`, `LayerLayout.cache_dtype` and
 config.json's `tpa.cache_dtype` carry; `parse_spec` reads it back.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,11 +30,12 @@ import torch
 
 from ..errors import TPAError
 
-FORMATS: dict[str, "CacheFormat"] = {}
+FORMATS: dict[str, CacheFormat] = {}
 
 
 class CacheFormat:
     """A storage format for cache entries (see the package docstring)."""
+
     name: str = ""
     storage: torch.dtype = torch.float32
     bits: int = 32
@@ -62,6 +64,7 @@ def register(name: str):
         cls.name = name
         FORMATS[name] = cls()
         return cls
+
     return deco
 
 
@@ -69,6 +72,7 @@ def _load_builtin() -> None:
     # every module of this package but the plumbing is a format (its @register runs)
     import importlib
     import pkgutil
+
     names = [i.name for i in pkgutil.iter_modules(__path__) if i.name not in ("grouped", "hadamard")]
     for name in sorted(names, key=lambda n: BUILTIN_ORDER.index(n) if n in BUILTIN_ORDER else len(BUILTIN_ORDER)):
         importlib.import_module(f"{__name__}.{name}")
@@ -111,6 +115,7 @@ class CacheSpec:
              Gemma 3 270M: +0.76% perplexity with sink=0, +0.23% with 1; docs/quality.md).
              Independent of a layout's exact sink.
     """
+
     dtype: str = "bf16"
     group: int = 32
     recent: int = 128
@@ -127,8 +132,7 @@ class CacheSpec:
         """The canonical string: the dtype, then the parameters that differ from the defaults."""
         if not self.format.grouped:
             return self.dtype
-        extra = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)[1:]
-                 if getattr(self, f.name) != f.default]
+        extra = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)[1:] if getattr(self, f.name) != f.default]
         return self.dtype + (":" + ",".join(extra) if extra else "")
 
     def params(self) -> dict:
@@ -156,8 +160,10 @@ def spec_from(dtype, params: dict | None = None, where: str = "cache") -> CacheS
         if k not in valid:
             raise TPAError(f"{where}: unknown key {k!r}; valid: dtype, {', '.join(valid)}")
         if not fmt.grouped:
-            raise TPAError(f"{where}: {k} is not valid for {dtype}, which takes no parameters; {k} applies to "
-                           f"{', '.join(n for n in format_names() if get_format(n).grouped)}")
+            raise TPAError(
+                f"{where}: {k} is not valid for {dtype}, which takes no parameters; {k} applies to "
+                f"{', '.join(n for n in format_names() if get_format(n).grouped)}"
+            )
     for k in ("group", "recent", "sink"):
         v = params.get(k, getattr(CacheSpec, k))
         lo = 1 if k == "group" else 0
@@ -172,7 +178,7 @@ def spec_from(dtype, params: dict | None = None, where: str = "cache") -> CacheS
 
 @functools.lru_cache(maxsize=256)
 def parse_spec(text: str, where: str = "--cache-dtype") -> CacheSpec:
-    """"int4" or "int4:group=32,recent=0,rotate=hadamard" -> CacheSpec (checked)."""
+    """ "int4" or "int4:group=32,recent=0,rotate=hadamard" -> CacheSpec (checked)."""
     if not isinstance(text, str):
         raise TPAError(f"{where} {text!r} is not valid; valid: {', '.join(format_names())}")
     dtype, _, rest = text.partition(":")
@@ -183,8 +189,10 @@ def parse_spec(text: str, where: str = "--cache-dtype") -> CacheSpec:
             raise TPAError(f"{where} {text!r}: {part!r} is not key=value; e.g. int4:group=32,recent=128")
         params[k.strip()] = int(v) if v.strip().lstrip("-").isdigit() else v.strip()
     if dtype not in format_names():
-        raise TPAError(f"{where} {dtype!r} is not valid; valid: {', '.join(format_names())} "
-                       f"(grouped ones take parameters, e.g. int4:group=32,recent=128,rotate=hadamard)")
+        raise TPAError(
+            f"{where} {dtype!r} is not valid; valid: {', '.join(format_names())} "
+            f"(grouped ones take parameters, e.g. int4:group=32,recent=128,rotate=hadamard)"
+        )
     return spec_from(dtype, params, f"{where} {text!r}")
 
 
@@ -211,5 +219,15 @@ def spec_from_recipe(value, where: str) -> CacheSpec:
     return parse_spec(value, where)
 
 
-__all__ = ["CacheFormat", "CacheSpec", "FORMATS", "register", "get_format", "format_names", "parse_spec",
-           "spec_from", "spec_from_recipe", "split_specs"]
+__all__ = [
+    "CacheFormat",
+    "CacheSpec",
+    "FORMATS",
+    "register",
+    "get_format",
+    "format_names",
+    "parse_spec",
+    "spec_from",
+    "spec_from_recipe",
+    "split_specs",
+]

@@ -1,5 +1,6 @@
 """bf16 — entries stored as bfloat16: 16 bits a value, no scales (the bf16 original's cache;
 every KV fraction is relative to it)."""
+
 import torch
 
 from . import CacheFormat, register

@@ -1,4 +1,5 @@
 """fp16 — entries stored as float16: 16 bits a value, no scales."""
+
 import torch
 
 from . import CacheFormat, register

@@ -1,5 +1,6 @@
 """fp8 — entries stored as float8 e4m3 with saturation at +-448: 8 bits a value, no scales.
 Each entry is rounded when it is written (no recent window); exact sink tokens stay bf16."""
+
 import torch
 
 from . import CacheFormat, register

@@ -25,6 +25,7 @@ them (bf16-rounded). Exact sink tokens stay
 bf16. `rotate: hadamard` quantizes after the orthogonal rotation of `hadamard.py` and
 rotates back on read.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,7 +40,7 @@ class GroupedFormat(CacheFormat):
 
     def quantize(self, x, dim=-1):
         x = x.float()
-        levels = 2 ** self.bits - 1
+        levels = 2**self.bits - 1
         lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
         tiny = torch.finfo(torch.float16).tiny
         scale = ((hi - lo) / levels).to(torch.float16).clamp_min(tiny)
@@ -71,7 +72,7 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack(packed: torch.Tensor, bits: int, w: int) -> torch.Tensor:
     """The inverse of `pack`: (..., ceil(w * bits / 8)) uint8 -> codes (..., w) uint8."""
     b = ((packed[..., None] >> torch.arange(8, device=packed.device, dtype=torch.uint8)) & 1).flatten(-2)
-    b = b[..., :w * bits].unflatten(-1, (w, bits))
+    b = b[..., : w * bits].unflatten(-1, (w, bits))
     return (b << torch.arange(bits, device=packed.device, dtype=torch.uint8)).sum(-1, dtype=torch.uint8)
 
 

@@ -8,6 +8,7 @@ is the transpose; outliers spread over the block, which evens the groups' ranges
 (a full K/V: each head's head_dim; a latent or TPA factor: its whole width when that is a
 power of two, else power-of-two blocks of it; 1 means no rotation).
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ def _hadamard(n: int) -> torch.Tensor:
     h = torch.ones(1, 1)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return h / n ** 0.5
+    return h / n**0.5
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,6 +1,7 @@
 """int8 — symmetric int8 with one fp16 scale per token and component (K, V): scale =
 absmax / 127 of the token's K (or V) values, codes round(x / scale) in -127..127. 8 bits
 a value plus 2 bytes per token and component. Each entry is quantized when written."""
+
 import torch
 
 from . import CacheFormat, register

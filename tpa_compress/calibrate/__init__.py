@@ -16,6 +16,7 @@ Only the layers asked for are measured, and the forward pass stops at the input 
 last of them (a recipe that converts layers 5, 11 and 17 runs 17 of 18 blocks).
 Moments accumulate in float64 on the model's device; the results are on the CPU.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,16 @@ class StatsCollector:
     whole-model pass (`collect_stats`) and the streaming pass share this code, so both
     give the same bits."""
 
-    def __init__(self, cfg, n_windows: int, seq_len: int, sample_rows: int = 4096, moments: bool = True,
-                 skip: int = 0, windows_kept: int = 0):
+    def __init__(
+        self,
+        cfg,
+        n_windows: int,
+        seq_len: int,
+        sample_rows: int = 4096,
+        moments: bool = True,
+        skip: int = 0,
+        windows_kept: int = 0,
+    ):
         self.cfg, self.moments, self.seq_len = cfg, moments, seq_len
         self.skip = min(skip, seq_len - 1)
         self.per_window = seq_len - self.skip
@@ -89,15 +98,17 @@ class StatsCollector:
         offset = w * self.per_window
         if w < self.n_kept:
             s.windows[w] = block.input_layernorm(h)[0].float().cpu()
-        x = block.input_layernorm(h)[0, self.skip:].float()  # (T - skip, d)
+        x = block.input_layernorm(h)[0, self.skip :].float()  # (T - skip, d)
         s.n += x.shape[0]
         if self.moments:
             xd = x.double()
             if i not in self.acc:
                 D = cfg.head_dim
-                self.acc[i] = (torch.zeros(d, dtype=torch.float64, device=x.device),
-                               torch.zeros(d, d, dtype=torch.float64, device=x.device),
-                               torch.zeros(cfg.num_kv_heads, D, D, dtype=torch.float64, device=x.device))
+                self.acc[i] = (
+                    torch.zeros(d, dtype=torch.float64, device=x.device),
+                    torch.zeros(d, d, dtype=torch.float64, device=x.device),
+                    torch.zeros(cfg.num_kv_heads, D, D, dtype=torch.float64, device=x.device),
+                )
             sx, xtx, qtq = self.acc[i]
             sx += xd.sum(0)
             xtx += xd.T @ xd
@@ -116,9 +127,17 @@ class StatsCollector:
 
 
 @torch.no_grad()
-def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progress=None,
-                  device: str | torch.device | None = None, layers=None,
-                  moments: bool = True, skip: int = 0, windows_kept: int = 0) -> list[LayerStats | None]:
+def collect_stats(
+    model,
+    windows: torch.Tensor,
+    sample_rows: int = 4096,
+    progress=None,
+    device: str | torch.device | None = None,
+    layers=None,
+    moments: bool = True,
+    skip: int = 0,
+    windows_kept: int = 0,
+) -> list[LayerStats | None]:
     """Run `windows` (N, T) through `model`; return one LayerStats per layer.
 
     `layers`: the layer indices to measure (None: all); the others get None. When given,
@@ -152,7 +171,7 @@ def collect_stats(model, windows: torch.Tensor, sample_rows: int = 4096, progres
 
     for w in range(windows.shape[0]):
         try:
-            model(windows[w:w + 1].to(device), hooks=hook)
+            model(windows[w : w + 1].to(device), hooks=hook)
         except _Stop:
             pass
         if progress is not None:

@@ -3,6 +3,7 @@
 The last `heldout_tokens` worth of windows are held out: they never fit anything and
 only measure each factorization's error (convert's `heldout_rel_error`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,7 @@ def _windows(tok, files, tokens: int, seq_len: int, skip_tokens: int = 0, source
     files (the default mix: both domains), so the token budget draws evenly from each;
     `skip_tokens` are skipped at the start of each file."""
     from ..evaluate.perplexity import interleaved_windows
+
     streams = [tok.encode(read_texts([f]), add_bos=False)[skip_tokens:] for f in files]
     bos = tok.bos_id if tok.add_bos else None
     n = max(1, tokens // seq_len)
@@ -41,6 +43,5 @@ def calibration_windows(tok, recipe, path: str = "") -> tuple[torch.Tensor, torc
     win = _windows(tok, files, cal.tokens + cal.heldout_tokens, cal.seq_len, source=src)
     n_held = max(1, cal.heldout_tokens // cal.seq_len) if cal.heldout_tokens else 0
     if win.shape[0] <= n_held:
-        raise TPAError(f"{src}: too little text for {cal.tokens} calibration + "
-                       f"{cal.heldout_tokens} held-out tokens")
-    return win[: win.shape[0] - n_held], win[win.shape[0] - n_held:]
+        raise TPAError(f"{src}: too little text for {cal.tokens} calibration + {cal.heldout_tokens} held-out tokens")
+    return win[: win.shape[0] - n_held], win[win.shape[0] - n_held :]

@@ -13,6 +13,7 @@ Each step is its own module:
 `budget: {by: kl}` need; convert/stream.py runs the same steps one layer at a time,
 with memory that does not grow with the model, and writes the same bytes.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,15 +23,15 @@ import torch
 from ..calibrate import collect_stats
 from ..calibrate.windows import HELDOUT_ROWS, _files, _windows, calibration_windows  # noqa: F401 (re-exported)
 from ..errors import TPAError  # noqa: F401 (re-exported)
-from ..heal import heal as heal_stage, prepare as prepare_heal
+from ..heal import heal as heal_stage
+from ..heal import prepare as prepare_heal
 from ..methods.layers import set_k_scale
-from ..ranks.select import BUDGET_DTYPE, full_width as full_width_targets, layer_ranks, spend_budget  # noqa: F401
+from ..ranks.select import BUDGET_DTYPE, layer_ranks, spend_budget  # noqa: F401
+from ..ranks.select import full_width as full_width_targets
 from ..threads import cpu_threads, fixed_threads  # noqa: F401 (re-exported)
 from .evaluate import _eval, eval_after, perplexity_change, round_to_saved  # noqa: F401 (re-exported)
-from .layer import (LayerReport, activation_errors, block_inputs, conversion_notes,  # noqa: F401
-                    convert_layer, layer_inputs)
-from .output import (REPORT_CONTEXTS, default_out_dir, kv_totals, output_tensors, report_dict,  # noqa: F401
-                     write_output)
+from .layer import LayerReport, activation_errors, block_inputs, conversion_notes, convert_layer, layer_inputs  # noqa: F401
+from .output import REPORT_CONTEXTS, default_out_dir, kv_totals, output_tensors, report_dict, write_output  # noqa: F401
 from .plan import Plan, plan_conversion, refuse_converted  # noqa: F401
 from .result import ConversionResult
 
@@ -60,8 +61,18 @@ def convert(ckpt, model, recipe, progress=None, eval_model=True, log=print) -> t
 
     device = next(model.parameters()).device
     for i in range(cfg.num_layers):
-        lc = convert_layer(cfg, recipe, i, inputs.get(i), plan.methods, ranks, full_width,
-                           heldout[i].sample if heldout and heldout[i] else None, log, tick)
+        lc = convert_layer(
+            cfg,
+            recipe,
+            i,
+            inputs.get(i),
+            plan.methods,
+            ranks,
+            full_width,
+            heldout[i].sample if heldout and heldout[i] else None,
+            log,
+            tick,
+        )
         attn = model.layers[i].self_attn
         for t, proj in lc.projs.items():
             setattr(attn, f"{t}_proj", proj.to(device))
@@ -70,16 +81,28 @@ def convert(ckpt, model, recipe, progress=None, eval_model=True, log=print) -> t
         layers.append(lc)
 
     notes = conversion_notes(full_width, layers, log)
-    healed = heal_data and heal_stage(model, heal_data, recipe.weight_dtype, progress, log, evaluate=(
-        (lambda: _eval(model, tok, recipe, progress, "eval before heal")) if eval_model else None))
+    healed = heal_data and heal_stage(
+        model,
+        heal_data,
+        recipe.weight_dtype,
+        progress,
+        log,
+        evaluate=((lambda: _eval(model, tok, recipe, progress, "eval before heal")) if eval_model else None),
+    )
     if healed:
         new_tensors.update(healed.tensors)
     round_to_saved(model, getattr(torch, recipe.weight_dtype))
     ppl_after = eval_after(model, tok, recipe, progress) if eval_model else None
     layouts = [lc.layout for lc in layers]
-    return ConversionResult(layouts, [lc.report for lc in layers], kv_totals(cfg, recipe, layouts),
-                            perplexity_change(ppl_before, ppl_after), time.time() - t0, notes,
-                            healed.report if healed else {}), new_tensors
+    return ConversionResult(
+        layouts,
+        [lc.report for lc in layers],
+        kv_totals(cfg, recipe, layouts),
+        perplexity_change(ppl_before, ppl_after),
+        time.time() - t0,
+        notes,
+        healed.report if healed else {},
+    ), new_tensors
 
 
 def calibrate(ckpt, model, recipe, plan: Plan, progress, log):
@@ -89,16 +112,24 @@ def calibrate(ckpt, model, recipe, plan: Plan, progress, log):
         return stats, heldout, fit_w
     fit_w, held_w = calibration_windows(ckpt.tokenizer, recipe, ckpt.path)
     if plan.needs_stats:
-        log(f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {recipe.calibration.seq_len}), "
-            f"{held_w.numel()} held-out")
-        stats = collect_stats(model, fit_w, progress=progress and progress("calibrate"), layers=plan.converted,
-                              skip=recipe.sink_tokens,
-                              windows_kept=max((m.windows_kept for m in plan.methods.values()), default=0))
+        log(
+            f"calibrating on {fit_w.numel()} tokens ({fit_w.shape[0]} x {recipe.calibration.seq_len}), "
+            f"{held_w.numel()} held-out"
+        )
+        stats = collect_stats(
+            model,
+            fit_w,
+            progress=progress and progress("calibrate"),
+            layers=plan.converted,
+            skip=recipe.sink_tokens,
+            windows_kept=max((m.windows_kept for m in plan.methods.values()), default=0),
+        )
     else:  # nothing is fitted (identity): the held-out rows only measure the errors
         log(f"no method fits statistics; {held_w.numel()} held-out tokens measure the errors")
     if held_w.shape[0]:  # held-out rows only serve the error measurement: no moments
-        heldout = collect_stats(model, held_w, sample_rows=HELDOUT_ROWS, layers=plan.converted, moments=False,
-                                skip=recipe.sink_tokens)
+        heldout = collect_stats(
+            model, held_w, sample_rows=HELDOUT_ROWS, layers=plan.converted, moments=False, skip=recipe.sink_tokens
+        )
     return stats, heldout, fit_w
 
 
@@ -122,6 +153,7 @@ def choose_ranks(model, recipe, plan: Plan, inputs: dict, fit_w, log) -> tuple[d
 
 def _kl_weights(model, recipe, cands, chosen: dict, methods: dict, inputs: dict, fit_w) -> dict:
     from ..ranks.kl import probe_weights
+
     return probe_weights(model, recipe, cands, chosen, methods, inputs, fit_w)
 
 

@@ -1,5 +1,6 @@
 """convert's `--eval`: perplexity of the whole model before and after, on the recipe's
 evaluation text. Needs the model whole, so a conversion that evaluates does not stream."""
+
 from __future__ import annotations
 
 import torch
@@ -12,16 +13,24 @@ def _eval(model, tok, recipe, progress, label: str, cache: str | None = None) ->
     recipe's files as one text; `max_windows` applies to each. `cache`: a lossy cache format
     whose decode-time reads are simulated (evaluate/simulate.py)."""
     from ..evaluate.perplexity import make_windows, perplexity
+
     ev = recipe.eval
     sets = eval_sets(None if ev.files in (["default"], [], None) else ev.files)
     out = {}
     for name, files in sets.items():
         ids = tok.encode(read_texts(files), add_bos=False)
-        w = make_windows(ids, ev.seq_len, tok.bos_id if tok.add_bos else None, ev.max_windows,
-                         source=", ".join(map(str, files)))
+        w = make_windows(
+            ids, ev.seq_len, tok.bos_id if tok.add_bos else None, ev.max_windows, source=", ".join(map(str, files))
+        )
         bar = progress and progress(f"{label} ({name})")
-        res = perplexity(model, w, tok.add_bos, progress=bar and (lambda i, n, p, bar=bar: bar(i, n)),
-                         device=next(model.parameters()).device, cache=cache)
+        res = perplexity(
+            model,
+            w,
+            tok.add_bos,
+            progress=bar and (lambda i, n, p, bar=bar: bar(i, n)),
+            device=next(model.parameters()).device,
+            cache=cache,
+        )
         out[name] = res.to_dict()
     return out
 
@@ -29,6 +38,7 @@ def _eval(model, tok, recipe, progress, label: str, cache: str | None = None) ->
 def eval_after(model, tok, recipe, progress) -> dict[str, dict]:
     """The converted model as it will run: through the recipe's cache when that cache is lossy."""
     from ..cache_formats import parse_spec
+
     lossy = recipe.cache_dtype if parse_spec(recipe.cache_dtype).format.lossy else None
     return _eval(model, tok, recipe, progress, "eval after", cache=lossy)
 

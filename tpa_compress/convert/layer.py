@@ -6,6 +6,7 @@ the recipe's weight_dtype: what will be saved), their tensors by canonical name,
 layer's layout and its report row. The whole-model path installs the projections in the
 model; the streaming path (stream.py) writes the tensors and drops the layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,9 +45,19 @@ def block_inputs(cfg, i: int, block, stats) -> LayerInputs:
     w = lambda m: m.weight.detach().to("cpu", torch.float64)  # noqa: E731
     b = lambda m: None if m.bias is None else m.bias.detach().to("cpu", torch.float64)  # noqa: E731
     gain = lambda n: n.gain().detach().to("cpu", torch.float64) if a.qk_norm else None  # noqa: E731
-    return LayerInputs(cfg, i, w(a.q_proj), w(a.k_proj), w(a.v_proj), w(a.o_proj), stats,
-                       b_k=b(a.k_proj), b_v=b(a.v_proj), k_norm_gain=gain(getattr(a, "k_norm", None)),
-                       q_norm_gain=gain(getattr(a, "q_norm", None)))
+    return LayerInputs(
+        cfg,
+        i,
+        w(a.q_proj),
+        w(a.k_proj),
+        w(a.v_proj),
+        w(a.o_proj),
+        stats,
+        b_k=b(a.k_proj),
+        b_v=b(a.v_proj),
+        k_norm_gain=gain(getattr(a, "k_norm", None)),
+        q_norm_gain=gain(getattr(a, "q_norm", None)),
+    )
 
 
 def layer_inputs(model, i: int, stats) -> LayerInputs:
@@ -81,9 +92,18 @@ def weight_error(inp: LayerInputs, proj, t: str) -> float | None:
     return float((w_eff.double() - w).norm() / w.norm())
 
 
-def convert_layer(cfg, recipe, i: int, inp: LayerInputs | None, methods: dict, ranks: dict,
-                  full_width: dict, heldout_sample: torch.Tensor | None, log=print,
-                  on_target=None) -> LayerConversion:
+def convert_layer(
+    cfg,
+    recipe,
+    i: int,
+    inp: LayerInputs | None,
+    methods: dict,
+    ranks: dict,
+    full_width: dict,
+    heldout_sample: torch.Tensor | None,
+    log=print,
+    on_target=None,
+) -> LayerConversion:
     """Factorize layer i's K and V as `methods` / `ranks` say (a target without a method is
     kept), measure each on the held-out rows, and price the layer's layout.
     `on_target()` is called after each factorized target (a progress bar)."""
@@ -91,8 +111,9 @@ def convert_layer(cfg, recipe, i: int, inp: LayerInputs | None, methods: dict, r
     comps, info, projs, tensors = {}, {}, {}, {}
     # The first sink_tokens positions keep the exact projection (layout.py says why);
     # not needed where every factorized part is the exact identity.
-    sink = recipe.sink_tokens if any((i, t) in methods and methods[(i, t)].name != "identity"
-                                     for t in ("k", "v")) else 0
+    sink = (
+        recipe.sink_tokens if any((i, t) in methods and methods[(i, t)].name != "identity" for t in ("k", "v")) else 0
+    )
     for t in ("k", "v"):
         if (i, t) not in methods:
             comps[t], info[t] = Component("full", cfg.num_kv_heads, cfg.head_dim), {"method": "keep", "rank": None}
@@ -122,31 +143,55 @@ def convert_layer(cfg, recipe, i: int, inp: LayerInputs | None, methods: dict, r
         err = activation_errors(cfg, inp, proj, t, heldout_sample) if heldout_sample is not None else None
         # The method's own diagnostics first; convert's held-out measurement (separate
         # windows, V through o_proj) is the one the report compares, so it wins.
-        info[t] = {**fz.info, "method": m.name, "kind": fz.component.kind, "rank": fz.component.rank,
-                   "heldout_rel_error": err, "weight_rel_error": weight_error(inp, proj, t)}
+        info[t] = {
+            **fz.info,
+            "method": m.name,
+            "kind": fz.component.kind,
+            "rank": fz.component.rank,
+            "heldout_rel_error": err,
+            "weight_rel_error": weight_error(inp, proj, t),
+        }
         if on_target:
             on_target()
-    lay = LayerLayout(comps["k"], comps["v"], cfg.window(i), recipe.cache_dtype, sink,
-                      k_scale=recipe.k_scale and k_scale_for(cfg, comps["k"]))
-    return LayerConversion(lay, LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()),
-                           projs, tensors, off_kernel(cfg, recipe, i, comps))
+    lay = LayerLayout(
+        comps["k"],
+        comps["v"],
+        cfg.window(i),
+        recipe.cache_dtype,
+        sink,
+        k_scale=recipe.k_scale and k_scale_for(cfg, comps["k"]),
+    )
+    return LayerConversion(
+        lay,
+        LayerReport(i, cfg.layer_types[i], info["k"], info["v"], lay.bytes_per_token()),
+        projs,
+        tensors,
+        off_kernel(cfg, recipe, i, comps),
+    )
 
 
 def off_kernel(cfg, recipe, i: int, comps: dict) -> str | None:
     """The Hopper kernel serves latent K + V of head dim 256 over a bf16 cache only, and
     not every rank pair: "i (rk/rv)" for a layer it could serve but whose ranks it does not take."""
-    if comps["k"].kind == comps["v"].kind == "latent" and cfg.head_dim == 256 and recipe.cache_dtype == "bf16" \
-            and not fast_path_supports(cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank,
-                                       comps["v"].rank, "bf16"):
+    if (
+        comps["k"].kind == comps["v"].kind == "latent"
+        and cfg.head_dim == 256
+        and recipe.cache_dtype == "bf16"
+        and not fast_path_supports(
+            cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank, "bf16"
+        )
+    ):
         return f"{i} ({comps['k'].rank}/{comps['v'].rank})"
     return None
 
 
-OFF_KERNEL_NOTE = ("not ranks the Hopper decode kernel takes "
-                   "(multiples of 16; K at most 128, V 128 or as far as its shared memory holds: K 112 "
-                   "with V 160, K 96 with V 192); on the GPU these decode in Triton, slower at long "
-                   "context. rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes "
-                   "(docs/methods.md)")
+OFF_KERNEL_NOTE = (
+    "not ranks the Hopper decode kernel takes "
+    "(multiples of 16; K at most 128, V 128 or as far as its shared memory holds: K 112 "
+    "with V 160, K 96 with V 192); on the GPU these decode in Triton, slower at long "
+    "context. rank_limits: {multiple: 16, max: {k: 112, v: 160}} chooses ranks it takes "
+    "(docs/methods.md)"
+)
 
 
 def conversion_notes(full_width: dict, layers: list[LayerConversion], log) -> list[str]:

@@ -1,4 +1,5 @@
 """What a conversion returns, whichever path ran it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

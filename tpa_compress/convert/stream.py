@@ -39,6 +39,7 @@ after) and `budget: {by: kl}` (each candidate's effect on the final logits):
 `whole_model_reason` names which, and the CLI then takes the whole-model path, whose
 memory is the float32 model on the device plus its output copy.
 """
+
 from __future__ import annotations
 
 import re
@@ -53,7 +54,8 @@ from ..calibrate.windows import HELDOUT_ROWS, calibration_windows
 from ..errors import TPAError
 from ..models.common import attention_mask, embed_scale, rope_cos_sin
 from ..models.transformer import BLOCKS
-from ..ranks.select import full_width as full_width_targets, layer_ranks, spend_budget
+from ..ranks.select import full_width as full_width_targets
+from ..ranks.select import layer_ranks, spend_budget
 from ..save import atomic_output_dir
 from ..save.hf import save_hf_files
 from ..save.shards import SHARD_BYTES, ShardWriter
@@ -102,8 +104,9 @@ def _read_into(module, prefix: str, ckpt, device) -> None:
         for n, p in [*module.named_parameters(), *module.named_buffers()]:
             t = ckpt.weights.get(prefix + n, torch.float32)
             if tuple(t.shape) != tuple(p.shape):
-                raise TPAError(f"{ckpt.path}: tensor '{prefix + n}' has shape {tuple(t.shape)}, "
-                               f"model expects {tuple(p.shape)}")
+                raise TPAError(
+                    f"{ckpt.path}: tensor '{prefix + n}' has shape {tuple(t.shape)}, model expects {tuple(p.shape)}"
+                )
             p.copy_(t)
 
 
@@ -164,12 +167,17 @@ def _calibration(ckpt, recipe, plan, device, fit_w, held_w):
     emb = ckpt.weights.get("model.embed_tokens.weight", None)  # as stored; read once, dropped on return
     if plan.needs_stats:
         kept = max((m.windows_kept for m in plan.methods.values()), default=0)
-        fit = (CarriedStates(ckpt, fit_w, device, emb),
-               StatsCollector(ckpt.config, fit_w.shape[0], fit_w.shape[1], skip=recipe.sink_tokens, windows_kept=kept))
+        fit = (
+            CarriedStates(ckpt, fit_w, device, emb),
+            StatsCollector(ckpt.config, fit_w.shape[0], fit_w.shape[1], skip=recipe.sink_tokens, windows_kept=kept),
+        )
     if held_w is not None and held_w.shape[0]:
-        held = (CarriedStates(ckpt, held_w, device, emb),
-                StatsCollector(ckpt.config, held_w.shape[0], held_w.shape[1], HELDOUT_ROWS, moments=False,
-                               skip=recipe.sink_tokens))
+        held = (
+            CarriedStates(ckpt, held_w, device, emb),
+            StatsCollector(
+                ckpt.config, held_w.shape[0], held_w.shape[1], HELDOUT_ROWS, moments=False, skip=recipe.sink_tokens
+            ),
+        )
     return fit, held
 
 
@@ -264,10 +272,12 @@ class _LayerWriter:
             for key in fw:
                 del plan.methods[key]
             self.full_width.update(fw)
-        lc = convert_layer(cfg, self.recipe, i, inp, plan.methods, ranks, self.full_width, sample, self.log,
-                           self._tick)
-        replaced = {f"model.layers.{i}.self_attn.{t}_proj.weight"
-                    for t, c in (("k", lc.layout.k), ("v", lc.layout.v)) if c.kind != "full"}
+        lc = convert_layer(cfg, self.recipe, i, inp, plan.methods, ranks, self.full_width, sample, self.log, self._tick)
+        replaced = {
+            f"model.layers.{i}.self_attn.{t}_proj.weight"
+            for t, c in (("k", lc.layout.k), ("v", lc.layout.v))
+            if c.kind != "full"
+        }
         for n in self.names.get(i, []):
             if n not in replaced:
                 self.writer.add(n, self._stored(n))
@@ -283,8 +293,9 @@ class _LayerWriter:
         self.ckpt.weights.release()
 
 
-def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", progress=None, log=print,
-                      shard_bytes: int = SHARD_BYTES):
+def convert_streaming(
+    ckpt, recipe, out_dir: Path, force: bool, device="cpu", progress=None, log=print, shard_bytes: int = SHARD_BYTES
+):
     """Convert `ckpt` as `recipe` says, one layer at a time, and write the output folder
     (what `convert` + `write_output` give). Returns the ConversionResult; its `profile`
     holds the seconds per layer and the device's peak memory."""
@@ -297,8 +308,10 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
     fit_w = held_w = None
     if plan.needs_stats or plan.methods:
         fit_w, held_w = calibration_windows(ckpt.tokenizer, recipe, ckpt.path)
-        log(f"streaming one layer at a time on {device}: calibrating on {fit_w.numel()} tokens "
-            f"({fit_w.shape[0]} x {recipe.calibration.seq_len}), {held_w.numel()} held-out")
+        log(
+            f"streaming one layer at a time on {device}: calibrating on {fit_w.numel()} tokens "
+            f"({fit_w.shape[0]} x {recipe.calibration.seq_len}), {held_w.numel()} held-out"
+        )
         if not plan.needs_stats:
             fit_w = None
     wdtype = getattr(torch, recipe.weight_dtype)
@@ -322,10 +335,21 @@ def convert_streaming(ckpt, recipe, out_dir: Path, force: bool, device="cpu", pr
         ordered = [out.layers[i] for i in range(cfg.num_layers)]
         layouts = [lc.layout for lc in ordered]
         save_hf_files(tmp, cfg, ckpt.tokenizer, output_config(ckpt, recipe, layouts), wdtype)
-        profile = {"path": "stream", "shards": len(files),
-                   "layer_seconds": [round(seconds[i], 3) for i in range(cfg.num_layers)],
-                   "peak_device_bytes": (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)}
-        result = ConversionResult(layouts, [lc.report for lc in ordered], kv_totals(cfg, recipe, layouts), {},
-                                  time.time() - t0, conversion_notes(out.full_width, ordered, log), {}, profile)
+        profile = {
+            "path": "stream",
+            "shards": len(files),
+            "layer_seconds": [round(seconds[i], 3) for i in range(cfg.num_layers)],
+            "peak_device_bytes": (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None),
+        }
+        result = ConversionResult(
+            layouts,
+            [lc.report for lc in ordered],
+            kv_totals(cfg, recipe, layouts),
+            {},
+            time.time() - t0,
+            conversion_notes(out.full_width, ordered, log),
+            {},
+            profile,
+        )
         write_reports(tmp, out_dir, ckpt, recipe, result)
     return result

@@ -41,8 +41,16 @@ DOMAINS: dict[str, Domain] = {
     "prose": Domain((PROSE_CALIB_SMALL,), (PROSE_EVAL_SMALL,)),
 }
 
-__all__ = ["DATA_DIR", "DOMAINS", "calib_domains", "default_calib_files", "default_eval_files",
-           "eval_domains", "eval_sets", "read_texts"]
+__all__ = [
+    "DATA_DIR",
+    "DOMAINS",
+    "calib_domains",
+    "default_calib_files",
+    "default_eval_files",
+    "eval_domains",
+    "eval_sets",
+    "read_texts",
+]
 
 
 def eval_domains() -> dict[str, list[Path]]:
@@ -91,8 +99,7 @@ def _read_one(path: Path) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise TPAError(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); "
-                       "expected a UTF-8 text file") from e
+        raise TPAError(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); expected a UTF-8 text file") from e
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise TPAError(f"{path}: text file is empty")

@@ -7,6 +7,7 @@ prediction after the first reads its keys and values back from a cache stored in
 `cache_dtype`. Same windows and token accounting as `perplexity` (seq_len - 1
 predictions per window); with an fp32 cache the result equals the forward's.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ def forced_steps(model, windows: torch.Tensor, cache_dtype: str, prefix: int = 1
         yield j + 1, r.last_logits.float().log_softmax(-1)
 
 
-def cached_perplexity(model, windows: torch.Tensor, bos: bool, cache_dtype: str,
-                      progress=None) -> PerplexityResult:
+def cached_perplexity(model, windows: torch.Tensor, bos: bool, cache_dtype: str, progress=None) -> PerplexityResult:
     """progress(step, steps, running perplexity) after each position."""
     total, count = 0.0, 0
     steps = windows.shape[1] - 1
@@ -46,5 +46,4 @@ def cached_perplexity(model, windows: torch.Tensor, bos: bool, cache_dtype: str,
         count += tgt.numel()
         if progress is not None:
             progress(j, steps, math.exp(total / count))
-    return PerplexityResult(math.exp(total / count), total / count, count, windows.shape[0],
-                            windows.shape[1], bos)
+    return PerplexityResult(math.exp(total / count), total / count, count, windows.shape[0], windows.shape[1], bos)

@@ -6,6 +6,7 @@ is BOS followed by the next `seq_len - 1` stream tokens; without it, the window 
 `seq_len` stream tokens. Either way every window scores `seq_len - 1` predictions,
 and perplexity = exp(total NLL / total predicted tokens).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,13 +39,16 @@ def check_window_args(seq_len: int, max_windows: int | None = None) -> None:
         raise TPAError(f"--max-windows {max_windows} must be at least 1")
 
 
-def make_windows(ids: list[int], seq_len: int, bos_id: int | None, max_windows: int | None,
-                 source: str = "text") -> torch.Tensor:
+def make_windows(
+    ids: list[int], seq_len: int, bos_id: int | None, max_windows: int | None, source: str = "text"
+) -> torch.Tensor:
     body = seq_len - 1 if bos_id is not None else seq_len
     n = len(ids) // body
     if n == 0:
-        raise TPAError(f"{source}: {len(ids)} tokens is too short for one window of {seq_len} "
-                       f"tokens; give more text or a smaller --seq-len")
+        raise TPAError(
+            f"{source}: {len(ids)} tokens is too short for one window of {seq_len} "
+            f"tokens; give more text or a smaller --seq-len"
+        )
     if max_windows is not None:
         n = min(n, max_windows)
     w = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
@@ -53,9 +57,9 @@ def make_windows(ids: list[int], seq_len: int, bos_id: int | None, max_windows: 
     return w
 
 
-
-def interleaved_windows(streams: list[list[int]], seq_len: int, bos_id: int | None, max_windows: int | None,
-                        source: str = "text") -> torch.Tensor:
+def interleaved_windows(
+    streams: list[list[int]], seq_len: int, bos_id: int | None, max_windows: int | None, source: str = "text"
+) -> torch.Tensor:
     """Windows of several token streams (one per file), alternating between them: window 0
     of each stream, then window 1 of each, ... until `max_windows`, so any budget draws
     evenly from every stream (a stream that runs out leaves the rest to the others). Each
@@ -68,6 +72,7 @@ def interleaved_windows(streams: list[list[int]], seq_len: int, bos_id: int | No
     order = [w[i] for i in range(max(w.shape[0] for w in cut)) for w in cut if i < w.shape[0]]
     return torch.stack(order[:max_windows] if max_windows is not None else order)
 
+
 def window_nll(model, window: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     """Per-position NLL (T-1,) of one window (T,), computing logits in chunks so that
     a 262k-entry vocabulary never needs T x vocab floats at once (128 rows: 134 MB of
@@ -76,18 +81,21 @@ def window_nll(model, window: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     targets = window[1:]
     out = []
     for s in range(0, hidden.shape[0], chunk):
-        logits = model.logits(hidden[s:s + chunk]).float()
-        out.append(torch.nn.functional.cross_entropy(logits, targets[s:s + chunk].to(logits.device),
-                                                     reduction="none"))
+        logits = model.logits(hidden[s : s + chunk]).float()
+        out.append(
+            torch.nn.functional.cross_entropy(logits, targets[s : s + chunk].to(logits.device), reduction="none")
+        )
     return torch.cat(out)
 
 
 @torch.no_grad()
-def perplexity(model, windows: torch.Tensor, bos: bool, progress=None, device="cpu",
-               cache: str | None = None) -> PerplexityResult:
+def perplexity(
+    model, windows: torch.Tensor, bos: bool, progress=None, device="cpu", cache: str | None = None
+) -> PerplexityResult:
     """`cache`: a cache spec ("int4", "int8", ...): every prediction reads keys and values as
     decoding through that cache would (evaluate/simulate.py), in one forward per window."""
     from .simulate import simulated_cache
+
     total, count = 0.0, 0
     with simulated_cache(model, cache) if cache is not None else contextlib.nullcontext():
         for i in range(windows.shape[0]):
@@ -98,5 +106,4 @@ def perplexity(model, windows: torch.Tensor, bos: bool, progress=None, device="c
                 raise non_finite_error(next(model.parameters()).dtype)
             if progress is not None:
                 progress(i + 1, windows.shape[0], math.exp(total / count))
-    return PerplexityResult(math.exp(total / count), total / count, count, windows.shape[0],
-                            windows.shape[1], bos)
+    return PerplexityResult(math.exp(total / count), total / count, count, windows.shape[0], windows.shape[1], bos)

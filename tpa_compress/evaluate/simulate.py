@@ -23,6 +23,7 @@ teacher-forced decoding through the runtime cache (tests compare them).
         nll = window_nll(model, window)
 or `perplexity(model, windows, bos, cache="int4")`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,6 +47,7 @@ def simulated_cache(model, cache: str, prefill: int = 1):
     `model` for the duration; yields the layouts it simulates (layout_of_model's, in that
     format). Queries at positions < `prefill` read exact entries (the runtime's prefill)."""
     from ..methods.layers import layout_of_model
+
     spec = parse_spec(cache)
     layouts = [replace(lay, cache_dtype=spec.name) for lay in layout_of_model(model)]
     attns = [blk.self_attn for blk in model.layers]
@@ -127,8 +129,8 @@ def simulated_attention(attn, lay: LayerLayout, x, cos, sin, mask=None, prefill:
         p = (s * attn.scale).masked_fill(~ok, float("-inf")).softmax(-1)
         outs.append(p.to(dt) @ attn.split_heads(vp(x), kv)[:, :, None])
     for s0 in range(p0, t, QUERY_TILE):
-        tq = pos[s0:s0 + QUERY_TILE]
-        qs = qg[:, :, :, s0:s0 + QUERY_TILE]
+        tq = pos[s0 : s0 + QUERY_TILE]
+        qs = qg[:, :, :, s0 : s0 + QUERY_TILE]
         ok = attention_mask(tq, pos, attn.window)
         sel = quantized_read(spec, pos[None], tq[:, None]) & ok
         s = (qs @ kq[:, :, None].transpose(-1, -2)).float()

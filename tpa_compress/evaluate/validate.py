@@ -14,6 +14,7 @@ reference activations are ever held. Overall: mean KL(reference ‖ converted) o
 next-token distributions, top-1 agreement and both perplexities, with the logits
 computed a few positions at a time (a 262k vocabulary never needs T × vocab floats).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,10 +36,13 @@ class Thresholds:
     min_top1: float | None = None
     max_ppl_increase: float | None = None  # percent: 5 means converted ppl ≤ 1.05 × reference
 
-    def check(self) -> "Thresholds":
+    def check(self) -> Thresholds:
         """One-line TPAError for a threshold that cannot mean anything."""
-        for flag, v in (("--max-kl", self.max_kl), ("--min-top1", self.min_top1),
-                        ("--max-ppl-increase", self.max_ppl_increase)):
+        for flag, v in (
+            ("--max-kl", self.max_kl),
+            ("--min-top1", self.min_top1),
+            ("--max-ppl-increase", self.max_ppl_increase),
+        ):
             if v is not None and not math.isfinite(v):
                 raise TPAError(f"{flag} {v} is not a finite number")
         if self.max_kl is not None and self.max_kl < 0:
@@ -46,8 +50,10 @@ class Thresholds:
         if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
             raise TPAError(f"{self.min_top1} is not a valid --min-top1; valid: a fraction in 0..1")
         if self.max_ppl_increase is not None and self.max_ppl_increase < 0:
-            raise TPAError(f"{self.max_ppl_increase} is not a valid --max-ppl-increase; valid: "
-                           "a percentage >= 0 (5 means at most +5%)")
+            raise TPAError(
+                f"{self.max_ppl_increase} is not a valid --max-ppl-increase; valid: "
+                "a percentage >= 0 (5 means at most +5%)"
+            )
         return self
 
     def any(self) -> bool:
@@ -82,16 +88,16 @@ def failures(res: ValidationResult, t: Thresholds) -> list[str]:
     """One phrase per missed threshold, saying by how much."""
     out = []
     if t.max_kl is not None and not res.kl_mean <= t.max_kl:  # `not <=` also catches NaN
-        out.append(f"mean KL {res.kl_mean:.6g} > --max-kl {t.max_kl:g} (over by "
-                   f"{res.kl_mean - t.max_kl:.3g})")
+        out.append(f"mean KL {res.kl_mean:.6g} > --max-kl {t.max_kl:g} (over by {res.kl_mean - t.max_kl:.3g})")
     if t.min_top1 is not None and not res.top1 >= t.min_top1:
-        out.append(f"top-1 agreement {res.top1:.4f} < --min-top1 {t.min_top1:g} (short by "
-                   f"{t.min_top1 - res.top1:.4f})")
+        out.append(f"top-1 agreement {res.top1:.4f} < --min-top1 {t.min_top1:g} (short by {t.min_top1 - res.top1:.4f})")
     inc = res.ppl_increase_pct
     if t.max_ppl_increase is not None and not inc <= t.max_ppl_increase:
-        out.append(f"perplexity {res.ppl_reference:.4f} -> {res.ppl_converted:.4f} is {inc:+.3f}% "
-                   f"> --max-ppl-increase {t.max_ppl_increase:g}% (over by "
-                   f"{inc - t.max_ppl_increase:.3f} points)")
+        out.append(
+            f"perplexity {res.ppl_reference:.4f} -> {res.ppl_converted:.4f} is {inc:+.3f}% "
+            f"> --max-ppl-increase {t.max_ppl_increase:g}% (over by "
+            f"{inc - t.max_ppl_increase:.3f} points)"
+        )
     return out
 
 
@@ -113,38 +119,47 @@ def reference_source(conv_ckpt, given: str | None) -> tuple[str, bool]:
     src = (conv_ckpt.extra or {}).get("tpa_source")
     model = src.get("model") if isinstance(src, dict) else None
     if not model:
-        raise TPAError(f"{conv_ckpt.path}: config.json records no original model "
-                       "(tpa_source.model); pass --reference ORIGINAL")
+        raise TPAError(
+            f"{conv_ckpt.path}: config.json records no original model (tpa_source.model); pass --reference ORIGINAL"
+        )
     if not Path(model).exists():
-        raise TPAError(f"{conv_ckpt.path}: the recorded original model {model} does not exist "
-                       "(moved or on another machine?); pass --reference ORIGINAL")
+        raise TPAError(
+            f"{conv_ckpt.path}: the recorded original model {model} does not exist "
+            "(moved or on another machine?); pass --reference ORIGINAL"
+        )
     return str(model), True
 
 
 def load_reference(conv_ckpt, given: str | None, variant: str | None = None, tokenizer=None):
     from ..load import load_model
+
     path, recorded = reference_source(conv_ckpt, given)
     try:
         return load_model(path, variant=variant, tokenizer=tokenizer)
     except TPAError as e:
         if not recorded:
             raise
-        raise TPAError(f"{conv_ckpt.path}: the recorded original model cannot be opened ({e}); "
-                       "pass --reference ORIGINAL") from e
+        raise TPAError(
+            f"{conv_ckpt.path}: the recorded original model cannot be opened ({e}); pass --reference ORIGINAL"
+        ) from e
 
 
 def check_comparable(conv, ref) -> None:
     """Same architecture and vocabulary, or the per-layer / per-token comparison is meaningless."""
     a, b = conv.config, ref.config
     if a.vocab_size != b.vocab_size:
-        raise TPAError(f"vocabulary mismatch: {conv.path} has {a.vocab_size} tokens, reference "
-                       f"{ref.path} has {b.vocab_size}; both models must share one tokenizer")
+        raise TPAError(
+            f"vocabulary mismatch: {conv.path} has {a.vocab_size} tokens, reference "
+            f"{ref.path} has {b.vocab_size}; both models must share one tokenizer"
+        )
     shape = lambda c: (c.family, c.num_layers, c.hidden_size)  # noqa: E731
     if shape(a) != shape(b):
-        raise TPAError(f"{conv.path} ({a.family}, {a.num_layers} layers, hidden {a.hidden_size}) "
-                       f"and reference {ref.path} ({b.family}, {b.num_layers} layers, hidden "
-                       f"{b.hidden_size}) are not the same architecture; pass the model it was "
-                       "converted from as --reference")
+        raise TPAError(
+            f"{conv.path} ({a.family}, {a.num_layers} layers, hidden {a.hidden_size}) "
+            f"and reference {ref.path} ({b.family}, {b.num_layers} layers, hidden "
+            f"{b.hidden_size}) are not the same architecture; pass the model it was "
+            "converted from as --reference"
+        )
 
 
 def shared_tokenizer(conv, ref, text: str):
@@ -152,21 +167,26 @@ def shared_tokenizer(conv, ref, text: str):
     on `text` (ids and BOS); either may lack one (a .ckpt has none), then the other's is used."""
     tc, tr = conv.tokenizer, ref.tokenizer
     if tc is None and tr is None:
-        raise TPAError(f"{conv.path}: no tokenizer found, nor beside the reference {ref.path} "
-                       "(put tokenizer.model or tokenizer.json beside the model, or pass --tokenizer PATH)")
+        raise TPAError(
+            f"{conv.path}: no tokenizer found, nor beside the reference {ref.path} "
+            "(put tokenizer.model or tokenizer.json beside the model, or pass --tokenizer PATH)"
+        )
     if tc is None or tr is None:
         tok = tc or tr
         return tok, tok.encode(text, add_bos=False)
     if (tc.bos_id, tc.add_bos) != (tr.bos_id, tr.add_bos):
-        raise TPAError(f"tokenizer mismatch: {conv.path} has BOS {tc.bos_id} (added: {tc.add_bos}), "
-                       f"reference {ref.path} has BOS {tr.bos_id} (added: {tr.add_bos})")
+        raise TPAError(
+            f"tokenizer mismatch: {conv.path} has BOS {tc.bos_id} (added: {tc.add_bos}), "
+            f"reference {ref.path} has BOS {tr.bos_id} (added: {tr.add_bos})"
+        )
     ic, ir = tc.encode(text, add_bos=False), tr.encode(text, add_bos=False)
     if ic != ir:
         k = next((i for i, (x, y) in enumerate(zip(ic, ir)) if x != y), min(len(ic), len(ir)))
-        at = (f"token {k}: id {ic[k] if k < len(ic) else 'end'} vs "
-              f"{ir[k] if k < len(ir) else 'end'}")
-        raise TPAError(f"tokenizer mismatch: {conv.path} and reference {ref.path} tokenize the "
-                       f"text differently (first at {at}); both models must share one tokenizer")
+        at = f"token {k}: id {ic[k] if k < len(ic) else 'end'} vs {ir[k] if k < len(ir) else 'end'}"
+        raise TPAError(
+            f"tokenizer mismatch: {conv.path} and reference {ref.path} tokenize the "
+            f"text differently (first at {at}); both models must share one tokenizer"
+        )
     return tc, ic
 
 
@@ -188,10 +208,12 @@ class _Errors:
 
     def relative(self) -> list[dict]:
         d, r = self.diff.cpu(), self.ref.cpu()
-        rel = torch.where(r > 0, (d / r.clamp_min(1e-300)).sqrt(),
-                          torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d)))
-        return [{"layer": i, **{kind: float(rel[k, i]) for k, kind in enumerate(KINDS)}}
-                for i in range(d.shape[1])]
+        rel = torch.where(
+            r > 0,
+            (d / r.clamp_min(1e-300)).sqrt(),
+            torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d)),
+        )
+        return [{"layer": i, **{kind: float(rel[k, i]) for k, kind in enumerate(KINDS)}} for i in range(d.shape[1])]
 
 
 def _run_pair(ref, conv, ids: torch.Tensor, errs: _Errors):
@@ -205,23 +227,27 @@ def _run_pair(ref, conv, ids: torch.Tensor, errs: _Errors):
             ref_attn[i] = out
             # the converted layer on exactly the reference's input: its own error only
             errs.add("attn_local", i, conv.layers[i].self_attn(*args, **kwargs), out)
+
         return hook
 
     def on_ref_block(i):
         def hook(mod, args, out):
             ref_hidden[i] = out
+
         return hook
 
     def on_conv_attn(i):
         def hook(mod, args, out):
             errs.add("attn", i, out, ref_attn[i])
             ref_attn[i] = None  # free as we go
+
         return hook
 
     def on_conv_block(i):
         def hook(mod, args, out):
             errs.add("hidden", i, out, ref_hidden[i])
             ref_hidden[i] = None
+
         return hook
 
     try:
@@ -245,11 +271,11 @@ def _run_pair(ref, conv, ids: torch.Tensor, errs: _Errors):
 def _token_stats(ref, conv, h_ref, h_conv, targets, chunk: int, acc: torch.Tensor) -> None:
     """Add to `acc` = [Σ KL(ref||conv), max KL, Σ top-1 agreement, Σ NLL ref, Σ NLL conv]."""
     for s in range(0, targets.shape[0], chunk):
-        lr = ref.logits(h_ref[s:s + chunk]).float().log_softmax(-1)
-        lc = conv.logits(h_conv[s:s + chunk]).float().log_softmax(-1)
+        lr = ref.logits(h_ref[s : s + chunk]).float().log_softmax(-1)
+        lc = conv.logits(h_conv[s : s + chunk]).float().log_softmax(-1)
         kl = torch.nn.functional.kl_div(lc, lr, reduction="none", log_target=True).sum(-1)
         kl = kl.clamp_min(0.0).double()  # KL >= 0; rounding can leave -1e-9 on identical rows
-        tgt = targets[s:s + chunk, None]
+        tgt = targets[s : s + chunk, None]
         acc[0] += kl.sum()
         acc[1] = torch.maximum(acc[1], kl.max())
         acc[2] += (lr.argmax(-1) == lc.argmax(-1)).sum()
@@ -258,8 +284,9 @@ def _token_stats(ref, conv, h_ref, h_conv, targets, chunk: int, acc: torch.Tenso
 
 
 @torch.no_grad()
-def validate(ref, conv, windows: torch.Tensor, device="cpu", progress=None,
-             chunk: int | None = None) -> ValidationResult:
+def validate(
+    ref, conv, windows: torch.Tensor, device="cpu", progress=None, chunk: int | None = None
+) -> ValidationResult:
     """Compare `conv` with `ref` (two built Transformers, same architecture) on `windows`
     (N, T) of token ids. `progress(i, n, kl_mean)` is called after each window."""
     if len(ref.layers) != len(conv.layers):
@@ -279,7 +306,15 @@ def validate(ref, conv, windows: torch.Tensor, device="cpu", progress=None,
             progress(w + 1, n, float(acc[0]) / count)
     kl_sum, kl_max, top1, nll_r, nll_c = acc.tolist()
     return ValidationResult(
-        layers=errs.relative(), kl_mean=kl_sum / count, kl_max=kl_max, top1=top1 / count,
-        ppl_reference=math.exp(nll_r / count), ppl_converted=math.exp(nll_c / count),
-        nll_reference=nll_r / count, nll_converted=nll_c / count, tokens=count, windows=n,
-        seq_len=t)
+        layers=errs.relative(),
+        kl_mean=kl_sum / count,
+        kl_max=kl_max,
+        top1=top1 / count,
+        ppl_reference=math.exp(nll_r / count),
+        ppl_converted=math.exp(nll_c / count),
+        nll_reference=nll_r / count,
+        nll_converted=nll_c / count,
+        tokens=count,
+        windows=n,
+        seq_len=t,
+    )

@@ -9,6 +9,7 @@ never held twice) and the tokenizer. The format is picked from the path:
 - `*.ckpt` / `*.pt` / `*.pth`   -> load/ckpt.py  (gemma_pytorch `model_state_dict`; tokenizer.model beside it)
 - nothing / "default"           -> the embedded Gemma 3 270M (load/default.py)
 """
+
 from .source import Checkpoint, WeightSource, load_model
 
 __all__ = ["Checkpoint", "WeightSource", "load_model"]

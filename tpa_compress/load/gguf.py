@@ -13,6 +13,7 @@ equal the Hugging Face ones:
   order (llama.cpp runs them with NEOX-style RoPE) and hold Q/K/V biases
   (`attn_{q,k,v}.bias`), read as they are.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,16 +27,25 @@ from .source import Checkpoint, WeightSource, check_shapes
 
 # GGUF tensor name (after "blk.{i}.") -> canonical suffix after "model.layers.{i}."
 _LAYER_NAMES = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm", "attn_norm": "input_layernorm",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "attn_norm": "input_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
     "post_attention_norm": "post_attention_layernorm",
     "post_ffw_norm": "post_feedforward_layernorm",
 }
 # `ffn_norm` is the pre-MLP norm: Llama calls it post_attention_layernorm.
-_FFN_NORM = {"gemma3": "pre_feedforward_layernorm", "llama": "post_attention_layernorm",
-             "qwen2": "post_attention_layernorm"}
+_FFN_NORM = {
+    "gemma3": "pre_feedforward_layernorm",
+    "llama": "post_attention_layernorm",
+    "qwen2": "post_attention_layernorm",
+}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
@@ -60,14 +70,21 @@ def _config_from_metadata(reader, path: str) -> ModelConfig:
     hidden = int(g("embedding_length"))
     heads = int(g("attention.head_count"))
     kv_heads = int(g("attention.head_count_kv", heads))
-    head_dim = int(g("attention.key_length", None, required=False) or
-                   g("rope.dimension_count", None, required=False) or hidden // heads)
+    head_dim = int(
+        g("attention.key_length", None, required=False)
+        or g("rope.dimension_count", None, required=False)
+        or hidden // heads
+    )
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     vocab = int(g("vocab_size", None, required=False) or (len(tokens.value) if tokens else 0))
     names = {t.name for t in reader.tensors}
     common = dict(
-        vocab_size=vocab, hidden_size=hidden, num_layers=n_layers, num_heads=heads,
-        num_kv_heads=kv_heads, head_dim=head_dim,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_layers=n_layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
         intermediate_size=int(g("feed_forward_length")),
         rms_norm_eps=float(g("attention.layer_norm_rms_epsilon", 1e-6)),
         max_position_embeddings=int(g("context_length", 8192)),
@@ -85,8 +102,10 @@ def _config_from_metadata(reader, path: str) -> ModelConfig:
     window = int(g("attention.sliding_window", 512))
     scalar = hidden // heads if n_layers == 62 else head_dim
     return ModelConfig(
-        family="gemma3", rope_theta=float(g("rope.freq_base", 1_000_000.0)),
-        rope_local_theta=10_000.0, sliding_window=window,
+        family="gemma3",
+        rope_theta=float(g("rope.freq_base", 1_000_000.0)),
+        rope_local_theta=10_000.0,
+        sliding_window=window,
         layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(n_layers)],
         query_pre_attn_scalar=float(scalar),
         rope_scaling_factor=float(g("rope.scaling.factor", 1.0)),
@@ -128,8 +147,10 @@ def dequantize_tensor(t) -> torch.Tensor:
     rows = data.reshape(flat_out.shape[0], -1)  # one row of blocks per output row
     step = max(1, _CHUNK_VALUES // max(1, flat_out.shape[1]))
     for r in range(0, rows.shape[0], step):
-        part = gguf.quants.dequantize(np.asarray(rows[r:r + step]), t.tensor_type)
-        flat_out[r:r + step] = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)).view(-1, flat_out.shape[1])
+        part = gguf.quants.dequantize(np.asarray(rows[r : r + step]), t.tensor_type)
+        flat_out[r : r + step] = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)).view(
+            -1, flat_out.shape[1]
+        )
     del data, rows
     return out
 
@@ -144,8 +165,10 @@ def load_gguf(path: Path) -> Checkpoint:
         raise
     except ModuleNotFoundError as e:  # a broken install, not a broken file
         pkg = (e.name or "gguf").split(".")[0]
-        raise TPAError(f"{path}: reading GGUF needs the Python package '{pkg}', which is not "
-                       f"installed (pip install {pkg}; `make demo` installs it)") from e
+        raise TPAError(
+            f"{path}: reading GGUF needs the Python package '{pkg}', which is not "
+            f"installed (pip install {pkg}; `make demo` installs it)"
+        ) from e
     except Exception as e:
         raise TPAError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
     cfg = _config_from_metadata(reader, spath)
@@ -173,5 +196,6 @@ def load_gguf(path: Path) -> Checkpoint:
     tokenizer = None
     if "tokenizer.ggml.tokens" in reader.fields:
         from .tokenizer import tokenizer_from_gguf
+
         tokenizer = tokenizer_from_gguf(reader, spath)
     return Checkpoint(cfg, WeightSource(sorted(by_name), get, spath), tokenizer, spath, "gguf")

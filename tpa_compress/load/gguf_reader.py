@@ -13,6 +13,7 @@ The field objects answer `contents()` like `gguf.ReaderField.contents()` (Python
 scalars and lists), so code written for either reader works with both.
 Little-endian GGUF v2 and v3 only (what llama.cpp writes).
 """
+
 from __future__ import annotations
 
 import mmap
@@ -31,11 +32,34 @@ DEFAULT_ALIGNMENT = 32
 
 # GGUF value types (gguf.GGUFValueType).
 UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
-_SCALAR = {UINT8: np.uint8, INT8: np.int8, UINT16: np.uint16, INT16: np.int16, UINT32: np.uint32,
-           INT32: np.int32, FLOAT32: np.float32, BOOL: np.bool_, UINT64: np.uint64, INT64: np.int64,
-           FLOAT64: np.float64}
-_TYPE_NAMES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING",
-               "ARRAY", "UINT64", "INT64", "FLOAT64")
+_SCALAR = {
+    UINT8: np.uint8,
+    INT8: np.int8,
+    UINT16: np.uint16,
+    INT16: np.int16,
+    UINT32: np.uint32,
+    INT32: np.int32,
+    FLOAT32: np.float32,
+    BOOL: np.bool_,
+    UINT64: np.uint64,
+    INT64: np.int64,
+    FLOAT64: np.float64,
+}
+_TYPE_NAMES = (
+    "UINT8",
+    "INT8",
+    "UINT16",
+    "INT16",
+    "UINT32",
+    "INT32",
+    "FLOAT32",
+    "BOOL",
+    "STRING",
+    "ARRAY",
+    "UINT64",
+    "INT64",
+    "FLOAT64",
+)
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
@@ -43,6 +67,7 @@ _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 class GGUFField:
     """One metadata key: `type` (a GGUF value type), `item_type` for arrays, and `value`:
     a Python scalar / str, a read-only numpy array (numeric arrays) or a list of str."""
+
     name: str
     type: int
     value: Any
@@ -76,8 +101,15 @@ class GGUFTensor:
         from gguf.quants import quant_shape_to_byte_shape
 
         np_shape = tuple(reversed(self.shape))
-        plain = {Q.F32: np.float32, Q.F16: np.float16, Q.F64: np.float64, Q.I8: np.int8,
-                 Q.I16: np.int16, Q.I32: np.int32, Q.I64: np.int64}
+        plain = {
+            Q.F32: np.float32,
+            Q.F16: np.float16,
+            Q.F64: np.float64,
+            Q.I8: np.int8,
+            Q.I16: np.int16,
+            Q.I32: np.int32,
+            Q.I64: np.int64,
+        }
         if self.tensor_type in plain:
             dtype, count = plain[self.tensor_type], self.n_elements
         else:
@@ -154,8 +186,7 @@ class GGUFFile:
         if align is not None:
             a = align.value
             if align.type != UINT32 or a == 0 or a & (a - 1):
-                raise TPAError(f"{self.path}: GGUF metadata general.alignment = {a!r} is not a "
-                               "power-of-two uint32")
+                raise TPAError(f"{self.path}: GGUF metadata general.alignment = {a!r} is not a power-of-two uint32")
             self.alignment = int(a)
         self.data_offset = off + (-off % self.alignment)
         self.tensors = self._tensors(infos, size)
@@ -165,7 +196,7 @@ class GGUFFile:
         end = off + 8 + n
         if end > len(self._buf):
             raise ValueError(f"string of {n} bytes at offset {off} runs past the end of the file")
-        return self._buf[off + 8:end].decode("utf-8"), end
+        return self._buf[off + 8 : end].decode("utf-8"), end
 
     def _value(self, vtype: int, off: int, key: str):
         buf = self._buf
@@ -190,8 +221,10 @@ class GGUFFile:
             return arr, itype, end
         if itype == STRING:
             return self._strings_at(off, count)
-        raise TPAError(f"{self.path}: GGUF metadata {key!r} is an array of {_type_name(itype)}; "
-                       "supported item types: numbers, bool, string")
+        raise TPAError(
+            f"{self.path}: GGUF metadata {key!r} is an array of {_type_name(itype)}; "
+            "supported item types: numbers, bool, string"
+        )
 
     def _strings_at(self, off: int, count: int):
         """`count` length-prefixed strings from `off`: one pass over the prefixes, then
@@ -209,7 +242,7 @@ class GGUFFile:
         if pos > len(buf):
             raise ValueError(f"string array of {count} items runs past the end of the file")
         raw = buf[off:pos]
-        return [raw[s:s + n].decode("utf-8") for s, n in zip(starts, lens)], STRING, pos
+        return [raw[s : s + n].decode("utf-8") for s, n in zip(starts, lens)], STRING, pos
 
     def _tensors(self, infos, size: int) -> list[GGUFTensor]:
         from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -226,13 +259,17 @@ class GGUFFile:
                 raise TPAError(f"{self.path}: tensor {name!r} has unknown GGML type {ttype}") from None
             n_el = int(np.prod(dims, dtype=np.int64)) if dims else 1
             if dims and dims[0] % block:
-                raise TPAError(f"{self.path}: tensor {name!r} row of {dims[0]} is not a multiple of "
-                               f"the {qt.name} block size {block}")
+                raise TPAError(
+                    f"{self.path}: tensor {name!r} row of {dims[0]} is not a multiple of "
+                    f"the {qt.name} block size {block}"
+                )
             n_bytes = n_el * type_size // block
             start = self.data_offset + rel
             if start + n_bytes > size:
-                raise TPAError(f"{self.path}: tensor {name!r} data ({n_bytes} bytes at {start}) runs past "
-                               f"the end of the file ({size} bytes); the file is truncated")
+                raise TPAError(
+                    f"{self.path}: tensor {name!r} data ({n_bytes} bytes at {start}) runs past "
+                    f"the end of the file ({size} bytes); the file is truncated"
+                )
             out.append(GGUFTensor(name, qt, tuple(int(d) for d in dims), n_el, n_bytes, start, self.path))
         return out
 

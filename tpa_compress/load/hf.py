@@ -4,6 +4,7 @@ Reads both plain HF configs (`model_type` gemma3_text / gemma3 / llama / qwen2) 
 folders this tool writes (which are HF configs plus a `tpa` section). Multimodal
 Gemma 3 folders are read as their language model; the vision tower is ignored.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,20 +36,27 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
     if mt not in ("gemma3_text", "llama", "qwen2"):
         raise TPAError(f"{path}: unsupported model_type {mt!r}; supported: gemma3_text, gemma3, llama, qwen2")
     if mt == "qwen2" and d.get("use_sliding_window"):
-        raise TPAError(f"{path}: use_sliding_window = true (Qwen2 sliding-window layers) is not supported; "
-                       "valid: false (every layer full attention, as in the released Qwen2/2.5 models)")
+        raise TPAError(
+            f"{path}: use_sliding_window = true (Qwen2 sliding-window layers) is not supported; "
+            "valid: false (every layer full attention, as in the released Qwen2/2.5 models)"
+        )
     try:
         hidden, heads = int(d["hidden_size"]), int(d["num_attention_heads"])
         common = dict(
-            vocab_size=int(d["vocab_size"]), hidden_size=hidden, num_layers=int(d["num_hidden_layers"]),
-            num_heads=heads, num_kv_heads=int(d.get("num_key_value_heads", heads)),
+            vocab_size=int(d["vocab_size"]),
+            hidden_size=hidden,
+            num_layers=int(d["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(d.get("num_key_value_heads", heads)),
             head_dim=int(d.get("head_dim") or hidden // heads),
             intermediate_size=int(d["intermediate_size"]),
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             max_position_embeddings=int(d.get("max_position_embeddings", 8192)),
             tie_word_embeddings=bool(d.get("tie_word_embeddings", mt == "gemma3_text")),
-            bos_token_id=d.get("bos_token_id"), eos_token_id=_first(d.get("eos_token_id")),
-            pad_token_id=d.get("pad_token_id"), name=str(d.get("_name_or_path", "")),
+            bos_token_id=d.get("bos_token_id"),
+            eos_token_id=_first(d.get("eos_token_id")),
+            pad_token_id=d.get("pad_token_id"),
+            name=str(d.get("_name_or_path", "")),
         )
     except KeyError as e:
         raise TPAError(f"{path}: config.json lacks key {e.args[0]!r}") from e
@@ -63,7 +71,8 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
     n = common["num_layers"]
     types = d.get("layer_types") or [
         "full_attention" if (i + 1) % int(d.get("sliding_window_pattern", 6)) == 0 else "sliding_attention"
-        for i in range(n)]
+        for i in range(n)
+    ]
     return ModelConfig(
         family="gemma3",
         rope_theta=float(d.get("rope_theta") or glob.get("rope_theta", 1_000_000.0)),
@@ -85,8 +94,11 @@ def _first(x):
     return x[0] if isinstance(x, list) else x
 
 
-_HF_NAMES = {"gemma3": ("Gemma3ForCausalLM", "gemma3_text"), "llama": ("LlamaForCausalLM", "llama"),
-             "qwen2": ("Qwen2ForCausalLM", "qwen2")}
+_HF_NAMES = {
+    "gemma3": ("Gemma3ForCausalLM", "gemma3_text"),
+    "llama": ("LlamaForCausalLM", "llama"),
+    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+}
 
 
 def config_to_hf(cfg: ModelConfig) -> dict:
@@ -95,35 +107,51 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     d = {
         "architectures": [arch],
         "model_type": model_type,
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-        "intermediate_size": cfg.intermediate_size, "rms_norm_eps": cfg.rms_norm_eps,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "intermediate_size": cfg.intermediate_size,
+        "rms_norm_eps": cfg.rms_norm_eps,
         "max_position_embeddings": cfg.max_position_embeddings,
-        "tie_word_embeddings": cfg.tie_word_embeddings, "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id, "_name_or_path": cfg.name,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+        "_name_or_path": cfg.name,
         "torch_dtype": "float32",
     }
     if cfg.family == "llama":
         d.update(rope_theta=cfg.rope_theta, hidden_act="silu")
         return d
     if cfg.family == "qwen2":
-        d.update(rope_theta=cfg.rope_theta, hidden_act="silu", use_sliding_window=False,
-                 layer_types=["full_attention"] * cfg.num_layers)
+        d.update(
+            rope_theta=cfg.rope_theta,
+            hidden_act="silu",
+            use_sliding_window=False,
+            layer_types=["full_attention"] * cfg.num_layers,
+        )
         return d
     glob = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if cfg.rope_scaling_factor != 1.0:
         glob = {"rope_type": "linear", "rope_theta": cfg.rope_theta, "factor": cfg.rope_scaling_factor}
     d.update(
-        hidden_activation="gelu_pytorch_tanh", sliding_window=cfg.sliding_window,
+        hidden_activation="gelu_pytorch_tanh",
+        sliding_window=cfg.sliding_window,
         query_pre_attn_scalar=_num(cfg.query_pre_attn_scalar),
         layer_types=["sliding_attention" if t == "sliding" else "full_attention" for t in cfg.layer_types],
-        rope_parameters={"full_attention": glob,
-                         "sliding_attention": {"rope_type": "default", "rope_theta": cfg.rope_local_theta}},
+        rope_parameters={
+            "full_attention": glob,
+            "sliding_attention": {"rope_type": "default", "rope_theta": cfg.rope_local_theta},
+        },
         # transformers 4.x reads these instead of rope_parameters
-        rope_theta=cfg.rope_theta, rope_local_base_freq=cfg.rope_local_theta,
-        rope_scaling=None if cfg.rope_scaling_factor == 1.0 else
-        {"rope_type": "linear", "factor": cfg.rope_scaling_factor},
+        rope_theta=cfg.rope_theta,
+        rope_local_base_freq=cfg.rope_local_theta,
+        rope_scaling=None
+        if cfg.rope_scaling_factor == 1.0
+        else {"rope_type": "linear", "factor": cfg.rope_scaling_factor},
     )
     return d
 
@@ -141,6 +169,7 @@ def _safetensor_files(folder: Path) -> dict[str, Path]:
     if not single.exists():
         raise TPAError(f"{folder}: no model.safetensors or model.safetensors.index.json")
     from safetensors import safe_open
+
     try:
         with safe_open(str(single), "pt") as f:
             return {k: single for k in f.keys()}
@@ -170,7 +199,7 @@ def load_hf_folder(folder: Path) -> Checkpoint:
         canon = name
         for p in _LM_PREFIXES:
             if name.startswith(p):
-                canon = "model." + name[len(p):]
+                canon = "model." + name[len(p) :]
         if canon.startswith(("model.", "lm_head.")) and not canon.startswith("model.vision"):
             where[canon] = (f, name)
     if cfg.tie_word_embeddings:
@@ -195,6 +224,7 @@ def load_hf_folder(folder: Path) -> Checkpoint:
     if tpa:
         from ..layout import check_tpa_section
         from ..methods.layers import replaced_weight_names
+
         check_tpa_section(tpa, cfg, str(cfg_path))
         skip = replaced_weight_names(tpa)
     check_shapes(cfg, shapes, str(folder), skip=skip)
@@ -204,6 +234,7 @@ def load_hf_folder(folder: Path) -> Checkpoint:
         return handle(f).get_tensor(inner)
 
     from .model_tokenizer import tokenizer_from_folder
+
     tok = tokenizer_from_folder(folder)
     extra = {k: raw[k] for k in ("tpa", "tpa_source") if k in raw}
     return Checkpoint(cfg, WeightSource(sorted(where), get, str(folder), handles.clear), tok, str(folder), "hf", extra)

@@ -11,6 +11,7 @@
   scores perplexity 70 where it scores 26.5 with it). Other models keep the tokenizer's
   rule; a tokenizer that names no BOS borrows the config's id, so `--bos yes` can add it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,12 @@ def tokenizer_from_folder(folder: Path) -> TextTokenizer | None:
         meta_file = folder / "tokenizer_meta.json"
         if meta_file.is_file():  # our own save()
             m = read_json(meta_file)
-            sp.bos_id, sp.eos_id, sp.pad_id, sp.add_bos = (m.get("bos_id"), m.get("eos_id"), m.get("pad_id"),
-                                                           bool(m.get("add_bos")))
+            sp.bos_id, sp.eos_id, sp.pad_id, sp.add_bos = (
+                m.get("bos_id"),
+                m.get("eos_id"),
+                m.get("pad_id"),
+                bool(m.get("add_bos")),
+            )
         return sp
     return tokenizer_from_json(file)
 
@@ -63,9 +68,11 @@ def fit_tokenizer(ckpt, source: str | None = None) -> None:
     tok, cfg = ckpt.tokenizer, ckpt.config
     where = source or f"the tokenizer of {ckpt.path}"
     if tok.base_vocab_size > cfg.vocab_size:
-        raise TPAError(f"{where}: {tok.base_vocab_size} tokens do not fit {ckpt.path}, whose embedding has "
-                       f"{cfg.vocab_size} rows; valid: the tokenizer the model was trained with "
-                       f"(at most {cfg.vocab_size} tokens)")
+        raise TPAError(
+            f"{where}: {tok.base_vocab_size} tokens do not fit {ckpt.path}, whose embedding has "
+            f"{cfg.vocab_size} rows; valid: the tokenizer the model was trained with "
+            f"(at most {cfg.vocab_size} tokens)"
+        )
     bos = cfg.bos_token_id
     if bos is not None and not 0 <= bos < cfg.vocab_size:
         raise TPAError(f"{ckpt.path}: bos_token_id {bos} is outside the vocabulary (0..{cfg.vocab_size - 1})")
@@ -85,6 +92,8 @@ def bos_for(tok: TextTokenizer, choice: str, where: str) -> int | None:
     if choice == "auto":  # as the tokenizer (a Gemma model: its config) says
         return tok.bos_id if tok.add_bos else None
     if tok.bos_id is None:
-        raise TPAError(f"--bos {choice}: neither {where}'s config nor its tokenizer names a BOS token; "
-                       "valid here: --bos no, or --tokenizer with one that names its BOS")
+        raise TPAError(
+            f"--bos {choice}: neither {where}'s config nor its tokenizer names a BOS token; "
+            "valid here: --bos no, or --tokenizer with one that names its BOS"
+        )
     return tok.bos_id

@@ -10,6 +10,7 @@ BOS from its config in any case (load/model_tokenizer.py).
 Control pieces (<bos>, <start_of_turn> ...) are never produced from text, as in
 SentencePiece; `decode(skip_special=False)` spells them out.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,6 +54,7 @@ class SentencePieceTokenizer(TextTokenizer):
         """tokenizer.model (the file's bytes, unchanged), tokenizer_meta.json (read back
         first by `tokenizer_from_folder`) and tokenizer_config.json naming the special tokens."""
         import json
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "tokenizer.model").write_bytes(self.tok.serialized_model_proto())
@@ -66,8 +68,14 @@ class SentencePieceTokenizer(TextTokenizer):
     def hf_config(self) -> dict:
         name = lambda i: None if i is None else self.tok.id_to_piece(i)  # noqa: E731
         cls = {"tokenizer_class": self.hf_class} if self.hf_class else {}
-        return {**cls, "bos_token": name(self.bos_id), "eos_token": name(self.eos_id), "pad_token": name(self.pad_id),
-                "add_bos_token": bool(self.add_bos and self.bos_id is not None), "add_eos_token": False}
+        return {
+            **cls,
+            "bos_token": name(self.bos_id),
+            "eos_token": name(self.eos_id),
+            "pad_token": name(self.pad_id),
+            "add_bos_token": bool(self.add_bos and self.bos_id is not None),
+            "add_eos_token": False,
+        }
 
 
 def tokenizer_from_sentencepiece(path: str | Path) -> SentencePieceTokenizer:
@@ -75,15 +83,19 @@ def tokenizer_from_sentencepiece(path: str | Path) -> SentencePieceTokenizer:
     try:
         import sentencepiece as spm
     except ImportError as e:
-        raise TPAError(f"{path}: reading a SentencePiece tokenizer.model needs the sentencepiece package; "
-                       "install it (pip install 'tpa-compress[models]' or pip install sentencepiece), or pass "
-                       "--tokenizer with a tokenizer.json") from e
+        raise TPAError(
+            f"{path}: reading a SentencePiece tokenizer.model needs the sentencepiece package; "
+            "install it (pip install 'tpa-compress[models]' or pip install sentencepiece), or pass "
+            "--tokenizer with a tokenizer.json"
+        ) from e
     try:
         proc = spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TPAError(f"{path}: not a readable SentencePiece model ({reason}); valid: a tokenizer.model "
-                       "as SentencePiece writes it, a tokenizer.json, or a Hugging Face folder") from e
+        raise TPAError(
+            f"{path}: not a readable SentencePiece model ({reason}); valid: a tokenizer.model "
+            "as SentencePiece writes it, a tokenizer.json, or a Hugging Face folder"
+        ) from e
     n = proc.get_piece_size()
     if n == 0:
         raise TPAError(f"{path}: SentencePiece model has no pieces")

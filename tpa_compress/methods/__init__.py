@@ -8,6 +8,7 @@ example); `tpa-compress methods` prints the first line of each. A method sees on
 layer's weights and calibration statistics and returns factors plus a Component; it
 reads no files and prints nothing.
 """
+
 from __future__ import annotations
 
 from ..errors import TPAError
@@ -21,6 +22,7 @@ def register(name: str):
         cls.name = name
         METHODS[name] = cls
         return cls
+
     return deco
 
 
@@ -41,10 +43,10 @@ def _load_builtin() -> None:
     # its @register decorator. A new method is a new file, nothing else.
     import importlib
     import pkgutil
+
     for info in pkgutil.iter_modules(__path__):
         if info.name not in ("base", "layers"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-__all__ = ["METHODS", "register", "get_method", "all_methods", "Method", "LayerInputs", "Factorization",
-           "carry_bias"]
+__all__ = ["METHODS", "register", "get_method", "all_methods", "Method", "LayerInputs", "Factorization", "carry_bias"]

@@ -19,6 +19,7 @@ YAML:
         k: {method: activation_svd, rank: 192}
         v: {method: activation_svd, rank: {energy: 0.99}}
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class ActivationSVD(Method):
         mu_out = w @ inp.stats.mean
         bias = mu_out - up @ (down @ inp.stats.mean)
         kept = float(evals[:rank].sum() / evals.sum().clamp_min(1e-30))
-        return Factorization(Component("latent", c.num_kv_heads, c.head_dim, rank),
-                             {"down.weight": down, "up.weight": up, "bias": bias},
-                             {"energy_kept": kept})
+        return Factorization(
+            Component("latent", c.num_kv_heads, c.head_dim, rank),
+            {"down.weight": down, "up.weight": up, "bias": bias},
+            {"energy_kept": kept},
+        )

@@ -27,6 +27,7 @@ YAML:
         k: {method: attn_refit, rank: budget, params: {steps: 150}}
         v: {method: attn_refit, rank: budget}
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,8 +63,10 @@ class AttnRefit(Method):
         if p.base not in BASES:
             raise TPAError(f"{where} {self.name}: base {p.base!r} is not valid; valid: {', '.join(BASES)}")
         if not 1 <= p.heldout < p.windows or p.steps < 0 or p.lr <= 0 or p.check_every < 1 or p.sink < 0:
-            raise TPAError(f"{where} {self.name}: need 1 <= heldout < windows, steps >= 0, lr > 0, "
-                           f"check_every >= 1, sink >= 0; got {p}")
+            raise TPAError(
+                f"{where} {self.name}: need 1 <= heldout < windows, steps >= 0, lr > 0, "
+                f"check_every >= 1, sink >= 0; got {p}"
+            )
         self.base = get_method(p.base)(None, seed=seed, where=where)
         self.windows_kept = p.windows
 
@@ -74,8 +77,10 @@ class AttnRefit(Method):
         start = self.base.factorize(inp, target, rank)
         x = inp.stats.windows if inp.stats is not None else None
         if x is None or x.shape[0] <= self.params.heldout:
-            raise TPAError(f"layer {inp.layer}: attn_refit needs more than {self.params.heldout} whole "
-                           "calibration windows (calibration.tokens / seq_len too small)")
+            raise TPAError(
+                f"layer {inp.layer}: attn_refit needs more than {self.params.heldout} whole "
+                "calibration windows (calibration.tokens / seq_len too small)"
+            )
         att = _LayerAttention(inp, x.shape[1])
         n_fit = x.shape[0] - self.params.heldout
         x_fit, x_held = att.prepare(x[:n_fit]), att.prepare(x[n_fit:])
@@ -136,13 +141,24 @@ class _LayerAttention:
         q = self.heads(x @ self.wq.T, c.num_heads)
         if self.q_gain is not None:
             q = rms_norm(q, self.q_gain, c.rms_norm_eps)
-        return {"x": x, "q": apply_rope(q, self.cos, self.sin), "k": self.finish_k(x @ self.wk.T),
-                "v": self.heads(x @ self.wv.T, c.num_kv_heads)}
+        return {
+            "x": x,
+            "q": apply_rope(q, self.cos, self.sin),
+            "k": self.finish_k(x @ self.wk.T),
+            "v": self.heads(x @ self.wv.T, c.num_kv_heads),
+        }
 
     def attend(self, pre: dict, k, v):
         c = self.cfg
-        o = F.scaled_dot_product_attention(pre["q"], k, v, attn_mask=self.mask, is_causal=self.mask is None,
-                                           scale=c.attn_scale, enable_gqa=c.num_heads != c.num_kv_heads)
+        o = F.scaled_dot_product_attention(
+            pre["q"],
+            k,
+            v,
+            attn_mask=self.mask,
+            is_causal=self.mask is None,
+            scale=c.attn_scale,
+            enable_gqa=c.num_heads != c.num_kv_heads,
+        )
         return o.transpose(1, 2).flatten(2) @ self.wo.T
 
     def exact(self, pre: dict):

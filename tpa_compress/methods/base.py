@@ -1,4 +1,5 @@
 """What a method receives and returns."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ class LayerInputs:
 
     b_k / b_v: the K / V biases of families that have them (Qwen2), else None. A method
     factorizes the linear part W x only; `carry_bias` adds b to its result."""
+
     cfg: ModelConfig
     layer: int
     w_q: torch.Tensor
@@ -45,7 +47,7 @@ class LayerInputs:
         m = torch.zeros(c.kv_size, c.kv_size, dtype=self.w_o.dtype)
         for kv in range(c.num_kv_heads):
             blk = sum(wo[:, h].T @ wo[:, h] for h in range(kv * g, (kv + 1) * g))
-            m[kv * D:(kv + 1) * D, kv * D:(kv + 1) * D] = blk
+            m[kv * D : (kv + 1) * D, kv * D : (kv + 1) * D] = blk
         return m
 
 
@@ -72,6 +74,7 @@ def carry_bias(fz: Factorization, inp: LayerInputs, target: str) -> Factorizatio
 
 class Method:
     """Base class. Subclasses set `Params` (a dataclass) and implement `factorize`."""
+
     name = "?"
     needs_calibration = False
     windows_kept = 0  # whole calibration windows of x the method reads (LayerStats.windows)

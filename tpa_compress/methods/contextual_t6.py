@@ -33,6 +33,7 @@ YAML:
       - select: {type: global}
         k: {method: contextual_t6, rank: 2, params: {steps: 500}}
 """
+
 from __future__ import annotations
 
 import math
@@ -139,7 +140,9 @@ class ContextualT6(Method):
         f = sy.sqrt() / sx
         a_w, b_w, bias = A * f, B * f, bias * sy
         fit = _rel(t6_apply(x, a_w, b_w, bias, H, D), y)
-        held = _rel(t6_apply(x_all[m - n_held:], a_w, b_w, bias, H, D), y_all[m - n_held:])
-        return Factorization(comp, {"a.weight": a_w, "b.weight": b_w, "bias": bias},
-                             {"fit_rel_error": fit, "heldout_rel_error": held,
-                              "init_rel_error": init_err, "steps": p.steps})
+        held = _rel(t6_apply(x_all[m - n_held :], a_w, b_w, bias, H, D), y_all[m - n_held :])
+        return Factorization(
+            comp,
+            {"a.weight": a_w, "b.weight": b_w, "bias": bias},
+            {"fit_rel_error": fit, "heldout_rel_error": held, "init_rel_error": init_err, "steps": p.steps},
+        )

@@ -13,6 +13,7 @@ YAML:
         k: {method: identity}
         v: {method: identity}
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,11 @@ class Identity(Method):
     def factorize(self, inp: LayerInputs, target: str, rank: int | None = None) -> Factorization:
         c = inp.cfg
         comp = Component("tpa_fixed", c.num_kv_heads, c.head_dim, c.num_kv_heads)
-        return Factorization(comp, {
-            "b.weight": inp.weight(target).clone(),
-            "head_factor": torch.eye(c.num_kv_heads, dtype=inp.w_k.dtype),
-            "bias": torch.zeros(c.kv_size, dtype=inp.w_k.dtype),
-        })
+        return Factorization(
+            comp,
+            {
+                "b.weight": inp.weight(target).clone(),
+                "head_factor": torch.eye(c.num_kv_heads, dtype=inp.w_k.dtype),
+                "bias": torch.zeros(c.kv_size, dtype=inp.w_k.dtype),
+            },
+        )

@@ -17,6 +17,7 @@ A family with K/V biases (Qwen2, ModelConfig.attention_bias): `full` is the orig
 Linear with its `bias`; every factorized kind's `bias` holds the original bias plus the
 method's own (methods.base.carry_bias), and the sink Linear has `sink.bias` too.
 """
+
 from __future__ import annotations
 
 import torch
@@ -94,7 +95,7 @@ class TPAContextualProj(_Sinked):
 
     def decode(self, z):
         a = z[..., : self.R * self.heads].unflatten(-1, (self.R, self.heads))
-        b = z[..., self.R * self.heads:].unflatten(-1, (self.R, self.dim))
+        b = z[..., self.R * self.heads :].unflatten(-1, (self.R, self.dim))
         return torch.einsum("...rh,...rd->...hd", a, b).flatten(-2) + self.bias
 
 

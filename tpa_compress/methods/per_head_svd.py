@@ -12,6 +12,7 @@ YAML:
       - select: {type: global}
         v: {method: per_head_svd, rank: 128}
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,15 +38,17 @@ class PerHeadSVD(Method):
     def factorize(self, inp: LayerInputs, target: str, rank: int) -> Factorization:
         c = inp.cfg
         if rank % c.num_kv_heads:
-            raise TPAError(f"layer {inp.layer} {target}: per_head_svd rank {rank} must be a multiple "
-                           f"of kv_heads={c.num_kv_heads}")
+            raise TPAError(
+                f"layer {inp.layer} {target}: per_head_svd rank {rank} must be a multiple of kv_heads={c.num_kv_heads}"
+            )
         r = rank // c.num_kv_heads
         w = inp.weight(target).view(c.num_kv_heads, c.head_dim, -1)
         down, up = [], torch.zeros(c.kv_size, rank, dtype=w.dtype)
         for h in range(c.num_kv_heads):
             u, s, vh = torch.linalg.svd(w[h], full_matrices=False)
             down.append(s[:r, None] * vh[:r])
-            up[h * c.head_dim:(h + 1) * c.head_dim, h * r:(h + 1) * r] = u[:, :r]
+            up[h * c.head_dim : (h + 1) * c.head_dim, h * r : (h + 1) * r] = u[:, :r]
         comp = Component("latent", c.num_kv_heads, c.head_dim, rank)
-        return Factorization(comp, {"down.weight": torch.cat(down), "up.weight": up,
-                                    "bias": torch.zeros(c.kv_size, dtype=w.dtype)})
+        return Factorization(
+            comp, {"down.weight": torch.cat(down), "up.weight": up, "bias": torch.zeros(c.kv_size, dtype=w.dtype)}
+        )

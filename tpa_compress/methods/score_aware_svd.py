@@ -31,6 +31,7 @@ YAML:
         k: {method: score_aware_svd, rank: budget}
         v: {method: score_aware_svd, rank: budget}
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,10 @@ class ScoreAwareSVD(ActivationSVD):
         super().__init__(params, seed, where)
         p = self.params
         if p.max_offset < 0 or p.offsets < 1 or p.ridge < 0:
-            raise TPAError(f"{where} {self.name}: max_offset >= 0, offsets >= 1 and ridge >= 0 are "
-                           f"required; got max_offset={p.max_offset}, offsets={p.offsets}, ridge={p.ridge}")
+            raise TPAError(
+                f"{where} {self.name}: max_offset >= 0, offsets >= 1 and ridge >= 0 are "
+                f"required; got max_offset={p.max_offset}, offsets={p.offsets}, ridge={p.ridge}"
+            )
 
     def _metric(self, inp, target: str):
         if target == "v":

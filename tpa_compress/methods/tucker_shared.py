@@ -42,6 +42,7 @@ YAML:
         v: {method: tucker_shared, rank: 256}
         k: {method: tucker_shared, rank: 256, params: {head_rank: 2}}
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,8 +91,10 @@ class TuckerShared(Method):
             eye = torch.eye(n, dtype=torch.float64)
             return eye, eye
         if inp.stats is None:
-            raise TPAError(f"layer {inp.layer} {target}: tucker_shared with whiten: true needs calibration "
-                           "data (or set whiten: false)")
+            raise TPAError(
+                f"layer {inp.layer} {target}: tucker_shared with whiten: true needs calibration "
+                "data (or set whiten: false)"
+            )
         m = inp.stats.second_moment.double()
         m = (m + m.T) / 2
         m = m + self.params.ridge * m.diagonal().mean().clamp_min(1e-30) * torch.eye(n, dtype=m.dtype)
@@ -123,14 +126,17 @@ class TuckerShared(Method):
         where = f"layer {inp.layer} {target}: "
         R = self._head_rank(c, where)
         if rank < R:
-            raise TPAError(f"{where}tucker_shared rank {rank} is below {R} (one feature direction per "
-                           f"{'head' if R == H else 'head factor'}); valid: {R}..{R * D}")
+            raise TPAError(
+                f"{where}tucker_shared rank {rank} is below {R} (one feature direction per "
+                f"{'head' if R == H else 'head factor'}); valid: {R}..{R * D}"
+            )
         r_d = min(D, rank // R)
         r_x = min(X, R * r_d)
         if self.params.hidden_rank is not None:
             if not 1 <= self.params.hidden_rank <= r_x:
-                raise TPAError(f"{where}tucker_shared hidden_rank {self.params.hidden_rank} out of range; "
-                               f"valid: 1..{r_x}")
+                raise TPAError(
+                    f"{where}tucker_shared hidden_rank {self.params.hidden_rank} out of range; valid: 1..{r_x}"
+                )
             r_x = self.params.hidden_rank
         t, s_inv = self._tensor(inp, target)
         compress_heads = R < H
@@ -139,9 +145,15 @@ class TuckerShared(Method):
         prev = tl.get_backend()
         tl.set_backend("numpy")
         try:
-            (core, factors), _ = partial_tucker(t.numpy(), rank=ranks, modes=modes, init="svd",
-                                                n_iter_max=self.params.n_iter, tol=1e-12,
-                                                random_state=self.seed)
+            (core, factors), _ = partial_tucker(
+                t.numpy(),
+                rank=ranks,
+                modes=modes,
+                init="svd",
+                n_iter_max=self.params.n_iter,
+                tol=1e-12,
+                random_state=self.seed,
+            )
         finally:
             tl.set_backend(prev)
         core = torch.from_numpy(np.ascontiguousarray(core))
@@ -157,7 +169,9 @@ class TuckerShared(Method):
             info["rank_requested"] = rank
         if compress_heads and r_d == D:
             b = torch.einsum("dj,rjx->rdx", u_d, down.view(R, r_d, X)).reshape(R * D, X)
-            return Factorization(Component("tpa_fixed", H, D, R),
-                                 {"b.weight": b, "head_factor": u_h.T.contiguous(), "bias": bias}, info)
-        return Factorization(Component("latent", H, D, R * r_d),
-                             {"down.weight": down.contiguous(), "up.weight": up, "bias": bias}, info)
+            return Factorization(
+                Component("tpa_fixed", H, D, R), {"b.weight": b, "head_factor": u_h.T.contiguous(), "bias": bias}, info
+            )
+        return Factorization(
+            Component("latent", H, D, R * r_d), {"down.weight": down.contiguous(), "up.weight": up, "bias": bias}, info
+        )

@@ -7,6 +7,7 @@ family has one: Qwen2's k = W x + b). The original model uses
 `tpa_compress.methods.layers` without any other change, which is what makes the
 identity conversion exact by construction.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ def rope_inv_freq(head_dim: int, base: float, device=None) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float, scale: float = 1.0,
-                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, base: float, scale: float = 1.0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape (*positions.shape, head_dim) for the half-split layout."""
     inv_freq = rope_inv_freq(head_dim, base, positions.device)
     ang = (positions.float()[..., None] / scale) * inv_freq
@@ -117,16 +119,15 @@ class Attention(nn.Module):
             k = self.k_norm(k)
         return apply_rope(k, cos, sin)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """`mask` None means plain causal: SDPA's is_causal path skips the masked blocks
         (~20% faster on CPU than the same mask as a tensor, identical output)."""
         q = self.prepare_q(x, cos, sin)
         k = self.prepare_k(self.k_proj(x), cos, sin)
         v = self.split_heads(self.v_proj(x), self.n_kv)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
-            enable_gqa=self.n_heads != self.n_kv)
+            q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=self.n_heads != self.n_kv
+        )
         b, _, t, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 

@@ -6,6 +6,7 @@ RoPE base 10k on sliding layers and 1M on global ones, 5 sliding : 1 global laye
 zero-centred norms around both attention and MLP, GeGLU, embeddings scaled by
 sqrt(hidden), attention scaled by query_pre_attn_scalar**-0.5.
 """
+
 from __future__ import annotations
 
 import torch

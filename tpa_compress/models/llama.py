@@ -1,4 +1,5 @@
 """Llama-family decoder block (SmolLM2, Llama 2/3): pre-norm, SwiGLU, one RoPE base."""
+
 from __future__ import annotations
 
 import torch

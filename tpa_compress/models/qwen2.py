@@ -5,6 +5,7 @@ Llama's; the biases live in `common.Attention` (ModelConfig.attention_bias), so 
 block only names the family. A converted K/V keeps the original bias inside its
 factorized projection's `bias` (methods/layers.py), so k = W x + b survives conversion.
 """
+
 from __future__ import annotations
 
 from .llama import LlamaBlock

@@ -3,6 +3,7 @@
 `Transformer.forward` is the no-cache reference forward (full causal / sliding
 masks). The cached decoder lives in `tpa_compress.runtime` and reuses these modules.
 """
+
 from __future__ import annotations
 
 import torch
@@ -76,6 +77,7 @@ def build_model(ckpt, dtype: torch.dtype = torch.float32, device: str | torch.de
     layout = (ckpt.extra or {}).get("tpa")
     if layout:
         from ..methods.layers import install_layouts
+
         install_layouts(model, layout)
     model = model.to_empty(device=device).to(dtype)
     params = dict(model.named_parameters())
@@ -89,8 +91,9 @@ def build_model(ckpt, dtype: torch.dtype = torch.float32, device: str | torch.de
         for n, p in params.items():
             t = ckpt.weights.get(_canonical(n), dtype)
             if tuple(t.shape) != tuple(p.shape):
-                raise TPAError(f"{ckpt.path}: tensor {_canonical(n)!r} has shape {tuple(t.shape)}, "
-                               f"model expects {tuple(p.shape)}")
+                raise TPAError(
+                    f"{ckpt.path}: tensor {_canonical(n)!r} has shape {tuple(t.shape)}, model expects {tuple(p.shape)}"
+                )
             p.copy_(t)
     model.eval().requires_grad_(False)
     return model

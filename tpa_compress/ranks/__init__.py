@@ -9,6 +9,7 @@
           component's relative error is weighted by its measured effect on the
           model's output (ranks/kl.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..errors import TPAError
 @dataclass
 class Candidate:
     """One (layer, target) whose rank the budget picks."""
+
     key: tuple[int, str]
     spectrum: torch.Tensor  # descending energies
     bytes_per_rank: float  # cache bytes per unit of rank, times tokens held at the context
@@ -39,18 +41,23 @@ def energy_rank(spectrum: torch.Tensor, target: float, step: int = 1) -> int:
     return max(step, r)
 
 
-def budget_ranks(cands: list[Candidate], budget_bytes: float,
-                 weights: dict[tuple[int, str], float] | None = None) -> dict[tuple[int, str], int]:
+def budget_ranks(
+    cands: list[Candidate], budget_bytes: float, weights: dict[tuple[int, str], float] | None = None
+) -> dict[tuple[int, str], int]:
     """Greedy marginal allocation: start every candidate at min_rank, then repeatedly
     add `step` ranks where (relative error removed) / (bytes added), times the
     candidate's weight (default 1: how much a unit of its relative error costs), is largest."""
     ranks = {c.key: c.min_rank for c in cands}
     spent = sum(c.bytes_per_rank * c.min_rank for c in cands)
     if spent > budget_bytes:
-        raise TPAError(f"budget of {budget_bytes:.0f} bytes is below the minimum {spent:.0f} "
-                       "(one step of rank per component); raise the budget fraction")
-    rel = {c.key: c.spectrum.double().clamp_min(0) / c.spectrum.double().clamp_min(0).sum().clamp_min(1e-300)
-           for c in cands}
+        raise TPAError(
+            f"budget of {budget_bytes:.0f} bytes is below the minimum {spent:.0f} "
+            "(one step of rank per component); raise the budget fraction"
+        )
+    rel = {
+        c.key: c.spectrum.double().clamp_min(0) / c.spectrum.double().clamp_min(0).sum().clamp_min(1e-300)
+        for c in cands
+    }
     by_key = {c.key: c for c in cands}
     while True:
         best, best_gain = None, 0.0
@@ -61,7 +68,7 @@ def budget_ranks(cands: list[Candidate], budget_bytes: float,
             cost = c.bytes_per_rank * c.step
             if spent + cost > budget_bytes:
                 continue
-            gain = float(rel[k][r:r + c.step].sum()) / cost * (weights[k] if weights else 1.0)
+            gain = float(rel[k][r : r + c.step].sum()) / cost * (weights[k] if weights else 1.0)
             if gain > best_gain:
                 best, best_gain = k, gain
         if best is None:

@@ -8,6 +8,7 @@ windows, divided by the relative error energy it leaves (its spectrum's tail), i
 weight: KL ≈ weight × error energy, to first order around that point. The budget is
 then spent again with those weights (ranks.budget_ranks).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,8 @@ def mean_kl(model, windows: torch.Tensor, ref_hidden: list[torch.Tensor], chunk:
     for w, ref in zip(windows, ref_hidden):
         h = model(w[None].to(device))[0]
         for s in range(0, h.shape[0], chunk):
-            lp = F.log_softmax(model.logits(h[s:s + chunk]).float(), -1)
-            lr = F.log_softmax(model.logits(ref[s:s + chunk]).float(), -1)
+            lp = F.log_softmax(model.logits(h[s : s + chunk]).float(), -1)
+            lr = F.log_softmax(model.logits(ref[s : s + chunk]).float(), -1)
             total += float((lr.exp() * (lr - lp)).sum())
             n += lp.shape[0]
     return total / max(n, 1)
@@ -70,6 +71,7 @@ def probe_weights(model, recipe, cands, chosen: dict, methods: dict, inputs: dic
     (`chosen`) as the probe; needs the whole model (convert's whole-model path)."""
     from ..methods.layers import make_proj
     from ..threads import fixed_threads
+
     probes, tails = {}, {}
     for c in cands:
         i, t = c.key

@@ -6,6 +6,7 @@ candidate at once, so it needs every layer's spectrum first (convert/stream.py m
 spectrum pass for it). `full_width` names the chosen ranks that would cache no less
 than the original: those targets are kept exact.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,22 +38,29 @@ def layer_ranks(cfg, recipe, rules: list[dict], methods: dict, i: int, inp) -> t
             with fixed_threads():
                 spectrum = m.spectrum(inp, t)
             if spectrum is None:
-                raise TPAError(f"{recipe.source}: layer {i} {t}: method {m.name} has no spectrum, so "
-                               f"rank '{spec.kind}' cannot apply; give a fixed rank")
+                raise TPAError(
+                    f"{recipe.source}: layer {i} {t}: method {m.name} has no spectrum, so "
+                    f"rank '{spec.kind}' cannot apply; give a fixed rank"
+                )
             # the method's own step and the recipe's rank_limits: multiples of both, capped
             lim = recipe.rank_limits
             step = math.lcm(m.rank_step(cfg), lim.multiple)
             hi = min(len(spectrum), m.max_rank(cfg), lim.cap(t) or len(spectrum)) // step * step
             if hi < step:
-                raise TPAError(f"{recipe.source}: layer {i} {t}: rank_limits ({lim.describe(t)}) leave "
-                               f"{m.name} no rank on this model (its ranks: multiples of "
-                               f"{m.rank_step(cfg)} up to {min(len(spectrum), m.max_rank(cfg))})")
+                raise TPAError(
+                    f"{recipe.source}: layer {i} {t}: rank_limits ({lim.describe(t)}) leave "
+                    f"{m.name} no rank on this model (its ranks: multiples of "
+                    f"{m.rank_step(cfg)} up to {min(len(spectrum), m.max_rank(cfg))})"
+                )
             if spec.kind == "energy":
                 ranks[(i, t)] = min(energy_rank(spectrum, spec.value, step), hi)
             else:
-                lay = LayerLayout(Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
-                                  Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
-                                  cfg.window(i), BUDGET_DTYPE)
+                lay = LayerLayout(
+                    Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
+                    Component("latent", cfg.num_kv_heads, cfg.head_dim, 1),
+                    cfg.window(i),
+                    BUDGET_DTYPE,
+                )
                 held = lay.tokens_held(recipe.budget.context)
                 per = lay.bytes_per_token() / 2 * held
                 cands.append(Candidate((i, t), spectrum, per, step, hi, step))
@@ -74,10 +82,13 @@ def full_width(cfg, rules: list[dict], methods: dict, ranks: dict) -> dict:
     """{(i, t): why} for chosen (energy / budget) ranks at the method's full width: such a
     factorization caches no fewer values than the original and decodes slower (a rebuild;
     K also a norm factor), so the target is kept exact."""
-    return {key: f"{methods[key].name} {rules[key[0]][key[1]].rank.kind} chose the full width {r}"
-            for key, r in ranks.items()
-            if rules[key[0]][key[1]].rank.kind in ("energy", "budget") and methods[key].name != "identity"
-            and r >= methods[key].max_rank(cfg)}
+    return {
+        key: f"{methods[key].name} {rules[key[0]][key[1]].rank.kind} chose the full width {r}"
+        for key, r in ranks.items()
+        if rules[key[0]][key[1]].rank.kind in ("energy", "budget")
+        and methods[key].name != "identity"
+        and r >= methods[key].max_rank(cfg)
+    }
 
 
 def budget_left(cfg, recipe, ranks: dict, budgeted: set) -> float:
@@ -93,8 +104,11 @@ def budget_left(cfg, recipe, ranks: dict, budgeted: set) -> float:
                 total -= K_SCALE_BYTES * cfg.num_kv_heads * LayerLayout.tokens_held_in(cfg.window(i), ctx)
             if (i, t) in budgeted:
                 continue
-            c = (Component("latent", cfg.num_kv_heads, cfg.head_dim, ranks[(i, t)]) if (i, t) in ranks
-                 else Component("full", cfg.num_kv_heads, cfg.head_dim))
+            c = (
+                Component("latent", cfg.num_kv_heads, cfg.head_dim, ranks[(i, t)])
+                if (i, t) in ranks
+                else Component("full", cfg.num_kv_heads, cfg.head_dim)
+            )
             lay = LayerLayout(c, c, cfg.window(i), BUDGET_DTYPE)
             total -= lay.bytes_per_token() / 2 * lay.tokens_held(ctx)
     return total

@@ -1,4 +1,5 @@
 """Cached generation: a static factorized KV cache, attention from the factors, sampling."""
+
 from .cache import KVCache
 from .plan import DecodeOptions, fast_path_supports
 from .runner import GenerateResult, Runner

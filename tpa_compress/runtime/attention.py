@@ -19,6 +19,7 @@ the factorized cache and attend from exact K/V instead (`sink_state`, one more t
 tile, kept in the full head dim); `combine` merges it with the factorized part's
 online-softmax state at the end, after the latent V's up-projection.
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,8 +72,9 @@ def encode_weight(proj, kind: str) -> torch.Tensor:
 
 def fused_qkv_weight(attn, lay: LayerLayout) -> torch.Tensor:
     """[W_q; W_k-encode; W_v-encode]: one matmul for the three projections of a decode step."""
-    return torch.cat([attn.q_proj.weight, encode_weight(attn.k_proj, lay.k.kind),
-                      encode_weight(attn.v_proj, lay.v.kind)]).contiguous()
+    return torch.cat(
+        [attn.q_proj.weight, encode_weight(attn.k_proj, lay.k.kind), encode_weight(attn.v_proj, lay.v.kind)]
+    ).contiguous()
 
 
 def fused_qkv_bias(attn, lay: LayerLayout) -> torch.Tensor | None:
@@ -136,7 +138,7 @@ def key_scales(z: torch.Tensor, terms, step: int = 2048) -> torch.Tensor:
     slices of `step` entries (bounded fp32 scratch for a whole prompt)."""
     out = []
     for i in range(0, z.shape[1], step):
-        x = z[:, i:i + step].float()
+        x = z[:, i : i + step].float()
         if terms[0] == "diag":
             _, gz, const, eps, d = terms
             sq = (gz[:, 0] * (x[..., None, :] + gz[:, 1]).square()).sum(-1) + const
@@ -158,8 +160,9 @@ def write_entries(kv_buf, slots, kv, nk: int, ks_buf=None, ks_terms=None) -> Non
         ks_buf.index_copy_(1, slots, key_scales(kv[..., :nk], ks_terms))
 
 
-def entries_written(attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin, kv_buf, slots, ks_buf=None,
-                    ks_terms=None, b_qkv=None):
+def entries_written(
+    attn, lay: LayerLayout, w_qkv: torch.Tensor, x, cos, sin, kv_buf, slots, ks_buf=None, ks_terms=None, b_qkv=None
+):
     """`new_entries_fused` and the cache write in one function (compiled as one: the CUDA
     decode step of a plain cache); returns q."""
     q, kv = new_entries_fused(attn, lay, w_qkv, x, cos, sin, b_qkv)
@@ -285,8 +288,7 @@ def sdpa_decode(attn, q, kc, vc, mask):
     kv, s = attn.n_kv, kc.shape[1]
     k = kc.view(b, s, kv, d).transpose(1, 2).to(q.dtype)
     v = vc.view(b, s, kv, d).transpose(1, 2).to(q.dtype)
-    o = F.scaled_dot_product_attention(q.view(b, kv, h // kv, d), k, v, attn_mask=mask,
-                                       scale=attn.scale)
+    o = F.scaled_dot_product_attention(q.view(b, kv, h // kv, d), k, v, attn_mask=mask, scale=attn.scale)
     return o.reshape(b, h, 1, d)
 
 

@@ -29,6 +29,7 @@ of the factorized slots (see LayerLayout.sink_held). A full component gets a buf
 a decode step never gathers the sink rows from its slots. Sink tokens are exact: with a
 one-byte cache they stay in bf16.
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,8 +72,10 @@ def dequantize(x: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) 
 
 def dequantize_kv(k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype):
     """Stored K and V entries -> dtype; scale (..., 2): an int8 cache's K and V scales."""
-    return (dequantize(k, None if scale is None else scale[..., :1], dtype),
-            dequantize(v, None if scale is None else scale[..., 1:], dtype))
+    return (
+        dequantize(k, None if scale is None else scale[..., :1], dtype),
+        dequantize(v, None if scale is None else scale[..., 1:], dtype),
+    )
 
 
 def capacity(layout: LayerLayout, max_len: int) -> int:
@@ -100,16 +103,23 @@ class LayerCache:
         self.raw = torch.zeros(batch, self.capacity, nk + layout.v.values_per_token, dtype=raw, device=device)
         self.kv = self.raw.view(dt)
         self.k, self.v = self.kv[..., :nk], self.kv[..., nk:]
-        self.scale = (torch.ones(batch, self.capacity, 2, dtype=torch.float16, device=device)
-                      if fmt.stat_bytes else None)  # a scale per token and component (int8)
+        self.scale = (
+            torch.ones(batch, self.capacity, 2, dtype=torch.float16, device=device) if fmt.stat_bytes else None
+        )  # a scale per token and component (int8)
         self.quantize = quantize  # the runner swaps in a compiled twin (one fused kernel)
-        self.ks = (torch.ones(batch, self.capacity, layout.k.heads, dtype=torch.float32, device=device)
-                   if layout.k_scale else None)
+        self.ks = (
+            torch.ones(batch, self.capacity, layout.k.heads, dtype=torch.float32, device=device)
+            if layout.k_scale
+            else None
+        )
         self.ks_terms = None  # attention.key_scale_terms of the layer: set by the runner
         self.sink = layout.sink_held
         sdt = torch.bfloat16 if self.quant else dt
-        sink_buf = lambda c: (torch.zeros(batch, self.sink, c.heads * c.dim, dtype=sdt, device=device)  # noqa: E731
-                              if self.sink else None)
+        sink_buf = lambda c: (
+            torch.zeros(batch, self.sink, c.heads * c.dim, dtype=sdt, device=device)  # noqa: E731
+            if self.sink
+            else None
+        )
         self.sk, self.sv = sink_buf(layout.k), sink_buf(layout.v)
 
     @property
@@ -133,7 +143,7 @@ class LayerCache:
         if sc is not None:
             self.scale.index_copy_(1, slots, sc)
         if self.ks is not None:  # from z as stored: dequantized
-            z = dequantize(qz[..., :self.nk], None if sc is None else sc[..., :1], torch.float32)
+            z = dequantize(qz[..., : self.nk], None if sc is None else sc[..., :1], torch.float32)
             self.ks.index_copy_(1, slots, key_scales(z, self.ks_terms))
 
     def read(self, dtype: torch.dtype, a: int = 0, e: int | None = None):
@@ -165,11 +175,16 @@ class KVCache:
 
     def __init__(self, layouts: list[LayerLayout], batch: int, max_len: int, device):
         from .grouped_cache import GroupedLayerCache
+
         self.batch, self.max_len = batch, max_len
-        self.layers = [(GroupedLayerCache if lay.cache.format.grouped else LayerCache)(lay, batch, max_len, device)
-                       for lay in layouts]
-        self.positions = {c: torch.full((batch, c), EMPTY, dtype=torch.int32, device=device)
-                          for c in sorted({lc.capacity for lc in self.layers})}
+        self.layers = [
+            (GroupedLayerCache if lay.cache.format.grouped else LayerCache)(lay, batch, max_len, device)
+            for lay in layouts
+        ]
+        self.positions = {
+            c: torch.full((batch, c), EMPTY, dtype=torch.int32, device=device)
+            for c in sorted({lc.capacity for lc in self.layers})
+        }
         for lc in self.layers:
             if lc.grouped:
                 lc.positions = self.positions[lc.capacity]

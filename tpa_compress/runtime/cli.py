@@ -1,4 +1,5 @@
 """`tpa-compress generate`: stream text from a model (original or converted) with the cached runner."""
+
 from __future__ import annotations
 
 import resource
@@ -25,8 +26,10 @@ def read_prompts(prompt: Optional[str], prompt_file: Optional[Path]) -> list[str
     try:
         text = prompt_file.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise TPAError(f"--prompt-file {prompt_file} is not UTF-8 text (byte {e.start}); "
-                       f"give a UTF-8 text file, one prompt per line") from None
+        raise TPAError(
+            f"--prompt-file {prompt_file} is not UTF-8 text (byte {e.start}); "
+            f"give a UTF-8 text file, one prompt per line"
+        ) from None
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise TPAError(f"--prompt-file {prompt_file} has no prompts; put one prompt per line")
@@ -39,6 +42,7 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
     import json
 
     from ..cache_formats import parse_spec
+
     cfg = Path(model) / "config.json" if model else None
     if cfg is None or not cfg.is_file():
         return None
@@ -56,36 +60,51 @@ def summary(res, batch: int, cache_dtype: str, load_s: float, build_s: float, ca
     where the time went."""
     gpu = res.peak_memory is not None
     peak = res.peak_memory if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return (f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
-            f"decode {batch}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
-            f"KV {res.kv_bytes / 2**20:.2f} MiB {cache_dtype} allocated "
-            f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | peak {'GPU' if gpu else 'RSS'} "
-            f"{peak / 2**20:.0f} MiB | load {load_s:.2f}s build {build_s:.2f}s capture {capture_s:.2f}s "
-            f"prefill {res.prefill_s:.2f}s decode {res.decode_s:.2f}s")
+    return (
+        f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
+        f"decode {batch}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
+        f"KV {res.kv_bytes / 2**20:.2f} MiB {cache_dtype} allocated "
+        f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | peak {'GPU' if gpu else 'RSS'} "
+        f"{peak / 2**20:.0f} MiB | load {load_s:.2f}s build {build_s:.2f}s capture {capture_s:.2f}s "
+        f"prefill {res.prefill_s:.2f}s decode {res.decode_s:.2f}s"
+    )
 
 
 def generate_cmd(
-    model: Optional[str] = typer.Argument(None, help="Model path (.gguf, HF folder incl. converted "
-                                          "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."),
+    model: Optional[str] = typer.Argument(
+        None,
+        help="Model path (.gguf, HF folder incl. converted "
+        "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b.",
+    ),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="The prompt text."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="One prompt per line; "
-                                               "all run as one batch."),
+    prompt_file: Optional[Path] = typer.Option(
+        None, "--prompt-file", help="One prompt per line; all run as one batch."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per prompt."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass, 0 < p <= 1."),
     top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens; 0 = off."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-    dtype: str = typer.Option("auto", "--dtype", help="Weights dtype: auto (bf16 on CUDA, fp32 on "
-                              "CPU), float32, bfloat16, float16."),
-    cache_dtype: str = typer.Option("auto", "--cache-dtype", help="KV cache dtype: auto (what a "
-                                    "converted folder records, else bf16 on CUDA and the weights' dtype "
-                                    "on CPU), fp32, bf16, fp16, fp8 (e4m3), int8 (per-token scales), int4, int3, int2 "
-                                    "(grouped, KIVI-style; parameters as int4:group=32,recent=128,rotate=hadamard)."),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="Weights dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."
+    ),
+    cache_dtype: str = typer.Option(
+        "auto",
+        "--cache-dtype",
+        help="KV cache dtype: auto (what a "
+        "converted folder records, else bf16 on CUDA and the weights' dtype "
+        "on CPU), fp32, bf16, fp16, fp8 (e4m3), int8 (per-token scales), int4, int3, int2 "
+        "(grouped, KIVI-style; parameters as int4:group=32,recent=128,rotate=hadamard).",
+    ),
     variant: Optional[str] = typer.Option(None, "--variant", help="gemma_pytorch .ckpt variant."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer instead of the one "
-                                             "found with the model: a tokenizer.model (SentencePiece), a "
-                                             "tokenizer.json, or a folder holding one."),
+    tokenizer: Optional[Path] = typer.Option(
+        None,
+        "--tokenizer",
+        help="Tokenizer instead of the one "
+        "found with the model: a tokenizer.model (SentencePiece), a "
+        "tokenizer.json, or a folder holding one.",
+    ),
 ):
     """Generate text with the static factorized KV cache (CUDA graph decode on GPU).
 
@@ -117,12 +136,12 @@ def generate_cmd(
     tok = require_tokenizer(ckpt)
     ids = [tok.encode(t) for t in texts]
     longest = max(len(i) for i in ids)
-    ckpt.config.check_length(longest + max_new_tokens, f"a prompt of {longest} tokens + --max-new-tokens "
-                             f"{max_new_tokens}", ckpt.path)
+    ckpt.config.check_length(
+        longest + max_new_tokens, f"a prompt of {longest} tokens + --max-new-tokens {max_new_tokens}", ckpt.path
+    )
     torch.manual_seed(seed)
     t_build = time.perf_counter()  # the decode plan's kernels (NVRTC, from the disk cache once built)
-    runner = Runner(net, len(ids), longest + max_new_tokens,
-                    cache_dtype=None if cache_dtype == "auto" else cache_dtype)
+    runner = Runner(net, len(ids), longest + max_new_tokens, cache_dtype=None if cache_dtype == "auto" else cache_dtype)
     t_build = time.perf_counter() - t_build
     t_capture = time.perf_counter()
     if dev.startswith("cuda"):
@@ -142,17 +161,21 @@ def generate_cmd(
         got.append(step_ids[0])
         text = tok.decode(got)
         if text.startswith(shown[0]):
-            stdout.print(text[len(shown[0]):], end="", markup=False, soft_wrap=True)
+            stdout.print(text[len(shown[0]) :], end="", markup=False, soft_wrap=True)
             shown[0] = text
+
     if stream:
         stdout.print(texts[0], end="", markup=False, soft_wrap=True)
     res = runner.generate(ids, max_new_tokens, params, on_tokens=on_tokens if stream else None)
     if stream:
         rest = tok.decode(res.tokens[0])
-        stdout.print(rest[len(shown[0]):] if rest.startswith(shown[0]) else "", markup=False)
+        stdout.print(rest[len(shown[0]) :] if rest.startswith(shown[0]) else "", markup=False)
     else:
         for i, (t, g) in enumerate(zip(texts, res.tokens)):
             stdout.print(f"--- [{i}] ---", markup=False)
             stdout.print(t + tok.decode(g), markup=False, soft_wrap=True)
-    console.print(summary(res, len(ids), runner.layouts[0].cache_dtype, t_load, t_build, t_capture),
-                  highlight=False, soft_wrap=True)
+    console.print(
+        summary(res, len(ids), runner.layouts[0].cache_dtype, t_load, t_build, t_capture),
+        highlight=False,
+        soft_wrap=True,
+    )

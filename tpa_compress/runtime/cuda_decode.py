@@ -31,11 +31,13 @@ It writes the same per-chunk softmax states as the Triton kernel's `_decode_part
 finishes the step. The "wg" kernel is launched with programmatic dependent launch where the
 layer's DecodeAttention has it on (`launch_pdl`: its programs start under the previous
 kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC, once per machine
-(kernel_cache.py keeps the binaries): no compiler or package beyond torch. Serves head dim 256 with 8 query heads per KV head at
+(kernel_cache.py keeps the binaries): no compiler or package beyond torch.
+Serves head dim 256 with 8 query heads per KV head at
 most, K ranks that are multiples of 16 up to 128, V ranks that are multiples of 16 up to 128
 ("wg", "warp"), above 128 where the wg kernel's buffers fit (wg_fits), else 128 or 256
 ("tile"), a bf16 cache, any K basis. Measured in docs/benchmarks.md (seventh and sixteenth runs).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -47,26 +49,26 @@ import torch
 
 from .kernel_cache import compile_kernel
 
-BLOCK = 0       # keys per tile: 0 picks by cache length (block_for); 64 or 128 forces
-LONG = 8192     # cache slots from which tiles are 128 keys
+BLOCK = 0  # keys per tile: 0 picks by cache length (block_for); 64 or 128 forces
+LONG = 8192  # cache slots from which tiles are 128 keys
 
 # The kernels' CUDA C++ (cuda/latent_decode_{tile,warp,wg}.cu) and the blocks they share
 # (cuda/parts/), pasted in at their __NAME__ placeholders by `source`, in this order:
 _PARTS = {
-    "SINK": "sink.cuh",              # "tile": the exact sink tile's own state, which the combine merges
-                                     # (warp 0, every head)
+    "SINK": "sink.cuh",  # "tile": the exact sink tile's own state, which the combine merges
+    # (warp 0, every head)
     "SINK_STATE": "sink_state.cuh",  # "warp", "wg": chunk 0's exact sink state (warp w, head w), read
-                                     # from global memory while U is on its way
-    "SINK_HEAD": "sink_head.cuh",    # both: one head's sink state (a warp; inside SINK / SINK_STATE)
-    "MERGE": "merge.cuh",            # "warp": each warp's m / l into the merge buffer, then MERGE_ACC
-    "MERGE_ACC": "merge_acc.cuh",    # the epilogue: the 8 warps' softmax states merged into the chunk's
-                                     # (over the z / v buffers, once every warp is done)
-    "HELPERS": "helpers.cuh",        # device helpers of the warp-level kernels ("warp", "wg")
-    "PARAMS": "params.cuh",          # what every kernel takes (`launch` passes it; "warp" adds its
-                                     # NORMZ tables)
-    "PROLOGUE": "prologue.cuh",      # the start of every kernel body
-    "INDICES": "indices.cuh",        # the warp-level kernels' per-program indices: lane quad, chunk,
-                                     # sequence, KV head, query position, visibility limits, cache rows
+    # from global memory while U is on its way
+    "SINK_HEAD": "sink_head.cuh",  # both: one head's sink state (a warp; inside SINK / SINK_STATE)
+    "MERGE": "merge.cuh",  # "warp": each warp's m / l into the merge buffer, then MERGE_ACC
+    "MERGE_ACC": "merge_acc.cuh",  # the epilogue: the 8 warps' softmax states merged into the chunk's
+    # (over the z / v buffers, once every warp is done)
+    "HELPERS": "helpers.cuh",  # device helpers of the warp-level kernels ("warp", "wg")
+    "PARAMS": "params.cuh",  # what every kernel takes (`launch` passes it; "warp" adds its
+    # NORMZ tables)
+    "PROLOGUE": "prologue.cuh",  # the start of every kernel body
+    "INDICES": "indices.cuh",  # the warp-level kernels' per-program indices: lane quad, chunk,
+    # sequence, KV head, query position, visibility limits, cache rows
 }
 # "warp" only: its per-warp step after the scores (the QK-norm factor, the mask, an online
 # softmax of the warp's own keys and o^T += z_v^T p^T; "wg" has its own)
@@ -78,7 +80,7 @@ def _cuda_text(name: str) -> str:
     return (Path(__file__).parent / "cuda" / name).read_text()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hopper(device_index: int | None = None) -> bool:
     """wgmma (the "wg" kernel) is sm_90a only."""
     return torch.cuda.is_available() and torch.cuda.get_device_capability(device_index) == (9, 0)
@@ -118,25 +120,44 @@ def _wgmma_defs() -> str:
     outs = ", ".join(f'"+f"(d[{i}])' for i in range(64))
     regs = ", ".join(f"%{i}" for i in range(64))
     return (
-        "__device__ __forceinline__ void wgmma_fence() { asm volatile(\"wgmma.fence.sync.aligned;\" ::: \"memory\"); }\n"
-        "__device__ __forceinline__ void wgmma_commit() { asm volatile(\"wgmma.commit_group.sync.aligned;\" ::: \"memory\"); }\n"
-        + "".join(f"__device__ __forceinline__ void wgmma_wait{n}(float (&d)[64]) {{\n"
-                  f"    asm volatile(\"wgmma.wait_group.sync.aligned {n};\" : {outs} :: \"memory\");\n}}\n" for n in (0, 1))
+        '__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }\n'
+        '__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }\n'  # noqa: E501 (CUDA source)
+        + "".join(
+            f"__device__ __forceinline__ void wgmma_wait{n}(float (&d)[64]) {{\n"
+            f'    asm volatile("wgmma.wait_group.sync.aligned {n};" : {outs} :: "memory");\n}}\n'
+            for n in (0, 1)
+        )
         + "// d (scale_d ? += : =) A B: A 64 x 16 (K-major), B 128 x 16 (K-major), both by descriptor\n"
         "__device__ __forceinline__ void wgmma_ss(float (&d)[64], u64 da, u64 db, int scale_d) {\n"
-        "    asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %66, 0;\\n\"\n"
-        f"                 \"wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{{regs}}}, %64, %65, p, 1, 1, 0, 0;\\n}}\\n\"\n"
-        f"                 : {outs} : \"l\"(da), \"l\"(db), \"r\"(scale_d));\n}}\n")
+        '    asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %66, 0;\\n"\n'
+        f'                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{{regs}}}, %64, %65, p, 1, 1, 0, 0;\\n}}\\n"\n'  # noqa: E501 (CUDA source)
+        f'                 : {outs} : "l"(da), "l"(db), "r"(scale_d));\n}}\n'
+    )
 
 
 def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile", kscale: bool = False) -> int:
     if kind == "wg":  # its Smem struct: U + bias block, ones, 2 warpgroups x 2 stages of z / z_v / positions
         # (+ the keys' norm factors), q, pair tables, U's mbarrier (16 bytes)
-        return (32 * (rk // 8 + 2) * 128 + 2048 + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4 + 4 * kscale)
-                + 8 * (64 + 4) * 8 + ((64 * 16 + 8 * (2 * 64 + 4) * 8) if kscale else 128 * 24) + 16)
-    if kind == "warp":  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
-        return (256 * (rk + 8) * 2 + 2 * 128 * 16 + rk * 2 + 128 * 16 + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
-                + 8 * 2 * 16 * 4 + 8 * (128 + 4) * 4)
+        return (
+            32 * (rk // 8 + 2) * 128
+            + 2048
+            + 4 * 64 * (rk * 2 + (rv + 8) * 2 + 4 + 4 * kscale)
+            + 8 * (64 + 4) * 8
+            + ((64 * 16 + 8 * (2 * 64 + 4) * 8) if kscale else 128 * 24)
+            + 16
+        )
+    if (
+        kind == "warp"
+    ):  # the Smem struct: U, pair tables, 2 U^T b, bias quads, per-warp stages of z / z_v / positions, q
+        return (
+            256 * (rk + 8) * 2
+            + 2 * 128 * 16
+            + rk * 2
+            + 128 * 16
+            + 8 * 2 * 16 * ((rk + 8) + (rv + 8)) * 2
+            + 8 * 2 * 16 * 4
+            + 8 * (128 + 4) * 4
+        )
     z = 2 * block * (rk + 8) * 2
     v = 2 * block * (rv + 8) * 2
     return z + v + 2 * block * 4 + warps * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
@@ -175,18 +196,25 @@ def wg_images(up: torch.Tensor, bias: torch.Tensor, invf: torch.Tensor, rscale: 
     bias = bias.reshape(kv, d)[:, WG_ROWS.to(bias.device)].reshape(kv * d)
     img = torch.zeros(kv, 32, sbou, dtype=torch.uint8, device=up.device)
     u = up.to(torch.bfloat16).reshape(kv, 32, 8, r // 8, 8).permute(0, 1, 3, 2, 4).contiguous()
-    img[:, :, :r // 8 * 128] = u.view(torch.uint8).reshape(kv, 32, r // 8 * 128)
+    img[:, :, : r // 8 * 128] = u.view(torch.uint8).reshape(kv, 32, r // 8 * 128)
     hi = bias.float().to(torch.bfloat16)
     lo = (bias.float() - hi.float()).to(torch.bfloat16)
     blk = torch.zeros(kv * d, 8, dtype=torch.bfloat16, device=up.device)
     blk[:, 0], blk[:, 1] = hi, lo
-    img[:, :, r // 8 * 128:r // 8 * 128 + 128] = blk.view(torch.uint8).reshape(kv, 32, 128)
+    img[:, :, r // 8 * 128 : r // 8 * 128 + 128] = blk.view(torch.uint8).reshape(kv, 32, 128)
     inv = torch.tensor(1.0 / rscale, dtype=torch.float32, device=invf.device)  # the kernel's products, in its order
     f = invf.float() * inv
     f0, f1 = f[0::2], f[1::2]
     half2 = lambda a, b: torch.stack([a, b], -1).to(torch.float16).view(torch.int32).squeeze(-1)  # noqa: E731
-    pp = torch.stack([f0.view(torch.int32), f1.view(torch.int32), half2(torch.cos(8 * f0), torch.cos(8 * f1)),
-                      half2(torch.sin(8 * f0), torch.sin(8 * f1))], -1)                      # (64, 4) words
+    pp = torch.stack(
+        [
+            f0.view(torch.int32),
+            f1.view(torch.int32),
+            half2(torch.cos(8 * f0), torch.cos(8 * f1)),
+            half2(torch.sin(8 * f0), torch.sin(8 * f1)),
+        ],
+        -1,
+    )  # (64, 4) words
     o = torch.arange(8, dtype=torch.float32, device=f.device)[:, None]
     a0, a1 = (o * invf.float()[0::2]) * inv, (o * invf.float()[1::2]) * inv
     to = torch.zeros(8, 68, 2, dtype=torch.int32, device=f.device)
@@ -200,7 +228,7 @@ def permute_up(up: torch.Tensor) -> torch.Tensor:
     words a lane needs (k-step ks: words 8 ks + t and 8 ks + 4 + t, t = lane % 4) sit
     together: one 8-byte load per k-step instead of two scattered 4-byte loads."""
     ks = up.shape[1] // 16
-    words = up.contiguous().view(torch.int32)                    # (rows, r / 2)
+    words = up.contiguous().view(torch.int32)  # (rows, r / 2)
     perm = [8 * k + 4 * i + t for t in range(4) for k in range(ks) for i in range(2)]
     return words[:, perm].contiguous().view(up.dtype)
 
@@ -220,9 +248,14 @@ def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
     """The shapes this kernel is written for (else the Triton kernel runs)."""
     # V ranks above 128 the wg kernel cannot hold take the tile kernel, written for 128 and
     # 256 only (a V rank of 160 passed here before and would have built it for that width)
-    return (torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel") and _heads_and_k(d, g, rk)
-            and (rv % 128 == 0 or (kind_for(rv, rk) in ("warp", "wg") and rv % 16 == 0)) and rv <= 256
-            and cache_dtype == torch.bfloat16)
+    return (
+        torch.cuda.is_available()
+        and hasattr(torch.cuda, "_compile_kernel")
+        and _heads_and_k(d, g, rk)
+        and (rv % 128 == 0 or (kind_for(rv, rk) in ("warp", "wg") and rv % 16 == 0))
+        and rv <= 256
+        and cache_dtype == torch.bfloat16
+    )
 
 
 # build knobs (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
@@ -234,26 +267,61 @@ PER_SM = 1  # programs per SM the chunking plans for (the register budget allows
 PHASES = None  # an int64 tensor: the "wg" kernel built with per-phase clocks writes them there (bench --phases)
 
 
-def source(rk: int, rv: int, g: int, minb: int = 1, block: int = 64, warps: int = 8, kind: str = "tile",
-           unroll: int = 1, normz: bool = False, kscale: bool = False, strides: tuple[int, int] = (0, 0),
-           phases: bool = False) -> str:
+def source(
+    rk: int,
+    rv: int,
+    g: int,
+    minb: int = 1,
+    block: int = 64,
+    warps: int = 8,
+    kind: str = "tile",
+    unroll: int = 1,
+    normz: bool = False,
+    kscale: bool = False,
+    strides: tuple[int, int] = (0, 0),
+    phases: bool = False,
+) -> str:
     """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
     src = _cuda_text(f"latent_decode_{kind if kind in ('warp', 'wg') else 'tile'}.cu")
     for key, part in _PARTS.items():
         src = src.replace(f"__{key}__", _cuda_text(f"parts/{part}"))
-    src = (src.replace("__SOFTMAX_PV__", _cuda_text(f"parts/{_SOFTMAX_PV}") if kind == "warp" else "")
-           .replace("__WGMMA__", _wgmma_defs() if kind == "wg" else ""))
-    for key, val in (("RK", rk), ("RV", rv), ("G", g), ("MINB", minb), ("BLK", block), ("WARPS", warps),
-                     ("UNROLL", unroll), ("NORMZ", int(normz)), ("KSCALE", int(kscale)),
-                     ("SKT", strides[0]), ("SVT", strides[1]), ("PHASES", int(phases))):
+    src = src.replace("__SOFTMAX_PV__", _cuda_text(f"parts/{_SOFTMAX_PV}") if kind == "warp" else "").replace(
+        "__WGMMA__", _wgmma_defs() if kind == "wg" else ""
+    )
+    for key, val in (
+        ("RK", rk),
+        ("RV", rv),
+        ("G", g),
+        ("MINB", minb),
+        ("BLK", block),
+        ("WARPS", warps),
+        ("UNROLL", unroll),
+        ("NORMZ", int(normz)),
+        ("KSCALE", int(kscale)),
+        ("SKT", strides[0]),
+        ("SVT", strides[1]),
+        ("PHASES", int(phases)),
+    ):
         src = src.replace(f"__{key}__", str(val))
     return src
 
 
-@functools.lru_cache(maxsize=None)
-def compiled(rk: int, rv: int, g: int, device_index: int, minb: int = 1, block: int = 64, warps: int = 8,
-             kind: str = "tile", unroll: int = 1, normz: bool = False, kscale: bool = False,
-             strides: tuple[int, int] = (0, 0), phases: bool = False):
+@functools.cache
+def compiled(
+    rk: int,
+    rv: int,
+    g: int,
+    device_index: int,
+    minb: int = 1,
+    block: int = 64,
+    warps: int = 8,
+    kind: str = "tile",
+    unroll: int = 1,
+    normz: bool = False,
+    kscale: bool = False,
+    strides: tuple[int, int] = (0, 0),
+    phases: bool = False,
+):
     """The kernel for these ranks and group size (NVRTC; cached per process and on disk,
     kernel_cache.py); "wg" is built for the cache's row strides of z and z_v (strides)."""
     src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases)
@@ -276,26 +344,45 @@ def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False, 
         try:
             for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
                 wg = kind == "wg"  # built for the cache's row strides (K and V entries side by side)
-                compiled(rk, rv, g, device_index, BUILD["minb"], blk, BUILD["warps"], kind, BUILD["unroll"],
-                         normz and kind == "warp", kscale and wg, (rk + rv, rk + rv) if wg else (0, 0))
+                compiled(
+                    rk,
+                    rv,
+                    g,
+                    device_index,
+                    BUILD["minb"],
+                    blk,
+                    BUILD["warps"],
+                    kind,
+                    BUILD["unroll"],
+                    normz and kind == "warp",
+                    kscale and wg,
+                    (rk + rv, rk + rv) if wg else (0, 0),
+                )
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            warnings.warn(f"CUDA decode kernel unavailable, using the Triton kernel: {_FAILED[key]}",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"CUDA decode kernel unavailable, using the Triton kernel: {_FAILED[key]}", RuntimeWarning, stacklevel=3
+            )
     return _FAILED[key]
 
 
-class _LaunchConfig(ctypes.Structure):   # the driver's CUlaunchConfig
-    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared", ctypes.c_uint),
-                ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("n_attrs", ctypes.c_uint)]
+class _LaunchConfig(ctypes.Structure):  # the driver's CUlaunchConfig
+    _fields_ = [
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("shared", ctypes.c_uint),
+        ("stream", ctypes.c_void_p),
+        ("attrs", ctypes.c_void_p),
+        ("n_attrs", ctypes.c_uint),
+    ]
 
 
-class _LaunchAttr(ctypes.Structure):     # CUlaunchAttribute: an id, padding, a 64-byte value union
+class _LaunchAttr(ctypes.Structure):  # CUlaunchAttribute: an id, padding, a 64-byte value union
     _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
 
 
-_PROGRAMMATIC_STREAM_SERIALIZATION = 6   # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+_PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
 
 
 def launch_pdl(fn, grid, block, shared_mem: int, args: list) -> None:
@@ -304,14 +391,26 @@ def launch_pdl(fn, grid, block, shared_mem: int, args: list) -> None:
     griddepcontrol.wait). torch's launcher takes no launch attributes, hence cuLaunchKernelEx
     here, with the same argument conversion (tensors: pointers, ints: int, floats: double)."""
     from torch.cuda._utils import _check_cuda, _get_gpu_runtime_library
-    keep = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else
-            ctypes.c_int(a) if isinstance(a, int) else ctypes.c_double(a) for a in args]
+
+    keep = [
+        ctypes.c_void_p(a.data_ptr())
+        if isinstance(a, torch.Tensor)
+        else ctypes.c_int(a)
+        if isinstance(a, int)
+        else ctypes.c_double(a)
+        for a in args
+    ]
     params = (ctypes.c_void_p * len(keep))(*[ctypes.cast(ctypes.byref(k), ctypes.c_void_p) for k in keep])
     attr = _LaunchAttr(id=_PROGRAMMATIC_STREAM_SERIALIZATION)
     attr.value[0] = 1
-    cfg = _LaunchConfig((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), shared_mem,
-                        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
-                        ctypes.cast(ctypes.byref(attr), ctypes.c_void_p), 1)
+    cfg = _LaunchConfig(
+        (ctypes.c_uint * 3)(*grid),
+        (ctypes.c_uint * 3)(*block),
+        shared_mem,
+        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+        ctypes.cast(ctypes.byref(attr), ctypes.c_void_p),
+        1,
+    )
     _check_cuda(_get_gpu_runtime_library().cuLaunchKernelEx(ctypes.byref(cfg), fn.func, params, None))
 
 
@@ -324,7 +423,7 @@ extern "C" __global__ void l2_prefetch(const char* __restrict__ p, int n) {   //
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _prefetch_kernel(device_index: int):
     with torch.cuda.device(device_index):
         return compile_kernel(_PREFETCH, "l2_prefetch")
@@ -339,8 +438,7 @@ def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:
     _prefetch_kernel(t.device.index or 0)(grid=(programs, 1, 1), block=(256, 1, 1), args=[t, n])
 
 
-def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None,
-           wslot=None):
+def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None, wslot=None):
     """One decode step's partial states from the cache (da: a kernels.DecodeAttention,
     which prepared the arguments: qp (B,) int64 query positions, the sink tile ks / vs
     with ns rows and strides sstr, the chunking for tiles of blk keys; k_scale: each
@@ -355,8 +453,21 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     normz = kind == "warp" and da.cu_normz is not None
     kscale = kind == "wg" and k_scale is not None and da.has_norm  # (no norm: no factors to read)
     phases = kind == "wg" and PHASES is not None
-    fn = compiled(da.rk, da.rv, da.g, q.device.index or 0, BUILD["minb"], blk, warps, kind, BUILD["unroll"], normz,
-                  kscale, (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0), phases)
+    fn = compiled(
+        da.rk,
+        da.rv,
+        da.g,
+        q.device.index or 0,
+        BUILD["minb"],
+        blk,
+        warps,
+        kind,
+        BUILD["unroll"],
+        normz,
+        kscale,
+        (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0),
+        phases,
+    )
     # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);
     # with the norm factors from the cache, U and the bias with the weight folded in
     up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)
@@ -365,17 +476,53 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     extra = [*da.cu_normz, int(da.has_e)] if normz else ([da.nw, da.nw, 0] if kind == "warp" else [])
     if kind == "wg":
         extra = [k_scale, k_scale.stride(0), k_scale.stride(1)] if kscale else [m, 0, 0]
-        extra += list(da.cu_img[kscale])   # U + bias block, pair tables: laid out once (wg_images)
+        extra += list(da.cu_img[kscale])  # U + bias block, pair tables: laid out once (wg_images)
         extra.append(da.no_slot if wslot is None else wslot)
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
     if kind == "wg" and ((q.stride(0) | q.stride(1)) & 1 or q.data_ptr() % 4):
         q = q.contiguous()  # (the wg kernel reads q's rows as bf16 pairs)
     grid, block = (n, b * da.kv, 1), (32 * warps, 1, 1)
     shared = smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale)
-    args = [q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc,
-            t, chunk, da.kv, n, ns, q.stride(0), q.stride(1), kc.stride(0), kc.stride(1),
-            vc.stride(0), vc.stride(1), k_pos.stride(0), *sstr, da.window or 0, da.sink if ns else 0,
-            float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm), *extra, *([PHASES] if phases else [])]
+    args = [
+        q,
+        kc,
+        vc,
+        k_pos,
+        qp,
+        up,
+        bias,
+        da.nw,
+        da.invf,
+        ks,
+        vs,
+        sm,
+        sl,
+        sa,
+        m,
+        l,
+        acc,
+        t,
+        chunk,
+        da.kv,
+        n,
+        ns,
+        q.stride(0),
+        q.stride(1),
+        kc.stride(0),
+        kc.stride(1),
+        vc.stride(0),
+        vc.stride(1),
+        k_pos.stride(0),
+        *sstr,
+        da.window or 0,
+        da.sink if ns else 0,
+        float(da.eps),
+        float(da.scale),
+        float(da.rscale),
+        int(da.has_norm),
+        *extra,
+        *([PHASES] if phases else []),
+    ]
     if kind == "wg" and da.pdl:
         launch_pdl(fn, grid, block, shared, args)
     else:

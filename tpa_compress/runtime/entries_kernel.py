@@ -14,6 +14,7 @@ The same arithmetic as `attention.entries_written` (fp32, the norm's output roun
 model dtype as RMSNorm rounds it); quantized caches and the "up" form of the norm factors
 keep that compiled path (`EntriesKernel.serves`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,22 +26,53 @@ if triton is not None:
     import triton.language as tl
 
     @triton.jit
-    def _entries(y_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_ptr, kv_ptr, slot_ptr, ks_ptr, gz_ptr, kc_ptr,
-                 sy_b, scs_b, sq_b, sq_h, skv_b, skv_t, sks_b, sks_t,
-                 H, KVF, REST, RK, KS_HEADS, q_eps, kn_eps, k_eps, k_dim,
-                 D: tl.constexpr, REST_P: tl.constexpr, RK_P: tl.constexpr, QK_NORM: tl.constexpr,
-                 K_SCALE: tl.constexpr, PDL: tl.constexpr):
+    def _entries(
+        y_ptr,
+        qw_ptr,
+        kw_ptr,
+        cos_ptr,
+        sin_ptr,
+        q_ptr,
+        kv_ptr,
+        slot_ptr,
+        ks_ptr,
+        gz_ptr,
+        kc_ptr,
+        sy_b,
+        scs_b,
+        sq_b,
+        sq_h,
+        skv_b,
+        skv_t,
+        sks_b,
+        sks_t,
+        H,
+        KVF,
+        REST,
+        RK,
+        KS_HEADS,
+        q_eps,
+        kn_eps,
+        k_eps,
+        k_dim,
+        D: tl.constexpr,
+        REST_P: tl.constexpr,
+        RK_P: tl.constexpr,
+        QK_NORM: tl.constexpr,
+        K_SCALE: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         if PDL:  # y comes from the matmul just before
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
         b = tl.program_id(0)
-        r = tl.program_id(1)                  # query heads, then a full K's heads, then the rest
+        r = tl.program_id(1)  # query heads, then a full K's heads, then the rest
         slot = tl.load(slot_ptr)
         row = y_ptr + b * sy_b
         cache = kv_ptr + b * skv_b + slot * skv_t
         if r < H + KVF:
             dd = tl.arange(0, D)
-            half = (dd + D // 2) % D          # each element's RoPE partner
+            half = (dd + D // 2) % D  # each element's RoPE partner
             x = tl.load(row + r * D + dd).to(tl.float32)
             xp = tl.load(row + r * D + half).to(tl.float32)
             if QK_NORM:
@@ -60,7 +92,7 @@ if triton is not None:
         else:
             j = tl.arange(0, REST_P)
             m = j < REST
-            first = (H + KVF) * D             # where the rest starts in y; KVF * D in the cache
+            first = (H + KVF) * D  # where the rest starts in y; KVF * D in the cache
             z = tl.load(row + first + j, mask=m, other=0.0).to(kv_ptr.dtype.element_ty)
             tl.store(cache + KVF * D + j, z, mask=m)
             if K_SCALE:  # 1 / rms(U_h z + b_h) = rsqrt((sum_r g_r (z_r + e_r)^2 + const_h) / d + eps)
@@ -82,8 +114,13 @@ class EntriesKernel:
         """A plain (not one-byte) cache, a power-of-two head dim, and norm factors (if any)
         in the "diag" form."""
         d = attn.head_dim
-        return (triton is not None and cache_dtype in (torch.float32, torch.bfloat16, torch.float16)
-                and d >= 16 and d & (d - 1) == 0 and (ks_terms is None or ks_terms[0] == "diag"))
+        return (
+            triton is not None
+            and cache_dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and d >= 16
+            and d & (d - 1) == 0
+            and (ks_terms is None or ks_terms[0] == "diag")
+        )
 
     def __init__(self, attn, lay: LayerLayout, ks_terms=None, pdl: bool | None = None):
         dev = attn.q_proj.weight.device
@@ -118,10 +155,41 @@ class EntriesKernel:
         q = torch.empty(b, self.h, 1, self.d, dtype=y.dtype, device=y.device)
         ks = ks_buf if ks_buf is not None else q
         _entries[(b, self.h + self.kvf + 1)](
-            y, self.qw, self.kw, cos, sin, q, kv_buf, slot, ks, self.gz, self.kc,
-            y.stride(0), cos.stride(0), q.stride(0), q.stride(1), kv_buf.stride(0), kv_buf.stride(1),
-            ks.stride(0), ks.stride(1), self.h, self.kvf, self.rest, self.rk, self.ks_heads,
-            self.q_eps, self.kn_eps, self.k_eps, float(self.k_dim),
-            D=self.d, REST_P=_p2(self.rest), RK_P=_p2(self.rk), QK_NORM=self.qk_norm, K_SCALE=self.k_scale,
-            PDL=self.pdl and not INTERPRET, num_warps=4, **({"launch_pdl": True} if self.pdl else {}))
+            y,
+            self.qw,
+            self.kw,
+            cos,
+            sin,
+            q,
+            kv_buf,
+            slot,
+            ks,
+            self.gz,
+            self.kc,
+            y.stride(0),
+            cos.stride(0),
+            q.stride(0),
+            q.stride(1),
+            kv_buf.stride(0),
+            kv_buf.stride(1),
+            ks.stride(0),
+            ks.stride(1),
+            self.h,
+            self.kvf,
+            self.rest,
+            self.rk,
+            self.ks_heads,
+            self.q_eps,
+            self.kn_eps,
+            self.k_eps,
+            float(self.k_dim),
+            D=self.d,
+            REST_P=_p2(self.rest),
+            RK_P=_p2(self.rk),
+            QK_NORM=self.qk_norm,
+            K_SCALE=self.k_scale,
+            PDL=self.pdl and not INTERPRET,
+            num_warps=4,
+            **({"launch_pdl": True} if self.pdl else {}),
+        )
         return q

@@ -13,6 +13,7 @@ Torch custom ops, so the compiled pieces of the decode step call them as they ca
 (The residual adds and RMSNorms in the prologue as well, two launches fewer per layer, measured
 slower end to end: 2,329 vs 2,646 tok/s, 270M batch 1, H200, eighteenth run; removed.)
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,8 @@ from .kernels import INTERPRET, _p2, pdl_available, triton
 
 MAX_ROWS = 2  # rows of x up to which the kernel is used (W is read once per row, from L2 after the first)
 MAX_N = MAX_K = 4096  # W's shapes it is used for: the first build (rows in slices, seventeenth run's run03)
-                      # beat cuBLAS on every 270M and 1B matmul within them and lost on 1B's gate|up
-                      # (13824 x 1152) and down (1152 x 6912); the shipped build is timed on 270M only
+# beat cuBLAS on every 270M and 1B matmul within them and lost on 1B's gate|up
+# (13824 x 1152) and down (1152 x 6912); the shipped build is timed on 270M only
 
 if triton is not None:
     import triton.language as tl
@@ -40,14 +41,28 @@ if triton is not None:
             if GELU:  # tanh GELU, tanh(y) = 1 - 2 / (exp(2y) + 1)
                 y = 0.7978845608028654 * (g + 0.044715 * g * g * g)
                 g = 0.5 * g * (2.0 - 2.0 / (tl.exp(2.0 * y) + 1.0))
-            else:     # SiLU
+            else:  # SiLU
                 g = g / (1.0 + tl.exp(-g))
             return (g.to(dt) * u.to(dt)).to(tl.float32)
         return tl.load(x_ptr + m * sx + k, mask=k < K, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _gemv(x_ptr, w_ptr, y_ptr, N, K, sx, sw, sy, BN: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-              PDL: tl.constexpr, GLU: tl.constexpr = False, GELU: tl.constexpr = False):
+    def _gemv(
+        x_ptr,
+        w_ptr,
+        y_ptr,
+        N,
+        K,
+        sx,
+        sw,
+        sy,
+        BN: tl.constexpr,
+        K1: tl.constexpr,
+        K2: tl.constexpr,
+        PDL: tl.constexpr,
+        GLU: tl.constexpr = False,
+        GELU: tl.constexpr = False,
+    ):
         n = tl.program_id(0) * BN + tl.arange(0, BN)
         m = tl.program_id(1)
         nm = n < N
@@ -101,10 +116,24 @@ def gemv_launch(x: torch.Tensor, w: torch.Tensor, glu: str = "") -> torch.Tensor
     dev = x.device.index or 0
     bn, k1, k2 = tiles(n, k, _sms(dev) if x.is_cuda else 8)
     pdl = x.is_cuda and not INTERPRET and _pdl(dev)
-    _gemv[(triton.cdiv(n, bn), x2.shape[0])](x2, w, y, n, k, x2.stride(0), w.stride(0), y.stride(0),
-                                             BN=bn, K1=k1, K2=k2, PDL=pdl, GLU=bool(glu), GELU=glu == "gelu",
-                                             num_warps=4,
-                                             **({"launch_pdl": True} if pdl else {}))
+    _gemv[(triton.cdiv(n, bn), x2.shape[0])](
+        x2,
+        w,
+        y,
+        n,
+        k,
+        x2.stride(0),
+        w.stride(0),
+        y.stride(0),
+        BN=bn,
+        K1=k1,
+        K2=k2,
+        PDL=pdl,
+        GLU=bool(glu),
+        GELU=glu == "gelu",
+        num_warps=4,
+        **({"launch_pdl": True} if pdl else {}),
+    )
     return y.view(*x.shape[:-1], n)
 
 

@@ -24,6 +24,7 @@ its window (checked by LayerLayout). Torch on any device: the torch attention ba
 it (backends/tiles.py, sdpa.py); its appends keep host-side counters, so a runner with one
 decodes without a CUDA graph (plan.graph_safe).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,6 +43,7 @@ class GroupedLayerCache:
 
     def __init__(self, layout: LayerLayout, batch: int, max_len: int, device):
         from .cache import capacity
+
         self.layout, self.spec = layout, layout.cache
         self.fmt = self.spec.format
         self.quant = layout.cache_dtype  # not None: the plain-cache write paths pass it by
@@ -56,27 +58,37 @@ class GroupedLayerCache:
         self.kv = self.kc
         groups = math.ceil(cap / g)
         self.kstat = z(batch, groups, nk, 2, dt=torch.float16)
-        self.vstat = (z(batch, cap, nv // g, 2, dt=torch.float16) if self.v_axis == "token"
-                      else z(batch, groups, nv, 2, dt=torch.float16))
+        self.vstat = (
+            z(batch, cap, nv // g, 2, dt=torch.float16)
+            if self.v_axis == "token"
+            else z(batch, groups, nv, 2, dt=torch.float16)
+        )
         self.ring_size = min(self.spec.recent + g - 1, max_len)
         self.ring = z(batch, self.ring_size, nk + nv, dt=torch.bfloat16)
         self.n_head = min(self.spec.sink, max_len)
         self.head = z(batch, self.n_head, nk + nv, dt=torch.bfloat16)
         hd = self.spec.rotate == "hadamard"
-        self.blocks = tuple(rotation_block(c.values_per_token, rotation_limit(c.kind, c.dim, c.values_per_token))
-                            if hd else 1 for c in (layout.k, layout.v))
+        self.blocks = tuple(
+            rotation_block(c.values_per_token, rotation_limit(c.kind, c.dim, c.values_per_token)) if hd else 1
+            for c in (layout.k, layout.v)
+        )
         self.ks = z(batch, cap, layout.k.heads, dt=torch.float32) if layout.k_scale else None
         self.ks_terms = None  # set by the runner
         self.sink = layout.sink_held
-        self.sk, self.sv = ((z(batch, self.sink, c.heads * c.dim, dt=torch.bfloat16) if self.sink else None)
-                            for c in (layout.k, layout.v))
+        self.sk, self.sv = (
+            (z(batch, self.sink, c.heads * c.dim, dt=torch.bfloat16) if self.sink else None)
+            for c in (layout.k, layout.v)
+        )
         self.positions = None  # the slot-position table of this capacity (KVCache sets it)
         self.n = self.done = 0  # columns written; columns quantized (a multiple of G)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.kc, self.vc, self.kstat, self.vstat, self.ring, self.head, self.ks, self.sk,
-                                      self.sv) if t is not None)
+        return sum(
+            t.nbytes
+            for t in (self.kc, self.vc, self.kstat, self.vstat, self.ring, self.head, self.ks, self.sk, self.sv)
+            if t is not None
+        )
 
     def reset(self) -> None:
         self.n = self.done = 0
@@ -86,7 +98,7 @@ class GroupedLayerCache:
         self.append(k, v)
 
     def write_kv(self, slots, kv) -> None:
-        self.append(kv[..., :self.nk], kv[..., self.nk:])
+        self.append(kv[..., : self.nk], kv[..., self.nk :])
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
         """Entries (batch, m, width) of the next m columns."""
@@ -98,13 +110,13 @@ class GroupedLayerCache:
             if g0 + g > c1 - self.capacity:  # (a group wholly out of a ring's reach is never read)
                 self._quantize_group(g0, self._columns(e, c0, g0, g0 + g), c1)
         if c0 < self.n_head:
-            self.head[:, c0:min(c1, self.n_head)] = e[:, :min(c1, self.n_head) - c0].to(self.head.dtype)
+            self.head[:, c0 : min(c1, self.n_head)] = e[:, : min(c1, self.n_head) - c0].to(self.head.dtype)
         lo = max(c0, c1 - self.ring_size)
         if lo < c1:
             cols = torch.arange(lo, c1, device=e.device)
-            self.ring.index_copy_(1, cols % self.ring_size, e[:, lo - c0:].to(self.ring.dtype))
+            self.ring.index_copy_(1, cols % self.ring_size, e[:, lo - c0 :].to(self.ring.dtype))
             if self.ks is not None:
-                self._write_ks(cols % self.capacity, e[:, lo - c0:, :self.nk])
+                self._write_ks(cols % self.capacity, e[:, lo - c0 :, : self.nk])
         self.n, self.done = c1, done
 
     def _columns(self, e, c0, a, b):
@@ -112,7 +124,7 @@ class GroupedLayerCache:
         old = torch.arange(a, max(a, min(b, c0)), device=e.device)
         parts = [self.ring[:, old % self.ring_size].float()] if len(old) else []
         if b > c0:
-            parts.append(e[:, max(a, c0) - c0:b - c0])
+            parts.append(e[:, max(a, c0) - c0 : b - c0])
         return torch.cat(parts, 1)
 
     def _quantize_group(self, g0: int, x: torch.Tensor, c1: int) -> None:
@@ -169,12 +181,13 @@ class GroupedLayerCache:
         slots = torch.arange(a, e, device=self.kc.device)
         k, v = self._dequantize(slots)
         lo = max(0, self.n - self.capacity)  # older columns left the slots
-        for cols, buf, size in ((torch.arange(max(self.done, lo), self.n, device=k.device), self.ring, self.ring_size),
-                                (torch.arange(lo, max(lo, min(self.n_head, self.done)), device=k.device), self.head,
-                                 None)):
+        for cols, buf, size in (
+            (torch.arange(max(self.done, lo), self.n, device=k.device), self.ring, self.ring_size),
+            (torch.arange(lo, max(lo, min(self.n_head, self.done)), device=k.device), self.head, None),
+        ):
             cols = cols[(cols % self.capacity >= a) & (cols % self.capacity < e)]
             if len(cols):
                 r = buf[:, cols if size is None else cols % size].float()
-                k[:, cols % self.capacity - a] = r[..., :self.nk]
-                v[:, cols % self.capacity - a] = r[..., self.nk:]
+                k[:, cols % self.capacity - a] = r[..., : self.nk]
+                v[:, cols % self.capacity - a] = r[..., self.nk :]
         return k.to(dtype), v.to(dtype)

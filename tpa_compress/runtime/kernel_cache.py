@@ -9,6 +9,7 @@ Triton kernels and torch.compile's graphs have caches of their own, in ~/.triton
 inductor's cache directory). TPA_KERNEL_CACHE sets the directory; "0" turns the cache off.
 Where torch lacks the private NVRTC helpers this needs, kernels compile every time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,14 +46,14 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def compile_kernel(source: str, name: str, compute_capability: str | None = None,
-                   options: tuple[str, ...] = ()):
+def compile_kernel(source: str, name: str, compute_capability: str | None = None, options: tuple[str, ...] = ()):
     """The kernel `name` of `source` for the current device, from the disk cache if there."""
     try:
         from torch.cuda._utils import _cuda_load_module, _nvrtc_compile
     except ImportError:
-        return torch.cuda._compile_kernel(source, name, compute_capability=compute_capability,
-                                          nvcc_options=list(options))
+        return torch.cuda._compile_kernel(
+            source, name, compute_capability=compute_capability, nvcc_options=list(options)
+        )
     target = compute_capability or "".join(map(str, torch.cuda.get_device_capability()))
     d = cache_dir()
     path = d / f"{key(source, name, target, options)}.bin" if d is not None else None

@@ -18,6 +18,7 @@ Nothing of size (context x heads x dim) ever exists: a decode step reads each ca
 entry once. The chunk count spreads the work over every SM even at batch 1.
 Runs wherever triton runs: CUDA, or the CPU interpreter (TRITON_INTERPRET=1) in tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,6 +44,7 @@ def available() -> bool:
 
 
 if triton is not None:
+
     @triton.jit
     def _cos_sin(x, FAST: tl.constexpr):
         """cos and sin of fp32 angles. FAST: reduce to [-pi, pi] (2*pi split in two
@@ -51,10 +53,8 @@ if triton is not None:
         if FAST:
             k = tl.floor(x * 0.15915494309189535 + 0.5)
             r = x - k * 6.28125 - k * 0.0019353071795864769
-            c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32,
-                                          is_pure=True, pack=1)
-            s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32,
-                                          is_pure=True, pack=1)
+            c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True, pack=1)
+            s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True, pack=1)
         else:
             c = tl.cos(x)
             s = tl.sin(x)
@@ -83,9 +83,30 @@ if triton is not None:
         return x.to(dt)
 
     @triton.jit
-    def _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK,
-                 D: tl.constexpr, HALF: tl.constexpr, DS: tl.constexpr, HAS_NORM: tl.constexpr,
-                 PREC: tl.constexpr, FAST_TRIG: tl.constexpr, dt: tl.constexpr):
+    def _k_slice(
+        j,
+        z,
+        apos,
+        s,
+        sq,
+        qrow,
+        gmask,
+        rk,
+        rkm,
+        ku_ptr,
+        kb_ptr,
+        nw_ptr,
+        invf_ptr,
+        h,
+        RK,
+        D: tl.constexpr,
+        HALF: tl.constexpr,
+        DS: tl.constexpr,
+        HAS_NORM: tl.constexpr,
+        PREC: tl.constexpr,
+        FAST_TRIG: tl.constexpr,
+        dt: tl.constexpr,
+    ):
         """DS rotation pairs (j .. j+DS and their partners HALF later) of a latent K tile
         rebuilt from z (keys, RK_P), normed (weight here, the per-key scalar on the finished
         score), rotated, and their part of the scores with the g queries added to s."""
@@ -112,19 +133,78 @@ if triton is not None:
         return s, sq
 
     @triton.jit
-    def _decode_partial(q_ptr, kc_ptr, vc_ptr, kpos_ptr, qpos_ptr, sc_ptr, sm_ptr, sl_ptr, sa_ptr,
-                        ku_ptr, kb_ptr, nw_ptr, invf_ptr, vu_ptr, vb_ptr, sk_ptr, sv_ptr, gz_ptr, bb_ptr,
-                        m_ptr, l_ptr, acc_ptr,
-                        T, CHUNK, KV, S, RK, RV, NS,
-                        sq_b, sq_h, skc_b, skc_t, svc_b, svc_t, sp_b, ss_b, ss_h, ss_j, ssc_b, ssc_t,
-                        window, sink, eps, scale, rscale,
-                        D: tl.constexpr, HALF: tl.constexpr, HALF_P: tl.constexpr, G: tl.constexpr, G_P: tl.constexpr,
-                        RK_P: tl.constexpr, RV_P: tl.constexpr, NS_P: tl.constexpr,
-                        BLOCK_T: tl.constexpr, DS: tl.constexpr, K_LATENT: tl.constexpr, V_LATENT: tl.constexpr,
-                        HAS_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINK: tl.constexpr,
-                        PREC: tl.constexpr, FAST_TRIG: tl.constexpr, CDT: tl.constexpr, INT8: tl.constexpr,
-                        LATENT_COMBINE: tl.constexpr, DS_DYNAMIC: tl.constexpr,
-                        NORM_Z: tl.constexpr, HAS_E: tl.constexpr, PDL: tl.constexpr):
+    def _decode_partial(
+        q_ptr,
+        kc_ptr,
+        vc_ptr,
+        kpos_ptr,
+        qpos_ptr,
+        sc_ptr,
+        sm_ptr,
+        sl_ptr,
+        sa_ptr,
+        ku_ptr,
+        kb_ptr,
+        nw_ptr,
+        invf_ptr,
+        vu_ptr,
+        vb_ptr,
+        sk_ptr,
+        sv_ptr,
+        gz_ptr,
+        bb_ptr,
+        m_ptr,
+        l_ptr,
+        acc_ptr,
+        T,
+        CHUNK,
+        KV,
+        S,
+        RK,
+        RV,
+        NS,
+        sq_b,
+        sq_h,
+        skc_b,
+        skc_t,
+        svc_b,
+        svc_t,
+        sp_b,
+        ss_b,
+        ss_h,
+        ss_j,
+        ssc_b,
+        ssc_t,
+        window,
+        sink,
+        eps,
+        scale,
+        rscale,
+        D: tl.constexpr,
+        HALF: tl.constexpr,
+        HALF_P: tl.constexpr,
+        G: tl.constexpr,
+        G_P: tl.constexpr,
+        RK_P: tl.constexpr,
+        RV_P: tl.constexpr,
+        NS_P: tl.constexpr,
+        BLOCK_T: tl.constexpr,
+        DS: tl.constexpr,
+        K_LATENT: tl.constexpr,
+        V_LATENT: tl.constexpr,
+        HAS_NORM: tl.constexpr,
+        HAS_WINDOW: tl.constexpr,
+        HAS_SINK: tl.constexpr,
+        PREC: tl.constexpr,
+        FAST_TRIG: tl.constexpr,
+        CDT: tl.constexpr,
+        INT8: tl.constexpr,
+        LATENT_COMBINE: tl.constexpr,
+        DS_DYNAMIC: tl.constexpr,
+        NORM_Z: tl.constexpr,
+        HAS_E: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         if PDL:  # launched with programmatic dependent launch: everything read waits for the previous kernel
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
@@ -158,9 +238,17 @@ if triton is not None:
             tmask = t < T
             kp = tl.load(kpos_ptr + b * sp_b + t, mask=tmask, other=0)
             if K_LATENT:
-                z = _dequant(tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + rk[None, :],
-                                     mask=tmask[:, None] & rkm[None, :], other=0.0),
-                             sc_ptr + b * ssc_b + t * ssc_t, tmask, dt, INT8)
+                z = _dequant(
+                    tl.load(
+                        kc_ptr + b * skc_b + t[:, None] * skc_t + rk[None, :],
+                        mask=tmask[:, None] & rkm[None, :],
+                        other=0.0,
+                    ),
+                    sc_ptr + b * ssc_b + t * ssc_t,
+                    tmask,
+                    dt,
+                    INT8,
+                )
                 # K rebuilt DS rotation pairs at a time (bounded registers; U slices come
                 # from L1). The QK-norm is a per-key scalar times a weight applied before
                 # RoPE: the weight goes in here, the scalar on the finished score.
@@ -170,27 +258,78 @@ if triton is not None:
                     # dot with g in every column leaves each column of sq the row's sum, in
                     # s's own layout; the squares in the cache dtype keep registers free
                     ze = z + tl.load(gz_ptr + h * 2 * RK + RK + rk, mask=rkm, other=0.0).to(dt)[None, :] if HAS_E else z
-                    gcol = tl.load(gz_ptr + h * 2 * RK + rk, mask=rkm, other=0.0)[:, None] * \
-                        tl.full([RK_P, G_P], 1.0, tl.float32)
+                    gcol = tl.load(gz_ptr + h * 2 * RK + rk, mask=rkm, other=0.0)[:, None] * tl.full(
+                        [RK_P, G_P], 1.0, tl.float32
+                    )
                     sq = tl.dot(ze * ze, gcol.to(dt), input_precision=PREC) + tl.load(bb_ptr + h)
                 else:
                     sq = tl.zeros([BLOCK_T], dtype=tl.float32)
                 if DS_DYNAMIC:  # a loop: one U slice buffer, reused (fits BLOCK_T = 128)
                     for j in range(0, HALF_P, DS):
-                        s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
-                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt)
+                        s, sq = _k_slice(
+                            j,
+                            z,
+                            apos,
+                            s,
+                            sq,
+                            qrow,
+                            gmask,
+                            rk,
+                            rkm,
+                            ku_ptr,
+                            kb_ptr,
+                            nw_ptr,
+                            invf_ptr,
+                            h,
+                            RK,
+                            D,
+                            HALF,
+                            DS,
+                            HAS_NORM and not NORM_Z,
+                            PREC,
+                            FAST_TRIG,
+                            dt,
+                        )
                 else:
                     for j in tl.static_range(0, HALF_P, DS):
-                        s, sq = _k_slice(j, z, apos, s, sq, qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr,
-                                         invf_ptr, h, RK, D, HALF, DS, HAS_NORM and not NORM_Z, PREC, FAST_TRIG, dt)
+                        s, sq = _k_slice(
+                            j,
+                            z,
+                            apos,
+                            s,
+                            sq,
+                            qrow,
+                            gmask,
+                            rk,
+                            rkm,
+                            ku_ptr,
+                            kb_ptr,
+                            nw_ptr,
+                            invf_ptr,
+                            h,
+                            RK,
+                            D,
+                            HALF,
+                            DS,
+                            HAS_NORM and not NORM_Z,
+                            PREC,
+                            FAST_TRIG,
+                            dt,
+                        )
                 if NORM_Z:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))
                 elif HAS_NORM:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))[:, None]
             else:
-                k = _dequant(tl.load(kc_ptr + b * skc_b + t[:, None] * skc_t + h * D + dd[None, :],
-                                     mask=tmask[:, None], other=0.0),
-                             sc_ptr + b * ssc_b + t * ssc_t, tmask, dt, INT8)
+                k = _dequant(
+                    tl.load(
+                        kc_ptr + b * skc_b + t[:, None] * skc_t + h * D + dd[None, :], mask=tmask[:, None], other=0.0
+                    ),
+                    sc_ptr + b * ssc_b + t * ssc_t,
+                    tmask,
+                    dt,
+                    INT8,
+                )
                 s = tl.dot(k, tl.trans(q), input_precision=PREC)
             d = qp - kp
             ok = tmask & (d >= 0) & ((kp >= 0) | (d == 0))
@@ -198,36 +337,57 @@ if triton is not None:
                 ok = ok & ((kp < 0) | (kp >= sink))
             if HAS_WINDOW:
                 ok = ok & (d < window)
-            s = tl.where(ok[:, None], s * scale, float("-inf"))        # (BLOCK_T, G_P)
+            s = tl.where(ok[:, None], s * scale, float("-inf"))  # (BLOCK_T, G_P)
             if V_LATENT:
-                v = _dequant(tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + rv[None, :],
-                                     mask=tmask[:, None] & rvm[None, :], other=0.0),
-                             sc_ptr + b * ssc_b + t * ssc_t + 1, tmask, dt, INT8)
+                v = _dequant(
+                    tl.load(
+                        vc_ptr + b * svc_b + t[:, None] * svc_t + rv[None, :],
+                        mask=tmask[:, None] & rvm[None, :],
+                        other=0.0,
+                    ),
+                    sc_ptr + b * ssc_b + t * ssc_t + 1,
+                    tmask,
+                    dt,
+                    INT8,
+                )
             else:
-                v = _dequant(tl.load(vc_ptr + b * svc_b + t[:, None] * svc_t + h * D + dd[None, :],
-                                     mask=tmask[:, None], other=0.0),
-                             sc_ptr + b * ssc_b + t * ssc_t + 1, tmask, dt, INT8)
+                v = _dequant(
+                    tl.load(
+                        vc_ptr + b * svc_b + t[:, None] * svc_t + h * D + dd[None, :], mask=tmask[:, None], other=0.0
+                    ),
+                    sc_ptr + b * ssc_b + t * ssc_t + 1,
+                    tmask,
+                    dt,
+                    INT8,
+                )
             m_i, l_i, acc = _softmax_step(s, v, m_i, l_i, acc, PREC)
         if V_LATENT and not LATENT_COMBINE:  # sum_t p_t (U z_t + b) = U (sum_t p_t z_t) + b * sum_t p_t
             vu = tl.load(vu_ptr + (h * D + dd[None, :]) * RV + rv[:, None], mask=rvm[:, None], other=0.0)
-            acc = tl.dot(acc, vu.to(tl.float32), input_precision=PREC) + \
-                l_i[:, None] * tl.load(vb_ptr + h * D + dd).to(tl.float32)[None, :]
+            acc = (
+                tl.dot(acc, vu.to(tl.float32), input_precision=PREC)
+                + l_i[:, None] * tl.load(vb_ptr + h * D + dd).to(tl.float32)[None, :]
+            )
         if HAS_SINK:
             if pid_s == 0:  # the exact sink tile joins chunk 0's state
                 j = tl.arange(0, NS_P)
                 srow = b * ss_b + h * ss_h + j[:, None] * ss_j + dd[None, :]
                 ks = tl.load(sk_ptr + srow, mask=j[:, None] < NS, other=0.0).to(dt)
                 qf = tl.load(qrow + dd[None, :], mask=gmask[:, None], other=0.0).to(dt)
-                ss = tl.dot(ks, tl.trans(qf), input_precision=PREC) * scale   # (NS_P, G_P)
+                ss = tl.dot(ks, tl.trans(qf), input_precision=PREC) * scale  # (NS_P, G_P)
                 okj = (j < NS) & (qp - j >= 0)
                 if HAS_WINDOW:
                     okj = okj & (qp - j < window)
                 ss = tl.where(okj[:, None], ss, float("-inf"))
                 vs = tl.load(sv_ptr + srow, mask=j[:, None] < NS, other=0.0)
                 if V_LATENT and LATENT_COMBINE:  # a state of its own, in the head dim
-                    m_s, l_s, acc_s = _softmax_step(ss, vs, tl.full([G_P], float("-inf"), dtype=tl.float32),
-                                                    tl.zeros([G_P], dtype=tl.float32),
-                                                    tl.zeros([G_P, D], dtype=tl.float32), PREC)
+                    m_s, l_s, acc_s = _softmax_step(
+                        ss,
+                        vs,
+                        tl.full([G_P], float("-inf"), dtype=tl.float32),
+                        tl.zeros([G_P], dtype=tl.float32),
+                        tl.zeros([G_P, D], dtype=tl.float32),
+                        PREC,
+                    )
                     srow_o = pid_bh * G + gg
                     tl.store(sm_ptr + srow_o, m_s, mask=gmask)
                     tl.store(sl_ptr + srow_o, l_s, mask=gmask)
@@ -245,8 +405,9 @@ if triton is not None:
     @triton.jit
     def _prefetch_l2(ptrs):
         """Ask L2 for each pointer's 128-byte line; nothing waits for it."""
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                                  is_pure=False, pack=1)
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+        )
 
     @triton.jit
     def _chunk_weights(m_ptr, base, s0, S, G, mx, S_BLK: tl.constexpr):
@@ -256,10 +417,30 @@ if triton is not None:
         return s, smask, tl.exp(tl.load(m_ptr + base + s * G, mask=smask, other=float("-inf")) - mx)
 
     @triton.jit
-    def _decode_combine(m_ptr, l_ptr, acc_ptr, out_ptr, vu_ptr, vb_ptr, sm_ptr, sl_ptr, sa_ptr, S, G, KV,
-                        RV: tl.constexpr, D: tl.constexpr, S_BLK: tl.constexpr, BLOCK_D: tl.constexpr,
-                        LATENT: tl.constexpr, RV_BLK: tl.constexpr,
-                        U_LINE: tl.constexpr, U_LINES: tl.constexpr, HAS_SINK: tl.constexpr, PDL: tl.constexpr):
+    def _decode_combine(
+        m_ptr,
+        l_ptr,
+        acc_ptr,
+        out_ptr,
+        vu_ptr,
+        vb_ptr,
+        sm_ptr,
+        sl_ptr,
+        sa_ptr,
+        S,
+        G,
+        KV,
+        RV: tl.constexpr,
+        D: tl.constexpr,
+        S_BLK: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        LATENT: tl.constexpr,
+        RV_BLK: tl.constexpr,
+        U_LINE: tl.constexpr,
+        U_LINES: tl.constexpr,
+        HAS_SINK: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         """LATENT: the chunk states hold latent mixtures (RV wide). They are merged in
         slices of RV_BLK columns (a power of two; a `range` loop), each over the chunks and then
         up-projected by its slice of U; the sink tile's own state (head dim) joins here.
@@ -271,7 +452,7 @@ if triton is not None:
         Two power-of-two pieces in one pass (rank 160: 128 + 32, no stack where these slices
         take 408 bytes) timed as a tie (nineteenth run: 2,247 / 21,139 against 2,239 / 21,220
         tok/s at batch 1 / 32) and were removed, keeping one path."""
-        pid = tl.program_id(0)           # (sequence, KV head, query head of the group)
+        pid = tl.program_id(0)  # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
         g = pid % G
@@ -287,7 +468,7 @@ if triton is not None:
             tl.extra.cuda.gdc_launch_dependents()
         base = bh * S * G + g
         mv = tl.full([S_BLK], float("-inf"), dtype=tl.float32)
-        for s0 in range(0, S, S_BLK):    # the largest chunk maximum
+        for s0 in range(0, S, S_BLK):  # the largest chunk maximum
             s = s0 + tl.arange(0, S_BLK)
             mv = tl.maximum(mv, tl.load(m_ptr + base + s * G, mask=s < S, other=float("-inf")))
         mx = tl.max(mv, 0)
@@ -306,8 +487,11 @@ if triton is not None:
                     s, smask, w = _chunk_weights(m_ptr, base, s0, S, G, mx, S_BLK)
                     if r0 == 0:
                         den += w * tl.load(l_ptr + base + s * G, mask=smask, other=0.0)
-                    a = tl.load(acc_ptr + (base + s[:, None] * G) * RV + r[None, :],
-                                mask=smask[:, None] & rmask[None, :], other=0.0)
+                    a = tl.load(
+                        acc_ptr + (base + s[:, None] * G) * RV + r[None, :],
+                        mask=smask[:, None] & rmask[None, :],
+                        other=0.0,
+                    )
                     numl += tl.sum(a * w[:, None], 0)
                 u = tl.load(vu_ptr + (h * D + dd[:, None]) * RV + r[None, :], mask=rmask[None, :], other=0.0)
                 num += tl.sum(u.to(tl.float32) * numl[None, :], 1)
@@ -328,8 +512,9 @@ if triton is not None:
         tl.store(out_ptr + pid * D + dd, (num / total).to(out_ptr.dtype.element_ty))
 
 
-_TL_DTYPES = ({torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-              if triton is not None else {})
+_TL_DTYPES = (
+    {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16} if triton is not None else {}
+)
 
 
 def pdl_available(device: torch.device) -> bool:
@@ -349,14 +534,17 @@ def supports(attn, lay, cache_dtype: torch.dtype) -> bool:
     """Layouts the kernel serves: K and V each `full` or `latent`, a power-of-two head dim,
     and a latent K cached in its up-projection's dtype or in one byte."""
     d = attn.head_dim
-    return (available() and lay.k.kind in ("full", "latent") and lay.v.kind in ("full", "latent")
-            and d >= 16 and d & (d - 1) == 0
-            and (lay.k.kind == "full" or cache_dtype in (attn.k_proj.up.weight.dtype, torch.int8,
-                                                         torch.float8_e4m3fn)))
+    return (
+        available()
+        and lay.k.kind in ("full", "latent")
+        and lay.v.kind in ("full", "latent")
+        and d >= 16
+        and d & (d - 1) == 0
+        and (lay.k.kind == "full" or cache_dtype in (attn.k_proj.up.weight.dtype, torch.int8, torch.float8_e4m3fn))
+    )
 
 
-def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor, kv: int, d: int,
-                     tol: float = 2e-2):
+def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor, kv: int, d: int, tol: float = 2e-2):
     """The QK-norm's sum of squares of a rebuilt key straight from its latent z, when
     each head's Gram matrix G_h = U_h^T U_h is diagonal (g: an orthonormal basis, as
     activation_svd writes for one KV head; per_head_svd's blocks). With c = U_h^T b_h,
@@ -367,7 +555,7 @@ def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
     in) or None (G not diagonal)."""
     u = up.float().view(kv, d, -1)
     b = bias.float().view(kv, d)
-    gram = u.transpose(1, 2) @ u                                # (kv, r, r)
+    gram = u.transpose(1, 2) @ u  # (kv, r, r)
     g = gram.diagonal(dim1=1, dim2=2)
     off = (gram - torch.diag_embed(g)).abs().amax()
     if off > tol * max(g.abs().amax().item(), 1e-30):
@@ -378,9 +566,8 @@ def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
     e = torch.where(e.abs() > 1e-6 * (b.abs().amax() + 1e-30), e, torch.zeros_like(e))  # bias off the span: 0
     const = ((b * b).sum(1) - (g * e * e).sum(1)).clamp_min(0)
     gz = torch.stack([torch.where(live, g, torch.zeros_like(g)), e], 1).contiguous()
-    w = weight.float().repeat(kv)                               # the norm weight per row
-    return gz, const.contiguous(), (up.float() * w[:, None]).to(up.dtype).contiguous(), \
-        (bias.float() * w).contiguous()
+    w = weight.float().repeat(kv)  # the norm weight per row
+    return gz, const.contiguous(), (up.float() * w[:, None]).to(up.dtype).contiguous(), (bias.float() * w).contiguous()
 
 
 class DecodeAttention:
@@ -390,11 +577,27 @@ class DecodeAttention:
     the exact sink tile instead of the cache (attention.sink_of).
     """
 
-    def __init__(self, attn, lay, sink: int, block_t: int = 32, num_warps: int = 4,
-                 fast_trig: bool | None = None, per_sm: int = 2, num_stages: int | None = None,
-                 ds: int = 64, latent_combine: bool = True, maxnreg: int | None = None,
-                 ds_dynamic: bool = False, norm_z: bool = True, backend: str = "auto", pdl: bool | None = None,
-                 combine_rv_block: int = 128, combine_warps: int = 4, combine_block_d: int = 64):
+    def __init__(
+        self,
+        attn,
+        lay,
+        sink: int,
+        block_t: int = 32,
+        num_warps: int = 4,
+        fast_trig: bool | None = None,
+        per_sm: int = 2,
+        num_stages: int | None = None,
+        ds: int = 64,
+        latent_combine: bool = True,
+        maxnreg: int | None = None,
+        ds_dynamic: bool = False,
+        norm_z: bool = True,
+        backend: str = "auto",
+        pdl: bool | None = None,
+        combine_rv_block: int = 128,
+        combine_warps: int = 4,
+        combine_block_d: int = 64,
+    ):
         cfg, d = attn.cfg, attn.head_dim
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
@@ -403,7 +606,11 @@ class DecodeAttention:
         self.maxnreg = maxnreg  # a register cap per thread (more programs per SM, spills)
         self.combine_block = 128  # chunk states the combine step loads at once
         # a latent combine: latent columns per slice (a power of two), warps, head dims per program
-        self.combine_rv_block, self.combine_warps, self.combine_block_d = combine_rv_block, combine_warps, combine_block_d
+        self.combine_rv_block, self.combine_warps, self.combine_block_d = (
+            combine_rv_block,
+            combine_warps,
+            combine_block_d,
+        )
         if combine_rv_block < 16 or combine_rv_block & (combine_rv_block - 1):
             raise ValueError(f"combine_rv_block {combine_rv_block}: a power of two, at least 16 (tl.arange)")
         self.ds = ds  # rotation pairs of a latent K rebuilt at a time
@@ -424,7 +631,7 @@ class DecodeAttention:
         self.norm_z, self.has_e, self.gz, self.bb = False, False, none, none
         if self.k_latent:
             kp = attn.k_proj
-            self.ku = kp.up.weight.detach().contiguous()            # (kv*D, rk)
+            self.ku = kp.up.weight.detach().contiguous()  # (kv*D, rk)
             self.kb = kp.bias.detach().float().contiguous()
             raw_up, raw_b = self.ku, self.kb  # before any norm folding (the CUDA kernel's)
             self.rk = self.ku.shape[1]
@@ -441,19 +648,24 @@ class DecodeAttention:
             self.rscale = float(cfg.rope_scale(attn.layer))
         if self.v_latent:
             vp = attn.v_proj
-            self.vu = vp.up.weight.detach().contiguous()            # (kv*D, rv)
+            self.vu = vp.up.weight.detach().contiguous()  # (kv*D, rv)
             self.vb = vp.bias.detach().float().contiguous()
             self.rv = self.vu.shape[1]
-        self.n_sm = (torch.cuda.get_device_properties(dev).multi_processor_count
-                     if dev.type == "cuda" else 4)
+        self.n_sm = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
         # latent K + V: the hand-written CUDA kernel (cuda_decode.py) where it serves the
         # shapes (measured faster end to end in every converted cell, docs/benchmarks.md
         # seventh run); backend "triton" keeps this module's kernel
         if backend not in ("auto", "triton", "cuda"):
             raise ValueError(f"backend {backend!r}: valid: auto, triton, cuda")
-        self.cuda = (backend != "triton" and dev.type == "cuda" and not INTERPRET
-                     and self.k_latent and self.v_latent and self.latent_combine
-                     and cuda_decode.serves(d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype))
+        self.cuda = (
+            backend != "triton"
+            and dev.type == "cuda"
+            and not INTERPRET
+            and self.k_latent
+            and self.v_latent
+            and self.latent_combine
+            and cuda_decode.serves(d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype)
+        )
         if backend == "cuda" and not self.cuda:
             raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
         if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
@@ -472,12 +684,15 @@ class DecodeAttention:
             self.cu_normz = None
             if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):
                 e = self.gz[:, 1]
-                self.cu_normz = ((2 * e).to(torch.bfloat16).contiguous(),             # 2 U^T b
-                                 (self.bb + (self.gz[:, 0] * e * e).sum(1)).contiguous())  # |b|^2
+                self.cu_normz = (
+                    (2 * e).to(torch.bfloat16).contiguous(),  # 2 U^T b
+                    (self.bb + (self.gz[:, 0] * e * e).sum(1)).contiguous(),
+                )  # |b|^2
             # built now (NVRTC, a private torch API): where that fails, the Triton kernel
             # serves the layer, said once, rather than a failing decode step
-            err = cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0, self.cu_normz is not None,
-                                        lay.k_scale)
+            err = cuda_decode.try_build(
+                self.rk, self.rv, self.g, dev.index or 0, self.cu_normz is not None, lay.k_scale
+            )
             if err is not None:
                 if backend == "cuda":
                     raise RuntimeError(f"the CUDA decode kernel does not build here: {err}")
@@ -529,45 +744,174 @@ class DecodeAttention:
         assert int8 == (scale is not None)
         sc = scale if int8 else m
         if use_cuda:  # the same chunk states, from the hand-written kernel
-            cuda_decode.launch(self, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk,
-                               k_scale, wslot)
+            cuda_decode.launch(
+                self, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale, wslot
+            )
         else:
-            self._triton_partial(q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
-                                 ieee, int8, latent, sink is not None)
+            self._triton_partial(
+                q,
+                kc,
+                vc,
+                k_pos,
+                qp,
+                sc,
+                sm,
+                sl,
+                sa,
+                ks,
+                vs,
+                m,
+                l,
+                acc,
+                t,
+                chunk,
+                n,
+                ns,
+                sstr,
+                ieee,
+                int8,
+                latent,
+                sink is not None,
+            )
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, self.combine_block_d if latent else 64)
         line = 128 // self.vu.element_size()  # U's elements per L2 line
         lines = _p2(triton.cdiv(bd * self.rv, line), 1) if latent and self.pdl and not INTERPRET else 0
-        _decode_combine[(b * h, d // bd)](m, l, acc, out, self.vu, self.vb, sm, sl, sa, n, self.g, self.kv,
-                                          RV=self.rv, D=d, S_BLK=min(self.combine_block, _p2(n, 2)), BLOCK_D=bd,
-                                          LATENT=latent, RV_BLK=self.combine_rv_block,
-                                          U_LINE=line, U_LINES=lines,
-                                          HAS_SINK=sink_c, PDL=self.pdl,
-                                          num_warps=self.combine_warps if latent else 4, **self._pdl_kw)
+        _decode_combine[(b * h, d // bd)](
+            m,
+            l,
+            acc,
+            out,
+            self.vu,
+            self.vb,
+            sm,
+            sl,
+            sa,
+            n,
+            self.g,
+            self.kv,
+            RV=self.rv,
+            D=d,
+            S_BLK=min(self.combine_block, _p2(n, 2)),
+            BLOCK_D=bd,
+            LATENT=latent,
+            RV_BLK=self.combine_rv_block,
+            U_LINE=line,
+            U_LINES=lines,
+            HAS_SINK=sink_c,
+            PDL=self.pdl,
+            num_warps=self.combine_warps if latent else 4,
+            **self._pdl_kw,
+        )
         return out.view(b, 1, h * d)
 
     @property
     def _pdl_kw(self) -> dict:
         return {"launch_pdl": True} if self.pdl else {}
 
-    def _triton_partial(self, q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, sstr,
-                        ieee, int8, latent, has_sink):
+    def _triton_partial(
+        self,
+        q,
+        kc,
+        vc,
+        k_pos,
+        qp,
+        sc,
+        sm,
+        sl,
+        sa,
+        ks,
+        vs,
+        m,
+        l,
+        acc,
+        t,
+        chunk,
+        n,
+        ns,
+        sstr,
+        ieee,
+        int8,
+        latent,
+        has_sink,
+    ):
         b, d = kc.shape[0], self.d
         # full K: what the dots take. fp8 e4m3 converts exactly and cheaply (packed cvt)
         # to fp16, so 16-bit queries meet it there
         cdt = _TL_DTYPES.get(kc.dtype) or (
-            tl.float16 if kc.dtype == torch.float8_e4m3fn and q.dtype != torch.float32 else _TL_DTYPES[q.dtype])
+            tl.float16 if kc.dtype == torch.float8_e4m3fn and q.dtype != torch.float32 else _TL_DTYPES[q.dtype]
+        )
         self.compiled = _decode_partial[(n, b * self.kv)](  # kept: registers/spills for bench
-            q, kc, vc, k_pos, qp, sc, sm, sl, sa, self.ku, self.kb, self.nw, self.invf, self.vu, self.vb, ks, vs,
-            self.gz, self.bb, m, l, acc, t, chunk, self.kv, n, self.rk, self.rv, ns,
-            q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1),
-            k_pos.stride(0), *sstr, sc.stride(0), sc.stride(1), self.window or 0, self.sink, self.eps, self.scale, self.rscale,
-            D=d, HALF=d // 2, HALF_P=_p2(d // 2), G=self.g, G_P=_p2(self.g), RK_P=_p2(self.rk),
-            RV_P=_p2(self.rv), NS_P=_p2(max(ns, 1)), BLOCK_T=self.block_t, DS=min(max(16, self.ds), _p2(d // 2)),
-            K_LATENT=self.k_latent, V_LATENT=self.v_latent,
-            HAS_NORM=self.has_norm, HAS_WINDOW=self.window is not None, HAS_SINK=has_sink,
-            PREC="ieee" if ieee else "tf32", FAST_TRIG=self.fast_trig, CDT=cdt, INT8=int8, LATENT_COMBINE=latent,
-            DS_DYNAMIC=self.ds_dynamic, NORM_Z=self.norm_z, HAS_E=self.has_e, PDL=self.pdl, num_warps=self.num_warps,
+            q,
+            kc,
+            vc,
+            k_pos,
+            qp,
+            sc,
+            sm,
+            sl,
+            sa,
+            self.ku,
+            self.kb,
+            self.nw,
+            self.invf,
+            self.vu,
+            self.vb,
+            ks,
+            vs,
+            self.gz,
+            self.bb,
+            m,
+            l,
+            acc,
+            t,
+            chunk,
+            self.kv,
+            n,
+            self.rk,
+            self.rv,
+            ns,
+            q.stride(0),
+            q.stride(1),
+            kc.stride(0),
+            kc.stride(1),
+            vc.stride(0),
+            vc.stride(1),
+            k_pos.stride(0),
+            *sstr,
+            sc.stride(0),
+            sc.stride(1),
+            self.window or 0,
+            self.sink,
+            self.eps,
+            self.scale,
+            self.rscale,
+            D=d,
+            HALF=d // 2,
+            HALF_P=_p2(d // 2),
+            G=self.g,
+            G_P=_p2(self.g),
+            RK_P=_p2(self.rk),
+            RV_P=_p2(self.rv),
+            NS_P=_p2(max(ns, 1)),
+            BLOCK_T=self.block_t,
+            DS=min(max(16, self.ds), _p2(d // 2)),
+            K_LATENT=self.k_latent,
+            V_LATENT=self.v_latent,
+            HAS_NORM=self.has_norm,
+            HAS_WINDOW=self.window is not None,
+            HAS_SINK=has_sink,
+            PREC="ieee" if ieee else "tf32",
+            FAST_TRIG=self.fast_trig,
+            CDT=cdt,
+            INT8=int8,
+            LATENT_COMBINE=latent,
+            DS_DYNAMIC=self.ds_dynamic,
+            NORM_Z=self.norm_z,
+            HAS_E=self.has_e,
+            PDL=self.pdl,
+            num_warps=self.num_warps,
             **self._pdl_kw,
             **({} if self.num_stages is None else {"num_stages": self.num_stages}),
-            **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}))
+            **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}),
+        )

@@ -22,6 +22,7 @@ the CUDA graph, which needs every layer's cache writes to be device-side (a grou
 appends on the host, so a runner with one decodes eagerly). `Runner.plan` is the list of
 `LayerPlan`s; `describe(plan)` prints it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
@@ -30,8 +31,8 @@ from types import MappingProxyType
 import torch
 
 from ..errors import TPAError
-from . import kernels
 from . import gemv as gemv_mod
+from . import kernels
 from .backends import ATTENTION, ENTRIES, LayerContext
 
 ATTENTION_ORDER = ("cuda", "triton", "sdpa", "direct", "tiles")
@@ -59,6 +60,7 @@ class DecodeOptions:
     query_tile      queries per tile in prefill
     kernel_options  the Triton/CUDA attention kernel's tuning (kernels.DecodeAttention)
     """
+
     attention: str | None = None
     entries: str | None = None
     compile: bool | None = None
@@ -78,7 +80,7 @@ class DecodeOptions:
                 raise TPAError(f"decode option {name}={v!r} is not valid; valid: {', '.join(order)}")
 
     @classmethod
-    def of(cls, options: "DecodeOptions | None" = None, **overrides) -> "DecodeOptions":
+    def of(cls, options: DecodeOptions | None = None, **overrides) -> DecodeOptions:
         """`options` (or the defaults) with `overrides` (field names; None values ignored)."""
         valid = {f.name for f in fields(cls)}
         for k in overrides:
@@ -86,42 +88,47 @@ class DecodeOptions:
                 raise TPAError(f"decode option {k!r} is not valid; valid: {', '.join(sorted(valid))}")
         return replace(options or cls(), **{k: v for k, v in overrides.items() if v is not None})
 
-    def resolved(self, device: torch.device, batch: int) -> "DecodeOptions":
+    def resolved(self, device: torch.device, batch: int) -> DecodeOptions:
         """Every None decided for this device and batch."""
         cuda = device.type == "cuda"
         tri = kernels.available()
         compile = cuda if self.compile is None else self.compile
         return replace(
-            self, compile=compile,
+            self,
+            compile=compile,
             attention=self.attention or ("cuda" if cuda and tri else "sdpa"),
             entries=self.entries or (("kernel" if cuda and tri else "written") if compile else "eager"),
             cuda_graph=cuda if self.cuda_graph is None else self.cuda_graph,
             gemv=(cuda and batch <= gemv_mod.MAX_ROWS and tri) if self.gemv is None else self.gemv,
             pdl=kernels.pdl_available(device) if self.pdl is None else self.pdl,
-            prefetch=cuda if self.prefetch is None else self.prefetch)
+            prefetch=cuda if self.prefetch is None else self.prefetch,
+        )
 
 
 @dataclass(frozen=True)
 class LayerPlan:
     layer: int
-    entries: str    # ENTRIES_ORDER
+    entries: str  # ENTRIES_ORDER
     attention: str  # ATTENTION_ORDER
 
 
 def _first(order: tuple, start: str, registry: dict, ctx: LayerContext) -> str:
-    for name in order[order.index(start):]:
+    for name in order[order.index(start) :]:
         if registry[name].supports(ctx):
             return name
-    raise TPAError(f"layer {ctx.layer}: no decode backend from {start!r} on serves a "
-                   f"{ctx.layout.k.kind}/{ctx.layout.v.kind} layout with a {ctx.layout.cache_dtype} cache")
+    raise TPAError(
+        f"layer {ctx.layer}: no decode backend from {start!r} on serves a "
+        f"{ctx.layout.k.kind}/{ctx.layout.v.kind} layout with a {ctx.layout.cache_dtype} cache"
+    )
 
 
 def plan_layer(ctx: LayerContext) -> LayerPlan:
     """The layer's entries writer and attention backend: the first in each table, from the
     options' choice (ctx.options, resolved), that supports the layer."""
     o = ctx.options
-    return LayerPlan(ctx.layer, _first(ENTRIES_ORDER, o.entries, ENTRIES, ctx),
-                     _first(ATTENTION_ORDER, o.attention, ATTENTION, ctx))
+    return LayerPlan(
+        ctx.layer, _first(ENTRIES_ORDER, o.entries, ENTRIES, ctx), _first(ATTENTION_ORDER, o.attention, ATTENTION, ctx)
+    )
 
 
 def graph_safe(caches) -> bool:
@@ -134,8 +141,7 @@ def describe(plan: list[LayerPlan]) -> str:
     rows: dict = {}
     for p in plan:
         rows.setdefault((p.entries, p.attention), []).append(p.layer)
-    return "\n".join(f"layers {','.join(map(str, ls)):<20} entries {e:<8} attention {a}"
-                     for (e, a), ls in rows.items())
+    return "\n".join(f"layers {','.join(map(str, ls)):<20} entries {e:<8} attention {a}" for (e, a), ls in rows.items())
 
 
 def fast_path_supports(head_dim: int, group: int, k_rank: int, v_rank: int, cache_dtype: str) -> bool:
@@ -144,4 +150,5 @@ def fast_path_supports(head_dim: int, group: int, k_rank: int, v_rank: int, cach
     device check: `convert` asks it to note layers that would decode in Triton)."""
     from ..cache_formats import parse_spec
     from .backends.cuda import serves_shapes
+
     return "cuda" in parse_spec(cache_dtype).format.backends and serves_shapes(head_dim, group, k_rank, v_rank)

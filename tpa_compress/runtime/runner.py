@@ -9,6 +9,7 @@ tile update) with torch.compile; the graph then replays them with no launch cost
 What writes each layer's cache entries and what computes its attention is the decode plan
 (plan.py: `Runner.plan`, from `DecodeOptions`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,14 +25,26 @@ from ..errors import TPAError, non_finite_error
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
-from .attention import (allowed, attend_tiles, direct_decode, entries_written, exact_sink_entries, fused_qkv_bias,
-                        fused_qkv_weight, key_scale_terms, new_entries, new_entries_fused, sink_of, tile_update)
 from . import cuda_decode
 from . import gemv as gemv_mod
+from .attention import (
+    allowed,
+    attend_tiles,
+    direct_decode,
+    entries_written,
+    exact_sink_entries,
+    fused_qkv_bias,
+    fused_qkv_weight,
+    key_scale_terms,
+    new_entries,
+    new_entries_fused,
+    sink_of,
+    tile_update,
+)
 from .backends import ATTENTION, ENTRIES, LayerContext
 from .backends.triton import KernelAttend
-from .gemv import torch_glu_linear
 from .cache import DTYPE_NAMES, KVCache, quantize, write_positions
+from .gemv import torch_glu_linear
 from .plan import DecodeOptions, graph_safe, plan_layer
 from .sampling import SamplingParams, sample
 
@@ -108,10 +121,17 @@ def _eager():
 class Runner:
     PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
     PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
-                            # both measured faster)
+    # both measured faster)
 
-    def __init__(self, model, batch: int, max_len: int, cache_dtype: str | None = None,
-                 options: DecodeOptions | None = None, **overrides):
+    def __init__(
+        self,
+        model,
+        batch: int,
+        max_len: int,
+        cache_dtype: str | None = None,
+        options: DecodeOptions | None = None,
+        **overrides,
+    ):
         """options: the decode step's choices (plan.DecodeOptions); overrides: some of its
         fields by name (e.g. compile=False), over `options`."""
         cfg = model.cfg
@@ -122,14 +142,15 @@ class Runner:
         self.options = DecodeOptions.of(options, **overrides).resolved(self.device, batch)
         cuda = self.device.type == "cuda"
         cache_dtype = cache_dtype or ("bf16" if cuda else DTYPE_NAMES.get(w.dtype, "fp32"))
-        self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype)
-                                           for lay in layout_of_model(model)]
+        self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype) for lay in layout_of_model(model)]
         for i, lay in enumerate(self.layouts):
             attn = model.layers[i].self_attn
             for c, proj in ((lay.k, attn.k_proj), (lay.v, attn.v_proj)):
                 if sink_of(lay) and c.kind != "full" and getattr(proj, "sink", None) is None:
-                    raise TPAError(f"layer {i}: layout has {lay.sink} sink tokens but the {c.kind} "
-                                   f"projection holds no exact sink weights")
+                    raise TPAError(
+                        f"layer {i}: layout has {lay.sink} sink tokens but the {c.kind} "
+                        f"projection holds no exact sink weights"
+                    )
         # decode steps before every sequence has written its sink positions (host counters:
         # a prompt shorter than the sink writes them eagerly, the graph never does)
         self.max_sink = max((sink_of(lay) for lay in self.layouts), default=0)
@@ -175,8 +196,10 @@ class Runner:
 
     def _build_plan(self) -> None:
         """Each layer's entries writer and attention backend (plan.plan_layer), built."""
-        ctxs = [LayerContext(i, blk.self_attn, lay, lc, self.dtype, self.options)
-                for i, (blk, lay, lc) in enumerate(zip(self.model.layers, self.layouts, self.cache.layers))]
+        ctxs = [
+            LayerContext(i, blk.self_attn, lay, lc, self.dtype, self.options)
+            for i, (blk, lay, lc) in enumerate(zip(self.model.layers, self.layouts, self.cache.layers))
+        ]
         plan = [plan_layer(c) for c in ctxs]
         if any(p.entries != "eager" for p in plan):
             self.fuse_weights()
@@ -187,20 +210,27 @@ class Runner:
         self.kernels = {i: f.kernel for i, f in enumerate(self.attend) if isinstance(f, KernelAttend)}
         self.entry_kernels = {i: f.kernel for i, f in enumerate(self.writers) if hasattr(f, "kernel")}
         self.plan = [replace(p, attention=getattr(f, "backend", p.attention)) for p, f in zip(plan, self.attend)]
-        self.masked = {(lc.capacity, lay.window) for p, lay, lc in zip(self.plan, self.layouts, self.cache.layers)
-                       if ATTENTION[p.attention].needs_mask}
+        self.masked = {
+            (lc.capacity, lay.window)
+            for p, lay, lc in zip(self.plan, self.layouts, self.cache.layers)
+            if ATTENTION[p.attention].needs_mask
+        }
         # batch 1 leaves DRAM idle most of the step, so the next kernel-served layer's cache is
         # asked of L2 meanwhile, where it is 1 MB or more and fits L2 with room to spare
         self.prefetch, self.pf_stream = set(), None
         if self.device.type == "cuda" and self.options.prefetch:
             l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
-            self.prefetch = {i for i in self.kernels
-                             if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2}
+            self.prefetch = {
+                i
+                for i in self.kernels
+                if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2
+            }
             self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
 
     def _compile(self):
         import torch._dynamo
         import torch._inductor.config as inductor_config
+
         # one compiled graph serves every layer (weights are graph inputs); a few variants
         # per kind of layout
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -230,8 +260,7 @@ class Runner:
         batch 1)."""
         self.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
         self.b_qkv = [fused_qkv_bias(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
-        self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous()
-                     for b in self.model.layers]
+        self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous() for b in self.model.layers]
 
     def predicted_kv_bytes(self) -> float:
         return cache_bytes(self.layouts, self.max_len, self.batch)
@@ -311,8 +340,9 @@ class Runner:
         -> `tail` (o_proj, the block's `finish`, the next layer's input norm), so the
         compiled path has a handful of kernels per layer.
         """
-        q_pos, slots, ropes, h, x = self.head(self.model, self.tok, self.col, self.pad, self.cache.positions,
-                                              self.rope_keys, self.dtype)
+        q_pos, slots, ropes, h, x = self.head(
+            self.model, self.tok, self.col, self.pad, self.cache.positions, self.rope_keys, self.dtype
+        )
         masks = {(c, w): self.bias_fn(q_pos, self.cache.positions[c], w, self.dtype) for c, w in self.masked}
         layers = self.model.layers
         for i, block in enumerate(layers):
@@ -395,9 +425,14 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], max_new_tokens: int,
-                 params: SamplingParams = SamplingParams(), on_tokens=None,
-                 stop_at_eos: bool = True) -> GenerateResult:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        params: SamplingParams = SamplingParams(),
+        on_tokens=None,
+        stop_at_eos: bool = True,
+    ) -> GenerateResult:
         """Generate up to `max_new_tokens` per prompt.
 
         `on_tokens(list_of_ids)` is called with each step's tokens (one host sync per
@@ -407,8 +442,9 @@ class Runner:
             raise TPAError(f"--max-new-tokens {max_new_tokens} must be at least 1")
         longest = max(len(p) for p in prompts)
         if longest + max_new_tokens > self.max_len:
-            raise TPAError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the "
-                           f"max length {self.max_len}")
+            raise TPAError(
+                f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the max length {self.max_len}"
+            )
         self.prepare(params)
         cuda = self.device.type == "cuda"
         sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -436,11 +472,16 @@ class Runner:
         if steps and not bool(torch.isfinite(self.last_logits).all()):
             raise non_finite_error(self.dtype)
         start = longest
-        gen = self.ids[:, start:start + 1 + steps].tolist()
+        gen = self.ids[:, start : start + 1 + steps].tolist()
         if stop_at_eos and self.eos >= 0:
             gen = [g[: g.index(self.eos) + 1] if self.eos in g else g for g in gen]
         return GenerateResult(
-            tokens=gen, prompt_tokens=sum(len(p) for p in prompts), prefill_s=t1 - t0,
-            decode_s=t2 - t1, decode_steps=steps, kv_bytes=self.cache.kv_bytes,
+            tokens=gen,
+            prompt_tokens=sum(len(p) for p in prompts),
+            prefill_s=t1 - t0,
+            decode_s=t2 - t1,
+            decode_steps=steps,
+            kv_bytes=self.cache.kv_bytes,
             predicted_kv_bytes=self.predicted_kv_bytes(),
-            peak_memory=torch.cuda.max_memory_allocated() if cuda else None)
+            peak_memory=torch.cuda.max_memory_allocated() if cuda else None,
+        )

@@ -1,4 +1,5 @@
 """Sampling on the device: greedy, temperature, top-k, top-p; no host sync, graph-safe."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

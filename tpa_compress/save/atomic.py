@@ -12,6 +12,7 @@ folder is removed, and a previous output moved aside by a swap that never finish
 back where it was. Outputs get the user's usual permissions (0777 less the umask), not
 mkdtemp's 0700.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,14 +49,17 @@ def check_output_dir(out: str | Path, force: bool = False, protect: list[str | P
         if not force:
             raise TPAError(f"{out}: output exists and is not empty; pass --force to replace it")
         if not (out / PREVIOUS_OUTPUT_MARKER).is_file():
-            raise TPAError(f"{out}: --force replaces only a previous output (a folder with "
-                           f"{PREVIOUS_OUTPUT_MARKER}); this folder holds other files; choose another --out")
+            raise TPAError(
+                f"{out}: --force replaces only a previous output (a folder with "
+                f"{PREVIOUS_OUTPUT_MARKER}); this folder holds other files; choose another --out"
+            )
     base = _writable_ancestor(out.parent)
     if not base.is_dir():
         raise TPAError(f"{out}: {base} is not a folder; choose another --out")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise TPAError(f"{out}: cannot write in {base} (permission denied or a read-only filesystem); "
-                       "choose another --out")
+        raise TPAError(
+            f"{out}: cannot write in {base} (permission denied or a read-only filesystem); choose another --out"
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -162,6 +166,5 @@ def check_output_file(path: str | Path, flag: str) -> None:
     if path.is_dir():
         raise TPAError(f"{flag} {path}: is a folder; give a file path")
     base = _writable_ancestor(path.parent)
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK) or (
-            path.exists() and not os.access(path, os.W_OK)):
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise TPAError(f"{flag} {path}: cannot write there (permission denied or a read-only filesystem)")

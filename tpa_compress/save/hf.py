@@ -1,4 +1,5 @@
 """Write a model as a Hugging Face folder: config.json + model.safetensors + tokenizer."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,27 @@ from ..load.hf import HF_TYPES, config_to_hf
 MODELING_FILE = Path(__file__).with_name("modeling_tpa.py")
 
 
-def save_hf_folder(folder: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor],
-                   tokenizer=None, extra_config: dict | None = None,
-                   dtype: torch.dtype = torch.float32) -> None:
+def save_hf_folder(
+    folder: str | Path,
+    cfg: ModelConfig,
+    tensors: dict[str, torch.Tensor],
+    tokenizer=None,
+    extra_config: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> None:
     """`folder` must exist (callers write into an `atomic_output_dir`). A converted model
     (`extra_config` has a `tpa` section) also gets its modeling code (`converted_config`)."""
     save_hf_files(folder, cfg, tokenizer, extra_config, dtype)
     write_safetensors(Path(folder) / "model.safetensors", tensors, dtype, metadata={"format": "pt"})
 
 
-def save_hf_files(folder: str | Path, cfg: ModelConfig, tokenizer=None, extra_config: dict | None = None,
-                  dtype: torch.dtype = torch.float32) -> None:
+def save_hf_files(
+    folder: str | Path,
+    cfg: ModelConfig,
+    tokenizer=None,
+    extra_config: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> None:
     """Everything of an HF folder but its weights: config.json, the modeling code of a
     converted model, the tokenizer (the streaming converter writes the weights in shards)."""
     folder = Path(folder)
@@ -45,32 +56,54 @@ def converted_config(cfg: ModelConfig) -> dict:
     build the original model with random K/V weights."""
     _, model_type, prefix = HF_TYPES[cfg.family]
     module = MODELING_FILE.stem
-    return {"model_type": model_type, "architectures": [f"{prefix}ForCausalLM"],
-            "auto_map": {"AutoConfig": f"{module}.{prefix}Config",
-                         "AutoModelForCausalLM": f"{module}.{prefix}ForCausalLM"}}
+    return {
+        "model_type": model_type,
+        "architectures": [f"{prefix}ForCausalLM"],
+        "auto_map": {"AutoConfig": f"{module}.{prefix}Config", "AutoModelForCausalLM": f"{module}.{prefix}ForCausalLM"},
+    }
 
 
 # safetensors' dtype names, in the order of its Rust `Dtype` enum (the file lists larger
 # dtypes first, then names in byte order; see `write_safetensors`).
-_ST_DTYPES = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16",
-              torch.float16: "F16", torch.bfloat16: "BF16", torch.int32: "I32", torch.float32: "F32",
-              torch.float64: "F64", torch.int64: "I64"}
+_ST_DTYPES = {
+    torch.bool: "BOOL",
+    torch.uint8: "U8",
+    torch.int8: "I8",
+    torch.int16: "I16",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int32: "I32",
+    torch.float32: "F32",
+    torch.float64: "F64",
+    torch.int64: "I64",
+}
 _ST_ORDER = ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
-                      metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Write `tensors` (cast to `dtype` when given) as one safetensors file, streaming:
     one tensor at a time is converted / moved to the CPU, so the writer never holds a
     second copy of the model (safetensors' `save_file` builds one in older versions and
     needs CPU tensors). The bytes equal `safetensors.torch.save_file`'s for the same input
     (tests/test_save_stream.py), so a fixed input still gives a fixed file."""
+
     def meta(name, t):
         dt = dtype or t.dtype
         if dt not in _ST_DTYPES:
             raise TypeError(f"tensor {name!r}: dtype {dt} cannot be written to safetensors here")
-        return _ST_DTYPES[dt], tuple(t.shape), t.numel() * (torch.finfo(dt).bits if dt.is_floating_point
-                                                            else torch.iinfo(dt).bits if dt != torch.bool else 8) // 8
+        return (
+            _ST_DTYPES[dt],
+            tuple(t.shape),
+            t.numel()
+            * (torch.finfo(dt).bits if dt.is_floating_point else torch.iinfo(dt).bits if dt != torch.bool else 8)
+            // 8,
+        )
+
     infos = {k: meta(k, t) for k, t in tensors.items()}
     order = sorted(infos, key=lambda k: (-_ST_ORDER.index(infos[k][0]), k.encode("utf-8")))
     header, off = {}, 0

@@ -34,12 +34,19 @@ mixin first); tpa_compress/load/hf.py's HF_TYPES names them for the writer.
 The cache is transformers' own: it holds full K and V for every token, as the original
 model does. The compressed cache is tpa-compress's runtime (`tpa-compress generate`).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 
 class _Sinked(nn.Module):
@@ -108,7 +115,7 @@ class TPAContextualProj(_Sinked):
 
     def decode(self, z):
         a = z[..., : self.R * self.heads].unflatten(-1, (self.R, self.heads))
-        b = z[..., self.R * self.heads:].unflatten(-1, (self.R, self.dim))
+        b = z[..., self.R * self.heads :].unflatten(-1, (self.R, self.dim))
         return torch.einsum("...rh,...rd->...hd", a, b).flatten(-2) + self.bias
 
 
@@ -137,8 +144,10 @@ def install_projections(layers: nn.ModuleList, config) -> None:
     tpa = getattr(config, "tpa", None)
     entries = tpa.get("layers") if isinstance(tpa, dict) else None
     if not isinstance(entries, list) or len(entries) != len(layers):
-        raise ValueError(f"config.json: tpa.layers must list one entry per layer ({len(layers)}); "
-                         "this folder was not written by tpa-compress or is damaged")
+        raise ValueError(
+            f"config.json: tpa.layers must list one entry per layer ({len(layers)}); "
+            "this folder was not written by tpa-compress or is damaged"
+        )
     for layer, entry in zip(layers, entries):
         attn, sinked = layer.self_attn, False
         for name in ("k", "v"):
@@ -146,13 +155,19 @@ def install_projections(layers: nn.ModuleList, config) -> None:
             if c["kind"] == "full":
                 continue
             if c["kind"] not in PROJ_CLASSES:
-                raise ValueError(f"config.json: tpa component kind {c['kind']!r} is not known to this "
-                                 f"modeling file; known: full, {', '.join(PROJ_CLASSES)}")
+                raise ValueError(
+                    f"config.json: tpa component kind {c['kind']!r} is not known to this "
+                    f"modeling file; known: full, {', '.join(PROJ_CLASSES)}"
+                )
             sink = int(entry.get("sink", 0))
             exact = getattr(attn, f"{name}_proj")  # the original Linear: its bias says the sink's
-            setattr(attn, f"{name}_proj", PROJ_CLASSES[c["kind"]](
-                config.hidden_size, int(c["heads"]), int(c["dim"]), int(c["rank"]), sink,
-                exact.bias is not None))
+            setattr(
+                attn,
+                f"{name}_proj",
+                PROJ_CLASSES[c["kind"]](
+                    config.hidden_size, int(c["heads"]), int(c["dim"]), int(c["rank"]), sink, exact.bias is not None
+                ),
+            )
             sinked |= sink > 0
         if sinked:
             attn.register_forward_pre_hook(_record_positions, with_kwargs=True)

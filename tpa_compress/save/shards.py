@@ -8,6 +8,7 @@ shard of its own). `close` names the files the way Hugging Face does:
 `save_hf_folder`'s file for the same tensors: write_safetensors orders a file's tensors
 itself), else `model-0000k-of-0000n.safetensors` with `model.safetensors.index.json`.
 """
+
 from __future__ import annotations
 
 import json

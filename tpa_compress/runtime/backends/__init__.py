@@ -12,6 +12,7 @@ layers it serves (`ctx`: a `LayerContext`). `plan.py` holds the order they are t
   `needs_mask`, slot (1,) the column this step wrote, sink the exact sink tile or None;
 - entries: `f(x, cos_sin, slot) -> q`, writing the new entries into the layer's cache.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,14 +21,15 @@ import torch
 
 from ...layout import LayerLayout
 
-ATTENTION: dict[str, "AttentionBackend"] = {}
-ENTRIES: dict[str, "EntriesBackend"] = {}
+ATTENTION: dict[str, AttentionBackend] = {}
+ENTRIES: dict[str, EntriesBackend] = {}
 
 
 @dataclass(frozen=True)
 class LayerContext:
     """What a backend decides from: the layer's attention module, layout and cache, the
     runner's compute dtype, and the resolved DecodeOptions."""
+
     layer: int
     attn: object
     layout: LayerLayout
@@ -75,6 +77,7 @@ def register_attention(name: str):
         cls.name = name
         ATTENTION[name] = cls()
         return cls
+
     return deco
 
 
@@ -83,6 +86,7 @@ def register_entries(name: str):
         cls.name = name
         ENTRIES[name] = cls()
         return cls
+
     return deco
 
 

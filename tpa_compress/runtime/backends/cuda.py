@@ -8,6 +8,7 @@ softmax states as the Triton one, whose combine finishes the step. Built when th
 planned; where NVRTC fails, the layer falls back to the Triton kernel (said once) and the
 plan says "triton". `kernel_options={"backend": "triton"}` turns it off.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,12 +28,23 @@ def serves_shapes(head_dim: int, group: int, rk: int, rv: int) -> bool:
 class Cuda(AttentionBackend):
     def supports(self, ctx) -> bool:
         attn, lay, ko = ctx.attn, ctx.layout, ctx.options.kernel_options
-        return (ctx.reads("cuda") and ctx.device.type == "cuda" and not kernels.INTERPRET
-                and lay.k.kind == lay.v.kind == "latent" and ctx.dtype == torch.bfloat16
-                and ko.get("backend", "auto") != "triton" and ko.get("latent_combine", True)
-                and kernels.supports(attn, lay, ctx.cache.kv.dtype)
-                and cuda_decode.serves(attn.head_dim, attn.n_heads // attn.n_kv, attn.k_proj.up.weight.shape[1],
-                                       attn.v_proj.up.weight.shape[1], attn.k_proj.up.weight.dtype))
+        return (
+            ctx.reads("cuda")
+            and ctx.device.type == "cuda"
+            and not kernels.INTERPRET
+            and lay.k.kind == lay.v.kind == "latent"
+            and ctx.dtype == torch.bfloat16
+            and ko.get("backend", "auto") != "triton"
+            and ko.get("latent_combine", True)
+            and kernels.supports(attn, lay, ctx.cache.kv.dtype)
+            and cuda_decode.serves(
+                attn.head_dim,
+                attn.n_heads // attn.n_kv,
+                attn.k_proj.up.weight.shape[1],
+                attn.v_proj.up.weight.shape[1],
+                attn.k_proj.up.weight.dtype,
+            )
+        )
 
     def build(self, runner, i: int):
         return build_kernel(runner, i, "auto")

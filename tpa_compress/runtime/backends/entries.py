@@ -15,6 +15,7 @@ eager    the three projections one by one (attention.new_entries), then LayerCac
 
 All but eager read the runner's fused weights ([W_q; W_k-encode; W_v-encode], fuse_weights).
 """
+
 from __future__ import annotations
 
 from ..attention import new_entries
@@ -35,6 +36,7 @@ class Kernel(EntriesBackend):
         def write(x, cos_sin, slot):
             y = runner.mm(x, w)
             return kern(y if b is None else y + b, *cos_sin, lc.kv, slot, lc.ks)
+
         write.kernel = kern
         return write
 
@@ -50,6 +52,7 @@ class Written(EntriesBackend):
 
         def write(x, cos_sin, slot):
             return runner.entries_written(attn, lay, w, x, *cos_sin, lc.kv, slot, lc.ks, lc.ks_terms, b)
+
         return write
 
 
@@ -66,6 +69,7 @@ class Fused(EntriesBackend):
             q, kv = runner.entries(attn, lay, w, x, *cos_sin, b)
             lc.write_kv(slot, kv)
             return q
+
         return write
 
 
@@ -81,4 +85,5 @@ class Eager(EntriesBackend):
             q, ke, ve = new_entries(attn, lay, x, *cos_sin)
             lc.write(slot, ke, ve)
             return q
+
         return write

@@ -7,6 +7,7 @@ matmuls over the whole cache (attention.direct_decode; compiled with the step on
 Both read any per-token format (`LayerCache.read` dequantizes a one-byte cache) and a
 grouped one (dequantized whole, then the same matmuls).
 """
+
 from __future__ import annotations
 
 from ..attention import sdpa_decode
@@ -21,8 +22,7 @@ class Sdpa(AttentionBackend):
 
     def supports(self, ctx) -> bool:
         lay = ctx.layout
-        return (ctx.reads("torch") and lay.k.kind == lay.v.kind == "full"
-                and ctx.cache.capacity <= SDPA_MAX_KEYS)
+        return ctx.reads("torch") and lay.k.kind == lay.v.kind == "full" and ctx.cache.capacity <= SDPA_MAX_KEYS
 
     def build(self, runner, i: int):
         attn, lc = runner.model.layers[i].self_attn, runner.cache.layers[i]
@@ -30,6 +30,7 @@ class Sdpa(AttentionBackend):
         def attend(q, q_pos, mask, slot, sink):
             o = sdpa_decode(attn, q, *lc.read(runner.dtype), mask)
             return o.transpose(1, 2).reshape(q.shape[0], 1, -1)
+
         return attend
 
 
@@ -45,4 +46,5 @@ class Direct(AttentionBackend):
 
         def attend(q, q_pos, mask, slot, sink):
             return runner.direct(attn, lay, q, *lc.read(runner.dtype), mask)
+
         return attend

@@ -10,6 +10,7 @@ whole cache every step, in eager torch without a CUDA graph, so a grouped cache 
 slower per step than a bf16 one read by the Triton/CUDA kernels; by how much is not yet
 measured (bench/results/2026-12-06-s22/plan_check.sh's int4 rows measure it).
 """
+
 from __future__ import annotations
 
 from ..attention import attend_tiles
@@ -27,7 +28,8 @@ class Tiles(AttentionBackend):
 
         def attend(q, q_pos, mask, slot, sink):
             step = lc.capacity if lay.k.kind == "full" else runner.tile  # a full K: one tile spans the cache
-            tiles = ((*lc.read(runner.dtype, a, a + step), pos[:, a:a + step]) for a in range(0, lc.capacity, step))
+            tiles = ((*lc.read(runner.dtype, a, a + step), pos[:, a : a + step]) for a in range(0, lc.capacity, step))
             o = attend_tiles(attn, lay, q, q_pos, tiles, runner.update, sink=sink)
             return o.transpose(1, 2).reshape(q.shape[0], 1, -1)
+
         return attend

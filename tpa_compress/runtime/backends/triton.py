@@ -7,6 +7,7 @@ SM, rebuilds a latent K in registers and merges the chunks' softmax states in a 
 kernel. Runs on CUDA, or in triton's CPU interpreter (the tests). `DecodeOptions.kernel_options`
 tune it (block_t, num_warps, per_sm, latent_combine, ...).
 """
+
 from __future__ import annotations
 
 from .. import kernels
