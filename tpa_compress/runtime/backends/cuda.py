@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import cuda_decode, kernels
-from . import AttentionBackend, register_attention
+from .base import AttentionBackend, register_attention
 from .triton import build_kernel
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..attention import new_entries
 from ..entries_kernel import EntriesKernel
-from . import EntriesBackend, register_entries
+from .base import EntriesBackend, register_entries
 
 
 @register_entries("kernel")

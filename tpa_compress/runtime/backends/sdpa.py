@@ -11,7 +11,7 @@ grouped one (dequantized whole, then the same matmuls).
 from __future__ import annotations
 
 from ..attention import sdpa_decode
-from . import AttentionBackend, register_attention
+from .base import AttentionBackend, register_attention
 
 SDPA_MAX_KEYS = 2048  # above this, SDPA's decode kernels use too few blocks (see direct_decode)
 

@@ -14,7 +14,7 @@ measured (bench/results/2026-12-06-s22/plan_check.sh's int4 rows measure it).
 from __future__ import annotations
 
 from ..attention import attend_tiles
-from . import AttentionBackend, register_attention
+from .base import AttentionBackend, register_attention
 
 
 @register_attention("tiles")

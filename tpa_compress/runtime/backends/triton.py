@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import kernels
 from ..attention import sink_of
-from . import AttentionBackend, register_attention
+from .base import AttentionBackend, register_attention
 
 
 class KernelAttend:
