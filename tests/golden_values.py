@@ -98,7 +98,7 @@ def main() -> None:
         "model": "gemma3-270m",
         "sizes": SIZES,
         "tolerance": TOLERANCE,
-        "recipes": {n: {"perplexity_before": before, **measure(ckpt, base, n)} for n in RECIPES},
+        "recipes": {n: {"perplexity_before": dict(before), **measure(ckpt, base, n)} for n in RECIPES},
     }
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
     GOLDEN.write_text(
