@@ -19,6 +19,7 @@ from rich.table import Table
 # the helpers are re-exported: runtime/cli.py imports them from here until it imports cli_common
 from .cli_common import (  # noqa: F401
     DTYPES,
+    MODEL_HELP,
     TOKENIZER_HELP,
     console,
     make_console,
@@ -70,8 +71,7 @@ def _main(
 def eval_cmd(
     model: Optional[str] = typer.Argument(
         None,
-        help="Model path (.gguf, HF folder, .ckpt) or an "
-        "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b.",
+        help=MODEL_HELP,
     ),
     data: Optional[list[Path]] = typer.Option(
         None, "--data", help="Text file(s), scored as one text; default: each bundled evaluation domain."

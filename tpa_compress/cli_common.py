@@ -62,6 +62,10 @@ def resolve_device(name: str) -> str:
     return name
 
 
+MODEL_HELP = (
+    "Model path (.gguf, HF folder, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."
+)
+
 TOKENIZER_HELP = (
     "Tokenizer to read text with, instead of the one found with the model: a "
     "tokenizer.model (SentencePiece, as gemma_pytorch ships), a tokenizer.json, or a folder "

@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from ..cli_common import MODEL_HELP
 from ..errors import TPAError
 
 
@@ -70,8 +71,7 @@ def default_out(model: Optional[str], name: str) -> Path:
 def analyze_cmd(
     model: Optional[str] = typer.Argument(
         None,
-        help="Model path (.gguf, HF folder, .ckpt) or an "
-        "embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b.",
+        help=MODEL_HELP,
     ),
     data: Optional[list[Path]] = typer.Option(
         None, "--data", help="Calibration text file(s); default: the bundled calibration split."
