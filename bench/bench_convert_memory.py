@@ -35,62 +35,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Gemma 3 text configs (google/gemma-3-*-pt config.json, text_config where multimodal)
-SHAPES = {
-    "1b": dict(
-        hidden_size=1152,
-        num_layers=26,
-        num_heads=4,
-        num_kv_heads=1,
-        head_dim=256,
-        intermediate_size=6912,
-        sliding_window=512,
-        query_pre_attn_scalar=256.0,
-        rope_scaling_factor=1.0,
-        max_position_embeddings=32768,
-    ),
-    "4b": dict(
-        hidden_size=2560,
-        num_layers=34,
-        num_heads=8,
-        num_kv_heads=4,
-        head_dim=256,
-        intermediate_size=10240,
-        sliding_window=1024,
-        query_pre_attn_scalar=256.0,
-        rope_scaling_factor=8.0,
-        max_position_embeddings=131072,
-    ),
-    "12b": dict(
-        hidden_size=3840,
-        num_layers=48,
-        num_heads=16,
-        num_kv_heads=8,
-        head_dim=256,
-        intermediate_size=15360,
-        sliding_window=1024,
-        query_pre_attn_scalar=256.0,
-        rope_scaling_factor=8.0,
-        max_position_embeddings=131072,
-    ),
-    "27b": dict(
-        hidden_size=5376,
-        num_layers=62,
-        num_heads=32,
-        num_kv_heads=16,
-        head_dim=128,
-        intermediate_size=21504,
-        sliding_window=1024,
-        query_pre_attn_scalar=168.0,
-        rope_scaling_factor=8.0,
-        max_position_embeddings=131072,
-    ),
-    # CPU smoke test: the real vocabulary (Gemma's tokenizer), everything else small
+from tpa_compress.load.ckpt import VARIANTS, variant_config  # noqa: E402
+
+# Gemma 3 text configs: gemma_pytorch's (load/ckpt.VARIANTS), and a CPU smoke-test shape with
+# the real vocabulary (Gemma's tokenizer) and everything else small
+SHAPES = {name: VARIANTS[name] for name in ("1b", "4b", "12b", "27b")} | {
     "tiny": dict(
         hidden_size=128,
         num_layers=6,
@@ -109,25 +64,13 @@ SHARD_BYTES = 2 * 2**30
 
 
 def model_config(shape: str, layers: int | None = None):
-    from tpa_compress.config import ModelConfig
-
-    s = dict(SHAPES[shape])
-    n = layers or s.pop("num_layers")
-    s.pop("num_layers", None)
-    return ModelConfig(
-        family="gemma3",
-        vocab_size=VOCAB,
-        num_layers=n,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        bos_token_id=2,
-        eos_token_id=1,
-        pad_token_id=0,
+    """The shape's Gemma 3 config (variant_config's family constants), `layers` of them."""
+    n = layers or SHAPES[shape]["num_layers"]
+    return replace(
+        variant_config("1b", VOCAB),
+        **{**SHAPES[shape], "num_layers": n},
         name=f"gemma3-{shape}-random",
-        rope_theta=1_000_000.0,
-        rope_local_theta=10_000.0,
         layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(n)],
-        **s,
     )
 
 

@@ -12,7 +12,7 @@ rank 128 on the global layers, random factors except that K's up-projection has
 orthonormal columns, as activation_svd writes it (--k-basis random: not even that),
 1 exact sink token: ~50% of the cache at 32K, a proxy for what the balanced recipe budgets;
 --ranks sets other K/V ranks, per global layer too: the real balanced conversion of 270M
-chose 80,96,112/112,160,128, bench/results/2026-12-02.md, sixteenth run), and
+chooses 80,96,112/112,160,128, docs/methods.md "Ranks the GPU kernel serves"), and
 transformers' Gemma3ForCausalLM built from the same config with the default dynamic
 cache and with cache_implementation="static". Every timing follows a warm-up call.
 Decode tok/s for transformers = batch * (N - 1) / (time(N new) - time(1 new)).

@@ -151,7 +151,7 @@ def run(a) -> None:
 
 
 def current_names(doc: dict) -> dict:
-    """Rows' cache names under today's spec defaults: files written before `cache_defaults`
+    """Rows' cache names under the current spec defaults: files written before `cache_defaults`
     was recorded were measured with sink=0, then the grouped formats' default."""
     if "cache_defaults" not in doc:
         for r in doc["rows"]:

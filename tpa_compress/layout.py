@@ -18,7 +18,7 @@ true): the cache also keeps each entry's QK-norm factor 1 / rms(U z + b), fp32 p
 (4 bytes each), computed once when the entry is written. RoPE is applied to a full K
 once, at write time; a latent K is rebuilt, normed and rotated at every read, and the
 norm's sum of squares over the rebuilt key is a large part of that per-read work
-(bench/results/2026-12-02.md, tenth run).
+(docs/kernels.md).
 
 `sink` (per layer): the first `sink` positions of every sequence keep their exact K and V
 (IntactKV-style, arXiv 2403.01241). Gemma is trained with BOS first, and the BOS token is

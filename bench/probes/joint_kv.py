@@ -24,6 +24,59 @@ from tpa_compress.load import load_model
 from tpa_compress.models import build_model
 
 
+def calib_windows(tok, tokens: int) -> torch.Tensor:
+    """512-token windows of the bundled calibration mix, alternating domains (as convert cuts them)."""
+    bos = tok.bos_id if tok.add_bos else None
+    streams = [tok.encode(read_texts(f), add_bos=False) for f in calib_domains().values()]
+    return interleaved_windows(streams, 512, bos, tokens // 512)
+
+
+def moments(model, windows, layers):
+    """Per layer: E[x] and the centered E[(x - mu)(x - mu)^T] of the attention input, float64."""
+    s1, s2, n = {}, {}, 0
+    hooks = []
+    for i in layers:
+
+        def f(mod, args, i=i):
+            x = args[0].flatten(0, -2).double()
+            s1[i] = s1.get(i, 0) + x.sum(0)
+            s2[i] = s2.get(i, 0) + x.T @ x
+
+        hooks.append(model.layers[i].self_attn.k_proj.register_forward_pre_hook(f))
+    with torch.no_grad():
+        for w in windows:
+            model(w[None])
+            n += w.numel()
+    for h in hooks:
+        h.remove()
+    return {i: (s1[i] / n, s2[i] / n - torch.outer(s1[i] / n, s1[i] / n)) for i in layers}
+
+
+def psd_sqrt(m: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a positive semi-definite matrix."""
+    e, u = torch.linalg.eigh(m)
+    return (u * e.clamp_min(0).sqrt()) @ u.T
+
+
+def v_metric(att) -> torch.Tensor:
+    """V's error as o_proj sees it: V of KV head j feeds query heads j*g..(j+1)*g-1, so its rows
+    are weighted by the square root of the Gram of those o_proj columns (block diagonal)."""
+    d, g = att.head_dim, att.n_heads // att.n_kv
+    wo = att.o_proj.weight.double()  # (hidden, heads * d)
+    blocks = []
+    for j in range(att.n_kv):
+        cols = torch.cat([wo[:, (j * g + h) * d : (j * g + h + 1) * d] for h in range(g)], 0)  # (g*hidden, d)
+        blocks.append(psd_sqrt(cols.T @ cols))
+    return torch.block_diag(*blocks)
+
+
+def kv_operators(att, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_k = W_k C^(1/2) and A_v = L_v W_v C^(1/2), each divided by its Frobenius norm."""
+    wk, wv = att.k_proj.weight.double(), att.v_proj.weight.double()
+    ak, av = wk @ half, v_metric(att) @ wv @ half
+    return ak / ak.norm(), av / av.norm()
+
+
 def tails(a: torch.Tensor) -> torch.Tensor:
     """Residual energy after the best rank-r approximation, r = 0..min(shape)."""
     s2 = torch.linalg.svdvals(a).square()
@@ -39,44 +92,13 @@ def main():
     a = ap.parse_args()
     ck = load_model(a.model)
     model = build_model(ck, torch.float32)
-    tok = ck.tokenizer
-    bos = tok.bos_id if tok.add_bos else None
-    streams = [tok.encode(read_texts(f), add_bos=False) for f in calib_domains().values()]
-    win = interleaved_windows(streams, 512, bos, a.tokens // 512)
-    cov = {}
-
-    def hook(i):
-        def f(mod, args):
-            x = args[0].flatten(0, -2).double()
-            cov[i] = cov.get(i, 0) + x.T @ x
-
-        return f
-
-    hs = [blk.self_attn.k_proj.register_forward_pre_hook(hook(i)) for i, blk in enumerate(model.layers)]
-    with torch.no_grad():
-        for w in win:
-            model(w[None])
-    for h in hs:
-        h.remove()
+    win = calib_windows(ck.tokenizer, a.tokens)
+    mom = moments(model, win, range(len(model.layers)))
     ranks = [int(r) for r in a.ranks.split(",")]
     rows = []
     for i, blk in enumerate(model.layers):
-        att = blk.self_attn
-        ev, evec = torch.linalg.eigh(cov[i] / win.numel())
-        half = (evec * ev.clamp_min(0).sqrt()) @ evec.T  # C^(1/2)
-        wk, wv = att.k_proj.weight.double(), att.v_proj.weight.double()
-        d, g = att.head_dim, att.n_heads // att.n_kv
-        wo = att.o_proj.weight.double()  # (hidden, heads * d)
-        # V of KV head j feeds query heads j*g..(j+1)*g-1: weight its rows by those o_proj columns
-        lv = []
-        for j in range(att.n_kv):
-            cols = torch.cat([wo[:, (j * g + h) * d : (j * g + h + 1) * d] for h in range(g)], 0)  # (g*hidden, d)
-            gram = cols.T @ cols
-            e, u = torch.linalg.eigh(gram)
-            lv.append((u * e.clamp_min(0).sqrt()) @ u.T)
-        lv = torch.block_diag(*lv)
-        ak, av = wk @ half, lv @ wv @ half
-        ak, av = ak / ak.norm(), av / av.norm()
+        mu, cov = mom[i]
+        ak, av = kv_operators(blk.self_attn, psd_sqrt(cov + torch.outer(mu, mu)))  # C = E[x x^T]
         tk, tv, tj = tails(ak), tails(av), tails(torch.cat([ak, av], 0))
         row = {"layer": i, "type": ck.config.layer_types[i]}
         for r in ranks:

@@ -14,72 +14,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
+from pathlib import Path
 
 import torch
 
 from tpa_compress.convert import convert
-from tpa_compress.data import calib_domains, eval_domains, read_texts
-from tpa_compress.evaluate.perplexity import interleaved_windows, make_windows, window_nll
+from tpa_compress.evaluate.perplexity import perplexity
 from tpa_compress.layout import Component
 from tpa_compress.load import load_model
 from tpa_compress.methods.layers import LatentProj
 from tpa_compress.models import build_model
 from tpa_compress.recipe import load_recipe
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: frontier's windows
 
-def moments(model, windows, layers):
-    """Per layer: E[x] and the centered E[(x - mu)(x - mu)^T] of the attention input, float64."""
-    s1, s2, n = {}, {}, 0
-    hooks = []
-    for i in layers:
-
-        def f(mod, args, i=i):
-            x = args[0].flatten(0, -2).double()
-            s1[i] = s1.get(i, 0) + x.sum(0)
-            s2[i] = s2.get(i, 0) + x.T @ x
-
-        hooks.append(model.layers[i].self_attn.k_proj.register_forward_pre_hook(f))
-    with torch.no_grad():
-        for w in windows:
-            model(w[None])
-            n += w.numel()
-    for h in hooks:
-        h.remove()
-    return {i: (s1[i] / n, s2[i] / n - torch.outer(s1[i] / n, s1[i] / n)) for i in layers}
+from frontier import eval_windows  # noqa: E402
+from joint_kv import calib_windows, kv_operators, moments, psd_sqrt  # noqa: E402
 
 
-def joint_fit(att, wk, wv, mu, cov, r):
+def joint_fit(att, mu, cov, r):
     """D (r, hidden), U_k, U_v, biases of the joint latent (float64)."""
     ev, evec = torch.linalg.eigh(cov)
-    half = (evec * ev.clamp_min(0).sqrt()) @ evec.T
-    d, g, kv = att.head_dim, att.n_heads // att.n_kv, att.n_kv
-    wo = att.o_proj.weight.double()
-    blocks = []
-    for j in range(kv):
-        cols = torch.cat([wo[:, (j * g + h) * d : (j * g + h + 1) * d] for h in range(g)], 0)
-        e, u = torch.linalg.eigh(cols.T @ cols)
-        blocks.append((u * e.clamp_min(0).sqrt()) @ u.T)
-    lv = torch.block_diag(*blocks)
-    ak, av = wk @ half, lv @ wv @ half
-    a = torch.cat([ak / ak.norm(), av / av.norm()], 0)
+    a = torch.cat(kv_operators(att, psd_sqrt(cov)), 0)
     _, _, vh = torch.linalg.svd(a, full_matrices=False)
     q = vh[:r]  # (r, hidden) in the whitened space
     inv_half = (evec * ev.clamp_min(1e-12 * ev.max()).rsqrt()) @ evec.T
     down = q @ inv_half  # z = down (x - mu) reproduces q's coordinates
     gram = down @ cov @ down.T
     solve = torch.linalg.solve(gram, down @ cov)  # (r, hidden)
+    wk, wv = att.k_proj.weight.double(), att.v_proj.weight.double()
     uk, uv = wk @ solve.T, wv @ solve.T  # least squares in the metric of cov
     return down, uk, uv, wk @ mu - uk @ (down @ mu), wv @ mu - uv @ (down @ mu)
 
 
-def perplexity(model, windows, device):
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for w in windows:
-            nll = window_nll(model, w.to(device))
-            total, n = total + float(nll.double().sum()), n + nll.numel()
-    return math.exp(total / n)
+def ppl(model, windows, tok, device) -> float:
+    """Perplexity over `windows` (the reference forward, one window at a time)."""
+    return perplexity(model, windows, tok.add_bos, device=device).perplexity
 
 
 def main():
@@ -93,23 +64,18 @@ def main():
     a = ap.parse_args()
     ck = load_model(a.model)
     tok = ck.tokenizer
-    bos = tok.bos_id if tok.add_bos else None
-    evals = {
-        d: make_windows(tok.encode(read_texts(f), add_bos=False), 512, bos, a.windows)
-        for d, f in eval_domains().items()
-    }
+    evals = eval_windows(tok, a.windows)
     rows = {}
     orig = build_model(ck, torch.float32, a.device)
-    rows["original"] = {d: perplexity(orig, w, a.device) for d, w in evals.items()}
+    rows["original"] = {d: ppl(orig, w, tok, a.device) for d, w in evals.items()}
     print("original", rows["original"], flush=True)
     model = build_model(ck, torch.float32, a.device)
     res, _ = convert(ck, model, load_recipe(a.recipe), eval_model=False, log=lambda m: None)
-    rows["separate"] = {d: perplexity(model, w, a.device) for d, w in evals.items()}
+    rows["separate"] = {d: ppl(model, w, tok, a.device) for d, w in evals.items()}
     print("separate latents", rows["separate"], flush=True)
     conv = [i for i, lay in enumerate(res.layouts) if lay.k.kind == "latent" and lay.v.kind == "latent"]
-    streams = [tok.encode(read_texts(f), add_bos=False) for f in calib_domains().values()]
-    cal = interleaved_windows(streams, 512, bos, a.calib_tokens // 512)
-    cal = cal[:, 1:] if bos is not None else cal  # the BOS sink is kept exact: fit ordinary tokens
+    cal = calib_windows(tok, a.calib_tokens)
+    cal = cal[:, 1:] if tok.add_bos else cal  # the BOS sink is kept exact: fit ordinary tokens
     mom = moments(orig, cal.to(a.device), conv)
     ranks = {}
     for i in conv:
@@ -117,7 +83,7 @@ def main():
         r = lay.k.rank + lay.v.rank
         ranks[i] = (lay.k.rank, lay.v.rank, r)
         wk, wv = oatt.k_proj.weight.double(), oatt.v_proj.weight.double()
-        down, uk, uv, bk, bv = joint_fit(oatt, wk, wv, *mom[i], r)
+        down, uk, uv, bk, bv = joint_fit(oatt, *mom[i], r)
         shared = torch.nn.Linear(wk.shape[1], r, bias=False).to(a.device)
         shared.weight.data.copy_(down.float())
         for name, w, u, b in (("k", wk, uk, bk), ("v", wv, uv, bv)):
@@ -130,7 +96,7 @@ def main():
             if old.n_sink:
                 p.sink.weight.data.copy_(w.float())
             setattr(att, f"{name}_proj", p)
-    rows["joint"] = {d: perplexity(model, w, a.device) for d, w in evals.items()}
+    rows["joint"] = {d: ppl(model, w, tok, a.device) for d, w in evals.items()}
     print("joint latent", rows["joint"], "ranks (k, v, joint)", ranks, flush=True)
     for k in ("separate", "joint"):
         print(k, {d: f"{100 * (rows[k][d] / rows['original'][d] - 1):+.2f}%" for d in evals})

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: frontier's windows
 
-from joint_kv_ppl import perplexity  # noqa: E402
+from frontier import eval_windows  # noqa: E402
+from joint_kv_ppl import ppl  # noqa: E402
 
 from tpa_compress.convert import convert  # noqa: E402
-from tpa_compress.data import eval_domains, read_texts  # noqa: E402
-from tpa_compress.evaluate.perplexity import make_windows  # noqa: E402
 from tpa_compress.load import load_model  # noqa: E402
 from tpa_compress.models import build_model  # noqa: E402
 from tpa_compress.recipe import load_recipe  # noqa: E402
@@ -37,18 +36,14 @@ def main():
     a = ap.parse_args()
     ck = load_model(a.model)
     tok = ck.tokenizer
-    bos = tok.bos_id if tok.add_bos else None
-    evals = {
-        d: make_windows(tok.encode(read_texts(f), add_bos=False), 512, bos, a.windows)
-        for d, f in eval_domains().items()
-    }
-    out = {"original": {d: perplexity(build_model(ck, torch.float32, a.device), w, a.device) for d, w in evals.items()}}
+    evals = eval_windows(tok, a.windows)
+    out = {"original": {d: ppl(build_model(ck, torch.float32, a.device), w, tok, a.device) for d, w in evals.items()}}
     print("original", out["original"], flush=True)
     for name in filter(None, a.recipes.split(",")):
         m = build_model(ck, torch.float32, a.device)
         res, _ = convert(ck, m, load_recipe(name), eval_model=False, log=print)
         out[name] = {
-            "ppl": {d: perplexity(m, w, a.device) for d, w in evals.items()},
+            "ppl": {d: ppl(m, w, tok, a.device) for d, w in evals.items()},
             "ranks": [(lay.k.rank, lay.v.rank) for lay in res.layouts],
             "kv": res.totals.get("32768", {}).get("ratio"),
         }
