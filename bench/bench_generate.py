@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tpa_compress.cache_formats import split_specs  # noqa: E402
 from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
@@ -360,7 +361,7 @@ def main():
                     for pf in a.prefetch.split(",")
                     for lay in a.layouts.split(",")
                     if lay
-                    for cd in a.cache_dtypes.split(",")
+                    for cd in split_specs(a.cache_dtypes)
                     for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])
                 ]
                 if not a.no_hf:
