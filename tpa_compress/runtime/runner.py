@@ -269,6 +269,7 @@ class Runner:
         return self.model.rope(i, pos, self.dtype)
 
     # -- prefill -------------------------------------------------------------------
+    @torch.no_grad()
     def prefill(self, prompts: list[list[int]], params: SamplingParams) -> torch.Tensor:
         """Run the prompts (left-padded), fill the cache, sample the first new token."""
         b, longest = len(prompts), max(len(p) for p in prompts)
@@ -408,6 +409,7 @@ class Runner:
         self.graph_logits = self.last_logits  # the graph's static buffer (an eager step rebinds)
         self.cache.reset()  # warm-up wrote junk; prefill resets the tables anyway
 
+    @torch.no_grad()
     def step(self, params: SamplingParams) -> None:
         write_sink = self.shortest + self.steps_done < self.max_sink
         self.steps_done += 1
@@ -418,6 +420,7 @@ class Runner:
         self.graph.replay()
         self.last_logits = self.graph_logits
 
+    @torch.no_grad()
     def prepare(self, params: SamplingParams) -> None:
         """Capture the decode graph (CUDA) before timing anything; a no-op on CPU."""
         if self.use_graph and (self.graph is None or self.graph_params != params):
