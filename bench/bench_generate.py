@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tpa_compress.cache_formats import split_specs  # noqa: E402
 from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
@@ -150,6 +151,7 @@ def ours(
         pdl=r.pdl,
         prefetch=sorted(r.prefetch),
         norm_from_latent=sum(k.norm_z for k in r.kernels.values()),
+        plan=sorted({f"{p.entries}/{p.attention}" for p in r.plan}),  # the decode plan's rows
         # which decode kernel each latent layer takes (the CUDA one serves only some ranks)
         kernels=sorted(
             f"{i}:{cuda_decode.kind_for(k.rv, k.rk) if k.cuda else 'triton'}"
@@ -278,7 +280,9 @@ def main():
         help="DecodeAttention options for our runner, e.g. latent_combine=0,block_t=64 or backend=cuda (experiments)",
     )
     ap.add_argument(
-        "--runner-options", default="", help="Runner options for our runner, e.g. entries_kernel=0 (experiments)"
+        "--runner-options",
+        default="",
+        help="DecodeOptions for our runner (runtime/plan.py), e.g. entries=written or gemv=0 (experiments)",
     )
     ap.add_argument(
         "--ranks",
@@ -357,7 +361,7 @@ def main():
                     for pf in a.prefetch.split(",")
                     for lay in a.layouts.split(",")
                     if lay
-                    for cd in a.cache_dtypes.split(",")
+                    for cd in split_specs(a.cache_dtypes)
                     for ck in (a.cuda_kernels.split(",") if lay == "converted" else [""])
                 ]
                 if not a.no_hf:

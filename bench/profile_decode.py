@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--ranks", default="128/128")
     ap.add_argument("--cuda-kernel", default="wg", help="runtime/cuda_decode.py's kernel: wg, warp, tile")
     ap.add_argument("--kernel-options", default="", help="DecodeAttention options, e.g. fuse_combine=0")
-    ap.add_argument("--runner-options", default="", help="Runner options, e.g. entries_kernel=0")
+    ap.add_argument("--runner-options", default="", help="DecodeOptions (runtime/plan.py), e.g. entries=written")
     a = ap.parse_args()
     cuda_decode.BUILD["kernel"] = a.cuda_kernel
     cfg = variant_config(a.model)

@@ -1,6 +1,8 @@
 """`tpa-compress generate` on a tiny HF folder (CPU; with pytest --device cuda also the
 CUDA-graph path), and its bad-input errors."""
 
+import re
+
 import pytest
 import torch
 
@@ -19,12 +21,17 @@ def folder(tmp_path_factory):
 
 
 @pytest.mark.each_device
-def test_streams_and_summarises(cli_run, folder, device):
+def test_streams_and_summarises(cli_run, recwarn, folder, device):
     code, out, err = cli_run("generate", folder, "--prompt", "the cat sat", "--device", device, "--max-new-tokens", "6")
     assert code in (0, None), err
     assert out.startswith("the cat sat")
     peak = "peak GPU" if device == "cuda" else "peak RSS"
     assert "prefill 12 tok" in err and "decode 1x" in err and "KV " in err and peak in err
+    # where the time went, and no framework notice (inductor's TensorFloat32 one on a GPU)
+    assert re.search(
+        r"load [\d.]+s build [\d.]+s capture [\d.]+s prefill [\d.]+s decode [\d.]+s", " ".join(err.split())
+    )
+    assert not [w for w in recwarn if "TensorFloat32" in str(w.message)]
 
 
 @pytest.mark.each_device

@@ -175,27 +175,24 @@ def test_prompt_too_long_for_runner():
 @pytest.mark.parametrize("kind", ["original", "latent_kv", "tpa_fixed", "tpa_contextual"])
 def test_fused_projection_path_equals_reference(kind):
     """The CUDA decode path's single Q/K/V matmul (run eagerly here) for each encoder kind."""
-    from tpa_compress.runtime.attention import fused_qkv_bias, fused_qkv_weight, new_entries_fused
-
     _, model = tiny_model("gemma3")
     install(model, range(6), *LAYOUTS[kind])
     prompts = prompts_of([10, 4], seed=3)
-    r = Runner(model, 2, 24)
-    r.w_qkv = [fused_qkv_weight(b.self_attn, lay) for b, lay in zip(model.layers, r.layouts, strict=True)]
-    r.b_qkv = [fused_qkv_bias(b.self_attn, lay) for b, lay in zip(model.layers, r.layouts, strict=True)]
-    r.entries = new_entries_fused
+    r = Runner(model, 2, 24, entries="fused")
+    assert all(p.entries == "fused" for p in r.plan)
     check_against_reference(model, prompts, new=10, runner=r)
 
 
 def test_direct_decode_path_for_long_full_caches(monkeypatch):
     """Above SDPA_MAX_KEYS the full-K caches use plain matmuls over the whole cache."""
-    import tpa_compress.runtime.runner as rr
+    import tpa_compress.runtime.backends.sdpa as sdpa
 
-    monkeypatch.setattr(rr, "SDPA_MAX_KEYS", 4)
+    monkeypatch.setattr(sdpa, "SDPA_MAX_KEYS", 4)
     for kind in ("original", "latent_v_only"):
         _, model = tiny_model("gemma3")
         install(model, range(6), *LAYOUTS[kind])
-        check_against_reference(model, prompts_of([12, 3], seed=5), new=10)
+        r, _ = check_against_reference(model, prompts_of([12, 3], seed=5), new=10)
+        assert all(p.attention == "direct" for p in r.plan)
 
 
 @pytest.mark.parametrize(
@@ -207,16 +204,12 @@ def test_latent_k_caches_its_norm_factors(family, cache_dtype, written):
     from z as stored (int8: dequantized); priced by the layout; none without QK-norm.
     written: through the compiled decode step's entries function (run eagerly here)."""
     from tpa_compress.layout import LayerLayout
-    from tpa_compress.runtime.attention import entries_written, new_entries_fused
     from tpa_compress.runtime.cache import dequantize
 
     _, model = tiny_model(family, sliding_window=16)
     install(model, [2, 5], *LAYOUTS["latent_kv"])
     prompts = prompts_of([9, 17, 4], seed=2)
-    r = Runner(model, 3, 30, cache_dtype=cache_dtype)
-    if written:
-        r.fuse_weights()
-        r.entries, r.entries_written = new_entries_fused, entries_written
+    r = Runner(model, 3, 30, cache_dtype=cache_dtype, entries="written" if written else None)
     r.generate(prompts, 5, stop_at_eos=False)
     assert r.cache.kv_bytes == cache_bytes(r.layouts, 30, 3)
     for i, (lay, lc) in enumerate(zip(r.layouts, r.cache.layers, strict=True)):

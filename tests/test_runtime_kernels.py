@@ -221,7 +221,7 @@ CASES = [
 def test_kernel_decode_path_equals_reference(family, kind, sink):
     model = sink_model(family, kind, sink, **INTERPRETED)
     prompts = prompts_of([13, 1, 20])
-    r = runner_for(model, prompts, 10, fused=True)
+    r = runner_for(model, prompts, 10, attention="cuda")
     assert sorted(r.kernels) == list(range(model.cfg.num_layers))  # every layer takes the kernel path
     check_steps(model, prompts, 10, r)
 
@@ -233,7 +233,7 @@ def test_kernel_decode_path_with_other_kernel_options(family, kind, sink, option
     shape (a 1-token prompt: position 0 sees only the sink)."""
     model = sink_model(family, kind, sink, **INTERPRETED)
     prompts = prompts_of([13, 1, 20])
-    r = runner_for(model, prompts, 10, fused=True, kernel_options=options)
+    r = runner_for(model, prompts, 10, attention="cuda", kernel_options=options)
     assert len(r.kernels) == model.cfg.num_layers
     assert all(getattr(k, n) == v for k in r.kernels.values() for n, v in options.items())
     check_steps(model, prompts, 10, r)
@@ -269,12 +269,10 @@ def test_kernel_decode_path_norm_from_latent(family, sink, entries):
             up = blk.self_attn.k_proj.up.weight  # (2 * 16, 12)
             up.copy_(orthonormal_blocks(2, 16, 12, g).to(up.dtype))
     prompts = prompts_of([13, 1, 20])
-    r = runner_for(model, prompts, 10, fused=True)
-    n = model.cfg.num_layers
-    assert len(r.kernels) == n and all(k.norm_z for k in r.kernels.values())
+    r = runner_for(model, prompts, 10, attention="cuda", entries="kernel" if entries else None)
+    assert len(r.kernels) == model.cfg.num_layers and all(k.norm_z for k in r.kernels.values())
     if entries:
-        r.use_entries_kernels()
-        assert len(r.entry_kernels) == n and all(k.k_scale for k in r.entry_kernels.values())
+        assert len(r.entry_kernels) == model.cfg.num_layers and all(k.k_scale for k in r.entry_kernels.values())
     check_steps(model, prompts, 10, r)
 
 
@@ -488,8 +486,7 @@ def test_kernel_decode_path_with_gemv(family, kind):
     model = sink_model(family, kind, 0, layers=[] if kind == "original" else None, **INTERPRETED)
     for lengths in ([11], [13, 4]):
         prompts = prompts_of(lengths)
-        r = runner_for(model, prompts, 8, fused=True, gemv=True)
-        r.use_entries_kernels()
+        r = runner_for(model, prompts, 8, attention="cuda", entries="kernel", gemv=True)
         assert r.mm is not torch.nn.functional.linear and len(r.entry_kernels) == model.cfg.num_layers
         check_steps(model, prompts, 8, r)
 

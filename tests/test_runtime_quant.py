@@ -111,7 +111,7 @@ def test_one_byte_cache_kernel_path(kind, name, monkeypatch):
     _, model = tiny_model("gemma3", **({} if DEVICE != "cpu" else {"num_layers": 2}))
     model = install(model, range(model.cfg.num_layers), *LAYOUTS[kind]).to(DEVICE)
     prompts = prompts_of([13, 5, 20])
-    monkeypatch.setattr(Runner, "__init__", functools.partialmethod(Runner.__init__, fused=True, compile=False))
+    monkeypatch.setattr(Runner, "__init__", functools.partialmethod(Runner.__init__, attention="cuda", compile=False))
     want, _ = fake_quant_runner(model, prompts, 6, name, monkeypatch)
     got, r = step_logits(Runner(model, 3, 26, cache_dtype=name), prompts, 6)
     assert len(r.kernels) == model.cfg.num_layers

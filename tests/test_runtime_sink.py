@@ -125,7 +125,6 @@ def test_fused_weights_decode_path(family, kind, written):
     written: the entries function writes the cache itself (and a latent K's norm factors);
     "kernel": the Triton entries kernel does (entries_kernel.py), where it serves the layer."""
     from tpa_compress.runtime import kernels
-    from tpa_compress.runtime.attention import entries_written, new_entries_fused
 
     if written == "kernel" and not kernels.available():
         pytest.skip("triton is not installed")
@@ -133,14 +132,12 @@ def test_fused_weights_decode_path(family, kind, written):
     small = {"num_layers": 2} if written == "kernel" and not GPU else {}
     model = sink_model(family, kind, 2, layers=[] if kind == "original" else None, **small)
     prompts = prompts_of([10, 1, 4], seed=3)
-    r = runner_for(model, prompts, 10)
-    r.fuse_weights()
-    r.entries = new_entries_fused
-    r.entries_written = entries_written if written else None
-    if written == "kernel":
-        r.use_entries_kernels()  # all but a random latent K basis with QK-norm (its norm factors need U)
-        served = [] if kind == "latent_kv" and family == "gemma3" else list(range(model.cfg.num_layers))
-        assert sorted(r.entry_kernels) == served
+    r = runner_for(model, prompts, 10, entries={False: "fused", True: "written", "kernel": "kernel"}[written])
+    assert r.w_gu is not None and {p.entries for p in r.plan} <= {"kernel", "written", "fused"}
+    if written == "kernel":  # all but a random latent K basis with QK-norm (its norm factors need U)
+        assert sorted(r.entry_kernels) == (
+            [] if kind == "latent_kv" and family == "gemma3" else list(range(model.cfg.num_layers))
+        )
     check_steps(model, prompts, 10, r)
 
 

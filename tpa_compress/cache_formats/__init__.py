@@ -5,7 +5,8 @@
 
 A format's docstring is its spec. Each says how a cached value is stored: `storage` (the
 torch dtype of its container), `bits` (bits per value that `layout.cache_bytes` prices),
-`stat_bytes` (bytes of scale / zero per group), and `quantize` / `dequantize`. Two kinds:
+`stat_bytes` (bytes of scale / zero per group), `quantize` / `dequantize`, and `backends`
+(which decode backends of the runtime read it). Two kinds:
 
 - per-token formats (fp32, bf16, fp16, fp8, int8): every entry is stored in the format
   as soon as it is written; a "group" is one token's K (or V) values (int8: one fp16 scale
@@ -40,6 +41,9 @@ class CacheFormat:
     bits: int = 32
     stat_bytes: int = 0  # bytes of scale / zero per group
     grouped: bool = False
+    # the decode backends that read it (runtime/backends): "torch" (the reference, SDPA and
+    # direct matmuls over `LayerCache.read`), "triton" (converts on load), "cuda" (bf16 only)
+    backends: tuple[str, ...] = ("torch", "triton")
 
     @property
     def lossy(self) -> bool:

@@ -9,3 +9,4 @@ from . import CacheFormat, register
 @register("bf16")
 class Bf16(CacheFormat):
     storage, bits = torch.bfloat16, 16
+    backends = ("torch", "triton", "cuda")

@@ -36,6 +36,7 @@ from .hadamard import rotate, unrotate
 
 class GroupedFormat(CacheFormat):
     storage, stat_bytes, grouped = torch.uint8, 4, True  # codes in uint8 containers (unpacked)
+    backends = ("torch",)  # the runtime dequantizes groups in torch (runtime/grouped_cache.py)
 
     def quantize(self, x, dim=-1):
         x = x.float()

@@ -17,7 +17,7 @@ from ..errors import TPAError
 from ..layout import Component, LayerLayout, k_scale_for, shrink_check
 from ..methods import LayerInputs, carry_bias
 from ..methods.layers import effective_weight, make_proj
-from ..runtime.cuda_decode import wg_shape
+from ..runtime import fast_path_supports
 from ..threads import fixed_threads
 
 
@@ -177,7 +177,9 @@ def off_kernel(cfg, recipe, i: int, comps: dict) -> str | None:
         comps["k"].kind == comps["v"].kind == "latent"
         and cfg.head_dim == 256
         and recipe.cache_dtype == "bf16"
-        and not wg_shape(cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank)
+        and not fast_path_supports(
+            cfg.head_dim, cfg.num_heads // cfg.num_kv_heads, comps["k"].rank, comps["v"].rank, "bf16"
+        )
     ):
         return f"{i} ({comps['k'].rank}/{comps['v'].rank})"
     return None

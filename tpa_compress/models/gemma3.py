@@ -33,5 +33,10 @@ class Gemma3Block(nn.Module):
 
     def finish(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Everything after attention output `a` (the runtime compiles it as one unit)."""
+        return self.finish_with(h, a, self.mlp)
+
+    def finish_with(self, h: torch.Tensor, a: torch.Tensor, mlp) -> torch.Tensor:
+        """`finish` with `mlp` (x -> the MLP's output) in place of the block's own: the
+        runtime passes its fused gate|up matmul. Sandwich norms around attention and MLP."""
         h = h + self.post_attention_layernorm(a)
-        return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
+        return h + self.post_feedforward_layernorm(mlp(self.pre_feedforward_layernorm(h)))

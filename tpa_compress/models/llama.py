@@ -22,5 +22,10 @@ class LlamaBlock(nn.Module):
 
     def finish(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Everything after attention output `a` (the runtime compiles it as one unit)."""
+        return self.finish_with(h, a, self.mlp)
+
+    def finish_with(self, h: torch.Tensor, a: torch.Tensor, mlp) -> torch.Tensor:
+        """`finish` with `mlp` (x -> the MLP's output) in place of the block's own: the
+        runtime passes its fused gate|up matmul. Pre-norm, residual around each."""
         h = h + a
-        return h + self.mlp(self.post_attention_layernorm(h))
+        return h + mlp(self.post_attention_layernorm(h))

@@ -1,7 +1,8 @@
 """Cached generation: a static factorized KV cache, attention from the factors, sampling."""
 
 from .cache import KVCache
+from .plan import DecodeOptions, fast_path_supports
 from .runner import GenerateResult, Runner
 from .sampling import SamplingParams, sample
 
-__all__ = ["KVCache", "GenerateResult", "Runner", "SamplingParams", "sample"]
+__all__ = ["KVCache", "DecodeOptions", "GenerateResult", "Runner", "SamplingParams", "fast_path_supports", "sample"]

@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import torch
 
-from ..cache_formats import format_names, get_format, parse_spec
+from ..cache_formats import FORMATS, format_names, get_format, parse_spec
 from ..errors import TPAError
 from ..layout import LayerLayout
 from .attention import key_scales, write_entries
 
 EMPTY = 2**30  # position of a never-written slot: later than any query, so never attended
-TORCH_CACHE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-QUANT_CACHE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
-CACHE_DTYPE_NAMES = format_names()
-DTYPE_NAMES = {v: k for k, v in TORCH_CACHE_DTYPES.items()}
+# the per-token formats stored as they are computed (fp32, bf16, fp16), by torch dtype: a
+# CPU runner's default cache is its weights' dtype
+DTYPE_NAMES = {f.storage: n for n, f in ((n, FORMATS[n]) for n in format_names()) if not f.lossy and not f.grouped}
 
 
 def check_cache_dtype(name: str, also: tuple[str, ...] = ()) -> None:
@@ -60,7 +59,7 @@ def quantize(x: torch.Tensor, name: str, nk: int):
     """Cache entries (..., k values | v values) -> (stored tensor, int8 scales or None), by
     the format's own quantize (cache_formats/fp8.py, int8.py), K and V each their own scale."""
     fmt = get_format(name)
-    if name == "fp8":
+    if not fmt.stat_bytes:  # no scales (fp8): K and V in one go
         return fmt.quantize(x)[0], None
     (qk, sk, _), (qv, sv, _) = fmt.quantize(x[..., :nk]), fmt.quantize(x[..., nk:])
     return torch.cat([qk, qv], dim=-1), torch.cat([sk, sv], dim=-1)
@@ -87,28 +86,26 @@ class LayerCache:
     grouped = False  # grouped formats (int4, int3, int2) live in GroupedLayerCache
 
     def __init__(self, layout: LayerLayout, batch: int, max_len: int, device):
-        name = layout.cache_dtype
-        if name not in (*TORCH_CACHE_DTYPES, *QUANT_CACHE_DTYPES):
-            raise TPAError(
-                f"cache dtype {name!r} is not supported by the runtime; "
-                f"valid: {', '.join((*TORCH_CACHE_DTYPES, *QUANT_CACHE_DTYPES))}"
-            )
+        name, fmt = layout.cache_dtype, layout.cache.format
+        if fmt.grouped:
+            raise TPAError(f"cache dtype {name!r} is grouped: KVCache keeps it in a GroupedLayerCache")
         self.layout = layout
         self.capacity = capacity(layout, max_len)
-        self.quant = name if name in QUANT_CACHE_DTYPES else None
-        dt = QUANT_CACHE_DTYPES[name] if self.quant else TORCH_CACHE_DTYPES[name]
+        # a lossy format (fp8, int8) quantizes entries as they are written
+        self.quant = name if fmt.lossy else None
+        dt = fmt.storage
         # K and V side by side in one buffer (k, v are views): a decode step writes both
         # with one kernel
         self.nk = nk = layout.k.values_per_token
         # fp8 lives in a uint8 buffer (CPU index_copy_/gather have no fp8 kernels); kv,
         # k, v are typed views of it
-        raw = torch.uint8 if self.quant == "fp8" else dt
+        raw = torch.uint8 if dt.is_floating_point and dt.itemsize == 1 else dt
         self.raw = torch.zeros(batch, self.capacity, nk + layout.v.values_per_token, dtype=raw, device=device)
         self.kv = self.raw.view(dt)
         self.k, self.v = self.kv[..., :nk], self.kv[..., nk:]
         self.scale = (
-            torch.ones(batch, self.capacity, 2, dtype=torch.float16, device=device) if self.quant == "int8" else None
-        )
+            torch.ones(batch, self.capacity, 2, dtype=torch.float16, device=device) if fmt.stat_bytes else None
+        )  # a scale per token and component (int8)
         self.quantize = quantize  # the runner swaps in a compiled twin (one fused kernel)
         self.ks = (
             torch.ones(batch, self.capacity, layout.k.heads, dtype=torch.float32, device=device)

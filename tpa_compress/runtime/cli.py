@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -54,6 +55,21 @@ def recorded_cache_dtype(model: Optional[str]) -> Optional[str]:
     return recorded
 
 
+def summary(res, batch: int, cache_dtype: str, load_s: float, build_s: float, capture_s: float) -> str:
+    """generate's last line: speeds, KV bytes (and the layout's prediction), peak memory, and
+    where the time went."""
+    gpu = res.peak_memory is not None
+    peak = res.peak_memory if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return (
+        f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
+        f"decode {batch}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
+        f"KV {res.kv_bytes / 2**20:.2f} MiB {cache_dtype} allocated "
+        f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | peak {'GPU' if gpu else 'RSS'} "
+        f"{peak / 2**20:.0f} MiB | load {load_s:.2f}s build {build_s:.2f}s capture {capture_s:.2f}s "
+        f"prefill {res.prefill_s:.2f}s decode {res.decode_s:.2f}s"
+    )
+
+
 def generate_cmd(
     model: Optional[str] = typer.Argument(
         None,
@@ -94,7 +110,8 @@ def generate_cmd(
 
     Streams the text of a single prompt as it is generated; a batch (--prompt-file)
     prints each completion when done. Ends with prefill / decode speed, the KV bytes
-    allocated (and analyze's prediction) and peak memory."""
+    allocated (and analyze's prediction), peak memory, and where the time went: load,
+    build (kernels), capture (compile + CUDA graph + a warm-up prefill), prefill, decode."""
     import torch
 
     from ..cli_common import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
@@ -113,7 +130,9 @@ def generate_cmd(
     torch_dtype(dtype)
     if cache_dtype == "auto":  # before loading: a broken recording fails at once
         cache_dtype = recorded_cache_dtype(model) or "auto"
+    t_load = time.perf_counter()
     ckpt, net = open_model(model, variant, dtype, dev, tokenizer)
+    t_load = time.perf_counter() - t_load
     tok = require_tokenizer(ckpt)
     ids = [tok.encode(t) for t in texts]
     longest = max(len(i) for i in ids)
@@ -121,13 +140,18 @@ def generate_cmd(
         longest + max_new_tokens, f"a prompt of {longest} tokens + --max-new-tokens {max_new_tokens}", ckpt.path
     )
     torch.manual_seed(seed)
+    t_build = time.perf_counter()  # the decode plan's kernels (NVRTC, from the disk cache once built)
     runner = Runner(net, len(ids), longest + max_new_tokens, cache_dtype=None if cache_dtype == "auto" else cache_dtype)
+    t_build = time.perf_counter() - t_build
+    t_capture = time.perf_counter()
     if dev.startswith("cuda"):
         with console.status("capturing the decode graph …"):
             runner.prepare(params)
             # one untimed prefill of the same prompts: the first call pays one-time set-up
-            # (kernel builds, library handles; 0.40 s for 6 tokens on an H200), not prefill
+            # (kernel builds, library handles), not prefill
             runner.prefill(ids, params)
+            torch.cuda.synchronize()
+    t_capture = time.perf_counter() - t_capture
 
     stream = len(ids) == 1
     got: list[int] = []
@@ -150,13 +174,8 @@ def generate_cmd(
         for i, (t, g) in enumerate(zip(texts, res.tokens)):
             stdout.print(f"--- [{i}] ---", markup=False)
             stdout.print(t + tok.decode(g), markup=False, soft_wrap=True)
-    peak = res.peak_memory if res.peak_memory is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     console.print(
-        f"prefill {res.prompt_tokens} tok in {res.prefill_s:.3f}s ({res.prefill_tok_s:,.0f} tok/s) | "
-        f"decode {len(ids)}x{res.decode_steps} tok in {res.decode_s:.3f}s ({res.decode_tok_s:,.0f} tok/s) | "
-        f"KV {res.kv_bytes / 2**20:.2f} MiB {runner.layouts[0].cache_dtype} allocated "
-        f"(layout predicts {res.predicted_kv_bytes / 2**20:.2f}) | "
-        f"peak {'GPU' if res.peak_memory is not None else 'RSS'} {peak / 2**20:.0f} MiB",
+        summary(res, len(ids), runner.layouts[0].cache_dtype, t_load, t_build, t_capture),
         highlight=False,
         soft_wrap=True,
     )

@@ -30,8 +30,9 @@ It writes the same per-chunk softmax states as the Triton kernel's `_decode_part
 (latent mixtures, LATENT_COMBINE), and the sink tile's own state, so the Triton combine
 finishes the step. The "wg" kernel is launched with programmatic dependent launch where the
 layer's DecodeAttention has it on (`launch_pdl`: its programs start under the previous
-kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC (`torch.cuda._compile_kernel`):
-no compiler or package beyond torch. Serves head dim 256 with 8 query heads per KV head at
+kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC, once per machine
+(kernel_cache.py keeps the binaries): no compiler or package beyond torch.
+Serves head dim 256 with 8 query heads per KV head at
 most, K ranks that are multiples of 16 up to 128, V ranks that are multiples of 16 up to 128
 ("wg", "warp"), above 128 where the wg kernel's buffers fit (wg_fits), else 128 or 256
 ("tile"), a bf16 cache, any K basis. Measured in docs/benchmarks.md (seventh and sixteenth runs).
@@ -45,6 +46,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from .kernel_cache import compile_kernel
 
 BLOCK = 0  # keys per tile: 0 picks by cache length (block_for); 64 or 128 forces
 LONG = 8192  # cache slots from which tiles are 128 keys
@@ -319,13 +322,11 @@ def compiled(
     strides: tuple[int, int] = (0, 0),
     phases: bool = False,
 ):
-    """The kernel for these ranks and group size (NVRTC; cached per process); "wg" is built
-    for the cache's row strides of z and z_v (strides)."""
+    """The kernel for these ranks and group size (NVRTC; cached per process and on disk,
+    kernel_cache.py); "wg" is built for the cache's row strides of z and z_v (strides)."""
     src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases)
     with torch.cuda.device(device_index):
-        fn = torch.cuda._compile_kernel(
-            src, "latent_decode", compute_capability="90a" if kind == "wg" else None, nvcc_options=["-std=c++17"]
-        )
+        fn = compile_kernel(src, "latent_decode", "90a" if kind == "wg" else None, ("-std=c++17",))
         fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind, kscale))
     return fn
 
@@ -425,7 +426,7 @@ extern "C" __global__ void l2_prefetch(const char* __restrict__ p, int n) {   //
 @functools.cache
 def _prefetch_kernel(device_index: int):
     with torch.cuda.device(device_index):
-        return torch.cuda._compile_kernel(_PREFETCH, "l2_prefetch")
+        return compile_kernel(_PREFETCH, "l2_prefetch")
 
 
 def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:

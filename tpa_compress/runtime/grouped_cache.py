@@ -20,8 +20,9 @@ widen its range), its codes and statistics stored, and its columns leave the rin
 (`read`) dequantizes the slots asked for and overlays the columns still in the ring: what
 a decode step at the newest column reads is exactly the simulation's (evaluate/simulate.py).
 Slots follow LayerCache (column c in slot c % capacity); a sliding ring needs G to divide
-its window (checked by LayerLayout). CPU and torch only: the CUDA runner refuses these
-formats (runner.py).
+its window (checked by LayerLayout). Torch on any device: the torch attention backends read
+it (backends/tiles.py, sdpa.py); its appends keep host-side counters, so a runner with one
+decodes without a CUDA graph (plan.graph_safe).
 """
 
 from __future__ import annotations

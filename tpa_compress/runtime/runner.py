@@ -6,6 +6,8 @@ decode step has static shapes (one write index per batch, a device-side column
 counter) and is captured once in a CUDA graph; prefill runs eagerly. `compile=True`
 (the CUDA default) fuses the small element-wise kernels (norms, RoPE, MLP gate, the
 tile update) with torch.compile; the graph then replays them with no launch cost.
+What writes each layer's cache entries and what computes its attention is the decode plan
+(plan.py: `Runner.plan`, from `DecodeOptions`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -22,7 +25,7 @@ from ..errors import TPAError, non_finite_error
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
-from . import cuda_decode, kernels
+from . import cuda_decode
 from . import gemv as gemv_mod
 from .attention import (
     allowed,
@@ -35,13 +38,14 @@ from .attention import (
     key_scale_terms,
     new_entries,
     new_entries_fused,
-    sdpa_decode,
     sink_of,
     tile_update,
 )
+from .backends import ATTENTION, ENTRIES, LayerContext
+from .backends.triton import KernelAttend
 from .cache import DTYPE_NAMES, KVCache, quantize, write_positions
-from .entries_kernel import EntriesKernel
 from .gemv import torch_glu_linear
+from .plan import DecodeOptions, graph_safe, plan_layer
 from .sampling import SamplingParams, sample
 
 
@@ -66,30 +70,18 @@ class GenerateResult:
         return len(self.tokens) * self.decode_steps / max(self.decode_s, 1e-9)
 
 
-def _finish_gu(block, h, a, w_gu, mm=F.linear, glu_mm=torch_glu_linear):
-    """`block.finish` with the MLP's gate and up projections as one matmul (w_gu =
-    [W_gate; W_up]); mirrors Gemma3Block / LlamaBlock.finish (tests compare both).
-    mm: the matmul (x, W) -> x @ W^T; glu_mm: the down projection from the gate|up output."""
-    mlp = block.mlp
-
-    def ff(x):
-        return glu_mm(mm(x, w_gu), mlp.down_proj.weight, mlp.gelu)
-
-    if hasattr(block, "pre_feedforward_layernorm"):  # Gemma 3: sandwich norms
-        h = h + block.post_attention_layernorm(a)
-        return h + block.post_feedforward_layernorm(ff(block.pre_feedforward_layernorm(h)))
-    h = h + a
-    return h + ff(block.post_attention_layernorm(h))
-
-
 def _tail(block, next_norm, h, o, w_gu=None, mm=F.linear, glu_mm=torch_glu_linear):
-    """o_proj + the block's `finish` + the next layer's input norm: one compiled unit."""
+    """o_proj + the block's `finish` + the next layer's input norm: one compiled unit.
+    w_gu: the MLP's gate and up projections as one matrix [W_gate; W_up] (the family's
+    `finish_with` takes the MLP as a function); mm: x, W -> x @ W^T; glu_mm: the down
+    projection from the gate|up output."""
     a = mm(o, block.self_attn.o_proj.weight)
-    h = block.finish(h, a) if w_gu is None else _finish_gu(block, h, a, w_gu, mm, glu_mm)
+    if w_gu is None:
+        h = block.finish(h, a)
+    else:
+        mlp = block.mlp
+        h = block.finish_with(h, a, lambda x: glu_mm(mm(x, w_gu), mlp.down_proj.weight, mlp.gelu))
     return h, next_norm(h)
-
-
-SDPA_MAX_KEYS = 2048  # above this, SDPA's decode kernels use too few blocks (see direct_decode)
 
 
 def _step_head(model, tok, col, pad, tables, rope_keys, dtype):
@@ -129,7 +121,7 @@ def _eager():
 class Runner:
     PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
     PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
-    # both measured faster, docs/benchmarks.md thirteenth run)
+    # both measured faster)
 
     def __init__(
         self,
@@ -137,30 +129,20 @@ class Runner:
         batch: int,
         max_len: int,
         cache_dtype: str | None = None,
-        compile: bool | None = None,
-        cuda_graph: bool | None = None,
-        tile: int | None = None,
-        query_tile: int = 512,
-        fused: bool | None = None,
-        kernel_options: dict | None = None,
-        pdl: bool | None = None,
-        prefetch: bool | None = None,
-        entries_kernel: bool | None = None,
-        gemv: bool | None = None,
+        options: DecodeOptions | None = None,
+        **overrides,
     ):
+        """options: the decode step's choices (plan.DecodeOptions); overrides: some of its
+        fields by name (e.g. compile=False), over `options`."""
         cfg = model.cfg
         if max_len > cfg.max_position_embeddings:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
         w = model.embed_tokens.weight
         self.model, self.cfg, self.device, self.dtype = model, cfg, w.device, w.dtype
+        self.options = DecodeOptions.of(options, **overrides).resolved(self.device, batch)
         cuda = self.device.type == "cuda"
         cache_dtype = cache_dtype or ("bf16" if cuda else DTYPE_NAMES.get(w.dtype, "fp32"))
         self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype) for lay in layout_of_model(model)]
-        if cuda and self.layouts and self.layouts[0].cache.format.grouped:
-            raise TPAError(
-                f"cache {cache_dtype}: the CUDA runtime does not read grouped integer caches "
-                f"(int4, int3, int2) yet; generate with --device cpu, or score it with eval --cache-dtype"
-            )
         for i, lay in enumerate(self.layouts):
             attn = model.layers[i].self_attn
             for c, proj in ((lay.k, attn.k_proj), (lay.v, attn.v_proj)):
@@ -180,56 +162,29 @@ class Runner:
                 lc.ks_terms = key_scale_terms(blk.self_attn)
         # keys per tile when K is rebuilt: bounded fp32 scratch (~64 MB), 512..8192
         kv_row = batch * cfg.num_kv_heads * cfg.head_dim * 4
-        self.tile = tile or max(512, min(8192, (128 << 20) // kv_row // 512 * 512))
-        self.query_tile = query_tile
+        self.tile = self.options.tile or max(512, min(8192, (128 << 20) // kv_row // 512 * 512))
+        self.query_tile = self.options.query_tile
         self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
         self.eos = cfg.eos_token_id if cfg.eos_token_id is not None else -1
         z = lambda *s, dt=torch.long: torch.zeros(*s, dtype=dt, device=self.device)  # noqa: E731
         self.tok, self.col, self.pad = z(batch), z(1), z(batch)
         self.done = z(batch, dt=torch.bool)
         self.ids = torch.full((batch, max_len), self.pad_id, dtype=torch.long, device=self.device)
-        self.use_graph = cuda if cuda_graph is None else cuda_graph
-        # programmatic dependent launch (Hopper+): each kernel of the step starts while the
-        # previous one finishes and waits for its data on the GPU (our kernels and, through
-        # inductor's option, the compiled ones); None: where available
-        self.pdl = kernels.pdl_available(self.device) if pdl is None else pdl
+        # a grouped cache appends on the host (its group counters): the step then runs eagerly
+        self.use_graph = self.options.cuda_graph and graph_safe(self.cache.layers)
+        self.pdl = self.options.pdl
         self.graph, self.graph_params = None, None
-        self.entries, self.update, self.tail = new_entries, tile_update, _tail
+        self.update, self.tail = tile_update, _tail
+        self.entries, self.entries_written = new_entries_fused, entries_written
         self.direct, self.bias_fn = direct_decode, _mask_bias
         self.head, self.advance = _step_head, _advance
         self.rope_keys = tuple(dict.fromkeys((cfg.rope_base(i), cfg.rope_scale(i)) for i in range(cfg.num_layers)))
         self.w_qkv, self.b_qkv, self.w_gu = None, None, None
-        # the Q/K/V matmul's epilogue (norms, RoPE, cache write) as one Triton kernel per layer
-        # (EntriesKernel; None: with the compiled CUDA path), else the compiled entries function
-        self.entry_kernels, self.entries_kernel = {}, entries_kernel
-        # the decode step's matmuls: for a batch of at most gemv.MAX_ROWS on CUDA, our kernel
-        # (gemv.py: cuBLAS leaves most SMs idle for one row); None: there
-        use_gemv = (cuda and batch <= gemv_mod.MAX_ROWS and kernels.available()) if gemv is None else gemv
+        use_gemv = self.options.gemv
         self.mm, self.glu_mm = (gemv_mod.linear, gemv_mod.glu_linear) if use_gemv else (F.linear, torch_glu_linear)
-        self.entries_written = None  # compiled with the rest (_compile)
-        # K and V full or latent: the whole decode attention in Triton (kernels.py),
-        # flash-decoding over chunks of the cache, a latent K rebuilt in registers
-        self.kernels = {}
-        if (cuda and kernels.available()) if fused is None else fused:
-            for i, (blk, lay, lc) in enumerate(zip(model.layers, self.layouts, self.cache.layers)):
-                if kernels.supports(blk.self_attn, lay, lc.kv.dtype):
-                    self.kernels[i] = kernels.DecodeAttention(
-                        blk.self_attn, lay, sink_of(lay), **{"pdl": self.pdl, **(kernel_options or {})}
-                    )
-        # the decode step asks L2 for a kernel-served layer's cache while the layer before it
-        # runs (a side stream): batch 1 leaves DRAM idle most of the step, and the attention
-        # kernel then reads L2. Where the cache is 1 MB or more and fits in L2 with room to spare.
-        self.prefetch, self.pf_stream = set(), None
-        if cuda and (prefetch if prefetch is not None else True):
-            l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
-            self.prefetch = {
-                i
-                for i in self.kernels
-                if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2
-            }
-            self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
-        if cuda if compile is None else compile:
+        if self.options.compile:
             self._compile()
+        self._build_plan()
 
     # -- setup ---------------------------------------------------------------------
     def _cache_tensors(self, i: int) -> list:
@@ -239,19 +194,49 @@ class Runner:
     def _cache_nbytes(self, i: int) -> int:
         return sum(t.numel() * t.element_size() for t in self._cache_tensors(i))
 
+    def _build_plan(self) -> None:
+        """Each layer's entries writer and attention backend (plan.plan_layer), built."""
+        ctxs = [
+            LayerContext(i, blk.self_attn, lay, lc, self.dtype, self.options)
+            for i, (blk, lay, lc) in enumerate(zip(self.model.layers, self.layouts, self.cache.layers))
+        ]
+        plan = [plan_layer(c) for c in ctxs]
+        if any(p.entries != "eager" for p in plan):
+            self.fuse_weights()
+        self.writers = [ENTRIES[p.entries].build(self, p.layer) for p in plan]
+        self.attend = [ATTENTION[p.attention].build(self, p.layer) for p in plan]
+        # the kernel backends' per-layer objects (what a layer is actually served by: the cuda
+        # backend falls back to the Triton kernel where NVRTC fails)
+        self.kernels = {i: f.kernel for i, f in enumerate(self.attend) if isinstance(f, KernelAttend)}
+        self.entry_kernels = {i: f.kernel for i, f in enumerate(self.writers) if hasattr(f, "kernel")}
+        self.plan = [replace(p, attention=getattr(f, "backend", p.attention)) for p, f in zip(plan, self.attend)]
+        self.masked = {
+            (lc.capacity, lay.window)
+            for p, lay, lc in zip(self.plan, self.layouts, self.cache.layers)
+            if ATTENTION[p.attention].needs_mask
+        }
+        # batch 1 leaves DRAM idle most of the step, so the next kernel-served layer's cache is
+        # asked of L2 meanwhile, where it is 1 MB or more and fits L2 with room to spare
+        self.prefetch, self.pf_stream = set(), None
+        if self.device.type == "cuda" and self.options.prefetch:
+            l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
+            self.prefetch = {
+                i
+                for i in self.kernels
+                if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2
+            }
+            self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
+
     def _compile(self):
         import torch._dynamo
+        import torch._inductor.config as inductor_config
 
         # one compiled graph serves every layer (weights are graph inputs); a few variants
         # per kind of layout
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        # Q/K/V (or their encoders) as one matmul: a copy of those weights (small) buys
-        # two fewer kernels per layer and step
-        self.fuse_weights()
-        if (self.entries_kernel is None or self.entries_kernel) and self.device.type == "cuda" and kernels.available():
-            self.use_entries_kernels()
-        import torch._inductor.config as inductor_config
-
+        # fp32 matmuls (norm factors, a fp32 model) keep full precision: inductor's TF32 notice
+        # is not for this runtime's users
+        warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores")
         pdl = self.pdl and hasattr(inductor_config.triton, "enable_pdl")
         compile = functools.partial(torch.compile, dynamic=False, options={"triton.enable_pdl": True} if pdl else None)
         self.entries = compile(new_entries_fused)
@@ -266,7 +251,7 @@ class Runner:
         self.advance = compile(_advance)
         quant = compile(quantize)
         for lc in self.cache.layers:
-            if lc.quant:
+            if lc.quant and not lc.grouped:
                 lc.quantize = quant
 
     def fuse_weights(self):
@@ -277,17 +262,6 @@ class Runner:
         self.b_qkv = [fused_qkv_bias(b.self_attn, lay) for b, lay in zip(self.model.layers, self.layouts)]
         self.w_gu = [torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).contiguous() for b in self.model.layers]
 
-    def use_entries_kernels(self):
-        """The decode step's Q and cache entries from the fused Q/K/V matmul through one Triton
-        kernel per layer (entries_kernel.py) wherever it serves the layer's cache."""
-        if self.w_qkv is None:
-            self.fuse_weights()
-        self.entry_kernels = {
-            i: EntriesKernel(b.self_attn, lay, lc.ks_terms, pdl=self.pdl)
-            for i, (b, lay, lc) in enumerate(zip(self.model.layers, self.layouts, self.cache.layers))
-            if lc.quant is None and EntriesKernel.serves(b.self_attn, lay, lc.kv.dtype, lc.ks_terms)
-        }
-
     def predicted_kv_bytes(self) -> float:
         return cache_bytes(self.layouts, self.max_len, self.batch)
 
@@ -295,6 +269,7 @@ class Runner:
         return self.model.rope(i, pos, self.dtype)
 
     # -- prefill -------------------------------------------------------------------
+    @torch.no_grad()
     def prefill(self, prompts: list[list[int]], params: SamplingParams) -> torch.Tensor:
         """Run the prompts (left-padded), fill the cache, sample the first new token."""
         b, longest = len(prompts), max(len(p) for p in prompts)
@@ -369,11 +344,7 @@ class Runner:
         q_pos, slots, ropes, h, x = self.head(
             self.model, self.tok, self.col, self.pad, self.cache.positions, self.rope_keys, self.dtype
         )
-        masks = {}
-        for i, (lay, lc) in enumerate(zip(self.layouts, self.cache.layers)):
-            key = (lc.capacity, lay.window)
-            if lay.k.kind == "full" and i not in self.kernels and key not in masks:
-                masks[key] = self.bias_fn(q_pos, self.cache.positions[lc.capacity], lay.window, self.dtype)
+        masks = {(c, w): self.bias_fn(q_pos, self.cache.positions[c], w, self.dtype) for c, w in self.masked}
         layers = self.model.layers
         for i, block in enumerate(layers):
             if i + 1 in self.prefetch:  # the next layer's cache into L2 while this one runs
@@ -409,46 +380,17 @@ class Runner:
         return tuple(t.view(b, n, attn.n_kv, attn.head_dim).transpose(1, 2) for t in (lc.sk, lc.sv))
 
     def _decode_attn(self, i, x, q_pos, cos_sin, masks, slots, write_sink=False):
-        """Attention output before o_proj, (B, 1, H*D)."""
+        """Attention output before o_proj, (B, 1, H*D): the layer's planned entries writer,
+        then its attention backend (plan.py)."""
         attn, lay, lc = self.model.layers[i].self_attn, self.layouts[i], self.cache.layers[i]
-        if i in self.entry_kernels:
-            y = self.mm(x, self.w_qkv[i])
-            if self.b_qkv[i] is not None:
-                y = y + self.b_qkv[i]
-            q = self.entry_kernels[i](y, *cos_sin, lc.kv, slots[lc.capacity], lc.ks)
-        elif self.w_qkv is not None and lc.quant is None and self.entries_written is not None:
-            q = self.entries_written(
-                attn, lay, self.w_qkv[i], x, *cos_sin, lc.kv, slots[lc.capacity], lc.ks, lc.ks_terms, self.b_qkv[i]
-            )
-        elif self.w_qkv is not None:
-            q, kv = self.entries(attn, lay, self.w_qkv[i], x, *cos_sin, self.b_qkv[i])
-            lc.write_kv(slots[lc.capacity], kv)
-        else:
-            q, ke, ve = new_entries(attn, lay, x, *cos_sin)
-            lc.write(slots[lc.capacity], ke, ve)
+        slot = slots[lc.capacity]
+        q = self.writers[i](x, cos_sin, slot)
         sink = None
         if lc.sink:
             if write_sink:
                 self._sink_write(attn, lay, lc, x, q_pos, cos_sin)
             sink = self._sink_tile(attn, lc)
-        if i in self.kernels:
-            return self.kernels[i](
-                q, lc.k, lc.v, self.cache.positions[lc.capacity], q_pos, sink, lc.scale, lc.ks, slots[lc.capacity]
-            )
-        if lay.k.kind == lay.v.kind == "full" and lc.capacity <= SDPA_MAX_KEYS:
-            o = sdpa_decode(attn, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
-        elif lay.k.kind == "full" and sink is None:
-            return self.direct(attn, lay, q, *lc.read(self.dtype), masks[(lc.capacity, lay.window)])
-        else:
-            pos = self.cache.positions[lc.capacity]
-            # no rebuild for a full K: one tile spans the cache
-            step = lc.capacity if lay.k.kind == "full" else self.tile
-            tiles = (
-                (*lc.read(self.dtype, a, a + step), pos[:, a : a + step])  # one-byte caches:
-                for a in range(0, lc.capacity, step)
-            )  # dequantized per tile
-            o = attend_tiles(attn, lay, q, q_pos, tiles, self.update, sink=sink)
-        return o.transpose(1, 2).reshape(x.shape[0], 1, -1)
+        return self.attend[i](q, q_pos, masks.get((lc.capacity, lay.window)), slot, sink)
 
     def _capture(self, params: SamplingParams) -> None:
         """Warm up (compiles, cuBLAS handles) on a side stream, then capture one step."""
@@ -467,6 +409,7 @@ class Runner:
         self.graph_logits = self.last_logits  # the graph's static buffer (an eager step rebinds)
         self.cache.reset()  # warm-up wrote junk; prefill resets the tables anyway
 
+    @torch.no_grad()
     def step(self, params: SamplingParams) -> None:
         write_sink = self.shortest + self.steps_done < self.max_sink
         self.steps_done += 1
@@ -477,6 +420,7 @@ class Runner:
         self.graph.replay()
         self.last_logits = self.graph_logits
 
+    @torch.no_grad()
     def prepare(self, params: SamplingParams) -> None:
         """Capture the decode graph (CUDA) before timing anything; a no-op on CPU."""
         if self.use_graph and (self.graph is None or self.graph_params != params):
