@@ -3,7 +3,7 @@ BOS-led 512-token windows of each evaluation domain (the windows of bench/probes
 CPU or GPU: a quick side-by-side of recipes (e.g. a budget by error against one by KL).
 
     PYTHONPATH=. python bench/probes/recipe_ppl.py --model smollm2-135m \
-        --recipes recipes/balanced.yaml,bench/recipes/balanced-kl.yaml --json out.json
+        --recipes recipes/balanced.yaml,recipes/balanced-kl.yaml --json out.json
 """
 
 from __future__ import annotations

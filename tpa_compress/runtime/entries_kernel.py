@@ -65,7 +65,7 @@ if triton is not None:
         if PDL:  # y comes from the matmul just before
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
-        b = tl.program_id(0)
+        b = tl.program_id(0).to(tl.int64)  # b * (a sequence's stride) passes 2^31 at batch x 32K
         r = tl.program_id(1)  # query heads, then a full K's heads, then the rest
         slot = tl.load(slot_ptr)
         row = y_ptr + b * sy_b

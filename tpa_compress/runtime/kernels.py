@@ -210,7 +210,7 @@ if triton is not None:
             tl.extra.cuda.gdc_launch_dependents()
         pid_s = tl.program_id(0)
         pid_bh = tl.program_id(1)
-        b = pid_bh // KV
+        b = (pid_bh // KV).to(tl.int64)  # b * (a sequence's stride) passes 2^31 at batch x 32K
         h = pid_bh % KV
         gg = tl.arange(0, G_P)
         gmask = gg < G
