@@ -11,10 +11,10 @@
 set -euo pipefail
 before=$(cd "$1" && pwd); after=$(cd "$2" && pwd)
 out=${OUT:-/tmp/plan_check}; mkdir -p "$out"
-C="--models 270m --batches 1,32 --contexts 4096,32768 --no-hf --new-tokens 64 --ranks 80,96,112/112,160,128"
-(cd "$before" && PYTHONPATH="$before" timeout 280 python bench/bench_generate.py $C \
+C="--models 270m --batches 1,32 --contexts ${CONTEXTS:-4096,32768} --no-hf --new-tokens 64 --ranks 80,96,112/112,160,128"
+(cd "$before" && PYTHONPATH="$before" timeout ${TREE_T:-280} python bench/bench_generate.py $C \
     --out "$out/before.json" > "$out/before.log" 2>&1) || echo "before: exit $?"
-(cd "$after" && PYTHONPATH="$after" timeout 280 python bench/bench_generate.py $C --cache-dtypes bf16,int4 \
+(cd "$after" && PYTHONPATH="$after" timeout ${TREE_T:-280} python bench/bench_generate.py $C --cache-dtypes ${AFTER_CACHES:-bf16,int4} \
     --out "$out/after.json" > "$out/after.log" 2>&1) || echo "after: exit $?"
 python - "$out/before.json" "$out/after.json" <<'PY'
 import json, sys

@@ -39,6 +39,31 @@ lc)  # long context for the saved 8x folders
   for f in /tmp/fold/bkh*; do python bench/long_context.py --model $f --cache "int3:group=64,recent=32" --seq-lens 4096,8192 \
     --windows 4 --contexts 4096,16384,32768 --depths 0.1,0.5,0.9 --keys 2 --out $OUT/lc-$(basename $f).json >> $OUT/lc.log 2>&1; done
   grep -h '^{' $OUT/lc.log | cut -c1-400 ;;
+unpack2) for t in before after; do rm -rf $W/$t && mkdir -p $W/$t && tar -xzf .stage/plan/$t.tgz -C $W/$t; done; ls $W ;;
+gpu2)  # the GPU tests of the final tree, every file that reads --device, up to 5 failures
+  (cd $W/after && PYTHONPATH=$W/after:/tmp/pylib TPA_KERNEL_CACHE=$W/kcache timeout ${GPU_T:-300} python -m pytest -q \
+     -p no:cacheprovider --device cuda tests/test_plan.py tests/test_kernel_cache.py tests/test_runtime_grouped.py \
+     tests/test_cuda_decode.py tests/test_runtime_kernels.py tests/test_runtime_quant.py tests/test_runtime_sink.py \
+     tests/test_generate_cli.py tests/test_heal.py tests/test_runtime.py --maxfail=5 -W ignore 2>&1 | grep -v DEBUG | tail -30) | tee $OUT/gpu2.log ;;
+check)  # decode speed before (main before the plan) / after (this session's tree), bf16, 32K
+  CONTEXTS=32768 AFTER_CACHES=bf16 TREE_T=${TREE_T:-200} OUT=$OUT bash $W/after/bench/results/2026-12-06-s22/plan_check.sh $W/before $W/after | tee $OUT/check.txt ;;
+rows)  # the latent layout's batch-32 rows per cache format (the speed step's remainder)
+  (cd $W/after && PYTHONPATH=$W/after timeout ${ROWS_T:-200} python bench/bench_generate.py --models 270m --layouts converted \
+     --batches 32 --contexts 32768 --no-hf --new-tokens 64 --ranks 80,96,112/112,160,128 \
+     --cache-dtypes "int8,fp8,int4,int3:group=128,int3:group=64,recent=32" --out $OUT/rows.json > $OUT/rows.log 2>&1)
+  grep -h '^{' $OUT/rows.log | cut -c1-230 ;;
+budget16)  # the 16 GiB budget that crashed before the kernels' 64-bit batch offsets
+  (cd $W/after && PYTHONPATH=$W/after timeout 150 python bench/bench_budget.py --model 270m --context 32768 --budget-gib 16 \
+     --rows "original:bf16;converted:bf16@80,96,112/112,160,128" --out $OUT/budget16.json > $OUT/budget16.log 2>&1)
+  tail -4 $OUT/budget16.log | cut -c1-300 ;;
+cold)  # generate twice on the same machine: the second builds nothing (kernel cache on disk)
+  tca() { (cd $W/after && PYTHONPATH=$W/after:/tmp/pylib python -c 'import sys; from tpa_compress.cli import main; sys.argv[0] = "tpa-compress"; main()' "$@"); }
+  export TPA_KERNEL_CACHE=/tmp/kc_cold
+  tca convert $G --recipe recipes/balanced.yaml --out /tmp/cold-bal --device cuda --force > $OUT/cold-convert.txt 2>&1; tail -2 $OUT/cold-convert.txt
+  for m in $G /tmp/cold-bal; do for i in 1 2; do
+    t0=$(date +%s.%N); tca generate $m --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/cold-$(basename $m)-$i.txt 2>&1
+    echo "wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s" >> $OUT/cold-$(basename $m)-$i.txt
+    echo "$m run $i"; tail -3 $OUT/cold-$(basename $m)-$i.txt | cut -c1-300; done; done ;;
 esac
 echo "step $step: $((SECONDS-s)) s"
 done
