@@ -58,7 +58,8 @@ extern "C" __global__ void __launch_bounds__(NTH, MINB)
 latent_decode(DECODE_PARAMS)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = shared_struct<Smem>(smem_raw);
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    check_smem<Smem>();
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;

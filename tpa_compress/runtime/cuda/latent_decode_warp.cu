@@ -195,7 +195,8 @@ latent_decode(DECODE_PARAMS,
               const bf16* __restrict__ cz, const float* __restrict__ cbb, int has_e)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = shared_struct<Smem>(smem_raw);
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    check_smem<Smem>();
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;

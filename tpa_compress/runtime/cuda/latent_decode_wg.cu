@@ -222,7 +222,8 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
 #else
 #define CLK(x)
 #endif
-    Smem& sh = shared_struct<Smem>(smem_raw);
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    check_smem<Smem>();
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, wg = w >> 2, wl = w & 3, wt = tid & 127;
     const int g4 = lane >> 2, t4 = lane & 3;

@@ -1,5 +1,5 @@
 // What every decode kernel takes first (cuda_decode.launch passes it in this order) and the
-// start of every kernel body: its shared-memory struct over the dynamic shared memory.
+// start of every kernel body: the check that its shared memory holds its struct.
 #ifndef TPA_PARAMS_CUH
 #define TPA_PARAMS_CUH
 #include "helpers.cuh"
@@ -15,17 +15,16 @@
         int skc_t, int svc_b, int svc_t, int sp_b, int ss_b, int ss_h, int ss_j, int window, int sink,       \
         double eps_d, double scale_d, double rscale_d, int has_norm
 
-// The kernel's struct SM over its dynamic shared memory raw, which cuda_decode.smem_bytes must
-// cover: a launch with less fails loudly (trap) and never overruns.
+// cuda_decode.smem_bytes must cover the kernel's shared-memory struct SM: a launch with less
+// fails loudly (trap) and never overruns. (The kernel casts its shared memory itself: a pointer
+// handed through a function here costs the compiler its folded offsets.)
 template <class SM>
-__device__ __forceinline__ SM& shared_struct(unsigned char* raw) {
-    SM& sh = *reinterpret_cast<SM*>(raw);
+__device__ __forceinline__ void check_smem() {
     if (threadIdx.x == 0) {
         unsigned got;
         asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
         if (got < sizeof(SM)) __trap();
     }
-    return sh;
 }
 
 #endif  // TPA_PARAMS_CUH
