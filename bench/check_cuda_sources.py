@@ -9,7 +9,8 @@ compiled to PTX (sm_90a for "wg", else sm_90) and diffed instruction by instruct
 
 Prints one line per build: preprocessed token lines that differ (old / new; "unmatched":
 those only one side has anywhere, moves aside), and with --nvcc the PTX lines that differ and
-ptxas's "registers, spill bytes" old -> new. The diffs go to --out. Needs cpp (and nvcc for --nvcc); runs on a machine without a GPU.
+ptxas's "registers, spill bytes" old -> new. The diffs go to --out. Needs cpp (and nvcc for
+--nvcc); runs on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def main() -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="cuda_check_"))
     out.mkdir(parents=True, exist_ok=True)
     tree = Path(tempfile.mkdtemp(prefix="cuda_ref_"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "tpa_compress"], capture_output=True, check=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", args.ref, "tpa_compress"], capture_output=True, check=True
+    )
     tarfile.open(fileobj=BytesIO(archive.stdout)).extractall(tree, filter="data")
     env = {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run([sys.executable, "-c", _OLD, json.dumps(BUILDS), str(out)], env=env, cwd=tree, check=True)
@@ -138,8 +141,10 @@ def main() -> int:
         # moved lines aside: the token lines only one side has anywhere
         gone, new = Counter(old_pp) - Counter(new_pp), Counter(new_pp) - Counter(old_pp)
         (out / f"pp{i}.unmatched").write_text(
-            "only in old:\n" + "".join(f"  {n} x {t}\n" for t, n in gone.items())
-            + "only in new:\n" + "".join(f"  {n} x {t}\n" for t, n in new.items())
+            "only in old:\n"
+            + "".join(f"  {n} x {t}\n" for t, n in gone.items())
+            + "only in new:\n"
+            + "".join(f"  {n} x {t}\n" for t, n in new.items())
         )
         sizes = " ".join(o[2:] for o in opts[1:])
         line = (

@@ -50,8 +50,13 @@ def test_headers_are_guarded_balanced_and_included():
 def test_headers_take_sizes_as_template_parameters():
     """A header preprocesses the same with every kernel size defined as a macro as without:
     sizes reach headers as template parameters or arguments, never as a kernel's -D names."""
-    names = sorted({n for opts in (cuda_decode.build_options(16, 16, 1, kind=k) for k in ("tile", "warp", "wg"))
-                    for n in (o[2:].split("=")[0] for o in opts if o.startswith("-D"))})
+    names = sorted(
+        {
+            n
+            for opts in (cuda_decode.build_options(16, 16, 1, kind=k) for k in ("tile", "warp", "wg"))
+            for n in (o[2:].split("=")[0] for o in opts if o.startswith("-D"))
+        }
+    )
     assert {"RK", "RV", "G", "BLK", "KSCALE", "SKT"} <= set(names)
     for h in HEADERS:
         assert cpp(h) == cpp(h, *(f"-D{n}=SIZE_{n}_IS_A_MACRO" for n in names)), h.name
@@ -74,7 +79,9 @@ def test_kernels_preprocess_with_their_build_options(kind, rk, rv, g, normz, ksc
     `latent_decode` with balanced braces and no placeholder or size name left; without them it
     stops at its #error. The wg kernel's MMA wrappers: one m64n128k16 with 64 accumulators."""
     wg = kind == "wg"
-    opts = cuda_decode.build_options(rk, rv, g, 1, 128, 8, kind, 4, normz, kscale, (rk + rv,) * 2 if wg else (0, 0), phases)
+    opts = cuda_decode.build_options(
+        rk, rv, g, 1, 128, 8, kind, 4, normz, kscale, (rk + rv,) * 2 if wg else (0, 0), phases
+    )
     assert opts[0] == "-std=c++17" and f"-DRK={rk}" in opts and f"-DG={g}" in opts
     path = cuda_decode.CUDA_DIR / f"latent_decode_{kind}.cu"
     out = cpp(path, *opts[1:])
@@ -88,5 +95,7 @@ def test_kernels_preprocess_with_their_build_options(kind, rk, rv, g, normz, ksc
         assert out.count("wgmma.wait_group.sync.aligned 1;") == 1
     if kind == "warp":
         assert "#pragma unroll REBUILD_UNROLL" in out and "constexpr int REBUILD_UNROLL = 4;" in out
-    missing = subprocess.run(["cpp", "-P", "-x", "c++", f"-I{cuda_decode.CUDA_DIR}", str(path)], capture_output=True, text=True)
+    missing = subprocess.run(
+        ["cpp", "-P", "-x", "c++", f"-I{cuda_decode.CUDA_DIR}", str(path)], capture_output=True, text=True
+    )
     assert missing.returncode != 0 and "build_options" in missing.stderr

@@ -7,7 +7,22 @@ tensor cores; "warp" (cuda/latent_decode_warp.cu, the default elsewhere): each w
 its own 16-key subtiles with mma.sync, U in shared memory; "tile" (cuda/latent_decode_tile.cu,
 V ranks 256 the wg kernel cannot hold, described below): each warp owns 16 RoPE pairs with
 its slice of U in registers. docs/architecture.md compares them. This module picks, builds
-and launches them; the blocks they share are cuda/parts/*.cuh (`_PARTS`).
+and launches them.
+
+Sources (CUDA_DIR): each kernel is one translation unit, cuda/latent_decode_{kind}.cu, with
+one `extern "C"` entry `latent_decode`, that includes the headers beside it: helpers.cuh
+(types, mma.sync / ldmatrix / cp.async wrappers, exp2, cos / sin), params.cuh (the
+parameter list every kernel takes, DECODE_PARAMS, and the shared-memory size check),
+sink.cuh (the sink tile's exact state), merge.cuh (the warp kernels' epilogue), wgmma.cuh
+(Hopper's warpgroup MMA). Each header is guarded and self-contained: `__forceinline__`
+device functions that take what they use as arguments and their sizes as template
+parameters. A kernel's sizes are compile-time constants from build options: `build_options`
+gives NVRTC C++17 and a -D define for each name in `_SIZES[kind]`; NVRTC finds the headers
+through its include path (CUDA_DIR), and kernel_cache keys a binary on the source, the
+headers it includes and the options. A new size: its name in `_SIZES[kind]`, its value in
+`build_options`; a new header: a guarded cuda/*.cuh that uses none of the -D names
+(tests/test_cuda_sources.py checks both; bench/check_cuda_sources.py compares the
+preprocessed sources and the PTX with a reference revision's).
 
 Why it exists: the Triton kernel (kernels.py) rebuilds K = U z per tile with U streamed
 through shared memory on every tile. Here each of the 8 warps of a program owns 16 RoPE

@@ -5,9 +5,9 @@
 under `cache_dir()` keyed by a hash of everything that decides it: the source, the text of
 every header it includes from include_dirs (`#include "..."`, followed through the headers),
 the kernel name, the NVRTC options (-D sizes included), the target (the device's compute
-capability unless named), torch's CUDA version and this file's FORMAT. A second process loads it instead of compiling (the
-Triton kernels and torch.compile's graphs have caches of their own, in ~/.triton and
-inductor's cache directory). TPA_KERNEL_CACHE sets the directory; "0" turns the cache off.
+capability unless named), torch's CUDA version and this file's FORMAT. A second process
+loads it instead of compiling (the Triton kernels and torch.compile's graphs have caches of
+their own, in ~/.triton and inductor's cache directory). TPA_KERNEL_CACHE sets the directory; "0" turns the cache off.
 Where torch lacks the private NVRTC helpers this needs, kernels compile every time.
 """
 
@@ -89,7 +89,9 @@ def compile_kernel(
     if path is not None and path.is_file() and path.with_suffix(".name").is_file():
         binary, mangled = path.read_bytes(), path.with_suffix(".name").read_text()
     else:
-        out = _nvrtc_compile(source, name, compute_capability=target, cuda_include_dirs=dirs, nvcc_options=list(options))
+        out = _nvrtc_compile(
+            source, name, compute_capability=target, cuda_include_dirs=dirs, nvcc_options=list(options)
+        )
         # (binary, lowered name); older torch returned the binary alone (extern "C" names)
         binary, mangled = out if isinstance(out, tuple) else (out, name)
         mangled = mangled or name
