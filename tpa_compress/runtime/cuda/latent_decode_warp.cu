@@ -369,5 +369,5 @@ latent_decode(DECODE_PARAMS,
     __syncthreads();     // every warp done with z / v: the merge reuses them
     Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
     if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
-    merge_states(mg, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
+    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
 }

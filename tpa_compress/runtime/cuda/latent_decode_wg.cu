@@ -546,7 +546,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         l_i[i] += __shfl_xor_sync(0xffffffffu, l_i[i], 16);
         if (g4 == 0 && 2 * t4 + i < G) { mg.m[w][2 * t4 + i] = m_i[i]; mg.l[w][2 * t4 + i] = l_i[i]; }
     }
-    merge_states(mg, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
+    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
 #if PHASES
     c_end = clock64();
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));

@@ -12,15 +12,18 @@ struct MergeBuf {
     float a[NW][NG][NRV];
 };
 
-// acc: this lane's o^T (rows latent V column vm 16 + g4 (+ 8), cols heads 2 t4, 2 t4 + 1) into
-// mg.a beside the m / l the kernel wrote, then the chunk's state: rows (sequence, KV head,
-// chunk, head), as kernels._decode_partial writes them (m in natural log units)
+// buf: the MergeBuf in shared memory, where the kernel wrote each warp's m / l; acc: this
+// lane's o^T (rows latent V column vm 16 + g4 (+ 8), cols heads 2 t4, 2 t4 + 1) into its a,
+// then the chunk's state: rows (sequence, KV head, chunk, head), as kernels._decode_partial
+// writes them (m in natural log units). (buf as an address, cast here: a reference handed in
+// costs the compiler the loads' folded offsets.)
 template <int NW, int NG, int NRV>
-__device__ __forceinline__ void merge_states(MergeBuf<NW, NG, NRV>& mg, const float (&acc)[NRV / 16][4], int tid, int w,
-                                             int g4, int t4, int pid_bh, int pid_s, int S, float* __restrict__ m_out,
+__device__ __forceinline__ void merge_states(void* buf, const float (&acc)[NRV / 16][4], int tid, int w, int g4, int t4,
+                                             int pid_bh, int pid_s, int S, float* __restrict__ m_out,
                                              float* __restrict__ l_out, float* __restrict__ acc_out)
 {
     constexpr int NVM = NRV / 16, NTHR = 32 * NW;
+    MergeBuf<NW, NG, NRV>& mg = *reinterpret_cast<MergeBuf<NW, NG, NRV>*>(buf);
     #pragma unroll
     for (int vm = 0; vm < NVM; vm++)
         #pragma unroll
