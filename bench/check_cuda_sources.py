@@ -3,9 +3,12 @@ set of sizes, the reference's kernel source (as its cuda_decode.source built it)
 tree's (cuda/latent_decode_*.cu with its headers and build_options' -D defines) through the C
 preprocessor, whitespace folded and diffed token line by token line; with --nvcc, both
 compiled to PTX (sm_90a for "wg", else sm_90) and diffed instruction by instruction
-(register and label names masked), and ptxas's registers and spills for each.
+(register and label names masked), and ptxas's registers and spills for each; with --nvrtc
+LIB, both built by NVRTC through kernel_cache.compile_kernel and torch's own NVRTC wrapper
+(the headers by include path, the sizes as -D options, as on the GPU machine) and their
+cubins compared.
 
-    python bench/check_cuda_sources.py --ref b9d79d2 [--nvcc] [--out /tmp/cuda_check]
+    python bench/check_cuda_sources.py --ref b9d79d2 [--nvcc] [--nvrtc LIBNVRTC] [--out DIR]
 
 Prints one line per build: preprocessed token lines that differ (old / new; "unmatched":
 those only one side has anywhere, moves aside), and with --nvcc the PTX lines that differ and
@@ -20,6 +23,7 @@ import difflib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -111,10 +115,41 @@ def ptx(path: Path, kind: str, out: Path, options: tuple[str, ...] = (), include
     return masked(out.read_text()), f"{regs.group(1) if regs else '?'} regs, {spill.group(1) if spill else '?'} B spill"
 
 
+def nvrtc_compiler(lib_path: str):
+    """kernel_cache.compile_kernel as the GPU machine runs it (torch's own _nvrtc_compile: its
+    include paths and flags), on libnvrtc at lib_path (e.g. from the nvidia-cuda-nvrtc-cu12
+    wheel) and without a GPU: the compute capability is taken as 9.0 and the cubin is returned
+    instead of loaded. Returns compile(source, kind, options, include_dirs) -> cubin bytes."""
+    import ctypes
+
+    import torch
+    import torch.cuda._utils as cu
+    import torch.utils.cpp_extension as ce
+
+    from tpa_compress.runtime import kernel_cache
+
+    lib = ctypes.CDLL(lib_path)
+    cu._get_nvrtc_library = cu._get_gpu_rtc_library = lambda: lib
+    cu._cuda_load_module = lambda binary, names: {names[0]: binary}
+    torch.cuda.get_device_capability = lambda *a: (9, 0)
+    ce.CUDA_HOME = ce.CUDA_HOME or os.path.dirname(os.path.dirname(shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"))
+    os.environ["TPA_KERNEL_CACHE"] = "0"
+
+    def compile(source: str, kind: str, options: tuple[str, ...], include_dirs: tuple[Path, ...] = ()) -> bytes:
+        return kernel_cache.compile_kernel(
+            source, "latent_decode", "90a" if kind == "wg" else None, options, include_dirs
+        )
+
+    return compile
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", default="b9d79d2", help="the revision whose str.replace-built sources are the reference")
     ap.add_argument("--nvcc", action="store_true", help="also compile both to PTX and compare")
+    ap.add_argument(
+        "--nvrtc", default=None, metavar="LIBNVRTC", help="also build both with this libnvrtc.so and compare the cubins"
+    )
     ap.add_argument("--out", default=None, help="where the diffs go (default: a temporary folder)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="cuda_check_"))
@@ -127,6 +162,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run([sys.executable, "-c", _OLD, json.dumps(BUILDS), str(out)], env=env, cwd=tree, check=True)
 
+    nvrtc = nvrtc_compiler(args.nvrtc) if args.nvrtc else None
     status = 0
     for i, b in enumerate(BUILDS):
         kind = b[0]
@@ -162,6 +198,13 @@ def main() -> int:
             (out / f"ptx{i}.diff").write_text("\n".join(pd) + "\n")
             changed = sum(ln[:1] in "+-" and ln[:3] not in ("+++", "---") for ln in pd)
             line += f"; PTX ({len(new_ptx)} lines) lines differing: {changed}; ptxas {old_info} -> {new_info}"
+        if nvrtc:
+            new_bin = nvrtc(cuda_decode.source(kind), kind, opts, (cuda_decode.CUDA_DIR,))
+            old_bin = nvrtc((out / f"old{i}.cu").read_text(), kind, ("-std=c++17",))
+            same = (
+                "same bytes" if new_bin == old_bin else f"differs in {sum(a != b for a, b in zip(new_bin, old_bin))} B"
+            )
+            line += f"; NVRTC cubin {len(old_bin)} -> {len(new_bin)} B, {same}"
         print(line, flush=True)
     print(f"diffs in {out}")
     return status

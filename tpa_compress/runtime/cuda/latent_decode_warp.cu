@@ -20,7 +20,7 @@
 #define VS (RV + 8)
 #define SUB 16                // keys per warp subtile
 // NORMZ: the QK-norm sum from z (orthonormal U per head, weight folded into U)
-constexpr int REBUILD_UNROLL = UNROLL;  // (#pragma unroll takes a constant, not a macro)
+enum : int { REBUILD_UNROLL = UNROLL };  // (#pragma unroll takes a constant, not a macro; no storage)
 // d = a b + c (c: the rebuild's start, the bias)
 __device__ __forceinline__ void mma_c(float* d, const u32* a, u32 b0, u32 b1, const float4 c) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
