@@ -36,6 +36,23 @@ def test_keys_follow_source_name_target_and_options(monkeypatch, tmp_path):
     assert kernel_cache.cache_dir() is None
 
 
+def test_keys_follow_included_headers(tmp_path):
+    """The key covers the text of every header the source includes from the include dirs,
+    followed through the headers (an edit to one rebuilds), and not what it does not include."""
+    (tmp_path / "a.cuh").write_text('#include "b.cuh"\n#include <cuda_fp16.h>\n')
+    (tmp_path / "b.cuh").write_text('#include "a.cuh"\n__device__ float one() { return 1.f; }\n')
+    (tmp_path / "c.cuh").write_text("unused\n")
+    src = '#include "a.cuh"\n#include "missing.cuh"\n' + SRC
+    found = kernel_cache.headers(src, (tmp_path,))
+    assert [h.split("\0")[0] for h in found] == ["a.cuh", "b.cuh"]
+    before = kernel_cache.key(src, "add_one", "90", (), found)
+    (tmp_path / "c.cuh").write_text("changed\n")
+    assert kernel_cache.key(src, "add_one", "90", (), kernel_cache.headers(src, (tmp_path,))) == before
+    (tmp_path / "b.cuh").write_text('#include "a.cuh"\n__device__ float one() { return 2.f; }\n')
+    assert kernel_cache.key(src, "add_one", "90", (), kernel_cache.headers(src, (tmp_path,))) != before
+    assert kernel_cache.key(src, "add_one", "90", ("-DRK=64",), found) != before
+
+
 @pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
 def test_second_build_loads_from_disk(monkeypatch, tmp_path):
     import torch.cuda._utils as cu

@@ -7,7 +7,22 @@ tensor cores; "warp" (cuda/latent_decode_warp.cu, the default elsewhere): each w
 its own 16-key subtiles with mma.sync, U in shared memory; "tile" (cuda/latent_decode_tile.cu,
 V ranks 256 the wg kernel cannot hold, described below): each warp owns 16 RoPE pairs with
 its slice of U in registers. docs/architecture.md compares them. This module picks, builds
-and launches them; the blocks they share are cuda/parts/*.cuh (`_PARTS`).
+and launches them.
+
+Sources (CUDA_DIR): each kernel is one translation unit, cuda/latent_decode_{kind}.cu, with
+one `extern "C"` entry `latent_decode`, that includes the headers beside it: helpers.cuh
+(types, mma.sync / ldmatrix / cp.async wrappers, exp2, cos / sin), params.cuh (the
+parameter list every kernel takes, DECODE_PARAMS, and the shared-memory size check),
+sink.cuh (the sink tile's exact state), merge.cuh (the warp kernels' epilogue), wgmma.cuh
+(Hopper's warpgroup MMA). Each header is guarded and self-contained: `__forceinline__`
+device functions that take what they use as arguments and their sizes as template
+parameters. A kernel's sizes are compile-time constants from build options: `build_options`
+gives NVRTC C++17 and a -D define for each name in `_SIZES[kind]`; NVRTC finds the headers
+through its include path (CUDA_DIR), and kernel_cache keys a binary on the source, the
+headers it includes and the options. A new size: its name in `_SIZES[kind]`, its value in
+`build_options`; a new header: a guarded cuda/*.cuh that uses none of the -D names
+(tests/test_cuda_sources.py checks both; bench/check_cuda_sources.py compares the
+preprocessed sources and the PTX with a reference revision's).
 
 Why it exists: the Triton kernel (kernels.py) rebuilds K = U z per tile with U streamed
 through shared memory on every tile. Here each of the 8 warps of a program owns 16 RoPE
@@ -52,32 +67,16 @@ from .kernel_cache import compile_kernel
 BLOCK = 0  # keys per tile: 0 picks by cache length (block_for); 64 or 128 forces
 LONG = 8192  # cache slots from which tiles are 128 keys
 
-# The kernels' CUDA C++ (cuda/latent_decode_{tile,warp,wg}.cu) and the blocks they share
-# (cuda/parts/), pasted in at their __NAME__ placeholders by `source`, in this order:
-_PARTS = {
-    "SINK": "sink.cuh",  # "tile": the exact sink tile's own state, which the combine merges
-    # (warp 0, every head)
-    "SINK_STATE": "sink_state.cuh",  # "warp", "wg": chunk 0's exact sink state (warp w, head w), read
-    # from global memory while U is on its way
-    "SINK_HEAD": "sink_head.cuh",  # both: one head's sink state (a warp; inside SINK / SINK_STATE)
-    "MERGE": "merge.cuh",  # "warp": each warp's m / l into the merge buffer, then MERGE_ACC
-    "MERGE_ACC": "merge_acc.cuh",  # the epilogue: the 8 warps' softmax states merged into the chunk's
-    # (over the z / v buffers, once every warp is done)
-    "HELPERS": "helpers.cuh",  # device helpers of the warp-level kernels ("warp", "wg")
-    "PARAMS": "params.cuh",  # what every kernel takes (`launch` passes it; "warp" adds its
-    # NORMZ tables)
-    "PROLOGUE": "prologue.cuh",  # the start of every kernel body
-    "INDICES": "indices.cuh",  # the warp-level kernels' per-program indices: lane quad, chunk,
-    # sequence, KV head, query position, visibility limits, cache rows
+CUDA_DIR = Path(__file__).parent / "cuda"  # the kernels' sources and the headers they include
+# the compile-time sizes each kernel reads, -D options (build_options): K and V ranks, query heads
+# per KV head; "tile": keys per tile, warps, programs per SM of its launch bounds; "warp": the
+# rebuild loop's unroll, the QK-norm sum from z; "wg": the keys' norm factors from the cache,
+# per-phase clocks, the cache's row strides of z and z_v
+_SIZES = {
+    "tile": ("RK", "RV", "G", "BLK", "WARPS", "MINB"),
+    "warp": ("RK", "RV", "G", "UNROLL", "NORMZ"),
+    "wg": ("RK", "RV", "G", "KSCALE", "PHASES", "SKT", "SVT"),
 }
-# "warp" only: its per-warp step after the scores (the QK-norm factor, the mask, an online
-# softmax of the warp's own keys and o^T += z_v^T p^T; "wg" has its own)
-_SOFTMAX_PV = "softmax_pv.cuh"
-
-
-@functools.cache
-def _cuda_text(name: str) -> str:
-    return (Path(__file__).parent / "cuda" / name).read_text()
 
 
 @functools.cache
@@ -110,29 +109,6 @@ def _wg_v_rank(rk: int, rv: int) -> bool:
     """A V rank the wg kernel takes beside K rank rk: a multiple of 16 up to 128, or above
     128 where its buffers fit (wg_fits)."""
     return rv % 16 == 0 and (rv <= 128 or (rv <= 256 and wg_fits(rk, rv)))
-
-
-def _wgmma_defs() -> str:
-    """The warpgroup MMA wrappers of the "wg" kernel: m64n128k16 with both operands in
-    shared memory, its 64 fp32 accumulators as operands (so the compiler keeps them in
-    registers and orders a wait before any read of them); waits for all groups (wait0) or
-    all but the newest (wait1: a tile's first half while the second is in flight)."""
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(64))
-    regs = ", ".join(f"%{i}" for i in range(64))
-    return (
-        '__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }\n'
-        '__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }\n'  # noqa: E501 (CUDA source)
-        + "".join(
-            f"__device__ __forceinline__ void wgmma_wait{n}(float (&d)[64]) {{\n"
-            f'    asm volatile("wgmma.wait_group.sync.aligned {n};" : {outs} :: "memory");\n}}\n'
-            for n in (0, 1)
-        )
-        + "// d (scale_d ? += : =) A B: A 64 x 16 (K-major), B 128 x 16 (K-major), both by descriptor\n"
-        "__device__ __forceinline__ void wgmma_ss(float (&d)[64], u64 da, u64 db, int scale_d) {\n"
-        '    asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %66, 0;\\n"\n'
-        f'                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{{regs}}}, %64, %65, p, 1, 1, 0, 0;\\n}}\\n"\n'  # noqa: E501 (CUDA source)
-        f'                 : {outs} : "l"(da), "l"(db), "r"(scale_d));\n}}\n'
-    )
 
 
 def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "tile", kscale: bool = False) -> int:
@@ -267,7 +243,13 @@ PER_SM = 1  # programs per SM the chunking plans for (the register budget allows
 PHASES = None  # an int64 tensor: the "wg" kernel built with per-phase clocks writes them there (bench --phases)
 
 
-def source(
+def source(kind: str) -> str:
+    """A kernel's CUDA C++ (cuda/latent_decode_{kind}.cu): a translation unit that includes its
+    headers from CUDA_DIR and reads its sizes from build_options' -D defines."""
+    return (CUDA_DIR / f"latent_decode_{kind}.cu").read_text()
+
+
+def build_options(
     rk: int,
     rv: int,
     g: int,
@@ -280,30 +262,23 @@ def source(
     kscale: bool = False,
     strides: tuple[int, int] = (0, 0),
     phases: bool = False,
-) -> str:
-    """A kernel's CUDA C++ with its shared blocks and build parameters filled in."""
-    src = _cuda_text(f"latent_decode_{kind if kind in ('warp', 'wg') else 'tile'}.cu")
-    for key, part in _PARTS.items():
-        src = src.replace(f"__{key}__", _cuda_text(f"parts/{part}"))
-    src = src.replace("__SOFTMAX_PV__", _cuda_text(f"parts/{_SOFTMAX_PV}") if kind == "warp" else "").replace(
-        "__WGMMA__", _wgmma_defs() if kind == "wg" else ""
-    )
-    for key, val in (
-        ("RK", rk),
-        ("RV", rv),
-        ("G", g),
-        ("MINB", minb),
-        ("BLK", block),
-        ("WARPS", warps),
-        ("UNROLL", unroll),
-        ("NORMZ", int(normz)),
-        ("KSCALE", int(kscale)),
-        ("SKT", strides[0]),
-        ("SVT", strides[1]),
-        ("PHASES", int(phases)),
-    ):
-        src = src.replace(f"__{key}__", str(val))
-    return src
+) -> tuple[str, ...]:
+    """NVRTC's options for a kernel: C++17 and the sizes it reads (_SIZES) as -D defines."""
+    sizes = {
+        "RK": rk,
+        "RV": rv,
+        "G": g,
+        "BLK": block,
+        "WARPS": warps,
+        "MINB": minb,
+        "UNROLL": unroll,
+        "NORMZ": int(normz),
+        "KSCALE": int(kscale),
+        "PHASES": int(phases),
+        "SKT": strides[0],
+        "SVT": strides[1],
+    }
+    return ("-std=c++17", *(f"-D{name}={sizes[name]}" for name in _SIZES[kind]))
 
 
 @functools.cache
@@ -324,9 +299,9 @@ def compiled(
 ):
     """The kernel for these ranks and group size (NVRTC; cached per process and on disk,
     kernel_cache.py); "wg" is built for the cache's row strides of z and z_v (strides)."""
-    src = source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases)
+    opts = build_options(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, strides, phases)
     with torch.cuda.device(device_index):
-        fn = compile_kernel(src, "latent_decode", "90a" if kind == "wg" else None, ("-std=c++17",))
+        fn = compile_kernel(source(kind), "latent_decode", "90a" if kind == "wg" else None, opts, (CUDA_DIR,))
         fn.set_shared_memory_config(smem_bytes(rk, rv, g, block, warps, kind, kscale))
     return fn
 

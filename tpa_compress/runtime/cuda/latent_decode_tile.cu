@@ -1,23 +1,26 @@
+// The decode partials of a latent-K, latent-V layer, each warp owning 16 RoPE pairs with its
+// slice of U in registers as mma B-fragments (cuda_decode's docstring: the "tile" kernel).
+// Sizes come from the build (cuda_decode.build_options: -DRK=... -DRV=... -DG=... -DBLK=...
+// -DWARPS=... -DMINB=...).
+#if !defined(RK) || !defined(RV) || !defined(G) || !defined(BLK) || !defined(WARPS) || !defined(MINB)
+#error "build with the sizes as -D options (cuda_decode.build_options)"
+#endif
+#include "helpers.cuh"
+#include "params.cuh"
+#include "sink.cuh"
 
 #define D 256
 #define HALF 128
-#define RK __RK__
-#define RV __RV__
 #define KS (RK / 16)
-#define WARPS __WARPS__
 #define NTH (32 * WARPS)
 #define PW (HALF / WARPS)    // RoPE pairs per warp
 #define NT (PW / 8)          // their n8 tiles per half (2 or 1)
 #define VC (RV / WARPS)      // latent V columns per warp
 #define VNT (VC / 8)         // their n8 tiles
-#define G __G__
 #define ZS (RK + 8)          // padded shared rows (bf16): ldmatrix without bank conflicts
 #define VS (RV + 8)
-#define BLK __BLK__          // keys per tile
 #define SP (BLK + 4)         // padded score rows (floats)
 #define MT (BLK / 16)        // m-tiles of 16 keys
-#define NEG_INF __int_as_float(0xff800000)
-__HELPERS__
 // the tile kernel's own: shared-memory operands by generic pointer
 __device__ __forceinline__ void ldsm4(u32* r, const void* p) {
     u32 s = (u32)__cvta_generic_to_shared(p);
@@ -51,11 +54,13 @@ struct Smem {
     float fin[G][SP];          // [head][key] finished scores
 };
 
-extern "C" __global__ void __launch_bounds__(NTH, __MINB__)
-latent_decode(__PARAMS__)
+extern "C" __global__ void __launch_bounds__(NTH, MINB)
+latent_decode(DECODE_PARAMS)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    __PROLOGUE__
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    check_smem<Smem>();
+    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
     const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
@@ -368,5 +373,9 @@ latent_decode(__PARAMS__)
             acc_out[row * RV + col + 1] = acc[i][1];
         }
     }
-    __SINK__
+    // the exact sink tile's own state (head dim), which the combine merges: warp 0, each head
+    if (NS > 0 && pid_s == 0 && w == 0) {
+        for (int hs = 0; hs < G; hs++)
+            sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, hs, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
+    }
 }

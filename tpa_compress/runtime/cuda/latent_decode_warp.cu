@@ -1,20 +1,26 @@
+// The decode partials of a latent-K, latent-V layer: each warp scores its own 16-key subtiles
+// with mma.sync, U in shared memory (cuda_decode's docstring: the "warp" kernel). Sizes come
+// from the build (cuda_decode.build_options: -DRK=... -DRV=... -DG=... -DUNROLL=... -DNORMZ=...).
+#if !defined(RK) || !defined(RV) || !defined(G) || !defined(UNROLL) || !defined(NORMZ)
+#error "build with the sizes as -D options (cuda_decode.build_options)"
+#endif
+#include "helpers.cuh"
+#include "merge.cuh"
+#include "params.cuh"
+#include "sink.cuh"
 
 #define D 256
 #define HALF 128
-#define RK __RK__
-#define RV __RV__
 #define KS (RK / 16)          // k-steps of the rebuild
 #define VM (RV / 16)          // m-tiles of o^T = z_v^T p^T
 #define WARPS 8
 #define NTH (32 * WARPS)
-#define G __G__
 #define US (RK + 8)           // padded shared rows (bf16): ldmatrix without bank conflicts
 #define ZS (RK + 8)
 #define VS (RV + 8)
 #define SUB 16                // keys per warp subtile
-#define NORMZ __NORMZ__        // the QK-norm sum from z (orthonormal U per head, weight folded into U)
-#define NEG_INF __int_as_float(0xff800000)
-__HELPERS__
+// NORMZ: the QK-norm sum from z (orthonormal U per head, weight folded into U)
+enum : int { REBUILD_UNROLL = UNROLL };  // (#pragma unroll takes a constant, not a macro; no storage)
 // d = a b + c (c: the rebuild's start, the bias)
 __device__ __forceinline__ void mma_c(float* d, const u32* a, u32 b0, u32 b1, const float4 c) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
@@ -39,10 +45,7 @@ struct Smem {
     int kp[WARPS][2][SUB];
     u32 q[8][D / 2 + 4];           // the query heads (bf16 pairs), rows G-7 zero
 };
-struct Merge {                     // the epilogue's, over z / v once the loop is done
-    float m[WARPS][G], l[WARPS][G];
-    float a[WARPS][G][RV];
-};
+using Merge = MergeBuf<WARPS, G, RV>;  // the epilogue's, over z / v once the loop is done
 
 // one subtile's rebuild, RoPE, norm sums and scores^T over all 256 dims, 16 pairs at a
 // time; CONTIG: the keys' positions are contiguous (key g4 + 8 = key g4 rotated by 8 f)
@@ -52,7 +55,7 @@ __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS
 {
     const u32* qr = &sh.q[g4][0];
     u32 qa[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};  // q's A operand, rows 8-15 zero
-    #pragma unroll __UNROLL__
+    #pragma unroll REBUILD_UNROLL
     for (int c = 0; c < 8; c++) {     // RoPE pairs 16 c .. 16 c + 15: dims of both halves
         float4 pr[2][2], dw[2][2];    // [nt][j]: pair 16 c + 8 nt + 2 t4 + j
         #pragma unroll
@@ -119,14 +122,95 @@ __device__ __forceinline__ void rebuild_score(const Smem& sh, const u32 (&za)[KS
     }
 }
 
+// the warp's step after a subtile's scores sT (sT[nk][0..1]: head g4, keys 8 nk + 2 t4 + (0, 1)):
+// the QK-norm factor (each key's full sum of squares: a quad holds a key's dims, then fetched for
+// the keys this lane scores), the mask, an online softmax of the warp's own keys (m_i, l_i: head
+// g4, log2 units) and o^T += z_v^T p^T (acc; z_v: the stage st at shared address vs0)
+__device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, float sq1, const int* kp, int t0, int stop,
+                                           int qpi, int wlim, int plo, bool hv, int t4, int has_norm, float bsq,
+                                           float eps, float qk_scale, int st, u32 vs0, u32 va_off, float& m_i,
+                                           float& l_i, float (&acc)[VM][4])
+{
+    constexpr u32 VST = SUB * VS * 2;
+    float f[2][2];
+    if (has_norm) {
+        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
+        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
+        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
+        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+        const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4) + bsq, a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4) + bsq;
+        const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4) + bsq, b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4) + bsq;
+        f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
+        f[1][0] = rsqrtf(b0 * (1.f / D) + eps) * qk_scale; f[1][1] = rsqrtf(b1 * (1.f / D) + eps) * qk_scale;
+    } else {
+        f[0][0] = f[0][1] = f[1][0] = f[1][1] = qk_scale;
+    }
+    float s[2][2], mx = NEG_INF;
+    #pragma unroll
+    for (int nk = 0; nk < 2; nk++) {
+        const int2 kk = *reinterpret_cast<const int2*>(&kp[8 * nk + 2 * t4]);
+        #pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int kpj = j ? kk.y : kk.x, dq = qpi - kpj;
+            // a written slot (position >= 0, not a sink slot) not after the query, in the
+            // window; an unwritten slot only at the query's own step
+            const bool ok = hv && t0 + 8 * nk + 2 * t4 + j < stop && dq >= 0 && dq < wlim
+                            && (kpj >= plo || (kpj < 0 && dq == 0));
+            s[nk][j] = ok ? sT[nk][j] * f[nk][j] : NEG_INF;
+            mx = fmaxf(mx, s[nk][j]);
+        }
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m_i, mx);
+    const float m_safe = m_new == NEG_INF ? 0.f : m_new;
+    float sum = 0.f;
+    #pragma unroll
+    for (int nk = 0; nk < 2; nk++)
+        #pragma unroll
+        for (int j = 0; j < 2; j++) { s[nk][j] = ex2(s[nk][j] - m_safe); sum += s[nk][j]; }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float corr = ex2(m_i - m_safe);
+    l_i = l_i * corr + sum;
+    m_i = m_new;
+    // o^T (columns: heads 2 t4, 2 t4 + 1) *= their corrections; += z_v^T p^T
+    if (__any_sync(0xffffffffu, corr != 1.f)) {  // a head's max moved
+        const float ca = __shfl_sync(0xffffffffu, corr, 8 * t4), cb = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
+        #pragma unroll
+        for (int vm = 0; vm < VM; vm++) { acc[vm][0] *= ca; acc[vm][1] *= cb; acc[vm][2] *= ca; acc[vm][3] *= cb; }
+    }
+    const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
+    const u32 vrows = vs0 + st * VST + va_off;
+    #pragma unroll
+    for (int vm = 0; vm < VM; vm++) {
+        u32 a[4];
+        ldsm4t(a, vrows + vm * 32);
+        mma(acc[vm], a, pb0, pb1);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(NTH, 1)
-latent_decode(__PARAMS__,
+latent_decode(DECODE_PARAMS,
               const bf16* __restrict__ cz, const float* __restrict__ cbb, int has_e)
 {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    __PROLOGUE__
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    check_smem<Smem>();
+    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    __INDICES__
+    const int g4 = lane >> 2, t4 = lane & 3;
+    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
+    const int b = pid_bh / KV, h = pid_bh % KV;
+    const long long qp = qpos[b];
+    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
+    const bool hv = g4 < G;
+    const int start = pid_s * CHUNK;
+    const int stop = min(T, start + CHUNK);
+    const bf16* kbase = kc + (long long)b * skc_b;
+    const bf16* vbase = vc + (long long)b * svc_b;
+    const int* pbase = kpos + (long long)b * sp_b;
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
 
     // U (this KV head's D rows of RK) into shared memory: one group, waited for below
     #pragma unroll
@@ -226,7 +310,10 @@ latent_decode(__PARAMS__,
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
     const float bsq = NORMZ ? cbb[h] : 0.f;              // NORMZ: |b|^2, the constant of the sum
 
-    __SINK_STATE__
+    // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
+    // w, head w, from global memory while U is on its way
+    if (NS > 0 && pid_s == 0 && w < G)
+        sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, w, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
     cp_wait1();          // U
     __syncthreads();     // U and the tables visible to every warp
 
@@ -274,10 +361,13 @@ latent_decode(__PARAMS__,
             if (contig) rebuild_score<true, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
             else rebuild_score<false, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
         }
-        __SOFTMAX_PV__
+        softmax_pv(sT, sq0, sq1, kp, t0, stop, qpi, wlim, plo, hv, t4, has_norm, bsq, eps, qk_scale, st, vs0, va_off, m_i,
+                   l_i, acc);
         __syncwarp();    // the next load reuses this stage
     }
     cp_wait0();
     __syncthreads();     // every warp done with z / v: the merge reuses them
-    __MERGE__
+    Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
+    if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
+    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
 }

@@ -19,27 +19,31 @@
 // The 8 warps' states merge once at the end into the chunk's state, which the Triton
 // combine finishes. Operands in shared memory use the no-swizzle core-matrix layout: 8 rows
 // x 16 bytes per 128-byte block, LBO = 128 (the next 8 of K), SBO = the next 8 rows.
+// Sizes come from the build (cuda_decode.build_options: -DRK=... -DRV=... -DG=... -DKSCALE=...
+// -DPHASES=... -DSKT=... -DSVT=...); KSCALE: each key's QK-norm factor read from the cache
+// (weight folded into U); PHASES: the instrumented build (bench_decode_kernel --phases),
+// per-phase clocks; SKT, SVT: the row strides of z and z_v (the cache's: K and V entries side
+// by side), compile-time so that a tile's copies take immediate offsets.
+#if !defined(RK) || !defined(RV) || !defined(G) || !defined(KSCALE) || !defined(PHASES) || !defined(SKT) || !defined(SVT)
+#error "build with the sizes as -D options (cuda_decode.build_options)"
+#endif
+#include "helpers.cuh"
+#include "merge.cuh"
+#include "params.cuh"
+#include "sink.cuh"
+#include "wgmma.cuh"
+
 #define D 256
 #define HALF 128
-#define RK __RK__
-#define RV __RV__
 #define KS (RK / 16)                 // wgmma k-steps of z U^T; one more adds the bias
 #define VM (RV / 16)                 // m-tiles of o^T = z_v^T p^T
 #define WARPS 8
 #define NTH 256
-#define G __G__
-#define KSCALE __KSCALE__            // each key's QK-norm factor read from the cache (weight folded into U)
-#define PHASES __PHASES__           // instrumented build (bench_decode_kernel --phases): per-phase clocks
-#define SKT __SKT__                  // row strides of z and z_v (the cache's: K and V entries side by side),
-#define SVT __SVT__                  // compile-time so that a tile's copies take immediate offsets
 #define TILE 64                      // keys per warpgroup tile (wgmma M)
 #define SBOU ((RK / 8 + 2) * 128)    // U rows: RK / 8 core matrices + the bias block (2)
 #define SBOZ (RK * 16)               // z tile rows: RK / 8 core matrices
 #define VS (RV + 8)                  // padded z_v rows (bf16): ldmatrix without bank conflicts
 #define QROW (16 * 4 + 4)            // a head's q^T fragments (16 k-steps x 4 lanes) + 32 bytes: no bank conflicts
-#define NEG_INF __int_as_float(0xff800000)
-__HELPERS__
-typedef unsigned long long u64;
 // what cp.async / st.shared wrote, made visible to the tensor cores' (async proxy) reads
 __device__ __forceinline__ void fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ __forceinline__ void bar_wg(int wg) { asm volatile("bar.sync %0, 128;" :: "r"(wg + 1) : "memory"); }
@@ -47,7 +51,6 @@ __device__ __forceinline__ void bar_wg(int wg) { asm volatile("bar.sync %0, 128;
 __device__ __forceinline__ u64 desc(u32 addr, u32 lbo, u32 sbo) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32);
 }
-__WGMMA__
 __device__ __forceinline__ u32 packh(float lo, float hi) {
     u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
 }
@@ -102,10 +105,7 @@ struct Smem {
 #endif
     unsigned long long ubar[2];            // U's (and the tables') arrival: an mbarrier (+ 8 bytes: 16 in all)
 };
-struct Merge {                             // the epilogue's, over z / v once the loop is done
-    float m[WARPS][G], l[WARPS][G];
-    float a[WARPS][G][RV];
-};
+using Merge = MergeBuf<WARPS, G, RV>;      // the epilogue's, over z / v once the loop is done
 
 // RoPE (and, without KSCALE, the norm sums and weight) of a warp's 16 rebuilt keys in one
 // 128-dim half HF of the rebuild, and their scores: half HF holds dims 64 HF + (0..63) and
@@ -199,7 +199,7 @@ __device__ __forceinline__ void rope_score(float (&d)[64], const Smem& sh, const
 }
 
 extern "C" __global__ void __launch_bounds__(NTH, 1)
-latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t,
+latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sks_t,
               const unsigned char* __restrict__ uimg, const unsigned char* __restrict__ timg,
               const long long* __restrict__ wslot
 #if PHASES
@@ -222,9 +222,22 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
 #else
 #define CLK(x)
 #endif
-    __PROLOGUE__
+    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
+    check_smem<Smem>();
+    const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, wg = w >> 2, wl = w & 3, wt = tid & 127;
-    __INDICES__
+    const int g4 = lane >> 2, t4 = lane & 3;
+    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
+    const int b = pid_bh / KV, h = pid_bh % KV;
+    const long long qp = qpos[b];
+    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
+    const bool hv = g4 < G;
+    const int start = pid_s * CHUNK;
+    const int stop = min(T, start + CHUNK);
+    const bf16* kbase = kc + (long long)b * skc_b;
+    const bf16* vbase = vc + (long long)b * svc_b;
+    const int* pbase = kpos + (long long)b * sp_b;
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
     auto at = [&](const void* p) { return sbase + (u32)((const unsigned char*)p - smem_raw); };
     const u32 su = at(sh.u), sones = at(sh.ones), sz = at(sh.z), svv = at(sh.v), skp = at(sh.kp);
 #if KSCALE
@@ -381,7 +394,10 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
     CLK(c_q);
-    __SINK_STATE__
+    // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
+    // w, head w, from global memory while U is on its way
+    if (NS > 0 && pid_s == 0 && w < G)
+        sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, w, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
     CLK(c_sink);
     mbar_wait(sbar);     // U (the first tile may still be on its way)
     CLK(c_u);
@@ -530,7 +546,7 @@ latent_decode(__PARAMS__, const float* __restrict__ kscale, int sks_b, int sks_t
         l_i[i] += __shfl_xor_sync(0xffffffffu, l_i[i], 16);
         if (g4 == 0 && 2 * t4 + i < G) { mg.m[w][2 * t4 + i] = m_i[i]; mg.l[w][2 * t4 + i] = l_i[i]; }
     }
-    __MERGE_ACC__
+    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
 #if PHASES
     c_end = clock64();
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));

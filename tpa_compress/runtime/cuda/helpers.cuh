@@ -1,7 +1,14 @@
+// Device helpers of every decode kernel: bf16 / u32 types, mma.sync m16n8k16 (bf16), ldmatrix,
+// cp.async, exp2 and the fast cos / sin of the Triton kernel.
+#ifndef TPA_HELPERS_CUH
+#define TPA_HELPERS_CUH
+
+// a macro as CUDA's own CUDART_INF_F: __int_as_float is not constexpr
+#define NEG_INF __int_as_float(0xff800000)
 
 typedef unsigned short bf16;
 typedef unsigned int u32;
-
+typedef unsigned long long u64;
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 __device__ __forceinline__ u32 pack2(float lo, float hi) {
     u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
@@ -33,3 +40,5 @@ __device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
     float r = x - k * 6.28125f - k * 0.0019353071795864769f;
     c = __cosf(r); s = __sinf(r);
 }
+
+#endif  // TPA_HELPERS_CUH
