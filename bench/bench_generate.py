@@ -320,7 +320,7 @@ def main():
         "--prefetch-max",
         type=float,
         default=None,
-        help="the largest cache prefetched, as a fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)",
+        help="the largest cache prefetched, as a fraction of L2 (DecodeOptions.prefetch_max_l2, default 0.75)",
     )
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
@@ -328,8 +328,6 @@ def main():
     ap.add_argument("--bandwidth", type=float, default=None, help="peak B/s (default: by GPU name)")
     ap.add_argument("--out", default="bench_generate.json")
     a = ap.parse_args()
-    if a.prefetch_max is not None:
-        Runner.PREFETCH_MAX_L2 = a.prefetch_max
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv, "rows": []}
     try:
         import transformers
@@ -346,6 +344,8 @@ def main():
         print("gpu check", doc["gpu_check"], flush=True)
 
     kopts, ropts = parse_options(a.kernel_options), parse_options(a.runner_options)
+    if a.prefetch_max is not None:
+        ropts["prefetch_max_l2"] = a.prefetch_max
 
     def save():
         Path(a.out).write_text(json.dumps(doc, indent=1))

@@ -208,7 +208,7 @@ def latent_model(family, sink):
     return model.to(DEVICE, torch.bfloat16)
 
 
-def test_l2_prefetch_changes_no_output(monkeypatch):
+def test_l2_prefetch_changes_no_output():
     """The step's L2 prefetch of the next layer's cache (a side stream, rejoined before the
     logits; here forced for every layer) is only a hint: the same logits bit for bit, in the
     CUDA graph and with programmatic dependent launch."""
@@ -217,8 +217,7 @@ def test_l2_prefetch_changes_no_output(monkeypatch):
     longest, new = max(map(len, prompts)), 12
     out = {}
     for pf in (False, True):
-        monkeypatch.setattr(Runner, "PREFETCH_MIN", 0)
-        r = Runner(model, len(prompts), longest + new, compile=False, prefetch=pf)
+        r = Runner(model, len(prompts), longest + new, compile=False, prefetch=pf, prefetch_min=0)
         assert r.prefetch == (set(range(1, 6)) if pf else set()) and r.use_graph
         out[pf] = greedy_steps(r, prompts, new)
     assert torch.equal(out[False][0], out[True][0]) and out[False][1] == out[True][1]

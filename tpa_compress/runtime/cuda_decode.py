@@ -283,7 +283,7 @@ def wg_shape(d: int, g: int, rk: int, rv: int) -> bool:
 def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype, build: CudaBuild) -> bool:
     """The shapes the kernel `build` picks (kind_for) is written for, on a machine with NVRTC."""
     # V ranks above 128 the wg kernel cannot hold take the tile kernel, written for 128 and
-    # 256 only (a V rank of 160 passed here before and would have built it for that width)
+    # 256 only
     return (
         torch.cuda.is_available()
         and hasattr(torch.cuda, "_compile_kernel")

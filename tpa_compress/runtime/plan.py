@@ -65,7 +65,11 @@ class DecodeOptions:
     pdl             programmatic dependent launch (Hopper+): each kernel of the step starts
                     while the previous one finishes and waits for its data on the GPU
     prefetch        the step asks L2 for a kernel-served layer's cache while the layer before
-                    it runs (a side stream), where it is 1 MB or more and fits L2 with room
+                    it runs (a side stream), where it is prefetch_min bytes or more and at
+                    most prefetch_max_l2 of L2
+    prefetch_min    bytes of a layer's cache from which it is prefetched
+    prefetch_max_l2 the largest cache prefetched, as a fraction of L2 (on an H200, 60 MB of
+                    L2, caches of 33.5 and 16.8 MB both decode faster prefetched)
     tile            keys per tile where a factorized K is rebuilt by the torch path (None:
                     bounded fp32 scratch, ~64 MB)
     query_tile      queries per tile in prefill
@@ -81,6 +85,8 @@ class DecodeOptions:
     gemv: bool | None = None
     pdl: bool | None = None
     prefetch: bool | None = None
+    prefetch_min: int = 1 << 20
+    prefetch_max_l2: float = 0.75
     tile: int | None = None
     query_tile: int = 512
     kernel_options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import kernels
 from ..attention import sink_of
-from .base import AttentionBackend, register_attention
+from .base import AttentionBackend, layer_of, register_attention
 
 
 class KernelAttend:
@@ -31,7 +31,7 @@ class KernelAttend:
 def build_kernel(runner, i: int, backend: str) -> KernelAttend:
     """The layer's DecodeAttention computing with `backend` ("triton" or "cuda", as planned),
     with the runner's options (pdl, cuda_build, kernel_options)."""
-    attn, lay, lc = runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]
+    attn, lay, lc = layer_of(runner, i)
     o = runner.options
     kern = kernels.DecodeAttention(
         attn, lay, sink_of(lay), backend=backend, pdl=o.pdl, cuda_build=o.cuda_build, **o.kernel_options
