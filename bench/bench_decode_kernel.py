@@ -120,8 +120,8 @@ def kernel_times(fn, reps=20):
 
 
 def cuda_build(text: str) -> CudaBuild:
-    """--cuda-builds' MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] (empty parts: the defaults)."""
-    minb, blk, warps, kind, unroll = (text.split(":") + ["", "", "", ""])[:5]
+    """--cuda-builds' MINB[:BLOCK[:WARPS[:KIND[:UNROLL[:PER_SM]]]]] (empty parts: the defaults)."""
+    minb, blk, warps, kind, unroll, per_sm = (text.split(":") + [""] * 5)[:6]
     d = CudaBuild()
     return CudaBuild(
         minb=int(minb or d.minb),
@@ -129,6 +129,7 @@ def cuda_build(text: str) -> CudaBuild:
         warps=int(warps or d.warps),
         kernel=kind or d.kernel,
         unroll=int(unroll or d.unroll),
+        per_sm=int(per_sm or d.per_sm),
     )
 
 
@@ -193,12 +194,14 @@ def main():
     ap.add_argument(
         "--cuda-builds",
         default="1",
-        help="the cuda backend's builds (runtime/cuda_decode.CudaBuild), MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
+        help="the cuda backend's builds (runtime/cuda_decode.CudaBuild), MINB[:BLOCK[:WARPS[:KIND[:UNROLL[:PER_SM]]]]] "
         "comma-separated, empty parts the defaults: min programs per SM its register budget is cut for "
         "(launch bounds), the tile kernel's keys per tile (64, 128; 0: by cache length), its warps "
-        "(8, 16), kernel (wg, warp, tile), the warp-level kernels' unrolling of their 16-pair loop (1, 2, 4)",
+        "(8, 16), kernel (wg, warp, tile), the warp-level kernels' unrolling of their 16-pair loop (1, 2, 4), "
+        "programs per SM the chunking plans for",
     )
     a = ap.parse_args()
+    builds = {cb: cuda_build(cb) for cb in ["", *a.cuda_builds.split(",")]}  # bad input: an error before any work
     if a.cold:
         global COLD
         COLD = torch.empty(2 * torch.cuda.get_device_properties(0).L2_cache_size, dtype=torch.uint8, device="cuda")
@@ -267,7 +270,7 @@ def main():
             ):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
-                build = cuda_build(cb)
+                build = builds[cb]
                 if be == "auto":  # the plan's choice for this layer (backends/cuda.py)
                     opts = DecodeOptions(kernel_options={"latent_combine": bool(lc)}, cuda_build=build)
                     be = "cuda" if serves_layer(attn, lay, torch.bfloat16, torch.bfloat16, opts) else "triton"
