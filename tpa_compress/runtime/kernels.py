@@ -89,16 +89,7 @@ if triton is not None:
         apos,
         s,
         sq,
-        qrow,
-        gmask,
-        rk,
-        rkm,
-        ku_ptr,
-        kb_ptr,
-        nw_ptr,
-        invf_ptr,
-        h,
-        RK,
+        head,
         D: tl.constexpr,
         HALF: tl.constexpr,
         DS: tl.constexpr,
@@ -109,7 +100,10 @@ if triton is not None:
     ):
         """DS rotation pairs (j .. j+DS and their partners HALF later) of a latent K tile
         rebuilt from z (keys, RK_P), normed (weight here, the per-key scalar on the finished
-        score), rotated, and their part of the scores with the g queries added to s."""
+        score), rotated, and their part of the scores with the g queries added to s. head:
+        what is the same for every slice of the program (qrow, gmask, rk, rkm, ku_ptr, kb_ptr,
+        nw_ptr, invf_ptr, h, RK)."""
+        qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK = head
         dj = j + tl.arange(0, DS)
         hm = dj < HALF  # padding is 0 everywhere: padded columns stay 0
         um = rkm[:, None] & hm[None, :]
@@ -264,58 +258,14 @@ if triton is not None:
                     sq = tl.dot(ze * ze, gcol.to(dt), input_precision=PREC) + tl.load(bb_ptr + h)
                 else:
                     sq = tl.zeros([BLOCK_T], dtype=tl.float32)
+                head = (qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK)
+                slice_norm: tl.constexpr = HAS_NORM and not NORM_Z
                 if DS_DYNAMIC:  # a loop: one U slice buffer, reused (fits BLOCK_T = 128)
                     for j in range(0, HALF_P, DS):
-                        s, sq = _k_slice(
-                            j,
-                            z,
-                            apos,
-                            s,
-                            sq,
-                            qrow,
-                            gmask,
-                            rk,
-                            rkm,
-                            ku_ptr,
-                            kb_ptr,
-                            nw_ptr,
-                            invf_ptr,
-                            h,
-                            RK,
-                            D,
-                            HALF,
-                            DS,
-                            HAS_NORM and not NORM_Z,
-                            PREC,
-                            FAST_TRIG,
-                            dt,
-                        )
+                        s, sq = _k_slice(j, z, apos, s, sq, head, D, HALF, DS, slice_norm, PREC, FAST_TRIG, dt)
                 else:
                     for j in tl.static_range(0, HALF_P, DS):
-                        s, sq = _k_slice(
-                            j,
-                            z,
-                            apos,
-                            s,
-                            sq,
-                            qrow,
-                            gmask,
-                            rk,
-                            rkm,
-                            ku_ptr,
-                            kb_ptr,
-                            nw_ptr,
-                            invf_ptr,
-                            h,
-                            RK,
-                            D,
-                            HALF,
-                            DS,
-                            HAS_NORM and not NORM_Z,
-                            PREC,
-                            FAST_TRIG,
-                            dt,
-                        )
+                        s, sq = _k_slice(j, z, apos, s, sq, head, D, HALF, DS, slice_norm, PREC, FAST_TRIG, dt)
                 if NORM_Z:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))
                 elif HAS_NORM:
