@@ -765,31 +765,10 @@ class DecodeAttention:
         return {"launch_pdl": True} if self.pdl else {}
 
     def _triton_partial(
-        self,
-        q,
-        kc,
-        vc,
-        k_pos,
-        qp,
-        sc,
-        sm,
-        sl,
-        sa,
-        ks,
-        vs,
-        m,
-        l,
-        acc,
-        t,
-        chunk,
-        n,
-        ns,
-        strides,
-        ieee,
-        int8,
-        latent,
-        sink,
+        self, q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, st, ieee, int8, latent, sink
     ):
+        """`_decode_partial` over the cache (st: DecodeAttention.strides; the rest as
+        __call__ prepared them)."""
         b, d = kc.shape[0], self.d
         # full K: what the dots take. fp8 e4m3 converts exactly and cheaply (packed cvt)
         # to fp16, so 16-bit queries meet it there
@@ -826,7 +805,7 @@ class DecodeAttention:
             self.rk,
             self.rv,
             ns,
-            *strides,
+            *st,
             sc.stride(0),
             sc.stride(1),
             self.window or 0,
