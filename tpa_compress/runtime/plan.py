@@ -2,9 +2,9 @@
 
 `DecodeOptions` holds every choice a caller makes about the decode step (frozen; None: by
 device), the kernels' tuning (`kernel_options`) and the CUDA kernels' build (`cuda_build`)
-included: nothing module-level steers it. `plan_layer` walks the table below for each role, from the options' choice
-down, and takes the first backend that supports the layer (backends/: each file says what
-it serves):
+included: nothing module-level steers it. `plan_layer` walks the table below for each
+role, from the options' choice down, and takes the first backend that supports the layer
+(backends/: each file says what it serves):
 
     role       backend   serves
     attention  cuda      latent K + V, head dim 256, ranks cuda_decode.serves (for cuda_build),
