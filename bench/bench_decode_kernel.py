@@ -25,10 +25,9 @@ from tpa_compress.layout import Component, LayerLayout  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import DecodeOptions, kernels  # noqa: E402
+from tpa_compress.runtime import CudaBuild, DecodeOptions, kernels  # noqa: E402
 from tpa_compress.runtime.attention import key_scale_terms, key_scales  # noqa: E402
 from tpa_compress.runtime.backends.cuda import serves_layer  # noqa: E402
-from tpa_compress.runtime.cuda_decode import CudaBuild  # noqa: E402
 
 
 def phases(fn, programs: int) -> str:

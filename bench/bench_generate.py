@@ -45,8 +45,7 @@ from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import Runner  # noqa: E402
-from tpa_compress.runtime.cuda_decode import CudaBuild  # noqa: E402
+from tpa_compress.runtime import CudaBuild, Runner  # noqa: E402
 
 
 def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1, k_basis: str = "orthonormal"):

@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import parse_options, prompts_for, random_model  # noqa: E402
 
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
-from tpa_compress.runtime import Runner, SamplingParams  # noqa: E402
-from tpa_compress.runtime.cuda_decode import CudaBuild  # noqa: E402
+from tpa_compress.runtime import CudaBuild, Runner, SamplingParams  # noqa: E402
 
 
 def main():

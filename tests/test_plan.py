@@ -6,8 +6,7 @@ import pytest
 
 from test_runtime import LAYOUTS, install, tiny_model
 from tpa_compress.errors import TPAError
-from tpa_compress.runtime import DecodeOptions, Runner, fast_path_supports, kernels
-from tpa_compress.runtime.cuda_decode import CudaBuild
+from tpa_compress.runtime import CudaBuild, DecodeOptions, Runner, fast_path_supports, kernels
 from tpa_compress.runtime.plan import describe
 
 
