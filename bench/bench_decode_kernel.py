@@ -25,22 +25,20 @@ from tpa_compress.layout import Component, LayerLayout  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import cuda_decode, kernels  # noqa: E402
+from tpa_compress.runtime import CudaBuild, DecodeOptions, kernels  # noqa: E402
 from tpa_compress.runtime.attention import key_scale_terms, key_scales  # noqa: E402
+from tpa_compress.runtime.backends.cuda import serves_layer  # noqa: E402
 
 
 def phases(fn, programs: int) -> str:
-    """One call of the wg kernel built with per-phase clocks (cuda_decode.PHASES): per
-    warpgroup, the mean over programs in µs (cycles at the clock the programs' own
-    globaltimer spans imply) of the prologue and its parts, the loop and its parts, the
-    merge; and how far apart the programs started and ended (launch ramp, tail)."""
+    """One call of the wg kernel built with per-phase clocks (fn(phases=buffer): the
+    DecodeAttention call's `phases`): per warpgroup, the mean over programs in µs (cycles at
+    the clock the programs' own globaltimer spans imply) of the prologue and its parts, the
+    loop and its parts, the merge; and how far apart the programs started and ended (launch
+    ramp, tail)."""
     buf = torch.zeros(programs * 2 * 18, dtype=torch.int64, device="cuda")
-    cuda_decode.PHASES = buf
-    try:
-        fn()
-        torch.cuda.synchronize()
-    finally:
-        cuda_decode.PHASES = None
+    fn(phases=buf)
+    torch.cuda.synchronize()
     v = buf.view(programs, 2, 18).double()
     span_ns = v[:, 0, 1] - v[:, 0, 0]
     ghz = (v[:, 0, 2] + v[:, 0, 3] + v[:, 0, 4]).sum() / span_ns.sum()  # cycles per ns
@@ -120,6 +118,20 @@ def kernel_times(fn, reps=20):
     return "  ".join(f"{k[:24]} {v:.1f}" for k, v in sorted(tot.items(), key=lambda x: -x[1]))
 
 
+def cuda_build(text: str) -> CudaBuild:
+    """--cuda-builds' MINB[:BLOCK[:WARPS[:KIND[:UNROLL[:PER_SM]]]]] (empty parts: the defaults)."""
+    minb, blk, warps, kind, unroll, per_sm = (text.split(":") + [""] * 5)[:6]
+    d = CudaBuild()
+    return CudaBuild(
+        minb=int(minb or d.minb),
+        block=int(blk or d.block),
+        warps=int(warps or d.warps),
+        kernel=kind or d.kernel,
+        unroll=int(unroll or d.unroll),
+        per_sm=int(per_sm or d.per_sm),
+    )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="270m")
@@ -172,16 +184,23 @@ def main():
         "comma-separated to compare; default: where available",
     )
     ap.add_argument("--cold", action="store_true", help="the cache from DRAM: L2 flushed before every timed call")
-    ap.add_argument("--backend", default="auto", help="auto, triton, cuda (comma-separated to compare)")
+    ap.add_argument(
+        "--backend",
+        default="auto",
+        help="triton, cuda, or auto (cuda where it serves the layer, as the decode plan "
+        "chooses, else triton); comma-separated to compare",
+    )
     ap.add_argument(
         "--cuda-builds",
         default="1",
-        help="the CUDA kernel's builds, MINB[:BLOCK[:WARPS[:KIND[:UNROLL]]]] "
-        "comma-separated: min programs per SM its register budget is cut for (launch bounds), "
-        "keys per tile (64, 128; none: by cache length), warps (8, 16), kernel (warp, tile), "
-        "the warp kernel's unrolling of its 16-pair loop (1, 2, 4)",
+        help="the cuda backend's builds (runtime/cuda_decode.CudaBuild), MINB[:BLOCK[:WARPS[:KIND[:UNROLL[:PER_SM]]]]] "
+        "comma-separated, empty parts the defaults: min programs per SM its register budget is cut for "
+        "(launch bounds), the tile kernel's keys per tile (64, 128; 0: by cache length), its warps "
+        "(8, 16), kernel (wg, warp, tile), the warp-level kernels' unrolling of their 16-pair loop (1, 2, 4), "
+        "programs per SM the chunking plans for",
     )
     a = ap.parse_args()
+    builds = {cb: cuda_build(cb) for cb in ["", *a.cuda_builds.split(",")]}  # bad input: an error before any work
     if a.cold:
         global COLD
         COLD = torch.empty(2 * torch.cuda.get_device_properties(0).L2_cache_size, dtype=torch.uint8, device="cuda")
@@ -250,12 +269,10 @@ def main():
             ):
                 if (kk == "full" and not ft) or (vk == "full" and not lc):
                     continue
-                if cb:
-                    minb, blk, warps, kind, unroll = (cb.split(":") + ["", "", "", ""])[:5]
-                    cuda_decode.BUILD.update(
-                        minb=int(minb), warps=int(warps or 8), kernel=kind or "wg", unroll=int(unroll or 4)
-                    )
-                    cuda_decode.BLOCK = int(blk or 0)
+                build = builds[cb]
+                if be == "auto":  # the plan's choice for this layer (backends/cuda.py)
+                    opts = DecodeOptions(kernel_options={"latent_combine": bool(lc)}, cuda_build=build)
+                    be = "cuda" if serves_layer(attn, lay, torch.bfloat16, torch.bfloat16, opts) else "triton"
                 try:
                     kern = kernels.DecodeAttention(
                         attn,
@@ -272,6 +289,7 @@ def main():
                         ds_dynamic=bool(dy),
                         norm_z=bool(nz),
                         backend=be,
+                        cuda_build=build,
                         pdl=None if pdl < 0 else bool(pdl),
                     )
                     if cmb:
@@ -293,8 +311,7 @@ def main():
                 ref = out if ref is None else ref  # the first config's output: the others vs it
                 err = ((out - ref).norm() / ref.norm()).item()
                 if kern.cuda:
-                    blk = cuda_decode.block_for(kern.rk, kern.rv, kern.g, t)
-                    info = f"cuda {cb} chunks {kern.chunks(b, t, blk, cuda_decode.PER_SM)[1]:4d}"
+                    info = f"cuda {kern.cuda_kind} {cb} chunks {kern.tiling(b, t)[2]:4d}"
                 else:
                     c = kern.compiled
                     info = (
@@ -304,8 +321,8 @@ def main():
                 if a.kernel_times:
                     info += "\n    kernels (us): " + kernel_times(call)
                 info += f" kscale {kq}" + (f" combine {cmb}" if cmb else "")
-                if a.phases and kern.cuda and cuda_decode.kind_for(kern.rv, kern.rk) == "wg":
-                    info += "\n    phases: " + phases(call, kern.chunks(b, t, 128, cuda_decode.PER_SM)[1] * b * kern.kv)
+                if a.phases and kern.cuda_kind == "wg":
+                    info += "\n    phases: " + phases(call, kern.tiling(b, t)[2] * b * kern.kv)
                 pdl_s = f"{int(kern.pdl)}{'+slot' if ws is not None else ''}"
                 print(
                     f"{kinds:14s} b{b:<3d} T{t:<6d} pdl {pdl_s} block {bt:3d} warps {w} fast {ft} per_sm {ps} "

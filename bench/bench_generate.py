@@ -46,7 +46,7 @@ from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import Runner, cuda_decode  # noqa: E402
+from tpa_compress.runtime import CudaBuild, Runner  # noqa: E402
 
 
 def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1, k_basis: str = "orthonormal"):
@@ -113,7 +113,9 @@ def ours(
     pdl=None,
     prefetch=None,
     runner_options=None,
+    cuda_kernel="",
 ):
+    """Our runner's row; cuda_kernel: the cuda backend's kernel (CudaBuild.kernel; "": the default)."""
     before = memory_before()
     model = random_model(cfg, layout, ranks, k_basis=k_basis)
     r = Runner(
@@ -124,6 +126,7 @@ def ours(
         kernel_options=kernel_options,
         pdl=pdl,
         prefetch=prefetch,
+        cuda_build=CudaBuild(kernel=cuda_kernel) if cuda_kernel else None,
         **(runner_options or {}),
     )
     prompts = prompts_for(cfg, batch, context - new)
@@ -154,9 +157,7 @@ def ours(
         plan=sorted({f"{p.entries}/{p.attention}" for p in r.plan}),  # the decode plan's rows
         # which decode kernel each latent layer takes (the CUDA one serves only some ranks)
         kernels=sorted(
-            f"{i}:{cuda_decode.kind_for(k.rv, k.rk) if k.cuda else 'triton'}"
-            for i, k in r.kernels.items()
-            if k.k_latent or k.v_latent
+            f"{i}:{k.cuda_kind if k.cuda else 'triton'}" for i, k in r.kernels.items() if k.k_latent or k.v_latent
         ),
     )
     del r, model
@@ -277,7 +278,8 @@ def main():
     ap.add_argument(
         "--kernel-options",
         default="",
-        help="DecodeAttention options for our runner, e.g. latent_combine=0,block_t=64 or backend=cuda (experiments)",
+        help="DecodeOptions.kernel_options for our runner (plan.KERNEL_OPTIONS), e.g. latent_combine=0,block_t=64 "
+        "(experiments; the first attention backend tried: --runner-options attention=triton)",
     )
     ap.add_argument(
         "--runner-options",
@@ -301,7 +303,7 @@ def main():
         "--cuda-kernels",
         default="wg",
         help="the CUDA decode kernel(s) converted rows "
-        "take, comma-separated to compare: warp, tile (runtime/cuda_decode.py)",
+        "take (DecodeOptions.cuda_build's kernel), comma-separated to compare: wg, warp, tile (runtime/cuda_decode.py)",
     )
     ap.add_argument(
         "--pdl",
@@ -318,7 +320,7 @@ def main():
         "--prefetch-max",
         type=float,
         default=None,
-        help="the largest cache prefetched, as a fraction of L2 (Runner.PREFETCH_MAX_L2, default 0.75)",
+        help="the largest cache prefetched, as a fraction of L2 (DecodeOptions.prefetch_max_l2, default 0.75)",
     )
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-hf", action="store_true")
@@ -326,8 +328,6 @@ def main():
     ap.add_argument("--bandwidth", type=float, default=None, help="peak B/s (default: by GPU name)")
     ap.add_argument("--out", default="bench_generate.json")
     a = ap.parse_args()
-    if a.prefetch_max is not None:
-        Runner.PREFETCH_MAX_L2 = a.prefetch_max
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv, "rows": []}
     try:
         import transformers
@@ -344,6 +344,8 @@ def main():
         print("gpu check", doc["gpu_check"], flush=True)
 
     kopts, ropts = parse_options(a.kernel_options), parse_options(a.runner_options)
+    if a.prefetch_max is not None:
+        ropts["prefetch_max_l2"] = a.prefetch_max
 
     def save():
         Path(a.out).write_text(json.dumps(doc, indent=1))
@@ -369,7 +371,7 @@ def main():
                 for kind, what in jobs:
                     row = dict(model=name, batch=batch, context=ctx)
                     if kind == "ours" and what[2]:
-                        cuda_decode.BUILD["kernel"] = row["cuda_kernel"] = what[2]
+                        row["cuda_kernel"] = what[2]
                     t = time.time()
                     try:
                         row.update(
@@ -386,6 +388,7 @@ def main():
                                 a.k_basis,
                                 *(None if x == "auto" else bool(int(x)) for x in what[3:5]),
                                 ropts,
+                                what[2],
                             )
                             if kind == "ours"
                             else hf(cfg, what, batch, ctx, a.new_tokens, a.bandwidth)

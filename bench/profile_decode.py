@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import parse_options, prompts_for, random_model  # noqa: E402
 
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
-from tpa_compress.runtime import Runner, SamplingParams, cuda_decode  # noqa: E402
+from tpa_compress.runtime import CudaBuild, Runner, SamplingParams  # noqa: E402
 
 
 def main():
@@ -36,16 +36,22 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--ranks", default="128/128")
-    ap.add_argument("--cuda-kernel", default="wg", help="runtime/cuda_decode.py's kernel: wg, warp, tile")
-    ap.add_argument("--kernel-options", default="", help="DecodeAttention options, e.g. fuse_combine=0")
+    ap.add_argument("--cuda-kernel", default="wg", help="the cuda backend's kernel (CudaBuild.kernel): wg, warp, tile")
+    ap.add_argument(
+        "--kernel-options", default="", help="DecodeOptions.kernel_options (plan.KERNEL_OPTIONS), e.g. block_t=64"
+    )
     ap.add_argument("--runner-options", default="", help="DecodeOptions (runtime/plan.py), e.g. entries=written")
     a = ap.parse_args()
-    cuda_decode.BUILD["kernel"] = a.cuda_kernel
     cfg = variant_config(a.model)
     model = random_model(cfg, a.layout, a.ranks)
     params = SamplingParams()
     r = Runner(
-        model, a.batch, a.context, kernel_options=parse_options(a.kernel_options), **parse_options(a.runner_options)
+        model,
+        a.batch,
+        a.context,
+        kernel_options=parse_options(a.kernel_options),
+        cuda_build=CudaBuild(kernel=a.cuda_kernel),
+        **parse_options(a.runner_options),
     )
     prompts = prompts_for(cfg, a.batch, a.context - 2 * a.steps - 8)
     r.generate(prompts, 4, stop_at_eos=False)

@@ -36,10 +36,9 @@ CASES = [
 
 
 @pytest.fixture(params=["wg", "warp", "tile"])
-def kind(request, monkeypatch):
-    """Each test on every kernel of cuda_decode (BUILD["kernel"])."""
-    monkeypatch.setitem(cuda_decode.BUILD, "kernel", request.param)
-    return request.param
+def build(request):
+    """Each test on every kernel of cuda_decode (CudaBuild.kernel)."""
+    return cuda_decode.CudaBuild(kernel=request.param)
 
 
 @pytest.mark.parametrize(
@@ -56,9 +55,9 @@ def kind(request, monkeypatch):
         ("gemma3", 5, 1, "blocks", 64, 256, 4, 300),
     ],
 )
-def test_cuda_kernel_key_scales(family, layer, sink, orthonormal, rk, rv, heads, t, kind):
+def test_cuda_kernel_key_scales(family, layer, sink, orthonormal, rk, rv, heads, t, build):
     """The wg kernel with each key's QK-norm factor read from a table (weight folded into U)."""
-    if kind != "wg":
+    if build.kernel != "wg":
         pytest.skip("the norm factors from the cache are the wg kernel's option")
     assert kernel_vs_tiles(
         family,
@@ -75,14 +74,15 @@ def test_cuda_kernel_key_scales(family, layer, sink, orthonormal, rk, rv, heads,
         t=t,
         k_scale=True,
         backend="cuda",
+        cuda_build=build,
     ).cuda
 
 
 @pytest.mark.parametrize("family,layer,sink,orthonormal,rk,rv,heads", CASES)
-def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv, heads, kind):
-    if kind == "tile" and rv % 128:
+def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv, heads, build):
+    if build.kernel == "tile" and rv % 128:
         pytest.skip("the tile kernel serves V ranks 128 and 256")
-    if kind == "warp" and rv > 128:
+    if build.kernel == "warp" and rv > 128:
         pytest.skip("the warp kernel serves V ranks up to 128")
     kern = kernel_vs_tiles(
         family,
@@ -97,15 +97,17 @@ def test_cuda_kernel_equals_torch_tiles(family, layer, sink, orthonormal, rk, rv
         rv=rv,
         heads=heads,
         backend="cuda",
+        cuda_build=build,
     )
-    assert kern.cuda
+    # the build's kernel is the one that ran (on Hopper; elsewhere "wg" is built as "warp")
+    assert kern.cuda and (kern.cuda_kind == build.kernel or not cuda_decode.hopper())
 
 
 @pytest.mark.parametrize("family,rk,rv", [("gemma3", 128, 128), ("llama", 64, 48)])
-def test_cuda_kernel_long_cache(family, rk, rv, kind):
+def test_cuda_kernel_long_cache(family, rk, rv, build):
     """700 slots in 2 chunks per (sequence, head): each warpgroup (warp) walks several tiles,
     through both stages of its buffers, and every tile has visible keys."""
-    if kind == "tile" and rv % 128:
+    if build.kernel == "tile" and rv % 128:
         pytest.skip("the tile kernel serves V ranks 128 and 256")
     assert kernel_vs_tiles(
         family,
@@ -120,17 +122,17 @@ def test_cuda_kernel_long_cache(family, rk, rv, kind):
         heads=8,
         t=700,
         backend="cuda",
+        cuda_build=build,
     ).cuda
 
 
 @pytest.mark.parametrize("wslot", [0, 70, 140, 149])
 @pytest.mark.parametrize("pdl", [True, False])
-def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl, monkeypatch):
+def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl):
     """The wg kernel reads its first tile before griddepcontrol.wait except the step's write
     slot, which it copies after: 150 slots in chunks of 128 keys, so the slot sits in a first
     tile of warpgroup 0 (0), 1 (70), a chunk's partial last tile (140, 149). Launched with
     programmatic dependent launch or torch's launcher."""
-    monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
     for k_scale in (False, True):
         assert kernel_vs_tiles(
             "gemma3",
@@ -146,25 +148,32 @@ def test_wg_kernel_reads_the_step_write_after_the_wait(wslot, pdl, monkeypatch):
             k_scale=k_scale,
             wslot=wslot,
             backend="cuda",
+            cuda_build=cuda_decode.CudaBuild(kernel="wg"),
             pdl=pdl,
         ).cuda
 
 
 def test_cuda_backend_refuses_what_it_does_not_serve():
-    """A head dim other than 256, or ranks it is not written for: backend 'cuda' says so;
-    'auto' takes the Triton kernel."""
+    """A head dim other than 256, or ranks it is not written for: backend 'cuda' says so
+    (the plan asks cuda_decode.serves first and gives such a layer the Triton kernel)."""
     with pytest.raises(ValueError, match="does not serve"):
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="cuda")  # head dim 64
-    assert not kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, backend="auto").cuda
-    assert not cuda_decode.serves(256, 4, 120, 128, torch.bfloat16)
-    assert not cuda_decode.serves(256, 4, 128, 100, torch.bfloat16)
-    assert not cuda_decode.serves(256, 4, 128, 160, torch.bfloat16)  # above 128: the tile kernel, 128 / 256 only
+    build = cuda_decode.CudaBuild()
+    assert not cuda_decode.serves(64, 2, 24, 20, torch.bfloat16, build)  # kernel_vs_tiles' default shapes
+    assert not cuda_decode.serves(256, 4, 120, 128, torch.bfloat16, build)
+    assert not cuda_decode.serves(256, 4, 128, 100, torch.bfloat16, build)
+    # above 128: the tile kernel, 128 / 256 only
+    assert not cuda_decode.serves(256, 4, 128, 160, torch.bfloat16, build)
+    assert cuda_decode.serves(256, 4, 128, 128, torch.bfloat16, build)
 
 
 @pytest.mark.parametrize("rv", [160, 192])
-def test_v_ranks_between_128_and_256_decode_right(rv, kind):
+def test_v_ranks_between_128_and_256_decode_right(rv, build):
     """A V rank the tile kernel is not written for (multiples of 16 between 128 and 256, as
-    rank_limits without a max can choose): backend 'auto' decodes it correctly (in Triton)."""
+    rank_limits without a max can choose), beside K rank 128 (too large for the wg kernel's
+    buffers): no build serves it, so the plan gives it the Triton kernel, which decodes it
+    correctly."""
+    assert not cuda_decode.serves(256, 4, 128, rv, torch.bfloat16, build)
     kern = kernel_vs_tiles(
         "gemma3",
         5,
@@ -177,7 +186,7 @@ def test_v_ranks_between_128_and_256_decode_right(rv, kind):
         rk=128,
         rv=rv,
         heads=8,
-        backend="auto",
+        backend="triton",
     )
     assert not kern.cuda
 
@@ -200,7 +209,7 @@ def latent_model(family, sink):
     return model.to(DEVICE, torch.bfloat16)
 
 
-def test_l2_prefetch_changes_no_output(monkeypatch):
+def test_l2_prefetch_changes_no_output():
     """The step's L2 prefetch of the next layer's cache (a side stream, rejoined before the
     logits; here forced for every layer) is only a hint: the same logits bit for bit, in the
     CUDA graph and with programmatic dependent launch."""
@@ -209,15 +218,14 @@ def test_l2_prefetch_changes_no_output(monkeypatch):
     longest, new = max(map(len, prompts)), 12
     out = {}
     for pf in (False, True):
-        monkeypatch.setattr(Runner, "PREFETCH_MIN", 0)
-        r = Runner(model, len(prompts), longest + new, compile=False, prefetch=pf)
+        r = Runner(model, len(prompts), longest + new, compile=False, prefetch=pf, prefetch_min=0)
         assert r.prefetch == (set(range(1, 6)) if pf else set()) and r.use_graph
         out[pf] = greedy_steps(r, prompts, new)
     assert torch.equal(out[False][0], out[True][0]) and out[False][1] == out[True][1]
 
 
 @pytest.mark.parametrize("family,sink", [("gemma3", 1), ("llama", 0)])
-def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink, kind):
+def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink, build):
     """Decode (bf16, CUDA graph) with the CUDA kernel in every layer: each step's logits,
     teacher-forced on the runner's own tokens, against the fp32 no-cache forward, within
     bf16 tolerance and no worse than the Triton kernel's (two bf16 kernels may break a
@@ -228,7 +236,7 @@ def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink, kind):
     longest, new = max(map(len, prompts)), 16
     errs = {}
     for backend in ("cuda", "triton"):
-        r = Runner(model, len(prompts), longest + new, kernel_options=dict(backend=backend), compile=False)
+        r = Runner(model, len(prompts), longest + new, attention=backend, cuda_build=build, compile=False)
         assert len(r.kernels) == 6 and all(k.cuda == (backend == "cuda") for k in r.kernels.values())
         got, gen = greedy_steps(r, prompts, new)
         got = got.float()
@@ -245,11 +253,10 @@ def test_cuda_kernel_decode_path_as_accurate_as_triton(family, sink, kind):
 
 
 @pytest.mark.parametrize("block", [64, 128])
-def test_cuda_kernel_tile_sizes(block, monkeypatch):
+def test_cuda_kernel_tile_sizes(block):
     """The tile kernel's 128-key tiles (where the buffers fit; V rank 256 with 8 heads falls
     back to 64)."""
-    monkeypatch.setitem(cuda_decode.BUILD, "kernel", "tile")
-    monkeypatch.setattr(cuda_decode, "BLOCK", block)
+    build = cuda_decode.CudaBuild(kernel="tile", block=block)
     for rv, heads in ((128, 8), (256, 8)):
         kernel_vs_tiles(
             "gemma3",
@@ -264,29 +271,31 @@ def test_cuda_kernel_tile_sizes(block, monkeypatch):
             rv=rv,
             heads=heads,
             backend="cuda",
+            cuda_build=build,
         )
-    assert cuda_decode.block_for(128, 256, 8, 32768) == 64 and cuda_decode.block_for(128, 128, 4, 150) == block
+    assert cuda_decode.block_for(128, 256, 8, 32768, build) == 64
+    assert cuda_decode.block_for(128, 128, 4, 150, build) == block
 
 
 def test_cuda_kernel_that_does_not_build_falls_back_to_triton(monkeypatch):
-    """An NVRTC failure (a private torch API) leaves the layer to the Triton kernel, with
-    one warning; backend 'cuda' says why instead."""
+    """An NVRTC failure (a private torch API): DecodeAttention(backend="cuda") says why
+    (BuildError); the cuda backend then plans the Triton kernel for the layer, with one
+    warning."""
 
     def broken(*a, **k):
         raise RuntimeError("nvrtc: simulated failure")
 
     monkeypatch.setattr(cuda_decode, "compiled", broken)
     monkeypatch.setattr(cuda_decode, "_FAILED", {})
+    model = latent_model("gemma3", 1)
     with pytest.warns(RuntimeWarning, match="simulated failure"):
-        kern = kernel_vs_tiles(
-            "gemma3", 5, 1, "latent", "latent", torch.bfloat16, orthonormal="blocks", d=256, rk=128, rv=128, heads=8
-        )
-    assert not kern.cuda
-    with pytest.raises(RuntimeError, match="does not build here"):
+        r = Runner(model, 3, 32, compile=False)
+    assert [p.attention for p in r.plan] == ["triton"] * 6 and not any(k.cuda for k in r.kernels.values())
+    with pytest.raises(cuda_decode.BuildError, match="does not build here"):
         kernel_vs_tiles("gemma3", 5, 1, "latent", "latent", torch.bfloat16, d=256, rk=128, rv=128, backend="cuda")
 
 
-def test_cuda_chunks_are_whole_tiles(kind):
+def test_cuda_chunks_are_whole_tiles(build):
     model = sink_model("gemma3", "latent_kv", 1)
     kern = kernels.DecodeAttention(
         model.layers[5].self_attn, LayerLayout(*(Component("latent", 2, 16, 8),) * 2, None, sink=1), 1
@@ -294,7 +303,7 @@ def test_cuda_chunks_are_whole_tiles(kind):
     kern.n_sm = 132
     for b in (1, 3, 32):
         for t in (1, 63, 64, 65, 32768):
-            blk = cuda_decode.block_for(128, 128, 4, t)
-            assert blk == (128 if t >= cuda_decode.LONG or kind in ("warp", "wg") else 64)
-            chunk, n = kern.chunks(b, t, blk, cuda_decode.PER_SM)
+            blk = cuda_decode.block_for(128, 128, 4, t, build)
+            assert blk == (128 if t >= cuda_decode.LONG or build.kernel in ("warp", "wg") else 64)
+            chunk, n = kern.chunks(b, t, blk, build.per_sm)
             assert chunk % blk == 0 and (n - 1) * chunk < t <= n * chunk

@@ -6,7 +6,7 @@ import pytest
 
 from test_runtime import LAYOUTS, install, tiny_model
 from tpa_compress.errors import TPAError
-from tpa_compress.runtime import DecodeOptions, Runner, fast_path_supports, kernels
+from tpa_compress.runtime import CudaBuild, DecodeOptions, Runner, fast_path_supports, kernels
 from tpa_compress.runtime.plan import describe
 
 
@@ -41,6 +41,24 @@ def test_bad_options_are_one_line_errors():
         DecodeOptions(attention="flash")
     with pytest.raises(TPAError, match="decode option 'fusd' is not valid"):
         DecodeOptions.of(fusd=True)
+    # the backend is the plan's (DecodeOptions.attention), not a kernel option
+    with pytest.raises(TPAError, match="kernel option 'backend' is not valid; valid: block_t"):
+        DecodeOptions(kernel_options={"backend": "cuda"})
+    with pytest.raises(TPAError, match="kernel='wgmma' is not valid; valid: wg, warp, tile"):
+        DecodeOptions.of(cuda_build=CudaBuild(kernel="wgmma"))
+    with pytest.raises(TPAError, match="block=96 is not valid"):
+        CudaBuild(block=96)
+    with pytest.raises(TPAError, match="cuda_build='warp' is not valid"):
+        DecodeOptions(cuda_build="warp")
+
+
+def test_options_carry_the_cuda_build():
+    """The CUDA kernels' build is one frozen field of the options, with the runtime's defaults."""
+    o = DecodeOptions.of(cuda_build=CudaBuild(kernel="tile", block=128), prefetch_min=0)
+    assert o.cuda_build == CudaBuild("tile", block=128) and o.prefetch_min == 0
+    assert DecodeOptions().cuda_build == CudaBuild(kernel="wg", minb=1, warps=8, unroll=4, block=0, per_sm=1)
+    with pytest.raises(AttributeError):
+        o.cuda_build.kernel = "warp"  # frozen
 
 
 def test_fast_path_supports():

@@ -280,20 +280,18 @@ def test_cuda_kernel_choice_and_sources(monkeypatch):
     ranks above 128 the wg kernel's shared memory cannot hold), and that the wg kernel's buffers
     fit a Hopper program's shared memory at the largest ranks it serves (tests/test_cuda_sources.py:
     their sources). CPU: nothing is compiled (tests/test_cuda_decode.py runs them on the GPU)."""
-    monkeypatch.setitem(cuda_decode.BUILD, "kernel", "wg")
+    build = cuda_decode.CudaBuild()  # kernel "wg", the default
     monkeypatch.setattr(cuda_decode, "hopper", lambda *a: True)
-    assert [cuda_decode.kind_for(rv) for rv in (16, 96, 128, 256)] == ["wg", "wg", "wg", "tile"]
+    assert [cuda_decode.kind_for(rv, 128, build) for rv in (16, 96, 128, 256)] == ["wg", "wg", "wg", "tile"]
     # V above 128 where the buffers fit (K 112 with V 160, K 64 with V 256), else tile
-    assert [cuda_decode.kind_for(rv, rk) for rk, rv in ((112, 160), (128, 144), (96, 192), (96, 208), (64, 256))] == [
-        "wg",
-        "tile",
-        "wg",
-        "tile",
-        "wg",
-    ]
-    assert cuda_decode.block_for(128, 128, 4, 100) == 128
+    shapes = ((112, 160), (128, 144), (96, 192), (96, 208), (64, 256))
+    assert [cuda_decode.kind_for(rv, rk, build) for rk, rv in shapes] == ["wg", "tile", "wg", "tile", "wg"]
+    assert cuda_decode.block_for(128, 128, 4, 100, build) == 128
+    # the other builds: "warp" wherever V's rank is at most 128, "tile" everywhere
+    assert [cuda_decode.kind_for(rv, 128, cuda_decode.CudaBuild(kernel="warp")) for rv in (96, 256)] == ["warp", "tile"]
+    assert cuda_decode.kind_for(96, 128, cuda_decode.CudaBuild(kernel="tile")) == "tile"
     monkeypatch.setattr(cuda_decode, "hopper", lambda *a: False)
-    assert cuda_decode.kind_for(128) == "warp"
+    assert cuda_decode.kind_for(128, 128, build) == "warp"
     assert cuda_decode.smem_bytes(128, 128, 8, 128, 8, "wg") <= 227 * 1024
 
 

@@ -1,6 +1,6 @@
 """Hand-written CUDA kernels for the decode step of a latent-K, latent-V layer.
 
-Three kernels write the same per-chunk states (kind_for picks one, BUILD["kernel"]):
+Three kernels write the same per-chunk states (kind_for picks one, `CudaBuild.kernel`):
 "wg" (cuda/latent_decode_wg.cu, Hopper only, the default there): two warpgroups per
 program rebuild 64-key tiles with wgmma, U resident in shared memory and read by the
 tensor cores; "warp" (cuda/latent_decode_warp.cu, the default elsewhere): each warp scores
@@ -58,14 +58,50 @@ from __future__ import annotations
 import ctypes
 import functools
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..errors import TPAError
 from .kernel_cache import compile_kernel
 
-BLOCK = 0  # keys per tile: 0 picks by cache length (block_for); 64 or 128 forces
 LONG = 8192  # cache slots from which tiles are 128 keys
+KINDS = ("wg", "warp", "tile")
+
+
+@dataclass(frozen=True)
+class CudaBuild:
+    """How the kernels are built and their work is split (DecodeOptions.cuda_build). The
+    defaults are the runtime's; other values are for benchmarks (bench_decode_kernel
+    --cuda-builds, bench_generate --cuda-kernels).
+
+    kernel  the kernel a layer takes where it serves the ranks (kind_for): "wg" (on Hopper;
+            "warp" elsewhere), "warp" or "tile"
+    minb    programs per SM the register budget is cut for (launch bounds; 1: 230-250
+            registers, no spills; 2: capped at 128, with spills, slower)
+    warps   the tile kernel's warps per program (8: 16 RoPE pairs each)
+    unroll  the unrolling of the warp-level kernels' 16-pair loop (1, 2, 4)
+    block   the tile kernel's keys per tile: 0 by cache length (block_for), 64 or 128
+    per_sm  programs per SM the chunking plans for (the register budget allows one)
+    """
+
+    kernel: str = "wg"
+    minb: int = 1
+    warps: int = 8
+    unroll: int = 4
+    block: int = 0
+    per_sm: int = 1
+
+    def __post_init__(self):
+        if self.kernel not in KINDS:
+            raise TPAError(f"CUDA build kernel={self.kernel!r} is not valid; valid: {', '.join(KINDS)}")
+        if self.block not in (0, 64, 128):
+            raise TPAError(f"CUDA build block={self.block} is not valid; valid: 0 (by cache length), 64, 128")
+        for name in ("minb", "warps", "unroll", "per_sm"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise TPAError(f"CUDA build {name}={getattr(self, name)!r} is not valid; valid: a whole number >= 1")
+
 
 CUDA_DIR = Path(__file__).parent / "cuda"  # the kernels' sources and the headers they include
 # the compile-time sizes each kernel reads, -D options (build_options): K and V ranks, query heads
@@ -85,13 +121,13 @@ def hopper(device_index: int | None = None) -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-def kind_for(rv: int, rk: int = 128) -> str:
-    """Which kernel a layer takes: BUILD["kernel"] where it serves the ranks ("wg" on
-    Hopper, else "warp"; V ranks above 128 take "wg" where its buffers fit, else "tile")."""
-    if BUILD["kernel"] == "wg" and hopper() and rv > 128 and _wg_v_rank(rk, rv):
+def kind_for(rv: int, rk: int, build: CudaBuild) -> str:
+    """Which kernel a layer takes: build.kernel where it serves the ranks ("wg" on Hopper,
+    else "warp"; V ranks above 128 take "wg" where its buffers fit, else "tile")."""
+    if build.kernel == "wg" and hopper() and rv > 128 and _wg_v_rank(rk, rv):
         return "wg"
-    if BUILD["kernel"] in ("wg", "warp") and rv <= 128:
-        return "wg" if BUILD["kernel"] == "wg" and hopper() else "warp"
+    if build.kernel in ("wg", "warp") and rv <= 128:
+        return "wg" if build.kernel == "wg" and hopper() else "warp"
     return "tile"
 
 
@@ -139,15 +175,15 @@ def smem_bytes(rk: int, rv: int, g: int, block: int, warps: int, kind: str = "ti
     return z + v + 2 * block * 4 + warps * (g + 1) * (block + 4) * 4 + g * (block + 4) * 4
 
 
-def block_for(rk: int, rv: int, g: int, t: int) -> int:
-    """Keys per tile for a cache of t slots: 128 from LONG slots up (fewer barriers per key:
-    410 vs 431 us at batch 32, 32K keys), else 64 (128 is slower at 512 keys: 15.3 vs 11.9
-    us at batch 1); 64 also where 128's buffers exceed a program's shared memory.
-    BLOCK, when set, forces one size (bench_decode_kernel --cuda-builds)."""
-    if kind_for(rv, rk) in ("warp", "wg"):
+def block_for(rk: int, rv: int, g: int, t: int, build: CudaBuild) -> int:
+    """Keys per tile for a cache of t slots: 128 for the warp-level kernels; the tile
+    kernel's build.block, or by cache length where it is 0: 128 from LONG slots up (fewer
+    barriers per key), else 64 (faster on short caches); 64 also where 128's buffers exceed
+    a program's shared memory."""
+    if kind_for(rv, rk, build) in ("warp", "wg"):
         return 128  # 8 warps x 16-key subtiles; 2 warpgroups x 64-key tiles
-    blk = BLOCK or (128 if t >= LONG else 64)
-    return blk if smem_bytes(rk, rv, g, blk, BUILD["warps"]) <= 227 * 1024 else 64
+    blk = build.block or (128 if t >= LONG else 64)
+    return blk if smem_bytes(rk, rv, g, blk, build.warps) <= 227 * 1024 else 64
 
 
 # the wg kernel's U rows: dims 0-63, 128-191 (its first 128-dim half), 64-127, 192-255
@@ -220,27 +256,18 @@ def wg_shape(d: int, g: int, rk: int, rv: int) -> bool:
     return _heads_and_k(d, g, rk) and _wg_v_rank(rk, rv)
 
 
-def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype) -> bool:
-    """The shapes this kernel is written for (else the Triton kernel runs)."""
+def serves(d: int, g: int, rk: int, rv: int, cache_dtype: torch.dtype, build: CudaBuild) -> bool:
+    """The shapes the kernel `build` picks (kind_for) is written for, on a machine with NVRTC."""
     # V ranks above 128 the wg kernel cannot hold take the tile kernel, written for 128 and
-    # 256 only (a V rank of 160 passed here before and would have built it for that width)
+    # 256 only
     return (
         torch.cuda.is_available()
         and hasattr(torch.cuda, "_compile_kernel")
         and _heads_and_k(d, g, rk)
-        and (rv % 128 == 0 or (kind_for(rv, rk) in ("warp", "wg") and rv % 16 == 0))
+        and (rv % 128 == 0 or (kind_for(rv, rk, build) in ("warp", "wg") and rv % 16 == 0))
         and rv <= 256
         and cache_dtype == torch.bfloat16
     )
-
-
-# build knobs (bench/bench_decode_kernel.py --cuda-builds): programs per SM the register
-# budget is cut for (launch bounds; 1: 230-250 registers, no spills, one program per SM;
-# 2: capped at 128, spills, 673 vs 438 us at batch 32, 32K keys, 64-key tiles) and warps
-# per program (8: 16 RoPE pairs each; 16 measured slower, 450 vs 414 us)
-BUILD = {"minb": 1, "warps": 8, "kernel": "wg", "unroll": 4}
-PER_SM = 1  # programs per SM the chunking plans for (the register budget allows one)
-PHASES = None  # an int64 tensor: the "wg" kernel built with per-phase clocks writes them there (bench --phases)
 
 
 def source(kind: str) -> str:
@@ -306,40 +333,59 @@ def compiled(
     return fn
 
 
+def warps_of(kind: str, build: CudaBuild) -> int:
+    """Warps per program: 8 for the warp-level kernels, build.warps for the tile kernel."""
+    return 8 if kind in ("warp", "wg") else build.warps
+
+
+def build_for(
+    rk: int,
+    rv: int,
+    g: int,
+    device_index: int,
+    build: CudaBuild,
+    blk: int,
+    normz: bool,
+    kscale: bool,
+    strides: tuple[int, int],
+    phases: bool = False,
+):
+    """The compiled kernel `build` gives a layer of these shapes, for tiles of blk keys
+    (every argument of `compiled` passed, so that setup and launch share its cache)."""
+    kind = kind_for(rv, rk, build)
+    w = warps_of(kind, build)
+    return compiled(rk, rv, g, device_index, build.minb, blk, w, kind, build.unroll, normz, kscale, strides, phases)
+
+
+class BuildError(RuntimeError):
+    """The kernels do not build on this machine (NVRTC missing, an API change, a compile error)."""
+
+
 _FAILED: dict = {}
 
 
-def try_build(rk: int, rv: int, g: int, device_index: int, normz: bool = False, kscale: bool = False) -> str | None:
+def try_build(
+    rk: int, rv: int, g: int, device_index: int, build: CudaBuild, normz: bool = False, kscale: bool = False
+) -> None:
     """Compile the builds a layer of these shapes can take (both tile sizes; kscale: the
-    layer's cache keeps K's norm factors); None when they build, else the reason, warned
+    layer's cache keeps K's norm factors), or raise BuildError with the reason, warned
     about once per process."""
-    kind = kind_for(rv, rk)
-    key = (rk, rv, g, device_index, BUILD["minb"], BUILD["warps"], kind, BUILD["unroll"], normz, kscale)
+    kind = kind_for(rv, rk, build)
+    key = (rk, rv, g, device_index, kind, build.minb, build.warps, build.unroll, build.block, normz, kscale)
     if key not in _FAILED:
+        wg = kind == "wg"  # built for the cache's row strides (K and V entries side by side)
         try:
-            for blk in {block_for(rk, rv, g, 0), block_for(rk, rv, g, LONG)}:
-                wg = kind == "wg"  # built for the cache's row strides (K and V entries side by side)
-                compiled(
-                    rk,
-                    rv,
-                    g,
-                    device_index,
-                    BUILD["minb"],
-                    blk,
-                    BUILD["warps"],
-                    kind,
-                    BUILD["unroll"],
-                    normz and kind == "warp",
-                    kscale and wg,
-                    (rk + rv, rk + rv) if wg else (0, 0),
-                )
+            for blk in {block_for(rk, rv, g, 0, build), block_for(rk, rv, g, LONG, build)}:
+                strides = (rk + rv, rk + rv) if wg else (0, 0)
+                build_for(rk, rv, g, device_index, build, blk, normz and kind == "warp", kscale and wg, strides)
             _FAILED[key] = None
         except Exception as e:  # NVRTC missing, an API change, a compile error
             _FAILED[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             warnings.warn(
                 f"CUDA decode kernel unavailable, using the Triton kernel: {_FAILED[key]}", RuntimeWarning, stacklevel=3
             )
-    return _FAILED[key]
+    if _FAILED[key] is not None:
+        raise BuildError(f"the CUDA decode kernel does not build here: {_FAILED[key]}")
 
 
 class _LaunchConfig(ctypes.Structure):  # the driver's CUlaunchConfig
@@ -413,36 +459,26 @@ def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:
     _prefetch_kernel(t.device.index or 0)(grid=(programs, 1, 1), block=(256, 1, 1), args=[t, n])
 
 
-def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale=None, wslot=None):
-    """One decode step's partial states from the cache (da: a kernels.DecodeAttention,
-    which prepared the arguments: qp (B,) int64 query positions, the sink tile ks / vs
-    with ns rows and strides sstr, the chunking for tiles of blk keys; k_scale: each
-    key's QK-norm factor (B, T, KV) fp32 as the cache holds it, or None; wslot: (1,) int64,
-    the cache column this step's entries went to (the wg kernel reads every other row of its
-    first tile before waiting for the previous kernel), or None)."""
+def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, strides, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale, wslot, phases):
+    """One decode step's partial states from the cache (da: a kernels.DecodeAttention built
+    for backend "cuda", which prepared the arguments: qp (B,) int64 query positions, the
+    sink tile ks / vs with ns rows, `strides` (q's, the cache's, the positions', the sink
+    tile's: DecodeAttention.strides), the chunking for tiles of blk keys; k_scale: each key's
+    QK-norm factor (B, T, KV) fp32 as the cache holds it, or None; wslot: (1,) int64, the
+    cache column this step's entries went to (the wg kernel reads every other row of its
+    first tile before waiting for the previous kernel), or None; phases: an int64 buffer the
+    "wg" kernel, built with per-phase clocks, writes them to (bench_decode_kernel --phases),
+    or None)."""
     b, t = kc.shape[0], kc.shape[1]
-    kind = kind_for(da.rv, da.rk)
-    warps = 8 if kind in ("warp", "wg") else BUILD["warps"]
-    # the QK-norm sum from z: the warp kernel's option (the wg kernel measured slower with it,
-    # 334 vs 317 us at batch 32, 32K keys: the mma work beside the rebuild costs more than it saves)
+    kind = da.cuda_kind
+    warps = warps_of(kind, da.cuda_build)
+    # the QK-norm sum from z: the warp kernel's option (the wg kernel is faster without it:
+    # the mma work beside the rebuild costs more than it saves)
     normz = kind == "warp" and da.cu_normz is not None
     kscale = kind == "wg" and k_scale is not None and da.has_norm  # (no norm: no factors to read)
-    phases = kind == "wg" and PHASES is not None
-    fn = compiled(
-        da.rk,
-        da.rv,
-        da.g,
-        q.device.index or 0,
-        BUILD["minb"],
-        blk,
-        warps,
-        kind,
-        BUILD["unroll"],
-        normz,
-        kscale,
-        (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0),
-        phases,
-    )
+    clocks = kind == "wg" and phases is not None
+    cache_strides = (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0)
+    fn = build_for(da.rk, da.rv, da.g, q.device.index or 0, da.cuda_build, blk, normz, kscale, cache_strides, clocks)
     # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);
     # with the norm factors from the cache, U and the bias with the weight folded in
     up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)
@@ -456,47 +492,15 @@ def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, ch
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
     if kind == "wg" and ((q.stride(0) | q.stride(1)) & 1 or q.data_ptr() % 4):
         q = q.contiguous()  # (the wg kernel reads q's rows as bf16 pairs)
+        strides = (q.stride(0), q.stride(1), *strides[2:])
     grid, block = (n, b * da.kv, 1), (32 * warps, 1, 1)
     shared = smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale)
     args = [
-        q,
-        kc,
-        vc,
-        k_pos,
-        qp,
-        up,
-        bias,
-        da.nw,
-        da.invf,
-        ks,
-        vs,
-        sm,
-        sl,
-        sa,
-        m,
-        l,
-        acc,
-        t,
-        chunk,
-        da.kv,
-        n,
-        ns,
-        q.stride(0),
-        q.stride(1),
-        kc.stride(0),
-        kc.stride(1),
-        vc.stride(0),
-        vc.stride(1),
-        k_pos.stride(0),
-        *sstr,
-        da.window or 0,
-        da.sink if ns else 0,
-        float(da.eps),
-        float(da.scale),
-        float(da.rscale),
-        int(da.has_norm),
+        *(q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc),
+        *(t, chunk, da.kv, n, ns, *strides),
+        *(da.window or 0, da.sink if ns else 0, float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm)),
         *extra,
-        *([PHASES] if phases else []),
+        *([phases] if clocks else []),
     ]
     if kind == "wg" and da.pdl:
         launch_pdl(fn, grid, block, shared, args)

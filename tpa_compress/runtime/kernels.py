@@ -89,16 +89,7 @@ if triton is not None:
         apos,
         s,
         sq,
-        qrow,
-        gmask,
-        rk,
-        rkm,
-        ku_ptr,
-        kb_ptr,
-        nw_ptr,
-        invf_ptr,
-        h,
-        RK,
+        head,
         D: tl.constexpr,
         HALF: tl.constexpr,
         DS: tl.constexpr,
@@ -109,7 +100,10 @@ if triton is not None:
     ):
         """DS rotation pairs (j .. j+DS and their partners HALF later) of a latent K tile
         rebuilt from z (keys, RK_P), normed (weight here, the per-key scalar on the finished
-        score), rotated, and their part of the scores with the g queries added to s."""
+        score), rotated, and their part of the scores with the g queries added to s. head:
+        what is the same for every slice of the program (qrow, gmask, rk, rkm, ku_ptr, kb_ptr,
+        nw_ptr, invf_ptr, h, RK)."""
+        qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK = head
         dj = j + tl.arange(0, DS)
         hm = dj < HALF  # padding is 0 everywhere: padded columns stay 0
         um = rkm[:, None] & hm[None, :]
@@ -264,58 +258,14 @@ if triton is not None:
                     sq = tl.dot(ze * ze, gcol.to(dt), input_precision=PREC) + tl.load(bb_ptr + h)
                 else:
                     sq = tl.zeros([BLOCK_T], dtype=tl.float32)
+                head = (qrow, gmask, rk, rkm, ku_ptr, kb_ptr, nw_ptr, invf_ptr, h, RK)
+                slice_norm: tl.constexpr = HAS_NORM and not NORM_Z
                 if DS_DYNAMIC:  # a loop: one U slice buffer, reused (fits BLOCK_T = 128)
                     for j in range(0, HALF_P, DS):
-                        s, sq = _k_slice(
-                            j,
-                            z,
-                            apos,
-                            s,
-                            sq,
-                            qrow,
-                            gmask,
-                            rk,
-                            rkm,
-                            ku_ptr,
-                            kb_ptr,
-                            nw_ptr,
-                            invf_ptr,
-                            h,
-                            RK,
-                            D,
-                            HALF,
-                            DS,
-                            HAS_NORM and not NORM_Z,
-                            PREC,
-                            FAST_TRIG,
-                            dt,
-                        )
+                        s, sq = _k_slice(j, z, apos, s, sq, head, D, HALF, DS, slice_norm, PREC, FAST_TRIG, dt)
                 else:
                     for j in tl.static_range(0, HALF_P, DS):
-                        s, sq = _k_slice(
-                            j,
-                            z,
-                            apos,
-                            s,
-                            sq,
-                            qrow,
-                            gmask,
-                            rk,
-                            rkm,
-                            ku_ptr,
-                            kb_ptr,
-                            nw_ptr,
-                            invf_ptr,
-                            h,
-                            RK,
-                            D,
-                            HALF,
-                            DS,
-                            HAS_NORM and not NORM_Z,
-                            PREC,
-                            FAST_TRIG,
-                            dt,
-                        )
+                        s, sq = _k_slice(j, z, apos, s, sq, head, D, HALF, DS, slice_norm, PREC, FAST_TRIG, dt)
                 if NORM_Z:
                     s = s * (1.0 / tl.sqrt(sq / D + eps))
                 elif HAS_NORM:
@@ -574,7 +524,11 @@ class DecodeAttention:
     """Per-layer constants of the kernels (made once) and their launch.
 
     attn: the layer's Attention; lay: its LayerLayout; sink: leading positions read from
-    the exact sink tile instead of the cache (attention.sink_of).
+    the exact sink tile instead of the cache (attention.sink_of); backend: what computes the
+    chunks' partial states, as the plan chose it (backends/): "triton" (`_decode_partial`)
+    or "cuda" (cuda_decode.py, built with `cuda_build`; ValueError for a layer it does not
+    serve, cuda_decode.BuildError where it does not build); the rest: tuning
+    (DecodeOptions.kernel_options).
     """
 
     def __init__(
@@ -592,7 +546,8 @@ class DecodeAttention:
         maxnreg: int | None = None,
         ds_dynamic: bool = False,
         norm_z: bool = True,
-        backend: str = "auto",
+        backend: str = "triton",
+        cuda_build: cuda_decode.CudaBuild = cuda_decode.CudaBuild(),
         pdl: bool | None = None,
         combine_rv_block: int = 128,
         combine_warps: int = 4,
@@ -625,7 +580,7 @@ class DecodeAttention:
         self.pdl = pdl_available(dev) if pdl is None else pdl
         self.no_slot = torch.full((1,), -1, dtype=torch.long, device=dev)  # wslot unknown (cuda_decode)
         none = torch.zeros(1, device=dev)
-        self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = none
+        self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = raw_up = raw_b = none
         self.rk = self.rv = 1
         self.has_norm, self.eps, self.rscale = False, 0.0, 1.0
         self.norm_z, self.has_e, self.gz, self.bb = False, False, none, none
@@ -652,51 +607,48 @@ class DecodeAttention:
             self.vb = vp.bias.detach().float().contiguous()
             self.rv = self.vu.shape[1]
         self.n_sm = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
-        # latent K + V: the hand-written CUDA kernel (cuda_decode.py) where it serves the
-        # shapes (measured faster end to end in every converted cell, docs/benchmarks.md
-        # seventh run); backend "triton" keeps this module's kernel
-        if backend not in ("auto", "triton", "cuda"):
-            raise ValueError(f"backend {backend!r}: valid: auto, triton, cuda")
-        self.cuda = (
-            backend != "triton"
-            and dev.type == "cuda"
+        if backend not in ("triton", "cuda"):
+            raise ValueError(f"backend {backend!r}: valid: triton, cuda")
+        self.cuda, self.cuda_build, self.cuda_kind = backend == "cuda", cuda_decode.CudaBuild(), None
+        if self.cuda:
+            self._setup_cuda(attn, lay, raw_up, raw_b, cuda_build)
+
+    def _setup_cuda(self, attn, lay, raw_up, raw_b, build: cuda_decode.CudaBuild) -> None:
+        """The CUDA kernel's constants for this layer, and its builds compiled."""
+        dev = attn.q_proj.weight.device
+        if not (
+            dev.type == "cuda"
             and not INTERPRET
             and self.k_latent
             and self.v_latent
             and self.latent_combine
-            and cuda_decode.serves(d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype)
-        )
-        if backend == "cuda" and not self.cuda:
+            and cuda_decode.serves(self.d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype, build)
+        ):
             raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
-        if self.cuda:  # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
-            self.cu_up, self.cu_raw_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_up, raw_b
-            # with each key's norm factor from the cache (k_scale): the weight folded into U, bias
-            self.cu_wup = self.cu_wbias = None
-            if self.has_norm:
-                w = self.nw.float().repeat(self.kv)
-                self.cu_wup = (raw_up.float() * w[:, None]).to(raw_up.dtype).contiguous()
-                self.cu_wbias = (raw_b * w).contiguous()
-            # the wg kernel's constant shared memory per build (without / with the cached factors)
-            self.cu_img = {False: cuda_decode.wg_images(raw_up, raw_b, self.invf, self.rscale, self.kv)}
-            if self.has_norm:
-                self.cu_img[True] = cuda_decode.wg_images(self.cu_wup, self.cu_wbias, self.invf, self.rscale, self.kv)
-            # or, U orthonormal per head (Gram = I): from z, the weight folded into U (warp kernel)
-            self.cu_normz = None
-            if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):
-                e = self.gz[:, 1]
-                self.cu_normz = (
-                    (2 * e).to(torch.bfloat16).contiguous(),  # 2 U^T b
-                    (self.bb + (self.gz[:, 0] * e * e).sum(1)).contiguous(),
-                )  # |b|^2
-            # built now (NVRTC, a private torch API): where that fails, the Triton kernel
-            # serves the layer, said once, rather than a failing decode step
-            err = cuda_decode.try_build(
-                self.rk, self.rv, self.g, dev.index or 0, self.cu_normz is not None, lay.k_scale
-            )
-            if err is not None:
-                if backend == "cuda":
-                    raise RuntimeError(f"the CUDA decode kernel does not build here: {err}")
-                self.cuda = False
+        self.cuda_build, self.cuda_kind = build, cuda_decode.kind_for(self.rv, self.rk, build)
+        # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
+        self.cu_up, self.cu_raw_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_up, raw_b
+        # with each key's norm factor from the cache (k_scale): the weight folded into U, bias
+        self.cu_wup = self.cu_wbias = None
+        if self.has_norm:
+            w = self.nw.float().repeat(self.kv)
+            self.cu_wup = (raw_up.float() * w[:, None]).to(raw_up.dtype).contiguous()
+            self.cu_wbias = (raw_b * w).contiguous()
+        # the wg kernel's constant shared memory per build (without / with the cached factors)
+        self.cu_img = {False: cuda_decode.wg_images(raw_up, raw_b, self.invf, self.rscale, self.kv)}
+        if self.has_norm:
+            self.cu_img[True] = cuda_decode.wg_images(self.cu_wup, self.cu_wbias, self.invf, self.rscale, self.kv)
+        # or, U orthonormal per head (Gram = I): from z, the weight folded into U (warp kernel)
+        self.cu_normz = None
+        if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):
+            e = self.gz[:, 1]
+            self.cu_normz = (
+                (2 * e).to(torch.bfloat16).contiguous(),  # 2 U^T b
+                (self.bb + (self.gz[:, 0] * e * e).sum(1)).contiguous(),
+            )  # |b|^2
+        # built now (NVRTC, a private torch API): BuildError where that fails (the cuda
+        # backend then plans the Triton kernel for the layer)
+        cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0, build, self.cu_normz is not None, lay.k_scale)
 
     def chunks(self, b: int, t: int, block: int | None = None, per_sm: int | None = None) -> tuple[int, int]:
         """(chunk length, chunk count): at most `per_sm` programs per SM, so one wave
@@ -707,7 +659,30 @@ class DecodeAttention:
         chunk = triton.cdiv(blocks, n) * block
         return chunk, triton.cdiv(t, chunk)
 
-    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None, k_scale=None, wslot=None):
+    def tiling(self, b: int, t: int) -> tuple[int, int, int]:
+        """(keys per tile, chunk length, chunk count) of a call over t slots at batch b: the
+        CUDA kernel's (block_for, CudaBuild.per_sm) or the Triton kernel's (block_t, per_sm)."""
+        if self.cuda:
+            blk = cuda_decode.block_for(self.rk, self.rv, self.g, t, self.cuda_build)
+            return (blk, *self.chunks(b, t, blk, self.cuda_build.per_sm))
+        return (self.block_t, *self.chunks(b, t))
+
+    @staticmethod
+    def strides(q, kc, vc, k_pos, sstr) -> tuple[int, ...]:
+        """The row strides both kernels take: q's (sequence, head), the cache's K and V
+        (sequence, slot), the positions' (sequence), the sink tile's sstr."""
+        return (
+            q.stride(0),
+            q.stride(1),
+            kc.stride(0),
+            kc.stride(1),
+            vc.stride(0),
+            vc.stride(1),
+            k_pos.stride(0),
+            *sstr,
+        )
+
+    def __call__(self, q, kc, vc, k_pos, q_pos, sink=None, scale=None, k_scale=None, wslot=None, phases=None):
         """q (B, H, 1, D) attention-ready; kc/vc (B, T, values) the cache's K and V
         entries (fp8 and int8 are dequantized on load); k_pos (B, T) int32; q_pos (B, 1);
         sink: exact (ks, vs), each (B, kv, n, D), or None; scale: an int8 cache's
@@ -715,13 +690,14 @@ class DecodeAttention:
         fp32 (layout k_scale), which the wg kernel reads instead of summing squares (the other
         paths compute the norm themselves); wslot: (1,) int64, the cache column this step wrote
         (the wg kernel reads the rest of its first tile before the previous kernel ends), or
-        None. Returns (B, 1, H*D) in q's dtype."""
+        None; phases: the wg kernel's per-phase clocks go there (cuda_decode.launch), or None.
+        Returns (B, 1, H*D) in q's dtype."""
         b, t = kc.shape[0], kc.shape[1]
         h, d = q.shape[1], self.d
         assert kc.stride(2) == 1 and vc.stride(2) == 1 and k_pos.stride(1) == 1 and q.stride(3) == 1
-        use_cuda = self.cuda and kc.dtype == torch.bfloat16 and q.dtype == torch.bfloat16 and scale is None
-        blk = cuda_decode.block_for(self.rk, self.rv, self.g, t) if use_cuda else self.block_t
-        chunk, n = self.chunks(b, t, blk, cuda_decode.PER_SM if use_cuda else None)
+        if self.cuda and not (kc.dtype == q.dtype == torch.bfloat16 and scale is None):
+            raise ValueError("backend 'cuda' reads a bf16 cache with bf16 queries")
+        blk, chunk, n = self.tiling(b, t)
         dev = q.device
         latent = self.v_latent and self.latent_combine
         m = torch.empty(b, self.kv, n, self.g, device=dev)
@@ -743,35 +719,14 @@ class DecodeAttention:
         int8 = kc.dtype == torch.int8
         assert int8 == (scale is not None)
         sc = scale if int8 else m
-        if use_cuda:  # the same chunk states, from the hand-written kernel
+        st = self.strides(q, kc, vc, k_pos, sstr)
+        if self.cuda:  # the same chunk states, from the hand-written kernel
             cuda_decode.launch(
-                self, q, kc, vc, k_pos, qp, ks, vs, ns, sstr, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale, wslot
+                self, q, kc, vc, k_pos, qp, ks, vs, ns, st, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale, wslot, phases
             )
         else:
             self._triton_partial(
-                q,
-                kc,
-                vc,
-                k_pos,
-                qp,
-                sc,
-                sm,
-                sl,
-                sa,
-                ks,
-                vs,
-                m,
-                l,
-                acc,
-                t,
-                chunk,
-                n,
-                ns,
-                sstr,
-                ieee,
-                int8,
-                latent,
-                sink is not None,
+                q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, st, ieee, int8, latent, sink
             )
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
         bd = min(d, self.combine_block_d if latent else 64)
@@ -810,31 +765,10 @@ class DecodeAttention:
         return {"launch_pdl": True} if self.pdl else {}
 
     def _triton_partial(
-        self,
-        q,
-        kc,
-        vc,
-        k_pos,
-        qp,
-        sc,
-        sm,
-        sl,
-        sa,
-        ks,
-        vs,
-        m,
-        l,
-        acc,
-        t,
-        chunk,
-        n,
-        ns,
-        sstr,
-        ieee,
-        int8,
-        latent,
-        has_sink,
+        self, q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, st, ieee, int8, latent, sink
     ):
+        """`_decode_partial` over the cache (st: DecodeAttention.strides; the rest as
+        __call__ prepared them)."""
         b, d = kc.shape[0], self.d
         # full K: what the dots take. fp8 e4m3 converts exactly and cheaply (packed cvt)
         # to fp16, so 16-bit queries meet it there
@@ -871,14 +805,7 @@ class DecodeAttention:
             self.rk,
             self.rv,
             ns,
-            q.stride(0),
-            q.stride(1),
-            kc.stride(0),
-            kc.stride(1),
-            vc.stride(0),
-            vc.stride(1),
-            k_pos.stride(0),
-            *sstr,
+            *st,
             sc.stride(0),
             sc.stride(1),
             self.window or 0,
@@ -900,7 +827,7 @@ class DecodeAttention:
             V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm,
             HAS_WINDOW=self.window is not None,
-            HAS_SINK=has_sink,
+            HAS_SINK=sink is not None,
             PREC="ieee" if ieee else "tf32",
             FAST_TRIG=self.fast_trig,
             CDT=cdt,

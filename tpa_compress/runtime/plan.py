@@ -1,12 +1,14 @@
 """The decode plan: per layer, what writes the cache entries and what computes attention.
 
 `DecodeOptions` holds every choice a caller makes about the decode step (frozen; None: by
-device). `plan_layer` walks the table below for each role, from the options' choice
-down, and takes the first backend that supports the layer (backends/: each file says what
-it serves):
+device), the kernels' tuning (`kernel_options`) and the CUDA kernels' build (`cuda_build`)
+included: nothing module-level steers it. `plan_layer` walks the table below for each
+role, from the options' choice down, and takes the first backend that supports the layer
+(backends/: each file says what it serves):
 
     role       backend   serves
-    attention  cuda      latent K + V, head dim 256, ranks cuda_decode.serves, bf16 cache, CUDA
+    attention  cuda      latent K + V, head dim 256, ranks cuda_decode.serves (for cuda_build),
+                         bf16 cache, CUDA (where the kernels do not build: triton)
                triton    K, V full or latent, power-of-two head dim, per-token cache formats
                sdpa      K, V full, at most SDPA_MAX_KEYS slots
                direct    K full, no exact sink
@@ -25,6 +27,7 @@ appends on the host, so a runner with one decodes eagerly). `Runner.plan` is the
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 
@@ -34,9 +37,17 @@ from ..errors import TPAError
 from . import gemv as gemv_mod
 from . import kernels
 from .backends import ATTENTION, ENTRIES, LayerContext
+from .cuda_decode import CudaBuild
 
 ATTENTION_ORDER = ("cuda", "triton", "sdpa", "direct", "tiles")
 ENTRIES_ORDER = ("kernel", "written", "fused", "eager")
+# kernels.DecodeAttention's tuning arguments: what kernel_options may set (its layer, the
+# backend, pdl and cuda_build come from the runner, the plan and the options' own fields)
+KERNEL_OPTIONS = tuple(
+    k
+    for k in inspect.signature(kernels.DecodeAttention).parameters
+    if k not in ("attn", "lay", "sink", "backend", "pdl", "cuda_build")
+)
 
 
 @dataclass(frozen=True)
@@ -54,11 +65,17 @@ class DecodeOptions:
     pdl             programmatic dependent launch (Hopper+): each kernel of the step starts
                     while the previous one finishes and waits for its data on the GPU
     prefetch        the step asks L2 for a kernel-served layer's cache while the layer before
-                    it runs (a side stream), where it is 1 MB or more and fits L2 with room
+                    it runs (a side stream), where it is prefetch_min bytes or more and at
+                    most prefetch_max_l2 of L2
+    prefetch_min    bytes of a layer's cache from which it is prefetched
+    prefetch_max_l2 the largest cache prefetched, as a fraction of L2 (on an H200, 60 MB of
+                    L2, caches of 33.5 and 16.8 MB both decode faster prefetched)
     tile            keys per tile where a factorized K is rebuilt by the torch path (None:
                     bounded fp32 scratch, ~64 MB)
     query_tile      queries per tile in prefill
-    kernel_options  the Triton/CUDA attention kernel's tuning (kernels.DecodeAttention)
+    kernel_options  the Triton/CUDA attention kernel's tuning (KERNEL_OPTIONS: kernels.DecodeAttention's)
+    cuda_build      how the `cuda` backend's kernels are built and split their work
+                    (cuda_decode.CudaBuild: kernel, minb, warps, unroll, block, per_sm)
     """
 
     attention: str | None = None
@@ -68,12 +85,20 @@ class DecodeOptions:
     gemv: bool | None = None
     pdl: bool | None = None
     prefetch: bool | None = None
+    prefetch_min: int = 1 << 20
+    prefetch_max_l2: float = 0.75
     tile: int | None = None
     query_tile: int = 512
     kernel_options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    cuda_build: CudaBuild = CudaBuild()
 
     def __post_init__(self):
         object.__setattr__(self, "kernel_options", MappingProxyType(dict(self.kernel_options or {})))
+        for k in self.kernel_options:
+            if k not in KERNEL_OPTIONS:
+                raise TPAError(f"kernel option {k!r} is not valid; valid: {', '.join(KERNEL_OPTIONS)}")
+        if not isinstance(self.cuda_build, CudaBuild):
+            raise TPAError(f"decode option cuda_build={self.cuda_build!r} is not valid; valid: a cuda_decode.CudaBuild")
         for name, order in (("attention", ATTENTION_ORDER), ("entries", ENTRIES_ORDER)):
             v = getattr(self, name)
             if v is not None and v not in order:

@@ -119,10 +119,6 @@ def _eager():
 
 
 class Runner:
-    PREFETCH_MIN = 1 << 20  # bytes of a layer's cache from which the step prefetches it into L2
-    PREFETCH_MAX_L2 = 0.75  # ... and up to which fraction of L2 (H200, 60 MB: 33.5 and 16.8 MB caches
-    # both measured faster)
-
     def __init__(
         self,
         model,
@@ -216,14 +212,13 @@ class Runner:
             if ATTENTION[p.attention].needs_mask
         }
         # batch 1 leaves DRAM idle most of the step, so the next kernel-served layer's cache is
-        # asked of L2 meanwhile, where it is 1 MB or more and fits L2 with room to spare
+        # asked of L2 meanwhile, where it is large enough to matter and fits L2 with room to spare
         self.prefetch, self.pf_stream = set(), None
-        if self.device.type == "cuda" and self.options.prefetch:
+        o = self.options
+        if self.device.type == "cuda" and o.prefetch:
             l2 = torch.cuda.get_device_properties(self.device).L2_cache_size
             self.prefetch = {
-                i
-                for i in self.kernels
-                if i > 0 and self.PREFETCH_MIN <= self._cache_nbytes(i) <= l2 * self.PREFETCH_MAX_L2
+                i for i in self.kernels if i > 0 and o.prefetch_min <= self._cache_nbytes(i) <= l2 * o.prefetch_max_l2
             }
             self.pf_stream = torch.cuda.Stream(self.device) if self.prefetch else None
 

@@ -39,40 +39,45 @@ class LayerContext:
         return backend in self.format.backends
 
 
-class AttentionBackend:
+class Backend:
+    """One way to do a role of the decode step (compute attention, write the cache entries)."""
+
     name = ""
+
+    def supports(self, ctx: LayerContext) -> bool:
+        raise NotImplementedError
+
+    def build(self, runner, i: int):
+        raise NotImplementedError
+
+
+class AttentionBackend(Backend):
     needs_mask = False  # reads the step's additive mask (runner: made once per (capacity, window))
 
-    def supports(self, ctx: LayerContext) -> bool:
-        raise NotImplementedError
 
-    def build(self, runner, i: int):
-        raise NotImplementedError
+class EntriesBackend(Backend):
+    pass
 
 
-class EntriesBackend:
-    name = ""
+def _registrar(registry: dict):
+    """A decorator factory: @register(name) names a backend class and puts one instance
+    of it into `registry`."""
 
-    def supports(self, ctx: LayerContext) -> bool:
-        raise NotImplementedError
+    def register(name: str):
+        def deco(cls):
+            cls.name = name
+            registry[name] = cls()
+            return cls
 
-    def build(self, runner, i: int):
-        raise NotImplementedError
+        return deco
 
-
-def register_attention(name: str):
-    def deco(cls):
-        cls.name = name
-        ATTENTION[name] = cls()
-        return cls
-
-    return deco
+    return register
 
 
-def register_entries(name: str):
-    def deco(cls):
-        cls.name = name
-        ENTRIES[name] = cls()
-        return cls
+register_attention = _registrar(ATTENTION)
+register_entries = _registrar(ENTRIES)
 
-    return deco
+
+def layer_of(runner, i: int):
+    """Layer i's attention module, layout and cache (what most backends' `build` reads)."""
+    return runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]

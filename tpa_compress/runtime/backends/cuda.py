@@ -4,9 +4,10 @@ Serves what the kernels are written for (`cuda_decode.serves`: head dim 256, at 
 query heads per KV head, K ranks multiples of 16 up to 128, V ranks as far as their shared
 memory holds), a bf16 cache read by bf16 queries, on a CUDA device, with the latent V
 combined once (`latent_combine`, the default). The kernel writes the same per-chunk
-softmax states as the Triton one, whose combine finishes the step. Built when the layer is
-planned; where NVRTC fails, the layer falls back to the Triton kernel (said once) and the
-plan says "triton". `kernel_options={"backend": "triton"}` turns it off.
+softmax states as the Triton one, whose combine finishes the step. Built (with
+`DecodeOptions.cuda_build`) when the layer is planned; where NVRTC fails, the layer takes
+the Triton kernel (said once) and the plan says "triton". `DecodeOptions(attention="triton")`
+starts the table below it.
 """
 
 from __future__ import annotations
@@ -24,27 +25,37 @@ def serves_shapes(head_dim: int, group: int, rk: int, rv: int) -> bool:
     return cuda_decode.wg_shape(head_dim, group, rk, rv)
 
 
+def serves_layer(attn, lay, dtype: torch.dtype, cache_dtype: torch.dtype, options) -> bool:
+    """A layer the kernels serve with these options (plan.DecodeOptions), computing in dtype
+    over a cache stored in cache_dtype (no device or cache-format check)."""
+    return (
+        lay.k.kind == lay.v.kind == "latent"
+        and dtype == torch.bfloat16
+        and options.kernel_options.get("latent_combine", True)
+        and kernels.supports(attn, lay, cache_dtype)
+        and cuda_decode.serves(
+            attn.head_dim,
+            attn.n_heads // attn.n_kv,
+            attn.k_proj.up.weight.shape[1],
+            attn.v_proj.up.weight.shape[1],
+            attn.k_proj.up.weight.dtype,
+            options.cuda_build,
+        )
+    )
+
+
 @register_attention("cuda")
 class Cuda(AttentionBackend):
     def supports(self, ctx) -> bool:
-        attn, lay, ko = ctx.attn, ctx.layout, ctx.options.kernel_options
         return (
             ctx.reads("cuda")
             and ctx.device.type == "cuda"
             and not kernels.INTERPRET
-            and lay.k.kind == lay.v.kind == "latent"
-            and ctx.dtype == torch.bfloat16
-            and ko.get("backend", "auto") != "triton"
-            and ko.get("latent_combine", True)
-            and kernels.supports(attn, lay, ctx.cache.kv.dtype)
-            and cuda_decode.serves(
-                attn.head_dim,
-                attn.n_heads // attn.n_kv,
-                attn.k_proj.up.weight.shape[1],
-                attn.v_proj.up.weight.shape[1],
-                attn.k_proj.up.weight.dtype,
-            )
+            and serves_layer(ctx.attn, ctx.layout, ctx.dtype, ctx.cache.kv.dtype, ctx.options)
         )
 
     def build(self, runner, i: int):
-        return build_kernel(runner, i, "auto")
+        try:
+            return build_kernel(runner, i, "cuda")
+        except cuda_decode.BuildError:  # (try_build warned, once) the next backend of the table
+            return build_kernel(runner, i, "triton")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..attention import new_entries
 from ..entries_kernel import EntriesKernel
-from .base import EntriesBackend, register_entries
+from .base import EntriesBackend, layer_of, register_entries
 
 
 @register_entries("kernel")
@@ -30,8 +30,9 @@ class Kernel(EntriesBackend):
         return lc.quant is None and EntriesKernel.serves(ctx.attn, ctx.layout, lc.kv.dtype, lc.ks_terms)
 
     def build(self, runner, i: int):
-        lc, w, b = runner.cache.layers[i], runner.w_qkv[i], runner.b_qkv[i]
-        kern = EntriesKernel(runner.model.layers[i].self_attn, runner.layouts[i], lc.ks_terms, pdl=runner.options.pdl)
+        attn, lay, lc = layer_of(runner, i)
+        w, b = runner.w_qkv[i], runner.b_qkv[i]
+        kern = EntriesKernel(attn, lay, lc.ks_terms, pdl=runner.options.pdl)
 
         def write(x, cos_sin, slot):
             y = runner.mm(x, w)
@@ -47,7 +48,7 @@ class Written(EntriesBackend):
         return ctx.cache.quant is None
 
     def build(self, runner, i: int):
-        attn, lay, lc = runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]
+        attn, lay, lc = layer_of(runner, i)
         w, b = runner.w_qkv[i], runner.b_qkv[i]
 
         def write(x, cos_sin, slot):
@@ -62,7 +63,7 @@ class Fused(EntriesBackend):
         return True
 
     def build(self, runner, i: int):
-        attn, lay, lc = runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]
+        attn, lay, lc = layer_of(runner, i)
         w, b = runner.w_qkv[i], runner.b_qkv[i]
 
         def write(x, cos_sin, slot):
@@ -79,7 +80,7 @@ class Eager(EntriesBackend):
         return True
 
     def build(self, runner, i: int):
-        attn, lay, lc = runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]
+        attn, lay, lc = layer_of(runner, i)
 
         def write(x, cos_sin, slot):
             q, ke, ve = new_entries(attn, lay, x, *cos_sin)

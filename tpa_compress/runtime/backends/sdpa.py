@@ -11,7 +11,7 @@ grouped one (dequantized whole, then the same matmuls).
 from __future__ import annotations
 
 from ..attention import sdpa_decode
-from .base import AttentionBackend, register_attention
+from .base import AttentionBackend, layer_of, register_attention
 
 SDPA_MAX_KEYS = 2048  # above this, SDPA's decode kernels use too few blocks (see direct_decode)
 
@@ -25,7 +25,7 @@ class Sdpa(AttentionBackend):
         return ctx.reads("torch") and lay.k.kind == lay.v.kind == "full" and ctx.cache.capacity <= SDPA_MAX_KEYS
 
     def build(self, runner, i: int):
-        attn, lc = runner.model.layers[i].self_attn, runner.cache.layers[i]
+        attn, _, lc = layer_of(runner, i)
 
         def attend(q, q_pos, mask, slot, sink):
             o = sdpa_decode(attn, q, *lc.read(runner.dtype), mask)
@@ -42,7 +42,7 @@ class Direct(AttentionBackend):
         return ctx.reads("torch") and ctx.layout.k.kind == "full" and not ctx.cache.sink
 
     def build(self, runner, i: int):
-        attn, lay, lc = runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]
+        attn, lay, lc = layer_of(runner, i)
 
         def attend(q, q_pos, mask, slot, sink):
             return runner.direct(attn, lay, q, *lc.read(runner.dtype), mask)

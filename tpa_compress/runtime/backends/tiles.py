@@ -14,7 +14,7 @@ measured (bench/results/2026-12-06-s22/plan_check.sh's int4 rows measure it).
 from __future__ import annotations
 
 from ..attention import attend_tiles
-from .base import AttentionBackend, register_attention
+from .base import AttentionBackend, layer_of, register_attention
 
 
 @register_attention("tiles")
@@ -23,7 +23,7 @@ class Tiles(AttentionBackend):
         return ctx.reads("torch")
 
     def build(self, runner, i: int):
-        attn, lay, lc = runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]
+        attn, lay, lc = layer_of(runner, i)
         pos = runner.cache.positions[lc.capacity]
 
         def attend(q, q_pos, mask, slot, sink):

@@ -5,14 +5,14 @@ its up-projection's dtype or in one byte (fp8, int8: converted on load); any per
 cache format. The kernel (kernels.DecodeAttention) splits the cache into chunks over every
 SM, rebuilds a latent K in registers and merges the chunks' softmax states in a second
 kernel. Runs on CUDA, or in triton's CPU interpreter (the tests). `DecodeOptions.kernel_options`
-tune it (block_t, num_warps, per_sm, latent_combine, ...).
+tune it (block_t, num_warps, per_sm, latent_combine, ...: kernels.DecodeAttention's tuning).
 """
 
 from __future__ import annotations
 
 from .. import kernels
 from ..attention import sink_of
-from .base import AttentionBackend, register_attention
+from .base import AttentionBackend, layer_of, register_attention
 
 
 class KernelAttend:
@@ -29,11 +29,13 @@ class KernelAttend:
 
 
 def build_kernel(runner, i: int, backend: str) -> KernelAttend:
-    """The layer's DecodeAttention with the runner's kernel options; `backend` unless the
-    options name one (kernels.DecodeAttention then refuses a layer it cannot serve)."""
-    attn, lay, lc = runner.model.layers[i].self_attn, runner.layouts[i], runner.cache.layers[i]
-    opts = {"pdl": runner.options.pdl, "backend": backend, **runner.options.kernel_options}
-    kern = kernels.DecodeAttention(attn, lay, sink_of(lay), **opts)
+    """The layer's DecodeAttention computing with `backend` ("triton" or "cuda", as planned),
+    with the runner's options (pdl, cuda_build, kernel_options)."""
+    attn, lay, lc = layer_of(runner, i)
+    o = runner.options
+    kern = kernels.DecodeAttention(
+        attn, lay, sink_of(lay), backend=backend, pdl=o.pdl, cuda_build=o.cuda_build, **o.kernel_options
+    )
     return KernelAttend(kern, lc, runner.cache.positions[lc.capacity])
 
 
