@@ -36,10 +36,30 @@ def pytest_configure(config):
     run_options.GPU = device.startswith("cuda")
 
 
+# torch's thread count when the run started (`real` tests keep it: full-size matmuls gain
+# from every core)
+_THREADS = []
+
+
 def pytest_generate_tests(metafunc):
     """`@pytest.mark.each_device`: the test's `device` is cpu, then the --device GPU if any."""
     if metafunc.definition.get_closest_marker("each_device"):
         metafunc.parametrize("device", ["cpu"] + ([run_options.DEVICE] if run_options.GPU else []))
+
+
+@pytest.fixture(autouse=True)
+def torch_threads(request):
+    """One CPU thread for every test but the `real` ones: the tiny models' matmuls are far
+    too small to split, and waking a second OpenMP thread for each of them costs more than
+    the work, hundreds of times more when the cores are shared with other jobs. Set before
+    each test because the CLI sets its own count (`--threads`, default every core)."""
+    import torch
+
+    if not _THREADS:
+        _THREADS.append(torch.get_num_threads())
+    want = _THREADS[0] if request.node.get_closest_marker("real") else 1
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
 
 
 @pytest.fixture(scope="session")
