@@ -36,10 +36,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The edit loop: everything but the real-weight and interpreter tests (markers in
-# pyproject.toml), well under two minutes on 2 cores.
+# The edit loop: everything but the real-weight, interpreter and slow tests (markers in
+# pyproject.toml; `slow` includes the cases of parametrized cross products beyond the
+# covering set tests/tiers.py picks), well under two minutes on 2 cores.
 test-fast: install
-	$(PY) -m pytest -q -m "not real and not interpreter"
+	$(PY) -m pytest -q -m "not real and not interpreter and not slow"
 
 # Rewrites tests/golden/gemma3-270m.yaml (the regression values tests/test_golden_real.py
 # checks) from the shipped recipes on the real Gemma 3 270M; a few minutes on a CPU.

@@ -4,8 +4,9 @@
 the `device` fixture, the `each_device` marker (the test runs on cpu, then on the chosen
 GPU) and `run_options.DEVICE` / `run_options.GPU` for module-level code (parametrize
 lists, tolerances, skip conditions).
-`make test-fast` leaves out the tests marked `real` (real weights) and `interpreter`
-(Triton's CPU interpreter, or a fresh Python interpreter).
+`make test-fast` leaves out the tests marked `real` (real weights), `interpreter`
+(Triton's CPU interpreter, or a fresh Python interpreter) and `slow` (slow tests, and the
+cases of parametrized cross products beyond a covering set: tests/tiers.py).
 """
 
 import sys

@@ -8,6 +8,7 @@ generated position must agree, so a wrong mask, position, ring slot or rebuild s
 import pytest
 import torch
 
+from tiers import each
 from tiny import CharTok, random_state, tiny_config
 from tpa_compress.convert import convert
 from tpa_compress.errors import TPAError
@@ -71,8 +72,7 @@ LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("family", ["gemma3", "llama", "qwen2"])
-@pytest.mark.parametrize("kind", list(LAYOUTS))
+@pytest.mark.parametrize("kind,family", each(list(LAYOUTS), ["gemma3", "llama", "qwen2"]))
 def test_greedy_equals_reference_batch_of_lengths(family, kind):
     _, model = tiny_model(family)
     k, v = LAYOUTS[kind]
