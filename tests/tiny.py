@@ -153,15 +153,18 @@ CHARS = "etaoinshrdlcumwfgypbvkjxqz .,"
 
 
 def char_tokenizer(chars: str = CHARS):
-    """A real (tokenizers) tokenizer, one token per character of `chars`; saved with a folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """A real (tokenizers) tokenizer, one token per character of `chars`; saved with a folder.
+
+    A BPE model with no merges and no pre-tokenizer: each character is its own token (any
+    other one is <unk>), and a whole calibration file encodes several times faster than
+    through a pre-tokenizer that splits it into characters first."""
+    from tokenizers import Tokenizer, models
 
     from tpa_compress.load.tokenizer import TextTokenizer
 
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
     vocab.update({c: 4 + i for i, c in enumerate(chars)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
     return TextTokenizer(tok, 2, 1, 0, True)
 
 
