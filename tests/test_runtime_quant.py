@@ -13,6 +13,7 @@ import torch
 
 from test_runtime import LAYOUTS, install, prompts_of, tiny_model
 from test_runtime_sink import DEVICE
+from tiers import each
 from tpa_compress.layout import cache_bytes
 from tpa_compress.runtime import Runner, SamplingParams, kernels
 from tpa_compress.runtime import cache as cache_mod
@@ -68,8 +69,7 @@ def step_logits(runner, prompts, new):
     return torch.stack(got, 1), runner
 
 
-@pytest.mark.parametrize("name", QUANT)
-@pytest.mark.parametrize("kind", ["original", "latent_kv", "latent_v_only", "tpa_contextual"])
+@pytest.mark.parametrize("kind,name", each(["original", "latent_kv", "latent_v_only", "tpa_contextual"], QUANT))
 def test_one_byte_cache_is_exactly_fake_quantization(kind, name, monkeypatch):
     _, model = tiny_model("gemma3")
     install(model, range(model.cfg.num_layers), *LAYOUTS[kind])

@@ -32,6 +32,7 @@ LAYOUTS = {
     "tpa_fixed": (Component("tpa_fixed", N_KV, D, 1), Component("tpa_fixed", N_KV, D, 1)),
     "tpa_contextual": (Component("tpa_contextual", N_KV, D, 1), Component("tpa_contextual", N_KV, D, 2)),
 }
+FAMILIES = ["gemma3", "llama", "qwen2"]
 
 
 def sink_model(family, kind, sink, layers=None, seed=0, **over):
@@ -90,7 +91,7 @@ def check_steps(model, prompts, new, runner):
         assert err < TOL, (b, err)
 
 
-@pytest.mark.parametrize("family,kind,sink", pairs(["gemma3", "llama", "qwen2"], list(LAYOUTS), [1, 2]))
+@pytest.mark.parametrize("family,kind,sink", pairs(FAMILIES, list(LAYOUTS), [1, 2]))
 def test_sink_layouts_equal_reference(family, kind, sink):
     model = sink_model(family, kind, sink)
     # window 8 < the longer prompts: the ring wraps and the sinks leave the window; a
@@ -114,9 +115,14 @@ def test_sink_compiled_cuda_path(kind):
     check_steps(model, prompts, 10, runner_for(model, prompts, 10, compile=True))
 
 
-@pytest.mark.parametrize("family", ["gemma3", "llama", "qwen2"])
-@pytest.mark.parametrize("kind", ["original", "latent_kv", "latent_v_only", "tpa_contextual"])
-@pytest.mark.parametrize("written", [False, True, pytest.param("kernel", marks=pytest.mark.interpreter)])
+FUSED_KINDS = ["original", "latent_kv", "latent_v_only", "tpa_contextual"]
+
+
+@pytest.mark.parametrize(
+    "written,kind,family",
+    pairs([False, True], FUSED_KINDS, FAMILIES)
+    + [pytest.param("kernel", k, f, marks=pytest.mark.interpreter) for k in FUSED_KINDS for f in FAMILIES],
+)
 def test_fused_weights_decode_path(family, kind, written):
     """The CUDA decode step's one Q/K/V matmul with one K|V cache write, and the MLP's
     gate|up as one matmul in the tail (run eagerly here): every family's `finish`; Qwen2's
