@@ -193,6 +193,7 @@ def cli(args):
     return CliRunner().invoke(app, ["analyze", *args])
 
 
+@pytest.mark.slow  # drawing the eight plots; the fast tier runs analyze in test_tokenizer_option.py
 def test_command_full_report_on_hf_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
     cfg = tiny_config("gemma3")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import run_options
-from tiers import pairs
+from tiers import each, pairs
 from tiny import CharTok, random_state, recipe, tiny_ckpt, tiny_config
 from tpa_compress.convert import convert
 from tpa_compress.errors import TPAError
@@ -91,7 +91,8 @@ def check_steps(model, prompts, new, runner):
         assert err < TOL, (b, err)
 
 
-@pytest.mark.parametrize("family,kind,sink", pairs(FAMILIES, list(LAYOUTS), [1, 2]))
+# fast share: every kind, both sink lengths and every family
+@pytest.mark.parametrize("family,kind,sink", each(FAMILIES, list(LAYOUTS), [1, 2]))
 def test_sink_layouts_equal_reference(family, kind, sink):
     model = sink_model(family, kind, sink)
     # window 8 < the longer prompts: the ring wraps and the sinks leave the window; a
