@@ -207,7 +207,7 @@ def test_heal_on_a_recipe_that_converts_nothing(cli_run, root, tmp_path):
 
 def test_cli_convert_heals_with_a_progress_bar(cli_run, root, tmp_path):
     p = tmp_path / "r.yaml"
-    p.write_text(yaml.safe_dump(recipe_dict(root, heal={"steps": 4})))
+    p.write_text(yaml.safe_dump(recipe_dict(root, heal={"steps": 4, "device": "cpu"})))  # auto: CUDA where present
     code, out, err = cli_run("convert", root / "m", "--recipe", p, "--out", tmp_path / "o", "--eval")
     assert code in (0, None), err
     assert "heal" in err and "4/4" in err and "loss " in err

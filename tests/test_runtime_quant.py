@@ -124,6 +124,23 @@ def test_one_byte_cache_kernel_path(kind, name, monkeypatch):
     assert (got - want).abs().max().item() < 1e-4
 
 
+@pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
+@pytest.mark.interpreter
+@pytest.mark.parametrize("name", QUANT)
+@pytest.mark.parametrize("kind", ["latent_kv", "latent_k_only"])
+def test_one_byte_cache_with_sink_tokens_kernel_path(kind, name):
+    """The Triton decode path reads the exact sink tile (bf16 beside a one-byte cache) as the
+    torch path does: the same logits on every step."""
+    from test_runtime_sink import sink_model
+
+    model = sink_model("gemma3", kind, 1, **({} if DEVICE != "cpu" else {"num_layers": 2}))
+    prompts = prompts_of([13, 1, 20])
+    got, r = step_logits(Runner(model, 3, 28, cache_dtype=name, attention="cuda", compile=False), prompts, 4)
+    want, _ = step_logits(Runner(model, 3, 28, cache_dtype=name, attention="tiles", compile=False), prompts, 4)
+    assert all(p.attention in ("cuda", "triton") for p in r.plan)
+    assert (got - want).abs().max().item() < 1e-3 * want.abs().max().item()
+
+
 @pytest.mark.parametrize("kind", ["original", "latent_kv"])
 def test_perplexity_through_the_cache(kind):
     """eval --cache-dtype: an fp32 cache scores exactly what the no-cache forward does;

@@ -328,7 +328,7 @@ if triton is not None:
                 if HAS_WINDOW:
                     okj = okj & (qp - j < window)
                 ss = tl.where(okj[:, None], ss, float("-inf"))
-                vs = tl.load(sv_ptr + srow, mask=j[:, None] < NS, other=0.0)
+                vs = tl.load(sv_ptr + srow, mask=j[:, None] < NS, other=0.0).to(qf.dtype)  # bf16 by a 1-byte cache
                 if V_LATENT and LATENT_COMBINE:  # a state of its own, in the head dim
                     m_s, l_s, acc_s = _softmax_step(
                         ss,
