@@ -50,7 +50,7 @@ kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC
 Serves head dim 256 with 8 query heads per KV head at
 most, K ranks that are multiples of 16 up to 128, V ranks that are multiples of 16 up to 128
 ("wg", "warp"), above 128 where the wg kernel's buffers fit (wg_fits), else 128 or 256
-("tile"), a bf16 cache, any K basis. Measured in docs/benchmarks.md (seventh and sixteenth runs).
+("tile"), a bf16 cache, any K basis. Their speed: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -394,14 +394,11 @@ if triton is not None:
         """LATENT: the chunk states hold latent mixtures (RV wide). They are merged in
         slices of RV_BLK columns (a power of two; a `range` loop), each over the chunks and then
         up-projected by its slice of U; the sink tile's own state (head dim) joins here.
-        End to end (H200, 270M balanced, batch 1, 32K; docs/benchmarks.md, eighteenth run)
-        wider slices were faster up to 128 columns (fewer round trips to L2 after the wait)
-        and 256 slower (the tile of the whole latent, rank 160 padded, spills). U_LINES > 0: this
-        program's rows of U (U_LINE elements a line) are asked of L2 before the wait for the
-        partials, as the model's weights have streamed through L2 since the last step.
-        Two power-of-two pieces in one pass (rank 160: 128 + 32, no stack where these slices
-        take 408 bytes) timed as a tie (nineteenth run: 2,247 / 21,139 against 2,239 / 21,220
-        tok/s at batch 1 / 32) and were removed, keeping one path."""
+        RV_BLK up to 128 columns: wider slices mean fewer round trips to L2 after the wait;
+        256 (the whole latent, rank 160 padded) spills. U_LINES > 0: this program's rows of U
+        (U_LINE elements a line) are asked of L2 before the wait for the partials, as the
+        model's weights have streamed through L2 since the last step. One path for every
+        rank: splitting a rank into two power-of-two pieces (160 = 128 + 32) times the same."""
         pid = tl.program_id(0)  # (sequence, KV head, query head of the group)
         pid_d = tl.program_id(1)
         bh = pid // G
