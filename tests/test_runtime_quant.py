@@ -43,7 +43,9 @@ def test_quantize_round_trip(name):
 
 
 def fake_quant_runner(model, prompts, new, name, monkeypatch):
-    """fp32-cache runner whose cache writes go through quantize -> dequantize."""
+    """fp32-cache runner whose cache writes go through quantize -> dequantize (entries
+    "eager": every write passes LayerCache.write_kv; CUDA's default writer, the Triton epilogue
+    kernel, writes a plain cache itself)."""
     real = cache_mod.LayerCache.write_kv
 
     def write_kv(self, slots, kv):
@@ -53,7 +55,8 @@ def fake_quant_runner(model, prompts, new, name, monkeypatch):
 
     monkeypatch.setattr(cache_mod.LayerCache, "write_kv", write_kv)
     try:
-        return step_logits(Runner(model, len(prompts), max(map(len, prompts)) + new, cache_dtype="fp32"), prompts, new)
+        r = Runner(model, len(prompts), max(map(len, prompts)) + new, cache_dtype="fp32", entries="eager")
+        return step_logits(r, prompts, new)
     finally:
         monkeypatch.setattr(cache_mod.LayerCache, "write_kv", real)
 
