@@ -20,9 +20,10 @@ GOLDEN = ROOT / "tests" / "golden" / "gemma3-270m.yaml"
 # fat is covered by fat-int3 (the same conversion, scored through its int3 cache), balanced-kl by
 # balanced-healed-8x (the same KL-budgeted conversion, then healed): CI time
 RECIPES = ("identity", "balanced", "aggressive", "fat-int3", "balanced-healed-8x")
-# CI-sized: 8 x 512 calibration tokens, 1024 held-out, 4 x 512 evaluation windows per domain;
+# CI-sized: 8 x 512 calibration tokens, 1024 held-out, 4 x 512 evaluation windows per domain,
+# a KL budget measured on 2 windows;
 # healing: 3 steps of 2 x 256 tokens on the CPU, no time limit (the steps decide, as the seed does).
-SIZES = {"tokens": 4096, "heldout_tokens": 1024, "seq_len": 512, "eval_windows": 4}
+SIZES = {"tokens": 4096, "heldout_tokens": 1024, "seq_len": 512, "eval_windows": 4, "kl_windows": 2}
 HEAL_SIZES = {"tokens": 2048, "heldout_tokens": 512, "seq_len": 256, "batch": 2, "steps": 3, "warmup_steps": 1}
 TOLERANCE = {"rel_error": 0.02, "abs_error": 1e-4, "perplexity": 0.01}
 
@@ -36,6 +37,8 @@ def sized_recipe(name: str):
         rec.calibration, tokens=SIZES["tokens"], heldout_tokens=SIZES["heldout_tokens"], seq_len=SIZES["seq_len"]
     )
     rec.eval = dataclasses.replace(rec.eval, seq_len=SIZES["seq_len"], max_windows=SIZES["eval_windows"])
+    if rec.budget is not None and rec.budget.by == "kl":
+        rec.budget = dataclasses.replace(rec.budget, kl_windows=SIZES["kl_windows"])
     if rec.heal is not None:
         rec.heal = dataclasses.replace(rec.heal, **HEAL_SIZES, device="cpu", max_seconds=float("inf"))
     return rec

@@ -134,3 +134,12 @@ def test_budget_by_unknown_is_refused():
             [{"select": "all", "k": {"method": "activation_svd", "rank": "budget"}}],
             budget={"fraction": 0.5, "by": "fisher"},
         )
+
+
+def test_budget_kl_windows_must_be_a_positive_integer():
+    for bad in (0, -1, 2.5, "4"):
+        with pytest.raises(TPAError, match=r"budget.kl_windows: .* is not valid; expected an integer >= 1"):
+            recipe(
+                [{"select": "all", "k": {"method": "activation_svd", "rank": "budget"}}],
+                budget={"fraction": 0.5, "by": "kl", "kl_windows": bad},
+            )

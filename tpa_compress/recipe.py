@@ -9,7 +9,7 @@
     sink_tokens: 1                # leading positions whose K/V stay exact (0: none); see layout.py
     calibration: {files: [default], tokens: 32768, seq_len: 512, heldout_tokens: 4096}
     eval: {files: [default], seq_len: 512, max_windows: 16}
-    budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`; by: error | kl
+    budget: {fraction: 0.5, context: 32768}   # needed when a rank says `budget`; by: error | kl (kl_windows: 4)
     rank_limits: {multiple: 16, max: {k: 112, v: 160}}   # bounds on every rank (max: one for both, or per target)
     heal: {steps: 200, lr: 5.0e-5, max_seconds: 600}   # optional: train the factors on the original's logits (heal.py)
     layers:                       # ordered rules; a later match overrides an earlier one
@@ -90,6 +90,7 @@ class Budget:
     fraction: float
     context: int = 32768
     by: str = "error"  # what a byte of rank is judged by: error (spectrum) | kl (ranks/kl.py)
+    kl_windows: int = 4  # by: kl: the calibration windows each component's KL is measured on
 
 
 @dataclass
@@ -341,13 +342,16 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
     ev = EvalSpec(**_keys(d.get("eval") or {}, {"files", "seq_len", "max_windows"}, f"{source}: eval"))
     budget = None
     if d.get("budget") is not None:
-        b = _keys(d["budget"], {"fraction", "context", "by"}, f"{source}: budget")
+        b = _keys(d["budget"], {"fraction", "context", "by", "kl_windows"}, f"{source}: budget")
         if not isinstance(b.get("fraction"), (int, float)) or not 0 < b["fraction"] <= 1:
             raise TPAError(f"{source}: budget.fraction {b.get('fraction')!r} is not valid; expected 0 < f <= 1")
         if b.get("by", "error") not in BUDGET_BY:
             raise TPAError(f"{source}: budget.by {b['by']!r} is not valid; valid: {', '.join(BUDGET_BY)}")
         budget = Budget(
-            float(b["fraction"]), _int(b.get("context", 32768), f"{source}: budget.context"), b.get("by", "error")
+            float(b["fraction"]),
+            _int(b.get("context", 32768), f"{source}: budget.context"),
+            b.get("by", "error"),
+            _int(b.get("kl_windows", 4), f"{source}: budget.kl_windows"),
         )
     if budget is None and any(c is not None and c.rank.kind == "budget" for r in rules for c in (r.k, r.v)):
         raise TPAError(f"{source}: a rank says 'budget' but there is no top-level 'budget' key")

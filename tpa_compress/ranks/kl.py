@@ -63,9 +63,6 @@ def kl_weights(model, windows: torch.Tensor, probes: dict, tails: dict) -> dict:
     return {k: max(v, 1e-3 * top) for k, v in out.items()}
 
 
-KL_WINDOWS = 4  # calibration windows the `by: kl` budget measures each component on
-
-
 def probe_weights(model, recipe, cands, chosen: dict, methods: dict, inputs: dict, fit_w) -> dict:
     """kl_weights with each budgeted component factorized alone at its error-budget rank
     (`chosen`) as the probe; needs the whole model (convert's whole-model path)."""
@@ -87,4 +84,4 @@ def probe_weights(model, recipe, cands, chosen: dict, methods: dict, inputs: dic
         probes[c.key] = (attn, f"{t}_proj", proj.to(next(model.parameters()).device))
         s = c.spectrum.double().clamp_min(0)
         tails[c.key] = float(s[r:].sum() / s.sum().clamp_min(1e-300))
-    return kl_weights(model, fit_w[:KL_WINDOWS], probes, tails)
+    return kl_weights(model, fit_w[: recipe.budget.kl_windows], probes, tails)
