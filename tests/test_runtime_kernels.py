@@ -128,6 +128,7 @@ def kernel_vs_tiles(
     wslot=None,
     backend="triton",
     cuda_build=cuda_decode.CudaBuild(),
+    pdl=None,
     **tuning,
 ):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
@@ -137,7 +138,8 @@ def kernel_vs_tiles(
     projection is per-head orthonormal blocks (per_head_svd's form), rk / 2 columns each.
     wslot: a decode step's write: a first call sees the cache without it, then column wslot
     gets a new, visible, heavy entry and the call that passes wslot must read it (and equal the
-    same call without wslot bit for bit)."""
+    same call without wslot bit for bit). backend, cuda_build, pdl: DecodeAttention's; the
+    other keywords: TritonTuning fields (over block_t 32 and combine_block 2)."""
     cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=heads)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
     attn = model.layers[layer].self_attn
@@ -178,7 +180,7 @@ def kernel_vs_tiles(
         tile = tuple(torch.randn(b, 2, sink, d, generator=g).to(DEVICE, dtype) for _ in range(2))
     # merged over several blocks of chunk states (combine_block 2)
     tuning = kernels.TritonTuning(**{"block_t": 32, "combine_block": 2, **tuning})
-    kern = kernels.DecodeAttention(attn, lay, sink, backend=backend, tuning=tuning, cuda_build=cuda_build)
+    kern = kernels.DecodeAttention(attn, lay, sink, backend=backend, tuning=tuning, cuda_build=cuda_build, pdl=pdl)
     kern.n_sm = 16  # several chunks per (sequence, head) even here
     assert kern.chunks(b, t)[1] > 2
     # k_scale: each key's QK-norm factor handed in as a cache holding it would (latent K)
