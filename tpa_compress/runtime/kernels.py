@@ -610,7 +610,7 @@ class TritonTuning:
 class DecodeAttention:
     """Per-layer constants of the kernels (made once) and their launch.
 
-    attn: the layer's Attention; lay: its LayerLayout; sink: leading positions read from
+    attn: the layer's Attention; layout: its LayerLayout; sink: leading positions read from
     the exact sink tile instead of the cache (attention.sink_of); backend: what computes the
     chunks' partial states, as the plan chose it (backends/): "triton" (`_decode_partial`,
     run as `tuning` says) or "cuda" (cuda_decode.py: its per-layer constants prepared once,
@@ -623,7 +623,7 @@ class DecodeAttention:
     def __init__(
         self,
         attn,
-        lay,
+        layout,
         sink: int,
         backend: str = "triton",
         tuning: TritonTuning = TritonTuning(),
@@ -638,7 +638,7 @@ class DecodeAttention:
         self.tuning = tuning
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
-        self.k_latent, self.v_latent = lay.k.kind == "latent", lay.v.kind == "latent"
+        self.k_latent, self.v_latent = layout.k.kind == "latent", layout.v.kind == "latent"
         self.fast_trig = (not INTERPRET) if tuning.fast_trig is None else tuning.fast_trig
         dev = attn.q_proj.weight.device
         self.pdl = pdl_available(dev) if pdl is None else pdl
@@ -670,7 +670,7 @@ class DecodeAttention:
             self.vb = vp.bias.detach().float().contiguous()
             self.rv = self.vu.shape[1]
         self.n_sm = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
-        self.cu = self._cuda_layer(attn, lay, raw_up, raw_b, cuda_build) if backend == "cuda" else None
+        self.cu = self._cuda_layer(attn, layout, raw_up, raw_b, cuda_build) if backend == "cuda" else None
 
     @property
     def cuda(self) -> bool:
