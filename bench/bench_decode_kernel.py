@@ -5,7 +5,9 @@ attention for one decode step, per layout kind, context and kernel configuration
 
 Gemma 3 270M shapes (4 query heads, 1 KV head, head dim 256), latent ranks 128, bf16;
 random cache contents, all keys visible. Prints microseconds per call and the cache
-bytes read per call / time (effective bandwidth).
+bytes read per call / time (effective bandwidth). The Triton kernel's flags (--block-t ..
+--norm-z, --combine) set kernels.TritonTuning's fields, each comma-separated to compare; the
+CUDA kernels' (--cuda-builds) cuda_decode.CudaBuild's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from tpa_compress.layout import Component, LayerLayout  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import CudaBuild, DecodeOptions, kernels  # noqa: E402
+from tpa_compress.runtime import CudaBuild, DecodeOptions, TritonTuning, kernels  # noqa: E402
 from tpa_compress.runtime.attention import key_scale_terms, key_scales  # noqa: E402
 from tpa_compress.runtime.backends.cuda import serves_layer  # noqa: E402
 
@@ -138,14 +140,14 @@ def main():
     ap.add_argument("--contexts", default="512,32768")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--kinds", default="latent/latent,full/full")
-    ap.add_argument("--block-t", default="32")
-    ap.add_argument("--warps", default="4")
-    ap.add_argument("--fast-trig", default="1")
-    ap.add_argument("--per-sm", default="2")
-    ap.add_argument("--stages", default="0")
-    ap.add_argument("--ds", default="64")
-    ap.add_argument("--maxnreg", default="0", help="register cap per thread, 0: none")
-    ap.add_argument("--latent-combine", default="1")
+    ap.add_argument("--block-t", default="32", help="TritonTuning.block_t: keys per tile (a power of two >= 16)")
+    ap.add_argument("--warps", default="4", help="TritonTuning.num_warps")
+    ap.add_argument("--fast-trig", default="1", help="TritonTuning.fast_trig (1, 0)")
+    ap.add_argument("--per-sm", default="2", help="TritonTuning.per_sm: programs per SM the chunking plans for")
+    ap.add_argument("--stages", default="0", help="TritonTuning.num_stages, 0: Triton's default")
+    ap.add_argument("--ds", default="64", help="TritonTuning.ds: rotation pairs of a latent K rebuilt at a time")
+    ap.add_argument("--maxnreg", default="0", help="TritonTuning.maxnreg: register cap per thread, 0: none")
+    ap.add_argument("--latent-combine", default="1", help="TritonTuning.latent_combine (1, 0)")
     ap.add_argument("--ds-dynamic", default="0", help="1: the K slices in a loop, not unrolled")
     ap.add_argument("--norm-z", default="1", help="1: the QK-norm from z (orthonormal K basis), 0: per slice")
     ap.add_argument(
@@ -171,9 +173,9 @@ def main():
     ap.add_argument(
         "--combine",
         default="",
-        help="a latent combine's builds RV_BLK:WARPS:BLOCK_D (latent columns "
-        "per slice, 0: two power-of-two pieces; warps; head dims per program), comma-separated; default: "
-        "DecodeAttention's",
+        help="a latent combine's builds RV_BLK:WARPS:BLOCK_D (TritonTuning's combine_rv_block, "
+        "combine_warps, combine_block_d: latent columns per slice, a power of two >= 16; warps; head dims "
+        "per program), comma-separated; default: TritonTuning's",
     )
     ap.add_argument("--sink", type=int, default=1, help="exact sink tokens of a latent layout")
     ap.add_argument(
@@ -271,13 +273,13 @@ def main():
                     continue
                 build = builds[cb]
                 if be == "auto":  # the plan's choice for this layer (backends/cuda.py)
-                    opts = DecodeOptions(kernel_options={"latent_combine": bool(lc)}, cuda_build=build)
+                    opts = DecodeOptions(tuning=TritonTuning(latent_combine=bool(lc)), cuda_build=build)
                     be = "cuda" if serves_layer(attn, lay, torch.bfloat16, torch.bfloat16, opts) else "triton"
                 try:
-                    kern = kernels.DecodeAttention(
-                        attn,
-                        lay,
-                        sink,
+                    combine = dict(
+                        zip(("combine_rv_block", "combine_warps", "combine_block_d"), map(int, cmb.split(":")))
+                    )
+                    tuning = TritonTuning(
                         block_t=bt,
                         num_warps=w,
                         fast_trig=bool(ft),
@@ -288,12 +290,17 @@ def main():
                         latent_combine=bool(lc),
                         ds_dynamic=bool(dy),
                         norm_z=bool(nz),
+                        **(combine if cmb else {}),
+                    )
+                    kern = kernels.DecodeAttention(
+                        attn,
+                        lay,
+                        sink,
                         backend=be,
+                        tuning=tuning,
                         cuda_build=build,
                         pdl=None if pdl < 0 else bool(pdl),
                     )
-                    if cmb:
-                        kern.combine_rv_block, kern.combine_warps, kern.combine_block_d = map(int, cmb.split(":"))
                     kx = ksc if kq else None
                     if kq and kx is None:
                         continue

@@ -35,6 +35,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
 from tpa_compress.models import Transformer  # noqa: E402
-from tpa_compress.runtime import CudaBuild, Runner  # noqa: E402
+from tpa_compress.runtime import CudaBuild, Runner, TritonTuning  # noqa: E402
 
 
 def random_model(cfg, layout: str, ranks: str = "128/128", sink: int = 1, k_basis: str = "orthonormal"):
@@ -95,7 +96,7 @@ def memory_before() -> int:
 
 
 def parse_options(text: str) -> dict:
-    """ "a=1,b=x" -> {"a": 1, "b": "x"} (--kernel-options, --runner-options)."""
+    """ "a=1,b=x" -> {"a": 1, "b": "x"} (--runner-options)."""
     return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in (o.split("=") for o in text.split(",") if o)}
 
 
@@ -107,7 +108,7 @@ def ours(
     new,
     bw,
     cache_dtype="bf16",
-    kernel_options=None,
+    tuning=None,
     ranks="128/128",
     k_basis="orthonormal",
     pdl=None,
@@ -115,7 +116,8 @@ def ours(
     runner_options=None,
     cuda_kernel="",
 ):
-    """Our runner's row; cuda_kernel: the cuda backend's kernel (CudaBuild.kernel; "": the default)."""
+    """Our runner's row; tuning: the Triton kernels' (TritonTuning; None: the default);
+    cuda_kernel: the cuda backend's kernel (CudaBuild.kernel; "": the default)."""
     before = memory_before()
     model = random_model(cfg, layout, ranks, k_basis=k_basis)
     r = Runner(
@@ -123,7 +125,7 @@ def ours(
         batch,
         context,
         cache_dtype=cache_dtype,
-        kernel_options=kernel_options,
+        tuning=tuning,
         pdl=pdl,
         prefetch=prefetch,
         cuda_build=CudaBuild(kernel=cuda_kernel) if cuda_kernel else None,
@@ -139,7 +141,7 @@ def ours(
         layout=layout,
         ranks=ranks if layout == "converted" else None,
         cache_dtype=cache_dtype,
-        kernel_options=kernel_options,
+        tuning=asdict(tuning) if tuning is not None else None,
         runner_options=runner_options,
         tok_s=res.decode_tok_s,
         ms_per_step=ms,
@@ -276,10 +278,12 @@ def main():
     ap.add_argument("--hf-impls", default="dynamic,static")
     ap.add_argument("--cache-dtypes", default="bf16", help="our runner's KV cache dtypes")
     ap.add_argument(
+        "--tuning",
         "--kernel-options",
         default="",
-        help="DecodeOptions.kernel_options for our runner (plan.KERNEL_OPTIONS), e.g. latent_combine=0,block_t=64 "
-        "(experiments; the first attention backend tried: --runner-options attention=triton)",
+        help="DecodeOptions.tuning for our runner: kernels.TritonTuning fields as name=value, comma-separated, "
+        "e.g. latent_combine=0,block_t=64 (experiments; the Triton kernel runs where the cuda backend does not "
+        "serve a layer, or first with --runner-options attention=triton)",
     )
     ap.add_argument(
         "--runner-options",
@@ -343,7 +347,8 @@ def main():
             traceback.print_exc()
         print("gpu check", doc["gpu_check"], flush=True)
 
-    kopts, ropts = parse_options(a.kernel_options), parse_options(a.runner_options)
+    tuning = TritonTuning.parse(a.tuning) if a.tuning else None  # bad input: an error before any work
+    ropts = parse_options(a.runner_options)
     if a.prefetch_max is not None:
         ropts["prefetch_max_l2"] = a.prefetch_max
 
@@ -383,7 +388,7 @@ def main():
                                 a.new_tokens,
                                 a.bandwidth,
                                 what[1],
-                                kopts,
+                                tuning,
                                 a.ranks,
                                 a.k_basis,
                                 *(None if x == "auto" else bool(int(x)) for x in what[3:5]),

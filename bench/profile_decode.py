@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import parse_options, prompts_for, random_model  # noqa: E402
 
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
-from tpa_compress.runtime import CudaBuild, Runner, SamplingParams  # noqa: E402
+from tpa_compress.runtime import CudaBuild, Runner, SamplingParams, TritonTuning  # noqa: E402
 
 
 def main():
@@ -38,7 +38,10 @@ def main():
     ap.add_argument("--ranks", default="128/128")
     ap.add_argument("--cuda-kernel", default="wg", help="the cuda backend's kernel (CudaBuild.kernel): wg, warp, tile")
     ap.add_argument(
-        "--kernel-options", default="", help="DecodeOptions.kernel_options (plan.KERNEL_OPTIONS), e.g. block_t=64"
+        "--tuning",
+        "--kernel-options",
+        default="",
+        help="DecodeOptions.tuning: kernels.TritonTuning fields as name=value, comma-separated, e.g. block_t=64",
     )
     ap.add_argument("--runner-options", default="", help="DecodeOptions (runtime/plan.py), e.g. entries=written")
     a = ap.parse_args()
@@ -49,7 +52,7 @@ def main():
         model,
         a.batch,
         a.context,
-        kernel_options=parse_options(a.kernel_options),
+        tuning=TritonTuning.parse(a.tuning),
         cuda_build=CudaBuild(kernel=a.cuda_kernel),
         **parse_options(a.runner_options),
     )

@@ -6,7 +6,7 @@ import pytest
 
 from test_runtime import LAYOUTS, install, tiny_model
 from tpa_compress.errors import TPAError
-from tpa_compress.runtime import CudaBuild, DecodeOptions, Runner, fast_path_supports, kernels
+from tpa_compress.runtime import CudaBuild, DecodeOptions, Runner, TritonTuning, fast_path_supports, kernels
 from tpa_compress.runtime.plan import describe
 
 
@@ -41,9 +41,19 @@ def test_bad_options_are_one_line_errors():
         DecodeOptions(attention="flash")
     with pytest.raises(TPAError, match="decode option 'fusd' is not valid"):
         DecodeOptions.of(fusd=True)
-    # the backend is the plan's (DecodeOptions.attention), not a kernel option
-    with pytest.raises(TPAError, match="kernel option 'backend' is not valid; valid: block_t"):
-        DecodeOptions(kernel_options={"backend": "cuda"})
+    # the backend is the plan's (DecodeOptions.attention), not a tuning field
+    with pytest.raises(TPAError, match="Triton tuning 'backend=cuda' is not valid; valid: name=value, names block_t"):
+        TritonTuning.parse("backend=cuda")
+    with pytest.raises(TPAError, match="decode option tuning=.* is not valid; valid: a kernels.TritonTuning"):
+        DecodeOptions(tuning={"block_t": 64})
+    with pytest.raises(TPAError, match="Triton tuning block_t=48 is not valid; valid: a power of two, at least 16"):
+        TritonTuning(block_t=48)
+    with pytest.raises(TPAError, match="combine_rv_block=8 is not valid; valid: a power of two, at least 16"):
+        TritonTuning(combine_rv_block=8)
+    with pytest.raises(TPAError, match="num_stages=0 is not valid; valid: None or a whole number >= 1"):
+        TritonTuning(num_stages=0)
+    with pytest.raises(TPAError, match="latent_combine=0 is not valid; valid: true or false"):
+        TritonTuning(latent_combine=0)
     with pytest.raises(TPAError, match="kernel='wgmma' is not valid; valid: wg, warp, tile"):
         DecodeOptions.of(cuda_build=CudaBuild(kernel="wgmma"))
     with pytest.raises(TPAError, match="block=96 is not valid"):
@@ -59,6 +69,17 @@ def test_options_carry_the_cuda_build():
     assert DecodeOptions().cuda_build == CudaBuild(kernel="wg", minb=1, warps=8, unroll=4, block=0, per_sm=1)
     with pytest.raises(AttributeError):
         o.cuda_build.kernel = "warp"  # frozen
+
+
+def test_options_carry_the_triton_tuning():
+    """The Triton kernels' tuning is one frozen field of the options; a benchmark's flag
+    text parses into it (ints, true / false / none, 0 / 1 for the switches)."""
+    assert DecodeOptions().tuning == TritonTuning(block_t=32, num_warps=4, per_sm=2, latent_combine=True)
+    t = TritonTuning.parse("latent_combine=0,block_t=64,num_stages=none,fast_trig=true")
+    assert t == TritonTuning(block_t=64, latent_combine=False, fast_trig=True)
+    assert DecodeOptions.of(tuning=t).tuning.block_t == 64 and TritonTuning.parse("") == TritonTuning()
+    with pytest.raises(AttributeError):
+        t.block_t = 16  # frozen
 
 
 def test_fast_path_supports():

@@ -126,7 +126,10 @@ def kernel_vs_tiles(
     t=150,
     k_scale=False,
     wslot=None,
-    **options,
+    backend="triton",
+    cuda_build=cuda_decode.CudaBuild(),
+    pdl=None,
+    **tuning,
 ):
     """Head dim 64, K rank 24 and V rank 20 (padded inside), 2 query heads per KV head;
     ring positions with pads, empty slots, sinks, a window (gemma3 layer 0), and more
@@ -135,7 +138,8 @@ def kernel_vs_tiles(
     projection is per-head orthonormal blocks (per_head_svd's form), rk / 2 columns each.
     wslot: a decode step's write: a first call sees the cache without it, then column wslot
     gets a new, visible, heavy entry and the call that passes wslot must read it (and equal the
-    same call without wslot bit for bit)."""
+    same call without wslot bit for bit). backend, cuda_build, pdl: DecodeAttention's; the
+    other keywords: TritonTuning fields (over block_t 32 and combine_block 2)."""
     cfg = tiny_config(family, head_dim=d, num_kv_heads=2, num_heads=heads)
     model = build_model(Checkpoint(cfg, WeightSource.from_dict(random_state(cfg, 1)), None, "", "m"))
     attn = model.layers[layer].self_attn
@@ -174,9 +178,10 @@ def kernel_vs_tiles(
     tile = None
     if sink:
         tile = tuple(torch.randn(b, 2, sink, d, generator=g).to(DEVICE, dtype) for _ in range(2))
-    kern = kernels.DecodeAttention(attn, lay, sink, block_t=32, **options)
-    kern.n_sm = 16  # several chunks per (sequence, head) even here,
-    kern.combine_block = 2  # merged over several blocks of chunk states
+    # merged over several blocks of chunk states (combine_block 2)
+    tuning = kernels.TritonTuning(**{"block_t": 32, "combine_block": 2, **tuning})
+    kern = kernels.DecodeAttention(attn, lay, sink, backend=backend, tuning=tuning, cuda_build=cuda_build, pdl=pdl)
+    kern.n_sm = 16  # several chunks per (sequence, head) even here
     assert kern.chunks(b, t)[1] > 2
     # k_scale: each key's QK-norm factor handed in as a cache holding it would (latent K)
     ksc = A.key_scales(kc, A.key_scale_terms(attn)) if k_scale else None
@@ -227,14 +232,15 @@ def test_kernel_decode_path_equals_reference(family, kind, sink):
 
 @pytest.mark.parametrize("options", [dict(latent_combine=False), dict(block_t=16, num_warps=2, per_sm=1)])
 @pytest.mark.parametrize("family,kind,sink", [("gemma3", "latent_kv", 2), ("llama", "latent_kv", 1)])
-def test_kernel_decode_path_with_other_kernel_options(family, kind, sink, options):
-    """Kernel options through the runner: the per-chunk V up-projection, another tile
-    shape (a 1-token prompt: position 0 sees only the sink)."""
+def test_kernel_decode_path_with_other_tuning(family, kind, sink, options):
+    """Triton tuning through the runner (DecodeOptions.tuning): the per-chunk V
+    up-projection, another tile shape (a 1-token prompt: position 0 sees only the sink)."""
     model = sink_model(family, kind, sink, **INTERPRETED)
     prompts = prompts_of([13, 1, 20])
-    r = runner_for(model, prompts, 10, attention="cuda", kernel_options=options)
+    tuning = kernels.TritonTuning(**options)
+    r = runner_for(model, prompts, 10, attention="cuda", tuning=tuning)
     assert len(r.kernels) == model.cfg.num_layers
-    assert all(getattr(k, n) == v for k in r.kernels.values() for n, v in options.items())
+    assert all(k.tuning == tuning for k in r.kernels.values())
     check_steps(model, prompts, 10, r)
 
 
@@ -249,8 +255,8 @@ def test_chunks_fill_one_wave():
     for b in (1, 2, 3, 8, 16, 31, 32, 33, 64):
         for t in (1, 31, 32, 512, 4096, 32768):
             chunk, n = kern.chunks(b, t)
-            assert chunk % kern.block_t == 0 and (n - 1) * chunk < t <= n * chunk
-            slots = kern.per_sm * kern.n_sm
+            assert chunk % kern.tuning.block_t == 0 and (n - 1) * chunk < t <= n * chunk
+            slots = kern.tuning.per_sm * kern.n_sm
             assert n * b * kern.kv <= max(slots, b * kern.kv)  # one wave (or one chunk each)
             if t >= 32768 and b * kern.kv <= slots // 2:
                 assert n * b * kern.kv > slots // 2  # and the GPU is not left half idle

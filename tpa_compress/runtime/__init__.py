@@ -2,6 +2,7 @@
 
 from .cache import KVCache
 from .cuda_decode import CudaBuild
+from .kernels import TritonTuning
 from .plan import DecodeOptions, fast_path_supports
 from .runner import GenerateResult, Runner
 from .sampling import SamplingParams, sample
@@ -13,6 +14,7 @@ __all__ = [
     "GenerateResult",
     "Runner",
     "SamplingParams",
+    "TritonTuning",
     "fast_path_supports",
     "sample",
 ]

@@ -43,10 +43,13 @@ for the whole program, so a tile only streams z:
 
 It writes the same per-chunk softmax states as the Triton kernel's `_decode_partial`
 (latent mixtures, LATENT_COMBINE), and the sink tile's own state, so the Triton combine
-finishes the step. The "wg" kernel is launched with programmatic dependent launch where the
-layer's DecodeAttention has it on (`launch_pdl`: its programs start under the previous
-kernel's tail). Compiled when a layer is set up (`try_build`) with torch's NVRTC, once per machine
-(kernel_cache.py keeps the binaries): no compiler or package beyond torch.
+finishes the step. Choose once, run many times: `prepare` makes a layer's constants (a
+frozen CudaLayer: the kernel, its builds, U and the bias as the kernel reads them, its
+shared-memory images) when the layer is planned and compiles its builds (`try_build`) with
+torch's NVRTC, once per machine (kernel_cache.py keeps the binaries: no compiler or
+package beyond torch); `launch` reads that object and the step's tensors. The "wg" kernel
+is launched with programmatic dependent launch where the layer has it on (`launch_pdl`:
+its programs start under the previous kernel's tail).
 Serves head dim 256 with 8 query heads per KV head at
 most, K ranks that are multiples of 16 up to 128, V ranks that are multiples of 16 up to 128
 ("wg", "warp"), above 128 where the wg kernel's buffers fit (wg_fits), else 128 or 256
@@ -459,50 +462,187 @@ def prefetch_l2(t: torch.Tensor, programs: int = 16) -> None:
     _prefetch_kernel(t.device.index or 0)(grid=(programs, 1, 1), block=(256, 1, 1), args=[t, n])
 
 
-def launch(da, q, kc, vc, k_pos, qp, ks, vs, ns, strides, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale, wslot, phases):
-    """One decode step's partial states from the cache (da: a kernels.DecodeAttention built
-    for backend "cuda", which prepared the arguments: qp (B,) int64 query positions, the
-    sink tile ks / vs with ns rows, `strides` (q's, the cache's, the positions', the sink
-    tile's: DecodeAttention.strides), the chunking for tiles of blk keys; k_scale: each key's
-    QK-norm factor (B, T, KV) fp32 as the cache holds it, or None; wslot: (1,) int64, the
-    cache column this step's entries went to (the wg kernel reads every other row of its
-    first tile before waiting for the previous kernel), or None; phases: an int64 buffer the
-    "wg" kernel, built with per-phase clocks, writes them to (bench_decode_kernel --phases),
-    or None)."""
+@dataclass(frozen=True)
+class CudaLayer:
+    """One layer's constants for the CUDA kernel (made once, by `prepare`, when the layer is
+    planned; `launch` reads them each step).
+
+    kind, build        the kernel (kind_for) and how it is built
+    rk, rv, g, kv      K and V ranks, query heads per KV head, KV heads
+    warps              warps per program (warps_of)
+    normz              the warp kernel takes the QK-norm's sum from z (U orthonormal per head)
+    up, bias           U and the bias it reads: the z-norm's folded ones (normz), the tile
+                       kernel's permuted U (permute_up), else the raw U; the raw bias
+    scaled             U and bias with the norm weight folded in, for the wg kernel reading
+                       each key's norm factor from the cache; None without a QK-norm
+    norm_weight, invf  the QK-norm weight (a placeholder without one), RoPE's frequencies
+    warp_extra         the warp kernel's trailing arguments (2 U^T b, |b|^2, e or not; or
+                       the placeholders)
+    images             the wg kernel's constant shared memory (wg_images), by whether the
+                       cache's norm factors are read
+    scalars            window (0: none), sink, eps, scale, rope scale, QK-norm or not
+    pdl                the wg kernel launched with programmatic dependent launch
+    no_slot            the (1,) int64 -1 passed where the step's cache column is unknown
+    """
+
+    kind: str
+    build: CudaBuild
+    rk: int
+    rv: int
+    g: int
+    kv: int
+    warps: int
+    normz: bool
+    up: torch.Tensor
+    bias: torch.Tensor
+    scaled: tuple | None
+    norm_weight: torch.Tensor
+    invf: torch.Tensor
+    warp_extra: tuple
+    images: dict
+    scalars: tuple
+    pdl: bool
+    no_slot: torch.Tensor
+
+
+def prepare(
+    build: CudaBuild,
+    *,
+    up: torch.Tensor,
+    bias: torch.Tensor,
+    rv: int,
+    g: int,
+    kv: int,
+    norm: tuple | None,
+    z_norm: tuple | None,
+    invf: torch.Tensor,
+    rscale: float,
+    scale: float,
+    window: int | None,
+    sink: int,
+    pdl: bool,
+    k_scale: bool,
+) -> CudaLayer:
+    """A latent-K, latent-V layer's CudaLayer, and its builds compiled (try_build:
+    BuildError where that fails). up (kv*256, rk) and bias (kv*256,) fp32: K's raw
+    up-projection; norm: the QK-norm's (weight, eps) or None; z_norm: where K's basis has a
+    diagonal Gram matrix, kernels.norm_from_latent's (g and e, |b|^2 term, U and bias with
+    the weight folded in) and whether e is nonzero, or None; invf, rscale: RoPE's; scale,
+    window, sink: the attention's; k_scale: the layer's cache keeps each key's norm factor."""
+    rk, dev = up.shape[1], up.device
+    kind = kind_for(rv, rk, build)
+    placeholder = torch.zeros(1, device=dev)
+    nw, eps = norm if norm is not None else (placeholder, 0.0)
+    # with each key's norm factor from the cache (k_scale): the weight folded into U, bias
+    scaled = None
+    if norm is not None:
+        w = nw.float().repeat(kv)
+        scaled = ((up.float() * w[:, None]).to(up.dtype).contiguous(), (bias * w).contiguous())
+    # the wg kernel's constant shared memory per build (without / with the cached factors)
+    images = {False: wg_images(up, bias, invf, rscale, kv)}
+    if scaled is not None:
+        images[True] = wg_images(*scaled, invf, rscale, kv)
+    # U orthonormal per head (Gram = I): the warp kernel's QK-norm sum from z (2 U^T b, |b|^2),
+    # with the weight folded into U (the wg kernel is faster without it: the mma work beside
+    # the rebuild costs more than it saves)
+    normz_args = None
+    if z_norm is not None and bool(((z_norm[0][:, 0] - 1).abs() < 1e-2).all()):
+        gz, bb, _, _, _ = z_norm
+        e = gz[:, 1]
+        normz_args = ((2 * e).to(torch.bfloat16).contiguous(), (bb + (gz[:, 0] * e * e).sum(1)).contiguous())
+    normz = kind == "warp" and normz_args is not None
+    # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key)
+    if normz:
+        layer_up, layer_bias = z_norm[2], z_norm[3]
+        warp_extra = (*normz_args, int(z_norm[4]))
+    else:
+        layer_up, layer_bias = (permute_up(up) if kind == "tile" else up), bias
+        warp_extra = (nw, nw, 0) if kind == "warp" else ()
+    # built now (NVRTC, a private torch API): BuildError where that fails (the cuda
+    # backend then plans the Triton kernel for the layer)
+    try_build(rk, rv, g, dev.index or 0, build, normz_args is not None, k_scale)
+    return CudaLayer(
+        kind=kind,
+        build=build,
+        rk=rk,
+        rv=rv,
+        g=g,
+        kv=kv,
+        warps=warps_of(kind, build),
+        normz=normz,
+        up=layer_up,
+        bias=layer_bias,
+        scaled=scaled,
+        norm_weight=nw,
+        invf=invf,
+        warp_extra=warp_extra,
+        images=images,
+        scalars=(window or 0, sink, float(eps), float(scale), float(rscale), int(norm is not None)),
+        pdl=pdl,
+        no_slot=torch.full((1,), -1, dtype=torch.long, device=dev),
+    )
+
+
+def launch(
+    cu: CudaLayer,
+    q,
+    kc,
+    vc,
+    k_pos,
+    qp,
+    ks,
+    vs,
+    ns,
+    strides,
+    m,
+    l,
+    acc,
+    sm,
+    sl,
+    sa,
+    chunk,
+    n,
+    blk,
+    k_scale,
+    wslot,
+    phases,
+):
+    """One decode step's partial states from the cache, for the layer `cu` (prepare):
+    qp (B,) int64 query positions, the sink tile ks / vs with ns rows, `strides` (q's, the
+    cache's, the positions', the sink tile's: kernels.DecodeAttention.strides), the
+    per-chunk states m / l / acc and the sink's sm / sl / sa to write, the chunking (chunk
+    length, n chunks) for tiles of blk keys; k_scale: each key's QK-norm factor (B, T, KV)
+    fp32 as the cache holds it, or None; wslot: (1,) int64, the cache column this step's
+    entries went to (the wg kernel reads every other row of its first tile before waiting
+    for the previous kernel), or None; phases: an int64 buffer the "wg" kernel, built with
+    per-phase clocks, writes them to (bench_decode_kernel --phases), or None."""
     b, t = kc.shape[0], kc.shape[1]
-    kind = da.cuda_kind
-    warps = warps_of(kind, da.cuda_build)
-    # the QK-norm sum from z: the warp kernel's option (the wg kernel is faster without it:
-    # the mma work beside the rebuild costs more than it saves)
-    normz = kind == "warp" and da.cu_normz is not None
-    kscale = kind == "wg" and k_scale is not None and da.has_norm  # (no norm: no factors to read)
+    kind = cu.kind
+    kscale = kind == "wg" and k_scale is not None and cu.scaled is not None  # (no norm: no factors to read)
     clocks = kind == "wg" and phases is not None
     cache_strides = (kc.stride(1), vc.stride(1)) if kind == "wg" else (0, 0)
-    fn = build_for(da.rk, da.rv, da.g, q.device.index or 0, da.cuda_build, blk, normz, kscale, cache_strides, clocks)
-    # the warp kernels take the raw U, bias and norm weight (the norm from the rebuilt key);
-    # with the norm factors from the cache, U and the bias with the weight folded in
-    up, bias = (da.ku, da.kb) if normz else (da.cu_up if kind == "tile" else da.cu_raw_up, da.cu_bias)
-    if kscale:
-        up, bias = da.cu_wup, da.cu_wbias
-    extra = [*da.cu_normz, int(da.has_e)] if normz else ([da.nw, da.nw, 0] if kind == "warp" else [])
+    fn = build_for(cu.rk, cu.rv, cu.g, q.device.index or 0, cu.build, blk, cu.normz, kscale, cache_strides, clocks)
+    up, bias = cu.scaled if kscale else (cu.up, cu.bias)
+    extra = list(cu.warp_extra)
     if kind == "wg":
         extra = [k_scale, k_scale.stride(0), k_scale.stride(1)] if kscale else [m, 0, 0]
-        extra += list(da.cu_img[kscale])  # U + bias block, pair tables: laid out once (wg_images)
-        extra.append(da.no_slot if wslot is None else wslot)
+        extra += list(cu.images[kscale])  # U + bias block, pair tables: laid out once (wg_images)
+        extra.append(cu.no_slot if wslot is None else wslot)
     qp = qp if qp.dtype == torch.int64 else qp.long()  # the kernel reads long long
     if kind == "wg" and ((q.stride(0) | q.stride(1)) & 1 or q.data_ptr() % 4):
         q = q.contiguous()  # (the wg kernel reads q's rows as bf16 pairs)
         strides = (q.stride(0), q.stride(1), *strides[2:])
-    grid, block = (n, b * da.kv, 1), (32 * warps, 1, 1)
-    shared = smem_bytes(da.rk, da.rv, da.g, blk, warps, kind, kscale)
+    grid, block = (n, b * cu.kv, 1), (32 * cu.warps, 1, 1)
+    shared = smem_bytes(cu.rk, cu.rv, cu.g, blk, cu.warps, kind, kscale)
+    window, sink, eps, scale, rscale, has_norm = cu.scalars
     args = [
-        *(q, kc, vc, k_pos, qp, up, bias, da.nw, da.invf, ks, vs, sm, sl, sa, m, l, acc),
-        *(t, chunk, da.kv, n, ns, *strides),
-        *(da.window or 0, da.sink if ns else 0, float(da.eps), float(da.scale), float(da.rscale), int(da.has_norm)),
+        *(q, kc, vc, k_pos, qp, up, bias, cu.norm_weight, cu.invf, ks, vs, sm, sl, sa, m, l, acc),
+        *(t, chunk, cu.kv, n, ns, *strides),
+        *(window, sink if ns else 0, eps, scale, rscale, has_norm),
         *extra,
         *([phases] if clocks else []),
     ]
-    if kind == "wg" and da.pdl:
+    if kind == "wg" and cu.pdl:
         launch_pdl(fn, grid, block, shared, args)
     else:
         fn(grid=grid, block=block, shared_mem=shared, args=args)

@@ -22,9 +22,11 @@ Runs wherever triton runs: CUDA, or the CPU interpreter (TRITON_INTERPRET=1) in 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 
 import torch
 
+from ..errors import TPAError
 from ..models.common import rope_inv_freq
 from . import cuda_decode
 
@@ -517,65 +519,129 @@ def norm_from_latent(up: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
     return gz, const.contiguous(), (up.float() * w[:, None]).to(up.dtype).contiguous(), (bias.float() * w).contiguous()
 
 
+def _power_of_two(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 1 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class TritonTuning:
+    """How the Triton decode kernels run (DecodeOptions.tuning). The defaults are the
+    runtime's; other values are for benchmarks (bench_decode_kernel's flags,
+    bench_generate --tuning).
+
+    block_t           `_decode_partial`'s keys per tile (a power of two, at least 16: tl.dot)
+    num_warps         its warps per program (a power of two)
+    num_stages        its software-pipelining stages (None: Triton's default)
+    maxnreg           a register cap per thread (None: none; more programs per SM, spills)
+    per_sm            programs per SM the chunking plans for (one wave)
+    fast_trig         RoPE's cos / sin on the special-function unit (None: on a GPU, not in
+                      the interpreter)
+    ds                rotation pairs of a latent K rebuilt at a time (clamped to 16 .. D/2)
+    ds_dynamic        those slices in a loop (else unrolled)
+    norm_z            the QK-norm's sum of squares from z where K's basis is orthonormal per
+                      head (norm_from_latent)
+    latent_combine    a latent V: merge the chunks' latent mixtures and up-project once in
+                      the combine instead of per chunk (fewer registers); the cuda backend
+                      needs it
+    combine_block     chunk states the combine loads at once (a power of two, at least 2)
+    combine_rv_block  a latent combine's latent columns per slice (a power of two, at least 16)
+    combine_warps     a latent combine's warps per program (a power of two)
+    combine_block_d   a latent combine's head dims per program (a power of two)
+    """
+
+    block_t: int = 32
+    num_warps: int = 4
+    num_stages: int | None = None
+    maxnreg: int | None = None
+    per_sm: int = 2
+    fast_trig: bool | None = None
+    ds: int = 64
+    ds_dynamic: bool = False
+    norm_z: bool = True
+    latent_combine: bool = True
+    combine_block: int = 128
+    combine_rv_block: int = 128
+    combine_warps: int = 4
+    combine_block_d: int = 64
+
+    def __post_init__(self):
+        def check(name: str, ok: bool, valid: str) -> None:
+            if not ok:
+                raise TPAError(f"Triton tuning {name}={getattr(self, name)!r} is not valid; valid: {valid}")
+
+        for name, least in (("block_t", 16), ("combine_block", 2), ("combine_rv_block", 16)):
+            v = getattr(self, name)
+            check(name, _power_of_two(v) and v >= least, f"a power of two, at least {least}")
+        for name in ("num_warps", "combine_warps", "combine_block_d"):
+            check(name, _power_of_two(getattr(self, name)), "a power of two")
+        for name in ("per_sm", "ds"):
+            v = getattr(self, name)
+            check(name, isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1")
+        for name in ("num_stages", "maxnreg"):
+            v = getattr(self, name)
+            whole = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            check(name, v is None or whole, "None or a whole number >= 1")
+        check("fast_trig", self.fast_trig in (None, True, False), "None, true or false")
+        for name in ("ds_dynamic", "norm_z", "latent_combine"):
+            check(name, isinstance(getattr(self, name), bool), "true or false")
+
+    @classmethod
+    def parse(cls, text: str) -> TritonTuning:
+        """From "name=value,..." (a benchmark's flag): ints, true / false, none."""
+        valid = {f.name for f in fields(cls)}
+        kw = {}
+        for item in filter(None, (x.strip() for x in text.split(","))):
+            name, eq, value = item.partition("=")
+            if not eq or name not in valid:
+                names = ", ".join(sorted(valid))
+                raise TPAError(f"Triton tuning {item!r} is not valid; valid: name=value, names {names}")
+            low = value.strip().lower()
+            if low in ("true", "false", "none"):
+                kw[name] = {"true": True, "false": False, "none": None}[low]
+            elif low.lstrip("-").isdigit():
+                kw[name] = int(low)
+                if name in ("fast_trig", "ds_dynamic", "norm_z", "latent_combine") and kw[name] in (0, 1):
+                    kw[name] = bool(kw[name])
+            else:
+                raise TPAError(f"Triton tuning {item!r} is not valid; valid: a whole number, true, false or none")
+        return cls(**kw)
+
+
 class DecodeAttention:
     """Per-layer constants of the kernels (made once) and their launch.
 
-    attn: the layer's Attention; lay: its LayerLayout; sink: leading positions read from
+    attn: the layer's Attention; layout: its LayerLayout; sink: leading positions read from
     the exact sink tile instead of the cache (attention.sink_of); backend: what computes the
-    chunks' partial states, as the plan chose it (backends/): "triton" (`_decode_partial`)
-    or "cuda" (cuda_decode.py, built with `cuda_build`; ValueError for a layer it does not
-    serve, cuda_decode.BuildError where it does not build); the rest: tuning
-    (DecodeOptions.kernel_options).
+    chunks' partial states, as the plan chose it (backends/): "triton" (`_decode_partial`,
+    run as `tuning` says) or "cuda" (cuda_decode.py: its per-layer constants prepared once,
+    `cu`, built with `cuda_build`; ValueError for a layer it does not serve,
+    cuda_decode.BuildError where it does not build); pdl: programmatic dependent launch
+    (None: where available): each kernel's programs start while the previous kernel
+    finishes and wait for it on the GPU (griddepcontrol). The combine is Triton's either way.
     """
 
     def __init__(
         self,
         attn,
-        lay,
+        layout,
         sink: int,
-        block_t: int = 32,
-        num_warps: int = 4,
-        fast_trig: bool | None = None,
-        per_sm: int = 2,
-        num_stages: int | None = None,
-        ds: int = 64,
-        latent_combine: bool = True,
-        maxnreg: int | None = None,
-        ds_dynamic: bool = False,
-        norm_z: bool = True,
         backend: str = "triton",
+        tuning: TritonTuning = TritonTuning(),
         cuda_build: cuda_decode.CudaBuild = cuda_decode.CudaBuild(),
         pdl: bool | None = None,
-        combine_rv_block: int = 128,
-        combine_warps: int = 4,
-        combine_block_d: int = 64,
     ):
+        if not isinstance(tuning, TritonTuning):
+            raise TPAError(f"DecodeAttention tuning={tuning!r} is not valid; valid: a kernels.TritonTuning")
+        if backend not in ("triton", "cuda"):
+            raise ValueError(f"backend {backend!r}: valid: triton, cuda")
         cfg, d = attn.cfg, attn.head_dim
+        self.tuning = tuning
         self.d, self.kv, self.g = d, attn.n_kv, attn.n_heads // attn.n_kv
         self.scale, self.window, self.sink = float(attn.scale), attn.window, sink
-        self.k_latent, self.v_latent = lay.k.kind == "latent", lay.v.kind == "latent"
-        self.block_t, self.num_warps, self.per_sm, self.num_stages = block_t, num_warps, per_sm, num_stages
-        self.maxnreg = maxnreg  # a register cap per thread (more programs per SM, spills)
-        self.combine_block = 128  # chunk states the combine step loads at once
-        # a latent combine: latent columns per slice (a power of two), warps, head dims per program
-        self.combine_rv_block, self.combine_warps, self.combine_block_d = (
-            combine_rv_block,
-            combine_warps,
-            combine_block_d,
-        )
-        if combine_rv_block < 16 or combine_rv_block & (combine_rv_block - 1):
-            raise ValueError(f"combine_rv_block {combine_rv_block}: a power of two, at least 16 (tl.arange)")
-        self.ds = ds  # rotation pairs of a latent K rebuilt at a time
-        self.ds_dynamic = ds_dynamic  # those slices in a loop (else unrolled)
-        # a latent V: merge the chunks' latent mixtures and up-project once in the combine
-        # instead of per chunk (fewer registers; 26.3 vs 28.6 us at batch 1, 32K keys)
-        self.latent_combine = latent_combine
-        self.fast_trig = (not INTERPRET) if fast_trig is None else fast_trig
+        self.k_latent, self.v_latent = layout.k.kind == "latent", layout.v.kind == "latent"
+        self.fast_trig = (not INTERPRET) if tuning.fast_trig is None else tuning.fast_trig
         dev = attn.q_proj.weight.device
-        # programmatic dependent launch (None: where available): each kernel's programs start
-        # while the previous kernel finishes and wait for it on the GPU (griddepcontrol)
         self.pdl = pdl_available(dev) if pdl is None else pdl
-        self.no_slot = torch.full((1,), -1, dtype=torch.long, device=dev)  # wslot unknown (cuda_decode)
         none = torch.zeros(1, device=dev)
         self.ku = self.kb = self.nw = self.invf = self.vu = self.vb = raw_up = raw_b = none
         self.rk = self.rv = 1
@@ -591,7 +657,7 @@ class DecodeAttention:
             if self.has_norm:
                 self.nw = attn.k_norm.gain().detach().contiguous()
                 self.eps = attn.k_norm.eps
-                z_norm = norm_from_latent(self.ku, self.kb, self.nw, self.kv, d) if norm_z else None
+                z_norm = norm_from_latent(self.ku, self.kb, self.nw, self.kv, d) if tuning.norm_z else None
                 if z_norm is not None:
                     self.norm_z = True
                     self.gz, self.bb, self.ku, self.kb = z_norm
@@ -604,65 +670,64 @@ class DecodeAttention:
             self.vb = vp.bias.detach().float().contiguous()
             self.rv = self.vu.shape[1]
         self.n_sm = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
-        if backend not in ("triton", "cuda"):
-            raise ValueError(f"backend {backend!r}: valid: triton, cuda")
-        self.cuda, self.cuda_build, self.cuda_kind = backend == "cuda", cuda_decode.CudaBuild(), None
-        if self.cuda:
-            self._setup_cuda(attn, lay, raw_up, raw_b, cuda_build)
+        self.cu = self._cuda_layer(attn, layout, raw_up, raw_b, cuda_build) if backend == "cuda" else None
 
-    def _setup_cuda(self, attn, lay, raw_up, raw_b, build: cuda_decode.CudaBuild) -> None:
-        """The CUDA kernel's constants for this layer, and its builds compiled."""
+    @property
+    def cuda(self) -> bool:
+        """The chunks' partial states come from the CUDA kernel."""
+        return self.cu is not None
+
+    @property
+    def cuda_kind(self) -> str | None:
+        """The CUDA kernel the layer runs (cuda_decode.KINDS), or None (Triton)."""
+        return self.cu.kind if self.cu is not None else None
+
+    def _cuda_layer(self, attn, lay, raw_up, raw_b, build: cuda_decode.CudaBuild) -> cuda_decode.CudaLayer:
+        """The CUDA kernel's constants for this layer (cuda_decode.prepare), its builds compiled."""
         dev = attn.q_proj.weight.device
         if not (
             dev.type == "cuda"
             and not INTERPRET
             and self.k_latent
             and self.v_latent
-            and self.latent_combine
+            and self.tuning.latent_combine
             and cuda_decode.serves(self.d, self.g, self.rk, self.rv, attn.k_proj.up.weight.dtype, build)
         ):
             raise ValueError("backend 'cuda' does not serve this layer (see cuda_decode.serves)")
-        self.cuda_build, self.cuda_kind = build, cuda_decode.kind_for(self.rv, self.rk, build)
-        # it takes the QK-norm from the rebuilt key itself: the raw U, bias, weight
-        self.cu_up, self.cu_raw_up, self.cu_bias = cuda_decode.permute_up(raw_up), raw_up, raw_b
-        # with each key's norm factor from the cache (k_scale): the weight folded into U, bias
-        self.cu_wup = self.cu_wbias = None
-        if self.has_norm:
-            w = self.nw.float().repeat(self.kv)
-            self.cu_wup = (raw_up.float() * w[:, None]).to(raw_up.dtype).contiguous()
-            self.cu_wbias = (raw_b * w).contiguous()
-        # the wg kernel's constant shared memory per build (without / with the cached factors)
-        self.cu_img = {False: cuda_decode.wg_images(raw_up, raw_b, self.invf, self.rscale, self.kv)}
-        if self.has_norm:
-            self.cu_img[True] = cuda_decode.wg_images(self.cu_wup, self.cu_wbias, self.invf, self.rscale, self.kv)
-        # or, U orthonormal per head (Gram = I): from z, the weight folded into U (warp kernel)
-        self.cu_normz = None
-        if self.norm_z and bool(((self.gz[:, 0] - 1).abs() < 1e-2).all()):
-            e = self.gz[:, 1]
-            self.cu_normz = (
-                (2 * e).to(torch.bfloat16).contiguous(),  # 2 U^T b
-                (self.bb + (self.gz[:, 0] * e * e).sum(1)).contiguous(),
-            )  # |b|^2
-        # built now (NVRTC, a private torch API): BuildError where that fails (the cuda
-        # backend then plans the Triton kernel for the layer)
-        cuda_decode.try_build(self.rk, self.rv, self.g, dev.index or 0, build, self.cu_normz is not None, lay.k_scale)
+        return cuda_decode.prepare(
+            build,
+            up=raw_up,
+            bias=raw_b,
+            rv=self.rv,
+            g=self.g,
+            kv=self.kv,
+            norm=(self.nw, self.eps) if self.has_norm else None,
+            z_norm=(self.gz, self.bb, self.ku, self.kb, self.has_e) if self.norm_z else None,
+            invf=self.invf,
+            rscale=self.rscale,
+            scale=self.scale,
+            window=self.window,
+            sink=self.sink,
+            pdl=self.pdl,
+            k_scale=lay.k_scale,
+        )
 
     def chunks(self, b: int, t: int, block: int | None = None, per_sm: int | None = None) -> tuple[int, int]:
         """(chunk length, chunk count): at most `per_sm` programs per SM, so one wave
         (rounding up made 272 programs for 264 slots at batch 16: a second wave, ~2x)."""
-        block = block or self.block_t
+        block = block or self.tuning.block_t
         blocks = triton.cdiv(t, block)
-        n = max(1, min(blocks, (per_sm or self.per_sm) * self.n_sm // (b * self.kv)))
+        n = max(1, min(blocks, (per_sm or self.tuning.per_sm) * self.n_sm // (b * self.kv)))
         chunk = triton.cdiv(blocks, n) * block
         return chunk, triton.cdiv(t, chunk)
 
     def tiling(self, b: int, t: int) -> tuple[int, int, int]:
         """(keys per tile, chunk length, chunk count) of a call over t slots at batch b: the
         CUDA kernel's (block_for, CudaBuild.per_sm) or the Triton kernel's (block_t, per_sm)."""
-        if self.cuda:
-            blk = cuda_decode.block_for(self.rk, self.rv, self.g, t, self.cuda_build)
-            return (blk, *self.chunks(b, t, blk, self.cuda_build.per_sm))
-        return (self.block_t, *self.chunks(b, t))
+        if self.cu is not None:
+            blk = cuda_decode.block_for(self.rk, self.rv, self.g, t, self.cu.build)
+            return (blk, *self.chunks(b, t, blk, self.cu.build.per_sm))
+        return (self.tuning.block_t, *self.chunks(b, t))
 
     @staticmethod
     def strides(q, kc, vc, k_pos, sstr) -> tuple[int, ...]:
@@ -696,7 +761,7 @@ class DecodeAttention:
             raise ValueError("backend 'cuda' reads a bf16 cache with bf16 queries")
         blk, chunk, n = self.tiling(b, t)
         dev = q.device
-        latent = self.v_latent and self.latent_combine
+        latent = self.v_latent and self.tuning.latent_combine
         m = torch.empty(b, self.kv, n, self.g, device=dev)
         l = torch.empty_like(m)
         acc = torch.empty(b, self.kv, n, self.g, self.rv if latent else d, device=dev)
@@ -719,14 +784,36 @@ class DecodeAttention:
         st = self.strides(q, kc, vc, k_pos, sstr)
         if self.cuda:  # the same chunk states, from the hand-written kernel
             cuda_decode.launch(
-                self, q, kc, vc, k_pos, qp, ks, vs, ns, st, m, l, acc, sm, sl, sa, chunk, n, blk, k_scale, wslot, phases
+                self.cu,
+                q,
+                kc,
+                vc,
+                k_pos,
+                qp,
+                ks,
+                vs,
+                ns,
+                st,
+                m,
+                l,
+                acc,
+                sm,
+                sl,
+                sa,
+                chunk,
+                n,
+                blk,
+                k_scale,
+                wslot,
+                phases,
             )
         else:
             self._triton_partial(
                 q, kc, vc, k_pos, qp, sc, sm, sl, sa, ks, vs, m, l, acc, t, chunk, n, ns, st, ieee, int8, latent, sink
             )
         out = torch.empty(b, h * d, dtype=q.dtype, device=dev)
-        bd = min(d, self.combine_block_d if latent else 64)
+        tn = self.tuning
+        bd = min(d, tn.combine_block_d if latent else 64)
         line = 128 // self.vu.element_size()  # U's elements per L2 line
         lines = _p2(triton.cdiv(bd * self.rv, line), 1) if latent and self.pdl and not INTERPRET else 0
         _decode_combine[(b * h, d // bd)](
@@ -744,15 +831,15 @@ class DecodeAttention:
             self.kv,
             RV=self.rv,
             D=d,
-            S_BLK=min(self.combine_block, _p2(n, 2)),
+            S_BLK=min(tn.combine_block, _p2(n, 2)),
             BLOCK_D=bd,
             LATENT=latent,
-            RV_BLK=self.combine_rv_block,
+            RV_BLK=tn.combine_rv_block,
             U_LINE=line,
             U_LINES=lines,
             HAS_SINK=sink_c,
             PDL=self.pdl,
-            num_warps=self.combine_warps if latent else 4,
+            num_warps=tn.combine_warps if latent else 4,
             **self._pdl_kw,
         )
         return out.view(b, 1, h * d)
@@ -766,7 +853,7 @@ class DecodeAttention:
     ):
         """`_decode_partial` over the cache (st: DecodeAttention.strides; the rest as
         __call__ prepared them)."""
-        b, d = kc.shape[0], self.d
+        b, d, tn = kc.shape[0], self.d, self.tuning
         # full K: what the dots take. fp8 e4m3 converts exactly and cheaply (packed cvt)
         # to fp16, so 16-bit queries meet it there
         cdt = _TL_DTYPES.get(kc.dtype) or (
@@ -818,8 +905,8 @@ class DecodeAttention:
             RK_P=_p2(self.rk),
             RV_P=_p2(self.rv),
             NS_P=_p2(max(ns, 1)),
-            BLOCK_T=self.block_t,
-            DS=min(max(16, self.ds), _p2(d // 2)),
+            BLOCK_T=tn.block_t,
+            DS=min(max(16, tn.ds), _p2(d // 2)),
             K_LATENT=self.k_latent,
             V_LATENT=self.v_latent,
             HAS_NORM=self.has_norm,
@@ -830,12 +917,12 @@ class DecodeAttention:
             CDT=cdt,
             INT8=int8,
             LATENT_COMBINE=latent,
-            DS_DYNAMIC=self.ds_dynamic,
+            DS_DYNAMIC=tn.ds_dynamic,
             NORM_Z=self.norm_z,
             HAS_E=self.has_e,
             PDL=self.pdl,
-            num_warps=self.num_warps,
+            num_warps=tn.num_warps,
             **self._pdl_kw,
-            **({} if self.num_stages is None else {"num_stages": self.num_stages}),
-            **({} if self.maxnreg is None else {"maxnreg": self.maxnreg}),
+            **({} if tn.num_stages is None else {"num_stages": tn.num_stages}),
+            **({} if tn.maxnreg is None else {"maxnreg": tn.maxnreg}),
         )

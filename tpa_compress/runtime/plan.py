@@ -1,8 +1,9 @@
 """The decode plan: per layer, what writes the cache entries and what computes attention.
 
 `DecodeOptions` holds every choice a caller makes about the decode step (frozen; None: by
-device), the kernels' tuning (`kernel_options`) and the CUDA kernels' build (`cuda_build`)
-included: nothing module-level steers it. `plan_layer` walks the table below for each
+device), the Triton kernels' tuning (`tuning`, a kernels.TritonTuning) and the CUDA
+kernels' build (`cuda_build`, a cuda_decode.CudaBuild) included: nothing module-level
+steers it. `plan_layer` walks the table below for each
 role, from the options' choice down, and takes the first backend that supports the layer
 (backends/: each file says what it serves):
 
@@ -27,9 +28,7 @@ appends on the host, so a runner with one decodes eagerly). `Runner.plan` is the
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field, fields, replace
-from types import MappingProxyType
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -38,16 +37,10 @@ from . import gemv as gemv_mod
 from . import kernels
 from .backends import ATTENTION, ENTRIES, LayerContext
 from .cuda_decode import CudaBuild
+from .kernels import TritonTuning
 
 ATTENTION_ORDER = ("cuda", "triton", "sdpa", "direct", "tiles")
 ENTRIES_ORDER = ("kernel", "written", "fused", "eager")
-# kernels.DecodeAttention's tuning arguments: what kernel_options may set (its layer, the
-# backend, pdl and cuda_build come from the runner, the plan and the options' own fields)
-KERNEL_OPTIONS = tuple(
-    k
-    for k in inspect.signature(kernels.DecodeAttention).parameters
-    if k not in ("attn", "lay", "sink", "backend", "pdl", "cuda_build")
-)
 
 
 @dataclass(frozen=True)
@@ -73,7 +66,8 @@ class DecodeOptions:
     tile            keys per tile where a factorized K is rebuilt by the torch path (None:
                     bounded fp32 scratch, ~64 MB)
     query_tile      queries per tile in prefill
-    kernel_options  the Triton/CUDA attention kernel's tuning (KERNEL_OPTIONS: kernels.DecodeAttention's)
+    tuning          how the Triton decode kernels run (kernels.TritonTuning: block_t, num_warps,
+                    per_sm, latent_combine, ...)
     cuda_build      how the `cuda` backend's kernels are built and split their work
                     (cuda_decode.CudaBuild: kernel, minb, warps, unroll, block, per_sm)
     """
@@ -89,14 +83,12 @@ class DecodeOptions:
     prefetch_max_l2: float = 0.75
     tile: int | None = None
     query_tile: int = 512
-    kernel_options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    tuning: TritonTuning = TritonTuning()
     cuda_build: CudaBuild = CudaBuild()
 
     def __post_init__(self):
-        object.__setattr__(self, "kernel_options", MappingProxyType(dict(self.kernel_options or {})))
-        for k in self.kernel_options:
-            if k not in KERNEL_OPTIONS:
-                raise TPAError(f"kernel option {k!r} is not valid; valid: {', '.join(KERNEL_OPTIONS)}")
+        if not isinstance(self.tuning, TritonTuning):
+            raise TPAError(f"decode option tuning={self.tuning!r} is not valid; valid: a kernels.TritonTuning")
         if not isinstance(self.cuda_build, CudaBuild):
             raise TPAError(f"decode option cuda_build={self.cuda_build!r} is not valid; valid: a cuda_decode.CudaBuild")
         for name, order in (("attention", ATTENTION_ORDER), ("entries", ENTRIES_ORDER)):

@@ -31,7 +31,7 @@ def serves_layer(attn, lay, dtype: torch.dtype, cache_dtype: torch.dtype, option
     return (
         lay.k.kind == lay.v.kind == "latent"
         and dtype == torch.bfloat16
-        and options.kernel_options.get("latent_combine", True)
+        and options.tuning.latent_combine
         and kernels.supports(attn, lay, cache_dtype)
         and cuda_decode.serves(
             attn.head_dim,

@@ -4,8 +4,8 @@ Serves K and V each `full` or `latent`, a power-of-two head dim, and a latent K 
 its up-projection's dtype or in one byte (fp8, int8: converted on load); any per-token
 cache format. The kernel (kernels.DecodeAttention) splits the cache into chunks over every
 SM, rebuilds a latent K in registers and merges the chunks' softmax states in a second
-kernel. Runs on CUDA, or in triton's CPU interpreter (the tests). `DecodeOptions.kernel_options`
-tune it (block_t, num_warps, per_sm, latent_combine, ...: kernels.DecodeAttention's tuning).
+kernel. Runs on CUDA, or in triton's CPU interpreter (the tests). `DecodeOptions.tuning`
+(kernels.TritonTuning: block_t, num_warps, per_sm, latent_combine, ...) tunes it.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ class KernelAttend:
 
 def build_kernel(runner, i: int, backend: str) -> KernelAttend:
     """The layer's DecodeAttention computing with `backend` ("triton" or "cuda", as planned),
-    with the runner's options (pdl, cuda_build, kernel_options)."""
+    with the runner's options (pdl, tuning, cuda_build)."""
     attn, lay, lc = layer_of(runner, i)
     o = runner.options
     kern = kernels.DecodeAttention(
-        attn, lay, sink_of(lay), backend=backend, pdl=o.pdl, cuda_build=o.cuda_build, **o.kernel_options
+        attn, lay, sink_of(lay), backend=backend, tuning=o.tuning, cuda_build=o.cuda_build, pdl=o.pdl
     )
     return KernelAttend(kern, lc, runner.cache.positions[lc.capacity])
 
