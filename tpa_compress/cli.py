@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -188,79 +187,25 @@ def convert_cmd(
     """Convert a model to factorized attention as a YAML recipe says."""
     import torch
 
-    from .convert import convert, cpu_threads, default_out_dir, write_output
-    from .convert.stream import convert_streaming, whole_model_reason
-    from .load.default import resolve_model_path
+    from .convert import convert_cli as steps
+    from .convert import cpu_threads
+    from .convert.stream import whole_model_reason
     from .recipe import load_recipe
-    from .save.atomic import check_output_dir, clean_leftovers
 
     rec = load_recipe(recipe)
     if shard_mib < 1:
         raise TPAError(f"--max-shard-mib {shard_mib} is not valid; valid: a positive number of MiB")
     model = model or rec.model
-    out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
-    for line in clean_leftovers(out_dir):
-        console.print(f"[dim]{line}[/dim]")
-    check_output_dir(out_dir, force, protect=[resolve_model_path(model)])
+    out_dir = steps.prepare_out_dir(model, recipe, out_dir, force)
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(threads))
     whole = whole_model_reason(rec, do_eval) or ("--whole-model" if whole_model else None)  # None: streams
     if whole is None:
-        from .load import load_model
-
-        t = time.time()
-        ckpt = load_model(model, variant=variant, tokenizer=tokenizer)
-        console.print(
-            f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}) "
-            f"in {time.time() - t:.1f}s; converting one layer at a time[/dim]"
-        )
+        res = steps.convert_streamed(model, variant, tokenizer, rec, out_dir, force, dev, shard_mib)
     else:
-        ckpt, net = open_model(model, variant, "float32", dev, tokenizer)
-        console.print(f"[dim]whole model in memory: {whole}[/dim]")
-    console.print(f"[dim]{torch.get_num_threads()} CPU thread(s)[/dim]")
-    log = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
-    with progress_bar("convert") as bar:
-        tasks = {}
-
-        def progress(label):
-            tasks[label] = bar.add_task(label, total=None, info="")
-            return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
-
-        if whole is None:
-            res = convert_streaming(
-                ckpt, rec, out_dir, force, dev, progress=progress, log=log, shard_bytes=shard_mib * 2**20
-            )
-        else:
-            res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval, log=log)
-    if whole is not None:
-        write_output(out_dir, ckpt, rec, res, tensors, force, model=net)
+        res = steps.convert_whole(model, variant, tokenizer, rec, out_dir, force, dev, do_eval, whole)
     write_profile(res, dev)
-    table = Table(title=f"converted -> {out_dir}")
-    for c in ("context", "original KV", "converted KV", "ratio"):
-        table.add_column(c)
-    for ctx, t in res.totals.items():
-        table.add_row(
-            ctx,
-            f"{t['original_bytes'] / 2**20:.2f} MiB",
-            f"{t['converted_bytes'] / 2**20:.2f} MiB",
-            f"{t['ratio']:.3f}",
-        )
-    out.print(table)
-    if res.perplexity:
-        ppl = Table(title=f"perplexity (held-out evaluation text; converted: as saved, {rec.weight_dtype} weights)")
-        for c in ("data", "original", "converted", "change"):
-            ppl.add_column(c)
-        for name, p in res.perplexity.items():
-            ppl.add_row(
-                name, f"{p['before']['perplexity']:.4f}", f"{p['after']['perplexity']:.4f}", f"{p['delta_pct']:+.2f}%"
-            )
-        out.print(ppl)
-    if res.heal:
-        from .report.convert_report import heal_lines
-
-        for line in heal_lines(res.heal, res.perplexity):
-            out.print(line, highlight=False)
-    out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
+    steps.print_results(res, rec, out_dir)
 
 
 def write_profile(res, device: str) -> None:
