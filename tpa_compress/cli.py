@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -117,22 +116,10 @@ def eval_cmd(
     """Perplexity over non-overlapping windows of real text: by default one row per bundled
     domain (python-docs, prose), each cut and capped on its own; --data: those files alone."""
     from .data import eval_sets, read_texts
-    from .evaluate.perplexity import check_window_args, make_windows, perplexity
-    from .runtime.cache import check_cache_dtype
+    from .evaluate import eval_cli as steps
 
-    check_window_args(seq_len, max_windows)
-    if bos not in ("auto", "yes", "no"):
-        raise TPAError(f"--bos {bos!r} is not valid; valid: auto, yes, no")
-    if cache_path not in ("simulate", "decode"):
-        raise TPAError(f"--cache-path {cache_path!r} is not valid; valid: simulate, decode")
-    if cache_dtype is not None:
-        check_cache_dtype(cache_dtype)
-    else:
-        from .cache_formats import parse_spec
-        from .runtime.cli import recorded_cache_dtype
-
-        rec = recorded_cache_dtype(model)
-        cache_dtype = rec if rec is not None and parse_spec(rec).format.lossy else None
+    steps.check_args(seq_len, max_windows, bos, cache_path)
+    cache_dtype = steps.scored_cache_dtype(model, cache_dtype)
     if json_out:
         from .save.atomic import check_output_file
 
@@ -141,101 +128,15 @@ def eval_cmd(
     texts = {name: read_texts(files) for name, files in sets.items()}
     dev = resolve_device(device)
     torch_dtype(dtype)
-    from .load.model_tokenizer import bos_for
-
-    picked = {}  # the BOS id each window starts with, decided before the model is built
-    ckpt, net = open_model(
-        model,
-        variant,
-        dtype,
-        dev,
-        tokenizer,
-        check=lambda ck: picked.update(bos=bos_for(require_tokenizer(ck), bos, ck.path)),
-    )
+    ckpt, net, bos_id = steps.open_with_bos(model, variant, dtype, dev, tokenizer, bos)
     ckpt.config.check_length(seq_len, f"--seq-len {seq_len}", ckpt.path)
-    tok = require_tokenizer(ckpt)
-    bos_id = picked["bos"]
-    use_bos = bos_id is not None
-    windows = {
-        name: make_windows(
-            tok.encode(text, add_bos=False), seq_len, bos_id, None, source=", ".join(map(str, sets[name]))
-        )
-        for name, text in texts.items()
-    }
-    for name, w in windows.items():  # what is scored, before the work
-        more = "; --max-windows N scores more" if w.shape[0] > max_windows else ""
-        console.print(
-            f"{name}: {min(max_windows, w.shape[0])} windows × {seq_len} tokens (of {w.shape[0]} in the text{more})",
-            highlight=False,
-        )
+    windows = steps.cut_windows(require_tokenizer(ckpt), texts, sets, seq_len, bos_id)
+    steps.print_window_counts(windows, seq_len, max_windows)
     windows = {name: w[:max_windows] for name, w in windows.items()}
-    results, speed = {}, {}
-    with progress_bar("perplexity") as bar:
-        for name, w in windows.items():
-            t = time.time()
-            if cache_dtype is None:
-                task = bar.add_task(f"perplexity {name}", total=w.shape[0], info="")
-                results[name] = perplexity(
-                    net,
-                    w,
-                    use_bos,
-                    device=dev,
-                    progress=lambda i, n, p, task=task: bar.update(task, completed=i, info=f"ppl {p:.3f}"),
-                )
-            elif cache_path == "simulate":
-                task = bar.add_task(f"{name} through a {cache_dtype} cache (simulated)", total=w.shape[0], info="")
-                results[name] = perplexity(
-                    net,
-                    w,
-                    use_bos,
-                    device=dev,
-                    cache=cache_dtype,
-                    progress=lambda i, n, p, task=task: bar.update(task, completed=i, info=f"ppl {p:.3f}"),
-                )
-            else:  # all windows as one batch, one decode step per position
-                from .evaluate.cached import cached_perplexity
-
-                task = bar.add_task(f"{name} through a {cache_dtype} cache", total=w.shape[1] - 1, info="")
-                results[name] = cached_perplexity(
-                    net,
-                    w,
-                    use_bos,
-                    cache_dtype,
-                    progress=lambda i, n, p, task=task: bar.update(task, completed=i, info=f"ppl {p:.3f}"),
-                )
-            speed[name] = results[name].tokens / (time.time() - t)
-    table = Table(
-        title=f"perplexity of {ckpt.config.name or ckpt.path}"
-        + (f" through a {cache_dtype} KV cache" if cache_dtype else "")
-    )
-    for c in ("data", "windows", "tokens", "seq_len", "BOS", "NLL", "perplexity", "tok/s"):
-        table.add_column(c)
-    for name, res in results.items():
-        table.add_row(
-            name,
-            str(res.windows),
-            str(res.tokens),
-            str(seq_len),
-            f"yes (id {bos_id})" if use_bos else "no",
-            f"{res.nll:.4f}",
-            f"{res.perplexity:.4f}",
-            f"{speed[name]:.0f}",
-        )
-    out.print(table)
+    results, speed = steps.score_domains(net, windows, bos_id is not None, dev, cache_dtype, cache_path)
+    out.print(steps.results_table(ckpt, cache_dtype, seq_len, bos_id, results, speed))
     if json_out:
-        from .save import write_text_atomic
-
-        doc = {
-            "model": ckpt.path,
-            "dtype": dtype,
-            "cache_dtype": cache_dtype,
-            "bos_id": bos_id,
-            "cache_path": cache_path if cache_dtype else None,
-            "domains": {name: {"data": [str(f) for f in sets[name]], **res.to_dict()} for name, res in results.items()},
-        }
-        if data:  # one text: its numbers also at the top level, as before the domains
-            doc.update({"data": [str(f) for f in data], **next(iter(results.values())).to_dict()})
-        write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
+        steps.write_json(json_out, ckpt, dtype, cache_dtype, bos_id, cache_path, sets, data, results)
 
 
 @app.command("methods")
@@ -286,79 +187,25 @@ def convert_cmd(
     """Convert a model to factorized attention as a YAML recipe says."""
     import torch
 
-    from .convert import convert, cpu_threads, default_out_dir, write_output
-    from .convert.stream import convert_streaming, whole_model_reason
-    from .load.default import resolve_model_path
+    from .convert import convert_cli as steps
+    from .convert import cpu_threads
+    from .convert.stream import whole_model_reason
     from .recipe import load_recipe
-    from .save.atomic import check_output_dir, clean_leftovers
 
     rec = load_recipe(recipe)
     if shard_mib < 1:
         raise TPAError(f"--max-shard-mib {shard_mib} is not valid; valid: a positive number of MiB")
     model = model or rec.model
-    out_dir = out_dir or default_out_dir(model or "gemma3-270m", str(recipe))
-    for line in clean_leftovers(out_dir):
-        console.print(f"[dim]{line}[/dim]")
-    check_output_dir(out_dir, force, protect=[resolve_model_path(model)])
+    out_dir = steps.prepare_out_dir(model, recipe, out_dir, force)
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(threads))
     whole = whole_model_reason(rec, do_eval) or ("--whole-model" if whole_model else None)  # None: streams
     if whole is None:
-        from .load import load_model
-
-        t = time.time()
-        ckpt = load_model(model, variant=variant, tokenizer=tokenizer)
-        console.print(
-            f"[dim]loaded {ckpt.config.name or ckpt.path} ({ckpt.format}, {ckpt.config.family}) "
-            f"in {time.time() - t:.1f}s; converting one layer at a time[/dim]"
-        )
+        res = steps.convert_streamed(model, variant, tokenizer, rec, out_dir, force, dev, shard_mib)
     else:
-        ckpt, net = open_model(model, variant, "float32", dev, tokenizer)
-        console.print(f"[dim]whole model in memory: {whole}[/dim]")
-    console.print(f"[dim]{torch.get_num_threads()} CPU thread(s)[/dim]")
-    log = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
-    with progress_bar("convert") as bar:
-        tasks = {}
-
-        def progress(label):
-            tasks[label] = bar.add_task(label, total=None, info="")
-            return lambda i, n, info="": bar.update(tasks[label], completed=i, total=n, info=info)
-
-        if whole is None:
-            res = convert_streaming(
-                ckpt, rec, out_dir, force, dev, progress=progress, log=log, shard_bytes=shard_mib * 2**20
-            )
-        else:
-            res, tensors = convert(ckpt, net, rec, progress=progress, eval_model=do_eval, log=log)
-    if whole is not None:
-        write_output(out_dir, ckpt, rec, res, tensors, force, model=net)
+        res = steps.convert_whole(model, variant, tokenizer, rec, out_dir, force, dev, do_eval, whole)
     write_profile(res, dev)
-    table = Table(title=f"converted -> {out_dir}")
-    for c in ("context", "original KV", "converted KV", "ratio"):
-        table.add_column(c)
-    for ctx, t in res.totals.items():
-        table.add_row(
-            ctx,
-            f"{t['original_bytes'] / 2**20:.2f} MiB",
-            f"{t['converted_bytes'] / 2**20:.2f} MiB",
-            f"{t['ratio']:.3f}",
-        )
-    out.print(table)
-    if res.perplexity:
-        ppl = Table(title=f"perplexity (held-out evaluation text; converted: as saved, {rec.weight_dtype} weights)")
-        for c in ("data", "original", "converted", "change"):
-            ppl.add_column(c)
-        for name, p in res.perplexity.items():
-            ppl.add_row(
-                name, f"{p['before']['perplexity']:.4f}", f"{p['after']['perplexity']:.4f}", f"{p['delta_pct']:+.2f}%"
-            )
-        out.print(ppl)
-    if res.heal:
-        from .report.convert_report import heal_lines
-
-        for line in heal_lines(res.heal, res.perplexity):
-            out.print(line, highlight=False)
-    out.print(f"wrote {out_dir} in {res.seconds:.1f}s")
+    steps.print_results(res, rec, out_dir)
 
 
 def write_profile(res, device: str) -> None:

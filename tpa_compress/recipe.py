@@ -293,85 +293,37 @@ def _selector(v, where: str) -> Selector:
     return Selector("pattern", str(val))
 
 
+_TOP_KEYS = {
+    "model",
+    "seed",
+    "weight_dtype",
+    "cache_dtype",
+    "cache",
+    "calibration",
+    "eval",
+    "budget",
+    "layers",
+    "description",
+    "sink_tokens",
+    "k_scale",
+    "rank_limits",
+    "heal",
+}
+
+
 def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
-    top = {
-        "model",
-        "seed",
-        "weight_dtype",
-        "cache_dtype",
-        "cache",
-        "calibration",
-        "eval",
-        "budget",
-        "layers",
-        "description",
-        "sink_tokens",
-        "k_scale",
-        "rank_limits",
-        "heal",
-    }
-    _keys(d, top, source)
-    if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
-        raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
-    rules = []
-    for j, r in enumerate(d["layers"]):
-        w = f"{source}: layers[{j}]"
-        _keys(r, {"select", "k", "v"}, w)
-        rules.append(
-            LayerRule(
-                _selector(r.get("select"), f"{w}.select"),
-                _component(r.get("k"), f"{w}.k"),
-                _component(r.get("v"), f"{w}.v"),
-            )
-        )
-    wd = d.get("weight_dtype", "bfloat16")
-    if wd not in WEIGHT_DTYPES:
-        raise TPAError(f"{source}: weight_dtype {wd!r} is not valid; valid: {', '.join(WEIGHT_DTYPES)}")
-    if "cache" in d and "cache_dtype" in d:
-        raise TPAError(f"{source}: give cache_dtype or cache, not both")
-    cd = (
-        spec_from_recipe(d["cache"], f"{source}: cache")
-        if "cache" in d
-        else spec_from_recipe(d.get("cache_dtype", "bf16"), f"{source}: cache_dtype")
-    ).name
-    cal = _keys(d.get("calibration") or {}, {"files", "tokens", "seq_len", "heldout_tokens"}, f"{source}: calibration")
-    calib = Calibration(**cal)
-    _int(calib.tokens, f"{source}: calibration.tokens", 16)
-    _int(calib.seq_len, f"{source}: calibration.seq_len", 2)
-    _int(calib.heldout_tokens, f"{source}: calibration.heldout_tokens", 0)
+    """A recipe document checked key by key (the first bad one raises), in the order the checks run."""
+    _keys(d, _TOP_KEYS, source)
+    rules = _rules(d, source)
+    wd = _weight_dtype(d, source)
+    cd = _cache_dtype(d, source)
+    calib = _calibration(d, source)
     ev = EvalSpec(**_keys(d.get("eval") or {}, {"files", "seq_len", "max_windows"}, f"{source}: eval"))
-    budget = None
-    if d.get("budget") is not None:
-        b = _keys(d["budget"], {"fraction", "context", "by", "kl_windows"}, f"{source}: budget")
-        if not isinstance(b.get("fraction"), (int, float)) or not 0 < b["fraction"] <= 1:
-            raise TPAError(f"{source}: budget.fraction {b.get('fraction')!r} is not valid; expected 0 < f <= 1")
-        if b.get("by", "error") not in BUDGET_BY:
-            raise TPAError(f"{source}: budget.by {b['by']!r} is not valid; valid: {', '.join(BUDGET_BY)}")
-        budget = Budget(
-            float(b["fraction"]),
-            _int(b.get("context", 32768), f"{source}: budget.context"),
-            b.get("by", "error"),
-            _int(b.get("kl_windows", 4), f"{source}: budget.kl_windows"),
-        )
+    budget = _budget(d, source)
     if budget is None and any(c is not None and c.rank.kind == "budget" for r in rules for c in (r.k, r.v)):
         raise TPAError(f"{source}: a rank says 'budget' but there is no top-level 'budget' key")
-    rl = _keys(d.get("rank_limits") or {}, {"multiple", "max"}, f"{source}: rank_limits")
-    mult = _int(rl.get("multiple", 1), f"{source}: rank_limits.multiple")
-    mx = rl.get("max")
-    if isinstance(mx, dict):
-        _keys(mx, {"k", "v"}, f"{source}: rank_limits.max")
-        caps = {t: None if mx.get(t) is None else _int(mx[t], f"{source}: rank_limits.max.{t}") for t in "kv"}
-    else:
-        caps = dict.fromkeys("kv", None if mx is None else _int(mx, f"{source}: rank_limits.max"))
-    for t, hi in caps.items():
-        if hi is not None and hi < mult:
-            raise TPAError(
-                f"{source}: rank_limits.max ({t}) {hi} is below rank_limits.multiple {mult}; valid: max >= multiple"
-            )
-    limits = RankLimits(mult, caps)
-    seed = d.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TPAError(f"{source}: seed {seed!r} is not valid; expected an integer")
+    limits = _rank_limits(d, source)
+    seed = _seed(d, source)
     sink = _int(d.get("sink_tokens", 1), f"{source}: sink_tokens", 0)
     ks = d.get("k_scale", True)
     if not isinstance(ks, bool):
@@ -393,6 +345,91 @@ def parse_recipe(d: dict, source: str = "<recipe>") -> Recipe:
         source=source,
         raw=d,
     )
+
+
+def _rules(d: dict, source: str) -> list[LayerRule]:
+    """The `layers:` list, a non-empty list of {select, k, v} rules."""
+    if "layers" not in d or not isinstance(d["layers"], list) or not d["layers"]:
+        raise TPAError(f"{source}: 'layers' must be a non-empty list of rules")
+    rules = []
+    for j, r in enumerate(d["layers"]):
+        w = f"{source}: layers[{j}]"
+        _keys(r, {"select", "k", "v"}, w)
+        rules.append(
+            LayerRule(
+                _selector(r.get("select"), f"{w}.select"),
+                _component(r.get("k"), f"{w}.k"),
+                _component(r.get("v"), f"{w}.v"),
+            )
+        )
+    return rules
+
+
+def _weight_dtype(d: dict, source: str) -> str:
+    wd = d.get("weight_dtype", "bfloat16")
+    if wd not in WEIGHT_DTYPES:
+        raise TPAError(f"{source}: weight_dtype {wd!r} is not valid; valid: {', '.join(WEIGHT_DTYPES)}")
+    return wd
+
+
+def _cache_dtype(d: dict, source: str) -> str:
+    """The cache format's canonical name, from `cache:` or `cache_dtype:` (one of them; default bf16)."""
+    if "cache" in d and "cache_dtype" in d:
+        raise TPAError(f"{source}: give cache_dtype or cache, not both")
+    if "cache" in d:
+        return spec_from_recipe(d["cache"], f"{source}: cache").name
+    return spec_from_recipe(d.get("cache_dtype", "bf16"), f"{source}: cache_dtype").name
+
+
+def _calibration(d: dict, source: str) -> Calibration:
+    cal = _keys(d.get("calibration") or {}, {"files", "tokens", "seq_len", "heldout_tokens"}, f"{source}: calibration")
+    calib = Calibration(**cal)
+    _int(calib.tokens, f"{source}: calibration.tokens", 16)
+    _int(calib.seq_len, f"{source}: calibration.seq_len", 2)
+    _int(calib.heldout_tokens, f"{source}: calibration.heldout_tokens", 0)
+    return calib
+
+
+def _budget(d: dict, source: str) -> Budget | None:
+    """The `budget:` block, or None without one."""
+    if d.get("budget") is None:
+        return None
+    b = _keys(d["budget"], {"fraction", "context", "by", "kl_windows"}, f"{source}: budget")
+    if not isinstance(b.get("fraction"), (int, float)) or not 0 < b["fraction"] <= 1:
+        raise TPAError(f"{source}: budget.fraction {b.get('fraction')!r} is not valid; expected 0 < f <= 1")
+    if b.get("by", "error") not in BUDGET_BY:
+        raise TPAError(f"{source}: budget.by {b['by']!r} is not valid; valid: {', '.join(BUDGET_BY)}")
+    return Budget(
+        float(b["fraction"]),
+        _int(b.get("context", 32768), f"{source}: budget.context"),
+        b.get("by", "error"),
+        _int(b.get("kl_windows", 4), f"{source}: budget.kl_windows"),
+    )
+
+
+def _rank_limits(d: dict, source: str) -> RankLimits:
+    """`rank_limits:`: a multiple every rank rounds to and a cap, one for both K and V or one each."""
+    rl = _keys(d.get("rank_limits") or {}, {"multiple", "max"}, f"{source}: rank_limits")
+    mult = _int(rl.get("multiple", 1), f"{source}: rank_limits.multiple")
+    mx = rl.get("max")
+    if isinstance(mx, dict):
+        _keys(mx, {"k", "v"}, f"{source}: rank_limits.max")
+        caps = {t: None if mx.get(t) is None else _int(mx[t], f"{source}: rank_limits.max.{t}") for t in "kv"}
+    else:
+        caps = dict.fromkeys("kv", None if mx is None else _int(mx, f"{source}: rank_limits.max"))
+    for t, hi in caps.items():
+        if hi is not None and hi < mult:
+            raise TPAError(
+                f"{source}: rank_limits.max ({t}) {hi} is below rank_limits.multiple {mult}; valid: max >= multiple"
+            )
+    return RankLimits(mult, caps)
+
+
+def _seed(d: dict, source: str) -> int:
+    seed = d.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TPAError(f"{source}: seed {seed!r} is not valid; expected an integer")
+    return seed
 
 
 def load_recipe(path: str | Path) -> Recipe:

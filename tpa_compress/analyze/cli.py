@@ -98,10 +98,8 @@ def analyze_cmd(
     Weight and activation spectra, head-mode ranks, Q/K geometry and a window-aware
     KV-cache table, before any conversion."""
 
-    from ..cli_common import make_console, open_model, progress_bar, resolve_device
+    from ..cli_common import make_console, open_model, resolve_device
     from ..data import default_calib_files, read_texts
-    from . import analyze
-    from .activations import calibration_windows
     from .report import print_summary, write_report
 
     console, stdout = make_console(stderr=True), make_console()
@@ -114,33 +112,60 @@ def analyze_cmd(
     t = time.time()
     ckpt, net = open_model(model, variant, "float32", dev, tokenizer)
     timing = {"load": time.time() - t}
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    rss_loaded = _peak_rss()
     t = time.time()
-    tok = ckpt.tokenizer
-    windows, calibration = None, None
-    if tok is None:
-        if data:
-            raise TPAError(
-                f"{ckpt.path}: --data needs a tokenizer, and this model has none "
-                "(put tokenizer.model or tokenizer.json beside it, or pass --tokenizer PATH)"
-            )
-        console.print(
-            "[yellow]no tokenizer: activation spectra skipped (weights, geometry and cache costs only)[/yellow]"
-        )
+    if ckpt.tokenizer is None:
+        _skip_activations(ckpt, data, console)
+        windows, calibration = None, None
     else:
-        src = ", ".join(map(str, files))
-        windows = calibration_windows(tok, texts, calib_tokens, seq_len, src)
-        calibration = {
-            "files": [_rel(f) for f in files],
-            "tokens": int(windows.numel()),
-            "windows": int(windows.shape[0]),
-            "seq_len": seq_len,
-            "bos": bool(tok.add_bos),
-        }
-        if windows.numel() < calib_tokens:
-            console.print(f"[yellow]{src}: only {windows.numel()} calibration tokens (asked {calib_tokens})[/yellow]")
+        windows, calibration = _calibration(ckpt.tokenizer, files, texts, calib_tokens, seq_len, console)
     timing["tokenize"] = time.time() - t
     out = out or default_out(model, ckpt.config.name)
+    doc = _run_analysis(ckpt, net, windows, contexts, batch, calibration, dev)
+    _record_timing(doc, timing, t0, rss_loaded)
+    written = write_report(doc, out, _command_line())
+    print_summary(doc, stdout)
+    stdout.print(f"wrote {out}/ ({', '.join(p.name for p in written)}) in {time.time() - t0:.1f}s")
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _skip_activations(ckpt, data: Optional[list[Path]], console) -> None:
+    """A model without a tokenizer: --data is an error, else activation spectra are skipped (said on stderr)."""
+    if data:
+        raise TPAError(
+            f"{ckpt.path}: --data needs a tokenizer, and this model has none "
+            "(put tokenizer.model or tokenizer.json beside it, or pass --tokenizer PATH)"
+        )
+    console.print("[yellow]no tokenizer: activation spectra skipped (weights, geometry and cache costs only)[/yellow]")
+
+
+def _calibration(tok, files: list[Path], texts: list[str], calib_tokens: int, seq_len: int, console):
+    """(calibration windows, the report's description of them); warns when the text is short."""
+    from .activations import calibration_windows
+
+    src = ", ".join(map(str, files))
+    windows = calibration_windows(tok, texts, calib_tokens, seq_len, src)
+    calibration = {
+        "files": [_rel(f) for f in files],
+        "tokens": int(windows.numel()),
+        "windows": int(windows.shape[0]),
+        "seq_len": seq_len,
+        "bos": bool(tok.add_bos),
+    }
+    if windows.numel() < calib_tokens:
+        console.print(f"[yellow]{src}: only {windows.numel()} calibration tokens (asked {calib_tokens})[/yellow]")
+    return windows, calibration
+
+
+def _run_analysis(ckpt, net, windows, contexts, batch: int, calibration, dev: str) -> dict:
+    """The report document, each stage shown as a progress bar."""
+    from ..cli_common import progress_bar
+    from . import analyze
+
     with progress_bar("analyze") as bar:
         tasks = {}
 
@@ -148,17 +173,18 @@ def analyze_cmd(
             tasks[name] = bar.add_task(name, total=total, info="")
             return lambda i, n: bar.update(tasks[name], completed=i, total=n)
 
-        doc = analyze(ckpt, net, windows, contexts, batch, calibration, stage=stage, device=dev)
+        return analyze(ckpt, net, windows, contexts, batch, calibration, stage=stage, device=dev)
+
+
+def _record_timing(doc: dict, timing: dict, t0: float, rss_loaded: int) -> None:
+    """Add the command's own seconds (load, tokenize, total) and peak memory to the document's timing."""
     doc["timing"]["seconds"] = {
         **{k: round(v, 2) for k, v in timing.items()},
         **doc["timing"]["seconds"],
         "total_before_writing": round(time.time() - t0, 2),
     }
-    doc["timing"]["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    doc["timing"]["peak_rss_bytes"] = _peak_rss()
     doc["timing"]["peak_rss_after_load_bytes"] = rss_loaded
-    written = write_report(doc, out, _command_line())
-    print_summary(doc, stdout)
-    stdout.print(f"wrote {out}/ ({', '.join(p.name for p in written)}) in {time.time() - t0:.1f}s")
 
 
 def main() -> None:

@@ -51,22 +51,41 @@ def _shown_candidates(doc) -> list[dict]:
 
 
 def tables(doc: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
-    """(key, title, header, rows) per table."""
-    m, ctx, batch = doc["model"], [str(c) for c in doc["settings"]["contexts"]], doc["settings"]["batch"]
-    out = []
+    """(key, title, header, rows) per table; a table whose measurements the document lacks is left out."""
+    made = (
+        _layer_types_table(doc),
+        _candidates_table(doc),
+        _activations_table(doc),
+        _head_mode_table(doc),
+        _weights_table(doc),
+        _geometry_table(doc),
+    )
+    return [t for t in made if t is not None]
+
+
+def _contexts(doc: dict) -> list[str]:
+    return [str(c) for c in doc["settings"]["contexts"]]
+
+
+def _layer_types_table(doc: dict):
+    """The original cache's bytes by layer type at each context."""
+    ctx = _contexts(doc)
     rows = [
         [r["type"], str(r["layers"]), str(r["window"] or "–"), f"{r['bytes_per_token_per_layer']:g}"]
         + [f"{r['tokens_held'][c]:,} tok, {_mib(r['bytes'][c])} ({100 * r['share'][c]:.1f}%)" for c in ctx]
         for r in doc["cache"]["layer_types"]
     ]
-    out.append(
-        (
-            "layer_types",
-            f"Original KV cache by layer type (bf16, batch {batch})",
-            ["layers", "count", "window", "bytes/token/layer"] + [f"at {int(c):,} tokens" for c in ctx],
-            rows,
-        )
+    return (
+        "layer_types",
+        f"Original KV cache by layer type (bf16, batch {doc['settings']['batch']})",
+        ["layers", "count", "window", "bytes/token/layer"] + [f"at {int(c):,} tokens" for c in ctx],
+        rows,
     )
+
+
+def _candidates_table(doc: dict):
+    """Each shown candidate layout's cache size and the energy it keeps."""
+    ctx = _contexts(doc)
     rows = []
     for r in _shown_candidates(doc):
         e = r.get("energy_kept") or {}
@@ -79,52 +98,61 @@ def tables(doc: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                 {"larger": "LARGER", "no_saving": "no saving", None: ""}[r["flag"]],
             ]
         )
-    out.append(
-        (
-            "candidates",
-            "Candidate layouts (× = vs original bf16; B/token: all layers; energy kept: mean over the layers touched)",
-            ["layout", "cache", "B/token"] + [f"at {int(c):,} tokens" for c in ctx] + ["K energy", "V energy", "flag"],
-            rows,
-        )
+    return (
+        "candidates",
+        "Candidate layouts (× = vs original bf16; B/token: all layers; energy kept: mean over the layers touched)",
+        ["layout", "cache", "B/token"] + [f"at {int(c):,} tokens" for c in ctx] + ["K energy", "V energy", "flag"],
+        rows,
     )
-    if doc.get("activations"):
-        rows, names = [], {k: v for k, v in NAMES.items() if k != "k_post" or m["qk_norm"]}
-        for a in doc["activations"]:
-            rows.append(
-                [str(a["layer"]), a["type"]]
-                + [_ranks(a.get(k)) for k in names]
-                + [f"{a[k]['effective_rank']:.0f}" if a.get(k) else "–" for k in ("k_pre", "v_out")]
-                + [_pct(a.get("k_mean_energy_fraction"))]
-            )
-        out.append(
-            (
-                "activations",
-                f"Activation energy ranks at 90/95/99% (of {m['num_kv_heads'] * m['head_dim']})"
-                f", {doc['settings']['calibration']['tokens']:,} calibration tokens",
-                ["layer", "type"] + list(names.values()) + ["eff. rank K", "eff. rank V·o", "K mean energy"],
-                rows,
-            )
+
+
+def _activations_table(doc: dict):
+    """Activation energy ranks per layer; None without activation measurements."""
+    if not doc.get("activations"):
+        return None
+    m = doc["model"]
+    rows, names = [], {k: v for k, v in NAMES.items() if k != "k_post" or m["qk_norm"]}
+    for a in doc["activations"]:
+        rows.append(
+            [str(a["layer"]), a["type"]]
+            + [_ranks(a.get(k)) for k in names]
+            + [f"{a[k]['effective_rank']:.0f}" if a.get(k) else "–" for k in ("k_pre", "v_out")]
+            + [_pct(a.get("k_mean_energy_fraction"))]
         )
-        if m["num_kv_heads"] > 1:
-            kv = m["num_kv_heads"]
-            rows = [
-                [str(a["layer"])]
-                + [
-                    f"{_pct(a['head_mode'][t]['fixed'][R - 1])} / {_pct(a['head_mode'][t]['contextual'][R - 1])}"
-                    for t in "kv"
-                    for R in range(1, kv)
-                ]
-                for a in doc["activations"]
-                if a.get("head_mode")
-            ]
-            out.append(
-                (
-                    "head_mode",
-                    f"Head mode: energy kept by R of {kv} rank-1 terms, fixed / contextual head factor",
-                    ["layer"] + [f"{t.upper()} R={R}" for t in "kv" for R in range(1, kv)],
-                    rows,
-                )
-            )
+    return (
+        "activations",
+        f"Activation energy ranks at 90/95/99% (of {m['num_kv_heads'] * m['head_dim']})"
+        f", {doc['settings']['calibration']['tokens']:,} calibration tokens",
+        ["layer", "type"] + list(names.values()) + ["eff. rank K", "eff. rank V·o", "K mean energy"],
+        rows,
+    )
+
+
+def _head_mode_table(doc: dict):
+    """Energy kept by R rank-1 head terms, fixed vs contextual; None without activations or with one KV head."""
+    if not doc.get("activations") or doc["model"]["num_kv_heads"] <= 1:
+        return None
+    kv = doc["model"]["num_kv_heads"]
+    rows = [
+        [str(a["layer"])]
+        + [
+            f"{_pct(a['head_mode'][t]['fixed'][R - 1])} / {_pct(a['head_mode'][t]['contextual'][R - 1])}"
+            for t in "kv"
+            for R in range(1, kv)
+        ]
+        for a in doc["activations"]
+        if a.get("head_mode")
+    ]
+    return (
+        "head_mode",
+        f"Head mode: energy kept by R of {kv} rank-1 terms, fixed / contextual head factor",
+        ["layer"] + [f"{t.upper()} R={R}" for t in "kv" for R in range(1, kv)],
+        rows,
+    )
+
+
+def _weights_table(doc: dict):
+    """Each projection's 95% energy rank, whole and per head."""
     rows = []
     for w in doc["weights"]:
         row = [str(w["layer"]), w["type"]]
@@ -136,41 +164,41 @@ def tables(doc: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
             hr = [h["energy_ranks"]["0.95"] for h in s["heads"]]
             row.append(f"{s['layer']['energy_ranks']['0.95']} (heads {min(hr)}–{max(hr)})")
         rows.append(row)
-    out.append(
-        (
-            "weights",
-            "Weight energy ranks at 95%: whole matrix (per-head range)",
-            ["layer", "type", "W_Q", "W_K", "W_V", "W_O"],
-            rows,
-        )
+    return (
+        "weights",
+        "Weight energy ranks at 95%: whole matrix (per-head range)",
+        ["layer", "type", "W_Q", "W_K", "W_V", "W_O"],
+        rows,
     )
+
+
+def _geometry_table(doc: dict):
+    """Q/K geometry per layer; None without geometry measurements."""
     geo = doc.get("geometry")
-    if geo:
-        rows = []
-        L = len(geo["layers"])
-        for lay in geo["layers"]:
-            i = lay["layer"]
-            hs = lay["heads"]
-            nxt = (sum(geo["cosine"][h][i][i + 1] for h in range(len(hs))) / len(hs)) if i + 1 < L else None
-            rows.append(
-                [
-                    str(i),
-                    lay["type"],
-                    " ".join(f"{h['fro_norm']:.3g}" for h in hs),
-                    " ".join(str(h["energy_ranks"]["0.95"]) for h in hs),
-                    " ".join(f"{100 * h['positive_fraction']:.0f}%" for h in hs),
-                    "–" if nxt is None else f"{nxt:.3f}",
-                ]
-            )
-        out.append(
-            (
-                "geometry",
-                "Q/K geometry per query head: g = W_Kᵀ S W_Q",
-                ["layer", "type", "‖g‖_F", "95% rank of g", "positive part", "cos(g, next layer)"],
-                rows,
-            )
+    if not geo:
+        return None
+    rows = []
+    L = len(geo["layers"])
+    for lay in geo["layers"]:
+        i = lay["layer"]
+        hs = lay["heads"]
+        nxt = (sum(geo["cosine"][h][i][i + 1] for h in range(len(hs))) / len(hs)) if i + 1 < L else None
+        rows.append(
+            [
+                str(i),
+                lay["type"],
+                " ".join(f"{h['fro_norm']:.3g}" for h in hs),
+                " ".join(str(h["energy_ranks"]["0.95"]) for h in hs),
+                " ".join(f"{100 * h['positive_fraction']:.0f}%" for h in hs),
+                "–" if nxt is None else f"{nxt:.3f}",
+            ]
         )
-    return out
+    return (
+        "geometry",
+        "Q/K geometry per query head: g = W_Kᵀ S W_Q",
+        ["layer", "type", "‖g‖_F", "95% rank of g", "positive part", "cos(g, next layer)"],
+        rows,
+    )
 
 
 def _md_table(title, head, rows) -> str:

@@ -115,7 +115,7 @@ def generate_cmd(
     import torch
 
     from ..cli_common import make_console, open_model, require_tokenizer, resolve_device, torch_dtype
-    from . import Runner, SamplingParams
+    from . import SamplingParams
     from .cache import check_cache_dtype
 
     console, stdout = make_console(stderr=True), make_console(highlight=False)
@@ -125,57 +125,96 @@ def generate_cmd(
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
     texts = read_prompts(prompt, prompt_file)
     dev = resolve_device(device)
-    if dtype == "auto":
-        dtype = "bfloat16" if dev.startswith("cuda") else "float32"
+    dtype = weights_dtype(dtype, dev)
     torch_dtype(dtype)
     if cache_dtype == "auto":  # before loading: a broken recording fails at once
         cache_dtype = recorded_cache_dtype(model) or "auto"
-    t_load = time.perf_counter()
-    ckpt, net = open_model(model, variant, dtype, dev, tokenizer)
-    t_load = time.perf_counter() - t_load
+    (ckpt, net), t_load = timed(open_model, model, variant, dtype, dev, tokenizer)
     tok = require_tokenizer(ckpt)
-    ids = [tok.encode(t) for t in texts]
-    longest = max(len(i) for i in ids)
-    ckpt.config.check_length(
-        longest + max_new_tokens, f"a prompt of {longest} tokens + --max-new-tokens {max_new_tokens}", ckpt.path
-    )
+    ids = encode_prompts(ckpt, tok, texts, max_new_tokens)
     torch.manual_seed(seed)
-    t_build = time.perf_counter()  # the decode plan's kernels (NVRTC, from the disk cache once built)
-    runner = Runner(net, len(ids), longest + max_new_tokens, cache_dtype=None if cache_dtype == "auto" else cache_dtype)
-    t_build = time.perf_counter() - t_build
-    t_capture = time.perf_counter()
-    if dev.startswith("cuda"):
-        with console.status("capturing the decode graph …"):
-            runner.prepare(params)
-            # one untimed prefill of the same prompts: the first call pays one-time set-up
-            # (kernel builds, library handles), not prefill
-            runner.prefill(ids, params)
-            torch.cuda.synchronize()
-    t_capture = time.perf_counter() - t_capture
-
-    stream = len(ids) == 1
-    got: list[int] = []
-    shown = [""]
-
-    def on_tokens(step_ids):  # one host sync per step: the token being printed
-        got.append(step_ids[0])
-        text = tok.decode(got)
-        if text.startswith(shown[0]):
-            stdout.print(text[len(shown[0]) :], end="", markup=False, soft_wrap=True)
-            shown[0] = text
-
-    if stream:
-        stdout.print(texts[0], end="", markup=False, soft_wrap=True)
-    res = runner.generate(ids, max_new_tokens, params, on_tokens=on_tokens if stream else None)
-    if stream:
-        rest = tok.decode(res.tokens[0])
-        stdout.print(rest[len(shown[0]) :] if rest.startswith(shown[0]) else "", markup=False)
+    # the decode plan's kernels are built here (NVRTC, from the disk cache once built)
+    runner, t_build = timed(build_runner, net, ids, max_new_tokens, cache_dtype)
+    _, t_capture = timed(capture, runner, ids, params, dev, console)
+    if len(ids) == 1:
+        res = stream_one(runner, tok, texts[0], ids, max_new_tokens, params, stdout)
     else:
-        for i, (t, g) in enumerate(zip(texts, res.tokens)):
-            stdout.print(f"--- [{i}] ---", markup=False)
-            stdout.print(t + tok.decode(g), markup=False, soft_wrap=True)
+        res = generate_batch(runner, tok, texts, ids, max_new_tokens, params, stdout)
     console.print(
         summary(res, len(ids), runner.layouts[0].cache_dtype, t_load, t_build, t_capture),
         highlight=False,
         soft_wrap=True,
     )
+
+
+def timed(fn, *args):
+    """(fn(*args), its wall time in seconds)."""
+    t = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t
+
+
+def weights_dtype(dtype: str, dev: str) -> str:
+    """--dtype with auto resolved: bf16 on CUDA, fp32 on CPU."""
+    if dtype == "auto":
+        return "bfloat16" if dev.startswith("cuda") else "float32"
+    return dtype
+
+
+def encode_prompts(ckpt, tok, texts: list[str], max_new_tokens: int) -> list[list[int]]:
+    """Each prompt's ids, after checking the longest plus the new tokens fits the model's context."""
+    ids = [tok.encode(t) for t in texts]
+    longest = max(len(i) for i in ids)
+    ckpt.config.check_length(
+        longest + max_new_tokens, f"a prompt of {longest} tokens + --max-new-tokens {max_new_tokens}", ckpt.path
+    )
+    return ids
+
+
+def build_runner(net, ids: list[list[int]], max_new_tokens: int, cache_dtype: str):
+    """The runner for this batch, sized for the longest prompt plus the new tokens."""
+    from . import Runner
+
+    longest = max(len(i) for i in ids)
+    return Runner(net, len(ids), longest + max_new_tokens, cache_dtype=None if cache_dtype == "auto" else cache_dtype)
+
+
+def capture(runner, ids: list[list[int]], params, dev: str, console) -> None:
+    """On CUDA: capture the decode graph and run one untimed prefill of the same prompts, so
+    that one-time set-up (kernel builds, library handles) is not counted as prefill."""
+    if not dev.startswith("cuda"):
+        return
+    import torch
+
+    with console.status("capturing the decode graph …"):
+        runner.prepare(params)
+        runner.prefill(ids, params)
+        torch.cuda.synchronize()
+
+
+def stream_one(runner, tok, text: str, ids: list[list[int]], max_new_tokens: int, params, stdout):
+    """Generate for one prompt, printing the prompt and then the text as it is decoded."""
+    got: list[int] = []
+    shown = [""]
+
+    def on_tokens(step_ids):  # one host sync per step: the token being printed
+        got.append(step_ids[0])
+        decoded = tok.decode(got)
+        if decoded.startswith(shown[0]):
+            stdout.print(decoded[len(shown[0]) :], end="", markup=False, soft_wrap=True)
+            shown[0] = decoded
+
+    stdout.print(text, end="", markup=False, soft_wrap=True)
+    res = runner.generate(ids, max_new_tokens, params, on_tokens=on_tokens)
+    rest = tok.decode(res.tokens[0])
+    stdout.print(rest[len(shown[0]) :] if rest.startswith(shown[0]) else "", markup=False)
+    return res
+
+
+def generate_batch(runner, tok, texts: list[str], ids: list[list[int]], max_new_tokens: int, params, stdout):
+    """Generate for every prompt as one batch, then print each prompt with its completion."""
+    res = runner.generate(ids, max_new_tokens, params, on_tokens=None)
+    for i, (t, g) in enumerate(zip(texts, res.tokens)):
+        stdout.print(f"--- [{i}] ---", markup=False)
+        stdout.print(t + tok.decode(g), markup=False, soft_wrap=True)
+    return res
