@@ -64,6 +64,12 @@ cold)  # generate twice on the same machine: the second builds nothing (kernel c
     t0=$(date +%s.%N); tca generate $m --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/cold-$(basename $m)-$i.txt 2>&1
     echo "wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s" >> $OUT/cold-$(basename $m)-$i.txt
     echo "$m run $i"; tail -3 $OUT/cold-$(basename $m)-$i.txt | cut -c1-300; done; done ;;
+wsetup)  # Qwen2.5-Coder-1.5B (chunks w00-w20 of 54,000,000 bytes, one per call like the others)
+  cat /tmp/st/w* > /tmp/q15.gguf && echo "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046  /tmp/q15.gguf" | sha256sum -c - ;;
+q15)  # the 1.5B: baseline and frontier rows (66K tokens per domain), then convert / validate / generate on the GPU
+  python bench/frontier.py --model /tmp/q15.gguf --name "Qwen2.5-Coder-1.5B-Instruct" --device cuda \
+    --recipes recipes/balanced.yaml --caches "bf16,int8,int4,int3:group=64" --recipe-caches "bf16,int4" \
+    --out $OUT/q15-frontier.json > $OUT/q15.log 2>&1; grep -h '^{' $OUT/q15.log | cut -c1-220 ;;
 esac
 echo "step $step: $((SECONDS-s)) s"
 done
