@@ -13,7 +13,7 @@ R=bench/recipes W=/tmp/planw
 for step in "$@"; do
 s=$SECONDS
 case "$step" in
-chunk) mkdir -p /tmp/st && cp .stage/[gsq]0* /tmp/st/ 2>/dev/null; ls /tmp/st | tr '\n' ' '; echo ;;
+chunk) mkdir -p /tmp/st && cp .stage/[gsqw][0-9][0-9] /tmp/st/ 2>/dev/null; ls /tmp/st | tr '\n' ' '; echo ;;
 wheels) python -m pip install -q --no-deps --no-index --target /tmp/pylib .stage/wh/*.whl 2>&1 | grep -v WARNING | tail -2
   python -c "import torch,triton;print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" ;;
 unpack) rm -rf $W/after && mkdir -p $W/after && tar -xzf .stage/plan/after.tgz -C $W/after && ls $W/after ;;
