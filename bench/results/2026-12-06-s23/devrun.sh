@@ -70,6 +70,17 @@ q15)  # the 1.5B: baseline and frontier rows (66K tokens per domain), then conve
   python bench/frontier.py --model /tmp/q15.gguf --name "Qwen2.5-Coder-1.5B-Instruct" --device cuda \
     --recipes recipes/balanced.yaml --caches "bf16,int8,int4,int3:group=64" --recipe-caches "bf16,int4" \
     --out $OUT/q15-frontier.json > $OUT/q15.log 2>&1; grep -h '^{' $OUT/q15.log | cut -c1-220 ;;
+coldprof)  # where generate's ~19 s wall goes beyond load/build/capture: imports, inductor's compile
+           # workers, exit; the second run of each variant counts (caches warm)
+  export TPA_KERNEL_CACHE=/tmp/kc_cold
+  cd $W/after
+  g() { PYTHONPATH=$W/after:/tmp/pylib "$@" -c 'import sys; from tpa_compress.cli import main; sys.argv[0] = "tpa-compress"; main()' \
+        generate $G --device cuda --max-new-tokens 8 --prompt "The Python standard library provides"; }
+  for v in default threads1; do for i in 1 2; do t0=$(date +%s.%N)
+    if [ $v = threads1 ]; then TORCHINDUCTOR_COMPILE_THREADS=1 g python > $OUT/coldprof-$v-$i.txt 2>&1; else g python > $OUT/coldprof-$v-$i.txt 2>&1; fi
+    echo "$v $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s"; tail -1 $OUT/coldprof-$v-$i.txt | cut -c150-330; done; done
+  g python -X importtime 2> $OUT/importtime.txt > /dev/null; sort -t'|' -k2 -n $OUT/importtime.txt | tail -12 | cut -c1-150
+  cd - > /dev/null ;;
 esac
 echo "step $step: $((SECONDS-s)) s"
 done
