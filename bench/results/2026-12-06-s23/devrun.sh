@@ -81,6 +81,8 @@ coldprof)  # where generate's ~19 s wall goes beyond load/build/capture: imports
     echo "$v $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s"; tail -1 $OUT/coldprof-$v-$i.txt | cut -c150-330; done; done
   g python -X importtime 2> $OUT/importtime.txt > /dev/null; sort -t'|' -k2 -n $OUT/importtime.txt | tail -12 | cut -c1-150
   cd - > /dev/null ;;
+mem)  # issue 29 section 3: conversion memory by model size on the GPU (random Gemma 3-shaped folders)
+  python bench/bench_convert_memory.py /tmp/mem --shape ${SHAPE:-1b} --device cuda --json $OUT/mem-${SHAPE:-1b}.json 2>&1 | tail -4 ;;
 esac
 echo "step $step: $((SECONDS-s)) s"
 done
