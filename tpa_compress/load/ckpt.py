@@ -16,7 +16,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import TPAError
-from ..models.gemma3 import layer_types
+from ..models.gemma3 import sliding_pattern
 from .source import Checkpoint, WeightSource, check_shapes
 
 
@@ -56,7 +56,7 @@ def variant_config(variant: str, vocab_size: int = 262144) -> ModelConfig:
         rope_theta=1_000_000.0,
         rope_local_theta=10_000.0,
         tie_word_embeddings=True,
-        layer_types=layer_types(v["num_layers"]),
+        layer_types=sliding_pattern(v["num_layers"]),
         bos_token_id=2,
         eos_token_id=1,
         pad_token_id=0,

@@ -94,6 +94,9 @@ class Family:
 
 def register(name: str):
     def deco(cls):
+        missing = [a for a in ("block", "hf_model_type", "hf_class") if getattr(cls, a) in (object, "")]
+        if missing:
+            raise TypeError(f"family {name!r} must set {', '.join(missing)}")
         cls.name = name
         FAMILIES[name] = cls()
         return cls

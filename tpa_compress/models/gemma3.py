@@ -45,7 +45,7 @@ class Gemma3Block(nn.Module):
         return h + self.post_feedforward_layernorm(mlp(self.pre_feedforward_layernorm(h)))
 
 
-def layer_types(n_layers: int) -> list[str]:
+def sliding_pattern(n_layers: int) -> list[str]:
     """Every 6th layer global, the others sliding (5 sliding : 1 global)."""
     return ["global" if (i + 1) % 6 == 0 else "sliding" for i in range(n_layers)]
 
@@ -88,7 +88,7 @@ class Gemma3(Family):
             rope_theta=float(g("rope.freq_base", 1_000_000.0)),
             rope_local_theta=10_000.0,
             sliding_window=int(g("attention.sliding_window", 512)),
-            layer_types=layer_types(n_layers),
+            layer_types=sliding_pattern(n_layers),
             query_pre_attn_scalar=float(scalar),
             rope_scaling_factor=float(g("rope.scaling.factor", 1.0)),
         )
