@@ -15,12 +15,10 @@ from typing import Any
 
 from .errors import TPAError
 
-FAMILIES = ("gemma3", "llama", "qwen2")
-
 
 @dataclass
 class ModelConfig:
-    family: str  # "gemma3" | "llama" | "qwen2"
+    family: str  # a registered family (models/<family>.py): "gemma3", "llama", "qwen2"
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -44,8 +42,9 @@ class ModelConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise TPAError(f"unknown architecture {self.family!r}; supported: {', '.join(FAMILIES)}")
+        from .models.family import get_family
+
+        get_family(self.family)  # an unknown family is a TPAError
         if not self.layer_types:
             self.layer_types = ["global"] * self.num_layers
         if len(self.layer_types) != self.num_layers:
@@ -63,14 +62,21 @@ class ModelConfig:
         return self.num_kv_heads * self.head_dim
 
     @property
+    def family_spec(self):
+        """The registered `Family` (models/family.py) named by `family`."""
+        from .models.family import get_family
+
+        return get_family(self.family)
+
+    @property
     def attention_bias(self) -> bool:
         """Q, K and V projections carry a bias (Qwen2): k = W x + b."""
-        return self.family == "qwen2"
+        return self.family_spec.attention_bias
 
     @property
     def qk_norm(self) -> bool:
         """Per-head RMSNorm of Q and K before RoPE (Gemma 3)."""
-        return self.family == "gemma3"
+        return self.family_spec.qk_norm
 
     def window(self, layer: int) -> int | None:
         """Tokens a layer can attend to (None: unbounded)."""
@@ -129,13 +135,7 @@ def weight_names(cfg: ModelConfig) -> list[str]:
             names += [p + f"self_attn.{n}_proj.bias" for n in "qkv"]
         names += [p + f"mlp.{n}_proj.weight" for n in ("gate", "up", "down")]
         names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
-        if cfg.family == "gemma3":
-            names += [
-                p + "self_attn.q_norm.weight",
-                p + "self_attn.k_norm.weight",
-                p + "pre_feedforward_layernorm.weight",
-                p + "post_feedforward_layernorm.weight",
-            ]
+        names += [p + n for n in cfg.family_spec.extra_layer_weights]
     return names
 
 

@@ -47,7 +47,7 @@ def model_section(ckpt, cfg) -> dict:
         "head_dim": cfg.head_dim,
         "layer_types": list(cfg.layer_types),
         "sliding_window": cfg.sliding_window,
-        "qk_norm": cfg.family == "gemma3",
+        "qk_norm": cfg.qk_norm,
         "converted": bool((ckpt.extra or {}).get("tpa")),
         "n_params": cfg.n_params(),
         "fp32_bytes": 4 * cfg.n_params(),

@@ -53,7 +53,6 @@ from ..calibrate import LayerStats, StatsCollector
 from ..calibrate.windows import HELDOUT_ROWS, calibration_windows
 from ..errors import TPAError
 from ..models.common import attention_mask, embed_scale, rope_cos_sin
-from ..models.transformer import BLOCKS
 from ..ranks.select import full_width as full_width_targets
 from ..ranks.select import layer_ranks, spend_budget
 from ..save import atomic_output_dir
@@ -82,7 +81,7 @@ _LAYER = re.compile(r"model\.layers\.(\d+)\.")
 def load_block(ckpt, i: int, device) -> torch.nn.Module:
     """Layer i alone, float32 on `device`, read from the checkpoint (as build_model does)."""
     with torch.device("meta"):
-        block = BLOCKS[ckpt.config.family](ckpt.config, i)
+        block = ckpt.config.family_spec.block(ckpt.config, i)
     _read_into(block, f"model.layers.{i}.", ckpt, device)
     return block.eval().requires_grad_(False)
 
@@ -91,7 +90,7 @@ def load_attention(ckpt, i: int) -> torch.nn.Module:
     """Layer i with only its attention read (on the CPU; the rest stays on the meta device):
     what the methods read, once the statistics are known."""
     with torch.device("meta"):
-        block = BLOCKS[ckpt.config.family](ckpt.config, i)
+        block = ckpt.config.family_spec.block(ckpt.config, i)
     _read_into(block.self_attn, f"model.layers.{i}.self_attn.", ckpt, "cpu")
     return block.eval().requires_grad_(False)
 

@@ -4,7 +4,7 @@
 (tensors are read on demand, memory-mapped where the format allows, so a model is
 never held twice) and the tokenizer. The format is picked from the path:
 
-- `*.gguf`                      -> load/gguf.py  (Gemma 3 `gemma3`, Llama `llama`)
+- `*.gguf`                      -> load/gguf.py  (every registered family: `gemma3`, `llama`, `qwen2`)
 - a folder with `config.json`   -> load/hf.py    (safetensors, single or sharded)
 - `*.ckpt` / `*.pt` / `*.pth`   -> load/ckpt.py  (gemma_pytorch `model_state_dict`; tokenizer.model beside it)
 - nothing / "default"           -> the embedded Gemma 3 270M (load/default.py)

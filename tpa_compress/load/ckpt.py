@@ -16,6 +16,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import TPAError
+from ..models.gemma3 import sliding_pattern
 from .source import Checkpoint, WeightSource, check_shapes
 
 
@@ -55,7 +56,7 @@ def variant_config(variant: str, vocab_size: int = 262144) -> ModelConfig:
         rope_theta=1_000_000.0,
         rope_local_theta=10_000.0,
         tie_word_embeddings=True,
-        layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(v["num_layers"])],
+        layer_types=sliding_pattern(v["num_layers"]),
         bos_token_id=2,
         eos_token_id=1,
         pad_token_id=0,

@@ -1,17 +1,15 @@
-"""GGUF (llama.cpp) files: Gemma 3 (`gemma3`), Llama (`llama`) and Qwen2 (`qwen2`) architectures.
+"""GGUF (llama.cpp) files of every registered family (`general.architecture` = the family's
+`gguf_arch`: `gemma3`, `llama`, `qwen2`).
 
 The file is opened with our own reader (`gguf_reader.GGUFFile`: header and metadata in
 well under a second, where `gguf.GGUFReader` needs 10-40 s for Gemma's 262k-token
 vocabulary); each tensor's bytes are memory-mapped only while it is dequantised
 (`gguf.quants.dequantize`, in row chunks, so a 262k-row embedding never needs
 more than its own float32 copy).
-Two conventions of llama.cpp's converter are undone here so the canonical weights
-equal the Hugging Face ones:
-- Gemma RMSNorm weights are stored as (1 + w): we subtract 1 (zero-centred, as HF).
-- Llama Q/K rows are permuted to interleaved RoPE pairs: we permute them back to
-  the half-split layout that HF's `rotate_half` expects. Qwen2 files keep HF's row
-  order (llama.cpp runs them with NEOX-style RoPE) and hold Q/K/V biases
-  (`attn_{q,k,v}.bias`), read as they are.
+The metadata keys every family shares are read here, the rest by the family
+(`Family.gguf_fields`); the family also undoes llama.cpp's conventions for its tensors
+(`Family.gguf_tensor`) so the canonical weights equal the Hugging Face ones: Gemma's
+RMSNorm weights stored as 1 + w, Llama's Q/K rows permuted to interleaved RoPE pairs.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import TPAError
+from ..models.family import all_families, family_by
 from .source import Checkpoint, WeightSource, check_shapes
 
 # GGUF tensor name (after "blk.{i}.") -> canonical suffix after "model.layers.{i}."
@@ -40,12 +39,7 @@ _LAYER_NAMES = {
     "post_attention_norm": "post_attention_layernorm",
     "post_ffw_norm": "post_feedforward_layernorm",
 }
-# `ffn_norm` is the pre-MLP norm: Llama calls it post_attention_layernorm.
-_FFN_NORM = {
-    "gemma3": "pre_feedforward_layernorm",
-    "llama": "post_attention_layernorm",
-    "qwen2": "post_attention_layernorm",
-}
+# `ffn_norm` is the pre-MLP norm: its name is the family's (Family.gguf_ffn_norm).
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
@@ -60,8 +54,10 @@ def _field(reader, key: str, default=None, required: bool = False, path: str = "
 
 def _config_from_metadata(reader, path: str) -> ModelConfig:
     arch = _field(reader, "general.architecture", required=True, path=path)
-    if arch not in ("gemma3", "llama", "qwen2"):
-        raise TPAError(f"{path}: unsupported GGUF architecture {arch!r}; supported: gemma3, llama, qwen2")
+    family = family_by("gguf_arch", arch)
+    if family is None:
+        supported = ", ".join(f.gguf_arch for f in all_families())
+        raise TPAError(f"{path}: unsupported GGUF architecture {arch!r}; supported: {supported}")
 
     def g(key, default=None, required=True):
         return _field(reader, f"{arch}.{key}", default, required and default is None, path)
@@ -94,39 +90,17 @@ def _config_from_metadata(reader, path: str) -> ModelConfig:
         pad_token_id=_field(reader, "tokenizer.ggml.padding_token_id"),
         name=str(_field(reader, "general.name", "")),
     )
-    if arch in ("llama", "qwen2"):
-        return ModelConfig(family=arch, rope_theta=float(g("rope.freq_base", 10000.0)), **common)
-    # Gemma 3: every 6th layer is global (5 sliding : 1 global); the local RoPE base
-    # (10k) is fixed by the architecture and not stored in the file. Only 27B has a
-    # query scale that differs from head_dim (hidden / heads = 168).
-    window = int(g("attention.sliding_window", 512))
-    scalar = hidden // heads if n_layers == 62 else head_dim
-    return ModelConfig(
-        family="gemma3",
-        rope_theta=float(g("rope.freq_base", 1_000_000.0)),
-        rope_local_theta=10_000.0,
-        sliding_window=window,
-        layer_types=["global" if (i + 1) % 6 == 0 else "sliding" for i in range(n_layers)],
-        query_pre_attn_scalar=float(scalar),
-        rope_scaling_factor=float(g("rope.scaling.factor", 1.0)),
-        **common,
-    )
+    return ModelConfig(family=family.name, **family.gguf_fields(g, common), **common)
 
 
-def _canonical_name(gguf_name: str, family: str) -> str | None:
+def _canonical_name(gguf_name: str, ffn_norm: str) -> str | None:
     stem, _, kind = gguf_name.rpartition(".")
     if stem.startswith("blk."):
         _, idx, leaf = stem.split(".", 2)
-        suffix = _FFN_NORM[family] if leaf == "ffn_norm" else _LAYER_NAMES.get(leaf)
+        suffix = ffn_norm if leaf == "ffn_norm" else _LAYER_NAMES.get(leaf)
         return f"model.layers.{idx}.{suffix}.{kind}" if suffix else None
     base = _GLOBAL_NAMES.get(stem)
     return f"{base}.{kind}" if base else None
-
-
-def _unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Undo llama.cpp's Q/K row permutation (interleaved pairs -> half split)."""
-    rows = w.shape[0]
-    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
 # Dequantise at most this many values at a time (gguf's dequantisers build float32
@@ -172,13 +146,12 @@ def load_gguf(path: Path) -> Checkpoint:
     except Exception as e:
         raise TPAError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
     cfg = _config_from_metadata(reader, spath)
+    family = cfg.family_spec
     by_name = {}
     for t in reader.tensors:
-        canon = _canonical_name(t.name, cfg.family)
+        canon = _canonical_name(t.name, family.gguf_ffn_norm)
         if canon is not None:
             by_name[canon] = t
-    if cfg.family != "gemma3" and cfg.tie_word_embeddings:
-        by_name.pop("lm_head.weight", None)
 
     def shape_of(t) -> tuple[int, ...]:
         return tuple(int(x) for x in reversed(t.shape))  # GGUF lists ne0 first
@@ -186,12 +159,7 @@ def load_gguf(path: Path) -> Checkpoint:
     check_shapes(cfg, {n: shape_of(t) for n, t in by_name.items()}, spath)
 
     def get(name: str) -> torch.Tensor:
-        w = dequantize_tensor(by_name[name])
-        if cfg.family == "gemma3" and name.endswith("norm.weight"):
-            w = w - 1.0
-        if cfg.family == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
-            w = _unpermute(w, cfg.num_heads if "q_proj" in name else cfg.num_kv_heads)
-        return w
+        return family.gguf_tensor(name, dequantize_tensor(by_name[name]), cfg)
 
     tokenizer = None
     if "tokenizer.ggml.tokens" in reader.fields:

@@ -1,8 +1,10 @@
 """Hugging Face folders: `config.json` + `model.safetensors` (or a sharded index).
 
-Reads both plain HF configs (`model_type` gemma3_text / gemma3 / llama / qwen2) and the
-folders this tool writes (which are HF configs plus a `tpa` section). Multimodal
-Gemma 3 folders are read as their language model; the vision tower is ignored.
+Reads both plain HF configs (a registered family's `model_type`: gemma3_text / gemma3 /
+llama / qwen2) and the folders this tool writes (which are HF configs plus a `tpa`
+section). The keys every family shares are read and written here, the rest by the
+family (`Family.hf_fields`, `Family.hf_extra`). Multimodal Gemma 3 folders are read as
+their language model; the vision tower is ignored.
 """
 
 from __future__ import annotations
@@ -14,32 +16,34 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import TPAError
+from ..models.family import Family, all_families, family_by
 from .source import Checkpoint, WeightSource, check_shapes
 
 _LM_PREFIXES = ("model.language_model.", "language_model.model.")
 # family -> (the original's model_type, a converted folder's model_type, the class-name prefix
-# in the modeling code the folder carries: save/modeling_tpa.py). A converted folder names a
-# model_type of its own so that transformers without trust_remote_code refuses it.
-HF_TYPES = {
-    "gemma3": ("gemma3_text", "tpa_gemma3", "TPAGemma3"),
-    "llama": ("llama", "tpa_llama", "TPALlama"),
-    "qwen2": ("qwen2", "tpa_qwen2", "TPAQwen2"),
-}
-_CONVERTED_TYPES = {conv: plain for plain, conv, _ in HF_TYPES.values()}
+# in the modeling code the folder carries: save/modeling_tpa.py), from each family's entry.
+# A converted folder names a model_type of its own so that transformers without
+# trust_remote_code refuses it.
+HF_TYPES = {f.name: (f.hf_model_type, f.tpa_model_type, f.tpa_class_prefix) for f in all_families()}
+
+
+def _family_of(d: dict, path: str) -> tuple[Family, dict]:
+    """The family config.json `d` names (plain, converted or a multimodal wrapper) and the
+    config to read it from (a wrapper's `text_config`)."""
+    mt = d.get("model_type")
+    family = family_by("hf_model_type", mt) or family_by("tpa_model_type", mt)
+    if family is not None:
+        return family, d
+    wrapper = family_by("hf_wrapper_type", mt)
+    if wrapper is not None and "text_config" in d:  # multimodal: its language model
+        return wrapper, {**d["text_config"], "model_type": wrapper.hf_model_type}
+    supported = ", ".join(t for f in all_families() for t in (f.hf_model_type, f.hf_wrapper_type) if t)
+    raise TPAError(f"{path}: unsupported model_type {mt!r}; supported: {supported}")
 
 
 def config_from_hf(d: dict, path: str) -> ModelConfig:
-    mt = _CONVERTED_TYPES.get(d.get("model_type"), d.get("model_type"))
-    if mt == "gemma3" and "text_config" in d:  # multimodal wrapper
-        d = {**d["text_config"], "model_type": "gemma3_text"}
-        mt = "gemma3_text"
-    if mt not in ("gemma3_text", "llama", "qwen2"):
-        raise TPAError(f"{path}: unsupported model_type {mt!r}; supported: gemma3_text, gemma3, llama, qwen2")
-    if mt == "qwen2" and d.get("use_sliding_window"):
-        raise TPAError(
-            f"{path}: use_sliding_window = true (Qwen2 sliding-window layers) is not supported; "
-            "valid: false (every layer full attention, as in the released Qwen2/2.5 models)"
-        )
+    family, d = _family_of(d, path)
+    family.check_hf(d, path)
     try:
         hidden, heads = int(d["hidden_size"]), int(d["num_attention_heads"])
         common = dict(
@@ -52,7 +56,7 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
             intermediate_size=int(d["intermediate_size"]),
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             max_position_embeddings=int(d.get("max_position_embeddings", 8192)),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", mt == "gemma3_text")),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", family.hf_tied_default)),
             bos_token_id=d.get("bos_token_id"),
             eos_token_id=_first(d.get("eos_token_id")),
             pad_token_id=d.get("pad_token_id"),
@@ -60,53 +64,19 @@ def config_from_hf(d: dict, path: str) -> ModelConfig:
         )
     except KeyError as e:
         raise TPAError(f"{path}: config.json lacks key {e.args[0]!r}") from e
-    rp = d.get("rope_parameters") or {}
-    if mt in ("llama", "qwen2"):
-        theta = d.get("rope_theta") or rp.get("rope_theta", 10000.0)
-        return ModelConfig(family=mt, rope_theta=float(theta), **common)
-    glob = rp.get("full_attention", {}) if isinstance(rp.get("full_attention"), dict) else rp
-    local = rp.get("sliding_attention", {}) if isinstance(rp.get("sliding_attention"), dict) else {}
-    scaling = d.get("rope_scaling") or glob
-    factor = float(scaling.get("factor", 1.0)) if scaling.get("rope_type", "linear") == "linear" else 1.0
-    n = common["num_layers"]
-    types = d.get("layer_types") or [
-        "full_attention" if (i + 1) % int(d.get("sliding_window_pattern", 6)) == 0 else "sliding_attention"
-        for i in range(n)
-    ]
-    return ModelConfig(
-        family="gemma3",
-        rope_theta=float(d.get("rope_theta") or glob.get("rope_theta", 1_000_000.0)),
-        rope_local_theta=float(d.get("rope_local_base_freq") or local.get("rope_theta", 10_000.0)),
-        rope_scaling_factor=factor,
-        sliding_window=int(d.get("sliding_window", 512)),
-        layer_types=["sliding" if t == "sliding_attention" else "global" for t in types],
-        query_pre_attn_scalar=float(d.get("query_pre_attn_scalar") or common["head_dim"]),
-        **common,
-    )
-
-
-def _num(x):
-    """transformers' strict configs want an int where the value is integral."""
-    return int(x) if x is not None and float(x).is_integer() else x
+    return ModelConfig(family=family.name, **family.hf_fields(d, common), **common)
 
 
 def _first(x):
     return x[0] if isinstance(x, list) else x
 
 
-_HF_NAMES = {
-    "gemma3": ("Gemma3ForCausalLM", "gemma3_text"),
-    "llama": ("LlamaForCausalLM", "llama"),
-    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
-}
-
-
 def config_to_hf(cfg: ModelConfig) -> dict:
     """An HF `config.json` (loadable by transformers) for `cfg`."""
-    arch, model_type = _HF_NAMES[cfg.family]
+    family = cfg.family_spec
     d = {
-        "architectures": [arch],
-        "model_type": model_type,
+        "architectures": [family.hf_class],
+        "model_type": family.hf_model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_layers,
@@ -123,36 +93,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "_name_or_path": cfg.name,
         "torch_dtype": "float32",
     }
-    if cfg.family == "llama":
-        d.update(rope_theta=cfg.rope_theta, hidden_act="silu")
-        return d
-    if cfg.family == "qwen2":
-        d.update(
-            rope_theta=cfg.rope_theta,
-            hidden_act="silu",
-            use_sliding_window=False,
-            layer_types=["full_attention"] * cfg.num_layers,
-        )
-        return d
-    glob = {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    if cfg.rope_scaling_factor != 1.0:
-        glob = {"rope_type": "linear", "rope_theta": cfg.rope_theta, "factor": cfg.rope_scaling_factor}
-    d.update(
-        hidden_activation="gelu_pytorch_tanh",
-        sliding_window=cfg.sliding_window,
-        query_pre_attn_scalar=_num(cfg.query_pre_attn_scalar),
-        layer_types=["sliding_attention" if t == "sliding" else "full_attention" for t in cfg.layer_types],
-        rope_parameters={
-            "full_attention": glob,
-            "sliding_attention": {"rope_type": "default", "rope_theta": cfg.rope_local_theta},
-        },
-        # transformers 4.x reads these instead of rope_parameters
-        rope_theta=cfg.rope_theta,
-        rope_local_base_freq=cfg.rope_local_theta,
-        rope_scaling=None
-        if cfg.rope_scaling_factor == 1.0
-        else {"rope_type": "linear", "factor": cfg.rope_scaling_factor},
-    )
+    d.update(family.hf_extra(cfg))
     return d
 
 

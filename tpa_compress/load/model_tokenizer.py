@@ -5,11 +5,12 @@
   either (tokenizer.json first). Anything else is a one-line error naming the path.
 - `fit_tokenizer(ckpt)`: a tokenizer whose vocabulary has more tokens than the model
   has embedding rows is refused (its ids would index past the table; tokens added on
-  top, such as Gemma's <image_soft_token>, are not counted). BOS: a Gemma model is
-  trained with BOS first in every sequence, so it gets its config's `bos_token_id`,
-  added, whatever the tokenizer file says (a bare tokenizer.json names none, and Gemma without BOS
-  scores perplexity 70 where it scores 26.5 with it). Other models keep the tokenizer's
-  rule; a tokenizer that names no BOS borrows the config's id, so `--bos yes` can add it.
+  top, such as Gemma's <image_soft_token>, are not counted). BOS: a family trained with
+  BOS first in every sequence (`Family.bos_from_config`: Gemma) gets its config's
+  `bos_token_id`, added, whatever the tokenizer file says (a bare tokenizer.json names
+  none, and Gemma without BOS scores perplexity 70 where it scores 26.5 with it). Other
+  models keep the tokenizer's rule; a tokenizer that names no BOS borrows the config's
+  id, so `--bos yes` can add it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from .sentencepiece_file import tokenizer_from_sentencepiece
 from .tokenizer import TextTokenizer, read_json, tokenizer_from_json
 
 VALID = "a tokenizer.model (SentencePiece), a tokenizer.json, or a folder holding one"
-_BOS_FROM_CONFIG = ("gemma3",)
-_HF_SENTENCEPIECE_CLASS = {"gemma3": "GemmaTokenizer"}
 
 
 def tokenizer_from_folder(folder: Path) -> TextTokenizer | None:
@@ -76,12 +75,12 @@ def fit_tokenizer(ckpt, source: str | None = None) -> None:
     bos = cfg.bos_token_id
     if bos is not None and not 0 <= bos < cfg.vocab_size:
         raise TPAError(f"{ckpt.path}: bos_token_id {bos} is outside the vocabulary (0..{cfg.vocab_size - 1})")
-    if cfg.family in _BOS_FROM_CONFIG and bos is not None:
+    if cfg.family_spec.bos_from_config and bos is not None:
         tok.bos_id, tok.add_bos = bos, True
     elif tok.bos_id is None:
         tok.bos_id = bos
     if hasattr(tok, "hf_class"):  # a tokenizer.model: transformers reads Gemma's with GemmaTokenizer
-        tok.hf_class = _HF_SENTENCEPIECE_CLASS.get(cfg.family)
+        tok.hf_class = cfg.family_spec.sentencepiece_class
 
 
 def bos_for(tok: TextTokenizer, choice: str, where: str) -> int | None:

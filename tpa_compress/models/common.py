@@ -1,4 +1,4 @@
-"""Pieces both model families share: RMSNorm, RoPE, masks, the attention block.
+"""Pieces every model family shares: RMSNorm, RoPE, masks, the attention block.
 
 The attention block takes its K and V projections as modules mapping
 x -> (B, T, kv_heads * head_dim) *before* QK-norm and RoPE (bias included where the
@@ -133,14 +133,14 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Gated MLP: GeGLU (tanh GELU) for Gemma, SwiGLU for Llama."""
+    """Gated MLP: GeGLU (tanh GELU) where the family says `gelu` (Gemma), else SwiGLU."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.gelu = cfg.family == "gemma3"
+        self.gelu = cfg.family_spec.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.gate_proj(x)
@@ -149,4 +149,4 @@ class MLP(nn.Module):
 
 
 def embed_scale(cfg: ModelConfig) -> float:
-    return math.sqrt(cfg.hidden_size) if cfg.family == "gemma3" else 1.0
+    return math.sqrt(cfg.hidden_size) if cfg.family_spec.scale_embeddings else 1.0

@@ -1,4 +1,4 @@
-"""Llama-family decoder block (SmolLM2, Llama 2/3): pre-norm, SwiGLU, one RoPE base."""
+"""Llama-family decoder (SmolLM2, Llama 2/3): pre-norm, SwiGLU, one RoPE base."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .common import MLP, Attention, RMSNorm
+from .family import Family, register
 
 
 class LlamaBlock(nn.Module):
@@ -29,3 +30,25 @@ class LlamaBlock(nn.Module):
         runtime passes its fused gate|up matmul. Pre-norm, residual around each."""
         h = h + a
         return h + mlp(self.post_attention_layernorm(h))
+
+
+def unpermute_rope_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's Q/K row permutation (interleaved pairs -> half split)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+@register("llama")
+class Llama(Family):
+    """Llama 2/3 and SmolLM2: the defaults of `Family`."""
+
+    block = LlamaBlock
+    hf_model_type = "llama"
+    hf_class = "LlamaForCausalLM"
+
+    def gguf_tensor(self, name: str, w, cfg):
+        """llama.cpp permutes Llama's Q/K rows to interleaved RoPE pairs; HF's rotate_half
+        expects the half-split layout."""
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            return unpermute_rope_rows(w, cfg.num_heads if "q_proj" in name else cfg.num_kv_heads)
+        return w

@@ -1,4 +1,4 @@
-"""The decoder skeleton every family shares: embed -> blocks -> norm -> tied LM head.
+"""The decoder skeleton every family shares: embed -> blocks (the family's) -> norm -> LM head.
 
 `Transformer.forward` is the no-cache reference forward (full causal / sliding
 masks). The cached decoder lives in `tpa_compress.runtime` and reuses these modules.
@@ -12,11 +12,6 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import TPAError
 from .common import RMSNorm, attention_mask, embed_scale, rope_cos_sin
-from .gemma3 import Gemma3Block
-from .llama import LlamaBlock
-from .qwen2 import Qwen2Block
-
-BLOCKS = {"gemma3": Gemma3Block, "llama": LlamaBlock, "qwen2": Qwen2Block}
 
 
 class Transformer(nn.Module):
@@ -24,8 +19,9 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(BLOCKS[cfg.family](cfg, i) for i in range(cfg.num_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, zero_centered=cfg.family == "gemma3")
+        block = cfg.family_spec.block
+        self.layers = nn.ModuleList(block(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, zero_centered=cfg.family_spec.zero_centered_norms)
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.embed_scale = embed_scale(cfg)
 
