@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tpa_compress.cache_formats import split_specs  # noqa: E402
+from tpa_compress.errors import TPAError  # noqa: E402
 from tpa_compress.layout import Component, cache_bytes, original_layouts  # noqa: E402
 from tpa_compress.load.ckpt import variant_config  # noqa: E402
 from tpa_compress.methods.layers import make_proj  # noqa: E402
@@ -332,6 +333,8 @@ def main():
     ap.add_argument("--bandwidth", type=float, default=None, help="peak B/s (default: by GPU name)")
     ap.add_argument("--out", default="bench_generate.json")
     a = ap.parse_args()
+    tuning = TritonTuning.parse(a.tuning) if a.tuning else None  # bad input: an error before any work
+    ropts = parse_options(a.runner_options)
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "argv": sys.argv, "rows": []}
     try:
         import transformers
@@ -347,8 +350,6 @@ def main():
             traceback.print_exc()
         print("gpu check", doc["gpu_check"], flush=True)
 
-    tuning = TritonTuning.parse(a.tuning) if a.tuning else None  # bad input: an error before any work
-    ropts = parse_options(a.runner_options)
     if a.prefetch_max is not None:
         ropts["prefetch_max_l2"] = a.prefetch_max
 
@@ -412,4 +413,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TPAError as e:  # bad flags: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
