@@ -97,14 +97,8 @@ def test_one_byte_cache_with_sink_tokens(name, monkeypatch):
     prompts = prompts_of([13, 1, 20])
     want, _ = fake_quant_runner(model, prompts, 8, name, monkeypatch)
     got, r = step_logits(Runner(model, 3, 28, cache_dtype=name, compile=False), prompts, 8)
-    # the sink rows are bf16 here, fp32 in the fake-quantized runner: close, not equal, so a
-    # greedy near-tie may pick another token and the two runs' later inputs differ; each row
-    # compares up to the first step whose chosen tokens differ
-    for b in range(len(prompts)):
-        differ = (got[b].argmax(-1) != want[b].argmax(-1)).nonzero()
-        upto = int(differ[0]) + 1 if len(differ) else got.shape[1]
-        err = (got[b, :upto] - want[b, :upto]).abs().max().item()
-        assert err < 1e-2 * want[b, :upto].abs().max().item(), (b, upto, err)
+    # the sink rows are bf16 here, fp32 in the fake-quantized runner
+    assert (got - want).abs().max().item() < 1e-2 * want.abs().max().item()
     assert r.cache.layers[0].sk.dtype == torch.bfloat16  # exact tokens stay unquantized
     assert r.cache.kv_bytes == cache_bytes(r.layouts, 28, 3)
 
