@@ -15,6 +15,7 @@ from tpa_compress.errors import TPAError
 from tpa_compress.models import Transformer
 from tpa_compress.models.family import FAMILIES, all_families, register
 from tpa_compress.models.llama import Llama, LlamaBlock
+from tpa_compress.save.hf import converted_config, modeling_source
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tpa_compress"
 
@@ -43,17 +44,46 @@ def test_the_finder_sees_a_family_branch(tmp_path):
     assert _family_name_tests(f, tmp_path) == ["x.py:2", "x.py:3"]
 
 
-def test_every_family_has_its_classes_in_modeling_tpa():
-    """A converted folder carries save/modeling_tpa.py verbatim: each family's pair of
-    transformers classes must be there, named as the writer names them in config.json."""
+def _classes(src: str) -> dict[str, ast.ClassDef]:
+    return {n.name: n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)}
+
+
+def test_the_shipped_modeling_file_names_no_family():
+    """save/modeling_tpa.py is family-independent: it imports no transformers class and
+    names no family's class or model_type (the writer appends those)."""
     tree = ast.parse((PACKAGE / "save" / "modeling_tpa.py").read_text(encoding="utf-8"))
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    imports = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imports |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imports == {"__future__", "torch"}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    names |= set(_classes(ast.unparse(tree)))
     for fam in all_families():
-        config, model = classes.get(f"{fam.tpa_class_prefix}Config"), classes.get(f"{fam.tpa_class_prefix}ForCausalLM")
-        assert config is not None and model is not None, fam.name
-        assigns = {t.id: a.value.value for a in config.body if isinstance(a, ast.Assign) for t in a.targets}
-        assert assigns.get("model_type") == fam.tpa_model_type
-        assert [b.id for b in model.bases] == ["_TPAModel", fam.hf_class]
+        assert not {fam.hf_class, fam.tpa_model_type, f"{fam.tpa_class_prefix}Config"} & names, fam.name
+
+
+def test_every_family_gets_its_classes_rendered():
+    """A converted folder's modeling_tpa.py: the shipped file, then the family's pair of
+    transformers classes, named as the writer names them in config.json; the same bytes
+    every time."""
+    shipped = (PACKAGE / "save" / "modeling_tpa.py").read_text(encoding="utf-8")
+    for fam in all_families():
+        src = modeling_source(fam)
+        assert src.startswith(shipped) and src == modeling_source(fam)
+        classes = _classes(src)
+        config, model = classes[f"{fam.tpa_class_prefix}Config"], classes[f"{fam.tpa_class_prefix}ForCausalLM"]
+        assigns = {t.id: a.value for a in config.body if isinstance(a, ast.Assign) for t in a.targets}
+        assert assigns["model_type"].value == fam.tpa_model_type
+        assert [ast.unparse(b) for b in config.bases] == [f"transformers.{fam.hf_class}.config_class"]
+        assert [ast.unparse(b) for b in model.bases] == ["_TPAModel", f"transformers.{fam.hf_class}"]
+        others = {f.tpa_class_prefix for f in all_families()} - {fam.tpa_class_prefix}
+        assert not [c for c in classes if any(c.startswith(o) for o in others)]  # only its own family
+        d = converted_config(tiny_config(fam.name, **({"rope_theta": 1e4} if fam.name != "gemma3" else {})))
+        assert d["auto_map"] == {
+            "AutoConfig": f"modeling_tpa.{fam.tpa_class_prefix}Config",
+            "AutoModelForCausalLM": f"modeling_tpa.{fam.tpa_class_prefix}ForCausalLM",
+        }
 
 
 def test_unknown_family_is_refused_naming_the_supported():

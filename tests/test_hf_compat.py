@@ -10,6 +10,8 @@ longer than the tiny Gemma's 8-token window, and a left-padded batch checks that
 follow each sequence's own positions in prefill and in cached decoding.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -29,6 +31,7 @@ from tpa_compress.save import save_hf_folder
 transformers = pytest.importorskip("transformers")
 
 FAMILIES = ["gemma3", "llama", "qwen2"]
+PACKAGE = Path(__file__).resolve().parents[1] / "tpa_compress"
 TOL = 1e-4
 IDS = torch.randint(4, 33, (2, 21), generator=torch.Generator().manual_seed(0))
 RULES = {
@@ -199,3 +202,37 @@ def test_bf16_folder_loads_in_bf16(tmp_path):
     a = ours.logits(ours(IDS)).float().log_softmax(-1)
     b = theirs(IDS).logits.float().log_softmax(-1)
     assert (a - b).abs().max().item() <= 1e-2
+
+
+@pytest.fixture
+def mistral_family():
+    """A family no file of the package knows: Llama's forward under transformers' Mistral
+    classes (the same computation with no sliding window), registered for one test."""
+    from tpa_compress.models.family import FAMILIES, register
+    from tpa_compress.models.llama import Llama
+
+    @register("toymistral")
+    class ToyMistral(Llama):
+        hf_model_type = "mistral"
+        hf_class = "MistralForCausalLM"
+
+        def hf_extra(self, cfg):
+            return {**super().hf_extra(cfg), "sliding_window": None}
+
+    yield FAMILIES["toymistral"]
+    del FAMILIES["toymistral"]
+
+
+def test_a_new_family_needs_no_modeling_code(mistral_family, tmp_path):
+    """A family registered elsewhere gets a folder transformers loads: its classes are
+    rendered into the folder's modeling_tpa.py (the shipped file names no family)."""
+    folder = pipeline_folder(tmp_path / "out", "toymistral", "latent_sink")
+    src = (folder / "modeling_tpa.py").read_text()
+    assert "class TPAMistralForCausalLM(_TPAModel, transformers.MistralForCausalLM):" in src
+    assert "TPAMistral" not in (PACKAGE / "save" / "modeling_tpa.py").read_text()
+    m = hf_model(folder)
+    assert type(m).__name__ == "TPAMistralForCausalLM" and m.config.model_type == "tpa_toymistral"
+    assert type(m.config).__mro__[1] is transformers.MistralConfig
+    assert load_model(folder).config.family == "toymistral"
+    check_logprobs(folder)
+    check_generate(folder)

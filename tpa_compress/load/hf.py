@@ -20,11 +20,6 @@ from ..models.family import Family, all_families, family_by
 from .source import Checkpoint, WeightSource, check_shapes
 
 _LM_PREFIXES = ("model.language_model.", "language_model.model.")
-# family -> (the original's model_type, a converted folder's model_type, the class-name prefix
-# in the modeling code the folder carries: save/modeling_tpa.py), from each family's entry.
-# A converted folder names a model_type of its own so that transformers without
-# trust_remote_code refuses it.
-HF_TYPES = {f.name: (f.hf_model_type, f.tpa_model_type, f.tpa_class_prefix) for f in all_families()}
 
 
 def _family_of(d: dict, path: str) -> tuple[Family, dict]:

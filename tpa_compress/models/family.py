@@ -10,8 +10,8 @@ tensors its layers have beyond Llama's, its BOS rule, how its config is read fro
 metadata and from a Hugging Face config.json (and written back), and how GGUF stores its
 tensors. `ModelConfig.family` names the family; `ModelConfig.family_spec` is the registered
 object. `models/__init__.py` imports every module of the folder, so a new family is one new
-file (and its two transformers classes in `save/modeling_tpa.py`, which every converted
-folder carries verbatim).
+file: the transformers classes a converted folder carries are rendered from its entry
+(`save/hf.py`, `modeling_source`).
 
 This module imports nothing of the package but errors: `config.py` reads the registry.
 """
@@ -64,7 +64,7 @@ class Family:
     # -- Hugging Face config.json -------------------------------------------------------------
     hf_model_type: str = ""  # the original's model_type (read and written)
     hf_wrapper_type: str | None = None  # a multimodal model_type whose `text_config` is this family
-    hf_class: str = ""  # transformers' *ForCausalLM class
+    hf_class: str = ""  # transformers' *ForCausalLM class; a converted folder subclasses it and its config_class
     hf_tied_default: bool = False  # tie_word_embeddings when config.json does not say
 
     @property
@@ -75,8 +75,9 @@ class Family:
 
     @property
     def tpa_class_prefix(self) -> str:
-        """Prefix of the classes save/modeling_tpa.py defines for the family:
-        {prefix}Config (model_type = tpa_model_type) and {prefix}ForCausalLM."""
+        """Prefix of the classes a converted folder's modeling_tpa.py defines for the
+        family (save/hf.py renders them): {prefix}Config (model_type = tpa_model_type) and
+        {prefix}ForCausalLM."""
         return "TPA" + self.hf_class.removesuffix("ForCausalLM")
 
     def check_hf(self, d: dict, path: str) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from ..config import ModelConfig
-from ..load.hf import HF_TYPES, config_to_hf
+from ..load.hf import config_to_hf
+from ..models.family import Family
 
 MODELING_FILE = Path(__file__).with_name("modeling_tpa.py")
 
@@ -43,7 +43,7 @@ def save_hf_files(
     hf.update(extra_config or {})
     if "tpa" in hf:
         hf.update(converted_config(cfg))
-        shutil.copyfile(MODELING_FILE, folder / MODELING_FILE.name)
+        (folder / MODELING_FILE.name).write_bytes(modeling_source(cfg.family_spec).encode("utf-8"))
     (folder / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save(folder)
@@ -54,13 +54,33 @@ def converted_config(cfg: ModelConfig) -> dict:
     modeling code it carries (modeling_tpa.py), which transformers loads only with
     `trust_remote_code=True`; without it, transformers refuses the folder rather than
     build the original model with random K/V weights."""
-    _, model_type, prefix = HF_TYPES[cfg.family]
-    module = MODELING_FILE.stem
+    family = cfg.family_spec
+    prefix, module = family.tpa_class_prefix, MODELING_FILE.stem
     return {
-        "model_type": model_type,
+        "model_type": family.tpa_model_type,
         "architectures": [f"{prefix}ForCausalLM"],
         "auto_map": {"AutoConfig": f"{module}.{prefix}Config", "AutoModelForCausalLM": f"{module}.{prefix}ForCausalLM"},
     }
+
+
+def modeling_source(family: Family) -> str:
+    """The modeling_tpa.py of a converted `family` folder: the family-independent
+    save/modeling_tpa.py, then the family's two classes, named as `converted_config` names
+    them in auto_map. The config class is read from transformers when the folder is loaded
+    (`hf_class`'s `config_class`), so a family declares nothing here beyond its registry
+    entry. The same family always gives the same bytes."""
+    prefix, base = family.tpa_class_prefix, family.hf_class
+    return MODELING_FILE.read_text(encoding="utf-8") + (
+        "\n\n"
+        f"# The classes of this folder's family ({family.name}), written by tpa-compress from its registry entry.\n"
+        "import transformers\n"
+        "\n\n"
+        f"class {prefix}Config(transformers.{base}.config_class):\n"
+        f'    model_type = "{family.tpa_model_type}"\n'
+        "\n\n"
+        f"class {prefix}ForCausalLM(_TPAModel, transformers.{base}):\n"
+        f"    config_class = {prefix}Config\n"
+    )
 
 
 # safetensors' dtype names, in the order of its Rust `Dtype` enum (the file lists larger

@@ -2,7 +2,7 @@
 
 A converted folder keeps the original architecture except the K/V projections of its
 converted layers, which are factorized. Its config.json names a model_type of its own
-(`tpa_gemma3`, `tpa_llama`, `tpa_qwen2`) and points `auto_map` here, so
+(`tpa_{family}`: `tpa_gemma3`, `tpa_llama`, ...) and points `auto_map` here, so
 
     AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
 
@@ -28,8 +28,11 @@ come from the `position_ids` transformers passes to the attention module (a forw
 pre-hook records them), so prefill, cached decoding in `generate` and left-padded batches
 all pick the right rows.
 
-A family is its transformers classes subclassed below (config: model_type; model: the
-mixin first); tpa_compress/load/hf.py's HF_TYPES names them for the writer.
+This file is family-independent. The writer (tpa_compress/save/hf.py, `modeling_source`)
+appends the two classes of the folder's own family, rendered from its registered `Family`:
+{prefix}Config, the transformers config class of `hf_class` with model_type
+`tpa_{family}`, and {prefix}ForCausalLM, `_TPAModel` mixed into `hf_class`; config.json's
+`auto_map` names them.
 
 The cache is transformers' own: it holds full K and V for every token, as the original
 model does. The compressed cache is tpa-compress's runtime (`tpa-compress generate`).
@@ -39,14 +42,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import (
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
 
 
 class _Sinked(nn.Module):
@@ -180,27 +175,3 @@ class _TPAModel:
     def __init__(self, config):
         super().__init__(config)
         install_projections(self.model.layers, config)
-
-
-class TPAGemma3Config(Gemma3TextConfig):
-    model_type = "tpa_gemma3"
-
-
-class TPAGemma3ForCausalLM(_TPAModel, Gemma3ForCausalLM):
-    config_class = TPAGemma3Config
-
-
-class TPALlamaConfig(LlamaConfig):
-    model_type = "tpa_llama"
-
-
-class TPALlamaForCausalLM(_TPAModel, LlamaForCausalLM):
-    config_class = TPALlamaConfig
-
-
-class TPAQwen2Config(Qwen2Config):
-    model_type = "tpa_qwen2"
-
-
-class TPAQwen2ForCausalLM(_TPAModel, Qwen2ForCausalLM):
-    config_class = TPAQwen2Config
