@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -229,6 +230,11 @@ class Runner:
         # one compiled graph serves every layer (weights are graph inputs); a few variants
         # per kind of layout
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        # inductor compiles in-process unless TORCHINDUCTOR_COMPILE_THREADS asks for its pool of
+        # worker processes: with its caches warm (every run after a machine's first) the pool
+        # compiles nothing, and starting and stopping it costs seconds of every process's wall
+        if "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+            inductor_config.compile_threads = 1
         # fp32 matmuls (norm factors, a fp32 model) keep full precision: inductor's TF32 notice
         # is not for this runtime's users
         warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores")

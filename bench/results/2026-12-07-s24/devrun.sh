@@ -9,6 +9,9 @@
 # Every step writes under $OUT as it goes, so a step cut by the call's limit keeps what it measured.
 set -u
 export PYTHONUNBUFFERED=1
+# the device's site-packages hold no bytecode and are not writable: without a bytecode cache every
+# process compiles torch's Python sources again (~6 s), which a pip-installed torch never does
+export PYTHONPYCACHEPREFIX=/tmp/pyc
 G=/tmp/gemma-3-270m-q4_k_m.gguf S=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
 export PYTHONPATH=$PWD:/tmp/pylib
 R=bench/recipes W=/tmp/planw
@@ -79,7 +82,7 @@ coldprof)  # generate's cold start: two plain runs (the second has warm disk cac
   cd $W/after
   g() { PYTHONPATH=$W/after:/tmp/pylib python -c 'import sys; from tpa_compress.cli import main; sys.argv[0] = "tpa-compress"; main()' \
         generate $G --device cuda --max-new-tokens 8 --prompt "The Python standard library provides"; }
-  for i in 1 2; do t0=$(date +%s.%N); g > $OUT/coldprof-$i.txt 2>&1
+  for i in 1 2 3; do t0=$(date +%s.%N); g > $OUT/coldprof-$i.txt 2>&1
     echo "run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s"; tail -1 $OUT/coldprof-$i.txt | cut -c150-330; done
   t0=$(date +%s.%N); TORCHINDUCTOR_COMPILE_THREADS=1 g > $OUT/coldprof-threads1.txt 2>&1
   echo "threads1 wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s"; tail -1 $OUT/coldprof-threads1.txt | cut -c150-330
@@ -87,6 +90,20 @@ coldprof)  # generate's cold start: two plain runs (the second has warm disk cac
   grep -A13 "^import tpa_compress" $OUT/profile.txt
   PYTHONPATH=$W/after:/tmp/pylib python -X importtime -c 'import tpa_compress.cli' 2> $OUT/importtime.txt; sort -t'|' -k2 -n $OUT/importtime.txt | tail -8 | cut -c1-150
   cd - > /dev/null ;;
+cold2)  # generate's start-up after the fix: inductor in-process, runtime imports during the load; a fresh
+        # inductor cache first (a machine's first run), then warm runs; the original GGUF and a balanced folder
+  export TPA_KERNEL_CACHE=/tmp/kc_cold2 TORCHINDUCTOR_CACHE_DIR=/tmp/ind_cold2
+  cd $W/after
+  tca() { PYTHONPATH=$W/after:/tmp/pylib python -c 'import sys; from tpa_compress.cli import main; sys.argv[0] = "tpa-compress"; main()' "$@"; }
+  tca convert $G --recipe recipes/balanced.yaml --out /tmp/cold2-bal --device cuda --force > $OUT/cold2-convert.txt 2>&1; tail -1 $OUT/cold2-convert.txt
+  for m in $G /tmp/cold2-bal; do for i in 1 2 3; do t0=$(date +%s.%N)
+    tca generate $m --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/cold2-$(basename $m)-$i.txt 2>&1
+    echo "$(basename $m) run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s | $(tail -1 $OUT/cold2-$(basename $m)-$i.txt | grep -o 'load.*')"; done; done
+  cd - > /dev/null ;;
+gpu3)  # the rest of gpu2 (a 330 s cut reached test_runtime_sink.py)
+  (cd $W/after && PYTHONPATH=$W/after:/tmp/pylib TPA_KERNEL_CACHE=$W/kcache timeout ${GPU_T:-420} python -m pytest -q \
+     -p no:cacheprovider --device cuda tests/test_runtime_sink.py tests/test_generate_cli.py tests/test_heal.py \
+     tests/test_cuda_sources.py tests/test_bad_input.py tests/test_families.py --maxfail=8 -W ignore 2>&1 | grep -v DEBUG | tail -30) | tee $OUT/gpu3.log ;;
 mem)  # issue 29 section 3: conversion memory by model size on the GPU (random Gemma 3-shaped folders)
   python bench/bench_convert_memory.py /tmp/mem --shape ${SHAPE:-1b} ${MEM_ARGS:-} --device cuda --json $OUT/mem-${SHAPE:-1b}.json 2>&1 | tail -6 ;;
 esac
