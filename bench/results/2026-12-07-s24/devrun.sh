@@ -76,8 +76,8 @@ q15)  # the 1.5B: baseline and frontier rows (66K tokens per domain), then conve
   python bench/frontier.py --model /tmp/q15.gguf --name "Qwen2.5-Coder-1.5B-Instruct" --device cuda \
     --recipes recipes/balanced.yaml --caches "bf16,int8,int4,int3:group=64" --recipe-caches "bf16,int4" \
     --out $OUT/q15-frontier.json > $OUT/q15.log 2>&1; grep -h '^{' $OUT/q15.log | cut -c1-220 ;;
-coldprof)  # generate's cold start: two plain runs (the second has warm disk caches), then a profiled
-           # third (bench/profile_generate.py), the imports, and the second run without inductor's workers
+coldprof)  # generate's start-up before the fix: three plain runs (the later ones with warm disk caches),
+           # one without inductor's compile workers, and the imports (-X importtime)
   export TPA_KERNEL_CACHE=/tmp/kc_cold
   cd $W/after
   g() { PYTHONPATH=$W/after:/tmp/pylib python -c 'import sys; from tpa_compress.cli import main; sys.argv[0] = "tpa-compress"; main()' \
@@ -86,8 +86,6 @@ coldprof)  # generate's cold start: two plain runs (the second has warm disk cac
     echo "run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s"; tail -1 $OUT/coldprof-$i.txt | cut -c150-330; done
   t0=$(date +%s.%N); TORCHINDUCTOR_COMPILE_THREADS=1 g > $OUT/coldprof-threads1.txt 2>&1
   echo "threads1 wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s"; tail -1 $OUT/coldprof-threads1.txt | cut -c150-330
-  PYTHONPATH=$W/after:/tmp/pylib python bench/profile_generate.py $G --device cuda --top 70 --stats $OUT/gen.prof > $OUT/profile.txt 2>&1
-  grep -A13 "^import tpa_compress" $OUT/profile.txt
   PYTHONPATH=$W/after:/tmp/pylib python -X importtime -c 'import tpa_compress.cli' 2> $OUT/importtime.txt; sort -t'|' -k2 -n $OUT/importtime.txt | tail -8 | cut -c1-150
   cd - > /dev/null ;;
 cold2)  # generate's start-up after the fix: inductor in-process, runtime imports during the load; a fresh
