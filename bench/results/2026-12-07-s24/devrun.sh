@@ -94,14 +94,14 @@ cold2)  # generate's start-up after the fix: inductor in-process, runtime import
   cd $W/after
   tca() { PYTHONPATH=$W/after:/tmp/pylib python -c 'import sys; from tpa_compress.cli import main; sys.argv[0] = "tpa-compress"; main()' "$@"; }
   tca convert $G --recipe recipes/balanced.yaml --out /tmp/cold2-bal --device cuda --force > $OUT/cold2-convert.txt 2>&1; tail -1 $OUT/cold2-convert.txt
-  for m in $G /tmp/cold2-bal; do for i in 1 2 3; do t0=$(date +%s.%N)
+  for m in $G /tmp/cold2-bal; do for i in ${RUNS:-1 2 3}; do t0=$(date +%s.%N)
     tca generate $m --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/cold2-$(basename $m)-$i.txt 2>&1
     echo "$(basename $m) run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s | $(tail -1 $OUT/cold2-$(basename $m)-$i.txt | grep -o 'load.*')"; done; done
   cd - > /dev/null ;;
 gpu3)  # the rest of gpu2 (a 330 s cut reached test_runtime_sink.py)
   (cd $W/after && PYTHONPATH=$W/after:/tmp/pylib TPA_KERNEL_CACHE=$W/kcache timeout ${GPU_T:-420} python -m pytest -q \
-     -p no:cacheprovider --device cuda tests/test_runtime_sink.py tests/test_generate_cli.py tests/test_heal.py \
-     tests/test_cuda_sources.py tests/test_bad_input.py tests/test_families.py --maxfail=8 -W ignore 2>&1 | grep -v DEBUG | tail -30) | tee $OUT/gpu3.log ;;
+     -p no:cacheprovider --device cuda ${GPU3_TESTS:-tests/test_runtime_sink.py tests/test_generate_cli.py tests/test_heal.py \
+     tests/test_cuda_sources.py tests/test_bad_input.py tests/test_families.py} --maxfail=8 -W ignore 2>&1 | grep -v DEBUG | tail -30) | tee $OUT/gpu3.log ;;
 mem)  # issue 29 section 3: conversion memory by model size on the GPU (random Gemma 3-shaped folders)
   python bench/bench_convert_memory.py /tmp/mem --shape ${SHAPE:-1b} ${MEM_ARGS:-} --device cuda --json $OUT/mem-${SHAPE:-1b}.json 2>&1 | tail -6 ;;
 esac
