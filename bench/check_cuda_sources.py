@@ -9,7 +9,7 @@ LIB, both built by NVRTC through kernel_cache.compile_kernel and torch's own NVR
 (the headers by include path, the sizes as -D options, as on the GPU machine) and their
 cubins compared.
 
-    python bench/check_cuda_sources.py --ref b9d79d2 [--nvcc] [--nvrtc LIBNVRTC] [--out DIR]
+    python bench/check_cuda_sources.py --ref b9d79d2 [--nvcc] [--nvrtc LIBNVRTC] [--out DIR] [--builds 0,5,11]
 
 Prints one line per build: preprocessed token lines that differ (old / new; "unmatched":
 those only one side has anywhere, moves aside), and with --nvcc the PTX lines that differ and
@@ -161,6 +161,7 @@ def main() -> int:
         "--nvrtc", default=None, metavar="LIBNVRTC", help="also build both with this libnvrtc.so and compare the cubins"
     )
     ap.add_argument("--out", default=None, help="where the diffs go (default: a temporary folder)")
+    ap.add_argument("--builds", default=None, metavar="I,J,...", help="only these builds (indices into BUILDS)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="cuda_check_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,10 @@ def main() -> int:
 
     nvrtc = nvrtc_compiler(args.nvrtc) if args.nvrtc else None
     status = 0
+    only = {int(i) for i in args.builds.split(",")} if args.builds else None
     for i, b in enumerate(BUILDS):
+        if only is not None and i not in only:
+            continue
         kind = b[0]
         opts = cuda_decode.build_options(*b[1:4], *b[4:7], kind, *b[7:])
         new_path = cuda_decode.CUDA_DIR / f"latent_decode_{kind}.cu"

@@ -57,20 +57,11 @@ struct Smem {
 extern "C" __global__ void __launch_bounds__(NTH, MINB)
 latent_decode(DECODE_PARAMS)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    check_smem<Smem>();
+    DECODE_SMEM(Smem, 16);
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
-    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
-    const int b = pid_bh / KV, h = pid_bh % KV;
-    const long long qp = qpos[b];
-    const int start = pid_s * CHUNK;
-    const int stop = min(T, start + CHUNK);
-    const bf16* kbase = kc + (long long)b * skc_b;
-    const bf16* vbase = vc + (long long)b * svc_b;
-    const int* pbase = kpos + (long long)b * sp_b;
+    const Chunk ch = chunk_of(qpos, kc, vc, kpos, T, CHUNK, KV, skc_b, svc_b, sp_b, window, sink);
 
     // cp.async pieces of 16 bytes: each thread's row and shared offset, computed once
     constexpr int NZ = (BLK * RK / 8 + NTH - 1) / NTH, NV = (BLK * RV / 8 + NTH - 1) / NTH;
@@ -93,27 +84,27 @@ latent_decode(DECODE_PARAMS)
     }
     constexpr u32 ZSTAGE = sizeof(sh.z[0]), VSTAGE = sizeof(sh.v[0]);
     auto load_tile = [&](int t0, int st) {
-        const bf16* kt = kbase + (long long)t0 * skc_t;
-        const bf16* vt = vbase + (long long)t0 * svc_t;
+        const bf16* kt = ch.kbase + (long long)t0 * skc_t;
+        const bf16* vt = ch.vbase + (long long)t0 * svc_t;
         #pragma unroll
         for (int j = 0; j < NZ; j++)
             if (zrow[j] < BLK) {
-                const bool ok = t0 + zrow[j] < stop;
-                cp16a(sbase + zsh[j] + st * ZSTAGE, ok ? kt + zoff[j] : kbase, ok);
+                const bool ok = t0 + zrow[j] < ch.stop;
+                cp16a(sbase + zsh[j] + st * ZSTAGE, ok ? kt + zoff[j] : ch.kbase, ok);
             }
         #pragma unroll
         for (int j = 0; j < NV; j++)
             if (vrow[j] < BLK) {
-                const bool ok = t0 + vrow[j] < stop;
-                cp16a(sbase + vsh[j] + st * VSTAGE, ok ? vt + voff[j] : vbase, ok);
+                const bool ok = t0 + vrow[j] < ch.stop;
+                cp16a(sbase + vsh[j] + st * VSTAGE, ok ? vt + voff[j] : ch.vbase, ok);
             }
         if (tid < BLK) {
-            const bool ok = t0 + tid < stop;
-            cp4(&sh.kp[st][tid], ok ? pbase + t0 + tid : pbase, ok);
+            const bool ok = t0 + tid < ch.stop;
+            cp4(&sh.kp[st][tid], ok ? ch.pbase + t0 + tid : ch.pbase, ok);
         }
     };
 
-    if (start < stop) load_tile(start, 0);
+    if (ch.start < ch.stop) load_tile(ch.start, 0);
     cp_commit();
 
     // this warp's U slice as B fragments: K half `hf`, n8 tile nt (dims PW w + 8nt + g4),
@@ -125,7 +116,7 @@ latent_decode(DECODE_PARAMS)
         #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             const int d = hf * HALF + PW * w + 8 * nt + g4;
-            const uint2* row = reinterpret_cast<const uint2*>(ku + ((long long)h * D + d) * RK) + t4 * KS;
+            const uint2* row = reinterpret_cast<const uint2*>(ku + ((long long)ch.h * D + d) * RK) + t4 * KS;
             #pragma unroll
             for (int ks = 0; ks < KS; ks++) {
                 const uint2 x = row[ks];
@@ -135,7 +126,7 @@ latent_decode(DECODE_PARAMS)
             #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const int dd = hf * HALF + PW * w + 8 * nt + 2 * t4 + j;
-                kbias[hf][nt][j] = kb[h * D + dd];
+                kbias[hf][nt][j] = kb[ch.h * D + dd];
                 kw[hf][nt][j] = has_norm ? nw[dd] : 1.f;
             }
         }
@@ -148,7 +139,7 @@ latent_decode(DECODE_PARAMS)
     u32 qb[2][2];
     {
         const bool real = g4 < G;
-        const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + (real ? g4 : 0)) * sq_h;
+        const bf16* qrow = q + (long long)ch.b * sq_b + (long long)(ch.h * G + (real ? g4 : 0)) * sq_h;
         #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const u32* p = reinterpret_cast<const u32*>(qrow + hf * HALF + PW * w);
@@ -177,8 +168,8 @@ latent_decode(DECODE_PARAMS)
     const float qk_scale = scale * LOG2E;  // scores in log2 units: exp2 in the softmax
 
     int st = 0;
-    for (int t0 = start; t0 < stop; t0 += BLK, st ^= 1) {
-        if (t0 + BLK < stop) load_tile(t0 + BLK, st ^ 1);
+    for (int t0 = ch.start; t0 < ch.stop; t0 += BLK, st ^= 1) {
+        if (t0 + BLK < ch.stop) load_tile(t0 + BLK, st ^ 1);
         cp_commit();
         cp_wait1();
         __syncthreads();
@@ -300,8 +291,8 @@ latent_decode(DECODE_PARAMS)
                     s *= rsqrtf(sq * (1.f / D) + eps);
                 }
                 const long long kp = sh.kp[st][key];
-                const long long d = qp - kp;
-                bool ok = (t0 + key < stop) && d >= 0 && (kp >= 0 || d == 0);
+                const long long d = ch.qp - kp;
+                bool ok = (t0 + key < ch.stop) && d >= 0 && (kp >= 0 || d == 0);
                 if (sink > 0) ok = ok && (kp < 0 || kp >= sink);
                 if (window > 0) ok = ok && d < window;
                 sh.fin[hh][key] = ok ? s * qk_scale : NEG_INF;
@@ -364,7 +355,7 @@ latent_decode(DECODE_PARAMS)
     cp_wait0();
     // chunk state: rows (sequence, KV head, chunk, head), as kernels._decode_partial writes them
     if (g4 < G) {
-        const long long row = ((long long)pid_bh * S + pid_s) * G + g4;
+        const long long row = ((long long)ch.pid_bh * S + ch.pid_s) * G + g4;
         if (w == 0 && t4 == 0) { m_out[row] = m_i * 0.6931471805599453f; l_out[row] = l_i; }  // log2 -> ln
         #pragma unroll
         for (int i = 0; i < VNT; i++) {
@@ -374,8 +365,8 @@ latent_decode(DECODE_PARAMS)
         }
     }
     // the exact sink tile's own state (head dim), which the combine merges: warp 0, each head
-    if (NS > 0 && pid_s == 0 && w == 0) {
+    if (NS > 0 && ch.pid_s == 0 && w == 0) {
         for (int hs = 0; hs < G; hs++)
-            sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, hs, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
+            sink_state<G, D>(q, sk, sv, sm, sl, sa, ch.b, ch.h, hs, ch.pid_bh, lane, ch.qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
     }
 }

@@ -194,29 +194,18 @@ extern "C" __global__ void __launch_bounds__(NTH, 1)
 latent_decode(DECODE_PARAMS,
               const bf16* __restrict__ cz, const float* __restrict__ cbb, int has_e)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    check_smem<Smem>();
+    DECODE_SMEM(Smem, 16);
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
-    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
-    const int b = pid_bh / KV, h = pid_bh % KV;
-    const long long qp = qpos[b];
-    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
-    const bool hv = g4 < G;
-    const int start = pid_s * CHUNK;
-    const int stop = min(T, start + CHUNK);
-    const bf16* kbase = kc + (long long)b * skc_b;
-    const bf16* vbase = vc + (long long)b * svc_b;
-    const int* pbase = kpos + (long long)b * sp_b;
+    const Chunk ch = chunk_of(qpos, kc, vc, kpos, T, CHUNK, KV, skc_b, svc_b, sp_b, window, sink);
     const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
 
     // U (this KV head's D rows of RK) into shared memory: one group, waited for below
     #pragma unroll
     for (int j = 0; j < D * RK / 8 / NTH; j++) {
         const int i = tid + NTH * j, r = i / (RK / 8), c = i % (RK / 8);
-        cp16a(sbase + (u32)((const unsigned char*)&sh.u[r][c * 8] - smem_raw), ku + ((long long)h * D + r) * RK + c * 8, true);
+        cp16a(sbase + (u32)((const unsigned char*)&sh.u[r][c * 8] - smem_raw), ku + ((long long)ch.h * D + r) * RK + c * 8, true);
     }
     cp_commit();
     if (tid < HALF) {
@@ -224,10 +213,10 @@ latent_decode(DECODE_PARAMS,
         float c8, s8;
         cos_sin(8.f * f, c8, s8);
         sh.pr[tid] = make_float4(f, c8, s8, 0.f);
-        sh.dw[tid] = make_float4(kb[h * D + tid], kb[h * D + HALF + tid],
+        sh.dw[tid] = make_float4(kb[ch.h * D + tid], kb[ch.h * D + HALF + tid],
                                  has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
-        if (NORMZ && tid < RK) sh.cz[tid] = cz[h * RK + tid];
-        const float b0 = kb[h * D + 2 * tid], b1 = kb[h * D + 2 * tid + 1];
+        if (NORMZ && tid < RK) sh.cz[tid] = cz[ch.h * RK + tid];
+        const float b0 = kb[ch.h * D + 2 * tid], b1 = kb[ch.h * D + 2 * tid + 1];
         sh.bq[tid] = make_float4(b0, b1, b0, b1);
     }
 
@@ -262,9 +251,9 @@ latent_decode(DECODE_PARAMS,
         }
     };
     auto load = [&](int t0, int st) {
-        const bf16* kt = kbase + (long long)t0 * skc_t;
-        const bf16* vt = vbase + (long long)t0 * svc_t;
-        const int left = stop - t0;
+        const bf16* kt = ch.kbase + (long long)t0 * skc_t;
+        const bf16* vt = ch.vbase + (long long)t0 * svc_t;
+        const int left = ch.stop - t0;
         if (left >= SUB) {   // a whole subtile
             #pragma unroll
             for (int j = 0; j < NZ; j++) {
@@ -283,37 +272,37 @@ latent_decode(DECODE_PARAMS,
             for (int j = 0; j < NZ; j++) {
                 int r; long long go; u32 so;
                 zpiece(j, r, go, so);
-                cp16a(so + st * ZST, r < left ? kt + go : kbase, r < left);
+                cp16a(so + st * ZST, r < left ? kt + go : ch.kbase, r < left);
             }
             #pragma unroll
             for (int j = 0; j < NV; j++) {
                 int r; long long go; u32 so;
                 vpiece(j, r, go, so);
-                cp16a(so + st * VST, r < left ? vt + go : vbase, r < left);
+                cp16a(so + st * VST, r < left ? vt + go : ch.vbase, r < left);
             }
         }
-        if (lane < SUB) cp4a(ps0 + (u32)(st * SUB + lane) * 4, lane < left ? pbase + t0 + lane : pbase, lane < left);
+        if (lane < SUB) cp4a(ps0 + (u32)(st * SUB + lane) * 4, lane < left ? ch.pbase + t0 + lane : ch.pbase, lane < left);
     };
-    int t0 = start + SUB * w;
-    if (t0 < stop) load(t0, 0);
+    int t0 = ch.start + SUB * w;
+    if (t0 < ch.stop) load(t0, 0);
     cp_commit();
 
     // q, the A operand of scores^T = q K^T (rows: heads, 8-15 zero; k: dims)
     for (int i = tid; i < 8 * (D / 2); i += NTH) {
         const int hh = i / (D / 2), c = i % (D / 2);
-        sh.q[hh][c] = hh < G ? reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h)[c] : 0u;
+        sh.q[hh][c] = hh < G ? reinterpret_cast<const u32*>(q + (long long)ch.b * sq_b + (long long)(ch.h * G + hh) * sq_h)[c] : 0u;
     }
     float m_i = NEG_INF, l_i = 0.f;   // this warp's softmax state for head g4 (log2 units)
     float acc[VM][4];                 // o^T: rows latent V column, cols heads 2 t4, 2 t4 + 1
     #pragma unroll
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
-    const float bsq = NORMZ ? cbb[h] : 0.f;              // NORMZ: |b|^2, the constant of the sum
+    const float bsq = NORMZ ? cbb[ch.h] : 0.f;           // NORMZ: |b|^2, the constant of the sum
 
     // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
     // w, head w, from global memory while U is on its way
-    if (NS > 0 && pid_s == 0 && w < G)
-        sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, w, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
+    if (NS > 0 && ch.pid_s == 0 && w < G)
+        sink_state<G, D>(q, sk, sv, sm, sl, sa, ch.b, ch.h, w, ch.pid_bh, lane, ch.qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
     cp_wait1();          // U
     __syncthreads();     // U and the tables visible to every warp
 
@@ -323,9 +312,10 @@ latent_decode(DECODE_PARAMS,
     const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
     const u32 u0 = sbase + (u32)((const unsigned char*)&sh.u[0][0] - smem_raw);
 
+    const bool hv = g4 < G;           // head g4 is one of the G
     int st = 0;
-    for (; t0 < stop; t0 += SUB * WARPS, st ^= 1) {
-        if (t0 + SUB * WARPS < stop) load(t0 + SUB * WARPS, st ^ 1);
+    for (; t0 < ch.stop; t0 += SUB * WARPS, st ^= 1) {
+        if (t0 + SUB * WARPS < ch.stop) load(t0 + SUB * WARPS, st ^ 1);
         cp_commit();
         cp_wait1();
         __syncwarp();
@@ -361,7 +351,7 @@ latent_decode(DECODE_PARAMS,
             if (contig) rebuild_score<true, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
             else rebuild_score<false, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
         }
-        softmax_pv(sT, sq0, sq1, kp, t0, stop, qpi, wlim, plo, hv, t4, has_norm, bsq, eps, qk_scale, st, vs0, va_off, m_i,
+        softmax_pv(sT, sq0, sq1, kp, t0, ch.stop, ch.qpi, ch.wlim, ch.plo, hv, t4, has_norm, bsq, eps, qk_scale, st, vs0, va_off, m_i,
                    l_i, acc);
         __syncwarp();    // the next load reuses this stage
     }
@@ -369,5 +359,5 @@ latent_decode(DECODE_PARAMS,
     __syncthreads();     // every warp done with z / v: the merge reuses them
     Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
     if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
-    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
+    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, ch.pid_bh, ch.pid_s, S, m_out, l_out, acc_out);
 }
