@@ -8,6 +8,7 @@
 #include "helpers.cuh"
 #include "params.cuh"
 #include "sink.cuh"
+#include "softmax.cuh"
 
 #define D 256
 #define HALF 128
@@ -148,7 +149,7 @@ latent_decode(DECODE_PARAMS)
         }
     }
 
-    float m_i = NEG_INF, l_i = 0.f;
+    float l_i = 0.f, m_i = NEG_INF;   // head g4's running sum and max (log2 units)
     float acc[VNT][4];
     #pragma unroll
     for (int i = 0; i < VNT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
@@ -314,20 +315,7 @@ latent_decode(DECODE_PARAMS)
                 }
                 mx = fmaxf(mx, fmaxf(fmaxf(p[ks][0], p[ks][1]), fmaxf(p[ks][2], p[ks][3])));
             }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_i, mx);
-            const float m_safe = m_new == NEG_INF ? 0.f : m_new;
-            float sum = 0.f;
-            #pragma unroll
-            for (int ks = 0; ks < MT; ks++)
-                #pragma unroll
-                for (int i = 0; i < 4; i++) { p[ks][i] = ex2(p[ks][i] - m_safe); sum += p[ks][i]; }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            const float corr = ex2(m_i - m_safe);
-            l_i = l_i * corr + sum;
-            m_i = m_new;
+            const float corr = softmax_step(p, mx, m_i, l_i);
             #pragma unroll
             for (int i = 0; i < VNT; i++) { acc[i][0] *= corr; acc[i][1] *= corr; }
             #pragma unroll

@@ -8,6 +8,7 @@
 #include "merge.cuh"
 #include "params.cuh"
 #include "sink.cuh"
+#include "softmax.cuh"
 
 #define D 256
 #define HALF 128
@@ -160,20 +161,7 @@ __device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, f
             mx = fmaxf(mx, s[nk][j]);
         }
     }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float m_new = fmaxf(m_i, mx);
-    const float m_safe = m_new == NEG_INF ? 0.f : m_new;
-    float sum = 0.f;
-    #pragma unroll
-    for (int nk = 0; nk < 2; nk++)
-        #pragma unroll
-        for (int j = 0; j < 2; j++) { s[nk][j] = ex2(s[nk][j] - m_safe); sum += s[nk][j]; }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float corr = ex2(m_i - m_safe);
-    l_i = l_i * corr + sum;
-    m_i = m_new;
+    const float corr = softmax_step(s, mx, m_i, l_i);
     // o^T (columns: heads 2 t4, 2 t4 + 1) *= their corrections; += z_v^T p^T
     if (__any_sync(0xffffffffu, corr != 1.f)) {  // a head's max moved
         const float ca = __shfl_sync(0xffffffffu, corr, 8 * t4), cb = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
