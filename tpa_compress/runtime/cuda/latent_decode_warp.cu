@@ -178,6 +178,21 @@ __device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, f
     }
 }
 
+// lane's piece j (16 bytes) of a subtile with P pieces a row: its row r, offset go in the cache
+// (row stride gs) and shared address so (rows of ROW bf16 from s0); where P divides a warp's 32,
+// from the lane's first piece (row r0, offset o0, address d0) by a fixed step
+template <int P, int ROW>
+__device__ __forceinline__ void piece(int j, int lane, int r0, long long o0, u32 d0, u32 s0, int gs, int& r,
+                                      long long& go, u32& so)
+{
+    if constexpr (32 % P == 0) {
+        r = r0 + j * (32 / P); go = o0 + (long long)j * (32 / P) * gs; so = d0 + j * (32 / P) * ROW * 2;
+    } else {
+        const int i = lane + 32 * j, rr = i / P, c = i % P;
+        r = rr; go = (long long)rr * gs + c * 8; so = s0 + (u32)(rr * ROW + c * 8) * 2;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(NTH, 1)
 latent_decode(DECODE_PARAMS,
               const bf16* __restrict__ cz, const float* __restrict__ cbb, int has_e)
@@ -222,22 +237,8 @@ latent_decode(DECODE_PARAMS,
     const int zr0 = lane / PZ, vr0 = lane / PV;
     const u32 zd0 = zs0 + (u32)(zr0 * ZS + (lane % PZ) * 8) * 2, vd0 = vs0 + (u32)(vr0 * VS + (lane % PV) * 8) * 2;
     const long long zo0 = (long long)zr0 * skc_t + (lane % PZ) * 8, vo0 = (long long)vr0 * svc_t + (lane % PV) * 8;
-    auto zpiece = [&](int j, int& r, long long& go, u32& so) {
-        if constexpr (32 % PZ == 0) {
-            r = zr0 + j * (32 / PZ); go = zo0 + (long long)j * (32 / PZ) * skc_t; so = zd0 + j * (32 / PZ) * ZS * 2;
-        } else {
-            const int i = lane + 32 * j, rr = i / PZ, c = i % PZ;
-            r = rr; go = (long long)rr * skc_t + c * 8; so = zs0 + (u32)(rr * ZS + c * 8) * 2;
-        }
-    };
-    auto vpiece = [&](int j, int& r, long long& go, u32& so) {
-        if constexpr (32 % PV == 0) {
-            r = vr0 + j * (32 / PV); go = vo0 + (long long)j * (32 / PV) * svc_t; so = vd0 + j * (32 / PV) * VS * 2;
-        } else {
-            const int i = lane + 32 * j, rr = i / PV, c = i % PV;
-            r = rr; go = (long long)rr * svc_t + c * 8; so = vs0 + (u32)(rr * VS + c * 8) * 2;
-        }
-    };
+    auto zpiece = [&](int j, int& r, long long& go, u32& so) { piece<PZ, ZS>(j, lane, zr0, zo0, zd0, zs0, skc_t, r, go, so); };
+    auto vpiece = [&](int j, int& r, long long& go, u32& so) { piece<PV, VS>(j, lane, vr0, vo0, vd0, vs0, svc_t, r, go, so); };
     auto load = [&](int t0, int st) {
         const bf16* kt = ch.kbase + (long long)t0 * skc_t;
         const bf16* vt = ch.vbase + (long long)t0 * svc_t;
