@@ -22,30 +22,15 @@
 #define VS (RV + 8)
 #define SP (BLK + 4)         // padded score rows (floats)
 #define MT (BLK / 16)        // m-tiles of 16 keys
-// the tile kernel's own: shared-memory operands by generic pointer
-__device__ __forceinline__ void ldsm4(u32* r, const void* p) {
-    u32 s = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-__device__ __forceinline__ void ldsm4t(u32* r, const void* p) {
-    u32 s = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
+// the tile kernel's own: shared-memory operands by generic pointer (helpers.cuh's by shared address)
+__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void ldsm4(u32* r, const void* p) { ldsm4(r, smem_addr(p)); }
+__device__ __forceinline__ void ldsm4t(u32* r, const void* p) { ldsm4t(r, smem_addr(p)); }
 __device__ __forceinline__ void ldsm2t(u32* r, const void* p) {
-    u32 s = (u32)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
-                 : "=r"(r[0]), "=r"(r[1]) : "r"(s));
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
 }
-__device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
-    u32 s = (u32)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp4(void* dst, const void* src, bool ok) {
-    u32 s = (u32)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
-}
+__device__ __forceinline__ void cp4(void* dst, const void* src, bool ok) { cp4a(smem_addr(dst), src, ok); }
 
 struct Smem {
     bf16 z[2][BLK][ZS];

@@ -30,10 +30,6 @@ __device__ __forceinline__ void mma_c(float* d, const u32* a, u32 b0, u32 b1, co
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1),
                    "f"(c.x), "f"(c.y), "f"(c.z), "f"(c.w));
 }
-__device__ __forceinline__ void ldsm4(u32* r, u32 s) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
 
 struct Smem {
     bf16 u[D][US];                 // this KV head's U (dims x rank), loaded once
