@@ -54,11 +54,23 @@ __device__ __forceinline__ u64 desc(u32 addr, u32 lbo, u32 sbo) {
 __device__ __forceinline__ u32 packh(float lo, float hi) {
     u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
 }
+// cos and sin of two pairs' angles at position x (frequencies f.x, f.y) as f16 pairs
+__device__ __forceinline__ void cos_sin_h2(float x, float4 f, u32& c, u32& s) {
+    float c0, s0, c1, s1;
+    cos_sin(x * f.x, c0, s0);
+    cos_sin(x * f.y, c1, s1);
+    c = packh(c0, c1); s = packh(s0, s1);
+}
 __device__ __forceinline__ u32 hmul2(u32 a, u32 b) { u32 r; asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
 __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
     u32 r; asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r;
 }
 __device__ __forceinline__ u32 hneg2(u32 a) { u32 r; asm("neg.f16x2 %0, %1;" : "=r"(r) : "r"(a)); return r; }
+// (ar + i ai)(br + i bi) on f16 pairs: a rotation by the angle whose cos, sin are br, bi
+__device__ __forceinline__ void cmul_h2(u32 ar, u32 ai, u32 br, u32 bi, u32& re, u32& im) {
+    re = hfma2(ar, br, hneg2(hmul2(ai, bi)));
+    im = hfma2(ai, br, hmul2(ar, bi));
+}
 __device__ __forceinline__ void mma_h(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, uint2 b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -137,30 +149,21 @@ __device__ __forceinline__ void rope_score(float (&d)[64], const Smem& sh, const
             u32 cs[2], sn[2];
             if (CONTIG) {   // the warp's first key's angles (tb), rotated by g4 f (to)
                 const uint2 bs = tb[4 * j + t4], of = to[4 * j + t4];
-                cs[0] = hfma2(bs.x, of.x, hneg2(hmul2(bs.y, of.y)));
-                sn[0] = hfma2(bs.y, of.x, hmul2(bs.x, of.y));
+                cmul_h2(bs.x, bs.y, of.x, of.y, cs[0], sn[0]);
             } else {
-                float c0, s0, c1, s1;
-                cos_sin((float)pk0 * p.x, c0, s0);
-                cos_sin((float)pk0 * p.y, c1, s1);
-                cs[0] = packh(c0, c1); sn[0] = packh(s0, s1);
+                cos_sin_h2((float)pk0, p, cs[0], sn[0]);
             }
             if (CONTIG) {
                 const u32 c8 = __float_as_uint(p.z), s8 = __float_as_uint(p.w);
-                cs[1] = hfma2(cs[0], c8, hneg2(hmul2(sn[0], s8)));
-                sn[1] = hfma2(sn[0], c8, hmul2(cs[0], s8));
+                cmul_h2(cs[0], sn[0], c8, s8, cs[1], sn[1]);
             } else {
-                float c0, s0, c1, s1;
-                cos_sin((float)pk1 * p.x, c0, s0);
-                cos_sin((float)pk1 * p.y, c1, s1);
-                cs[1] = packh(c0, c1); sn[1] = packh(s0, s1);
+                cos_sin_h2((float)pk1, p, cs[1], sn[1]);
             }
             #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const u32 x1 = packh(d[4 * lj + 2 * r], d[4 * lj + 2 * r + 1]);
                 const u32 x2 = packh(d[4 * (lj + 8) + 2 * r], d[4 * (lj + 8) + 2 * r + 1]);
-                y1[jj][r] = hfma2(x1, cs[r], hneg2(hmul2(x2, sn[r])));
-                y2[jj][r] = hfma2(x2, cs[r], hmul2(x1, sn[r]));
+                cmul_h2(x1, x2, cs[r], sn[r], y1[jj][r], y2[jj][r]);
             }
 #else
             float o1[2][2], o2[2][2];   // [r][e]
@@ -441,11 +444,9 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         if (contig) {
             #pragma unroll
             for (int i = 0; i < 2; i++) {   // lane: pairs 2 (lane + 32 i) and + 1
-                const float4 p = sh.pp[lane + 32 * i];
-                float c0, s0, c1, s1;
-                cos_sin((float)pw * p.x, c0, s0);
-                cos_sin((float)pw * p.y, c1, s1);
-                sh.tb[w][lane + 32 * i] = make_uint2(packh(c0, c1), packh(s0, s1));
+                u32 c, s;
+                cos_sin_h2((float)pw, sh.pp[lane + 32 * i], c, s);
+                sh.tb[w][lane + 32 * i] = make_uint2(c, s);
             }
             __syncwarp();
         }
