@@ -252,10 +252,8 @@ latent_decode(DECODE_PARAMS)
                 sh.part[w][2 * t4 + 1][mt * 16 + g4 + 8] = sc[3];
             }
             if (has_norm) {  // the 4 threads of a key row hold its 32 dims of this warp
-                sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
-                sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
-                sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
-                sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+                sq0 = quad_sum(sq0);
+                sq1 = quad_sum(sq1);
                 if (t4 == 0) { sh.part[w][G][mt * 16 + g4] = sq0; sh.part[w][G][mt * 16 + g4 + 8] = sq1; }
             }
         }

@@ -131,10 +131,8 @@ __device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, f
     constexpr u32 VST = SUB * VS * 2;
     float f[2][2];
     if (has_norm) {
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+        sq0 = quad_sum(sq0);
+        sq1 = quad_sum(sq1);
         const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4) + bsq, a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4) + bsq;
         const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4) + bsq, b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4) + bsq;
         f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
@@ -166,12 +164,7 @@ __device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, f
     }
     const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
     const u32 vrows = vs0 + st * VST + va_off;
-    #pragma unroll
-    for (int vm = 0; vm < VM; vm++) {
-        u32 a[4];
-        ldsm4t(a, vrows + vm * 32);
-        mma(acc[vm], a, pb0, pb1);
-    }
+    pv_mma(acc, vrows, pb0, pb1);
 }
 
 // lane's piece j (16 bytes) of a subtile with P pieces a row: its row r, offset go in the cache

@@ -473,10 +473,8 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
 #if KSCALE
         f[0] = ksm[g4] * qk_scale; f[1] = ksm[g4 + 8] * qk_scale;   // from the cache: 1 / rms
 #else
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);   // a quad holds a key's dims
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+        sq0 = quad_sum(sq0);   // a quad holds a key's dims
+        sq1 = quad_sum(sq1);
         f[0] = has_norm ? rsqrtf(sq0 * (1.f / D) + eps) * qk_scale : qk_scale;
         f[1] = has_norm ? rsqrtf(sq1 * (1.f / D) + eps) * qk_scale : qk_scale;
 #endif
@@ -513,12 +511,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         // p^T as the B operand (keys 2 t4 (+1), 8 + 2 t4 (+1); head g4): each 8 x 8 block transposed
         const u32 pb0 = trans8(pack2(s[0][0], s[0][1])), pb1 = trans8(pack2(s[1][0], s[1][1]));
         const u32 vrows = svv + (u32)(((wg * 2 + st) * TILE + 16 * wl) * VS * 2) + va_off;
-        #pragma unroll
-        for (int vm = 0; vm < VM; vm++) {
-            u32 a[4];
-            ldsm4t(a, vrows + vm * 32);
-            mma(acc[vm], a, pb0, pb1);
-        }
+        pv_mma(acc, vrows, pb0, pb1);
         bar_wg(wg);      // every warp done with this stage: the next iteration reloads it
 #if PHASES
         CLK(c_b); p_sm += c_b - c_a;

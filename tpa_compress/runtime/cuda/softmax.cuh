@@ -19,8 +19,7 @@ __device__ __forceinline__ float softmax_step(float (&p)[A][B], float mx, float&
     for (int a = 0; a < A; a++)
         #pragma unroll
         for (int i = 0; i < B; i++) { p[a][i] = ex2(p[a][i] - m_safe); sum += p[a][i]; }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    sum = quad_sum(sum);
     const float corr = ex2(m_i - m_safe);
     l_i = l_i * corr + sum;
     m_i = m_new;
