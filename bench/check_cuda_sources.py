@@ -1,5 +1,6 @@
 """The CUDA decode kernels' sources against a reference revision's: for each kernel kind and a
-set of sizes, the reference's kernel source (as its cuda_decode.source built it) and this
+set of sizes, the reference's kernel source (as its cuda_decode.source built it: a whole
+source, or a translation unit built with that revision's build_options and headers) and this
 tree's (cuda/latent_decode_*.cu with its headers and build_options' -D defines) through the C
 preprocessor, whitespace folded and diffed token line by token line; with --nvcc, both
 compiled to PTX (sm_90a for "wg", else sm_90) and diffed instruction by instruction
@@ -8,7 +9,7 @@ LIB, both built by NVRTC through kernel_cache.compile_kernel and torch's own NVR
 (the headers by include path, the sizes as -D options, as on the GPU machine) and their
 cubins compared.
 
-    python bench/check_cuda_sources.py --ref b9d79d2 [--nvcc] [--nvrtc LIBNVRTC] [--out DIR]
+    python bench/check_cuda_sources.py --ref b9d79d2 [--nvcc] [--nvrtc LIBNVRTC] [--out DIR] [--builds 0,5,11]
 
 Prints one line per build: preprocessed token lines that differ (old / new; "unmatched":
 those only one side has anywhere, moves aside), and with --nvcc the PTX lines that differ and
@@ -61,14 +62,23 @@ BUILDS = [
     ("wg", 128, 16, 1, 1, 128, 8, 4, False, True, (144, 144), False),
 ]
 
-# the reference's sources, built by its own cuda_decode.source (run in its tree)
+# the reference's sources, built by its own cuda_decode.source (run in its tree): a whole
+# source per build (the str.replace revisions), or, where source takes the kind alone, the
+# kernel's translation unit with that tree's build_options and its CUDA_DIR to include from
 _OLD = """
-import json, sys
+import inspect, json, sys
 from tpa_compress.runtime import cuda_decode
+units = len(inspect.signature(cuda_decode.source).parameters) == 1
 for i, b in enumerate(json.loads(sys.argv[1])):
     kind, rk, rv, g, minb, block, warps, unroll, normz, kscale, strides, phases = b
-    src = cuda_decode.source(rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, tuple(strides), phases)
+    args = (rk, rv, g, minb, block, warps, kind, unroll, normz, kscale, tuple(strides), phases)
+    if units:
+        src = cuda_decode.source(kind)
+        opts = {"options": cuda_decode.build_options(*args), "include": str(cuda_decode.CUDA_DIR)}
+    else:
+        src, opts = cuda_decode.source(*args), {"options": ["-std=c++17"], "include": None}
     open(f"{sys.argv[2]}/old{i}.cu", "w").write(src)
+    open(f"{sys.argv[2]}/old{i}.json", "w").write(json.dumps(opts))
 """
 
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\.?\d[\w.]*|\w+|<<=|>>=|->|\+\+|--|<<|>>|[-+*/%&|^<>=!]=|&&|\|\||::|\S')
@@ -145,12 +155,13 @@ def nvrtc_compiler(lib_path: str):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ref", default="b9d79d2", help="the revision whose str.replace-built sources are the reference")
+    ap.add_argument("--ref", default="b9d79d2", help="the revision whose kernel sources are the reference")
     ap.add_argument("--nvcc", action="store_true", help="also compile both to PTX and compare")
     ap.add_argument(
         "--nvrtc", default=None, metavar="LIBNVRTC", help="also build both with this libnvrtc.so and compare the cubins"
     )
     ap.add_argument("--out", default=None, help="where the diffs go (default: a temporary folder)")
+    ap.add_argument("--builds", default=None, metavar="I,J,...", help="only these builds (indices into BUILDS)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="cuda_check_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -164,11 +175,16 @@ def main() -> int:
 
     nvrtc = nvrtc_compiler(args.nvrtc) if args.nvrtc else None
     status = 0
+    only = {int(i) for i in args.builds.split(",")} if args.builds else None
     for i, b in enumerate(BUILDS):
+        if only is not None and i not in only:
+            continue
         kind = b[0]
         opts = cuda_decode.build_options(*b[1:4], *b[4:7], kind, *b[7:])
         new_path = cuda_decode.CUDA_DIR / f"latent_decode_{kind}.cu"
-        old_pp = folded(preprocess(out / f"old{i}.cu"))
+        ref = json.loads((out / f"old{i}.json").read_text())
+        old_opts, old_inc = tuple(ref["options"]), ref["include"] and Path(ref["include"])
+        old_pp = folded(preprocess(out / f"old{i}.cu", old_opts, old_inc))
         new_pp = folded(preprocess(new_path, opts, cuda_decode.CUDA_DIR))
         diff = list(difflib.unified_diff(old_pp, new_pp, "old", "new", n=1, lineterm=""))
         (out / f"pp{i}.diff").write_text("\n".join(diff) + "\n")
@@ -192,7 +208,7 @@ def main() -> int:
             line += f" PLACEHOLDERS LEFT {sorted(set(left))}"
             status = 1
         if args.nvcc:
-            old_ptx, old_info = ptx(out / f"old{i}.cu", kind, out / f"old{i}.ptx")
+            old_ptx, old_info = ptx(out / f"old{i}.cu", kind, out / f"old{i}.ptx", old_opts, old_inc)
             new_ptx, new_info = ptx(new_path, kind, out / f"new{i}.ptx", opts, cuda_decode.CUDA_DIR)
             pd = list(difflib.unified_diff(old_ptx, new_ptx, "old", "new", n=1, lineterm=""))
             (out / f"ptx{i}.diff").write_text("\n".join(pd) + "\n")
@@ -200,7 +216,7 @@ def main() -> int:
             line += f"; PTX ({len(new_ptx)} lines) lines differing: {changed}; ptxas {old_info} -> {new_info}"
         if nvrtc:
             new_bin = nvrtc(cuda_decode.source(kind), kind, opts, (cuda_decode.CUDA_DIR,))
-            old_bin = nvrtc((out / f"old{i}.cu").read_text(), kind, ("-std=c++17",))
+            old_bin = nvrtc((out / f"old{i}.cu").read_text(), kind, old_opts, (old_inc,) if old_inc else ())
             same = (
                 "same bytes" if new_bin == old_bin else f"differs in {sum(a != b for a, b in zip(new_bin, old_bin))} B"
             )

@@ -12,9 +12,10 @@ and launches them.
 Sources (CUDA_DIR): each kernel is one translation unit, cuda/latent_decode_{kind}.cu, with
 one `extern "C"` entry `latent_decode`, that includes the headers beside it: helpers.cuh
 (types, mma.sync / ldmatrix / cp.async wrappers, exp2, cos / sin), params.cuh (the
-parameter list every kernel takes, DECODE_PARAMS, and the shared-memory size check),
-sink.cuh (the sink tile's exact state), merge.cuh (the warp kernels' epilogue), wgmma.cuh
-(Hopper's warpgroup MMA). Each header is guarded and self-contained: `__forceinline__`
+parameter list every kernel takes, DECODE_PARAMS; the shared memory bound and its size
+checked, DECODE_SMEM; the chunk a program decodes, chunk_of), sink.cuh (the sink tile's
+exact state), softmax.cuh (the mma.sync kernels' online softmax step), merge.cuh (the warp
+kernels' epilogue), wgmma.cuh (Hopper's warpgroup MMA). Each header is guarded and self-contained: `__forceinline__`
 device functions that take what they use as arguments and their sizes as template
 parameters. A kernel's sizes are compile-time constants from build options: `build_options`
 gives NVRTC C++17 and a -D define for each name in `_SIZES[kind]`; NVRTC finds the headers

@@ -1,5 +1,5 @@
 // Device helpers of every decode kernel: bf16 / u32 types, mma.sync m16n8k16 (bf16), ldmatrix,
-// cp.async, exp2 and the fast cos / sin of the Triton kernel.
+// cp.async, exp2, a quad's sum, o^T += z_v^T p^T and the fast cos / sin of the Triton kernel.
 #ifndef TPA_HELPERS_CUH
 #define TPA_HELPERS_CUH
 
@@ -19,6 +19,10 @@ __device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+__device__ __forceinline__ void ldsm4(u32* r, u32 s) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
 __device__ __forceinline__ void ldsm4t(u32* r, u32 s) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
@@ -33,6 +37,23 @@ __device__ __forceinline__ float ex2(float x) { float y; asm("ex2.approx.ftz.f32
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 __device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+// the sum over a quad, the 4 lanes of one g4 (lane >> 2): one row of an mma fragment
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    x += __shfl_xor_sync(0xffffffffu, x, 2);
+    return x;
+}
+// o^T += z_v^T p^T, NVM m-tiles of 16 latent V columns: z_v^T the A operand (ldmatrix .trans
+// from this lane's shared address vrows, 32 bytes a tile), p^T the B operand (pb0, pb1)
+template <int NVM>
+__device__ __forceinline__ void pv_mma(float (&acc)[NVM][4], u32 vrows, u32 pb0, u32 pb1) {
+    #pragma unroll
+    for (int vm = 0; vm < NVM; vm++) {
+        u32 a[4];
+        ldsm4t(a, vrows + vm * 32);
+        mma(acc[vm], a, pb0, pb1);
+    }
+}
 __device__ __forceinline__ void cos_sin(float x, float& c, float& s) {
     // reduce to [-pi, pi] (2 pi split in two constants, the first exact in a few bits),
     // then the special-function unit: the Triton kernel's FAST_TRIG, same constants

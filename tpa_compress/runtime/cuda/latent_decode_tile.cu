@@ -8,6 +8,7 @@
 #include "helpers.cuh"
 #include "params.cuh"
 #include "sink.cuh"
+#include "softmax.cuh"
 
 #define D 256
 #define HALF 128
@@ -21,30 +22,15 @@
 #define VS (RV + 8)
 #define SP (BLK + 4)         // padded score rows (floats)
 #define MT (BLK / 16)        // m-tiles of 16 keys
-// the tile kernel's own: shared-memory operands by generic pointer
-__device__ __forceinline__ void ldsm4(u32* r, const void* p) {
-    u32 s = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-__device__ __forceinline__ void ldsm4t(u32* r, const void* p) {
-    u32 s = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
+// the tile kernel's own: shared-memory operands by generic pointer (helpers.cuh's by shared address)
+__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void ldsm4(u32* r, const void* p) { ldsm4(r, smem_addr(p)); }
+__device__ __forceinline__ void ldsm4t(u32* r, const void* p) { ldsm4t(r, smem_addr(p)); }
 __device__ __forceinline__ void ldsm2t(u32* r, const void* p) {
-    u32 s = (u32)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
-                 : "=r"(r[0]), "=r"(r[1]) : "r"(s));
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
 }
-__device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
-    u32 s = (u32)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp4(void* dst, const void* src, bool ok) {
-    u32 s = (u32)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0));
-}
+__device__ __forceinline__ void cp4(void* dst, const void* src, bool ok) { cp4a(smem_addr(dst), src, ok); }
 
 struct Smem {
     bf16 z[2][BLK][ZS];
@@ -57,20 +43,11 @@ struct Smem {
 extern "C" __global__ void __launch_bounds__(NTH, MINB)
 latent_decode(DECODE_PARAMS)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    check_smem<Smem>();
+    DECODE_SMEM(Smem, 16);
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
-    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
-    const int b = pid_bh / KV, h = pid_bh % KV;
-    const long long qp = qpos[b];
-    const int start = pid_s * CHUNK;
-    const int stop = min(T, start + CHUNK);
-    const bf16* kbase = kc + (long long)b * skc_b;
-    const bf16* vbase = vc + (long long)b * svc_b;
-    const int* pbase = kpos + (long long)b * sp_b;
+    const Chunk ch = chunk_of(qpos, kc, vc, kpos, T, CHUNK, KV, skc_b, svc_b, sp_b, window, sink);
 
     // cp.async pieces of 16 bytes: each thread's row and shared offset, computed once
     constexpr int NZ = (BLK * RK / 8 + NTH - 1) / NTH, NV = (BLK * RV / 8 + NTH - 1) / NTH;
@@ -93,27 +70,27 @@ latent_decode(DECODE_PARAMS)
     }
     constexpr u32 ZSTAGE = sizeof(sh.z[0]), VSTAGE = sizeof(sh.v[0]);
     auto load_tile = [&](int t0, int st) {
-        const bf16* kt = kbase + (long long)t0 * skc_t;
-        const bf16* vt = vbase + (long long)t0 * svc_t;
+        const bf16* kt = ch.kbase + (long long)t0 * skc_t;
+        const bf16* vt = ch.vbase + (long long)t0 * svc_t;
         #pragma unroll
         for (int j = 0; j < NZ; j++)
             if (zrow[j] < BLK) {
-                const bool ok = t0 + zrow[j] < stop;
-                cp16a(sbase + zsh[j] + st * ZSTAGE, ok ? kt + zoff[j] : kbase, ok);
+                const bool ok = t0 + zrow[j] < ch.stop;
+                cp16a(sbase + zsh[j] + st * ZSTAGE, ok ? kt + zoff[j] : ch.kbase, ok);
             }
         #pragma unroll
         for (int j = 0; j < NV; j++)
             if (vrow[j] < BLK) {
-                const bool ok = t0 + vrow[j] < stop;
-                cp16a(sbase + vsh[j] + st * VSTAGE, ok ? vt + voff[j] : vbase, ok);
+                const bool ok = t0 + vrow[j] < ch.stop;
+                cp16a(sbase + vsh[j] + st * VSTAGE, ok ? vt + voff[j] : ch.vbase, ok);
             }
         if (tid < BLK) {
-            const bool ok = t0 + tid < stop;
-            cp4(&sh.kp[st][tid], ok ? pbase + t0 + tid : pbase, ok);
+            const bool ok = t0 + tid < ch.stop;
+            cp4(&sh.kp[st][tid], ok ? ch.pbase + t0 + tid : ch.pbase, ok);
         }
     };
 
-    if (start < stop) load_tile(start, 0);
+    if (ch.start < ch.stop) load_tile(ch.start, 0);
     cp_commit();
 
     // this warp's U slice as B fragments: K half `hf`, n8 tile nt (dims PW w + 8nt + g4),
@@ -125,7 +102,7 @@ latent_decode(DECODE_PARAMS)
         #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             const int d = hf * HALF + PW * w + 8 * nt + g4;
-            const uint2* row = reinterpret_cast<const uint2*>(ku + ((long long)h * D + d) * RK) + t4 * KS;
+            const uint2* row = reinterpret_cast<const uint2*>(ku + ((long long)ch.h * D + d) * RK) + t4 * KS;
             #pragma unroll
             for (int ks = 0; ks < KS; ks++) {
                 const uint2 x = row[ks];
@@ -135,7 +112,7 @@ latent_decode(DECODE_PARAMS)
             #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const int dd = hf * HALF + PW * w + 8 * nt + 2 * t4 + j;
-                kbias[hf][nt][j] = kb[h * D + dd];
+                kbias[hf][nt][j] = kb[ch.h * D + dd];
                 kw[hf][nt][j] = has_norm ? nw[dd] : 1.f;
             }
         }
@@ -148,7 +125,7 @@ latent_decode(DECODE_PARAMS)
     u32 qb[2][2];
     {
         const bool real = g4 < G;
-        const bf16* qrow = q + (long long)b * sq_b + (long long)(h * G + (real ? g4 : 0)) * sq_h;
+        const bf16* qrow = q + (long long)ch.b * sq_b + (long long)(ch.h * G + (real ? g4 : 0)) * sq_h;
         #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const u32* p = reinterpret_cast<const u32*>(qrow + hf * HALF + PW * w);
@@ -157,7 +134,7 @@ latent_decode(DECODE_PARAMS)
         }
     }
 
-    float m_i = NEG_INF, l_i = 0.f;
+    float l_i = 0.f, m_i = NEG_INF;   // head g4's running sum and max (log2 units)
     float acc[VNT][4];
     #pragma unroll
     for (int i = 0; i < VNT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
@@ -177,8 +154,8 @@ latent_decode(DECODE_PARAMS)
     const float qk_scale = scale * LOG2E;  // scores in log2 units: exp2 in the softmax
 
     int st = 0;
-    for (int t0 = start; t0 < stop; t0 += BLK, st ^= 1) {
-        if (t0 + BLK < stop) load_tile(t0 + BLK, st ^ 1);
+    for (int t0 = ch.start; t0 < ch.stop; t0 += BLK, st ^= 1) {
+        if (t0 + BLK < ch.stop) load_tile(t0 + BLK, st ^ 1);
         cp_commit();
         cp_wait1();
         __syncthreads();
@@ -275,10 +252,8 @@ latent_decode(DECODE_PARAMS)
                 sh.part[w][2 * t4 + 1][mt * 16 + g4 + 8] = sc[3];
             }
             if (has_norm) {  // the 4 threads of a key row hold its 32 dims of this warp
-                sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
-                sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
-                sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
-                sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+                sq0 = quad_sum(sq0);
+                sq1 = quad_sum(sq1);
                 if (t4 == 0) { sh.part[w][G][mt * 16 + g4] = sq0; sh.part[w][G][mt * 16 + g4 + 8] = sq1; }
             }
         }
@@ -300,8 +275,8 @@ latent_decode(DECODE_PARAMS)
                     s *= rsqrtf(sq * (1.f / D) + eps);
                 }
                 const long long kp = sh.kp[st][key];
-                const long long d = qp - kp;
-                bool ok = (t0 + key < stop) && d >= 0 && (kp >= 0 || d == 0);
+                const long long d = ch.qp - kp;
+                bool ok = (t0 + key < ch.stop) && d >= 0 && (kp >= 0 || d == 0);
                 if (sink > 0) ok = ok && (kp < 0 || kp >= sink);
                 if (window > 0) ok = ok && d < window;
                 sh.fin[hh][key] = ok ? s * qk_scale : NEG_INF;
@@ -323,20 +298,7 @@ latent_decode(DECODE_PARAMS)
                 }
                 mx = fmaxf(mx, fmaxf(fmaxf(p[ks][0], p[ks][1]), fmaxf(p[ks][2], p[ks][3])));
             }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_i, mx);
-            const float m_safe = m_new == NEG_INF ? 0.f : m_new;
-            float sum = 0.f;
-            #pragma unroll
-            for (int ks = 0; ks < MT; ks++)
-                #pragma unroll
-                for (int i = 0; i < 4; i++) { p[ks][i] = ex2(p[ks][i] - m_safe); sum += p[ks][i]; }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            const float corr = ex2(m_i - m_safe);
-            l_i = l_i * corr + sum;
-            m_i = m_new;
+            const float corr = softmax_step(p, mx, m_i, l_i);
             #pragma unroll
             for (int i = 0; i < VNT; i++) { acc[i][0] *= corr; acc[i][1] *= corr; }
             #pragma unroll
@@ -364,7 +326,7 @@ latent_decode(DECODE_PARAMS)
     cp_wait0();
     // chunk state: rows (sequence, KV head, chunk, head), as kernels._decode_partial writes them
     if (g4 < G) {
-        const long long row = ((long long)pid_bh * S + pid_s) * G + g4;
+        const long long row = ((long long)ch.pid_bh * S + ch.pid_s) * G + g4;
         if (w == 0 && t4 == 0) { m_out[row] = m_i * 0.6931471805599453f; l_out[row] = l_i; }  // log2 -> ln
         #pragma unroll
         for (int i = 0; i < VNT; i++) {
@@ -374,8 +336,8 @@ latent_decode(DECODE_PARAMS)
         }
     }
     // the exact sink tile's own state (head dim), which the combine merges: warp 0, each head
-    if (NS > 0 && pid_s == 0 && w == 0) {
+    if (NS > 0 && ch.pid_s == 0 && w == 0) {
         for (int hs = 0; hs < G; hs++)
-            sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, hs, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
+            sink_state<G, D>(q, sk, sv, sm, sl, sa, ch.b, ch.h, hs, ch.pid_bh, lane, ch.qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
     }
 }

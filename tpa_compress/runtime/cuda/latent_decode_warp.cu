@@ -8,6 +8,7 @@
 #include "merge.cuh"
 #include "params.cuh"
 #include "sink.cuh"
+#include "softmax.cuh"
 
 #define D 256
 #define HALF 128
@@ -28,10 +29,6 @@ __device__ __forceinline__ void mma_c(float* d, const u32* a, u32 b0, u32 b1, co
                  : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1),
                    "f"(c.x), "f"(c.y), "f"(c.z), "f"(c.w));
-}
-__device__ __forceinline__ void ldsm4(u32* r, u32 s) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
 }
 
 struct Smem {
@@ -134,10 +131,8 @@ __device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, f
     constexpr u32 VST = SUB * VS * 2;
     float f[2][2];
     if (has_norm) {
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+        sq0 = quad_sum(sq0);
+        sq1 = quad_sum(sq1);
         const float a0 = __shfl_sync(0xffffffffu, sq0, 8 * t4) + bsq, a1 = __shfl_sync(0xffffffffu, sq0, 8 * t4 + 4) + bsq;
         const float b0 = __shfl_sync(0xffffffffu, sq1, 8 * t4) + bsq, b1 = __shfl_sync(0xffffffffu, sq1, 8 * t4 + 4) + bsq;
         f[0][0] = rsqrtf(a0 * (1.f / D) + eps) * qk_scale; f[0][1] = rsqrtf(a1 * (1.f / D) + eps) * qk_scale;
@@ -160,20 +155,7 @@ __device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, f
             mx = fmaxf(mx, s[nk][j]);
         }
     }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float m_new = fmaxf(m_i, mx);
-    const float m_safe = m_new == NEG_INF ? 0.f : m_new;
-    float sum = 0.f;
-    #pragma unroll
-    for (int nk = 0; nk < 2; nk++)
-        #pragma unroll
-        for (int j = 0; j < 2; j++) { s[nk][j] = ex2(s[nk][j] - m_safe); sum += s[nk][j]; }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float corr = ex2(m_i - m_safe);
-    l_i = l_i * corr + sum;
-    m_i = m_new;
+    const float corr = softmax_step(s, mx, m_i, l_i);
     // o^T (columns: heads 2 t4, 2 t4 + 1) *= their corrections; += z_v^T p^T
     if (__any_sync(0xffffffffu, corr != 1.f)) {  // a head's max moved
         const float ca = __shfl_sync(0xffffffffu, corr, 8 * t4), cb = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
@@ -182,11 +164,21 @@ __device__ __forceinline__ void softmax_pv(const float (&sT)[2][4], float sq0, f
     }
     const u32 pb0 = pack2(s[0][0], s[0][1]), pb1 = pack2(s[1][0], s[1][1]);
     const u32 vrows = vs0 + st * VST + va_off;
-    #pragma unroll
-    for (int vm = 0; vm < VM; vm++) {
-        u32 a[4];
-        ldsm4t(a, vrows + vm * 32);
-        mma(acc[vm], a, pb0, pb1);
+    pv_mma(acc, vrows, pb0, pb1);
+}
+
+// lane's piece j (16 bytes) of a subtile with P pieces a row: its row r, offset go in the cache
+// (row stride gs) and shared address so (rows of ROW bf16 from s0); where P divides a warp's 32,
+// from the lane's first piece (row r0, offset o0, address d0) by a fixed step
+template <int P, int ROW>
+__device__ __forceinline__ void piece(int j, int lane, int r0, long long o0, u32 d0, u32 s0, int gs, int& r,
+                                      long long& go, u32& so)
+{
+    if constexpr (32 % P == 0) {
+        r = r0 + j * (32 / P); go = o0 + (long long)j * (32 / P) * gs; so = d0 + j * (32 / P) * ROW * 2;
+    } else {
+        const int i = lane + 32 * j, rr = i / P, c = i % P;
+        r = rr; go = (long long)rr * gs + c * 8; so = s0 + (u32)(rr * ROW + c * 8) * 2;
     }
 }
 
@@ -194,29 +186,18 @@ extern "C" __global__ void __launch_bounds__(NTH, 1)
 latent_decode(DECODE_PARAMS,
               const bf16* __restrict__ cz, const float* __restrict__ cbb, int has_e)
 {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    check_smem<Smem>();
+    DECODE_SMEM(Smem, 16);
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g4 = lane >> 2, t4 = lane & 3;
-    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
-    const int b = pid_bh / KV, h = pid_bh % KV;
-    const long long qp = qpos[b];
-    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
-    const bool hv = g4 < G;
-    const int start = pid_s * CHUNK;
-    const int stop = min(T, start + CHUNK);
-    const bf16* kbase = kc + (long long)b * skc_b;
-    const bf16* vbase = vc + (long long)b * svc_b;
-    const int* pbase = kpos + (long long)b * sp_b;
+    const Chunk ch = chunk_of(qpos, kc, vc, kpos, T, CHUNK, KV, skc_b, svc_b, sp_b, window, sink);
     const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
 
     // U (this KV head's D rows of RK) into shared memory: one group, waited for below
     #pragma unroll
     for (int j = 0; j < D * RK / 8 / NTH; j++) {
         const int i = tid + NTH * j, r = i / (RK / 8), c = i % (RK / 8);
-        cp16a(sbase + (u32)((const unsigned char*)&sh.u[r][c * 8] - smem_raw), ku + ((long long)h * D + r) * RK + c * 8, true);
+        cp16a(sbase + (u32)((const unsigned char*)&sh.u[r][c * 8] - smem_raw), ku + ((long long)ch.h * D + r) * RK + c * 8, true);
     }
     cp_commit();
     if (tid < HALF) {
@@ -224,10 +205,10 @@ latent_decode(DECODE_PARAMS,
         float c8, s8;
         cos_sin(8.f * f, c8, s8);
         sh.pr[tid] = make_float4(f, c8, s8, 0.f);
-        sh.dw[tid] = make_float4(kb[h * D + tid], kb[h * D + HALF + tid],
+        sh.dw[tid] = make_float4(kb[ch.h * D + tid], kb[ch.h * D + HALF + tid],
                                  has_norm ? nw[tid] : 1.f, has_norm ? nw[HALF + tid] : 1.f);
-        if (NORMZ && tid < RK) sh.cz[tid] = cz[h * RK + tid];
-        const float b0 = kb[h * D + 2 * tid], b1 = kb[h * D + 2 * tid + 1];
+        if (NORMZ && tid < RK) sh.cz[tid] = cz[ch.h * RK + tid];
+        const float b0 = kb[ch.h * D + 2 * tid], b1 = kb[ch.h * D + 2 * tid + 1];
         sh.bq[tid] = make_float4(b0, b1, b0, b1);
     }
 
@@ -245,26 +226,12 @@ latent_decode(DECODE_PARAMS,
     const int zr0 = lane / PZ, vr0 = lane / PV;
     const u32 zd0 = zs0 + (u32)(zr0 * ZS + (lane % PZ) * 8) * 2, vd0 = vs0 + (u32)(vr0 * VS + (lane % PV) * 8) * 2;
     const long long zo0 = (long long)zr0 * skc_t + (lane % PZ) * 8, vo0 = (long long)vr0 * svc_t + (lane % PV) * 8;
-    auto zpiece = [&](int j, int& r, long long& go, u32& so) {
-        if constexpr (32 % PZ == 0) {
-            r = zr0 + j * (32 / PZ); go = zo0 + (long long)j * (32 / PZ) * skc_t; so = zd0 + j * (32 / PZ) * ZS * 2;
-        } else {
-            const int i = lane + 32 * j, rr = i / PZ, c = i % PZ;
-            r = rr; go = (long long)rr * skc_t + c * 8; so = zs0 + (u32)(rr * ZS + c * 8) * 2;
-        }
-    };
-    auto vpiece = [&](int j, int& r, long long& go, u32& so) {
-        if constexpr (32 % PV == 0) {
-            r = vr0 + j * (32 / PV); go = vo0 + (long long)j * (32 / PV) * svc_t; so = vd0 + j * (32 / PV) * VS * 2;
-        } else {
-            const int i = lane + 32 * j, rr = i / PV, c = i % PV;
-            r = rr; go = (long long)rr * svc_t + c * 8; so = vs0 + (u32)(rr * VS + c * 8) * 2;
-        }
-    };
+    auto zpiece = [&](int j, int& r, long long& go, u32& so) { piece<PZ, ZS>(j, lane, zr0, zo0, zd0, zs0, skc_t, r, go, so); };
+    auto vpiece = [&](int j, int& r, long long& go, u32& so) { piece<PV, VS>(j, lane, vr0, vo0, vd0, vs0, svc_t, r, go, so); };
     auto load = [&](int t0, int st) {
-        const bf16* kt = kbase + (long long)t0 * skc_t;
-        const bf16* vt = vbase + (long long)t0 * svc_t;
-        const int left = stop - t0;
+        const bf16* kt = ch.kbase + (long long)t0 * skc_t;
+        const bf16* vt = ch.vbase + (long long)t0 * svc_t;
+        const int left = ch.stop - t0;
         if (left >= SUB) {   // a whole subtile
             #pragma unroll
             for (int j = 0; j < NZ; j++) {
@@ -283,37 +250,37 @@ latent_decode(DECODE_PARAMS,
             for (int j = 0; j < NZ; j++) {
                 int r; long long go; u32 so;
                 zpiece(j, r, go, so);
-                cp16a(so + st * ZST, r < left ? kt + go : kbase, r < left);
+                cp16a(so + st * ZST, r < left ? kt + go : ch.kbase, r < left);
             }
             #pragma unroll
             for (int j = 0; j < NV; j++) {
                 int r; long long go; u32 so;
                 vpiece(j, r, go, so);
-                cp16a(so + st * VST, r < left ? vt + go : vbase, r < left);
+                cp16a(so + st * VST, r < left ? vt + go : ch.vbase, r < left);
             }
         }
-        if (lane < SUB) cp4a(ps0 + (u32)(st * SUB + lane) * 4, lane < left ? pbase + t0 + lane : pbase, lane < left);
+        if (lane < SUB) cp4a(ps0 + (u32)(st * SUB + lane) * 4, lane < left ? ch.pbase + t0 + lane : ch.pbase, lane < left);
     };
-    int t0 = start + SUB * w;
-    if (t0 < stop) load(t0, 0);
+    int t0 = ch.start + SUB * w;
+    if (t0 < ch.stop) load(t0, 0);
     cp_commit();
 
     // q, the A operand of scores^T = q K^T (rows: heads, 8-15 zero; k: dims)
     for (int i = tid; i < 8 * (D / 2); i += NTH) {
         const int hh = i / (D / 2), c = i % (D / 2);
-        sh.q[hh][c] = hh < G ? reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h)[c] : 0u;
+        sh.q[hh][c] = hh < G ? reinterpret_cast<const u32*>(q + (long long)ch.b * sq_b + (long long)(ch.h * G + hh) * sq_h)[c] : 0u;
     }
     float m_i = NEG_INF, l_i = 0.f;   // this warp's softmax state for head g4 (log2 units)
     float acc[VM][4];                 // o^T: rows latent V column, cols heads 2 t4, 2 t4 + 1
     #pragma unroll
     for (int i = 0; i < VM; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     const float qk_scale = scale * 1.4426950408889634f;  // scores in log2 units: exp2 below
-    const float bsq = NORMZ ? cbb[h] : 0.f;              // NORMZ: |b|^2, the constant of the sum
+    const float bsq = NORMZ ? cbb[ch.h] : 0.f;           // NORMZ: |b|^2, the constant of the sum
 
     // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
     // w, head w, from global memory while U is on its way
-    if (NS > 0 && pid_s == 0 && w < G)
-        sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, w, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
+    if (NS > 0 && ch.pid_s == 0 && w < G)
+        sink_state<G, D>(q, sk, sv, sm, sl, sa, ch.b, ch.h, w, ch.pid_bh, lane, ch.qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
     cp_wait1();          // U
     __syncthreads();     // U and the tables visible to every warp
 
@@ -323,9 +290,10 @@ latent_decode(DECODE_PARAMS,
     const u32 va_off = (u32)((((lane & 7) + ((lane >> 4) << 3)) * VS + ((lane >> 3) & 1) * 8) * 2);
     const u32 u0 = sbase + (u32)((const unsigned char*)&sh.u[0][0] - smem_raw);
 
+    const bool hv = g4 < G;           // head g4 is one of the G
     int st = 0;
-    for (; t0 < stop; t0 += SUB * WARPS, st ^= 1) {
-        if (t0 + SUB * WARPS < stop) load(t0 + SUB * WARPS, st ^ 1);
+    for (; t0 < ch.stop; t0 += SUB * WARPS, st ^= 1) {
+        if (t0 + SUB * WARPS < ch.stop) load(t0 + SUB * WARPS, st ^ 1);
         cp_commit();
         cp_wait1();
         __syncwarp();
@@ -361,7 +329,7 @@ latent_decode(DECODE_PARAMS,
             if (contig) rebuild_score<true, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
             else rebuild_score<false, false>(sh, za, pk0, pk1, g4, t4, u0, ub_off, sT, sq0, sq1);
         }
-        softmax_pv(sT, sq0, sq1, kp, t0, stop, qpi, wlim, plo, hv, t4, has_norm, bsq, eps, qk_scale, st, vs0, va_off, m_i,
+        softmax_pv(sT, sq0, sq1, kp, t0, ch.stop, ch.qpi, ch.wlim, ch.plo, hv, t4, has_norm, bsq, eps, qk_scale, st, vs0, va_off, m_i,
                    l_i, acc);
         __syncwarp();    // the next load reuses this stage
     }
@@ -369,5 +337,5 @@ latent_decode(DECODE_PARAMS,
     __syncthreads();     // every warp done with z / v: the merge reuses them
     Merge& mg = *reinterpret_cast<Merge*>(&sh.z);
     if (t4 == 0 && g4 < G) { mg.m[w][g4] = m_i; mg.l[w][g4] = l_i; }
-    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
+    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, ch.pid_bh, ch.pid_s, S, m_out, l_out, acc_out);
 }

@@ -54,11 +54,23 @@ __device__ __forceinline__ u64 desc(u32 addr, u32 lbo, u32 sbo) {
 __device__ __forceinline__ u32 packh(float lo, float hi) {
     u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
 }
+// cos and sin of two pairs' angles at position x (frequencies f.x, f.y) as f16 pairs
+__device__ __forceinline__ void cos_sin_h2(float x, float4 f, u32& c, u32& s) {
+    float c0, s0, c1, s1;
+    cos_sin(x * f.x, c0, s0);
+    cos_sin(x * f.y, c1, s1);
+    c = packh(c0, c1); s = packh(s0, s1);
+}
 __device__ __forceinline__ u32 hmul2(u32 a, u32 b) { u32 r; asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
 __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
     u32 r; asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r;
 }
 __device__ __forceinline__ u32 hneg2(u32 a) { u32 r; asm("neg.f16x2 %0, %1;" : "=r"(r) : "r"(a)); return r; }
+// (ar + i ai)(br + i bi) on f16 pairs: a rotation by the angle whose cos, sin are br, bi
+__device__ __forceinline__ void cmul_h2(u32 ar, u32 ai, u32 br, u32 bi, u32& re, u32& im) {
+    re = hfma2(ar, br, hneg2(hmul2(ai, bi)));
+    im = hfma2(ai, br, hmul2(ar, bi));
+}
 __device__ __forceinline__ void mma_h(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, uint2 b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -137,30 +149,21 @@ __device__ __forceinline__ void rope_score(float (&d)[64], const Smem& sh, const
             u32 cs[2], sn[2];
             if (CONTIG) {   // the warp's first key's angles (tb), rotated by g4 f (to)
                 const uint2 bs = tb[4 * j + t4], of = to[4 * j + t4];
-                cs[0] = hfma2(bs.x, of.x, hneg2(hmul2(bs.y, of.y)));
-                sn[0] = hfma2(bs.y, of.x, hmul2(bs.x, of.y));
+                cmul_h2(bs.x, bs.y, of.x, of.y, cs[0], sn[0]);
             } else {
-                float c0, s0, c1, s1;
-                cos_sin((float)pk0 * p.x, c0, s0);
-                cos_sin((float)pk0 * p.y, c1, s1);
-                cs[0] = packh(c0, c1); sn[0] = packh(s0, s1);
+                cos_sin_h2((float)pk0, p, cs[0], sn[0]);
             }
             if (CONTIG) {
                 const u32 c8 = __float_as_uint(p.z), s8 = __float_as_uint(p.w);
-                cs[1] = hfma2(cs[0], c8, hneg2(hmul2(sn[0], s8)));
-                sn[1] = hfma2(sn[0], c8, hmul2(cs[0], s8));
+                cmul_h2(cs[0], sn[0], c8, s8, cs[1], sn[1]);
             } else {
-                float c0, s0, c1, s1;
-                cos_sin((float)pk1 * p.x, c0, s0);
-                cos_sin((float)pk1 * p.y, c1, s1);
-                cs[1] = packh(c0, c1); sn[1] = packh(s0, s1);
+                cos_sin_h2((float)pk1, p, cs[1], sn[1]);
             }
             #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const u32 x1 = packh(d[4 * lj + 2 * r], d[4 * lj + 2 * r + 1]);
                 const u32 x2 = packh(d[4 * (lj + 8) + 2 * r], d[4 * (lj + 8) + 2 * r + 1]);
-                y1[jj][r] = hfma2(x1, cs[r], hneg2(hmul2(x2, sn[r])));
-                y2[jj][r] = hfma2(x2, cs[r], hmul2(x1, sn[r]));
+                cmul_h2(x1, x2, cs[r], sn[r], y1[jj][r], y2[jj][r]);
             }
 #else
             float o1[2][2], o2[2][2];   // [r][e]
@@ -207,7 +210,6 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
 #endif
               )
 {
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
 #if PHASES
     // clock64 per phase, recorded by lane 0 of each warpgroup's first warp (wait: copies +
     // barrier; mma: wgmma issue + the next tile's copies + the wait for the first half;
@@ -222,27 +224,18 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
 #else
 #define CLK(x)
 #endif
-    Smem& sh = *reinterpret_cast<Smem*>(smem_raw);
-    check_smem<Smem>();
+    DECODE_SMEM(Smem, 1024);
     const float eps = (float)eps_d, scale = (float)scale_d, inv_rscale = (float)(1.0 / rscale_d);
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, wg = w >> 2, wl = w & 3, wt = tid & 127;
     const int g4 = lane >> 2, t4 = lane & 3;
-    const int pid_s = blockIdx.x, pid_bh = blockIdx.y;
-    const int b = pid_bh / KV, h = pid_bh % KV;
-    const long long qp = qpos[b];
-    const int qpi = (int)qp, wlim = window > 0 ? window : 0x7fffffff, plo = sink > 0 ? sink : 0;
-    const bool hv = g4 < G;
-    const int start = pid_s * CHUNK;
-    const int stop = min(T, start + CHUNK);
-    const bf16* kbase = kc + (long long)b * skc_b;
-    const bf16* vbase = vc + (long long)b * svc_b;
-    const int* pbase = kpos + (long long)b * sp_b;
+    const Chunk ch = chunk_of(qpos, kc, vc, kpos, T, CHUNK, KV, skc_b, svc_b, sp_b, window, sink);
+    const int qpi = ch.qpi, wlim = ch.wlim, plo = ch.plo;   // (as locals: the loop's mask reads no field of ch)
     const u32 sbase = (u32)__cvta_generic_to_shared(smem_raw);
     auto at = [&](const void* p) { return sbase + (u32)((const unsigned char*)p - smem_raw); };
     const u32 su = at(sh.u), sones = at(sh.ones), sz = at(sh.z), svv = at(sh.v), skp = at(sh.kp);
 #if KSCALE
     const u32 sks = at(sh.ks);
-    const float* ksb = kscale + (long long)b * sks_b + h;   // (sequence, slot, KV head)
+    const float* ksb = kscale + (long long)ch.b * sks_b + ch.h;   // (sequence, slot, KV head)
 #endif
 
     // the step's write slot (below), asked for first: its load's latency (~0.7 us) under U's
@@ -263,7 +256,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
 #else
         mbar_expect(sbar, 32 * SBOU);
 #endif
-        bulk_copy(su, uimg + (long long)h * (32 * SBOU), 32 * SBOU, sbar);
+        bulk_copy(su, uimg + (long long)ch.h * (32 * SBOU), 32 * SBOU, sbar);
     }
     __syncthreads();     // the mbarrier set up before any thread waits on it
     CLK(c_m);
@@ -281,18 +274,18 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
     const int zr = wt & 63, vr = (wt / PV) * NJV;
     const u32 zd0 = sz + (u32)(wg * 2 * TILE * RK * 2 + (zr >> 3) * SBOZ + (wt >> 6) * 128 + (zr & 7) * 16);
     const u32 vd0 = svv + (u32)(wg * 2 * TILE * VS * 2 + (vr * VS + (wt % PV) * 8) * 2);
-    const bf16* zs0 = kbase + zr * SKT + (wt >> 6) * 8;
-    const bf16* vs0 = vbase + vr * SVT + (wt % PV) * 8;
+    const bf16* zs0 = ch.kbase + zr * SKT + (wt >> 6) * 8;
+    const bf16* vs0 = ch.vbase + vr * SVT + (wt % PV) * 8;
     auto load = [&](int t0, int st, int row, bool only) {
         auto sel = [&](int r) { return row < 0 || ((r == row) == only); };
-        const int left = stop - t0;
+        const int left = ch.stop - t0;
         const bf16* zsrc = zs0 + (long long)t0 * SKT;
         const bf16* vsrc = vs0 + (long long)t0 * SVT;
         const u32 zd = zd0 + (u32)(st * TILE * RK * 2), vd = vd0 + (u32)(st * TILE * VS * 2);
         const u32 vst = svv + (u32)((wg * 2 + st) * TILE * VS * 2);
         if (wt < TILE && sel(wt)) {  // first: their address registers are free again before the big copies' turn
             const bool ok = wt < left;
-            cp4a(skp + (u32)((wg * 2 + st) * TILE + wt) * 4, ok ? pbase + t0 + wt : pbase, ok);
+            cp4a(skp + (u32)((wg * 2 + st) * TILE + wt) * 4, ok ? ch.pbase + t0 + wt : ch.pbase, ok);
 #if KSCALE
             cp4a(sks + (u32)((wg * 2 + st) * TILE + wt) * 4, ok ? ksb + (long long)(t0 + wt) * sks_t : ksb, ok);
 #endif
@@ -306,21 +299,21 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
                     if (sel(vr + j)) cp16a(vd + j * VS * 2, vsrc + j * SVT, true);
                 } else {
                     const int i = wt + 128 * j, r = i / PV, c = i % PV;
-                    if (sel(r)) cp16a(vst + (u32)(r * VS + c * 8) * 2, vbase + (long long)(t0 + r) * SVT + c * 8, true);
+                    if (sel(r)) cp16a(vst + (u32)(r * VS + c * 8) * 2, ch.vbase + (long long)(t0 + r) * SVT + c * 8, true);
                 }
             }
         } else {   // the chunk's last tile: rows past its end zero-filled
             #pragma unroll
-            for (int j = 0; j < RK / 16; j++) if (sel(zr)) cp16a(zd + j * 256, zr < left ? zsrc + 16 * j : kbase, zr < left);
+            for (int j = 0; j < RK / 16; j++) if (sel(zr)) cp16a(zd + j * 256, zr < left ? zsrc + 16 * j : ch.kbase, zr < left);
             #pragma unroll
             for (int j = 0; j < RV / 16; j++) {
                 if constexpr (VSTEP) {
                     const bool ok = vr + j < left;
-                    if (sel(vr + j)) cp16a(vd + j * VS * 2, ok ? vsrc + j * SVT : vbase, ok);
+                    if (sel(vr + j)) cp16a(vd + j * VS * 2, ok ? vsrc + j * SVT : ch.vbase, ok);
                 } else {
                     const int i = wt + 128 * j, r = i / PV, c = i % PV;
                     const bool ok = r < left;
-                    if (sel(r)) cp16a(vst + (u32)(r * VS + c * 8) * 2, ok ? vbase + (long long)(t0 + r) * SVT + c * 8 : vbase, ok);
+                    if (sel(r)) cp16a(vst + (u32)(r * VS + c * 8) * 2, ok ? ch.vbase + (long long)(t0 + r) * SVT + c * 8 : ch.vbase, ok);
                 }
             }
         }
@@ -330,7 +323,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
     // kernel of this step writes: U's image and the first tile's rows other than the step's
     // write slot (wslot, its cache column; -1: unknown, the whole tile waits). After it, that
     // row (an L2 hit: just written), q, the sink tile. Without PDL the wait returns at once.
-    int t0 = start + TILE * wg;   // the first tile goes out right behind U
+    int t0 = ch.start + TILE * wg;   // the first tile goes out right behind U
     const int wr = ws < 0 ? -1 : (int)min(ws - t0, (long long)TILE);   // its row in the first tile (TILE: none)
 #if PHASES
     asm volatile("" :: "r"(wr));   // (the clock after the slot's load has landed)
@@ -345,7 +338,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
             CLK(c_w1);
         }
         const bool go = pass ? ws < 0 || (wr >= 0 && wr < TILE) : ws >= 0;
-        if (go && t0 < stop) load(t0, 0, pass ? wr : (wr < 0 ? TILE : wr), pass && ws >= 0);
+        if (go && t0 < ch.stop) load(t0, 0, pass ? wr : (wr < 0 ? TILE : wr), pass && ws >= 0);
         cp_commit();
     }
     CLK(c_issue);
@@ -375,7 +368,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         const int i = tid + NTH * j, hh = i >> 6, ks = (i >> 2) & 15, tq = i & 3;
         qw[j][0] = qw[j][1] = 0u;
         if (hh < G) {
-            const u32* qh = reinterpret_cast<const u32*>(q + (long long)b * sq_b + (long long)(h * G + hh) * sq_h + 16 * ks + 2 * tq);
+            const u32* qh = reinterpret_cast<const u32*>(q + (long long)ch.b * sq_b + (long long)(ch.h * G + hh) * sq_h + 16 * ks + 2 * tq);
             qw[j][0] = qh[0]; qw[j][1] = qh[4];
         }
     }
@@ -396,8 +389,8 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
     CLK(c_q);
     // chunk 0: the exact sink tile's own state (head dim), which the combine merges; warp
     // w, head w, from global memory while U is on its way
-    if (NS > 0 && pid_s == 0 && w < G)
-        sink_state<G, D>(q, sk, sv, sm, sl, sa, b, h, w, pid_bh, lane, qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
+    if (NS > 0 && ch.pid_s == 0 && w < G)
+        sink_state<G, D>(q, sk, sv, sm, sl, sa, ch.b, ch.h, w, ch.pid_bh, lane, ch.qp, NS, sq_b, sq_h, ss_b, ss_h, ss_j, window, scale);
     CLK(c_sink);
     mbar_wait(sbar);     // U (the first tile may still be on its way)
     CLK(c_u);
@@ -411,7 +404,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
     const u64 du = desc(su, 128, SBOU), du2 = desc(su + 16 * SBOU, 128, SBOU), dones = desc(sones, 128, 256);
 
     int st = 0;
-    for (; t0 < stop; t0 += 2 * TILE, st ^= 1) {
+    for (; t0 < ch.stop; t0 += 2 * TILE, st ^= 1) {
         CLK(c_a);
         cp_wait0();
         fence_async();
@@ -441,7 +434,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         wgmma_commit();
         // the next tile's copies go out while the tensor cores work (the other stage:
         // every warp finished with it at the end of the last iteration)
-        if (t0 + 2 * TILE < stop) load(t0 + 2 * TILE, st ^ 1, -1, false);
+        if (t0 + 2 * TILE < ch.stop) load(t0 + 2 * TILE, st ^ 1, -1, false);
         cp_commit();
         const int pk0 = kp[g4], pk1 = kp[g4 + 8];
 #if KSCALE
@@ -451,11 +444,9 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         if (contig) {
             #pragma unroll
             for (int i = 0; i < 2; i++) {   // lane: pairs 2 (lane + 32 i) and + 1
-                const float4 p = sh.pp[lane + 32 * i];
-                float c0, s0, c1, s1;
-                cos_sin((float)pw * p.x, c0, s0);
-                cos_sin((float)pw * p.y, c1, s1);
-                sh.tb[w][lane + 32 * i] = make_uint2(packh(c0, c1), packh(s0, s1));
+                u32 c, s;
+                cos_sin_h2((float)pw, sh.pp[lane + 32 * i], c, s);
+                sh.tb[w][lane + 32 * i] = make_uint2(c, s);
             }
             __syncwarp();
         }
@@ -482,10 +473,8 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
 #if KSCALE
         f[0] = ksm[g4] * qk_scale; f[1] = ksm[g4 + 8] * qk_scale;   // from the cache: 1 / rms
 #else
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 1);   // a quad holds a key's dims
-        sq0 += __shfl_xor_sync(0xffffffffu, sq0, 2);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 1);
-        sq1 += __shfl_xor_sync(0xffffffffu, sq1, 2);
+        sq0 = quad_sum(sq0);   // a quad holds a key's dims
+        sq1 = quad_sum(sq1);
         f[0] = has_norm ? rsqrtf(sq0 * (1.f / D) + eps) * qk_scale : qk_scale;
         f[1] = has_norm ? rsqrtf(sq1 * (1.f / D) + eps) * qk_scale : qk_scale;
 #endif
@@ -495,7 +484,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int kpr = r ? pk1 : pk0, dq = qpi - kpr;
-            const bool ok = t0 + 16 * wl + g4 + 8 * r < stop && dq >= 0 && dq < wlim
+            const bool ok = t0 + 16 * wl + g4 + 8 * r < ch.stop && dq >= 0 && dq < wlim
                             && (kpr >= plo || (kpr < 0 && dq == 0));
             #pragma unroll
             for (int i = 0; i < 2; i++) s[r][i] = ok && 2 * t4 + i < G ? sc[2 * r + i] * f[r] : NEG_INF;
@@ -522,12 +511,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         // p^T as the B operand (keys 2 t4 (+1), 8 + 2 t4 (+1); head g4): each 8 x 8 block transposed
         const u32 pb0 = trans8(pack2(s[0][0], s[0][1])), pb1 = trans8(pack2(s[1][0], s[1][1]));
         const u32 vrows = svv + (u32)(((wg * 2 + st) * TILE + 16 * wl) * VS * 2) + va_off;
-        #pragma unroll
-        for (int vm = 0; vm < VM; vm++) {
-            u32 a[4];
-            ldsm4t(a, vrows + vm * 32);
-            mma(acc[vm], a, pb0, pb1);
-        }
+        pv_mma(acc, vrows, pb0, pb1);
         bar_wg(wg);      // every warp done with this stage: the next iteration reloads it
 #if PHASES
         CLK(c_b); p_sm += c_b - c_a;
@@ -546,7 +530,7 @@ latent_decode(DECODE_PARAMS, const float* __restrict__ kscale, int sks_b, int sk
         l_i[i] += __shfl_xor_sync(0xffffffffu, l_i[i], 16);
         if (g4 == 0 && 2 * t4 + i < G) { mg.m[w][2 * t4 + i] = m_i[i]; mg.l[w][2 * t4 + i] = l_i[i]; }
     }
-    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, pid_bh, pid_s, S, m_out, l_out, acc_out);
+    merge_states<WARPS, G, RV>(&sh.z, acc, tid, w, g4, t4, ch.pid_bh, ch.pid_s, S, m_out, l_out, acc_out);
 #if PHASES
     c_end = clock64();
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_end));
