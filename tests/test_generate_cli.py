@@ -199,17 +199,3 @@ def test_grouped_cache_recorded_by_convert(cli_run, tmp_path):
     code, out, err = cli_run("eval", path, "--seq-len", "16", "--max-windows", "2")
     assert code in (0, None), err
     assert f"through a {name} KV cache" in " ".join(out.split())
-
-
-def test_runtime_imports_start_only_for_cuda():
-    """generate imports the runtime and torch.compile's stack in a thread while a CUDA model
-    loads (nothing to overlap on the CPU, which compiles nothing)."""
-    import sys
-
-    from tpa_compress.runtime.cli import start_runtime_imports
-
-    assert start_runtime_imports("cpu") is None
-    t = start_runtime_imports("cuda:0")
-    t.join(timeout=300)
-    assert not t.is_alive()
-    assert "torch._inductor.compile_fx" in sys.modules and "tpa_compress.runtime.runner" in sys.modules

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -131,13 +130,12 @@ def generate_cmd(
     torch_dtype(dtype)
     if cache_dtype == "auto":  # before loading: a broken recording fails at once
         cache_dtype = recorded_cache_dtype(model) or "auto"
-    imports = start_runtime_imports(dev)
     (ckpt, net), t_load = timed(open_model, model, variant, dtype, dev, tokenizer)
     tok = require_tokenizer(ckpt)
     ids = encode_prompts(ckpt, tok, texts, max_new_tokens)
     torch.manual_seed(seed)
     # the decode plan's kernels are built here (NVRTC, from the disk cache once built)
-    runner, t_build = timed(build_runner, net, ids, max_new_tokens, cache_dtype, imports)
+    runner, t_build = timed(build_runner, net, ids, max_new_tokens, cache_dtype)
     _, t_capture = timed(capture, runner, ids, params, dev, console)
     if len(ids) == 1:
         res = stream_one(runner, tok, texts[0], ids, max_new_tokens, params, stdout)
@@ -174,31 +172,8 @@ def encode_prompts(ckpt, tok, texts: list[str], max_new_tokens: int) -> list[lis
     return ids
 
 
-def start_runtime_imports(dev: str) -> threading.Thread | None:
-    """On CUDA: import the decode runtime and torch.compile's compiler stack (seconds of
-    Python imports) in a thread while the model loads, instead of after it."""
-    if not dev.startswith("cuda"):
-        return None
-    t = threading.Thread(target=_import_runtime, name="tpa-runtime-imports", daemon=True)
-    t.start()
-    return t
-
-
-def _import_runtime() -> None:
-    try:
-        import torch._dynamo  # noqa: F401
-        import torch._inductor.compile_fx  # noqa: F401
-
-        from . import runner  # noqa: F401
-    except Exception:  # noqa: BLE001 - the main thread imports them again and reports
-        pass
-
-
-def build_runner(net, ids: list[list[int]], max_new_tokens: int, cache_dtype: str, imports=None):
-    """The runner for this batch, sized for the longest prompt plus the new tokens (after
-    `imports`, start_runtime_imports' thread, has finished)."""
-    if imports is not None:
-        imports.join()
+def build_runner(net, ids: list[list[int]], max_new_tokens: int, cache_dtype: str):
+    """The runner for this batch, sized for the longest prompt plus the new tokens."""
     from . import Runner
 
     longest = max(len(i) for i in ids)

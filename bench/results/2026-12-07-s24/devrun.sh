@@ -98,6 +98,14 @@ cold2)  # generate's start-up after the fix: inductor in-process, runtime import
     tca generate $m --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/cold2-$(basename $m)-$i.txt 2>&1
     echo "$(basename $m) run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") s | $(tail -1 $OUT/cold2-$(basename $m)-$i.txt | grep -o 'load.*')"; done; done
   cd - > /dev/null ;;
+ab)  # the same second run with and without the runtime imports moved into a thread during the load
+    # (a version of generate that had one; the thread moved ~3.4 s from build into load, wall unchanged)
+  cd $W/after; export TPA_KERNEL_CACHE=/tmp/kc_cold2 TORCHINDUCTOR_CACHE_DIR=/tmp/ind_cold2 PYTHONPATH=$W/after:/tmp/pylib
+  for v in nothread thread; do t0=$(date +%s.%N); python -c '
+import sys; import tpa_compress.runtime.cli as c
+if sys.argv[1] == "nothread": c.start_runtime_imports = lambda dev: None
+from tpa_compress.cli import main; sys.argv = ["tpa-compress", "generate", "/tmp/gemma-3-270m-q4_k_m.gguf", "--device", "cuda", "--max-new-tokens", "32", "--prompt", "The Python standard library provides"]; main()' $v > $OUT/ab-$v.txt 2>&1
+  echo "$v wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") $(tail -1 $OUT/ab-$v.txt | grep -o 'load.*')"; done; cd - > /dev/null ;;
 gpu3)  # the rest of gpu2 (a 330 s cut reached test_runtime_sink.py)
   (cd $W/after && PYTHONPATH=$W/after:/tmp/pylib TPA_KERNEL_CACHE=$W/kcache timeout ${GPU_T:-420} python -m pytest -q \
      -p no:cacheprovider --device cuda ${GPU3_TESTS:-tests/test_runtime_sink.py tests/test_generate_cli.py tests/test_heal.py \
