@@ -26,7 +26,6 @@ from tpa_compress.runtime.runner import _tail, fused_tail
 pytestmark = [pytest.mark.skipif(not kernels.available(), reason="triton is not installed"), pytest.mark.interpreter]
 
 
-
 def close(got, want):
     """fp32: within an ulp or two of `want`; bf16: within two ulps of the largest value of
     `want` (a residual add can cancel: an ulp of its terms is many of its sum's)."""

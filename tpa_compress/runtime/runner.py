@@ -301,7 +301,9 @@ class Runner:
         self.cache.reset()
         self.cache.write_positions(cols, q_pos)
         self.shortest, self.steps_done = min(len(p) for p in prompts), 0
-        with _eager():  # compiled modules are for the decode shapes; prefill shapes vary
+        # compiled modules are for the decode shapes; prefill shapes vary (and without them,
+        # setting the stance would import torch.compile's stack for nothing)
+        with _eager() if self.options.compile else contextlib.nullcontext():
             h = self.model.embed(ids)
             for i, block in enumerate(self.model.layers):
                 h = block(h, lambda x, i=i: self._prefill_attn(i, x, q_pos, cols, pads))
