@@ -13,7 +13,9 @@ h, a: (..., hidden) in the activation dtype; a norm is a models.common.RMSNorm (
 offset, eps), its gain offset + weight in fp32 as RMSNorm.gain(). Rounding is the eager
 code's (models/common.py rms_norm): a norm computes in fp32 and rounds its output to the
 activation dtype, the residual add is one add rounded to the activation dtype. One program
-per row, BLOCK = next_power_of_2(hidden) (hidden sizes up to 8192: Llama-3-70B).
+per row, BLOCK = next_power_of_2(hidden) (hidden sizes up to 8192: Llama-3-70B). Under
+programmatic dependent launch (Hopper and newer, as gemv.py) a program loads its gains
+before it waits for the previous kernel: no kernel of the step writes them.
 
 The kernel runs where Triton runs (CUDA tensors, or any tensor under TRITON_INTERPRET=1, the
 tests' CPU mode); elsewhere `torch_add_norm` / `torch_norm_add_norm`, the eager ops with the
@@ -22,46 +24,84 @@ same signatures.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..models.common import rms_norm
-from .kernels import INTERPRET, triton
+from .kernels import INTERPRET, pdl_available, triton
 
 if triton is not None:
     import triton.language as tl
 
     @triton.jit
-    def _norm_row(x, w_ptr, offs, mask, N, offset, eps, dt: tl.constexpr):
-        """RMSNorm of one fp32 row x (masked lanes 0), as rms_norm: fp32 math, gain
-        offset + w, rounded to dt."""
-        g = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32) + offset
+    def _gain(w_ptr, offs, mask, offset):
+        """A norm's fp32 gain, offset + w (RMSNorm.gain)."""
+        return tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32) + offset
+
+    @triton.jit
+    def _norm_row(x, g, N, eps, dt: tl.constexpr):
+        """RMSNorm of one fp32 row x (masked lanes 0) with gain g, as rms_norm: fp32 math,
+        rounded to dt."""
         r = tl.rsqrt(tl.sum(x * x, 0) / N + eps)
         return ((x * r) * g).to(dt)
 
     @triton.jit
-    def _add_norm(h_ptr, a_ptr, w_ptr, s_ptr, x_ptr, N, offset, eps, BLOCK: tl.constexpr):
+    def _wait(PDL: tl.constexpr):
+        """Under programmatic dependent launch: wait for the previous kernel's data (the
+        gains, which no kernel of the step writes, are loaded before), then let the next
+        kernel launch."""
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+
+    @triton.jit
+    def _add_norm(h_ptr, a_ptr, w_ptr, s_ptr, x_ptr, N, offset, eps, BLOCK: tl.constexpr, PDL: tl.constexpr):
         row = tl.program_id(0).to(tl.int64) * N
         offs = tl.arange(0, BLOCK)
         m = offs < N
         dt = s_ptr.dtype.element_ty
+        g = _gain(w_ptr, offs, m, offset)
+        _wait(PDL)
         h = tl.load(h_ptr + row + offs, mask=m, other=0.0).to(tl.float32)
         a = tl.load(a_ptr + row + offs, mask=m, other=0.0).to(tl.float32)
         s = (h + a).to(dt)
         tl.store(s_ptr + row + offs, s, mask=m)
-        tl.store(x_ptr + row + offs, _norm_row(s.to(tl.float32), w_ptr, offs, m, N, offset, eps, dt), mask=m)
+        tl.store(x_ptr + row + offs, _norm_row(s.to(tl.float32), g, N, eps, dt), mask=m)
 
     @triton.jit
-    def _norm_add_norm(h_ptr, a_ptr, wa_ptr, wn_ptr, s_ptr, x_ptr, N, off_a, eps_a, off_n, eps_n, BLOCK: tl.constexpr):
+    def _norm_add_norm(
+        h_ptr,
+        a_ptr,
+        wa_ptr,
+        wn_ptr,
+        s_ptr,
+        x_ptr,
+        N,
+        off_a,
+        eps_a,
+        off_n,
+        eps_n,
+        BLOCK: tl.constexpr,
+        PDL: tl.constexpr,
+    ):
         row = tl.program_id(0).to(tl.int64) * N
         offs = tl.arange(0, BLOCK)
         m = offs < N
         dt = s_ptr.dtype.element_ty
+        ga, gn = _gain(wa_ptr, offs, m, off_a), _gain(wn_ptr, offs, m, off_n)
+        _wait(PDL)
         h = tl.load(h_ptr + row + offs, mask=m, other=0.0).to(tl.float32)
         a = tl.load(a_ptr + row + offs, mask=m, other=0.0).to(tl.float32)
-        na = _norm_row(a, wa_ptr, offs, m, N, off_a, eps_a, dt)
+        na = _norm_row(a, ga, N, eps_a, dt)
         s = (h + na.to(tl.float32)).to(dt)
         tl.store(s_ptr + row + offs, s, mask=m)
-        tl.store(x_ptr + row + offs, _norm_row(s.to(tl.float32), wn_ptr, offs, m, N, off_n, eps_n, dt), mask=m)
+        tl.store(x_ptr + row + offs, _norm_row(s.to(tl.float32), gn, N, eps_n, dt), mask=m)
+
+
+@functools.cache
+def _pdl(device_index: int) -> bool:
+    return pdl_available(torch.device("cuda", device_index))
 
 
 def kernel_serves(h: torch.Tensor) -> bool:
@@ -81,7 +121,20 @@ def _launch(kernel, h, a, weights, scalars):
     s, x = torch.empty_like(h2), torch.empty_like(h2)
     block = triton.next_power_of_2(n)
     warps = min(16, max(1, block // 256))  # ~8 values per thread and tensor
-    kernel[(h2.shape[0],)](h2, a2, *weights, s, x, n, *scalars, BLOCK=block, num_warps=warps)
+    pdl = h.is_cuda and _pdl(h.device.index or 0)
+    kernel[(h2.shape[0],)](
+        h2,
+        a2,
+        *weights,
+        s,
+        x,
+        n,
+        *scalars,
+        BLOCK=block,
+        PDL=pdl,
+        num_warps=warps,
+        **({"launch_pdl": True} if pdl else {}),
+    )
     return s.view(h.shape), x.view(h.shape)
 
 
