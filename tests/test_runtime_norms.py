@@ -139,3 +139,18 @@ def test_runner_fused_tail_decodes_as_eager_tail(family, entries):
     got_logits, got = greedy_steps(fused, prompts, 8)
     assert got == want
     torch.testing.assert_close(got_logits, want_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_uncompiled_runner_sets_no_compile_stance(monkeypatch):
+    """Without torch.compile the runner never touches its stack: prefill's force_eager
+    stance (which imports dynamo and inductor) is for compiled steps only."""
+
+    def refuse(*a, **k):
+        raise AssertionError("torch.compiler.set_stance called by an uncompiled runner")
+
+    monkeypatch.setattr(torch.compiler, "set_stance", refuse)
+    model = _model("llama")
+    prompts = prompts_of([5, 2], seed=4)
+    r = runner_for(model, prompts, 3)
+    assert not r.options.compile
+    greedy_steps(r, prompts, 3)
