@@ -40,6 +40,14 @@ class Family:
     # per-layer tensors beyond Llama's (names after "model.layers.{i}.")
     extra_layer_weights: tuple[str, ...] = ()
 
+    # -- the decode step (runtime/runner.py) --------------------------------------------------
+    def decode_finish(self, block, h, a, mlp, next_norm):
+        """A decode step's layer tail after attention output `a` (o_proj applied): the
+        block's `finish_with(h, a, mlp)` and the next layer's input norm -> (h, next_norm(h)).
+        Eager here; a family overrides it with the fused kernels of runtime/norms.py."""
+        h = block.finish_with(h, a, mlp)
+        return h, next_norm(h)
+
     # -- tokenizer --------------------------------------------------------------------------
     bos_from_config: bool = False  # trained with BOS first: the config's BOS, always added
     sentencepiece_class: str | None = None  # transformers' class for a tokenizer.model, if not Llama's

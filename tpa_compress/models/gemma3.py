@@ -79,6 +79,14 @@ class Gemma3(Family):
     hf_class = "Gemma3ForCausalLM"
     hf_tied_default = True
 
+    def decode_finish(self, block, h, a, mlp, next_norm):
+        """Two fused launches: post-attention norm + residual + pre-feedforward norm, then
+        post-feedforward norm + residual + the next input norm."""
+        from ..runtime.norms import norm_add_norm  # models/ imports nothing of the runtime at load
+
+        h, x = norm_add_norm(h, a, block.post_attention_layernorm, block.pre_feedforward_layernorm)
+        return norm_add_norm(h, mlp(x), block.post_feedforward_layernorm, next_norm)
+
     def gguf_fields(self, g, common: dict[str, Any]) -> dict[str, Any]:
         # The local RoPE base (10k) is fixed by the architecture and not stored in the
         # file. Only 27B has a query scale that differs from head_dim (hidden / heads = 168).

@@ -46,6 +46,13 @@ class Llama(Family):
     hf_model_type = "llama"
     hf_class = "LlamaForCausalLM"
 
+    def decode_finish(self, block, h, a, mlp, next_norm):
+        """Two fused launches: residual + pre-MLP norm, then residual + the next input norm."""
+        from ..runtime.norms import add_norm  # models/ imports nothing of the runtime at load
+
+        h, x = add_norm(h, a, block.post_attention_layernorm)
+        return add_norm(h, mlp(x), next_norm)
+
     def gguf_tensor(self, name: str, w, cfg):
         """llama.cpp permutes Llama's Q/K rows to interleaved RoPE pairs; HF's rotate_half
         expects the half-split layout."""

@@ -6,6 +6,8 @@ decode step has static shapes (one write index per batch, a device-side column
 counter) and is captured once in a CUDA graph; prefill runs eagerly. `compile=True`
 (the CUDA default) fuses the small element-wise kernels (norms, RoPE, MLP gate, the
 tile update) with torch.compile; the graph then replays them with no launch cost.
+Without it, each layer's residual adds and norms still run fused on CUDA: the family's
+`decode_finish` over runtime/norms.py's Triton kernels (no torch.compile to import or trace).
 What writes each layer's cache entries and what computes its attention is the decode plan
 (plan.py: `Runner.plan`, from `DecodeOptions`).
 """
@@ -83,6 +85,17 @@ def _tail(block, next_norm, h, o, w_gu=None, mm=F.linear, glu_mm=torch_glu_linea
         mlp = block.mlp
         h = block.finish_with(h, a, lambda x: glu_mm(mm(x, w_gu), mlp.down_proj.weight, mlp.gelu))
     return h, next_norm(h)
+
+
+def fused_tail(family, block, next_norm, h, o, w_gu=None, mm=F.linear, glu_mm=torch_glu_linear):
+    """`_tail` without torch.compile: o_proj, then the family's `decode_finish` (its residual
+    adds and norms as runtime/norms.py kernels, a few launches per layer)."""
+    a = mm(o, block.self_attn.o_proj.weight)
+    mlp = block.mlp
+    if w_gu is not None:
+        down, gelu = mlp.down_proj.weight, mlp.gelu
+        mlp = lambda x: glu_mm(mm(x, w_gu), down, gelu)  # noqa: E731
+    return family.decode_finish(block, h, a, mlp, next_norm)
 
 
 def _step_head(model, tok, col, pad, tables, rope_keys, dtype):
@@ -171,7 +184,9 @@ class Runner:
         self.use_graph = self.options.cuda_graph and graph_safe(self.cache.layers)
         self.pdl = self.options.pdl
         self.graph, self.graph_params = None, None
-        self.update, self.tail = tile_update, _tail
+        # on CUDA without torch.compile the family's fused tail (runtime/norms.py kernels)
+        self.update = tile_update
+        self.tail = functools.partial(fused_tail, cfg.family_spec) if cuda else _tail
         self.entries, self.entries_written = new_entries_fused, entries_written
         self.direct, self.bias_fn = direct_decode, _mask_bias
         self.head, self.advance = _step_head, _advance
@@ -286,7 +301,9 @@ class Runner:
         self.cache.reset()
         self.cache.write_positions(cols, q_pos)
         self.shortest, self.steps_done = min(len(p) for p in prompts), 0
-        with _eager():  # compiled modules are for the decode shapes; prefill shapes vary
+        # compiled modules are for the decode shapes; prefill shapes vary (and without them,
+        # setting the stance would import torch.compile's stack for nothing)
+        with _eager() if self.options.compile else contextlib.nullcontext():
             h = self.model.embed(ids)
             for i, block in enumerate(self.model.layers):
                 h = block(h, lambda x, i=i: self._prefill_attn(i, x, q_pos, cols, pads))
