@@ -7,7 +7,9 @@ counter) and is captured once in a CUDA graph; prefill runs eagerly. `compile=Tr
 (the CUDA default) fuses the small element-wise kernels (norms, RoPE, MLP gate, the
 tile update) with torch.compile; the graph then replays them with no launch cost.
 Without it, each layer's residual adds and norms still run fused on CUDA: the family's
-`decode_finish` over runtime/norms.py's Triton kernels (no torch.compile to import or trace).
+`decode_finish` over runtime/norms.py's Triton kernels (no torch.compile to import or trace),
+and the step's bookkeeping before layer 0 and after sampling is one kernel each
+(runtime/bookkeeping.py).
 What writes each layer's cache entries and what computes its attention is the decode plan
 (plan.py: `Runner.plan`, from `DecodeOptions`).
 """
@@ -28,7 +30,7 @@ from ..errors import TPAError, non_finite_error
 from ..layout import LayerLayout, cache_bytes
 from ..methods.layers import layout_of_model
 from ..models.common import rope_cos_sin
-from . import cuda_decode
+from . import bookkeeping, cuda_decode, norms
 from . import gemv as gemv_mod
 from .attention import (
     allowed,
@@ -121,6 +123,19 @@ def _advance(nxt, eos: int, done, ids, tok, col):
     col.add_(1)
 
 
+def fused_step_head(model, tok, col, pad, tables, rope_keys, dtype):
+    """`_step_head` without torch.compile: bookkeeping.py's one kernel where it runs and
+    takes the model, the eager ops elsewhere."""
+    head = bookkeeping.step_head if bookkeeping.head_serves(model, tok) else _step_head
+    return head(model, tok, col, pad, tables, rope_keys, dtype)
+
+
+def fused_advance(nxt, eos: int, done, ids, tok, col):
+    """`_advance` without torch.compile: bookkeeping.py's one kernel where it runs, the
+    eager ops elsewhere."""
+    (bookkeeping.advance if norms.kernel_serves(nxt) else _advance)(nxt, eos, done, ids, tok, col)
+
+
 def _mask_bias(q_pos, k_pos, window, dtype):
     """(B, 1, 1, S) additive mask, made once per step and shared by layers of one kind."""
     ok = allowed(q_pos, k_pos, window)[:, None]
@@ -184,12 +199,13 @@ class Runner:
         self.use_graph = self.options.cuda_graph and graph_safe(self.cache.layers)
         self.pdl = self.options.pdl
         self.graph, self.graph_params = None, None
-        # on CUDA without torch.compile the family's fused tail (runtime/norms.py kernels)
+        # on CUDA without torch.compile the family's fused tail (runtime/norms.py kernels) and
+        # the step's head and advance as one kernel each (runtime/bookkeeping.py)
         self.update = tile_update
         self.tail = functools.partial(fused_tail, cfg.family_spec) if cuda else _tail
         self.entries, self.entries_written = new_entries_fused, entries_written
         self.direct, self.bias_fn = direct_decode, _mask_bias
-        self.head, self.advance = _step_head, _advance
+        self.head, self.advance = (fused_step_head, fused_advance) if cuda else (_step_head, _advance)
         self.rope_keys = tuple(dict.fromkeys((cfg.rope_base(i), cfg.rope_scale(i)) for i in range(cfg.num_layers)))
         self.w_qkv, self.b_qkv, self.w_gu = None, None, None
         use_gemv = self.options.gemv
