@@ -89,3 +89,15 @@ def test_fast_path_supports():
     assert not fast_path_supports(128, 4, 128, 128, "bf16")  # head dim
     assert not fast_path_supports(256, 4, 128, 128, "int8")  # a cache it does not read
     assert not fast_path_supports(256, 4, 128, 128, "int4:group=32")
+
+
+@pytest.mark.skipif(not kernels.available(), reason="triton is not installed")
+def test_an_uncompiled_cuda_step_writes_entries_with_the_kernel():
+    """Uncompiled on CUDA the step is Triton kernels of its own (entries, norms, head,
+    advance); compiled, the entries kernel too; on the CPU the eager writer."""
+    import torch
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert DecodeOptions(compile=False, pdl=False).resolved(cuda, 1).entries == "kernel"
+    assert DecodeOptions(compile=True, pdl=False).resolved(cuda, 1).entries == "kernel"
+    assert DecodeOptions(pdl=False).resolved(cpu, 1).entries == "eager"

@@ -114,7 +114,7 @@ class DecodeOptions:
             self,
             compile=compile,
             attention=self.attention or ("cuda" if cuda and tri else "sdpa"),
-            entries=self.entries or (("kernel" if cuda and tri else "written") if compile else "eager"),
+            entries=self.entries or ("kernel" if cuda and tri else "written" if compile else "eager"),
             cuda_graph=cuda if self.cuda_graph is None else self.cuda_graph,
             gemv=(cuda and batch <= gemv_mod.MAX_ROWS and tri) if self.gemv is None else self.gemv,
             pdl=kernels.pdl_available(device) if self.pdl is None else self.pdl,
