@@ -127,3 +127,22 @@ def test_command_module_imports_first_in_a_fresh_interpreter(module):
         [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.interpreter
+def test_building_and_decoding_on_the_cpu_imports_no_torch_compile():
+    """Building a model (on the meta device, then its weights) and an uncompiled decode import
+    neither dynamo nor inductor, each a second or more of start-up (nn.Embedding's random init
+    on the meta device reached dynamo through torch._refs)."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from test_runtime import tiny_model\n"
+        "from tpa_compress.runtime import Runner, SamplingParams\n"
+        "_, model = tiny_model('gemma3')\n"
+        "r = Runner(model, 1, 16)\n"
+        "r.generate([[1, 2, 3]], 4, SamplingParams())\n"
+        "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"

@@ -14,11 +14,21 @@ from ..errors import TPAError
 from .common import RMSNorm, attention_mask, embed_scale, rope_cos_sin
 
 
+class Embedding(nn.Embedding):
+    """nn.Embedding without its random init on the meta device, where `build_model` builds
+    before loading the weights: meta's normal_ runs through torch._refs, which imports
+    torch._dynamo (about a second) for values that do not exist."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
         block = cfg.family_spec.block
         self.layers = nn.ModuleList(block(cfg, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, zero_centered=cfg.family_spec.zero_centered_norms)
