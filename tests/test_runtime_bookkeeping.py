@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from test_runtime_norms import _model, close
-from test_runtime_sink import DEVICE, GPU, prompts_of, runner_for
+from test_runtime_sink import DEVICE, GPU, greedy_steps, prompts_of, runner_for
 from tpa_compress.runtime import bookkeeping, kernels
 from tpa_compress.runtime.cache import EMPTY
 from tpa_compress.runtime.runner import _advance, _step_head, fused_advance, fused_step_head
-from tpa_compress.runtime.sampling import SamplingParams
 
 pytestmark = [pytest.mark.skipif(not kernels.available(), reason="triton is not installed"), pytest.mark.interpreter]
 
@@ -92,14 +91,8 @@ def test_advance_equals_eager(batch, eos):
 def _decode(runner, prompts, new, eos):
     """Prefill + `new - 1` greedy decode steps with EOS `eos`: each step's logits, and the
     runner's ids and done flags."""
-    runner.eos = eos
-    p = SamplingParams()
-    runner.prepare(p)
-    got = [runner.prefill(prompts, p).clone()]
-    for _ in range(new - 1):
-        runner.step(p)
-        got.append(runner.last_logits.clone())
-    return torch.stack(got, 1), runner.ids.clone(), runner.done.clone()
+    logits, _ = greedy_steps(runner, prompts, new, eos)
+    return logits, runner.ids.clone(), runner.done.clone()
 
 
 @pytest.mark.parametrize("family", list(CONFIGS))

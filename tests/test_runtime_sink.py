@@ -64,10 +64,10 @@ def runner_for(model, prompts, new, **kw):
     return Runner(model, len(prompts), max(map(len, prompts)) + new, **kw)
 
 
-def greedy_steps(runner, prompts, new):
-    """Prefill + `new - 1` greedy decode steps: each step's logits (B, new, vocab) and
-    the generated tokens per sequence."""
-    runner.eos = -1
+def greedy_steps(runner, prompts, new, eos=-1):
+    """Prefill + `new - 1` greedy decode steps (EOS `eos`, -1: none): each step's logits
+    (B, new, vocab) and the generated tokens per sequence."""
+    runner.eos = eos
     p = SamplingParams()
     runner.prepare(p)
     got = [runner.prefill(prompts, p).clone()]
