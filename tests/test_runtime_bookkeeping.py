@@ -16,7 +16,7 @@ from test_runtime_norms import _model, close
 from test_runtime_sink import DEVICE, GPU, greedy_steps, prompts_of, runner_for
 from tpa_compress.runtime import bookkeeping, kernels
 from tpa_compress.runtime.cache import EMPTY
-from tpa_compress.runtime.runner import _advance, _step_head, fused_advance, fused_step_head
+from tpa_compress.runtime.runner import _advance, _step_head
 
 pytestmark = [pytest.mark.skipif(not kernels.available(), reason="triton is not installed"), pytest.mark.interpreter]
 
@@ -106,11 +106,11 @@ def test_runner_fused_head_and_advance_decode_as_eager(family):
     new = 10
     eager, fused = runner_for(model, prompts, new), runner_for(model, prompts, new)
     if GPU:
-        assert (fused.head, fused.advance) == (fused_step_head, fused_advance)
+        assert (fused.head, fused.advance) == (bookkeeping.step_head, bookkeeping.advance)
         eager.head, eager.advance = _step_head, _advance
     else:
         assert (fused.head, fused.advance) == (_step_head, _advance)
-        fused.head, fused.advance = fused_step_head, fused_advance
+        fused.head, fused.advance = bookkeeping.step_head, bookkeeping.advance
     _, ids, _ = _decode(eager, prompts, new, -1)
     eos = ids[1, max(map(len, prompts)) + 2].item()  # sequence 1's third new token
     want_logits, want_ids, want_done = _decode(eager, prompts, new, eos)

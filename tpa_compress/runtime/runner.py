@@ -123,19 +123,6 @@ def _advance(nxt, eos: int, done, ids, tok, col):
     col.add_(1)
 
 
-def fused_step_head(model, tok, col, pad, tables, rope_keys, dtype):
-    """`_step_head` without torch.compile: bookkeeping.py's one kernel where it runs and
-    takes the model, the eager ops elsewhere."""
-    head = bookkeeping.step_head if bookkeeping.head_serves(model, tok) else _step_head
-    return head(model, tok, col, pad, tables, rope_keys, dtype)
-
-
-def fused_advance(nxt, eos: int, done, ids, tok, col):
-    """`_advance` without torch.compile: bookkeeping.py's one kernel where it runs, the
-    eager ops elsewhere."""
-    (bookkeeping.advance if norms.kernel_serves(nxt) else _advance)(nxt, eos, done, ids, tok, col)
-
-
 def _mask_bias(q_pos, k_pos, window, dtype):
     """(B, 1, 1, S) additive mask, made once per step and shared by layers of one kind."""
     ok = allowed(q_pos, k_pos, window)[:, None]
@@ -205,7 +192,8 @@ class Runner:
         self.tail = functools.partial(fused_tail, cfg.family_spec) if cuda else _tail
         self.entries, self.entries_written = new_entries_fused, entries_written
         self.direct, self.bias_fn = direct_decode, _mask_bias
-        self.head, self.advance = (fused_step_head, fused_advance) if cuda else (_step_head, _advance)
+        self.head = bookkeeping.step_head if cuda and bookkeeping.head_serves(model, self.tok) else _step_head
+        self.advance = bookkeeping.advance if cuda and norms.kernel_serves(self.tok) else _advance
         self.rope_keys = tuple(dict.fromkeys((cfg.rope_base(i), cfg.rope_scale(i)) for i in range(cfg.num_layers)))
         self.w_qkv, self.b_qkv, self.w_gu = None, None, None
         use_gemv = self.options.gemv
