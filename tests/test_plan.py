@@ -101,3 +101,28 @@ def test_an_uncompiled_cuda_step_writes_entries_with_the_kernel():
     assert DecodeOptions(compile=False, pdl=False).resolved(cuda, 1).entries == "kernel"
     assert DecodeOptions(compile=True, pdl=False).resolved(cuda, 1).entries == "kernel"
     assert DecodeOptions(pdl=False).resolved(cpu, 1).entries == "eager"
+
+
+def test_cuda_compiles_only_above_the_uncompiled_batch(monkeypatch):
+    """On CUDA with Triton a batch up to UNCOMPILED_MAX_BATCH over a 16-bit cache runs
+    uncompiled (a fast start, as fast a step); a larger batch or a lossy cache compiles, and so
+    does CUDA without Triton (the uncompiled step would be eager); the CPU never does; an
+    explicit choice is kept."""
+    import torch
+
+    from tpa_compress.runtime import plan
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(plan.kernels, "pdl_available", lambda device: False)
+    monkeypatch.setattr(plan.kernels, "available", lambda: True)
+    n = plan.UNCOMPILED_MAX_BATCH
+    assert DecodeOptions().resolved(cuda, n).compile is False
+    assert DecodeOptions().resolved(cuda, n + 1).compile is True
+    assert DecodeOptions(compile=True).resolved(cuda, n).compile is True
+    assert DecodeOptions(compile=False).resolved(cuda, n + 1).compile is False
+    assert DecodeOptions().resolved(cuda, n, "fp16").compile is False
+    assert DecodeOptions().resolved(cuda, n, "int8").compile is True
+    assert DecodeOptions().resolved(cuda, n, "int4:group=32").compile is True
+    assert DecodeOptions().resolved(cpu, n + 1).compile is False
+    monkeypatch.setattr(plan.kernels, "available", lambda: False)
+    assert DecodeOptions().resolved(cuda, n).compile is True

@@ -19,8 +19,9 @@ role, from the options' choice down, and takes the first backend that supports t
                fused     any cache (one Q/K/V matmul, the cache's own write)
                eager     any cache (the reference)
 
-Defaults: on CUDA with triton, attention from `cuda` and entries from `kernel`; elsewhere
-attention from `sdpa` and entries `eager` (`written` when compiled). A whole-step choice:
+Defaults: on CUDA with triton, attention from `cuda` and entries from `kernel`, compiled above
+a batch of UNCOMPILED_MAX_BATCH or over a lossy cache; elsewhere attention from `sdpa`, entries
+`eager`, uncompiled. A whole-step choice:
 the CUDA graph, which needs every layer's cache writes to be device-side (a grouped cache
 appends on the host, so a runner with one decodes eagerly). `Runner.plan` is the list of
 `LayerPlan`s; `describe(plan)` prints it.
@@ -32,6 +33,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from ..cache_formats import parse_spec
 from ..errors import TPAError
 from . import gemv as gemv_mod
 from . import kernels
@@ -40,6 +42,12 @@ from .cuda_decode import CudaBuild
 from .kernels import TritonTuning
 
 ATTENTION_ORDER = ("cuda", "triton", "sdpa", "direct", "tiles")
+# Up to this batch, over a cache of 16 bits or more, the CUDA step runs uncompiled (Triton kernels
+# of its own: runtime/norms.py, bookkeeping.py): as fast as the compiled step there, and it imports
+# and traces no torch.compile, which is most of a second run's start-up. Above it inductor's fusion
+# of the element-wise work is faster; a lossy cache's quantize and tile pieces are compiled ones
+# (docs/benchmarks.md, "The uncompiled step").
+UNCOMPILED_MAX_BATCH = 1
 ENTRIES_ORDER = ("kernel", "written", "fused", "eager")
 
 
@@ -51,7 +59,10 @@ class DecodeOptions:
                     it does not)
     entries         the first entries writer tried (ENTRIES_ORDER)
     compile         torch.compile the step's element-wise pieces (norms, RoPE, MLP gate, the
-                    tile update); the graph replays them with no launch cost
+                    tile update); the graph replays them with no launch cost. Uncompiled on
+                    CUDA, Triton kernels of the runtime's own serve them (no torch.compile
+                    imported: a fast start); default: compiled above UNCOMPILED_MAX_BATCH
+                    or over a lossy cache
     cuda_graph      capture the decode step once and replay it
     gemv            the decode step's matmuls through gemv.py (a batch of at most
                     gemv.MAX_ROWS on CUDA: cuBLAS leaves most SMs idle for one row)
@@ -105,11 +116,14 @@ class DecodeOptions:
                 raise TPAError(f"decode option {k!r} is not valid; valid: {', '.join(sorted(valid))}")
         return replace(options or cls(), **{k: v for k, v in overrides.items() if v is not None})
 
-    def resolved(self, device: torch.device, batch: int) -> DecodeOptions:
-        """Every None decided for this device and batch."""
+    def resolved(self, device: torch.device, batch: int, cache_dtype: str = "bf16") -> DecodeOptions:
+        """Every None decided for this device, batch and cache format."""
         cuda = device.type == "cuda"
         tri = kernels.available()
-        compile = cuda if self.compile is None else self.compile
+        compile = self.compile
+        if compile is None:
+            kernel_step = tri and batch <= UNCOMPILED_MAX_BATCH and not parse_spec(cache_dtype).format.lossy
+            compile = cuda and not kernel_step
         return replace(
             self,
             compile=compile,

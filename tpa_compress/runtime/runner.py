@@ -151,9 +151,9 @@ class Runner:
             raise TPAError(f"max length {max_len} exceeds the model's {cfg.max_position_embeddings} positions")
         w = model.embed_tokens.weight
         self.model, self.cfg, self.device, self.dtype = model, cfg, w.device, w.dtype
-        self.options = DecodeOptions.of(options, **overrides).resolved(self.device, batch)
         cuda = self.device.type == "cuda"
         cache_dtype = cache_dtype or ("bf16" if cuda else DTYPE_NAMES.get(w.dtype, "fp32"))
+        self.options = DecodeOptions.of(options, **overrides).resolved(self.device, batch, cache_dtype)
         self.layouts: list[LayerLayout] = [replace(lay, cache_dtype=cache_dtype) for lay in layout_of_model(model)]
         for i, lay in enumerate(self.layouts):
             attn = model.layers[i].self_attn
