@@ -185,7 +185,7 @@ class Runner:
         # a grouped cache appends on the host (its group counters): the step then runs eagerly
         self.use_graph = self.options.cuda_graph and graph_safe(self.cache.layers)
         self.pdl = self.options.pdl
-        self.graph, self.graph_params = None, None
+        self.graph, self.graph_key = None, None  # the captured step and the (params, EOS) it bakes in
         # on CUDA without torch.compile the family's fused tail (runtime/norms.py kernels) and
         # the step's head and advance as one kernel each (runtime/bookkeeping.py)
         self.update = tile_update
@@ -427,7 +427,7 @@ class Runner:
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
             self._step(params)
-        self.graph, self.graph_params = g, params
+        self.graph, self.graph_key = g, (params, self.eos)
         self.graph_logits = self.last_logits  # the graph's static buffer (an eager step rebinds)
         self.cache.reset()  # warm-up wrote junk; prefill resets the tables anyway
 
@@ -437,15 +437,15 @@ class Runner:
         self.steps_done += 1
         if not self.use_graph or write_sink:
             return self._step(params, write_sink)
-        if self.graph is None or self.graph_params != params:
-            raise TPAError("internal: decode graph not captured for these sampling params")
+        if self.graph is None or self.graph_key != (params, self.eos):
+            raise TPAError("internal: decode graph not captured for these sampling params and EOS")
         self.graph.replay()
         self.last_logits = self.graph_logits
 
     @torch.no_grad()
     def prepare(self, params: SamplingParams) -> None:
         """Capture the decode graph (CUDA) before timing anything; a no-op on CPU."""
-        if self.use_graph and (self.graph is None or self.graph_params != params):
+        if self.use_graph and (self.graph is None or self.graph_key != (params, self.eos)):
             self._capture(params)
 
     # -- the loop ------------------------------------------------------------------
