@@ -42,13 +42,13 @@ from .cuda_decode import CudaBuild
 from .kernels import TritonTuning
 
 ATTENTION_ORDER = ("cuda", "triton", "sdpa", "direct", "tiles")
+ENTRIES_ORDER = ("kernel", "written", "fused", "eager")
 # Up to this batch, over a cache of 16 bits or more, the CUDA step runs uncompiled (Triton kernels
 # of its own: runtime/norms.py, bookkeeping.py): as fast as the compiled step there, and it imports
 # and traces no torch.compile, which is most of a second run's start-up. Above it inductor's fusion
 # of the element-wise work is faster; a lossy cache's quantize and tile pieces are compiled ones
 # (docs/benchmarks.md, "The uncompiled step").
 UNCOMPILED_MAX_BATCH = 1
-ENTRIES_ORDER = ("kernel", "written", "fused", "eager")
 
 
 @dataclass(frozen=True)
