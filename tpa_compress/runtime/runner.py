@@ -4,8 +4,9 @@ Reuses the model's blocks and weights: each block runs as in the reference forwa
 with its attention swapped for a closure that reads/writes the cache. On CUDA the
 decode step has static shapes (one write index per batch, a device-side column
 counter) and is captured once in a CUDA graph; prefill runs eagerly. `compile=True`
-(the CUDA default) fuses the small element-wise kernels (norms, RoPE, MLP gate, the
-tile update) with torch.compile; the graph then replays them with no launch cost.
+(the CUDA default above a batch of plan.UNCOMPILED_MAX_BATCH or over a lossy cache) fuses
+the small element-wise kernels (norms, RoPE, MLP gate, the tile update) with torch.compile;
+the graph then replays them with no launch cost.
 Without it, each layer's residual adds and norms still run fused on CUDA: the family's
 `decode_finish` over runtime/norms.py's Triton kernels (no torch.compile to import or trace),
 and the step's bookkeeping before layer 0 and after sampling is one kernel each
@@ -437,7 +438,7 @@ class Runner:
         self.steps_done += 1
         if not self.use_graph or write_sink:
             return self._step(params, write_sink)
-        if self.graph is None or self.graph_key != (params, self.eos):
+        if self.graph_key != (params, self.eos):
             raise TPAError("internal: decode graph not captured for these sampling params and EOS")
         self.graph.replay()
         self.last_logits = self.graph_logits
@@ -445,7 +446,7 @@ class Runner:
     @torch.no_grad()
     def prepare(self, params: SamplingParams) -> None:
         """Capture the decode graph (CUDA) before timing anything; a no-op on CPU."""
-        if self.use_graph and (self.graph is None or self.graph_key != (params, self.eos)):
+        if self.use_graph and self.graph_key != (params, self.eos):
             self._capture(params)
 
     # -- the loop ------------------------------------------------------------------
