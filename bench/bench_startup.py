@@ -10,7 +10,7 @@ stream, which loads every Triton kernel into the process), graph (the CUDA graph
 prefill (the warm-up prefill of `generate`'s capture phase) and first token (one more prefill
 and one decode step, timed as generate's first token is). "load to first token" is the sum
 after load: what the issue's goal (< 3 s on a later run) counts. --profile N prints the N
-functions with the most own time (cProfile) over build + warm-up + graph + prefill of the last
+functions with the most own time, then the N with the most cumulative time (cProfile) over build + warm-up + graph + prefill of the last
 run. Kernels are cached on disk after a machine's first run, so run 1 pays the compiles.
 """
 
@@ -84,7 +84,8 @@ t["load to first token"] = sum(v for k, v in t.items() if k not in ("import", "l
 print("RESULT " + json.dumps(t), flush=True)
 if prof is not None:
     import pstats
-    pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(profile)
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(prof, stream=sys.stderr).sort_stats(order).print_stats(profile)
 """
 
 
@@ -94,7 +95,7 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--compile", default="auto", choices=["auto", "0", "1"], help="auto: the plan's default")
-    ap.add_argument("--profile", type=int, default=0, help="with the last run: the N functions with most own time")
+    ap.add_argument("--profile", type=int, default=0, help="with the last run: the N functions with most own time, then most cumulative time")
     ap.add_argument("--json")
     a = ap.parse_args()
     rows = []
@@ -114,7 +115,7 @@ def main():
         rows.append(row)
         print(" | ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
         if prof:
-            print(p.stderr[-12000:])
+            print(p.stderr[-30000:])
     if a.json:
         Path(a.json).write_text(json.dumps({"model": a.model, "device": a.device, "rows": rows}, indent=1))
 
