@@ -10,8 +10,9 @@ stream, which loads every Triton kernel into the process), graph (the CUDA graph
 prefill (the warm-up prefill of `generate`'s capture phase) and first token (one more prefill
 and one decode step, timed as generate's first token is). "load to first token" is the sum
 after load: what the issue's goal (< 3 s on a later run) counts. --profile N prints the N
-functions with the most own time, then the N with the most cumulative time (cProfile) over build + warm-up + graph + prefill of the last
-run. Kernels are cached on disk after a machine's first run, so run 1 pays the compiles.
+functions with the most own time, then the N with the most cumulative time (cProfile), over
+build + warm-up + graph + prefill of the last run. Kernels are cached on disk after a machine's
+first run, so run 1 pays the compiles.
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--compile", default="auto", choices=["auto", "0", "1"], help="auto: the plan's default")
-    ap.add_argument("--profile", type=int, default=0, help="with the last run: the N functions with most own time, then most cumulative time")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="with the last run: the N functions with most own, then most cumulative time",
+    )
     ap.add_argument("--json")
     a = ap.parse_args()
     rows = []
