@@ -7,9 +7,12 @@ venv: the runner then never takes this path).
 """
 
 import math
+import os
 import shutil
 import struct
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -458,13 +461,19 @@ def test_gemv_equals_torch_matmul(n, k, rows):
     assert bn * 132 <= max(n, 132) and k1 + k2 >= k > k1 - (k2 == 0)  # a wave covers the SMs; W's rows whole
 
 
-def test_gemv_serves_few_rows_and_the_shapes_it_wins_on(monkeypatch):
-    """gemv.linear: the kernel for at most MAX_ROWS rows and W within MAX_N x MAX_K (where it
-    measured faster than cuBLAS), torch's matmul for anything else."""
+@pytest.mark.parametrize("traced", [False, True])
+def test_gemv_serves_few_rows_and_the_shapes_it_wins_on(monkeypatch, traced):
+    """gemv.linear (a direct launch) and gemv.traced_linear (the custom op): the kernel for at
+    most MAX_ROWS rows and W within MAX_N x MAX_K (where it measured faster than cuBLAS),
+    torch's matmul for anything else."""
     from tpa_compress.runtime import gemv
 
     took = []
-    monkeypatch.setattr(gemv, "gemv", lambda x, w: took.append(w.shape) or torch.nn.functional.linear(x, w))
+    monkeypatch.setattr(gemv, "gemv", lambda x, w: took.append(("op", w.shape)) or torch.nn.functional.linear(x, w))
+    monkeypatch.setattr(
+        gemv, "gemv_launch", lambda x, w: took.append(("launch", w.shape)) or torch.nn.functional.linear(x, w)
+    )
+    fn = gemv.traced_linear if traced else gemv.linear
     for rows, n, k, want in (
         (1, 640, 2048, True),
         (gemv.MAX_ROWS, 4096, 640, True),
@@ -473,8 +482,8 @@ def test_gemv_serves_few_rows_and_the_shapes_it_wins_on(monkeypatch):
         (1, 64, gemv.MAX_K + 1, False),
     ):
         took.clear()
-        gemv.linear(torch.ones(rows, 1, k), torch.ones(n, k))
-        assert bool(took) == want, (rows, n, k)
+        fn(torch.ones(rows, 1, k), torch.ones(n, k))
+        assert took == ([("op" if traced else "launch", (n, k))] if want else []), (rows, n, k)
 
 
 @pytest.mark.parametrize("family,kind", [("gemma3", "original"), ("llama", "latent_kv")])
@@ -500,6 +509,24 @@ def test_gemv_with_the_gated_activation_in_its_prologue(gelu, rows):
     dtype = torch.bfloat16 if GPU else torch.float32
     gu = (2 * torch.randn(rows, 1, 2 * 2048, generator=g)).to(DEVICE, dtype)
     w = (torch.randn(640, 2048, generator=g) / 2048**0.5).to(DEVICE, dtype)
-    got, want = gemv.glu_linear(gu, w, gelu), gemv.torch_glu_linear(gu, w, gelu)
-    assert got.shape == want.shape == (rows, 1, 640)
-    assert (got.float() - want.float()).abs().max() < (3e-2 if GPU else 1e-5)
+    want = gemv.torch_glu_linear(gu, w, gelu)
+    for got in (gemv.glu_linear(gu, w, gelu), gemv.traced_glu_linear(gu, w, gelu)):
+        assert got.shape == want.shape == (rows, 1, 640)
+        assert (got.float() - want.float()).abs().max() < (3e-2 if GPU else 1e-5)
+
+
+def test_uncompiled_step_imports_no_torch_compile():
+    """A batch-1 step with gemv and without torch.compile launches its kernels directly: a
+    custom op's first call would import torch.compile's stack (~2 s of a CUDA start-up)."""
+    code = (
+        "import sys\n"
+        "from test_runtime_sink import prompts_of, runner_for, sink_model\n"
+        "model = sink_model('gemma3', 'original', 0, layers=[], num_layers=2)\n"
+        "r = runner_for(model, prompts_of([5]), 3, attention='cuda', entries='kernel', gemv=True)\n"
+        "r.generate(prompts_of([5]), 3)\n"
+        "print('torch._dynamo' in sys.modules, r.mm.__name__)\n"
+    )
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    out = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "linear"], out.stdout + out.stderr[-2000:]

@@ -9,7 +9,9 @@ depend on it). The programs of one wave cover every SM.
 
 `linear` is the runner's matmul: this kernel for up to `MAX_ROWS` rows and a W within
 MAX_N x MAX_K, torch's otherwise. `glu_linear` adds the gated MLP's activation as a prologue.
-Torch custom ops, so the compiled pieces of the decode step call them as they call cuBLAS.
+Both launch the kernel directly (the uncompiled step); `traced_linear` / `traced_glu_linear`
+call it through torch custom ops, so that the compiled pieces call it as they call cuBLAS
+(a custom op's first call imports torch.compile's stack, ~2 s: only a compiled step pays it).
 The residual adds and RMSNorms stay out of the prologue: fused there they are slower end to end.
 """
 
@@ -163,6 +165,11 @@ def serves(x: torch.Tensor, w: torch.Tensor) -> bool:
 def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x @ w^T: the kernel for a few rows (a batch-1 decode step) and a W within MAX_N x MAX_K,
     torch's matmul otherwise."""
+    return gemv_launch(x, w) if serves(x, w) else F.linear(x, w)
+
+
+def traced_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """`linear` through the custom op, for pieces that torch.compile traces."""
     return gemv(x, w) if serves(x, w) else F.linear(x, w)
 
 
@@ -176,4 +183,11 @@ def torch_glu_linear(gu: torch.Tensor, w: torch.Tensor, gelu: bool) -> torch.Ten
 def glu_linear(gu: torch.Tensor, w: torch.Tensor, gelu: bool) -> torch.Tensor:
     """`torch_glu_linear` with the activation in the kernel's prologue (one launch fewer per
     layer) where the kernel serves the shapes."""
+    if serves(gu[..., : w.shape[1]], w):
+        return gemv_launch(gu, w, "gelu" if gelu else "silu")
+    return torch_glu_linear(gu, w, gelu)
+
+
+def traced_glu_linear(gu: torch.Tensor, w: torch.Tensor, gelu: bool) -> torch.Tensor:
+    """`glu_linear` through the custom op, for pieces that torch.compile traces."""
     return gemv_glu(gu, w, gelu) if serves(gu[..., : w.shape[1]], w) else torch_glu_linear(gu, w, gelu)

@@ -197,8 +197,11 @@ class Runner:
         self.advance = bookkeeping.advance if cuda and norms.kernel_serves(self.tok) else _advance
         self.rope_keys = tuple(dict.fromkeys((cfg.rope_base(i), cfg.rope_scale(i)) for i in range(cfg.num_layers)))
         self.w_qkv, self.b_qkv, self.w_gu = None, None, None
-        use_gemv = self.options.gemv
-        self.mm, self.glu_mm = (gemv_mod.linear, gemv_mod.glu_linear) if use_gemv else (F.linear, torch_glu_linear)
+        self.mm, self.glu_mm = F.linear, torch_glu_linear
+        if self.options.gemv and self.options.compile:
+            self.mm, self.glu_mm = gemv_mod.traced_linear, gemv_mod.traced_glu_linear
+        elif self.options.gemv:
+            self.mm, self.glu_mm = gemv_mod.linear, gemv_mod.glu_linear
         if self.options.compile:
             self._compile()
         self._build_plan()
