@@ -42,4 +42,12 @@ qh)  # issue 29: the head-mode rows not yet run (the 25% rows; contextual T6 aga
 lc)  # issue 28 point 7: long windows and passkeys for the quantization-only frontier points not yet run on the GPU
   python bench/long_context.py --model $G --cache int8,int4:group=128,int3,int3:group=64 --seq-lens 4096,8192 --windows 4 \
     --contexts 4096,16384,32768 --depths 0.1,0.5,0.9 --keys 4 --out $OUT/lc-quant.json > $OUT/lc.log 2>&1; grep -h '^{' $OUT/lc.log | cut -c1-300 ;;
+su2)  # after the direct GEMV launch (lease 2): start-up under the default plan, a profile, two generates
+  python bench/bench_startup.py $G --runs 3 --json $OUT/su2-default.json 2>&1 | tee $OUT/su2.txt | grep '^run'
+  python bench/bench_startup.py $G --runs 1 --profile 30 > $OUT/su2-profile.txt 2>&1; head -1 $OUT/su2-profile.txt
+  for i in 1 2; do t0=$(date +%s.%N); tc generate $G --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/gen2-$i.txt 2>&1
+    echo "generate run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") $(tail -1 $OUT/gen2-$i.txt | grep -o 'load.*')"; done ;;
+gpuC)  # the GPU tests the direct GEMV launch and the batch-1 default touch
+  timeout ${GPU_T:-290} python -m pytest -q -p no:cacheprovider --device cuda tests/test_runtime_kernels.py tests/test_plan.py \
+    tests/test_runtime_bookkeeping.py tests/test_runtime_norms.py tests/test_generate_cli.py --maxfail=8 -W ignore > $OUT/gpuC.log 2>&1; tail -12 $OUT/gpuC.log ;;
 esac; echo "step $step: $((SECONDS-s)) s"; done
