@@ -47,6 +47,10 @@ su2)  # after the direct GEMV launch (lease 2): start-up under the default plan,
   python bench/bench_startup.py $G --runs 1 --profile 30 > $OUT/su2-profile.txt 2>&1; head -1 $OUT/su2-profile.txt
   for i in 1 2; do t0=$(date +%s.%N); tc generate $G --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/gen2-$i.txt 2>&1
     echo "generate run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") $(tail -1 $OUT/gen2-$i.txt | grep -o 'load.*')"; done ;;
+su3)  # su2 for a short budget: generate twice (the second is a later run), then two fresh-process start-ups by phase
+  for i in 1 2; do t0=$(date +%s.%N); tc generate $G --device cuda --max-new-tokens 32 --prompt "The Python standard library provides" > $OUT/gen3-$i.txt 2>&1
+    echo "generate run $i wall $(python -c "print(round($(date +%s.%N) - $t0, 2))") $(tail -1 $OUT/gen3-$i.txt | grep -o 'load.*')"; done
+  python bench/bench_startup.py $G --runs 2 --json $OUT/su3-default.json 2>&1 | tee $OUT/su3.txt | grep '^run' ;;
 gpuC)  # the GPU tests the direct GEMV launch and the batch-1 default touch
   timeout ${GPU_T:-290} python -m pytest -q -p no:cacheprovider --device cuda tests/test_runtime_kernels.py tests/test_plan.py \
     tests/test_runtime_bookkeeping.py tests/test_runtime_norms.py tests/test_generate_cli.py --maxfail=8 -W ignore > $OUT/gpuC.log 2>&1; tail -12 $OUT/gpuC.log ;;
