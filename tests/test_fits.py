@@ -143,3 +143,44 @@ def test_budget_kl_windows_must_be_a_positive_integer():
                 [{"select": "all", "k": {"method": "activation_svd", "rank": "budget"}}],
                 budget={"fraction": 0.5, "by": "kl", "kl_windows": bad},
             )
+
+
+def _hidden_with(model, attn, name, proj, windows):
+    """Final hidden states of `model` with attn.<name> swapped for `proj`, then restored."""
+    from tpa_compress.ranks.kl import final_hidden
+
+    old = getattr(attn, name)
+    setattr(attn, name, proj)
+    try:
+        return final_hidden(model, windows)
+    finally:
+        setattr(attn, name, old)
+
+
+def test_kl_weights_share_the_reference_and_measure_each_probe_alone():
+    """ranks/kl.py: each probe's KL equals the KL of the model with that projection swapped,
+    computed directly from whole logits; a probe equal to the original measures zero (its
+    weight floored); the model is left as it was."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from tpa_compress.ranks.kl import final_hidden, kl_weights, mean_kls
+
+    model = build_model(tiny_ckpt("llama")).eval()
+    windows = torch.randint(0, model.cfg.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    attn = model.layers[0].self_attn
+    same, noisy = copy.deepcopy(attn.k_proj), copy.deepcopy(attn.v_proj)
+    with torch.no_grad():
+        noisy.weight.add_(0.5 * torch.randn(noisy.weight.shape, generator=torch.Generator().manual_seed(1)))
+    before = [p.clone() for p in model.parameters()]
+    ref, swapped = final_hidden(model, windows), _hidden_with(model, attn, "v_proj", noisy, windows)
+    with torch.no_grad():
+        lr = torch.cat([F.log_softmax(model.logits(h).float(), -1) for h in ref])
+        lp = torch.cat([F.log_softmax(model.logits(h).float(), -1) for h in swapped])
+    want = float((lr.exp() * (lr - lp)).sum(-1).mean())
+    assert want > 1e-4 and mean_kls(model, ref, {"v": swapped}, chunk=5)["v"] == pytest.approx(want, rel=1e-5)
+    w = kl_weights(model, windows, {"k": (attn, "k_proj", same), "v": (attn, "v_proj", noisy)}, {"k": 0.1, "v": 0.1})
+    assert w["v"] == pytest.approx(want / 0.1, rel=1e-5) and w["k"] == pytest.approx(1e-3 * w["v"])
+    assert attn.k_proj is not same and attn.v_proj is not noisy
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -22,36 +22,39 @@ def final_hidden(model, windows: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def mean_kl(model, windows: torch.Tensor, ref_hidden: list[torch.Tensor], chunk: int = 128) -> float:
-    """Mean per-token KL(reference || model) of the next-token distributions; logits are
-    formed in chunks of rows (a 262k vocabulary never needs T x vocab floats at once)."""
-    total, n = 0.0, 0
-    device = next(model.parameters()).device
-    for w, ref in zip(windows, ref_hidden):
-        h = model(w[None].to(device))[0]
-        for s in range(0, h.shape[0], chunk):
-            lp = F.log_softmax(model.logits(h[s : s + chunk]).float(), -1)
+def mean_kls(model, ref_hidden: list[torch.Tensor], hidden: dict, chunk: int = 128) -> dict:
+    """{key: mean per-token KL(reference || model with that key's probe)} of the next-token
+    distributions, from each run's final hidden states (`hidden[key]`, one per window). The
+    reference's log-probabilities are formed once per chunk of rows and shared by every probe;
+    logits are formed in chunks (a 262k vocabulary never needs T x vocab floats at once)."""
+    total, n = dict.fromkeys(hidden, 0.0), 0
+    for w, ref in enumerate(ref_hidden):
+        for s in range(0, ref.shape[0], chunk):
             lr = F.log_softmax(model.logits(ref[s : s + chunk]).float(), -1)
-            total += float((lr.exp() * (lr - lp)).sum())
-            n += lp.shape[0]
-    return total / max(n, 1)
+            pr = lr.exp()
+            for key, h in hidden.items():
+                lp = F.log_softmax(model.logits(h[w][s : s + chunk]).float(), -1)
+                total[key] += float((pr * (lr - lp)).sum())
+            n += lr.shape[0]
+    return {key: t / max(n, 1) for key, t in total.items()}
 
 
 def kl_weights(model, windows: torch.Tensor, probes: dict, tails: dict) -> dict:
     """{key: KL per unit of relative error energy}. `probes[key]` is (module, projection
-    name, factorized projection): swapped in alone, measured, swapped back. `tails[key]`
-    is the relative error energy the probe leaves. A probe that leaves no error (full
-    rank) gets the mean weight of the others."""
+    name, factorized projection): swapped in alone, run over the windows, swapped back.
+    `tails[key]` is the relative error energy the probe leaves. A probe that leaves no error
+    (full rank) gets the mean weight of the others."""
     ref = final_hidden(model, windows)
-    out = {}
+    hidden = {}
     for key, (attn, name, proj) in probes.items():
         old = getattr(attn, name)
         setattr(attn, name, proj)
         try:
-            kl = mean_kl(model, windows, ref)
+            hidden[key] = final_hidden(model, windows)
         finally:
             setattr(attn, name, old)
-        out[key] = kl / tails[key] if tails[key] > 1e-9 else None
+    kls = mean_kls(model, ref, hidden)
+    out = {key: kls[key] / tails[key] if tails[key] > 1e-9 else None for key in probes}
     known = [v for v in out.values() if v is not None]
     fill = sum(known) / len(known) if known else 1.0
     out = {k: (fill if v is None else v) for k, v in out.items()}
