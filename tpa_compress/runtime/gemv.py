@@ -11,7 +11,8 @@ depend on it). The programs of one wave cover every SM.
 MAX_N x MAX_K, torch's otherwise. `glu_linear` adds the gated MLP's activation as a prologue.
 Both launch the kernel directly (the uncompiled step); `traced_linear` / `traced_glu_linear`
 call it through torch custom ops, so that the compiled pieces call it as they call cuBLAS
-(a custom op's first call imports torch.compile's stack, ~2 s: only a compiled step pays it).
+(a custom op's first call imports torch.compile's stack, seconds of start-up that only a
+compiled step should pay).
 The residual adds and RMSNorms stay out of the prologue: fused there they are slower end to end.
 """
 
