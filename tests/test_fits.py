@@ -145,18 +145,6 @@ def test_budget_kl_windows_must_be_a_positive_integer():
             )
 
 
-def _hidden_with(model, attn, name, proj, windows):
-    """Final hidden states of `model` with attn.<name> swapped for `proj`, then restored."""
-    from tpa_compress.ranks.kl import final_hidden
-
-    old = getattr(attn, name)
-    setattr(attn, name, proj)
-    try:
-        return final_hidden(model, windows)
-    finally:
-        setattr(attn, name, old)
-
-
 def test_kl_weights_share_the_reference_and_measure_each_probe_alone():
     """ranks/kl.py: each probe's KL equals the KL of the model with that projection swapped,
     computed directly from whole logits; a probe equal to the original measures zero (its
@@ -165,7 +153,7 @@ def test_kl_weights_share_the_reference_and_measure_each_probe_alone():
 
     import torch.nn.functional as F
 
-    from tpa_compress.ranks.kl import final_hidden, kl_weights, mean_kls
+    from tpa_compress.ranks.kl import final_hidden, kl_weights, mean_kls, probe_hidden
 
     model = build_model(tiny_ckpt("llama")).eval()
     windows = torch.randint(0, model.cfg.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
@@ -174,7 +162,7 @@ def test_kl_weights_share_the_reference_and_measure_each_probe_alone():
     with torch.no_grad():
         noisy.weight.add_(0.5 * torch.randn(noisy.weight.shape, generator=torch.Generator().manual_seed(1)))
     before = [p.clone() for p in model.parameters()]
-    ref, swapped = final_hidden(model, windows), _hidden_with(model, attn, "v_proj", noisy, windows)
+    ref, swapped = final_hidden(model, windows), probe_hidden(model, windows, attn, "v_proj", noisy)
     with torch.no_grad():
         lr = torch.cat([F.log_softmax(model.logits(h).float(), -1) for h in ref])
         lp = torch.cat([F.log_softmax(model.logits(h).float(), -1) for h in swapped])

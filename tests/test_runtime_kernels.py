@@ -517,7 +517,7 @@ def test_gemv_with_the_gated_activation_in_its_prologue(gelu, rows):
 
 def test_uncompiled_step_imports_no_torch_compile():
     """A batch-1 step with gemv and without torch.compile launches its kernels directly: a
-    custom op's first call would import torch.compile's stack (~2 s of a CUDA start-up)."""
+    custom op's first call would import torch.compile's stack (seconds of a CUDA start-up)."""
     code = (
         "import sys\n"
         "from test_runtime_sink import prompts_of, runner_for, sink_model\n"

@@ -21,6 +21,16 @@ def final_hidden(model, windows: torch.Tensor) -> list[torch.Tensor]:
     return [model(w[None].to(device))[0] for w in windows]
 
 
+def probe_hidden(model, windows: torch.Tensor, attn, name: str, proj) -> list[torch.Tensor]:
+    """final_hidden with attn.<name> swapped for `proj`, swapped back afterwards."""
+    old = getattr(attn, name)
+    setattr(attn, name, proj)
+    try:
+        return final_hidden(model, windows)
+    finally:
+        setattr(attn, name, old)
+
+
 @torch.no_grad()
 def mean_kls(model, ref_hidden: list[torch.Tensor], hidden: dict, chunk: int = 128) -> dict:
     """{key: mean per-token KL(reference || model with that key's probe)} of the next-token
@@ -45,14 +55,7 @@ def kl_weights(model, windows: torch.Tensor, probes: dict, tails: dict) -> dict:
     `tails[key]` is the relative error energy the probe leaves. A probe that leaves no error
     (full rank) gets the mean weight of the others."""
     ref = final_hidden(model, windows)
-    hidden = {}
-    for key, (attn, name, proj) in probes.items():
-        old = getattr(attn, name)
-        setattr(attn, name, proj)
-        try:
-            hidden[key] = final_hidden(model, windows)
-        finally:
-            setattr(attn, name, old)
+    hidden = {key: probe_hidden(model, windows, *probe) for key, probe in probes.items()}
     kls = mean_kls(model, ref, hidden)
     out = {key: kls[key] / tails[key] if tails[key] > 1e-9 else None for key in probes}
     known = [v for v in out.values() if v is not None]
