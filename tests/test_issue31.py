@@ -155,7 +155,7 @@ def test_convert_selector_missing_the_model_fails_before_calibration(cli_run, tm
     code, _, err = cli_run(
         "convert", model_dir, "--recipe", _recipe_file(tmp_path, select), "--out", tmp_path / "out", "--device", "cpu"
     )
-    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(("loaded ", "2 CPU", "1 CPU")))
+    err = "\n".join(ln for ln in err.splitlines() if not (ln.startswith("loaded ") or ln.endswith(" CPU thread(s)")))
     assert_one_line_error(code, err, "r.yaml", *needles)
     assert not (tmp_path / "out").exists()
 

@@ -520,6 +520,8 @@ def test_uncompiled_step_imports_no_torch_compile():
     custom op's first call would import torch.compile's stack (seconds of a CUDA start-up)."""
     code = (
         "import sys\n"
+        "import run_options\n"
+        f"run_options.DEVICE, run_options.GPU = {DEVICE!r}, {GPU!r}\n"
         "from test_runtime_sink import prompts_of, runner_for, sink_model\n"
         "model = sink_model('gemma3', 'original', 0, layers=[], num_layers=2)\n"
         "r = runner_for(model, prompts_of([5]), 3, attention='cuda', entries='kernel', gemv=True)\n"
@@ -527,6 +529,7 @@ def test_uncompiled_step_imports_no_torch_compile():
         "print('torch._dynamo' in sys.modules, r.mm.__name__)\n"
     )
     here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
-    out = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "linear"], out.stdout + out.stderr[-2000:]
+    path = [str(here.parent), str(here), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "linear"], out.stdout + out.stderr[-2000:]
