@@ -66,6 +66,36 @@ def test_score_aware_minimises_its_metric(family):
     )
 
 
+def test_sqrt_pair_decomposes_each_head_block_as_the_whole_matrix_would():
+    from tpa_compress.methods.base import sqrt_pair
+
+    g = torch.Generator().manual_seed(0)
+    blocks = []
+    for scale in (1.0, 1e-3, 30.0):  # heads of very different scales share one floor and ridge
+        a = torch.randn(6, 4, generator=g, dtype=torch.float64) * scale
+        blocks.append(a @ a.T)  # rank 4 of 6: the floor and the ridge both matter
+    m = torch.block_diag(*blocks)
+    root, inv = sqrt_pair(m, 1e-6, 6)
+    want = m + 1e-6 * m.diagonal().mean() * torch.eye(18, dtype=m.dtype)
+    evals, evecs = torch.linalg.eigh(want)
+    evals = evals.clamp_min(evals.max() * 1e-12)
+    assert torch.allclose(root, (evecs * evals.sqrt()) @ evecs.T, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(inv @ root, torch.eye(18, dtype=m.dtype), atol=1e-6)
+    assert root[:6, 6:].abs().max() == 0  # exactly block-diagonal
+
+
+@pytest.mark.parametrize("method", ["activation_svd", "score_aware_svd"])
+def test_spectrum_is_the_factorization_eigenvalues(method):
+    model, stats = _converted_inputs("gemma3")
+    inp = layer_inputs(model, 1, stats[1])
+    m = get_method(method)()
+    for target in ("k", "v"):
+        spectrum = m.spectrum(inp, target)
+        evals = m._pca(inp, target)[0]
+        assert spectrum.shape == evals.shape and bool((spectrum[:-1] >= spectrum[1:]).all())
+        assert torch.allclose(spectrum, evals, rtol=1e-9, atol=1e-12 * float(evals[0]))
+
+
 def test_attn_refit_converts_deterministically_and_never_ends_worse():
     runs = []
     for _ in range(2):

@@ -29,7 +29,7 @@ import torch
 from ..errors import TPAError
 from ..layout import Component
 from . import register
-from .base import Factorization, LayerInputs, Method
+from .base import Factorization, LayerInputs, Method, sqrt_pair
 
 
 @register("activation_svd")
@@ -42,37 +42,43 @@ class ActivationSVD(Method):
         ridge: float = 1e-6
 
     def _metric(self, inp: LayerInputs, target: str):
-        """(L, L⁻¹): the square root of the error metric and its inverse."""
-        n = inp.cfg.kv_size
+        """(L, L⁻¹): the square root of the error metric and its inverse; None: the identity
+        (K, and V when not output-aware), which costs no product."""
         if target == "k" or not self.params.output_aware:
-            eye = torch.eye(n, dtype=torch.float64)
-            return eye, eye
-        m = inp.v_output_metric().double()
-        m = m + self.params.ridge * m.diagonal().mean() * torch.eye(n, dtype=m.dtype)
-        evals, evecs = torch.linalg.eigh(m)
-        evals = evals.clamp_min(evals.max() * 1e-12)
-        return (evecs * evals.sqrt()) @ evecs.T, (evecs / evals.sqrt()) @ evecs.T
+            return None
+        return sqrt_pair(inp.v_output_metric().double(), self.params.ridge, inp.cfg.head_dim)
 
-    def _pca(self, inp: LayerInputs, target: str):
+    def _covariance(self, inp: LayerInputs, target: str):
+        """(L W Σ Wᵀ Lᵀ, W, (L, L⁻¹) or None): the target's covariance in the error metric."""
         if inp.stats is None:
             raise TPAError(f"layer {inp.layer}: activation_svd needs calibration data")
         w = inp.weight(target).double()
-        L, L_inv = self._metric(inp, target)
-        lw = L @ w
+        metric = self._metric(inp, target)
+        lw = w if metric is None else metric[0] @ w
         cov = lw @ inp.stats.covariance @ lw.T
-        evals, evecs = torch.linalg.eigh((cov + cov.T) / 2)
+        return (cov + cov.T) / 2, w, metric
+
+    def _pca(self, inp: LayerInputs, target: str):
+        cov, w, metric = self._covariance(inp, target)
+        evals, evecs = torch.linalg.eigh(cov)
         order = evals.argsort(descending=True)
-        return evals[order].clamp_min(0), evecs[:, order], w, L, L_inv
+        return evals[order].clamp_min(0), evecs[:, order], w, metric
 
     def spectrum(self, inp, target):
-        return self._pca(inp, target)[0]
+        # eigenvalues alone (LAPACK skips the eigenvectors: a fraction of eigh's time)
+        evals = torch.linalg.eigvalsh(self._covariance(inp, target)[0])
+        return evals.flip(0).clamp_min(0)
 
     def factorize(self, inp: LayerInputs, target: str, rank: int) -> Factorization:
         c = inp.cfg
-        evals, evecs, w, L, L_inv = self._pca(inp, target)
+        evals, evecs, w, metric = self._pca(inp, target)
         p = evecs[:, :rank]
-        down = p.T @ L @ w  # (r, hidden)
-        up = L_inv @ p  # (kv*D, r)
+        if metric is None:
+            down, up = p.T @ w, p
+        else:
+            L, L_inv = metric
+            down = p.T @ L @ w  # (r, hidden)
+            up = L_inv @ p  # (kv*D, r)
         mu_out = w @ inp.stats.mean
         bias = mu_out - up @ (down @ inp.stats.mean)
         kept = float(evals[:rank].sum() / evals.sum().clamp_min(1e-30))

@@ -43,6 +43,7 @@ from ..errors import TPAError
 from ..models.common import rope_inv_freq
 from . import register
 from .activation_svd import ActivationSVD
+from .base import sqrt_pair
 
 
 @register("score_aware_svd")
@@ -70,7 +71,7 @@ class ScoreAwareSVD(ActivationSVD):
             return super()._metric(inp, target)
         if inp.stats is None or inp.stats.qtq is None:
             raise TPAError(f"layer {inp.layer}: score_aware_svd needs calibration data with query moments")
-        return _sqrt_pair(self.score_metric(inp), self.params.ridge)
+        return sqrt_pair(self.score_metric(inp), self.params.ridge, inp.cfg.head_dim)
 
     def score_metric(self, inp) -> torch.Tensor:
         """(kv*D, kv*D) block-diagonal metric of pre-norm K errors as the scores see them."""
@@ -107,12 +108,3 @@ class ScoreAwareSVD(ActivationSVD):
         r[:, idx + half, idx + half] = cos
         r[:, idx + half, idx] = sin
         return r
-
-
-def _sqrt_pair(m: torch.Tensor, ridge: float):
-    """(M^{1/2}, M^{-1/2}) of a PSD metric after a relative ridge."""
-    n = m.shape[0]
-    m = m + ridge * m.diagonal().mean() * torch.eye(n, dtype=m.dtype)
-    evals, evecs = torch.linalg.eigh(m)
-    evals = evals.clamp_min(evals.max() * 1e-12)
-    return (evecs * evals.sqrt()) @ evecs.T, (evecs / evals.sqrt()) @ evecs.T
