@@ -66,8 +66,8 @@ def test_score_aware_minimises_its_metric(family):
     )
 
 
-def test_sqrt_pair_decomposes_each_head_block_as_the_whole_matrix_would():
-    from tpa_compress.methods.base import sqrt_pair
+def test_sqrt_pair_and_its_product_work_one_head_block_at_a_time():
+    from tpa_compress.methods.base import block_diag_matmul, sqrt_pair
 
     g = torch.Generator().manual_seed(0)
     blocks = []
@@ -82,6 +82,8 @@ def test_sqrt_pair_decomposes_each_head_block_as_the_whole_matrix_would():
     assert torch.allclose(root, (evecs * evals.sqrt()) @ evecs.T, rtol=1e-9, atol=1e-12)
     assert torch.allclose(inv @ root, torch.eye(18, dtype=m.dtype), atol=1e-6)
     assert root[:6, 6:].abs().max() == 0  # exactly block-diagonal
+    x = torch.randn(18, 5, generator=g, dtype=torch.float64)
+    assert torch.allclose(block_diag_matmul(root, x, 6), root @ x, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("method", ["activation_svd", "score_aware_svd"])

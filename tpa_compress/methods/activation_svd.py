@@ -29,7 +29,7 @@ import torch
 from ..errors import TPAError
 from ..layout import Component
 from . import register
-from .base import Factorization, LayerInputs, Method, sqrt_pair
+from .base import Factorization, LayerInputs, Method, block_diag_matmul, sqrt_pair
 
 
 @register("activation_svd")
@@ -54,7 +54,7 @@ class ActivationSVD(Method):
             raise TPAError(f"layer {inp.layer}: activation_svd needs calibration data")
         w = inp.weight(target).double()
         metric = self._metric(inp, target)
-        lw = w if metric is None else metric[0] @ w
+        lw = w if metric is None else block_diag_matmul(metric[0], w, inp.cfg.head_dim)
         cov = lw @ inp.stats.covariance @ lw.T
         return (cov + cov.T) / 2, w, metric
 

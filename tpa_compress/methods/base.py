@@ -67,6 +67,12 @@ def sqrt_pair(m: torch.Tensor, ridge: float, block: int) -> tuple[torch.Tensor, 
     return torch.block_diag(*root), torch.block_diag(*inv)
 
 
+def block_diag_matmul(m: torch.Tensor, x: torch.Tensor, block: int) -> torch.Tensor:
+    """m @ x for a block-diagonal m (blocks of `block` rows, as `sqrt_pair` returns), one
+    block at a time: the zero blocks cost no products."""
+    return torch.cat([m[i : i + block, i : i + block] @ x[i : i + block] for i in range(0, m.shape[0], block)])
+
+
 @dataclass
 class Factorization:
     component: Component
